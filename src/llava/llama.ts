@@ -1,0 +1,192 @@
+/**
+ * The LLaMA-family decoder (LLaMA, Vicuna, Mistral): RMSNorm, rotary embeddings in the
+ * rotate-half layout, grouped-query attention, SwiGLU MLP; with a preallocated KV cache for
+ * generation and a plain causal path for training.
+ */
+import type { LlamaConfig } from "../io/config.js";
+import { activationByName, childParameters, Embedding, Linear, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
+import type { ParamLoader } from "../nn/params.js";
+import type { Activation } from "../tensor/backend.js";
+import { activation, add, attention, mul, reshape, rope } from "../tensor/ops.js";
+import { Tensor } from "../tensor/tensor.js";
+import { LlavaError } from "../util/errors.js";
+
+/** Keys and values of every layer, preallocated for `capacity` positions of `batch` rows. */
+export class KVCache {
+  readonly keys: Tensor[];
+  readonly values: Tensor[];
+  /** positions filled so far (the same for every batch row) */
+  length = 0;
+
+  constructor(readonly cfg: LlamaConfig, readonly batch: number, readonly capacity: number, backend: Tensor["backend"]) {
+    const shape = [batch, capacity, cfg.numKeyValueHeads, cfg.headDim];
+    this.keys = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
+    this.values = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
+  }
+
+  /** Copies k, v [B, T, Hkv, D] of `layer` into the cache at the current length. */
+  write(layer: number, k: Tensor, v: Tensor): void {
+    const [b, t, h, d] = k.shape;
+    const row = h * d;
+    for (let i = 0; i < b; i++) {
+      const dst = (i * this.capacity + this.length) * row;
+      this.keys[layer].data.set(k.data.subarray(i * t * row, (i + 1) * t * row), dst);
+      this.values[layer].data.set(v.data.subarray(i * t * row, (i + 1) * t * row), dst);
+    }
+  }
+}
+
+/** HF LLaMA inverse frequencies, with the `linear` and `llama3` rope_scaling variants. */
+export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
+  const half = cfg.headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim);
+  const s = cfg.ropeScaling as Record<string, unknown> | null;
+  if (!s) return inv;
+  const type = (s.rope_type ?? s.type) as string;
+  const factor = Number(s.factor ?? 1);
+  if (type === "linear") return inv.map((f) => f / factor);
+  if (type === "llama3") {
+    const low = Number(s.low_freq_factor ?? 1);
+    const high = Number(s.high_freq_factor ?? 4);
+    const orig = Number(s.original_max_position_embeddings ?? 8192);
+    const lowWavelen = orig / low;
+    const highWavelen = orig / high;
+    return inv.map((f) => {
+      const wavelen = (2 * Math.PI) / f;
+      if (wavelen < highWavelen) return f;
+      if (wavelen > lowWavelen) return f / factor;
+      const smooth = (orig / wavelen - low) / (high - low);
+      return (1 - smooth) * (f / factor) + smooth * f;
+    });
+  }
+  if (type === "default") return inv;
+  throw new LlavaError(`unsupported rope_scaling type "${type}" (supported: linear, llama3)`);
+}
+
+class LlamaLayer implements Module {
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+  readonly o: Linear;
+  readonly gate: Linear;
+  readonly up: Linear;
+  readonly down: Linear;
+  readonly inputNorm: RMSNorm;
+  readonly postNorm: RMSNorm;
+
+  constructor(p: ParamLoader, readonly cfg: LlamaConfig, private readonly act: Activation) {
+    const { hiddenSize: d, numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd, intermediateSize: inter } = cfg;
+    const lin = (name: string, out: number, inp: number, bias: boolean) =>
+      new Linear(p.tensor(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
+    this.q = lin("self_attn.q_proj", h * hd, d, cfg.attentionBias);
+    this.k = lin("self_attn.k_proj", kvh * hd, d, cfg.attentionBias);
+    this.v = lin("self_attn.v_proj", kvh * hd, d, cfg.attentionBias);
+    this.o = lin("self_attn.o_proj", d, h * hd, cfg.attentionBias);
+    this.gate = lin("mlp.gate_proj", inter, d, cfg.mlpBias);
+    this.up = lin("mlp.up_proj", inter, d, cfg.mlpBias);
+    this.down = lin("mlp.down_proj", d, inter, cfg.mlpBias);
+    this.inputNorm = new RMSNorm(p.tensor("input_layernorm.weight", [d]), cfg.rmsNormEps);
+    this.postNorm = new RMSNorm(p.tensor("post_attention_layernorm.weight", [d]), cfg.rmsNormEps);
+  }
+
+  forward(x: Tensor, positions: Int32Array, invFreq: Float64Array, cache: KVCache | null, index: number): Tensor {
+    const [b, t] = x.shape;
+    const { numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd } = this.cfg;
+    const hn = this.inputNorm.forward(x);
+    const q = rope(reshape(this.q.forward(hn), [b, t, h, hd]), positions, invFreq);
+    const k = rope(reshape(this.k.forward(hn), [b, t, kvh, hd]), positions, invFreq);
+    const v = reshape(this.v.forward(hn), [b, t, kvh, hd]);
+    let a: Tensor;
+    if (cache) {
+      cache.write(index, k, v);
+      a = attention(q, cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + t });
+    } else {
+      a = attention(q, k, v, { causal: true });
+    }
+    x = add(x, this.o.forward(reshape(a, [b, t, h * hd])));
+    const m = this.postNorm.forward(x);
+    return add(x, this.down.forward(mul(activation(this.gate.forward(m), this.act), this.up.forward(m))));
+  }
+
+  namedParameters(prefix = ""): NamedParameters {
+    return childParameters(prefix, [
+      ["self_attn.q_proj", this.q], ["self_attn.k_proj", this.k], ["self_attn.v_proj", this.v], ["self_attn.o_proj", this.o],
+      ["mlp.gate_proj", this.gate], ["mlp.up_proj", this.up], ["mlp.down_proj", this.down],
+      ["input_layernorm", this.inputNorm], ["post_attention_layernorm", this.postNorm],
+    ]);
+  }
+}
+
+export interface DecoderOutput {
+  /** final hidden state after the last norm [B, T, D] */
+  hidden: Tensor;
+  /** with `collectHidden`: inputs, each layer's output, and the normed final state (HF convention) */
+  hiddenStates?: Tensor[];
+}
+
+export class LlamaForCausalLM implements Module {
+  readonly embedTokens: Embedding;
+  readonly layers: LlamaLayer[];
+  readonly norm: RMSNorm;
+  readonly lmHead: Linear;
+  readonly invFreq: Float64Array;
+
+  /** `model` points at the decoder's prefix (`model.`), `head` at the lm_head's. */
+  constructor(model: ParamLoader, head: ParamLoader, readonly cfg: LlamaConfig) {
+    const { vocabSize: vocab, hiddenSize: d } = cfg;
+    this.embedTokens = new Embedding(model.tensor("embed_tokens.weight", [vocab, d]));
+    const act = activationByName(cfg.hiddenAct);
+    this.layers = Array.from({ length: cfg.numHiddenLayers }, (_, i) => new LlamaLayer(model.sub(`layers.${i}.`), cfg, act));
+    this.norm = new RMSNorm(model.tensor("norm.weight", [d]), cfg.rmsNormEps);
+    const tied = cfg.tieWordEmbeddings && !head.has("weight");
+    this.lmHead = new Linear(tied ? this.embedTokens.weight : head.tensor("weight", [vocab, d]));
+    this.invFreq = ropeInvFreq(cfg);
+  }
+
+  get backend() {
+    return this.embedTokens.weight.backend;
+  }
+
+  newCache(batch: number, capacity: number): KVCache {
+    return new KVCache(this.cfg, batch, capacity, this.backend);
+  }
+
+  /**
+   * Runs the decoder on embeddings [B, T, D]. With a cache, the new positions follow the
+   * cached ones and the cache grows by T.
+   */
+  forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean } = {}): DecoderOutput {
+    const [b, t] = inputsEmbeds.shape;
+    const cache = opts.cache ?? null;
+    const start = cache?.length ?? 0;
+    if (cache && start + t > cache.capacity) {
+      throw new LlavaError(`sequence of ${start + t} positions exceeds the KV cache capacity of ${cache.capacity}`);
+    }
+    const positions = opts.positions ?? Int32Array.from({ length: b * t }, (_, i) => start + (i % t));
+    let x = inputsEmbeds;
+    const states = opts.collectHidden ? [x] : undefined;
+    this.layers.forEach((layer, i) => {
+      x = layer.forward(x, positions, this.invFreq, cache, i);
+      states?.push(x);
+    });
+    if (cache) cache.length += t;
+    const hidden = this.norm.forward(x);
+    if (states) states[states.length - 1] = hidden;
+    return { hidden, hiddenStates: states };
+  }
+
+  logits(hidden: Tensor): Tensor {
+    return this.lmHead.forward(hidden);
+  }
+
+  namedParameters(prefix = ""): NamedParameters {
+    const model = prefix ? `${prefix}.model` : "model";
+    return [
+      ...this.embedTokens.namedParameters(`${model}.embed_tokens`),
+      ...this.layers.flatMap((l, i) => l.namedParameters(`${model}.layers.${i}`)),
+      ...this.norm.namedParameters(`${model}.norm`),
+      ...(this.lmHead.weight === this.embedTokens.weight ? [] : this.lmHead.namedParameters(prefix ? `${prefix}.lm_head` : "lm_head")),
+    ];
+  }
+}

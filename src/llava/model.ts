@@ -1,0 +1,122 @@
+/**
+ * LLaVA: CLIP vision tower + projector + LLaMA-family decoder. Images become feature rows that
+ * are spliced into the token embeddings where the prompt has an image marker.
+ */
+import type { ClipVisionModel } from "./clip.js";
+import type { LlamaForCausalLM } from "./llama.js";
+import type { Projector } from "./projector.js";
+import { childParameters, type Module, type NamedParameters } from "../nn/layers.js";
+import { concat, reshape, slice } from "../tensor/ops.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { LlavaError } from "../util/errors.js";
+
+/** How images are turned into pixels: plain CLIP (resize + center crop), LLaVA pad, or AnyRes. */
+export type ImageAspectMode = "square" | "pad" | "anyres";
+
+export interface LlavaSettings {
+  /** hidden-state index of the vision tower whose output feeds the projector (e.g. -2) */
+  visionSelectLayer: number;
+  /** drop the CLS position ("patch") or keep it ("cls_patch") */
+  visionSelectFeature: "patch" | "cls_patch";
+  /** the id that marks an image in prompt ids: -200 (original LLaVA) or the <image> token (HF) */
+  imageTokenId: number;
+  /** HF format: the prompt repeats the image token once per feature row */
+  expandImageTokens: boolean;
+  imageAspectMode: ImageAspectMode;
+  /** the original format truncates the spliced sequence to this length (tokenizer_model_max_length) */
+  maxSequenceLength: number | null;
+}
+
+export interface EncodedImages {
+  /** all computed vision hidden states (index 0 = after pre_layrnorm) */
+  visionHiddenStates: Tensor[];
+  /** selected layer, CLS dropped or kept [n, N, Dv] */
+  features: Tensor;
+  /** projector output [n, N, D] */
+  projected: Tensor;
+}
+
+export class LlavaModel implements Module {
+  constructor(
+    readonly vision: ClipVisionModel,
+    readonly projector: Projector,
+    readonly llm: LlamaForCausalLM,
+    readonly settings: LlavaSettings,
+  ) {}
+
+  get backend() {
+    return this.llm.backend;
+  }
+
+  /** Index into the vision hidden states of the selected layer. */
+  private selectIndex(): number {
+    const count = this.vision.layers.length + 1;
+    const i = this.settings.visionSelectLayer < 0 ? count + this.settings.visionSelectLayer : this.settings.visionSelectLayer;
+    if (i < 0 || i >= count) {
+      throw new LlavaError(`vision select layer ${this.settings.visionSelectLayer} is outside the tower's ${count} hidden states`);
+    }
+    return i;
+  }
+
+  /**
+   * Vision tower + projector on pixels [n, 3, S, S]. With `allLayers` every tower layer runs
+   * (for inspection); otherwise the tower stops at the selected layer.
+   */
+  encodeImages(pixels: Tensor, allLayers = false): EncodedImages {
+    const index = this.selectIndex();
+    const states = this.vision.forward(pixels, allLayers ? this.vision.layers.length : index);
+    const selected = states[index];
+    const features = this.settings.visionSelectFeature === "patch" ? slice(selected, 1, 1, selected.dim(1)) : selected;
+    return { visionHiddenStates: states, features, projected: this.projector.forward(features) };
+  }
+
+  /** Feature rows per image for this model, i.e. the image tokens one image occupies. */
+  get tokensPerImage(): number {
+    const grid = this.vision.cfg.imageSize / this.vision.cfg.patchSize;
+    return grid * grid + (this.settings.visionSelectFeature === "cls_patch" ? 1 : 0);
+  }
+
+  /**
+   * Embeds prompt ids that carry one image marker per image, replacing each marker with that
+   * image's feature rows [N_i, D]. Returns [1, T, D] (truncated to maxSequenceLength if set).
+   */
+  embedPrompt(ids: number[], imageFeatures: Tensor[]): Tensor {
+    const marker = this.settings.imageTokenId;
+    const markers = ids.filter((id) => id === marker).length;
+    if (markers !== imageFeatures.length) {
+      throw new LlavaError(`the prompt has ${markers} image marker(s) but ${imageFeatures.length} image(s) were given`);
+    }
+    const pieces: Tensor[] = [];
+    let text: number[] = [];
+    const flush = () => {
+      if (text.length) pieces.push(this.llm.embedTokens.forward(Int32Array.from(text)));
+      text = [];
+    };
+    let image = 0;
+    for (const id of ids) {
+      if (id !== marker) {
+        text.push(id);
+        continue;
+      }
+      flush();
+      pieces.push(imageFeatures[image++]);
+    }
+    flush();
+    if (!pieces.length) throw new LlavaError("empty prompt");
+    let embeds = pieces.length === 1 ? pieces[0] : concat(pieces, 0);
+    const max = this.settings.maxSequenceLength;
+    if (max !== null && embeds.dim(0) > max) embeds = slice(embeds, 0, 0, max);
+    return reshape(embeds, [1, embeds.dim(0), embeds.dim(1)]);
+  }
+
+  /** Splits projected features [n, N, D] into one [N, D] tensor per image. */
+  static perImage(projected: Tensor): Tensor[] {
+    const [n, rows, d] = projected.shape;
+    return Array.from({ length: n }, (_, i) => reshape(slice(projected, 0, i, i + 1), [rows, d]));
+  }
+
+  namedParameters(prefix = ""): NamedParameters {
+    return childParameters(prefix, [["vision_tower", this.vision], ["projector", this.projector], ["llm", this.llm]]);
+  }
+}
+

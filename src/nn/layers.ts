@@ -1,0 +1,102 @@
+/**
+ * Parameterised building blocks shared by every model. Each holds its parameters as tensors
+ * and lists them with PyTorch-style dotted names, so training, saving and LoRA can walk them.
+ */
+import { activation, embedding, layerNorm, linear, rmsNorm } from "../tensor/ops.js";
+import type { Activation } from "../tensor/backend.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { LlavaError } from "../util/errors.js";
+
+export type NamedParameters = Array<[string, Tensor]>;
+
+export interface Module {
+  namedParameters(prefix?: string): NamedParameters;
+}
+
+export const join = (prefix: string, name: string) => (prefix && name ? `${prefix}.${name}` : prefix || name);
+
+/** Parameters of named child modules, in order. */
+export function childParameters(prefix: string, children: Array<[string, Module | null | undefined]>): NamedParameters {
+  return children.flatMap(([name, m]) => (m ? m.namedParameters(join(prefix, name)) : []));
+}
+
+export class Linear implements Module {
+  constructor(readonly weight: Tensor, readonly bias: Tensor | null = null) {}
+
+  get inFeatures(): number {
+    return this.weight.shape[1];
+  }
+
+  get outFeatures(): number {
+    return this.weight.shape[0];
+  }
+
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+
+  namedParameters(prefix = ""): NamedParameters {
+    const out: NamedParameters = [[join(prefix, "weight"), this.weight]];
+    if (this.bias) out.push([join(prefix, "bias"), this.bias]);
+    return out;
+  }
+}
+
+export class Embedding implements Module {
+  constructor(readonly weight: Tensor) {}
+
+  forward(ids: Int32Array, shape?: number[]): Tensor {
+    return embedding(this.weight, ids, shape);
+  }
+
+  namedParameters(prefix = ""): NamedParameters {
+    return [[join(prefix, "weight"), this.weight]];
+  }
+}
+
+export class LayerNorm implements Module {
+  constructor(readonly weight: Tensor, readonly bias: Tensor, readonly eps: number) {}
+
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.weight, this.bias, this.eps);
+  }
+
+  namedParameters(prefix = ""): NamedParameters {
+    return [[join(prefix, "weight"), this.weight], [join(prefix, "bias"), this.bias]];
+  }
+}
+
+export class RMSNorm implements Module {
+  constructor(readonly weight: Tensor, readonly eps: number) {}
+
+  forward(x: Tensor): Tensor {
+    return rmsNorm(x, this.weight, this.eps);
+  }
+
+  namedParameters(prefix = ""): NamedParameters {
+    return [[join(prefix, "weight"), this.weight]];
+  }
+}
+
+/** Maps a transformers `hidden_act` name to a kernel activation. */
+export function activationByName(name: string): Activation {
+  switch (name) {
+    case "gelu":
+      return "gelu";
+    case "quick_gelu":
+      return "quick_gelu";
+    case "silu":
+    case "swish":
+      return "silu";
+    case "gelu_new":
+    case "gelu_pytorch_tanh":
+    case "gelu_fast":
+      return "gelu_tanh";
+    case "relu":
+      return "relu";
+    default:
+      throw new LlavaError(`unsupported activation "${name}" (supported: gelu, quick_gelu, silu, gelu_pytorch_tanh, relu)`);
+  }
+}
+
+export const act = (x: Tensor, kind: Activation) => activation(x, kind);

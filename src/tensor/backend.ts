@@ -1,0 +1,110 @@
+/**
+ * The kernel interface. A backend computes on flat Float32Arrays that the caller owns
+ * (outputs are preallocated by the caller), so kernels never allocate large buffers and a
+ * native backend can work on the same memory without copies.
+ *
+ * Layout conventions: row-major; a "row" is the last dimension. Attention tensors are
+ * [B, T, H, D] (batch, time, heads, head dim); key/value tensors may live in a larger cache
+ * buffer, so their batch stride is passed explicitly.
+ */
+export type Activation = "gelu" | "quick_gelu" | "silu" | "gelu_tanh" | "relu";
+
+export interface GemmParams {
+  /** rows of op(A) and C */
+  m: number;
+  /** columns of op(B) and C */
+  n: number;
+  /** inner dimension */
+  k: number;
+  /** A is stored [k, m] instead of [m, k] */
+  transA?: boolean;
+  /** B is stored [n, k] instead of [k, n] (the layout of a PyTorch Linear weight) */
+  transB?: boolean;
+  /** C += op(A) op(B) instead of C = op(A) op(B) */
+  accumulate?: boolean;
+}
+
+export interface AttentionParams {
+  batch: number;
+  /** query positions per batch row */
+  tq: number;
+  /** key positions per batch row */
+  tk: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  scale: number;
+  /** query i may see key j only when j <= i + causalOffset; undefined = no mask */
+  causalOffset?: number;
+  /** distance between batch rows of k and v, in elements (default tk * kvHeads * headDim) */
+  kvBatchStride?: number;
+}
+
+export interface Backend {
+  readonly name: string;
+
+  /** C[m,n] (+)= op(A)[m,k] · op(B)[k,n] */
+  gemm(a: Float32Array, b: Float32Array, c: Float32Array, p: GemmParams): void;
+
+  /** out = x + y (same length) */
+  add(x: Float32Array, y: Float32Array, out: Float32Array): void;
+  /** out[i] = x[i] + y[i % y.length]: y broadcast over the leading dimensions of x */
+  addBroadcast(x: Float32Array, y: Float32Array, out: Float32Array): void;
+  /** out = x * y (same length) */
+  mul(x: Float32Array, y: Float32Array, out: Float32Array): void;
+  /** out = x * s */
+  scale(x: Float32Array, s: number, out: Float32Array): void;
+  /** y += x */
+  accumulate(y: Float32Array, x: Float32Array): void;
+  /** out[j] = sum over rows of x[row, j]: the gradient of a broadcast add */
+  sumRows(x: Float32Array, rowLength: number, out: Float32Array): void;
+
+  activation(kind: Activation, x: Float32Array, out: Float32Array): void;
+  /** dx (+)= dy * act'(x) */
+  activationBackward(kind: Activation, x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+
+  layerNorm(x: Float32Array, w: Float32Array, b: Float32Array, dim: number, eps: number, out: Float32Array): void;
+  /** dx += ..., dw += ..., db += ... (any of the three may be null when not needed) */
+  layerNormBackward(
+    x: Float32Array, w: Float32Array, dy: Float32Array, dim: number, eps: number,
+    dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null,
+  ): void;
+
+  rmsNorm(x: Float32Array, w: Float32Array, dim: number, eps: number, out: Float32Array): void;
+  rmsNormBackward(
+    x: Float32Array, w: Float32Array, dy: Float32Array, dim: number, eps: number,
+    dx: Float32Array | null, dw: Float32Array | null,
+  ): void;
+
+  /**
+   * Rotary embedding in the rotate-half layout of HF LLaMA, on x [rows, heads, headDim] where
+   * row r has position positions[r]. invFreq has headDim/2 entries. `inverse` rotates by the
+   * negative angle (the backward pass).
+   */
+  rope(
+    x: Float32Array, positions: Int32Array, heads: number, headDim: number,
+    invFreq: Float64Array, inverse: boolean, out: Float32Array,
+  ): void;
+
+  /** out [B,tq,H,D] = softmax(q·kᵀ·scale + mask) · v, with grouped kv heads */
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, p: AttentionParams): void;
+  /** accumulates dq, dk, dv (each may be null when not needed) */
+  attentionBackward(
+    q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
+    dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null, p: AttentionParams,
+  ): void;
+
+  /** out[i] = table[ids[i]] (rows of length dim) */
+  embedding(table: Float32Array, ids: Int32Array, dim: number, out: Float32Array): void;
+  /** dtable[ids[i]] += dy[i] */
+  embeddingBackward(ids: Int32Array, dy: Float32Array, dim: number, dtable: Float32Array): void;
+
+  /**
+   * Mean cross-entropy over rows whose target is not `ignoreIndex`; returns the loss and
+   * writes d loss / d logits into dlogits when given. Returns NaN when no row is supervised.
+   */
+  crossEntropy(
+    logits: Float32Array, targets: Int32Array, vocab: number, ignoreIndex: number,
+    dlogits: Float32Array | null,
+  ): number;
+}

@@ -1,0 +1,324 @@
+/**
+ * Differentiable tensor ops. Each op checks shapes, asks the backend to compute into a fresh
+ * output buffer, and, when gradients are wanted, records how to push gradients to its inputs.
+ */
+import type { Activation, AttentionParams } from "./backend.js";
+import { numel, result, Tensor, type Shape } from "./tensor.js";
+
+function fail(op: string, message: string): never {
+  throw new Error(`${op}: ${message}`);
+}
+
+const shapeStr = (s: Shape) => `[${s.join(", ")}]`;
+
+/** Same data, new shape (one dimension may be -1). */
+export function reshape(x: Tensor, shape: number[]): Tensor {
+  const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
+  const resolved = shape.map((d) => (d === -1 ? x.size / known : d));
+  if (numel(resolved) !== x.size) fail("reshape", `cannot view ${shapeStr(x.shape)} as ${shapeStr(shape)}`);
+  return result(x.data, resolved, [x], (g) => {
+    if (x.requiresGrad) x.backend.accumulate(x.gradBuffer(), g);
+  });
+}
+
+function strides(shape: Shape): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
+}
+
+/** Copies src into dst with dst[permuted index] = src[index]; `accumulate` adds instead. */
+function permuteCopy(src: Float32Array, shape: Shape, dims: number[], dst: Float32Array, inverse: boolean): void {
+  const outShape = dims.map((d) => shape[d]);
+  const inStrides = strides(shape);
+  // stride in the source for each output dimension
+  const srcStride = dims.map((d) => inStrides[d]);
+  const n = outShape.length;
+  const idx = new Array<number>(n).fill(0);
+  const total = numel(shape);
+  let srcOff = 0;
+  for (let o = 0; o < total; o++) {
+    if (inverse) dst[srcOff] += src[o];
+    else dst[o] = src[srcOff];
+    for (let d = n - 1; d >= 0; d--) {
+      idx[d]++;
+      srcOff += srcStride[d];
+      if (idx[d] < outShape[d]) break;
+      srcOff -= srcStride[d] * outShape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+/** Reorders dimensions: output dimension i is input dimension dims[i]. */
+export function permute(x: Tensor, dims: number[]): Tensor {
+  if (dims.length !== x.ndim || [...dims].sort().some((d, i) => d !== i)) {
+    fail("permute", `bad dims ${shapeStr(dims)} for ${shapeStr(x.shape)}`);
+  }
+  const out = new Float32Array(x.size);
+  permuteCopy(x.data, x.shape, dims, out, false);
+  return result(out, dims.map((d) => x.shape[d]), [x], (g) => {
+    if (x.requiresGrad) permuteCopy(g, x.shape, dims, x.gradBuffer(), true);
+  });
+}
+
+/** Splits a shape around `axis` into (outer, axis length, inner). */
+function around(shape: Shape, axis: number): [number, number, number] {
+  const a = axis < 0 ? shape.length + axis : axis;
+  return [numel(shape.slice(0, a)), shape[a], numel(shape.slice(a + 1))];
+}
+
+/** x[..., start:end, ...] along `axis` (a copy). */
+export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
+  const a = axis < 0 ? x.ndim + axis : axis;
+  const [outer, len, inner] = around(x.shape, a);
+  if (start < 0 || end > len || start > end) fail("slice", `range ${start}:${end} outside ${len} on axis ${a}`);
+  const n = end - start;
+  const out = new Float32Array(outer * n * inner);
+  for (let o = 0; o < outer; o++) {
+    out.set(x.data.subarray((o * len + start) * inner, (o * len + end) * inner), o * n * inner);
+  }
+  const shape = [...x.shape];
+  shape[a] = n;
+  return result(out, shape, [x], (g) => {
+    if (!x.requiresGrad) return;
+    const gx = x.gradBuffer();
+    for (let o = 0; o < outer; o++) {
+      x.backend.accumulate(gx.subarray((o * len + start) * inner, (o * len + end) * inner), g.subarray(o * n * inner, (o + 1) * n * inner));
+    }
+  });
+}
+
+/** Joins tensors along `axis`; every other dimension must agree. */
+export function concat(xs: Tensor[], axis: number): Tensor {
+  if (xs.length === 0) fail("concat", "no tensors");
+  const a = axis < 0 ? xs[0].ndim + axis : axis;
+  for (const t of xs) {
+    if (t.ndim !== xs[0].ndim || t.shape.some((d, i) => i !== a && d !== xs[0].shape[i])) {
+      fail("concat", `shapes ${xs.map((t) => shapeStr(t.shape)).join(", ")} differ off axis ${a}`);
+    }
+  }
+  const [outer, , inner] = around(xs[0].shape, a);
+  const total = xs.reduce((s, t) => s + t.shape[a], 0);
+  const out = new Float32Array(outer * total * inner);
+  let offset = 0;
+  for (const t of xs) {
+    const n = t.shape[a];
+    for (let o = 0; o < outer; o++) {
+      out.set(t.data.subarray(o * n * inner, (o + 1) * n * inner), (o * total + offset) * inner);
+    }
+    offset += n;
+  }
+  const shape = [...xs[0].shape];
+  shape[a] = total;
+  return result(out, shape, xs, (g) => {
+    let off = 0;
+    for (const t of xs) {
+      const n = t.shape[a];
+      if (t.requiresGrad) {
+        const gt = t.gradBuffer();
+        for (let o = 0; o < outer; o++) {
+          t.backend.accumulate(gt.subarray(o * n * inner, (o + 1) * n * inner), g.subarray((o * total + off) * inner, (o * total + off + n) * inner));
+        }
+      }
+      off += n;
+    }
+  });
+}
+
+/** a + b, where b has a's shape or a suffix of it (broadcast over the leading dimensions). */
+export function add(a: Tensor, b: Tensor): Tensor {
+  const suffix = a.shape.slice(a.ndim - b.ndim);
+  if (b.ndim > a.ndim || suffix.some((d, i) => d !== b.shape[i])) {
+    fail("add", `cannot broadcast ${shapeStr(b.shape)} onto ${shapeStr(a.shape)}`);
+  }
+  const be = a.backend;
+  const out = new Float32Array(a.size);
+  const same = a.size === b.size;
+  if (same) be.add(a.data, b.data, out);
+  else be.addBroadcast(a.data, b.data, out);
+  return result(out, a.shape, [a, b], (g) => {
+    if (a.requiresGrad) be.accumulate(a.gradBuffer(), g);
+    if (!b.requiresGrad) return;
+    if (same) {
+      be.accumulate(b.gradBuffer(), g);
+    } else {
+      const s = new Float32Array(b.size);
+      be.sumRows(g, b.size, s);
+      be.accumulate(b.gradBuffer(), s);
+    }
+  });
+}
+
+/** Elementwise a * b (same shapes). */
+export function mul(a: Tensor, b: Tensor): Tensor {
+  if (a.size !== b.size) fail("mul", `shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} differ`);
+  const be = a.backend;
+  const out = new Float32Array(a.size);
+  be.mul(a.data, b.data, out);
+  return result(out, a.shape, [a, b], (g) => {
+    const tmp = new Float32Array(g.length);
+    if (a.requiresGrad) {
+      be.mul(g, b.data, tmp);
+      be.accumulate(a.gradBuffer(), tmp);
+    }
+    if (b.requiresGrad) {
+      be.mul(g, a.data, tmp);
+      be.accumulate(b.gradBuffer(), tmp);
+    }
+  });
+}
+
+/** x * s for a constant s. */
+export function scale(x: Tensor, s: number): Tensor {
+  const be = x.backend;
+  const out = new Float32Array(x.size);
+  be.scale(x.data, s, out);
+  return result(out, x.shape, [x], (g) => {
+    if (!x.requiresGrad) return;
+    const tmp = new Float32Array(g.length);
+    be.scale(g, s, tmp);
+    be.accumulate(x.gradBuffer(), tmp);
+  });
+}
+
+/** y = x Wᵀ + b with x [..., in], W [out, in] (PyTorch Linear layout), b [out]. */
+export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
+  const [nOut, nIn] = w.shape;
+  if (w.ndim !== 2 || x.dim(-1) !== nIn) fail("linear", `input ${shapeStr(x.shape)} does not fit weight ${shapeStr(w.shape)}`);
+  if (b && (b.ndim !== 1 || b.size !== nOut)) fail("linear", `bias ${shapeStr(b.shape)} does not fit weight ${shapeStr(w.shape)}`);
+  const be = x.backend;
+  const m = x.size / nIn;
+  const out = new Float32Array(m * nOut);
+  be.gemm(x.data, w.data, out, { m, n: nOut, k: nIn, transB: true });
+  if (b) be.addBroadcast(out, b.data, out);
+  const inputs = b ? [x, w, b] : [x, w];
+  return result(out, [...x.shape.slice(0, -1), nOut], inputs, (g) => {
+    // dx = g W ; dW = gᵀ x ; db = Σ g
+    if (x.requiresGrad) be.gemm(g, w.data, x.gradBuffer(), { m, n: nIn, k: nOut, accumulate: true });
+    if (w.requiresGrad) be.gemm(g, x.data, w.gradBuffer(), { m: nOut, n: nIn, k: m, transA: true, accumulate: true });
+    if (b?.requiresGrad) {
+      const s = new Float32Array(nOut);
+      be.sumRows(g, nOut, s);
+      be.accumulate(b.gradBuffer(), s);
+    }
+  });
+}
+
+export function activation(x: Tensor, kind: Activation): Tensor {
+  const be = x.backend;
+  const out = new Float32Array(x.size);
+  be.activation(kind, x.data, out);
+  return result(out, x.shape, [x], (g) => {
+    if (x.requiresGrad) be.activationBackward(kind, x.data, g, x.gradBuffer());
+  });
+}
+
+export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
+  const dim = x.dim(-1);
+  if (w.size !== dim || b.size !== dim) fail("layerNorm", `weight ${shapeStr(w.shape)} does not fit ${shapeStr(x.shape)}`);
+  const be = x.backend;
+  const out = new Float32Array(x.size);
+  be.layerNorm(x.data, w.data, b.data, dim, eps, out);
+  return result(out, x.shape, [x, w, b], (g) => {
+    be.layerNormBackward(
+      x.data, w.data, g, dim, eps,
+      x.requiresGrad ? x.gradBuffer() : null, w.requiresGrad ? w.gradBuffer() : null, b.requiresGrad ? b.gradBuffer() : null,
+    );
+  });
+}
+
+export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  const dim = x.dim(-1);
+  if (w.size !== dim) fail("rmsNorm", `weight ${shapeStr(w.shape)} does not fit ${shapeStr(x.shape)}`);
+  const be = x.backend;
+  const out = new Float32Array(x.size);
+  be.rmsNorm(x.data, w.data, dim, eps, out);
+  return result(out, x.shape, [x, w], (g) => {
+    be.rmsNormBackward(x.data, w.data, g, dim, eps, x.requiresGrad ? x.gradBuffer() : null, w.requiresGrad ? w.gradBuffer() : null);
+  });
+}
+
+/** Rotary position embedding on x [B, T, H, D]; positions has B*T entries. */
+export function rope(x: Tensor, positions: Int32Array, invFreq: Float64Array): Tensor {
+  const [b, t, h, d] = x.shape;
+  if (x.ndim !== 4 || positions.length !== b * t || invFreq.length * 2 !== d) {
+    fail("rope", `x ${shapeStr(x.shape)}, ${positions.length} positions, ${invFreq.length} frequencies`);
+  }
+  const be = x.backend;
+  const out = new Float32Array(x.size);
+  be.rope(x.data, positions, h, d, invFreq, false, out);
+  return result(out, x.shape, [x], (g) => {
+    if (!x.requiresGrad) return;
+    const tmp = new Float32Array(g.length);
+    be.rope(g, positions, h, d, invFreq, true, tmp);
+    be.accumulate(x.gradBuffer(), tmp);
+  });
+}
+
+export interface AttentionOptions {
+  causal: boolean;
+  /** valid key positions when k/v are a larger preallocated cache (default: all) */
+  kvLength?: number;
+}
+
+/**
+ * Scaled dot-product attention: q [B, Tq, H, D], k and v [B, S, Hkv, D] with H a multiple of
+ * Hkv (grouped-query attention). With `causal`, the queries are the last Tq of the keys'
+ * positions. Returns [B, Tq, H, D].
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+  const [batch, tq, heads, headDim] = q.shape;
+  const [kb, cap, kvHeads, kd] = k.shape;
+  const tk = opts.kvLength ?? cap;
+  if (q.ndim !== 4 || k.ndim !== 4 || kb !== batch || kd !== headDim || heads % kvHeads !== 0 || tk > cap) {
+    fail("attention", `q ${shapeStr(q.shape)} and k ${shapeStr(k.shape)} (length ${tk}) do not fit`);
+  }
+  if (v.shape.some((d, i) => d !== k.shape[i])) fail("attention", `v ${shapeStr(v.shape)} differs from k ${shapeStr(k.shape)}`);
+  const p: AttentionParams = {
+    batch, tq, tk, heads, kvHeads, headDim,
+    scale: 1 / Math.sqrt(headDim),
+    causalOffset: opts.causal ? tk - tq : undefined,
+    kvBatchStride: cap * kvHeads * headDim,
+  };
+  const be = q.backend;
+  const out = new Float32Array(q.size);
+  be.attention(q.data, k.data, v.data, out, p);
+  return result(out, q.shape, [q, k, v], (g) => {
+    be.attentionBackward(
+      q.data, k.data, v.data, g,
+      q.requiresGrad ? q.gradBuffer() : null, k.requiresGrad ? k.gradBuffer() : null, v.requiresGrad ? v.gradBuffer() : null, p,
+    );
+  });
+}
+
+/** Rows of `table` [V, D] for each id; output shape [...shape, D]. */
+export function embedding(table: Tensor, ids: Int32Array, shape: number[] = [ids.length]): Tensor {
+  const [vocab, dim] = table.shape;
+  for (const id of ids) if (id < 0 || id >= vocab) fail("embedding", `token id ${id} outside the vocabulary of ${vocab}`);
+  const be = table.backend;
+  const out = new Float32Array(ids.length * dim);
+  be.embedding(table.data, ids, dim, out);
+  return result(out, [...shape, dim], [table], (g) => {
+    if (table.requiresGrad) be.embeddingBackward(ids, g, dim, table.gradBuffer());
+  });
+}
+
+/** Mean cross-entropy of logits [..., V] against targets (one per row), skipping ignoreIndex. */
+export function crossEntropy(logits: Tensor, targets: Int32Array, ignoreIndex = -100): Tensor {
+  const vocab = logits.dim(-1);
+  if (logits.size / vocab !== targets.length) fail("crossEntropy", `${targets.length} targets for ${logits.size / vocab} rows`);
+  const be = logits.backend;
+  const dlogits = logits.requiresGrad ? new Float32Array(logits.size) : null;
+  const loss = be.crossEntropy(logits.data, targets, vocab, ignoreIndex, dlogits);
+  return result(new Float32Array([loss]), [], [logits], (g) => {
+    if (!dlogits) return;
+    const tmp = new Float32Array(dlogits.length);
+    be.scale(dlogits, g[0], tmp);
+    be.accumulate(logits.gradBuffer(), tmp);
+  });
+}

@@ -1,0 +1,119 @@
+/**
+ * Tensor: a shape, float32 data and the backend that computes on it, plus a reverse-mode
+ * autograd graph. Each op output that depends on a tensor requiring grad records its inputs and
+ * a backward closure; `backward()` walks that graph in reverse topological order. There is no
+ * global tape or grad mode: inference on weights that do not require grad records nothing.
+ */
+import type { Backend } from "./backend.js";
+
+export type Shape = readonly number[];
+
+export const numel = (shape: Shape): number => shape.reduce((a, b) => a * b, 1);
+
+interface GradNode {
+  inputs: Tensor[];
+  /** given d loss / d output, accumulate into the inputs' `.grad` */
+  backward: (grad: Float32Array) => void;
+}
+
+export class Tensor {
+  readonly shape: Shape;
+  readonly data: Float32Array;
+  readonly backend: Backend;
+  requiresGrad: boolean;
+  grad: Float32Array | null = null;
+  /** how this tensor was computed, when gradients flow through it */
+  node: GradNode | null = null;
+
+  constructor(data: Float32Array, shape: Shape, backend: Backend, requiresGrad = false) {
+    if (data.length !== numel(shape)) {
+      throw new Error(`tensor data has ${data.length} elements but shape [${shape.join(", ")}] needs ${numel(shape)}`);
+    }
+    this.data = data;
+    this.shape = [...shape];
+    this.backend = backend;
+    this.requiresGrad = requiresGrad;
+  }
+
+  static zeros(shape: Shape, backend: Backend, requiresGrad = false): Tensor {
+    return new Tensor(new Float32Array(numel(shape)), shape, backend, requiresGrad);
+  }
+
+  get size(): number {
+    return this.data.length;
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  /** size of dimension `i` (negative counts from the end) */
+  dim(i: number): number {
+    return this.shape[i < 0 ? this.shape.length + i : i];
+  }
+
+  /** the gradient buffer, allocated on first use */
+  gradBuffer(): Float32Array {
+    if (!this.grad) this.grad = new Float32Array(this.size);
+    return this.grad;
+  }
+
+  /** A tensor sharing this one's data but cut off from the graph. */
+  detach(): Tensor {
+    return new Tensor(this.data, this.shape, this.backend, false);
+  }
+
+  toArray(): number[] {
+    return Array.from(this.data);
+  }
+
+  /**
+   * Back-propagates from this tensor. With no seed it must hold a single value (a loss) and
+   * the seed is 1. Gradients accumulate into `.grad` of every tensor that requires grad.
+   */
+  backward(seed?: Float32Array): void {
+    if (!seed && this.size !== 1) throw new Error("backward() without a seed needs a scalar tensor");
+    const order = topologicalOrder(this);
+    this.gradBuffer().set(seed ?? new Float32Array([1]));
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i];
+      if (t.node && t.grad) t.node.backward(t.grad);
+    }
+    // intermediate gradients are not needed once propagated; keep leaves' only
+    for (const t of order) if (t.node) t.grad = null;
+  }
+}
+
+/** Tensors reachable from `root` through grad nodes, inputs before outputs. */
+function topologicalOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // iterative DFS: deep graphs (many layers x many ops) would overflow the call stack
+  const stack: Array<[Tensor, boolean]> = [[root, false]];
+  while (stack.length) {
+    const [t, expanded] = stack.pop()!;
+    if (expanded) {
+      order.push(t);
+      continue;
+    }
+    if (seen.has(t)) continue;
+    seen.add(t);
+    stack.push([t, true]);
+    for (const input of t.node?.inputs ?? []) if (input.requiresGrad && !seen.has(input)) stack.push([input, false]);
+  }
+  return order;
+}
+
+/**
+ * Builds an op result: when any input requires grad, the output does too and remembers the
+ * backward closure.
+ */
+export function result(
+  data: Float32Array, shape: Shape, inputs: Tensor[], backward: (grad: Float32Array) => void,
+): Tensor {
+  const backend = inputs[0].backend;
+  const needsGrad = inputs.some((t) => t.requiresGrad);
+  const out = new Tensor(data, shape, backend, needsGrad);
+  if (needsGrad) out.node = { inputs, backward };
+  return out;
+}
