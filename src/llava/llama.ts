@@ -41,15 +41,14 @@ export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
   const half = cfg.headDim / 2;
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim);
-  const s = cfg.ropeScaling as Record<string, unknown> | null;
-  if (!s) return inv;
-  const type = (s.rope_type ?? s.type) as string;
-  const factor = Number(s.factor ?? 1);
-  if (type === "linear") return inv.map((f) => f / factor);
-  if (type === "llama3") {
-    const low = Number(s.low_freq_factor ?? 1);
-    const high = Number(s.high_freq_factor ?? 4);
-    const orig = Number(s.original_max_position_embeddings ?? 8192);
+  const s = cfg.ropeScaling;
+  if (!s || s.ropeType === "default") return inv;
+  const factor = s.factor ?? 1;
+  if (s.ropeType === "linear") return inv.map((f) => f / factor);
+  if (s.ropeType === "llama3") {
+    const low = s.lowFreqFactor ?? 1;
+    const high = s.highFreqFactor ?? 4;
+    const orig = s.originalMaxPositionEmbeddings ?? 8192;
     const lowWavelen = orig / low;
     const highWavelen = orig / high;
     return inv.map((f) => {
@@ -60,8 +59,7 @@ export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
       return (1 - smooth) * (f / factor) + smooth * f;
     });
   }
-  if (type === "default") return inv;
-  throw new LlavaError(`unsupported rope_scaling type "${type}" (supported: linear, llama3)`);
+  throw new LlavaError(`unsupported rope_scaling type "${s.ropeType}" (supported: linear, llama3)`);
 }
 
 class LlamaLayer implements Module {

@@ -1,0 +1,59 @@
+/** Options and helpers shared by the commands that load a model. */
+import type { ParseArgsConfig } from "node:util";
+import { convModeForModelName, getConvTemplate, modelNameFromPath, type Conversation } from "../llava/conversation.js";
+import { type LoadedLlava, loadLlava } from "../llava/load.js";
+import type { AnswerOptions } from "../llava/pipeline.js";
+import { LlavaError } from "../util/errors.js";
+
+export type Values = Record<string, string | boolean | Array<string | boolean> | undefined>;
+
+export const modelOptions: ParseArgsConfig["options"] = {
+  "model-path": { type: "string" },
+  "vision-tower": { type: "string" },
+  "conv-mode": { type: "string" },
+  temperature: { type: "string" },
+  "top-p": { type: "string" },
+  "max-new-tokens": { type: "string" },
+  seed: { type: "string" },
+};
+
+function numberOption(v: Values, name: string, fallback: number, check: (x: number) => boolean, rule: string): number {
+  const raw = v[name];
+  if (raw === undefined) return fallback;
+  const x = Number(raw);
+  if (typeof raw !== "string" || raw.trim() === "" || !Number.isFinite(x) || !check(x)) {
+    throw new LlavaError(`--${name} must be ${rule}, got "${String(raw)}"`);
+  }
+  return x;
+}
+
+export function samplingFromArgs(v: Values, defaultMaxNewTokens: number, defaultTemperature = 0.2): AnswerOptions {
+  return {
+    temperature: numberOption(v, "temperature", defaultTemperature, (x) => x >= 0, "a number >= 0"),
+    topP: numberOption(v, "top-p", 1, (x) => x > 0 && x <= 1, "a number in (0, 1]"),
+    maxNewTokens: numberOption(v, "max-new-tokens", defaultMaxNewTokens, (x) => Number.isInteger(x) && x >= 1, "a whole number >= 1"),
+    seed: v.seed === undefined ? undefined : numberOption(v, "seed", 0, (x) => Number.isInteger(x) && x >= 0, "a whole number >= 0"),
+  };
+}
+
+export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
+  const modelPath = v["model-path"];
+  if (typeof modelPath !== "string") throw new LlavaError("--model-path DIR is required");
+  const started = Date.now();
+  const loaded = await loadLlava(modelPath, { visionTower: v["vision-tower"] as string | undefined });
+  process.stderr.write(`loaded ${modelPath} (${loaded.format}) in ${Date.now() - started} ms\n`);
+  return loaded;
+}
+
+/**
+ * The template the reference CLI would pick from the model folder's name, unless --conv-mode
+ * says otherwise (the reference warns when the two differ).
+ */
+export function conversationFor(loaded: LoadedLlava, v: Values): Conversation<unknown> {
+  const inferred = convModeForModelName(modelNameFromPath(loaded.dir));
+  const chosen = v["conv-mode"];
+  if (typeof chosen === "string" && chosen !== inferred) {
+    process.stderr.write(`[WARNING] the auto inferred conversation mode is ${inferred}, while --conv-mode is ${chosen}, using ${chosen}\n`);
+  }
+  return getConvTemplate(typeof chosen === "string" ? chosen : inferred);
+}

@@ -1,0 +1,354 @@
+/**
+ * Lazy reader for safetensors checkpoints: one file, a directory with `model.safetensors`, or a
+ * sharded checkpoint described by `*.safetensors.index.json`. Opening reads and validates headers
+ * only; each tensor is read from disk at its offset when asked for, so a 7B model never has to sit
+ * in memory as a whole file.
+ *
+ * The writers live in safetensors-write.ts and are re-exported here.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { LlavaError } from "../util/errors.js";
+import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "./dtypes.js";
+import { isDirectory, isFile, openForRead, readFully, readJsonFile } from "./files.js";
+import {
+  MAX_HEADER_BYTES,
+  dtypeSize,
+  shapeNumel,
+  validateHeader,
+  type HeaderEntry,
+  type SafetensorsDtype,
+} from "./safetensors-header.js";
+import { similarNames } from "./suggest.js";
+
+export { writeSafetensors, writeShardedSafetensors } from "./safetensors-write.js";
+export type { TensorToWrite, WritableDtype, ShardedWriteOptions, ShardedWriteResult } from "./safetensors-write.js";
+export type { SafetensorsDtype } from "./safetensors-header.js";
+
+/** Where one tensor lives on disk. */
+export interface TensorInfo {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Absolute path of the file holding the tensor. */
+  file: string;
+  /** Absolute byte offset of the tensor's data in `file`. */
+  byteOffset: number;
+  byteLength: number;
+}
+
+export interface RawTensor {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** A fresh buffer of exactly the tensor's bytes (its own ArrayBuffer, offset 0, so any view is aligned). */
+  bytes: Uint8Array;
+}
+
+/** Typed array for each integer dtype, as returned by `readInt`. */
+export type IntArray =
+  | BigInt64Array
+  | BigUint64Array
+  | Int32Array
+  | Uint32Array
+  | Int16Array
+  | Uint16Array
+  | Int8Array
+  | Uint8Array;
+
+interface OpenFile {
+  path: string;
+  fd: number;
+  dataStart: number;
+  metadata: Record<string, string>;
+}
+
+interface Located {
+  file: OpenFile;
+  entry: HeaderEntry;
+}
+
+/** Elements converted per step when widening to float32, bounding the temporary buffer. */
+const CONVERT_CHUNK_ELEMENTS = 1 << 20;
+
+const INDEX_SUFFIX = ".safetensors.index.json";
+
+export class WeightStore {
+  private closed = false;
+
+  private constructor(
+    /** What was opened: the file, or the index file of a sharded checkpoint. */
+    readonly source: string,
+    private readonly files: OpenFile[],
+    private readonly tensors: Map<string, Located>,
+  ) {}
+
+  /**
+   * Opens a `.safetensors` file, a `*.safetensors.index.json` shard index, or a directory holding
+   * `model.safetensors` or a shard index. Reads headers only.
+   */
+  static open(pathOrDir: string): WeightStore {
+    const target = path.resolve(pathOrDir);
+    if (isDirectory(target)) return WeightStore.openFile(resolveDirectory(target));
+    if (!fs.existsSync(target)) throw new LlavaError(`weights ${target}: file not found`);
+    return WeightStore.openFile(target);
+  }
+
+  private static openFile(file: string): WeightStore {
+    if (file.endsWith(".json")) return WeightStore.openIndex(file);
+    const opened = openSafetensorsFile(file);
+    const tensors = new Map<string, Located>();
+    for (const [name, entry] of opened.entries) tensors.set(name, { file: opened.file, entry });
+    return new WeightStore(file, [opened.file], tensors);
+  }
+
+  private static openIndex(indexFile: string): WeightStore {
+    const weightMap = readWeightMap(indexFile);
+    const dir = path.dirname(indexFile);
+    const byShard = new Map<string, string[]>();
+    for (const [name, shard] of weightMap) {
+      const list = byShard.get(shard) ?? [];
+      list.push(name);
+      byShard.set(shard, list);
+    }
+    for (const [shard, names] of byShard) {
+      if (!isFile(path.join(dir, shard))) {
+        throw new LlavaError(
+          `shard index ${indexFile}: names shard file "${shard}" (for ${names.length} tensors, e.g. "${names[0]}") ` +
+            `but ${path.join(dir, shard)} does not exist`,
+        );
+      }
+    }
+    const files: OpenFile[] = [];
+    const tensors = new Map<string, Located>();
+    try {
+      for (const [shard, names] of byShard) {
+        const opened = openSafetensorsFile(path.join(dir, shard));
+        files.push(opened.file);
+        for (const name of names) {
+          const entry = opened.entries.get(name);
+          if (entry === undefined) {
+            throw new LlavaError(
+              `shard index ${indexFile}: says tensor "${name}" is in ${shard}, but that file has no such tensor`,
+            );
+          }
+          tensors.set(name, { file: opened.file, entry });
+        }
+      }
+    } catch (err) {
+      for (const f of files) fs.closeSync(f.fd);
+      throw err;
+    }
+    return new WeightStore(indexFile, files, tensors);
+  }
+
+  /** Tensor names, sorted. */
+  names(): string[] {
+    return [...this.tensors.keys()].sort();
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  /** Paths of the data files behind this store. */
+  filePaths(): string[] {
+    return this.files.map((f) => f.path);
+  }
+
+  /** `__metadata__` of the (first) file, e.g. `{ format: "pt" }`. */
+  metadata(): Record<string, string> {
+    return { ...(this.files[0]?.metadata ?? {}) };
+  }
+
+  info(name: string): TensorInfo {
+    const { file, entry } = this.locate(name);
+    return {
+      dtype: entry.dtype,
+      shape: [...entry.shape],
+      file: file.path,
+      byteOffset: file.dataStart + entry.begin,
+      byteLength: entry.end - entry.begin,
+    };
+  }
+
+  /** The tensor's bytes, unconverted. */
+  readRaw(name: string): RawTensor {
+    const { file, entry } = this.locate(name);
+    const bytes = new Uint8Array(entry.end - entry.begin);
+    readFully(file.fd, bytes, file.dataStart + entry.begin, file.path);
+    return { dtype: entry.dtype, shape: [...entry.shape], bytes };
+  }
+
+  /** A floating-point tensor as float32 (F16 and BF16 exactly, F64 rounded to nearest). */
+  readF32(name: string): Float32Array {
+    const { file, entry } = this.locate(name);
+    const numel = shapeNumel(entry.shape);
+    const start = file.dataStart + entry.begin;
+    const out = new Float32Array(numel);
+    switch (entry.dtype) {
+      case "F32":
+        readFully(file.fd, new Uint8Array(out.buffer), start, file.path);
+        return out;
+      case "F16":
+      case "BF16": {
+        const chunk = new Uint16Array(Math.min(numel, CONVERT_CHUNK_ELEMENTS));
+        const convert = entry.dtype === "F16" ? f16ToF32Array : bf16ToF32Array;
+        for (let i = 0; i < numel; i += chunk.length) {
+          const part = chunk.subarray(0, Math.min(chunk.length, numel - i));
+          readFully(file.fd, new Uint8Array(part.buffer, 0, part.byteLength), start + i * 2, file.path);
+          convert(part, out.subarray(i, i + part.length));
+        }
+        return out;
+      }
+      case "F64": {
+        const chunk = new Float64Array(Math.min(numel, CONVERT_CHUNK_ELEMENTS));
+        for (let i = 0; i < numel; i += chunk.length) {
+          const part = chunk.subarray(0, Math.min(chunk.length, numel - i));
+          readFully(file.fd, new Uint8Array(part.buffer, 0, part.byteLength), start + i * 8, file.path);
+          f64ToF32Array(part, out.subarray(i, i + part.length));
+        }
+        return out;
+      }
+      default:
+        throw new LlavaError(
+          `${file.path}: tensor "${name}" has integer dtype ${entry.dtype}; read it with readInt, not readF32`,
+        );
+    }
+  }
+
+  /** An integer or bool tensor as the matching typed array (BOOL and U8 -> Uint8Array). */
+  readInt(name: string): IntArray {
+    const { file, entry } = this.locate(name);
+    const ctor = INT_ARRAYS[entry.dtype];
+    if (ctor === undefined) {
+      throw new LlavaError(
+        `${file.path}: tensor "${name}" has floating-point dtype ${entry.dtype}; read it with readF32, not readInt`,
+      );
+    }
+    const numel = shapeNumel(entry.shape);
+    const out = new ctor(numel);
+    readFully(file.fd, new Uint8Array(out.buffer), file.dataStart + entry.begin, file.path);
+    return out;
+  }
+
+  /** Closes the file handles; later reads fail. Safe to call twice. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const f of this.files) fs.closeSync(f.fd);
+  }
+
+  private locate(name: string): Located {
+    if (this.closed) throw new LlavaError(`weights ${this.source}: already closed`);
+    const found = this.tensors.get(name);
+    if (found !== undefined) return found;
+    const similar = similarNames(name, this.tensors.keys(), 3);
+    const hint = similar.length > 0 ? `; similar names: ${similar.map((s) => `"${s}"`).join(", ")}` : "";
+    throw new LlavaError(`weights ${this.source}: no tensor named "${name}" (${this.tensors.size} tensors)${hint}`);
+  }
+}
+
+type IntCtor = new (length: number) => IntArray;
+
+const INT_ARRAYS: Partial<Record<SafetensorsDtype, IntCtor>> = {
+  BOOL: Uint8Array,
+  U8: Uint8Array,
+  I8: Int8Array,
+  I16: Int16Array,
+  U16: Uint16Array,
+  I32: Int32Array,
+  U32: Uint32Array,
+  I64: BigInt64Array,
+  U64: BigUint64Array,
+};
+
+/** Picks the weights inside a checkpoint directory, preferring `model.safetensors` like transformers. */
+function resolveDirectory(dir: string): string {
+  const single = path.join(dir, "model.safetensors");
+  if (isFile(single)) return single;
+  const index = path.join(dir, "model" + INDEX_SUFFIX);
+  if (isFile(index)) return index;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(dir).sort();
+  } catch {
+    entries = [];
+  }
+  const indexes = entries.filter((f) => f.endsWith(INDEX_SUFFIX) && isFile(path.join(dir, f)));
+  if (indexes.length === 1) return path.join(dir, indexes[0]);
+  const files = entries.filter((f) => f.endsWith(".safetensors") && isFile(path.join(dir, f)));
+  if (indexes.length === 0 && files.length === 1) return path.join(dir, files[0]);
+  const found = [...indexes, ...files];
+  throw new LlavaError(
+    `weights directory ${dir}: ` +
+      (found.length === 0
+        ? "no model.safetensors, model.safetensors.index.json or other *.safetensors file"
+        : `no model.safetensors or model.safetensors.index.json, and several candidates (${found.join(", ")}); ` +
+          "pass the file to use"),
+  );
+}
+
+/** Reads `weight_map` from a shard index, checking its shape and the shard names. */
+function readWeightMap(indexFile: string): Map<string, string> {
+  const json = readJsonFile(indexFile, "shard index");
+  const fail = (msg: string): never => {
+    throw new LlavaError(`shard index ${indexFile}: ${msg}`);
+  };
+  if (typeof json !== "object" || json === null || Array.isArray(json)) fail("not a JSON object");
+  const map = (json as Record<string, unknown>).weight_map;
+  if (typeof map !== "object" || map === null || Array.isArray(map)) fail(`missing "weight_map" object`);
+  const out = new Map<string, string>();
+  for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
+    if (typeof shard !== "string" || shard === "") fail(`weight_map entry for "${name}" is not a file name`);
+    const s = shard as string;
+    // Shards sit next to the index; refuse paths that would escape the checkpoint directory.
+    if (path.isAbsolute(s) || s.split(/[\\/]/).includes("..")) fail(`weight_map entry for "${name}" ("${s}") leaves the checkpoint directory`);
+    out.set(name, s);
+  }
+  if (out.size === 0) fail("weight_map is empty");
+  return out;
+}
+
+/** Opens one file and validates its header without reading any tensor data. */
+function openSafetensorsFile(file: string): { file: OpenFile; entries: Map<string, HeaderEntry> } {
+  const fd = openForRead(file, "safetensors file");
+  try {
+    const size = fs.fstatSync(fd).size;
+    const fail = (msg: string): never => {
+      throw new LlavaError(`safetensors file ${file}: ${msg}`);
+    };
+    if (size < 8) fail(`only ${size} bytes long; a safetensors file starts with an 8-byte header length`);
+    const lenBytes = Buffer.alloc(8);
+    readFully(fd, lenBytes, 0, file);
+    const headerLen = lenBytes.readBigUInt64LE(0);
+    if (headerLen > BigInt(MAX_HEADER_BYTES)) {
+      fail(`header length ${headerLen} is over the ${MAX_HEADER_BYTES}-byte limit: not a safetensors file, or corrupt`);
+    }
+    const n = Number(headerLen);
+    if (8 + n > size) fail(`header length ${n} runs past the end of the ${size}-byte file: truncated or not safetensors`);
+    const headerBytes = Buffer.alloc(n);
+    readFully(fd, headerBytes, 8, file);
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+    } catch {
+      return fail("header is not valid UTF-8: not a safetensors file, or corrupt");
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (err) {
+      return fail(`header is not valid JSON (${err instanceof Error ? err.message : String(err)})`);
+    }
+    const dataStart = 8 + n;
+    const { metadata, entries } = validateHeader(json, size - dataStart, file);
+    return { file: { path: file, fd, dataStart, metadata }, entries };
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
+
+/** Bytes per element of a safetensors dtype. */
+export function safetensorsDtypeSize(dtype: SafetensorsDtype): number {
+  return dtypeSize(dtype);
+}

@@ -1,0 +1,208 @@
+/**
+ * Loads a LLaVA checkpoint folder in any supported format into a LlavaModel, with its tokenizer
+ * and image processor settings:
+ * - original LLaVA (`LlavaLlamaForCausalLM`, detected by `mm_vision_tower`): LLM + projector in
+ *   the folder, the CLIP tower in a separate folder named by `mm_vision_tower`;
+ * - HF llava-hf (`LlavaForConditionalGeneration`), old (`language_model.model.*`) and new
+ *   (`model.language_model.*`) key layouts.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ClipVisionModel } from "./clip.js";
+import { LlamaForCausalLM } from "./llama.js";
+import { type ImageAspectMode, LlavaModel, type LlavaSettings } from "./model.js";
+import { Projector, projectorDepth } from "./projector.js";
+import { type ClipVisionConfig, type LlamaConfig, parseClipVisionConfig, parseLlamaConfig } from "../io/config.js";
+import { isDirectory, isFile, readJsonFile } from "../io/files.js";
+import { WeightStore } from "../io/safetensors.js";
+import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig } from "../image/processor.js";
+import { activationByName } from "../nn/layers.js";
+import { ParamLoader, type TensorSource } from "../nn/params.js";
+import type { Backend } from "../tensor/backend.js";
+import { RefBackend } from "../tensor/ref-backend.js";
+import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
+import { LlavaError } from "../util/errors.js";
+
+export type CheckpointFormat = "original" | "hf-llava";
+
+export interface LoadOptions {
+  backend?: Backend;
+  /** folder of the CLIP vision tower, overriding `mm_vision_tower` (original format) */
+  visionTower?: string;
+}
+
+export interface LoadedLlava {
+  model: LlavaModel;
+  tokenizer: LlavaTokenizer;
+  imageProcessor: ImageProcessorConfig;
+  format: CheckpointFormat;
+  /** the folder that was loaded */
+  dir: string;
+  /** config.json as read */
+  config: Record<string, unknown>;
+  textConfig: LlamaConfig;
+  visionConfig: ClipVisionConfig;
+}
+
+type Json = Record<string, unknown>;
+
+function storeSource(store: WeightStore): TensorSource {
+  return {
+    description: store.source,
+    has: (name) => store.has(name),
+    shape: (name) => store.info(name).shape,
+    readF32: (name) => store.readF32(name),
+  };
+}
+
+export function detectFormat(config: Json, configFile: string): CheckpointFormat {
+  if (typeof config.mm_vision_tower === "string") return "original";
+  const archs = Array.isArray(config.architectures) ? config.architectures : [];
+  if (config.model_type === "llava_next" || archs.includes("LlavaNextForConditionalGeneration")) {
+    throw new LlavaError(`${configFile}: LLaVA-NeXT (llava_next, AnyRes) checkpoints are not supported yet`);
+  }
+  if (config.model_type === "llava" || archs.includes("LlavaForConditionalGeneration")) return "hf-llava";
+  throw new LlavaError(
+    `${configFile}: unknown checkpoint format: neither an original LLaVA config (no "mm_vision_tower") ` +
+      `nor an HF llava config (model_type "${String(config.model_type)}")`,
+  );
+}
+
+/** The weights of a folder: model.safetensors, a shard index, or clear advice when absent. */
+function openWeights(dir: string): WeightStore {
+  const names = fs.readdirSync(dir);
+  if (names.some((n) => n.endsWith(".safetensors") || n.endsWith(".safetensors.index.json"))) return WeightStore.open(dir);
+  if (names.some((n) => /^pytorch_model.*\.bin$/.test(n))) {
+    throw new LlavaError(`${dir}: holds PyTorch .bin weights, which are not supported yet; convert them to safetensors`);
+  }
+  throw new LlavaError(`${dir}: no model weights (model.safetensors or model.safetensors.index.json) found`);
+}
+
+/**
+ * The folder named by `mm_vision_tower`: as given (relative to the working directory, as the
+ * reference resolves it), next to the model folder, inside it, or in the Hugging Face hub cache.
+ */
+export function resolveVisionTower(name: string, modelDir: string): string | null {
+  const candidates = [path.resolve(name), path.resolve(modelDir, "..", name), path.resolve(modelDir, name)];
+  const hubHome = process.env.HF_HUB_CACHE ?? path.join(process.env.HF_HOME ?? path.join(os.homedir(), ".cache", "huggingface"), "hub");
+  const snapshots = path.join(hubHome, `models--${name.replaceAll("/", "--")}`, "snapshots");
+  if (isDirectory(snapshots)) candidates.push(...fs.readdirSync(snapshots).map((s) => path.join(snapshots, s)));
+  return candidates.find((c) => isFile(path.join(c, "config.json"))) ?? null;
+}
+
+const asNumber = (v: unknown, fallback: number) => (typeof v === "number" ? v : fallback);
+
+function loadOriginal(dir: string, config: Json, configFile: string, backend: Backend, opts: LoadOptions) {
+  const textConfig = parseLlamaConfig(config, configFile);
+  const towerName = config.mm_vision_tower as string;
+  const towerDir = opts.visionTower ?? resolveVisionTower(towerName, dir);
+  if (!towerDir || !isFile(path.join(towerDir, "config.json"))) {
+    throw new LlavaError(
+      `${configFile}: the vision tower "${towerName}" (mm_vision_tower) was not found as a folder; ` +
+        `put the CLIP model there or pass its folder with --vision-tower`,
+    );
+  }
+  const towerConfigFile = path.join(towerDir, "config.json");
+  const visionConfig = parseClipVisionConfig(readJsonFile(towerConfigFile, "vision tower config"), towerConfigFile);
+  const store = openWeights(dir);
+  const main = new ParamLoader(storeSource(store), backend);
+  // v1.6 checkpoints carry a fine-tuned tower; otherwise it comes from the CLIP folder
+  const inCheckpoint = main.sub("model.vision_tower.vision_tower.vision_model.");
+  const vision = new ClipVisionModel(
+    inCheckpoint.has("pre_layrnorm.weight") ? inCheckpoint : new ParamLoader(storeSource(openWeights(towerDir)), backend, "vision_model."),
+    visionConfig,
+  );
+  const type = typeof config.mm_projector_type === "string" ? config.mm_projector_type : "linear";
+  const depth = projectorDepth(type);
+  const mmHidden = asNumber(config.mm_hidden_size, visionConfig.hiddenSize);
+  if (mmHidden !== visionConfig.hiddenSize) {
+    throw new LlavaError(`${configFile}: mm_hidden_size ${mmHidden} differs from the vision tower's hidden size ${visionConfig.hiddenSize}`);
+  }
+  const names = type === "linear" ? [""] : Array.from({ length: depth }, (_, i) => String(2 * i));
+  const projector = Projector.load(main.sub("model.mm_projector."), depth, names, mmHidden, textConfig.hiddenSize);
+  const llm = new LlamaForCausalLM(main.sub("model."), main.sub("lm_head."), textConfig);
+  const aspect = config.image_aspect_ratio;
+  if (aspect === "anyres") throw new LlavaError(`${configFile}: image_aspect_ratio "anyres" (LLaVA-1.6) is not supported yet`);
+  const feature = config.mm_vision_select_feature ?? "patch";
+  if (feature !== "patch" && feature !== "cls_patch") {
+    throw new LlavaError(`${configFile}: unknown mm_vision_select_feature "${String(feature)}" (patch or cls_patch)`);
+  }
+  const settings: LlavaSettings = {
+    visionSelectLayer: asNumber(config.mm_vision_select_layer, -1),
+    visionSelectFeature: feature,
+    imageTokenId: -200,
+    expandImageTokens: false,
+    imageAspectMode: (aspect === "pad" ? "pad" : "square") as ImageAspectMode,
+    maxSequenceLength: typeof config.tokenizer_model_max_length === "number" ? config.tokenizer_model_max_length : null,
+  };
+  return { model: new LlavaModel(vision, projector, llm, settings), textConfig, visionConfig, processorDir: towerDir };
+}
+
+/** transformers' LlavaConfig default vision tower: CLIP ViT-L/14 at 336 px */
+const HF_DEFAULT_VISION = {
+  model_type: "clip_vision_model", intermediate_size: 4096, hidden_size: 1024, patch_size: 14, image_size: 336,
+  num_hidden_layers: 24, num_attention_heads: 16, projection_dim: 768,
+};
+
+function loadHf(dir: string, config: Json, configFile: string, backend: Backend) {
+  const textConfig = parseLlamaConfig((config.text_config as Json | undefined) ?? {}, `${configFile} (text_config)`);
+  const visionConfig = parseClipVisionConfig((config.vision_config as Json | undefined) ?? HF_DEFAULT_VISION, `${configFile} (vision_config)`);
+  const store = openWeights(dir);
+  const root = new ParamLoader(storeSource(store), backend);
+  // transformers >= 4.52 saves model.language_model.*; older hub repos language_model.model.*
+  const newLayout = store.has("model.language_model.embed_tokens.weight");
+  const p = newLayout
+    ? { llm: "model.language_model.", head: "lm_head.", vision: "model.vision_tower.vision_model.", proj: "model.multi_modal_projector." }
+    : { llm: "language_model.model.", head: "language_model.lm_head.", vision: "vision_tower.vision_model.", proj: "multi_modal_projector." };
+  const layer = config.vision_feature_layer ?? -2;
+  if (typeof layer !== "number") throw new LlavaError(`${configFile}: a list vision_feature_layer is not supported yet`);
+  const strategy = config.vision_feature_select_strategy ?? "default";
+  if (strategy !== "default" && strategy !== "full") {
+    throw new LlavaError(`${configFile}: unknown vision_feature_select_strategy "${String(strategy)}" (default or full)`);
+  }
+  const act = activationByName(typeof config.projector_hidden_act === "string" ? config.projector_hidden_act : "gelu");
+  const projector = Projector.load(root.sub(p.proj), 2, ["linear_1", "linear_2"], visionConfig.hiddenSize, textConfig.hiddenSize, act);
+  const settings: LlavaSettings = {
+    visionSelectLayer: layer,
+    visionSelectFeature: strategy === "default" ? "patch" : "cls_patch",
+    imageTokenId: asNumber(config.image_token_index ?? config.image_token_id, 32000),
+    expandImageTokens: true,
+    imageAspectMode: "square",
+    maxSequenceLength: null,
+  };
+  const model = new LlavaModel(
+    new ClipVisionModel(root.sub(p.vision), visionConfig),
+    projector,
+    new LlamaForCausalLM(root.sub(p.llm), root.sub(p.head), textConfig),
+    settings,
+  );
+  return { model, textConfig, visionConfig, processorDir: dir };
+}
+
+/** Image processor settings of a folder, or CLIP's defaults at the tower's resolution. */
+async function imageProcessorFor(dir: string, vision: ClipVisionConfig): Promise<ImageProcessorConfig> {
+  if (isFile(path.join(dir, "preprocessor_config.json"))) return loadImageProcessorConfig(dir);
+  const size = vision.imageSize;
+  return parseImageProcessorConfig({ size: { shortest_edge: size }, crop_size: { height: size, width: size } }, `${dir} (defaults)`);
+}
+
+export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Promise<LoadedLlava> {
+  const dir = path.resolve(modelPath);
+  if (!isDirectory(dir)) throw new LlavaError(`model folder ${dir} does not exist or is not a folder`);
+  const configFile = path.join(dir, "config.json");
+  const config = readJsonFile(configFile, "model config");
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new LlavaError(`${configFile}: expected a JSON object`);
+  }
+  const json = config as Json;
+  const backend = opts.backend ?? new RefBackend();
+  const format = detectFormat(json, configFile);
+  const loaded = format === "original" ? loadOriginal(dir, json, configFile, backend, opts) : loadHf(dir, json, configFile, backend);
+  const tokenizer = LlavaTokenizer.load(dir);
+  const imageProcessor = await imageProcessorFor(loaded.processorDir, loaded.visionConfig);
+  return {
+    model: loaded.model, tokenizer, imageProcessor, format, dir, config: json,
+    textConfig: loaded.textConfig, visionConfig: loaded.visionConfig,
+  };
+}
