@@ -6,31 +6,20 @@ import { streamAnswer } from "../llava/pipeline.js";
 import { loadImage, type RgbImage } from "../image/decode.js";
 import { conversationFor, samplingFromArgs, type Values } from "./common.js";
 
-/** Reads one line after printing `prompt`; null at end of input. */
-function ask(rl: readline.Interface, prompt: string, closed: { value: boolean }): Promise<string | null> {
-  if (closed.value) return Promise.resolve(null);
-  return new Promise((resolve) => {
-    const onClose = () => resolve(null);
-    rl.once("close", onClose);
-    rl.question(prompt, (line) => {
-      rl.off("close", onClose);
-      resolve(line);
-    });
-  });
-}
-
 export async function runChat(loaded: LoadedLlava, v: Values): Promise<void> {
   const images: RgbImage[] = typeof v["image-file"] === "string" ? [await loadImage(v["image-file"])] : [];
   const conv = conversationFor(loaded, v);
   const [userRole, assistantRole] = cliDisplayRoles(conv, modelNameFromPath(loaded.dir));
   const sampling = samplingFromArgs(v, 512);
-  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
-  const closed = { value: false };
-  rl.on("close", () => (closed.value = true));
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  // an async iterator buffers lines that arrive while an answer is being generated
+  const lines = rl[Symbol.asyncIterator]();
   let first = true;
   try {
     for (;;) {
-      const line = await ask(rl, `${userRole}: `, closed);
+      process.stdout.write(`${userRole}: `);
+      const next = await lines.next();
+      const line = next.done ? null : next.value;
       if (line === null || line === "") {
         process.stdout.write("exit...\n");
         return;
