@@ -144,8 +144,8 @@ export class Oracle {
     return f;
   }
 
-  /** Logits [T, V] of the decoder over input embeddings, full causal attention, no cache. */
-  logits(embeds: Vec[]): Vec[] {
+  /** Logits [T, V] (or of the last position only) over input embeddings, full causal attention, no cache. */
+  logits(embeds: Vec[], lastOnly = false): Vec[] {
     const c = this.cfg.text;
     const s = this.store;
     const p = this.names.llm;
@@ -186,7 +186,7 @@ export class Oracle {
       });
     }
     const head = this.mat(s, `${this.names.head}weight`);
-    return h.map((t) => Oracle.lin(Oracle.rmsNorm(t, this.vec(s, `${p}norm.weight`), c.eps), head));
+    return (lastOnly ? h.slice(-1) : h).map((t) => Oracle.lin(Oracle.rmsNorm(t, this.vec(s, `${p}norm.weight`), c.eps), head));
   }
 
   /** Embeddings of ids with image markers replaced by the image features, in order. */
