@@ -21,6 +21,7 @@ export interface TokenizerSettings {
   /** tokenizer_config.json with special_tokens_map.json merged over it (transformers' precedence). */
   raw: Record<string, unknown>;
   tokenizerClass: string | undefined;
+  /** Special token strings; LlamaTokenizer's defaults (<s>, </s>, <unk>, no pad) when not configured. */
   bosToken: string | undefined;
   eosToken: string | undefined;
   unkToken: string | undefined;
@@ -108,13 +109,16 @@ export function readTokenizerSettings(dir: string): TokenizerSettings {
     ? additional.map(tokenContent).filter((t): t is string => t !== undefined)
     : [];
 
+  // A key that is absent takes LlamaTokenizer's default; an explicit null means "none".
+  const special = (key: string, fallback: string | undefined) => (key in raw ? tokenContent(raw[key]) : fallback);
+
   return {
     raw,
     tokenizerClass: typeof raw["tokenizer_class"] === "string" ? raw["tokenizer_class"] : undefined,
-    bosToken: tokenContent(raw["bos_token"]),
-    eosToken: tokenContent(raw["eos_token"]),
-    unkToken: tokenContent(raw["unk_token"]),
-    padToken: tokenContent(raw["pad_token"]),
+    bosToken: special("bos_token", "<s>"),
+    eosToken: special("eos_token", "</s>"),
+    unkToken: special("unk_token", "<unk>"),
+    padToken: special("pad_token", undefined),
     additionalSpecialTokens,
     addBosToken: bool(raw["add_bos_token"], true),
     addEosToken: bool(raw["add_eos_token"], false),
