@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import { LlavaError } from "../util/errors.js";
-import { f16ToF32Array } from "./dtypes.js";
+import { f16ToF32Array } from "../tensor/dtypes.js";
 import { describeFsError, writeFileAtomic, writeFully } from "./files.js";
 
 export type NpyDtype = "<f2" | "<f4" | "<f8" | "|i1" | "<i2" | "<i4" | "<i8" | "|u1" | "<u2" | "<u4" | "<u8" | "|b1";

@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { LlavaError } from "../util/errors.js";
-import { f32ToBf16Array, f32ToF16Array } from "./dtypes.js";
+import { f32ToBf16Array, f32ToF16Array } from "../tensor/dtypes.js";
 import { writeFileAtomic, writeFully } from "./files.js";
 import { buildHeader, dtypeSize, shapeNumel, type SafetensorsDtype } from "./safetensors-header.js";
 

@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { LlavaError } from "../util/errors.js";
-import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "./dtypes.js";
+import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
 import { isDirectory, isFile, openForRead, readFully, readJsonFile } from "./files.js";
 import {
   MAX_HEADER_BYTES,

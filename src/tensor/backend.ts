@@ -7,6 +7,8 @@
  * [B, T, H, D] (batch, time, heads, head dim); key/value tensors may live in a larger cache
  * buffer, so their batch stride is passed explicitly.
  */
+import type { PackedMatrix } from "./packed.js";
+
 export type Activation = "gelu" | "quick_gelu" | "silu" | "gelu_tanh" | "relu";
 
 export interface GemmParams {
@@ -45,6 +47,13 @@ export interface Backend {
 
   /** C[m,n] (+)= op(A)[m,k] · op(B)[k,n] */
   gemm(a: Float32Array, b: Float32Array, c: Float32Array, p: GemmParams): void;
+
+  /**
+   * With a packed W [rows, cols] (bf16, f16, q8_0, q4_0; see packed.ts):
+   * transposed = false: C[m, rows] (+)= A[m, cols] · Wᵀ (a linear layer's forward);
+   * transposed = true:  C[m, cols] (+)= A[m, rows] · W  (its input gradient).
+   */
+  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean): void;
 
   /** out = x + y (same length) */
   add(x: Float32Array, y: Float32Array, out: Float32Array): void;

@@ -3,7 +3,7 @@
  * output buffer, and, when gradients are wanted, records how to push gradients to its inputs.
  */
 import type { Activation, AttentionParams } from "./backend.js";
-import { numel, result, Tensor, type Shape } from "./tensor.js";
+import { numel, PackedTensor, result, Tensor, type Shape } from "./tensor.js";
 
 function fail(op: string, message: string): never {
   throw new Error(`${op}: ${message}`);
@@ -186,21 +186,28 @@ export function scale(x: Tensor, s: number): Tensor {
   });
 }
 
-/** y = x Wᵀ + b with x [..., in], W [out, in] (PyTorch Linear layout), b [out]. */
-export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
+/**
+ * y = x Wᵀ + b with x [..., in], W [out, in] (PyTorch Linear layout), b [out]. W may be packed
+ * (bf16 / f16 / quantized), in which case it is frozen but gradients still reach x.
+ */
+export function linear(x: Tensor, w: Tensor | PackedTensor, b?: Tensor | null): Tensor {
   const [nOut, nIn] = w.shape;
-  if (w.ndim !== 2 || x.dim(-1) !== nIn) fail("linear", `input ${shapeStr(x.shape)} does not fit weight ${shapeStr(w.shape)}`);
+  if (w.shape.length !== 2 || x.dim(-1) !== nIn) fail("linear", `input ${shapeStr(x.shape)} does not fit weight ${shapeStr(w.shape)}`);
   if (b && (b.ndim !== 1 || b.size !== nOut)) fail("linear", `bias ${shapeStr(b.shape)} does not fit weight ${shapeStr(w.shape)}`);
   const be = x.backend;
   const m = x.size / nIn;
   const out = new Float32Array(m * nOut);
-  be.gemm(x.data, w.data, out, { m, n: nOut, k: nIn, transB: true });
+  if (w instanceof PackedTensor) be.packedMatmul(x.data, w.matrix, out, m, false, false);
+  else be.gemm(x.data, w.data, out, { m, n: nOut, k: nIn, transB: true });
   if (b) be.addBroadcast(out, b.data, out);
-  const inputs = b ? [x, w, b] : [x, w];
+  const inputs = [x, ...(w instanceof Tensor ? [w] : []), ...(b ? [b] : [])];
   return result(out, [...x.shape.slice(0, -1), nOut], inputs, (g) => {
     // dx = g W ; dW = gᵀ x ; db = Σ g
-    if (x.requiresGrad) be.gemm(g, w.data, x.gradBuffer(), { m, n: nIn, k: nOut, accumulate: true });
-    if (w.requiresGrad) be.gemm(g, x.data, w.gradBuffer(), { m: nOut, n: nIn, k: m, transA: true, accumulate: true });
+    if (x.requiresGrad) {
+      if (w instanceof PackedTensor) be.packedMatmul(g, w.matrix, x.gradBuffer(), m, true, true);
+      else be.gemm(g, w.data, x.gradBuffer(), { m, n: nIn, k: nOut, accumulate: true });
+    }
+    if (w instanceof Tensor && w.requiresGrad) be.gemm(g, x.data, w.gradBuffer(), { m: nOut, n: nIn, k: m, transA: true, accumulate: true });
     if (b?.requiresGrad) {
       const s = new Float32Array(nOut);
       be.sumRows(g, nOut, s);

@@ -5,6 +5,7 @@
  */
 import type { Activation, AttentionParams, Backend, GemmParams } from "./backend.js";
 import { erf } from "./math.js";
+import { type PackedMatrix, unpackRow } from "./packed.js";
 
 const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -81,6 +82,30 @@ export class RefBackend implements Backend {
       const ci = i * n;
       for (let j = 0; j < n; j++) c[ci + j] = p.accumulate ? c[ci + j] + row[j] : row[j];
     }
+  }
+
+  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean): void {
+    const { rows, cols } = w;
+    const row = new Float32Array(cols);
+    const outCols = transposed ? cols : rows;
+    const acc = new Float64Array(m * outCols);
+    for (let r = 0; r < rows; r++) {
+      unpackRow(w, r, row);
+      for (let i = 0; i < m; i++) {
+        if (transposed) {
+          const g = a[i * rows + r];
+          if (g === 0) continue;
+          const o = i * cols;
+          for (let j = 0; j < cols; j++) acc[o + j] += g * row[j];
+        } else {
+          let s = 0;
+          const o = i * cols;
+          for (let j = 0; j < cols; j++) s += a[o + j] * row[j];
+          acc[i * rows + r] = s;
+        }
+      }
+    }
+    for (let i = 0; i < acc.length; i++) c[i] = accumulate ? c[i] + acc[i] : acc[i];
   }
 
   add(x: Float32Array, y: Float32Array, out: Float32Array): void {

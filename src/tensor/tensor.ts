@@ -5,6 +5,7 @@
  * global tape or grad mode: inference on weights that do not require grad records nothing.
  */
 import type { Backend } from "./backend.js";
+import type { PackedMatrix } from "./packed.js";
 
 export type Shape = readonly number[];
 
@@ -116,4 +117,17 @@ export function result(
   const out = new Tensor(data, shape, backend, needsGrad);
   if (needsGrad) out.node = { inputs, backward };
   return out;
+}
+
+/**
+ * A frozen 2-D weight kept in a packed format (bf16, f16, q8_0, q4_0). It takes part in
+ * matrix products but never receives a gradient.
+ */
+export class PackedTensor {
+  readonly requiresGrad = false;
+  constructor(readonly matrix: PackedMatrix, readonly backend: Backend) {}
+
+  get shape(): Shape {
+    return [this.matrix.rows, this.matrix.cols];
+  }
 }

@@ -7,9 +7,11 @@
  * printed.
  *
  * The pieces always concatenate to `decode(allIds, { skipSpecialTokens: true,
- * cleanUpTokenizationSpaces: false })`. (The reference streamer restarts decoding after each
- * newline, so it drops the space of a word token that directly follows a "\n" token; here that
- * space is kept.)
+ * cleanUpTokenizationSpaces: false })` (LLaVA checkpoints have clean-up off anyway).
+ * Differences from the reference streamer, which only affect timing or one known quirk: it prints
+ * up to the last space (whole words), while this prints everything that is final; and it restarts
+ * decoding after each newline, which drops the space of a word token right after a "\n" token,
+ * while this keeps it.
  */
 import type { LlavaTokenizer } from "./tokenizer.js";
 
@@ -66,10 +68,17 @@ export class StreamingDetokenizer {
   /** Length of the prefix of decode(window) that later tokens cannot change. */
   private stableLength(text: string): number {
     // A run of byte tokens is decoded as a whole (all U+FFFD while invalid), so it is final only
-    // once a non-byte token closes it.
+    // once a visible non-byte token closes it; dropped tokens do not close it.
     let runStart = this.window.length;
-    while (runStart > 0 && this.tokenizer.isByteToken(this.window[runStart - 1]!)) runStart--;
-    if (runStart < this.window.length) return this.decode(this.window.slice(0, runStart)).length;
+    let hasBytes = false;
+    while (runStart > 0) {
+      const id = this.window[runStart - 1]!;
+      const isByte = this.tokenizer.isByteToken(id);
+      if (!isByte && !this.isDropped(id)) break;
+      hasBytes ||= isByte;
+      runStart--;
+    }
+    if (hasBytes) return this.decode(this.window.slice(0, runStart)).length;
     // Decoders without byte tokens (byte-level BPE) end in U+FFFD mid-character.
     let end = text.length;
     while (end > 0 && text.charCodeAt(end - 1) === 0xfffd) end--;
@@ -78,8 +87,11 @@ export class StreamingDetokenizer {
 
   /** A token can start the next window if decoding it alone is a prefix of decoding it with more. */
   private canAnchor(id: number): boolean {
-    if (this.tokenizer.idToToken(id) === undefined) return false;
-    if (this.skipSpecialTokens && this.tokenizer.isSpecialId(id)) return false;
-    return !this.tokenizer.isByteToken(id);
+    return !this.isDropped(id) && !this.tokenizer.isByteToken(id);
+  }
+
+  /** Tokens that decode to nothing: unknown ids and, when skipping, special tokens. */
+  private isDropped(id: number): boolean {
+    return this.tokenizer.idToToken(id) === undefined || (this.skipSpecialTokens && this.tokenizer.isSpecialId(id));
   }
 }

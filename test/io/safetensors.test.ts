@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { MODELS } from "../helpers/paths.js";
-import { f32ToBf16Array, f32ToF16Array } from "../../src/io/dtypes.js";
+import { f32ToBf16Array, f32ToF16Array } from "../../src/tensor/dtypes.js";
 import { WeightStore, writeSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { tempDir } from "./tmp.js";

@@ -14,7 +14,7 @@ import {
   f64ToF32Array,
   numberToBf16,
   numberToF16,
-} from "../../src/io/dtypes.js";
+} from "../../src/tensor/dtypes.js";
 
 const scratchF = new Float32Array(1);
 const scratchU = new Uint32Array(scratchF.buffer);

@@ -1,0 +1,119 @@
+/**
+ * Weight matrices stored in a compact format and multiplied without an f32 copy:
+ * - `bf16`, `f16`: one 16-bit value per weight (as on disk);
+ * - `q8_0`: blocks of 32 weights along a row: an f16 scale d, then 32 int8 q; w = d * q;
+ * - `q4_0`: blocks of 32 weights: an f16 scale d, then 16 bytes of 4-bit q (weight j of the
+ *   block in the low nibble of byte j for j < 16, the high nibble of byte j - 16 otherwise);
+ *   w = d * (q - 8).
+ * The q formats are llama.cpp's Q8_0 and Q4_0 block layouts, so rows are a whole number of
+ * blocks: the column count must be a multiple of 32.
+ */
+import { f16BitsToF32Bits, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
+
+export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0";
+
+export const QUANT_BLOCK = 32;
+const BLOCK_BYTES: Record<"q8_0" | "q4_0", number> = { q8_0: 2 + 32, q4_0: 2 + 16 };
+
+/** A [rows, cols] matrix in a packed format (row-major; each row packed independently). */
+export interface PackedMatrix {
+  readonly format: PackedFormat;
+  readonly rows: number;
+  readonly cols: number;
+  readonly data: Uint8Array;
+}
+
+export function rowBytes(format: PackedFormat, cols: number): number {
+  if (format === "bf16" || format === "f16") return cols * 2;
+  return (cols / QUANT_BLOCK) * BLOCK_BYTES[format];
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+const halfToFloat = (bits: number, format: "bf16" | "f16") => {
+  u32[0] = format === "bf16" ? bf16BitsToF32Bits(bits) : f16BitsToF32Bits(bits);
+  return f32[0];
+};
+
+const floatToHalf = (x: number, format: "bf16" | "f16") => {
+  f32[0] = x;
+  return format === "bf16" ? f32BitsToBf16Bits(u32[0]) : f32BitsToF16Bits(u32[0]);
+};
+
+/** Packs a row-major f32 matrix. q formats use llama.cpp's scale choice (max |w| -> ±127 or -8). */
+export function packMatrix(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
+  if (w.length !== rows * cols) throw new Error(`packMatrix: ${w.length} values for [${rows}, ${cols}]`);
+  if ((format === "q8_0" || format === "q4_0") && cols % QUANT_BLOCK !== 0) {
+    throw new Error(`packMatrix: ${format} needs a column count that is a multiple of ${QUANT_BLOCK}, got ${cols}`);
+  }
+  const rb = rowBytes(format, cols);
+  const data = new Uint8Array(rows * rb);
+  const view = new DataView(data.buffer);
+  for (let r = 0; r < rows; r++) {
+    const row = w.subarray(r * cols, (r + 1) * cols);
+    const o = r * rb;
+    if (format === "bf16" || format === "f16") {
+      for (let j = 0; j < cols; j++) view.setUint16(o + 2 * j, floatToHalf(row[j], format), true);
+      continue;
+    }
+    for (let b = 0; b < cols / QUANT_BLOCK; b++) {
+      const block = row.subarray(b * QUANT_BLOCK, (b + 1) * QUANT_BLOCK);
+      const bo = o + b * BLOCK_BYTES[format];
+      if (format === "q8_0") {
+        let amax = 0;
+        for (const x of block) amax = Math.max(amax, Math.abs(x));
+        const d = amax / 127;
+        const id = d ? 1 / d : 0;
+        view.setUint16(bo, floatToHalf(d, "f16"), true);
+        for (let j = 0; j < QUANT_BLOCK; j++) view.setInt8(bo + 2 + j, Math.round(block[j] * id));
+      } else {
+        // the value of largest magnitude, kept with its sign, maps to -8
+        let max = 0;
+        for (const x of block) if (Math.abs(x) > Math.abs(max)) max = x;
+        const d = max / -8;
+        const id = d ? 1 / d : 0;
+        view.setUint16(bo, floatToHalf(d, "f16"), true);
+        for (let j = 0; j < 16; j++) {
+          const lo = Math.min(15, Math.trunc(block[j] * id + 8.5));
+          const hi = Math.min(15, Math.trunc(block[j + 16] * id + 8.5));
+          data[bo + 2 + j] = lo | (hi << 4);
+        }
+      }
+    }
+  }
+  return { format, rows, cols, data };
+}
+
+/** Row `r` of a packed matrix as f32 values, into `out` (length cols). */
+export function unpackRow(m: PackedMatrix, r: number, out: Float32Array): void {
+  const rb = rowBytes(m.format, m.cols);
+  const o = r * rb;
+  const view = new DataView(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+  if (m.format === "bf16" || m.format === "f16") {
+    for (let j = 0; j < m.cols; j++) out[j] = halfToFloat(view.getUint16(o + 2 * j, true), m.format);
+    return;
+  }
+  const bb = BLOCK_BYTES[m.format];
+  for (let b = 0; b < m.cols / QUANT_BLOCK; b++) {
+    const bo = o + b * bb;
+    const d = halfToFloat(view.getUint16(bo, true), "f16");
+    const base = b * QUANT_BLOCK;
+    if (m.format === "q8_0") {
+      for (let j = 0; j < QUANT_BLOCK; j++) out[base + j] = d * view.getInt8(bo + 2 + j);
+    } else {
+      for (let j = 0; j < 16; j++) {
+        const byte = m.data[bo + 2 + j];
+        out[base + j] = d * ((byte & 15) - 8);
+        out[base + j + 16] = d * ((byte >> 4) - 8);
+      }
+    }
+  }
+}
+
+/** The whole matrix as f32 (for tests and conversions). */
+export function unpackMatrix(m: PackedMatrix): Float32Array {
+  const out = new Float32Array(m.rows * m.cols);
+  for (let r = 0; r < m.rows; r++) unpackRow(m, r, out.subarray(r * m.cols, (r + 1) * m.cols));
+  return out;
+}
