@@ -1,5 +1,5 @@
 /** LlavaTokenizer: special tokens, decoding semantics, and the errors a user sees. */
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
@@ -108,8 +108,12 @@ test("clean_up_tokenization_spaces: off in LLaVA configs, available on request",
 
 // --- errors ---------------------------------------------------------------------------------------
 
+const tempDirs: string[] = [];
+after(() => tempDirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
+
 function tempDir(files: Record<string, string | { link: string }>): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-tok-"));
+  tempDirs.push(dir);
   for (const [name, content] of Object.entries(files)) {
     const file = path.join(dir, name);
     if (typeof content === "string") fs.writeFileSync(file, content);
