@@ -8,11 +8,11 @@ import { getConvTemplate } from "../llava/conversation.js";
 import { argmax } from "../llava/generate.js";
 import { expandLabels, IGNORE_INDEX, maskTargetsV1 } from "../llava/labels.js";
 import type { LoadedLlava } from "../llava/load.js";
-import { buildInputs, expandedIds, preprocessImages, promptIds } from "../llava/pipeline.js";
+import { buildInputs, expandedIds, prepareImages, promptIds } from "../llava/pipeline.js";
 import { loadImage, type RgbImage } from "../image/decode.js";
 import { clipPreprocess, padPreprocess } from "../image/processor.js";
 import { writeNpy } from "../io/npy.js";
-import { crossEntropy, reshape, slice } from "../tensor/ops.js";
+import { concat, crossEntropy, reshape, slice } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
 
 export interface DumpOptions {
@@ -50,7 +50,7 @@ class NpyWriter {
     this.float(name, [...t.shape], t.data);
   }
 
-  private write(name: string, array: Parameters<typeof writeNpy>[1]) {
+  write(name: string, array: Parameters<typeof writeNpy>[1]) {
     writeNpy(path.join(this.dir, `${name}.npy`), array);
     this.written.push(name);
   }
@@ -63,7 +63,16 @@ function stackTensors(ts: Tensor[]): { shape: number[]; data: Float32Array } {
   return { shape: [ts.length, ...ts[0].shape], data };
 }
 
-function dumpPixels(w: NpyWriter, loaded: LoadedLlava, images: RgbImage[]) {
+/**
+ * Pixels: for 1.5 models both the center-crop and the pad preprocessing (the model uses one);
+ * for AnyRes models the tiles the model sees and the original sizes (height, width).
+ */
+function dumpPixels(w: NpyWriter, loaded: LoadedLlava, images: RgbImage[], prepared: ReturnType<typeof prepareImages>) {
+  if (loaded.model.settings.imageAspectMode === "anyres") {
+    w.tensor("pixel_values", prepared.pixels);
+    w.write("image_sizes", { dtype: "<i8", shape: [images.length, 2], data: BigInt64Array.from(images.flatMap((i) => [BigInt(i.height), BigInt(i.width)])) });
+    return;
+  }
   for (const [name, fn] of [["pixel_values", clipPreprocess], ["pixel_values_pad", padPreprocess]] as const) {
     const ps = images.map((img) => fn(img, loaded.imageProcessor));
     const data = new Float32Array(ps.length * ps[0].data.length);
@@ -115,19 +124,19 @@ export async function runDump(loaded: LoadedLlava, opts: DumpOptions): Promise<s
   fs.writeFileSync(path.join(opts.out, "prompt.txt"), prompt);
   const model = loaded.model;
   const hf = model.settings.expandImageTokens;
-  const pixels = images.length ? preprocessImages(loaded, images) : null;
-  if (images.length) dumpPixels(w, loaded, images);
+  const prepared = images.length ? prepareImages(loaded, images) : null;
+  if (prepared) dumpPixels(w, loaded, images, prepared);
 
   if (opts.answer !== undefined) {
     const projectorParams = model.projector.namedParameters().map(([, t]) => t);
     for (const t of projectorParams) t.requiresGrad = true;
-    const { ids, embeds } = buildInputs(loaded, prompt, pixels);
+    const { ids, embeds, imageFeatures } = buildInputs(loaded, prompt, prepared);
     w.ints("input_ids", ids);
     const labels = maskTargetsV1(conv, prompt, ids, (text) => promptIds(loaded, text));
     w.ints("labels", labels);
-    const full = expandLabels(ids, labels, model.settings.imageTokenId, model.tokensPerImage);
+    const full = expandLabels(ids, labels, model.settings.imageTokenId, imageFeatures.map((f) => f.dim(0)));
     if (hf) {
-      w.ints("input_ids_expanded", expandedIds(loaded, ids, images.length));
+      w.ints("input_ids_expanded", expandedIds(loaded, ids, imageFeatures));
       w.ints("labels_expanded", full);
     }
     const { hidden } = model.llm.forward(embeds);
@@ -147,14 +156,18 @@ export async function runDump(loaded: LoadedLlava, opts: DumpOptions): Promise<s
     return w.written;
   }
 
-  const { ids, encoded, embeds } = buildInputs(loaded, prompt, pixels, true);
+  const { ids, encoded, imageFeatures, embeds } = buildInputs(loaded, prompt, prepared, true);
   w.ints("input_ids", ids);
-  if (hf) w.ints("input_ids_expanded", expandedIds(loaded, ids, images.length));
+  if (hf) w.ints("input_ids_expanded", expandedIds(loaded, ids, imageFeatures));
   if (encoded) {
     const vs = stackTensors(encoded.visionHiddenStates);
     w.float("vision_hidden_states", vs.shape, vs.data);
     w.tensor("image_features", encoded.features);
     w.tensor("projector_output", encoded.projected);
+    if (model.settings.anyres) {
+      const packed = imageFeatures.length === 1 ? imageFeatures[0] : concat(imageFeatures, 0);
+      w.tensor("image_features_packed", packed);
+    }
   }
   w.float("inputs_embeds", [embeds.dim(1), embeds.dim(2)], embeds.data);
   const { hidden, hiddenStates } = model.llm.forward(embeds, { collectHidden: true });

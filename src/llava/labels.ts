@@ -42,7 +42,8 @@ export function maskTargetsV1(
   return labels;
 }
 
-/** Labels for the expanded sequence: each image marker becomes `count` ignored positions. */
-export function expandLabels(ids: number[], labels: number[], marker: number, count: number): number[] {
-  return ids.flatMap((id, i) => (id === marker ? Array(count).fill(IGNORE_INDEX) : [labels[i]]));
+/** Labels for the expanded sequence: image marker k becomes counts[k] ignored positions. */
+export function expandLabels(ids: number[], labels: number[], marker: number, counts: number[]): number[] {
+  let image = 0;
+  return ids.flatMap((id, i) => (id === marker ? Array(counts[image++]).fill(IGNORE_INDEX) : [labels[i]]));
 }

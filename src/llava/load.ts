@@ -3,12 +3,13 @@
  * and image processor settings:
  * - original LLaVA (`LlavaLlamaForCausalLM`, detected by `mm_vision_tower`): LLM + projector in
  *   the folder, the CLIP tower in a separate folder named by `mm_vision_tower`;
- * - HF llava-hf (`LlavaForConditionalGeneration`), old (`language_model.model.*`) and new
- *   (`model.language_model.*`) key layouts.
+ * - HF llava-hf (`LlavaForConditionalGeneration`) and LLaVA-NeXT (`LlavaNextForConditionalGeneration`),
+ *   old (`language_model.model.*`) and new (`model.language_model.*`) key layouts.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type { PatchMergeType } from "./anyres.js";
 import { ClipVisionModel } from "./clip.js";
 import { LlamaForCausalLM } from "./llama.js";
 import { type ImageAspectMode, LlavaModel, type LlavaSettings } from "./model.js";
@@ -16,7 +17,7 @@ import { Projector, projectorDepth } from "./projector.js";
 import { type ClipVisionConfig, type LlamaConfig, parseClipVisionConfig, parseLlamaConfig } from "../io/config.js";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
 import { WeightStore } from "../io/safetensors.js";
-import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig } from "../image/processor.js";
+import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig, parsePinpoints } from "../image/processor.js";
 import { activationByName } from "../nn/layers.js";
 import { ParamLoader, type TensorSource } from "../nn/params.js";
 import type { Backend } from "../tensor/backend.js";
@@ -24,7 +25,7 @@ import { RefBackend } from "../tensor/ref-backend.js";
 import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
 import { LlavaError } from "../util/errors.js";
 
-export type CheckpointFormat = "original" | "hf-llava";
+export type CheckpointFormat = "original" | "hf-llava" | "hf-llava-next";
 
 export interface LoadOptions {
   backend?: Backend;
@@ -59,9 +60,7 @@ function storeSource(store: WeightStore): TensorSource {
 export function detectFormat(config: Json, configFile: string): CheckpointFormat {
   if (typeof config.mm_vision_tower === "string") return "original";
   const archs = Array.isArray(config.architectures) ? config.architectures : [];
-  if (config.model_type === "llava_next" || archs.includes("LlavaNextForConditionalGeneration")) {
-    throw new LlavaError(`${configFile}: LLaVA-NeXT (llava_next, AnyRes) checkpoints are not supported yet`);
-  }
+  if (config.model_type === "llava_next" || archs.includes("LlavaNextForConditionalGeneration")) return "hf-llava-next";
   if (config.model_type === "llava" || archs.includes("LlavaForConditionalGeneration")) return "hf-llava";
   throw new LlavaError(
     `${configFile}: unknown checkpoint format: neither an original LLaVA config (no "mm_vision_tower") ` +
@@ -123,7 +122,16 @@ function loadOriginal(dir: string, config: Json, configFile: string, backend: Ba
   const projector = Projector.load(main.sub("model.mm_projector."), depth, names, mmHidden, textConfig.hiddenSize);
   const llm = new LlamaForCausalLM(main.sub("model."), main.sub("lm_head."), textConfig);
   const aspect = config.image_aspect_ratio;
-  if (aspect === "anyres") throw new LlavaError(`${configFile}: image_aspect_ratio "anyres" (LLaVA-1.6) is not supported yet`);
+  const mergeType = (config.mm_patch_merge_type ?? "flat") as string;
+  if (!["flat", "spatial", "spatial_unpad"].includes(mergeType)) {
+    throw new LlavaError(`${configFile}: unsupported mm_patch_merge_type "${mergeType}" (flat, spatial or spatial_unpad)`);
+  }
+  const anyres = aspect === "anyres"
+    ? { pinpoints: checkedPinpoints(config.image_grid_pinpoints, visionConfig, configFile), convention: "llava" as const, mergeType: mergeType as PatchMergeType }
+    : null;
+  if (typeof aspect === "string" && aspect.startsWith("anyres") && aspect !== "anyres") {
+    throw new LlavaError(`${configFile}: image_aspect_ratio "${aspect}" is not supported (pad, square or anyres)`);
+  }
   const feature = config.mm_vision_select_feature ?? "patch";
   if (feature !== "patch" && feature !== "cls_patch") {
     throw new LlavaError(`${configFile}: unknown mm_vision_select_feature "${String(feature)}" (patch or cls_patch)`);
@@ -133,11 +141,16 @@ function loadOriginal(dir: string, config: Json, configFile: string, backend: Ba
     visionSelectFeature: feature,
     imageTokenId: -200,
     expandImageTokens: false,
-    imageAspectMode: (aspect === "pad" ? "pad" : "square") as ImageAspectMode,
+    imageAspectMode: (anyres ? "anyres" : aspect === "pad" ? "pad" : "square") as ImageAspectMode,
     maxSequenceLength: typeof config.tokenizer_model_max_length === "number" ? config.tokenizer_model_max_length : null,
+    anyres,
   };
-  return { model: new LlavaModel(vision, projector, llm, settings), textConfig, visionConfig, processorDir: towerDir };
+  const newline = mergeType === "spatial_unpad" ? main.tensor("model.image_newline", [textConfig.hiddenSize]) : null;
+  return { model: new LlavaModel(vision, projector, llm, settings, newline), textConfig, visionConfig, processorDir: towerDir };
 }
+
+/** transformers' LlavaNextConfig default pinpoints (height, width) */
+const HF_DEFAULT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
 
 /** transformers' LlavaConfig default vision tower: CLIP ViT-L/14 at 336 px */
 const HF_DEFAULT_VISION = {
@@ -145,7 +158,22 @@ const HF_DEFAULT_VISION = {
   num_hidden_layers: 24, num_attention_heads: 16, projection_dim: 768,
 };
 
-function loadHf(dir: string, config: Json, configFile: string, backend: Backend) {
+/**
+ * Pinpoints that tile exactly: every size a multiple of the tower's input, or the feature grid
+ * would not line up with the tiles.
+ */
+function checkedPinpoints(value: unknown, vision: ClipVisionConfig, configFile: string): number[][] {
+  if (value === undefined || value === null) throw new LlavaError(`${configFile}: AnyRes needs image_grid_pinpoints`);
+  const pinpoints = parsePinpoints(value, `${configFile}: image_grid_pinpoints`);
+  for (const [a, b] of pinpoints) {
+    if (a % vision.imageSize !== 0 || b % vision.imageSize !== 0) {
+      throw new LlavaError(`${configFile}: image_grid_pinpoints entry [${a}, ${b}] is not a multiple of the vision tower's ${vision.imageSize} px input`);
+    }
+  }
+  return pinpoints;
+}
+
+function loadHf(dir: string, config: Json, configFile: string, backend: Backend, next: boolean) {
   const textConfig = parseLlamaConfig((config.text_config as Json | undefined) ?? {}, `${configFile} (text_config)`);
   const visionConfig = parseClipVisionConfig((config.vision_config as Json | undefined) ?? HF_DEFAULT_VISION, `${configFile} (vision_config)`);
   const store = openWeights(dir);
@@ -168,14 +196,19 @@ function loadHf(dir: string, config: Json, configFile: string, backend: Backend)
     visionSelectFeature: strategy === "default" ? "patch" : "cls_patch",
     imageTokenId: asNumber(config.image_token_index ?? config.image_token_id, 32000),
     expandImageTokens: true,
-    imageAspectMode: "square",
+    imageAspectMode: next ? "anyres" : "square",
     maxSequenceLength: null,
+    anyres: next
+      ? { pinpoints: checkedPinpoints(config.image_grid_pinpoints ?? HF_DEFAULT_PINPOINTS, visionConfig, configFile), convention: "hf", mergeType: "spatial_unpad" }
+      : null,
   };
+  const newline = next ? root.tensor(newLayout ? "model.image_newline" : "image_newline", [textConfig.hiddenSize]) : null;
   const model = new LlavaModel(
     new ClipVisionModel(root.sub(p.vision), visionConfig),
     projector,
     new LlamaForCausalLM(root.sub(p.llm), root.sub(p.head), textConfig),
     settings,
+    newline,
   );
   return { model, textConfig, visionConfig, processorDir: dir };
 }
@@ -198,7 +231,9 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
   const json = config as Json;
   const backend = opts.backend ?? new RefBackend();
   const format = detectFormat(json, configFile);
-  const loaded = format === "original" ? loadOriginal(dir, json, configFile, backend, opts) : loadHf(dir, json, configFile, backend);
+  const loaded = format === "original"
+    ? loadOriginal(dir, json, configFile, backend, opts)
+    : loadHf(dir, json, configFile, backend, format === "hf-llava-next");
   const tokenizer = LlavaTokenizer.load(dir);
   const imageProcessor = await imageProcessorFor(loaded.processorDir, loaded.visionConfig);
   return {

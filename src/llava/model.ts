@@ -2,6 +2,7 @@
  * LLaVA: CLIP vision tower + projector + LLaMA-family decoder. Images become feature rows that
  * are spliced into the token embeddings where the prompt has an image marker.
  */
+import { type AnyresLayout, mergeAnyresFeatures, type PatchMergeType } from "./anyres.js";
 import type { ClipVisionModel } from "./clip.js";
 import type { LlamaForCausalLM } from "./llama.js";
 import type { Projector } from "./projector.js";
@@ -25,6 +26,8 @@ export interface LlavaSettings {
   imageAspectMode: ImageAspectMode;
   /** the original format truncates the spliced sequence to this length (tokenizer_model_max_length) */
   maxSequenceLength: number | null;
+  /** LLaVA-NeXT: candidate resolutions, their (height, width) "hf" or (width, height) "llava" order, the merge */
+  anyres: { pinpoints: number[][]; convention: "hf" | "llava"; mergeType: PatchMergeType } | null;
 }
 
 export interface EncodedImages {
@@ -42,6 +45,8 @@ export class LlavaModel implements Module {
     readonly projector: Projector,
     readonly llm: LlamaForCausalLM,
     readonly settings: LlavaSettings,
+    /** LLaVA-NeXT's learned end-of-row vector [D] (spatial_unpad), else null */
+    readonly imageNewline: Tensor | null = null,
   ) {}
 
   get backend() {
@@ -70,10 +75,21 @@ export class LlavaModel implements Module {
     return { visionHiddenStates: states, features, projected: this.projector.forward(features) };
   }
 
-  /** Feature rows per image for this model, i.e. the image tokens one image occupies. */
-  get tokensPerImage(): number {
-    const grid = this.vision.cfg.imageSize / this.vision.cfg.patchSize;
-    return grid * grid + (this.settings.visionSelectFeature === "cls_patch" ? 1 : 0);
+  /**
+   * Feature rows [M_i, D] of each image from the projected tiles [tiles, n, D]: one tile per
+   * image, or for AnyRes `1 + rows*cols` consecutive tiles per image, merged by its layout.
+   */
+  imageFeatures(projected: Tensor, layouts: Array<AnyresLayout | null>): Tensor[] {
+    const anyres = this.settings.anyres;
+    const [, n, d] = projected.shape;
+    let tile = 0;
+    return layouts.map((layout) => {
+      const count = layout ? 1 + layout.rows * layout.cols : 1;
+      const tiles = slice(projected, 0, tile, tile + count);
+      tile += count;
+      if (!layout || !anyres) return reshape(tiles, [n, d]);
+      return mergeAnyresFeatures(tiles, layout, anyres.mergeType, this.imageNewline, anyres.convention === "hf");
+    });
   }
 
   /**
@@ -109,14 +125,9 @@ export class LlavaModel implements Module {
     return reshape(embeds, [1, embeds.dim(0), embeds.dim(1)]);
   }
 
-  /** Splits projected features [n, N, D] into one [N, D] tensor per image. */
-  static perImage(projected: Tensor): Tensor[] {
-    const [n, rows, d] = projected.shape;
-    return Array.from({ length: n }, (_, i) => reshape(slice(projected, 0, i, i + 1), [rows, d]));
-  }
-
   namedParameters(prefix = ""): NamedParameters {
-    return childParameters(prefix, [["vision_tower", this.vision], ["projector", this.projector], ["llm", this.llm]]);
+    const own: NamedParameters = this.imageNewline ? [[prefix ? `${prefix}.image_newline` : "image_newline", this.imageNewline]] : [];
+    return [...childParameters(prefix, [["vision_tower", this.vision], ["projector", this.projector], ["llm", this.llm]]), ...own];
   }
 }
 

@@ -3,29 +3,47 @@
  * command and server uses, so they all tokenize, preprocess and splice the same way.
  */
 import type { LoadedLlava } from "./load.js";
-import { type EncodedImages, LlavaModel } from "./model.js";
+import type { AnyresLayout } from "./anyres.js";
+import type { EncodedImages } from "./model.js";
 import { generateTokens, type SamplingOptions } from "./generate.js";
 import type { RgbImage } from "../image/decode.js";
-import { clipPreprocess, padPreprocess, type PixelTensor } from "../image/processor.js";
+import { anyresPreprocess, clipPreprocess, padPreprocess, type PixelTensor } from "../image/processor.js";
 import { Tensor } from "../tensor/tensor.js";
 import { expandImageTokens, tokenizerImageToken } from "../tokenizer/image-tokens.js";
 import { StreamingDetokenizer } from "../tokenizer/stream.js";
-import { LlavaError } from "../util/errors.js";
 
-/** Stacks per-image [3, S, S] pixels into one [n, 3, S, S] tensor. */
-function stack(pixels: PixelTensor[], backend: Tensor["backend"]): Tensor {
-  const [c, h, w] = pixels[0].shape;
-  const data = new Float32Array(pixels.length * c * h * w);
-  pixels.forEach((p, i) => data.set(p.data, i * c * h * w));
-  return new Tensor(data, [pixels.length, c, h, w], backend);
+/** Images as the model's pixel input: all tiles stacked, and each image's AnyRes layout. */
+export interface PreparedImages {
+  /** [tiles, 3, S, S]: one tile per image, or 1 + rows*cols per image for AnyRes */
+  pixels: Tensor;
+  layouts: Array<AnyresLayout | null>;
 }
 
-/** Pixels of the images as this model preprocesses them (center crop or LLaVA pad). */
-export function preprocessImages(loaded: LoadedLlava, images: RgbImage[]): Tensor {
-  const mode = loaded.model.settings.imageAspectMode;
-  if (mode === "anyres") throw new LlavaError("AnyRes preprocessing is not supported yet");
-  const one = mode === "pad" ? padPreprocess : clipPreprocess;
-  return stack(images.map((img) => one(img, loaded.imageProcessor)), loaded.model.backend);
+/** Preprocesses images as this model does: CLIP center crop, LLaVA pad, or AnyRes tiles. */
+export function prepareImages(loaded: LoadedLlava, images: RgbImage[]): PreparedImages {
+  const { imageAspectMode: mode, anyres } = loaded.model.settings;
+  const cfg = loaded.imageProcessor;
+  const parts: PixelTensor[] = [];
+  const layouts: Array<AnyresLayout | null> = [];
+  for (const img of images) {
+    if (mode === "anyres" && anyres) {
+      const r = anyresPreprocess(img, cfg, anyres.pinpoints, anyres.convention);
+      parts.push(r);
+      layouts.push({ rows: r.grid.rows, cols: r.grid.cols, width: img.width, height: img.height });
+    } else {
+      parts.push(mode === "pad" ? padPreprocess(img, cfg) : clipPreprocess(img, cfg));
+      layouts.push(null);
+    }
+  }
+  const tail = parts[0].shape.slice(-3);
+  const per = tail.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(parts.reduce((n, p) => n + p.data.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    data.set(p.data, offset);
+    offset += p.data.length;
+  }
+  return { pixels: new Tensor(data, [data.length / per, ...tail], loaded.model.backend), layouts };
 }
 
 /**
@@ -37,25 +55,26 @@ export function promptIds(loaded: LoadedLlava, prompt: string): number[] {
   return loaded.format === "original" ? tokenizerImageToken(loaded.tokenizer, prompt, marker) : loaded.tokenizer.encode(prompt);
 }
 
-/** HF processor ids: each image token repeated once per feature row. */
-export function expandedIds(loaded: LoadedLlava, ids: number[], images: number): number[] {
-  const { imageTokenId } = loaded.model.settings;
-  return expandImageTokens(ids, imageTokenId, Array(images).fill(loaded.model.tokensPerImage));
-}
-
 export interface PromptInputs {
   ids: number[];
   encoded: EncodedImages | null;
+  /** feature rows [M_i, D] spliced in for each image */
+  imageFeatures: Tensor[];
   /** [1, T, D] */
   embeds: Tensor;
 }
 
 /** Tokenizes, encodes the images and splices them in. */
-export function buildInputs(loaded: LoadedLlava, prompt: string, pixels: Tensor | null, allVisionLayers = false): PromptInputs {
+export function buildInputs(loaded: LoadedLlava, prompt: string, images: PreparedImages | null, allVisionLayers = false): PromptInputs {
   const ids = promptIds(loaded, prompt);
-  const encoded = pixels ? loaded.model.encodeImages(pixels, allVisionLayers) : null;
-  const features = encoded ? LlavaModel.perImage(encoded.projected) : [];
-  return { ids, encoded, embeds: loaded.model.embedPrompt(ids, features) };
+  const encoded = images ? loaded.model.encodeImages(images.pixels, allVisionLayers) : null;
+  const imageFeatures = encoded && images ? loaded.model.imageFeatures(encoded.projected, images.layouts) : [];
+  return { ids, encoded, imageFeatures, embeds: loaded.model.embedPrompt(ids, imageFeatures) };
+}
+
+/** HF processor ids: each image token repeated once per feature row of its image. */
+export function expandedIds(loaded: LoadedLlava, ids: number[], imageFeatures: Tensor[]): number[] {
+  return expandImageTokens(ids, loaded.model.settings.imageTokenId, imageFeatures.map((f) => f.dim(0)));
 }
 
 export interface AnswerOptions extends SamplingOptions {
@@ -70,8 +89,7 @@ export interface AnswerOptions extends SamplingOptions {
 export async function* streamAnswer(
   loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: AnswerOptions,
 ): AsyncGenerator<string> {
-  const pixels = images.length ? preprocessImages(loaded, images) : null;
-  const { embeds } = buildInputs(loaded, prompt, pixels);
+  const { embeds } = buildInputs(loaded, prompt, images.length ? prepareImages(loaded, images) : null);
   const detok = new StreamingDetokenizer(loaded.tokenizer);
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   const eos = loaded.tokenizer.eosTokenId;

@@ -19,7 +19,7 @@ interface Meta {
   text?: string;
 }
 
-const PARITY_CASES = ["tiny-llava-1.5-mha/gradient", "tiny-llava-1.5-mha/text_only", "tiny-llava-1.5-mha/train_grad", "tiny-llava-1.5-orig/gradient"];
+const PARITY_CASES = ["tiny-llava-1.5-mha/gradient", "tiny-llava-1.5-mha/text_only", "tiny-llava-1.5-mha/train_grad", "tiny-llava-1.5-orig/gradient", "tiny-llava-next/gradient"];
 
 for (const name of PARITY_CASES) {
   test(`fixture parity: ${name}`, async () => {
