@@ -11,12 +11,13 @@ import path from "node:path";
 import sharp from "sharp";
 import { runDump } from "../../src/cli/dump.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
-import { WeightStore } from "../../src/io/safetensors.js";
+import { WeightStore, writeSafetensors } from "../../src/io/safetensors.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava, type RandomLlavaSpec } from "../../src/llava/random-checkpoint.js";
 import { seededRandom } from "../../src/llava/generate.js";
 import { Oracle, type OracleConfig, type OracleNames } from "../helpers/oracle.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
+import { compareCase } from "../helpers/compare.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llava-general-"));
 process.on("exit", () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -82,6 +83,34 @@ const scenarios: Scenario[] = [
       vision: { hidden: 24, heads: 3, layers: 2, patch: 14, image: 42, eps: 1e-6, act: "gelu" },
     },
   },
+  {
+    name: "original format, square (center crop) mode, linear projector, positive select layer",
+    spec: {
+      format: "original", seed: 13, projectorType: "linear", imageAspectRatio: "square", visionSelectLayer: 1,
+      text: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 32000 },
+      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+    },
+    images: [[64, 48]],
+    oracle: {
+      selectLayer: 1, keepCls: false, projectorDepth: 1,
+      text: { hidden: 16, heads: 2, kvHeads: 2, headDim: 8, layers: 1, eps: 1e-6, theta: 10000, vocab: 32000 },
+      vision: { hidden: 16, heads: 2, layers: 2, patch: 14, image: 28, eps: 1e-5, act: "quick_gelu" },
+    },
+  },
+  {
+    name: "original format, identity projector (equal widths)",
+    spec: {
+      format: "original", seed: 14, projectorType: "identity", imageAspectRatio: "pad",
+      text: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 32000 },
+      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+    },
+    images: [[30, 30]],
+    oracle: {
+      selectLayer: -2, keepCls: false, projectorDepth: 0,
+      text: { hidden: 16, heads: 2, kvHeads: 2, headDim: 8, layers: 1, eps: 1e-6, theta: 10000, vocab: 32000 },
+      vision: { hidden: 16, heads: 2, layers: 2, patch: 14, image: 28, eps: 1e-5, act: "quick_gelu" },
+    },
+  },
 ];
 
 for (const sc of scenarios) {
@@ -97,10 +126,10 @@ for (const sc of scenarios) {
     const hf = sc.spec.format === "hf";
     const names: OracleNames = hf
       ? { vision: "vision_tower.vision_model.", projector: (i) => `multi_modal_projector.linear_${i + 1}.`, llm: "language_model.model.", head: "language_model.lm_head." }
-      : { vision: "vision_model.", projector: (i) => `model.mm_projector.${2 * i}.`, llm: "model.", head: "lm_head." };
+      : { vision: "vision_model.", projector: (i) => (sc.spec.projectorType === "linear" ? "model.mm_projector." : `model.mm_projector.${2 * i}.`), llm: "model.", head: "lm_head." };
     const store = WeightStore.open(dir);
     const oracle = new Oracle(store, towerDir ? WeightStore.open(towerDir) : store, sc.oracle, names);
-    const pixels = readNpy(path.join(out, hf ? "pixel_values.npy" : "pixel_values_pad.npy"));
+    const pixels = readNpy(path.join(out, sc.spec.imageAspectRatio === "pad" ? "pixel_values_pad.npy" : "pixel_values.npy"));
     const per = pixels.shape.slice(1).reduce((a, b) => a * b, 1);
     const features = sc.images.map((_, i) => oracle.imageFeatures((pixels.data as Float32Array).subarray(i * per, (i + 1) * per)));
     assertClose("projector_output", read(out, "projector_output"), features.flatMap((f) => f.flatMap((r) => Array.from(r))), 2e-4, 1e-4);
@@ -144,4 +173,45 @@ test("the oracle itself reproduces the fixture logits", async () => {
   assertClose("logits_last", read(ref, "logits_last"), last, 1e-3, 1e-4);
   store.close();
   assert.ok(fs.existsSync(path.join(IMAGES, "gradient_640x480.png")));
+});
+
+test("the newer HF key layout (model.language_model.*) loads to the same outputs", async () => {
+  const dir = path.join(tmp, "new-layout");
+  fs.cpSync(path.join(MODELS, "tiny-llava-1.5-mha"), dir, { recursive: true });
+  const old = WeightStore.open(path.join(dir, "model.safetensors"));
+  const rename = (n: string) =>
+    n.replace(/^language_model\.model\./, "model.language_model.").replace(/^language_model\.lm_head\./, "lm_head.")
+      .replace(/^vision_tower\./, "model.vision_tower.").replace(/^multi_modal_projector\./, "model.multi_modal_projector.");
+  const tensors = old.names().map((n) => ({ name: rename(n), dtype: "F32" as const, shape: old.info(n).shape, data: old.readF32(n) }));
+  old.close();
+  assert.ok(tensors.some((t) => t.name.startsWith("model.language_model.")));
+  writeSafetensors(path.join(dir, "model.safetensors"), tensors, { format: "pt" });
+  const out = path.join(dir, "dump");
+  await runDump(await loadLlava(dir), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
+  assert.deepEqual(compareCase(path.join(CASES, "tiny-llava-1.5-mha", "gradient"), out).filter((v) => !v.ok), []);
+});
+
+test("bf16 and f16 checkpoints load (converted to f32 on load) and stay close to the f32 model", async () => {
+  const logitsFor = async (dtype: "F32" | "BF16" | "F16") => {
+    const spec: RandomLlavaSpec = {
+      format: "hf", seed: 21, dtype, tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
+      text: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 32001 },
+      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+    };
+    const dir = path.join(tmp, `half-${dtype}`);
+    writeRandomLlava(dir, spec);
+    const store = WeightStore.open(dir);
+    assert.equal(store.info("language_model.model.norm.weight").dtype, dtype);
+    store.close();
+    const out = path.join(dir, "dump");
+    await runDump(await loadLlava(dir), { images: [], query: "Hi", convMode: "llava_v1", maxNewTokens: 2, out });
+    return read(out, "logits_last");
+  };
+  const ref = await logitsFor("F32");
+  const rms = (a: number[]) => Math.sqrt(a.reduce((s, x) => s + x * x, 0) / a.length);
+  for (const [dtype, bound] of [["F16", 0.005], ["BF16", 0.05]] as const) {
+    const got = await logitsFor(dtype);
+    const rel = rms(got.map((x, i) => x - ref[i])) / rms(ref);
+    assert.ok(rel > 0 && rel < bound, `${dtype}: relative RMS difference ${rel}`);
+  }
 });
