@@ -9,6 +9,7 @@ export type Values = Record<string, string | boolean | Array<string | boolean> |
 
 export const modelOptions: ParseArgsConfig["options"] = {
   "model-path": { type: "string" },
+  "model-base": { type: "string" },
   "vision-tower": { type: "string" },
   "conv-mode": { type: "string" },
   temperature: { type: "string" },
@@ -40,7 +41,10 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
   const modelPath = v["model-path"];
   if (typeof modelPath !== "string") throw new LlavaError("--model-path DIR is required");
   const started = Date.now();
-  const loaded = await loadLlava(modelPath, { visionTower: v["vision-tower"] as string | undefined });
+  const loaded = await loadLlava(modelPath, {
+    visionTower: v["vision-tower"] as string | undefined,
+    modelBase: v["model-base"] as string | undefined,
+  });
   process.stderr.write(`loaded ${modelPath} (${loaded.format}) in ${Date.now() - started} ms\n`);
   return loaded;
 }

@@ -146,8 +146,7 @@ export async function runDump(loaded: LoadedLlava, opts: DumpOptions): Promise<s
     w.float("loss", [], loss.data);
     loss.backward();
     model.projector.linears.forEach((l, i) => {
-      w.float(`grad_linear_${i + 1}_weight`, [...l.weight.shape], l.weight.grad!);
-      if (l.bias) w.float(`grad_linear_${i + 1}_bias`, [...l.bias.shape], l.bias.grad!);
+      for (const [name, t] of l.namedParameters()) w.float(`grad_linear_${i + 1}_${name}`, [...t.shape], t.grad!);
     });
     for (const t of projectorParams) {
       t.requiresGrad = false;

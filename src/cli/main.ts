@@ -22,6 +22,7 @@ commands:
          write the model's intermediate arrays as .npy files named as in the reference fixtures
 
 common options:
+  --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)
   --top-p P            nucleus sampling (default 1)
   --seed N             seed of the sampling random numbers

@@ -4,7 +4,7 @@
  * generation and a plain causal path for training.
  */
 import type { LlamaConfig } from "../io/config.js";
-import { activationByName, childParameters, Embedding, Linear, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
+import { activationByName, childParameters, Embedding, type HasLinears, Linear, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
 import { activation, add, attention, mul, reshape, rope } from "../tensor/ops.js";
@@ -62,7 +62,7 @@ export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
   throw new LlavaError(`unsupported rope_scaling type "${s.ropeType}" (supported: linear, llama3)`);
 }
 
-class LlamaLayer implements Module {
+class LlamaLayer implements Module, HasLinears {
   readonly q: Linear;
   readonly k: Linear;
   readonly v: Linear;
@@ -107,6 +107,14 @@ class LlamaLayer implements Module {
     return add(x, this.down.forward(mul(activation(this.gate.forward(m), this.act), this.up.forward(m))));
   }
 
+  namedLinears(prefix = ""): Array<[string, Linear]> {
+    const p = prefix ? `${prefix}.` : "";
+    return [
+      [`${p}self_attn.q_proj`, this.q], [`${p}self_attn.k_proj`, this.k], [`${p}self_attn.v_proj`, this.v], [`${p}self_attn.o_proj`, this.o],
+      [`${p}mlp.gate_proj`, this.gate], [`${p}mlp.up_proj`, this.up], [`${p}mlp.down_proj`, this.down],
+    ];
+  }
+
   namedParameters(prefix = ""): NamedParameters {
     return childParameters(prefix, [
       ["self_attn.q_proj", this.q], ["self_attn.k_proj", this.k], ["self_attn.v_proj", this.v], ["self_attn.o_proj", this.o],
@@ -123,7 +131,7 @@ export interface DecoderOutput {
   hiddenStates?: Tensor[];
 }
 
-export class LlamaForCausalLM implements Module {
+export class LlamaForCausalLM implements Module, HasLinears {
   readonly embedTokens: Embedding;
   readonly layers: LlamaLayer[];
   readonly norm: RMSNorm;
@@ -176,6 +184,15 @@ export class LlamaForCausalLM implements Module {
 
   logits(hidden: Tensor): Tensor {
     return this.lmHead.forward(hidden);
+  }
+
+  /** Linear layers by their names in a LlamaForCausalLM (`model.layers.0.self_attn.q_proj`, `lm_head`). */
+  namedLinears(prefix = ""): Array<[string, Linear]> {
+    const model = prefix ? `${prefix}.model` : "model";
+    return [
+      ...this.layers.flatMap((l, i) => l.namedLinears(`${model}.layers.${i}`)),
+      ...(this.lmHead.weight === this.embedTokens.weight ? [] : [[prefix ? `${prefix}.lm_head` : "lm_head", this.lmHead] as [string, Linear]]),
+    ];
   }
 
   namedParameters(prefix = ""): NamedParameters {

@@ -19,7 +19,8 @@ import { isDirectory, isFile, readJsonFile } from "../io/files.js";
 import { WeightStore } from "../io/safetensors.js";
 import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig, parsePinpoints } from "../image/processor.js";
 import { activationByName } from "../nn/layers.js";
-import { ParamLoader, type TensorSource } from "../nn/params.js";
+import { attachLora, parseLoraConfig, unusedLoraKeys } from "../nn/lora.js";
+import { overlaySources, ParamLoader, renamedSource, type TensorSource } from "../nn/params.js";
 import type { Backend } from "../tensor/backend.js";
 import { RefBackend } from "../tensor/ref-backend.js";
 import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
@@ -31,6 +32,8 @@ export interface LoadOptions {
   backend?: Backend;
   /** folder of the CLIP vision tower, overriding `mm_vision_tower` (original format) */
   visionTower?: string;
+  /** the base LLM folder under a LoRA or projector-only checkpoint (the reference's --model-base) */
+  modelBase?: string;
 }
 
 export interface LoadedLlava {
@@ -48,15 +51,6 @@ export interface LoadedLlava {
 
 type Json = Record<string, unknown>;
 
-function storeSource(store: WeightStore): TensorSource {
-  return {
-    description: store.source,
-    has: (name) => store.has(name),
-    shape: (name) => store.info(name).shape,
-    readF32: (name) => store.readF32(name),
-  };
-}
-
 export function detectFormat(config: Json, configFile: string): CheckpointFormat {
   if (typeof config.mm_vision_tower === "string") return "original";
   const archs = Array.isArray(config.architectures) ? config.architectures : [];
@@ -68,6 +62,13 @@ export function detectFormat(config: Json, configFile: string): CheckpointFormat
   );
 }
 
+const MODEL_WEIGHTS = /^(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|pytorch_model(-\d+-of-\d+)?\.bin|pytorch_model\.bin\.index\.json)$/;
+
+/** Whether a folder holds full model weights (safetensors or PyTorch .bin, single or sharded). */
+export function hasModelWeights(dir: string): boolean {
+  return fs.readdirSync(dir).some((n) => MODEL_WEIGHTS.test(n));
+}
+
 /** The weights of a folder: model.safetensors, a shard index, or clear advice when absent. */
 function openWeights(dir: string): WeightStore {
   const names = fs.readdirSync(dir);
@@ -76,6 +77,61 @@ function openWeights(dir: string): WeightStore {
     throw new LlavaError(`${dir}: holds PyTorch .bin weights, which are not supported yet; convert them to safetensors`);
   }
   throw new LlavaError(`${dir}: no model weights (model.safetensors or model.safetensors.index.json) found`);
+}
+
+/** One weight file: `<dir>/<stem>.safetensors` or `<dir>/<stem>.bin`, or null when neither exists. */
+function openWeightFile(dir: string, stem: string): (TensorSource & { names(): string[] }) | null {
+  const st = path.join(dir, `${stem}.safetensors`);
+  if (isFile(st)) return WeightStore.open(st);
+  if (isFile(path.join(dir, `${stem}.bin`))) {
+    throw new LlavaError(`${path.join(dir, `${stem}.bin`)}: PyTorch .bin files are not supported yet; convert it to safetensors`);
+  }
+  return null;
+}
+
+/** What a --model-path folder holds when used with --model-base. */
+export type PartialCheckpoint = "lora" | "projector";
+
+export function partialCheckpointKind(dir: string): PartialCheckpoint {
+  const has = (f: string) => isFile(path.join(dir, f));
+  const lora = has("adapter_config.json");
+  const projector = has("mm_projector.bin") || has("mm_projector.safetensors");
+  if (lora && projector) {
+    throw new LlavaError(`${dir}: holds both a LoRA adapter (adapter_config.json) and a projector (mm_projector.*); remove the one that does not belong`);
+  }
+  if (lora) return "lora";
+  if (projector) return "projector";
+  if (hasModelWeights(dir)) throw new LlavaError(`${dir}: holds a full model; --model-base is only for LoRA adapters and projector-only checkpoints`);
+  throw new LlavaError(`${dir}: holds neither a LoRA adapter (adapter_config.json) nor a projector (mm_projector.bin), so --model-base does not apply`);
+}
+
+/**
+ * The weights of a partial checkpoint on top of its base LLM, as the reference loader combines
+ * them: the LoRA's non-LoRA trainables or the projector file first, then the base. Returns the
+ * adapter for a LoRA checkpoint, to attach once the model is built.
+ */
+function baseAndPartialWeights(dir: string, base: string) {
+  if (!isDirectory(base)) throw new LlavaError(`--model-base ${base} does not exist or is not a folder`);
+  const kind = partialCheckpointKind(dir);
+  const baseWeights = openWeights(base);
+  if (kind === "projector") {
+    const projector = openWeightFile(dir, "mm_projector")!;
+    return { weights: overlaySources([projector, baseWeights]), adapter: null };
+  }
+  // the reference strips "base_model." and then a leading "model." from "model.model.*"
+  const trainables = openWeightFile(dir, "non_lora_trainables");
+  const renamed = trainables && renamedSource(trainables, (n) => {
+    const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
+    return k.startsWith("model.model.") ? k.slice("model.".length) : k;
+  });
+  const adapterFile = path.join(dir, "adapter_config.json");
+  const adapter = {
+    config: parseLoraConfig(readJsonFile(adapterFile, "LoRA adapter config"), adapterFile),
+    weights: openWeightFile(dir, "adapter_model") ?? (() => {
+      throw new LlavaError(`${dir}: has adapter_config.json but no adapter_model.safetensors or adapter_model.bin`);
+    })(),
+  };
+  return { weights: overlaySources(renamed ? [renamed, baseWeights] : [baseWeights]), adapter };
 }
 
 /**
@@ -92,7 +148,7 @@ export function resolveVisionTower(name: string, modelDir: string): string | nul
 
 const asNumber = (v: unknown, fallback: number) => (typeof v === "number" ? v : fallback);
 
-function loadOriginal(dir: string, config: Json, configFile: string, backend: Backend, opts: LoadOptions) {
+function loadOriginal(dir: string, config: Json, configFile: string, weights: TensorSource, backend: Backend, opts: LoadOptions) {
   const textConfig = parseLlamaConfig(config, configFile);
   const towerName = config.mm_vision_tower as string;
   const towerDir = opts.visionTower ?? resolveVisionTower(towerName, dir);
@@ -104,12 +160,11 @@ function loadOriginal(dir: string, config: Json, configFile: string, backend: Ba
   }
   const towerConfigFile = path.join(towerDir, "config.json");
   const visionConfig = parseClipVisionConfig(readJsonFile(towerConfigFile, "vision tower config"), towerConfigFile);
-  const store = openWeights(dir);
-  const main = new ParamLoader(storeSource(store), backend);
+  const main = new ParamLoader(weights, backend);
   // v1.6 checkpoints carry a fine-tuned tower; otherwise it comes from the CLIP folder
   const inCheckpoint = main.sub("model.vision_tower.vision_tower.vision_model.");
   const vision = new ClipVisionModel(
-    inCheckpoint.has("pre_layrnorm.weight") ? inCheckpoint : new ParamLoader(storeSource(openWeights(towerDir)), backend, "vision_model."),
+    inCheckpoint.has("pre_layrnorm.weight") ? inCheckpoint : new ParamLoader((openWeights(towerDir)), backend, "vision_model."),
     visionConfig,
   );
   const type = typeof config.mm_projector_type === "string" ? config.mm_projector_type : "linear";
@@ -177,7 +232,7 @@ function loadHf(dir: string, config: Json, configFile: string, backend: Backend,
   const textConfig = parseLlamaConfig((config.text_config as Json | undefined) ?? {}, `${configFile} (text_config)`);
   const visionConfig = parseClipVisionConfig((config.vision_config as Json | undefined) ?? HF_DEFAULT_VISION, `${configFile} (vision_config)`);
   const store = openWeights(dir);
-  const root = new ParamLoader(storeSource(store), backend);
+  const root = new ParamLoader((store), backend);
   // transformers >= 4.52 saves model.language_model.*; older hub repos language_model.model.*
   const newLayout = store.has("model.language_model.embed_tokens.weight");
   const p = newLayout
@@ -231,10 +286,24 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
   const json = config as Json;
   const backend = opts.backend ?? new RefBackend();
   const format = detectFormat(json, configFile);
+  if (opts.modelBase && format !== "original") {
+    throw new LlavaError(`${configFile}: --model-base needs an original-format LLaVA config (with mm_vision_tower), as LoRA and projector checkpoints have`);
+  }
+  const partial = opts.modelBase ? baseAndPartialWeights(dir, path.resolve(opts.modelBase)) : null;
   const loaded = format === "original"
-    ? loadOriginal(dir, json, configFile, backend, opts)
+    ? loadOriginal(dir, json, configFile, partial?.weights ?? openWeights(dir), backend, opts)
     : loadHf(dir, json, configFile, backend, format === "hf-llava-next");
-  const tokenizer = LlavaTokenizer.load(dir);
+  if (partial?.adapter) {
+    const linears = loaded.model.llm.namedLinears();
+    attachLora(linears, partial.adapter.weights, partial.adapter.config, backend);
+    const unused = unusedLoraKeys(partial.adapter.weights.names(), linears);
+    if (unused.length) {
+      throw new LlavaError(`${partial.adapter.weights.source}: the adapter does not match the base model: no layer for "${unused[0]}"${unused.length > 1 ? ` and ${unused.length - 1} more` : ""}`);
+    }
+  }
+  // the reference takes the tokenizer of the base under a LoRA or projector checkpoint
+  const tokenizerDir = opts.modelBase && isFile(path.join(opts.modelBase, "tokenizer_config.json")) ? path.resolve(opts.modelBase) : dir;
+  const tokenizer = LlavaTokenizer.load(tokenizerDir);
   const imageProcessor = await imageProcessorFor(loaded.processorDir, loaded.visionConfig);
   return {
     model: loaded.model, tokenizer, imageProcessor, format, dir, config: json,

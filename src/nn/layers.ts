@@ -2,15 +2,24 @@
  * Parameterised building blocks shared by every model. Each holds its parameters as tensors
  * and lists them with PyTorch-style dotted names, so training, saving and LoRA can walk them.
  */
-import { activation, embedding, layerNorm, linear, rmsNorm } from "../tensor/ops.js";
+import { activation, add, embedding, layerNorm, linear, rmsNorm, scale } from "../tensor/ops.js";
 import type { Activation } from "../tensor/backend.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
 export type NamedParameters = Array<[string, Tensor]>;
 
 export interface Module {
   namedParameters(prefix?: string): NamedParameters;
+}
+
+/** A low-rank update y += scale · B(A x) of a Linear layer (LoRA), kept apart from its weight. */
+export interface LoraAdapter {
+  /** [r, in] */
+  a: Tensor;
+  /** [out, r] */
+  b: Tensor;
+  scale: number;
 }
 
 export const join = (prefix: string, name: string) => (prefix && name ? `${prefix}.${name}` : prefix || name);
@@ -21,7 +30,10 @@ export function childParameters(prefix: string, children: Array<[string, Module 
 }
 
 export class Linear implements Module {
-  constructor(readonly weight: Tensor, readonly bias: Tensor | null = null) {}
+  /** an unmerged LoRA update, applied on top of the (possibly packed) weight */
+  adapter: LoraAdapter | null = null;
+
+  constructor(readonly weight: Tensor | PackedTensor, readonly bias: Tensor | null = null) {}
 
   get inFeatures(): number {
     return this.weight.shape[1];
@@ -32,14 +44,23 @@ export class Linear implements Module {
   }
 
   forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias);
+    const y = linear(x, this.weight, this.bias);
+    if (!this.adapter) return y;
+    const { a, b, scale: s } = this.adapter;
+    return add(y, scale(linear(linear(x, a), b), s));
   }
 
   namedParameters(prefix = ""): NamedParameters {
-    const out: NamedParameters = [[join(prefix, "weight"), this.weight]];
+    const out: NamedParameters = this.weight instanceof Tensor ? [[join(prefix, "weight"), this.weight]] : [];
     if (this.bias) out.push([join(prefix, "bias"), this.bias]);
+    if (this.adapter) out.push([join(prefix, "lora_A.weight"), this.adapter.a], [join(prefix, "lora_B.weight"), this.adapter.b]);
     return out;
   }
+}
+
+/** Modules that hold Linear layers by their PyTorch names (for LoRA and quantization). */
+export interface HasLinears {
+  namedLinears(prefix?: string): Array<[string, Linear]>;
 }
 
 export class Embedding implements Module {

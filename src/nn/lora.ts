@@ -1,0 +1,103 @@
+/**
+ * LoRA adapters in the PEFT format (adapter_config.json + adapter weights): attached unmerged
+ * to a model's Linear layers, or merged into their weights.
+ */
+import type { Linear } from "./layers.js";
+import type { TensorSource } from "./params.js";
+import { ParamLoader } from "./params.js";
+import type { Backend } from "../tensor/backend.js";
+import { Tensor } from "../tensor/tensor.js";
+import { LlavaError } from "../util/errors.js";
+
+export interface LoraConfig {
+  r: number;
+  alpha: number;
+  /** PEFT's target_modules: names matched as a suffix, or one regular expression (full match) */
+  targetModules: string[] | string;
+  useRslora: boolean;
+  /** the base model the adapter was trained on, if recorded */
+  baseModel: string | null;
+}
+
+export function parseLoraConfig(json: unknown, file: string): LoraConfig {
+  const j = (json ?? {}) as Record<string, unknown>;
+  if (j.peft_type !== undefined && j.peft_type !== "LORA") throw new LlavaError(`${file}: peft_type "${String(j.peft_type)}" is not LoRA`);
+  const r = j.r;
+  if (typeof r !== "number" || !Number.isInteger(r) || r < 1) throw new LlavaError(`${file}: "r" must be a positive whole number`);
+  if (j.bias !== undefined && j.bias !== "none") throw new LlavaError(`${file}: LoRA bias "${String(j.bias)}" is not supported (only "none")`);
+  if (j.fan_in_fan_out === true) throw new LlavaError(`${file}: fan_in_fan_out adapters (Conv1D layers) are not supported`);
+  const targets = j.target_modules;
+  if (!(typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")))) {
+    throw new LlavaError(`${file}: target_modules must be a list of names or a regular expression`);
+  }
+  return {
+    r,
+    alpha: typeof j.lora_alpha === "number" ? j.lora_alpha : 8,
+    targetModules: targets as string[] | string,
+    useRslora: j.use_rslora === true,
+    baseModel: typeof j.base_model_name_or_path === "string" ? j.base_model_name_or_path : null,
+  };
+}
+
+export const loraScale = (cfg: LoraConfig) => (cfg.useRslora ? cfg.alpha / Math.sqrt(cfg.r) : cfg.alpha / cfg.r);
+
+/** PEFT's module matching: a regex must match the whole name; a list entry the last components. */
+export function isLoraTarget(name: string, targets: string[] | string): boolean {
+  if (typeof targets === "string") return new RegExp(`^(?:${targets})$`).test(name);
+  return targets.some((t) => name === t || name.endsWith(`.${t}`));
+}
+
+/**
+ * Attaches the adapter to every targeted Linear. Adapter keys are `<prefix><name>.lora_A.weight`
+ * (or `.lora_A.default.weight`). Fails, naming the file, when the adapter and the model disagree:
+ * a targeted layer without weights, weights for a layer the model lacks, or a shape mismatch.
+ */
+export function attachLora(
+  linears: Array<[string, Linear]>, adapter: TensorSource, cfg: LoraConfig, backend: Backend, prefix = "base_model.model.",
+): number {
+  const p = new ParamLoader(adapter, backend);
+  const key = (name: string, ab: "A" | "B") => {
+    const plain = `${prefix}${name}.lora_${ab}.weight`;
+    return p.has(plain) ? plain : `${prefix}${name}.lora_${ab}.default.weight`;
+  };
+  const used = new Set<string>();
+  for (const [name, linear] of linears) {
+    if (!isLoraTarget(name, cfg.targetModules)) continue;
+    const [out, inp] = linear.weight.shape;
+    const a = key(name, "A");
+    const b = key(name, "B");
+    if (!p.has(a) || !p.has(b)) throw new LlavaError(`${adapter.source}: no LoRA weights for targeted layer "${name}" (expected "${a}")`);
+    linear.adapter = { a: p.tensor(a, [cfg.r, inp]), b: p.tensor(b, [out, cfg.r]), scale: loraScale(cfg) };
+    used.add(a).add(b);
+  }
+  return used.size / 2;
+}
+
+/** Names of adapter tensors that no model layer took: a sign the adapter belongs to another model. */
+export function unusedLoraKeys(names: string[], linears: Array<[string, Linear]>): string[] {
+  const taken = new Set(linears.filter(([, l]) => l.adapter).map(([n]) => n));
+  return names.filter((n) => /\.lora_[AB]\./.test(n)).filter((n) => {
+    const m = /^(?:base_model\.model\.)?(.*)\.lora_[AB]\./.exec(n);
+    return !m || !taken.has(m[1]);
+  });
+}
+
+/** W + scale · B A as a new f32 weight (the adapter's effect folded in). */
+export function mergedWeight(linear: Linear): Tensor {
+  if (!(linear.weight instanceof Tensor)) throw new LlavaError("cannot merge a LoRA adapter into a packed (quantized or half) weight");
+  const w = linear.weight;
+  const out = new Float32Array(w.data);
+  if (linear.adapter) {
+    const { a, b, scale } = linear.adapter;
+    const [rows, cols] = w.shape;
+    const r = a.shape[0];
+    for (let i = 0; i < rows; i++) {
+      for (let j = 0; j < cols; j++) {
+        let s = 0;
+        for (let k = 0; k < r; k++) s += b.data[i * r + k] * a.data[k * cols + j];
+        out[i * cols + j] += scale * s;
+      }
+    }
+  }
+  return new Tensor(out, w.shape, w.backend);
+}
