@@ -98,9 +98,9 @@ class LlamaLayer implements Module, HasLinears {
     let a: Tensor;
     if (cache) {
       cache.write(index, k, v);
-      a = attention(q, cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + t });
+      a = attention(q, cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + t, window: this.cfg.slidingWindow });
     } else {
-      a = attention(q, k, v, { causal: true });
+      a = attention(q, k, v, { causal: true, window: this.cfg.slidingWindow });
     }
     x = add(x, this.o.forward(reshape(a, [b, t, h * hd])));
     const m = this.postNorm.forward(x);

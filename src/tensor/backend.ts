@@ -38,6 +38,8 @@ export interface AttentionParams {
   scale: number;
   /** query i may see key j only when j <= i + causalOffset; undefined = no mask */
   causalOffset?: number;
+  /** with causalOffset: query i also may not see keys j <= i + causalOffset - window (Mistral's sliding window) */
+  window?: number;
   /** distance between batch rows of k and v, in elements (default tk * kvHeads * headDim) */
   kvBatchStride?: number;
 }

@@ -269,6 +269,8 @@ export function rope(x: Tensor, positions: Int32Array, invFreq: Float64Array): T
 
 export interface AttentionOptions {
   causal: boolean;
+  /** causal only: a query sees at most the last `window` positions, itself included */
+  window?: number | null;
   /** valid key positions when k/v are a larger preallocated cache (default: all) */
   kvLength?: number;
 }
@@ -290,6 +292,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     batch, tq, tk, heads, kvHeads, headDim,
     scale: 1 / Math.sqrt(headDim),
     causalOffset: opts.causal ? tk - tq : undefined,
+    window: opts.causal && opts.window ? opts.window : undefined,
     kvBatchStride: cap * kvHeads * headDim,
   };
   const be = q.backend;

@@ -50,6 +50,13 @@ function activateGrad(kind: Activation, x: number): number {
   }
 }
 
+/** The keys [first, limit) that query i sees: all, causal, or causal within a sliding window. */
+export function visibleKeys(p: AttentionParams, i: number): [number, number] {
+  if (p.causalOffset === undefined) return [0, p.tk];
+  const pos = i + p.causalOffset;
+  return [p.window ? Math.max(0, pos - p.window + 1) : 0, Math.min(p.tk, pos + 1)];
+}
+
 export class RefBackend implements Backend {
   readonly name = "ref";
 
@@ -251,12 +258,12 @@ export class RefBackend implements Backend {
     const acc = new Float64Array(d);
     for (let b = 0; b < batch; b++) {
       for (let i = 0; i < tq; i++) {
-        const limit = p.causalOffset === undefined ? tk : Math.min(tk, i + p.causalOffset + 1);
+        const [first, limit] = visibleKeys(p, i);
         for (let h = 0; h < heads; h++) {
           const qo = ((b * tq + i) * heads + h) * d;
           const kvh = Math.floor(h / group);
           let max = -Infinity;
-          for (let j = 0; j < limit; j++) {
+          for (let j = first; j < limit; j++) {
             const ko = b * kvStride + (j * kvHeads + kvh) * d;
             let s = 0;
             for (let e = 0; e < d; e++) s += q[qo + e] * k[ko + e];
@@ -265,12 +272,12 @@ export class RefBackend implements Backend {
             if (s > max) max = s;
           }
           let sum = 0;
-          for (let j = 0; j < limit; j++) {
+          for (let j = first; j < limit; j++) {
             probs[j] = Math.exp(probs[j] - max);
             sum += probs[j];
           }
           acc.fill(0);
-          for (let j = 0; j < limit; j++) {
+          for (let j = first; j < limit; j++) {
             const pj = probs[j] / sum;
             const vo = b * kvStride + (j * kvHeads + kvh) * d;
             for (let e = 0; e < d; e++) acc[e] += pj * v[vo + e];
@@ -292,12 +299,12 @@ export class RefBackend implements Backend {
     const dprobs = new Float64Array(tk);
     for (let b = 0; b < batch; b++) {
       for (let i = 0; i < tq; i++) {
-        const limit = p.causalOffset === undefined ? tk : Math.min(tk, i + p.causalOffset + 1);
+        const [first, limit] = visibleKeys(p, i);
         for (let h = 0; h < heads; h++) {
           const qo = ((b * tq + i) * heads + h) * d;
           const kvh = Math.floor(h / group);
           let max = -Infinity;
-          for (let j = 0; j < limit; j++) {
+          for (let j = first; j < limit; j++) {
             const ko = b * kvStride + (j * kvHeads + kvh) * d;
             let s = 0;
             for (let e = 0; e < d; e++) s += q[qo + e] * k[ko + e];
@@ -305,13 +312,13 @@ export class RefBackend implements Backend {
             if (probs[j] > max) max = probs[j];
           }
           let sum = 0;
-          for (let j = 0; j < limit; j++) {
+          for (let j = first; j < limit; j++) {
             probs[j] = Math.exp(probs[j] - max);
             sum += probs[j];
           }
           // dP_j = dout · v_j ; dS_j = P_j (dP_j - Σ P dP)
           let pdp = 0;
-          for (let j = 0; j < limit; j++) {
+          for (let j = first; j < limit; j++) {
             probs[j] /= sum;
             const vo = b * kvStride + (j * kvHeads + kvh) * d;
             let s = 0;
@@ -319,7 +326,7 @@ export class RefBackend implements Backend {
             dprobs[j] = s;
             pdp += probs[j] * s;
           }
-          for (let j = 0; j < limit; j++) {
+          for (let j = first; j < limit; j++) {
             const o = b * kvStride + (j * kvHeads + kvh) * d;
             const ds = probs[j] * (dprobs[j] - pdp) * scale;
             for (let e = 0; e < d; e++) {

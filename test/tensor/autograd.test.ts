@@ -160,3 +160,15 @@ test("erf matches known values", () => {
   ];
   for (const [x, want] of known) assert.ok(Math.abs(erf(x) - want) < 1e-14, `erf(${x}) = ${erf(x)}`);
 });
+
+test("sliding-window attention sees only the last `window` keys, forward and backward", () => {
+  gradCheck("attn-window", [rand([1, 5, 2, 3], 1), rand([1, 5, 1, 3], 2), rand([1, 5, 1, 3], 3)], ([q, k, v]) =>
+    ops.attention(q, k, v, { causal: true, window: 2 }));
+  const q = rand([1, 6, 1, 4], 4, false);
+  const k = rand([1, 6, 1, 4], 5, false);
+  const v = rand([1, 6, 1, 4], 6, false);
+  const windowed = ops.attention(q, k, v, { causal: true, window: 3 });
+  // the last query with window 3 equals plain attention over keys 3..5
+  const last = ops.attention(ops.slice(q, 1, 5, 6), ops.slice(k, 1, 3, 6), ops.slice(v, 1, 3, 6), { causal: false });
+  last.data.forEach((x, i) => assert.ok(Math.abs(x - windowed.data[5 * 4 + i]) < 1e-6));
+});
