@@ -16,6 +16,9 @@ export const modelOptions: ParseArgsConfig["options"] = {
   "top-p": { type: "string" },
   "max-new-tokens": { type: "string" },
   seed: { type: "string" },
+  dtype: { type: "string" },
+  "load-8bit": { type: "boolean" },
+  "load-4bit": { type: "boolean" },
 };
 
 function numberOption(v: Values, name: string, fallback: number, check: (x: number) => boolean, rule: string): number {
@@ -41,9 +44,14 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
   const modelPath = v["model-path"];
   if (typeof modelPath !== "string") throw new LlavaError("--model-path DIR is required");
   const started = Date.now();
+  const dtype = v.dtype ?? "f32";
+  if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new LlavaError(`--dtype must be f32, bf16 or f16, got "${String(dtype)}"`);
+  if (v["load-8bit"] && v["load-4bit"]) throw new LlavaError("--load-8bit and --load-4bit exclude each other");
   const loaded = await loadLlava(modelPath, {
     visionTower: v["vision-tower"] as string | undefined,
     modelBase: v["model-base"] as string | undefined,
+    dtype,
+    quantize: v["load-8bit"] ? "q8_0" : v["load-4bit"] ? "q4_0" : undefined,
   });
   process.stderr.write(`loaded ${modelPath} (${loaded.format}) in ${Date.now() - started} ms\n`);
   return loaded;

@@ -10,7 +10,7 @@ import { activation, add, attention, concat, permute, reshape } from "../tensor/
 import type { Tensor } from "../tensor/tensor.js";
 
 function loadLinear(p: ParamLoader, name: string, out: number, inp: number, bias = true): Linear {
-  return new Linear(p.tensor(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
+  return new Linear(p.linearWeight(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
 }
 
 function loadLayerNorm(p: ParamLoader, name: string, dim: number, eps: number): LayerNorm {

@@ -76,7 +76,7 @@ class LlamaLayer implements Module, HasLinears {
   constructor(p: ParamLoader, readonly cfg: LlamaConfig, private readonly act: Activation) {
     const { hiddenSize: d, numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd, intermediateSize: inter } = cfg;
     const lin = (name: string, out: number, inp: number, bias: boolean) =>
-      new Linear(p.tensor(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
+      new Linear(p.linearWeight(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
     this.q = lin("self_attn.q_proj", h * hd, d, cfg.attentionBias);
     this.k = lin("self_attn.k_proj", kvh * hd, d, cfg.attentionBias);
     this.v = lin("self_attn.v_proj", kvh * hd, d, cfg.attentionBias);
@@ -146,7 +146,7 @@ export class LlamaForCausalLM implements Module, HasLinears {
     this.layers = Array.from({ length: cfg.numHiddenLayers }, (_, i) => new LlamaLayer(model.sub(`layers.${i}.`), cfg, act));
     this.norm = new RMSNorm(model.tensor("norm.weight", [d]), cfg.rmsNormEps);
     const tied = cfg.tieWordEmbeddings && !head.has("weight");
-    this.lmHead = new Linear(tied ? this.embedTokens.weight : head.tensor("weight", [vocab, d]));
+    this.lmHead = new Linear(tied ? this.embedTokens.weight : head.linearWeight("weight", [vocab, d]));
     this.invFreq = ropeInvFreq(cfg);
   }
 

@@ -22,6 +22,7 @@ import { activationByName } from "../nn/layers.js";
 import { attachLora, parseLoraConfig, unusedLoraKeys } from "../nn/lora.js";
 import { overlaySources, ParamLoader, renamedSource, type TensorSource } from "../nn/params.js";
 import type { Backend } from "../tensor/backend.js";
+import type { PackedFormat } from "../tensor/packed.js";
 import { RefBackend } from "../tensor/ref-backend.js";
 import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
 import { LlavaError } from "../util/errors.js";
@@ -34,7 +35,14 @@ export interface LoadOptions {
   visionTower?: string;
   /** the base LLM folder under a LoRA or projector-only checkpoint (the reference's --model-base) */
   modelBase?: string;
+  /** precision of the Linear weights of the tower and the LLM (default f32; bf16/f16 stay 16-bit in memory) */
+  dtype?: "f32" | "bf16" | "f16";
+  /** quantize the LLM's Linear weights at load time (the reference's --load-8bit / --load-4bit) */
+  quantize?: "q8_0" | "q4_0";
 }
+
+const visionFormat = (opts: LoadOptions): PackedFormat | null => (opts.dtype && opts.dtype !== "f32" ? opts.dtype : null);
+const llmFormat = (opts: LoadOptions): PackedFormat | null => opts.quantize ?? visionFormat(opts);
 
 export interface LoadedLlava {
   model: LlavaModel;
@@ -164,7 +172,7 @@ function loadOriginal(dir: string, config: Json, configFile: string, weights: Te
   // v1.6 checkpoints carry a fine-tuned tower; otherwise it comes from the CLIP folder
   const inCheckpoint = main.sub("model.vision_tower.vision_tower.vision_model.");
   const vision = new ClipVisionModel(
-    inCheckpoint.has("pre_layrnorm.weight") ? inCheckpoint : new ParamLoader((openWeights(towerDir)), backend, "vision_model."),
+    (inCheckpoint.has("pre_layrnorm.weight") ? inCheckpoint : new ParamLoader(openWeights(towerDir), backend, "vision_model.")).packing(visionFormat(opts)),
     visionConfig,
   );
   const type = typeof config.mm_projector_type === "string" ? config.mm_projector_type : "linear";
@@ -175,7 +183,7 @@ function loadOriginal(dir: string, config: Json, configFile: string, weights: Te
   }
   const names = type === "linear" ? [""] : Array.from({ length: depth }, (_, i) => String(2 * i));
   const projector = Projector.load(main.sub("model.mm_projector."), depth, names, mmHidden, textConfig.hiddenSize);
-  const llm = new LlamaForCausalLM(main.sub("model."), main.sub("lm_head."), textConfig);
+  const llm = new LlamaForCausalLM(main.sub("model.").packing(llmFormat(opts)), main.sub("lm_head.").packing(llmFormat(opts)), textConfig);
   const aspect = config.image_aspect_ratio;
   const mergeType = (config.mm_patch_merge_type ?? "flat") as string;
   if (!["flat", "spatial", "spatial_unpad"].includes(mergeType)) {
@@ -228,7 +236,7 @@ function checkedPinpoints(value: unknown, vision: ClipVisionConfig, configFile: 
   return pinpoints;
 }
 
-function loadHf(dir: string, config: Json, configFile: string, backend: Backend, next: boolean) {
+function loadHf(dir: string, config: Json, configFile: string, backend: Backend, next: boolean, opts: LoadOptions) {
   const textConfig = parseLlamaConfig((config.text_config as Json | undefined) ?? {}, `${configFile} (text_config)`);
   const visionConfig = parseClipVisionConfig((config.vision_config as Json | undefined) ?? HF_DEFAULT_VISION, `${configFile} (vision_config)`);
   const store = openWeights(dir);
@@ -259,9 +267,9 @@ function loadHf(dir: string, config: Json, configFile: string, backend: Backend,
   };
   const newline = next ? root.tensor(newLayout ? "model.image_newline" : "image_newline", [textConfig.hiddenSize]) : null;
   const model = new LlavaModel(
-    new ClipVisionModel(root.sub(p.vision), visionConfig),
+    new ClipVisionModel(root.sub(p.vision).packing(visionFormat(opts)), visionConfig),
     projector,
-    new LlamaForCausalLM(root.sub(p.llm), root.sub(p.head), textConfig),
+    new LlamaForCausalLM(root.sub(p.llm).packing(llmFormat(opts)), root.sub(p.head).packing(llmFormat(opts)), textConfig),
     settings,
     newline,
   );
@@ -292,7 +300,7 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
   const partial = opts.modelBase ? baseAndPartialWeights(dir, path.resolve(opts.modelBase)) : null;
   const loaded = format === "original"
     ? loadOriginal(dir, json, configFile, partial?.weights ?? openWeights(dir), backend, opts)
-    : loadHf(dir, json, configFile, backend, format === "hf-llava-next");
+    : loadHf(dir, json, configFile, backend, format === "hf-llava-next", opts);
   if (partial?.adapter) {
     const linears = loaded.model.llm.namedLinears();
     attachLora(linears, partial.adapter.weights, partial.adapter.config, backend);

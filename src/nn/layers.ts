@@ -33,7 +33,7 @@ export class Linear implements Module {
   /** an unmerged LoRA update, applied on top of the (possibly packed) weight */
   adapter: LoraAdapter | null = null;
 
-  constructor(readonly weight: Tensor | PackedTensor, readonly bias: Tensor | null = null) {}
+  constructor(public weight: Tensor | PackedTensor, readonly bias: Tensor | null = null) {}
 
   get inFeatures(): number {
     return this.weight.shape[1];
