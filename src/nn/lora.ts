@@ -101,3 +101,21 @@ export function mergedWeight(linear: Linear): Tensor {
   }
   return new Tensor(out, w.shape, w.backend);
 }
+
+/**
+ * Fresh trainable adapters on the targeted layers, initialised as PEFT does: A uniform in
+ * ±1/sqrt(in) (kaiming-uniform with a = sqrt(5)), B zero, so the model is unchanged at first.
+ */
+export function addLoraAdapters(linears: Array<[string, Linear]>, cfg: LoraConfig, random: () => number): Tensor[] {
+  const params: Tensor[] = [];
+  for (const [name, linear] of linears) {
+    if (!isLoraTarget(name, cfg.targetModules)) continue;
+    const [out, inp] = linear.weight.shape;
+    const bound = 1 / Math.sqrt(inp);
+    const a = new Tensor(Float32Array.from({ length: cfg.r * inp }, () => (2 * random() - 1) * bound), [cfg.r, inp], linear.weight.backend, true);
+    const b = new Tensor(new Float32Array(out * cfg.r), [out, cfg.r], linear.weight.backend, true);
+    linear.adapter = { a, b, scale: loraScale(cfg) };
+    params.push(a, b);
+  }
+  return params;
+}
