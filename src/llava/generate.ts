@@ -6,6 +6,7 @@
 import type { LlavaModel } from "./model.js";
 import { reshape, slice } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
+import { seededRandom } from "../util/random.js";
 
 export interface SamplingOptions {
   /** 0 (or less) = greedy; the reference samples iff temperature > 0 */
@@ -17,18 +18,6 @@ export interface SamplingOptions {
   eosTokenIds?: number[];
   /** seed of the sampling random numbers (default: random) */
   seed?: number;
-}
-
-/** A small, fast seeded PRNG (mulberry32); each generation owns its own. */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function argmax(x: Float32Array): number {

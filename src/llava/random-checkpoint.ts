@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
 import { projectorDepth } from "./projector.js";
-import { seededRandom } from "./generate.js";
+import { seededRandom } from "../util/random.js";
 
 type Json = Record<string, unknown>;
 

@@ -250,37 +250,42 @@ export class RefBackend implements Backend {
     }
   }
 
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, p: AttentionParams): void {
-    const { batch, tq, tk, heads, kvHeads, headDim: d, scale } = p;
+  /**
+   * Softmax attention weights of query (b, i, h) over its visible keys [first, limit), written
+   * into probs[first..limit). Returns the range and the query and kv head offsets.
+   */
+  private attentionWeights(q: Float32Array, k: Float32Array, p: AttentionParams, b: number, i: number, h: number, probs: Float64Array) {
+    const { tq, tk, heads, kvHeads, headDim: d, scale } = p;
     const kvStride = p.kvBatchStride ?? tk * kvHeads * d;
-    const group = heads / kvHeads;
-    const probs = new Float64Array(tk);
+    const qo = ((b * tq + i) * heads + h) * d;
+    const kvBase = b * kvStride + Math.floor(h / (heads / kvHeads)) * d;
+    const [first, limit] = visibleKeys(p, i);
+    let max = -Infinity;
+    for (let j = first; j < limit; j++) {
+      const ko = kvBase + j * kvHeads * d;
+      let s = 0;
+      for (let e = 0; e < d; e++) s += q[qo + e] * k[ko + e];
+      probs[j] = s * scale;
+      if (probs[j] > max) max = probs[j];
+    }
+    let sum = 0;
+    for (let j = first; j < limit; j++) sum += probs[j] = Math.exp(probs[j] - max);
+    for (let j = first; j < limit; j++) probs[j] /= sum;
+    return { first, limit, qo, kvBase, kvRow: kvHeads * d };
+  }
+
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, p: AttentionParams): void {
+    const d = p.headDim;
+    const probs = new Float64Array(p.tk);
     const acc = new Float64Array(d);
-    for (let b = 0; b < batch; b++) {
-      for (let i = 0; i < tq; i++) {
-        const [first, limit] = visibleKeys(p, i);
-        for (let h = 0; h < heads; h++) {
-          const qo = ((b * tq + i) * heads + h) * d;
-          const kvh = Math.floor(h / group);
-          let max = -Infinity;
-          for (let j = first; j < limit; j++) {
-            const ko = b * kvStride + (j * kvHeads + kvh) * d;
-            let s = 0;
-            for (let e = 0; e < d; e++) s += q[qo + e] * k[ko + e];
-            s *= scale;
-            probs[j] = s;
-            if (s > max) max = s;
-          }
-          let sum = 0;
-          for (let j = first; j < limit; j++) {
-            probs[j] = Math.exp(probs[j] - max);
-            sum += probs[j];
-          }
+    for (let b = 0; b < p.batch; b++) {
+      for (let i = 0; i < p.tq; i++) {
+        for (let h = 0; h < p.heads; h++) {
+          const { first, limit, qo, kvBase, kvRow } = this.attentionWeights(q, k, p, b, i, h, probs);
           acc.fill(0);
           for (let j = first; j < limit; j++) {
-            const pj = probs[j] / sum;
-            const vo = b * kvStride + (j * kvHeads + kvh) * d;
-            for (let e = 0; e < d; e++) acc[e] += pj * v[vo + e];
+            const vo = kvBase + j * kvRow;
+            for (let e = 0; e < d; e++) acc[e] += probs[j] * v[vo + e];
           }
           for (let e = 0; e < d; e++) out[qo + e] = acc[e];
         }
@@ -292,43 +297,25 @@ export class RefBackend implements Backend {
     q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
     dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null, p: AttentionParams,
   ): void {
-    const { batch, tq, tk, heads, kvHeads, headDim: d, scale } = p;
-    const kvStride = p.kvBatchStride ?? tk * kvHeads * d;
-    const group = heads / kvHeads;
-    const probs = new Float64Array(tk);
-    const dprobs = new Float64Array(tk);
-    for (let b = 0; b < batch; b++) {
-      for (let i = 0; i < tq; i++) {
-        const [first, limit] = visibleKeys(p, i);
-        for (let h = 0; h < heads; h++) {
-          const qo = ((b * tq + i) * heads + h) * d;
-          const kvh = Math.floor(h / group);
-          let max = -Infinity;
-          for (let j = first; j < limit; j++) {
-            const ko = b * kvStride + (j * kvHeads + kvh) * d;
-            let s = 0;
-            for (let e = 0; e < d; e++) s += q[qo + e] * k[ko + e];
-            probs[j] = s * scale;
-            if (probs[j] > max) max = probs[j];
-          }
-          let sum = 0;
-          for (let j = first; j < limit; j++) {
-            probs[j] = Math.exp(probs[j] - max);
-            sum += probs[j];
-          }
+    const d = p.headDim;
+    const probs = new Float64Array(p.tk);
+    const dprobs = new Float64Array(p.tk);
+    for (let b = 0; b < p.batch; b++) {
+      for (let i = 0; i < p.tq; i++) {
+        for (let h = 0; h < p.heads; h++) {
+          const { first, limit, qo, kvBase, kvRow } = this.attentionWeights(q, k, p, b, i, h, probs);
           // dP_j = dout · v_j ; dS_j = P_j (dP_j - Σ P dP)
           let pdp = 0;
           for (let j = first; j < limit; j++) {
-            probs[j] /= sum;
-            const vo = b * kvStride + (j * kvHeads + kvh) * d;
+            const vo = kvBase + j * kvRow;
             let s = 0;
             for (let e = 0; e < d; e++) s += dout[qo + e] * v[vo + e];
             dprobs[j] = s;
             pdp += probs[j] * s;
           }
           for (let j = first; j < limit; j++) {
-            const o = b * kvStride + (j * kvHeads + kvh) * d;
-            const ds = probs[j] * (dprobs[j] - pdp) * scale;
+            const o = kvBase + j * kvRow;
+            const ds = probs[j] * (dprobs[j] - pdp) * p.scale;
             for (let e = 0; e < d; e++) {
               if (dq) dq[qo + e] += ds * k[o + e];
               if (dk) dk[o + e] += ds * q[qo + e];

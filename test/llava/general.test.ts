@@ -14,7 +14,7 @@ import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 import { WeightStore, writeSafetensors } from "../../src/io/safetensors.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava, type RandomLlavaSpec } from "../../src/llava/random-checkpoint.js";
-import { seededRandom } from "../../src/llava/generate.js";
+import { seededRandom } from "../../src/util/random.js";
 import { Oracle, type OracleConfig, type OracleNames } from "../helpers/oracle.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
 import { compareCase } from "../helpers/compare.js";

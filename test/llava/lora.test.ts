@@ -10,7 +10,7 @@ import path from "node:path";
 import { runDump } from "../../src/cli/dump.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 import { WeightStore, writeSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
-import { seededRandom } from "../../src/llava/generate.js";
+import { seededRandom } from "../../src/util/random.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
 import { LlavaError } from "../../src/util/errors.js";

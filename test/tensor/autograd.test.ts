@@ -4,19 +4,14 @@ import { RefBackend } from "../../src/tensor/ref-backend.js";
 import { Tensor } from "../../src/tensor/tensor.js";
 import * as ops from "../../src/tensor/ops.js";
 import { erf } from "../../src/tensor/math.js";
+import { seededRandom } from "../../src/util/random.js";
 
 const be = new RefBackend();
 
 /** Deterministic pseudo-random numbers in [-1, 1). */
 function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const r = seededRandom(seed);
+  return () => 2 * r() - 1;
 }
 
 function rand(shape: number[], seed: number, requiresGrad = true): Tensor {
