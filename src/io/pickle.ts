@@ -128,10 +128,8 @@ function decodeUtf8(bytes: Uint8Array): string {
   }
 }
 
-/** Opcode names, for messages about refused or unknown opcodes. */
+/** Opcodes refused outright (extension registry, out-of-band buffers), for the message. */
 const OPCODE_NAMES: Record<number, string> = {
-  0x69: "INST",
-  0x6f: "OBJ",
   0x82: "EXT1",
   0x83: "EXT2",
   0x84: "EXT4",

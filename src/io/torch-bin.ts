@@ -293,6 +293,11 @@ function openZipCheckpoint(fd: number, file: string, size: number): OpenedFile {
 /** The archive's top folder (named after the file torch saved to, or "archive"), which holds data.pkl. */
 function archivePrefix(zip: ZipArchive, file: string): string {
   const names = [...zip.entries.keys()];
+  // TorchScript archives (torch.jit.save) also hold a data.pkl, of module objects; torch.load
+  // tells them apart by constants.pkl.
+  if (names.some((n) => /^[^/]+\/constants\.pkl$/.test(n))) {
+    throw new LlavaError(`${file}: is a TorchScript archive (torch.jit.save), not a torch.save checkpoint of weights`);
+  }
   const pickles = names.filter((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (pickles.length === 1) return pickles[0].slice(0, -"/data.pkl".length);
   if (pickles.length > 1) {
@@ -300,9 +305,6 @@ function archivePrefix(zip: ZipArchive, file: string): string {
     const first = names[0].split("/")[0];
     if (pickles.includes(`${first}/data.pkl`)) return first;
     throw new LlavaError(`${file}: the zip holds several data.pkl records (${pickles.join(", ")}); refusing an ambiguous archive`);
-  }
-  if (names.some((n) => /^[^/]+\/(constants\.pkl|code\/)/.test(n))) {
-    throw new LlavaError(`${file}: is a TorchScript archive (torch.jit.save), not a torch.save checkpoint of weights`);
   }
   throw new LlavaError(`${file}: a zip archive without a <folder>/data.pkl record: not a torch.save checkpoint`);
 }
@@ -436,7 +438,10 @@ function readTensorBytes(t: Located): Uint8Array {
   return out;
 }
 
-/** Materialises a strided view (a transpose, an expand): reads the span it covers, then copies element by element. */
+/**
+ * Materialises a strided view (a transpose, a permute, an expand): reads the span of the storage it
+ * covers once, then copies element by element, row by row when the last dimension is unit-stride.
+ */
 function gatherStrided(t: Located, out: Uint8Array): void {
   const { shape, stride, storageOffset } = t.tensor;
   const size = t.elementSize;
@@ -444,17 +449,32 @@ function gatherStrided(t: Located, out: Uint8Array): void {
   shape.forEach((d, i) => (last += (d - 1) * stride[i]));
   const span = new Uint8Array((last - storageOffset + 1) * size);
   t.storage.readInto(storageOffset * size, span);
+  // Copy whole elements as 1-, 2- or 4-byte words (8-byte elements as two words); both buffers are fresh, so aligned.
+  const words = size === 8 ? 2 : 1;
+  const Words = size === 1 ? Uint8Array : size === 2 ? Uint16Array : Uint32Array;
+  const src = new Words(span.buffer as ArrayBuffer);
+  const dst = new Words(out.buffer as ArrayBuffer);
   const rank = shape.length;
-  const index = new Array<number>(rank).fill(0);
-  let src = 0; // element offset into `span`
-  for (let o = 0; o < t.numel; o++) {
-    out.set(span.subarray(src * size, src * size + size), o * size);
-    // Odometer step: bump the last index, carrying into earlier dimensions.
-    for (let d = rank - 1; d >= 0; d--) {
+  const inner = shape[rank - 1];
+  const innerStride = stride[rank - 1];
+  const index = new Array<number>(rank - 1).fill(0);
+  let base = 0; // element offset into `span` of the current row
+  for (let o = 0; o < t.numel; o += inner) {
+    if (innerStride === 1) {
+      dst.set(src.subarray(base * words, (base + inner) * words), o * words);
+    } else {
+      for (let j = 0; j < inner; j++) {
+        const from = (base + j * innerStride) * words;
+        const to = (o + j) * words;
+        for (let w = 0; w < words; w++) dst[to + w] = src[from + w];
+      }
+    }
+    // Odometer step over the outer dimensions.
+    for (let d = rank - 2; d >= 0; d--) {
       index[d]++;
-      src += stride[d];
+      base += stride[d];
       if (index[d] < shape[d]) break;
-      src -= stride[d] * shape[d];
+      base -= stride[d] * shape[d];
       index[d] = 0;
     }
   }

@@ -2,7 +2,7 @@
  * What a `torch.save` pickle may contain, and what it means. Implements the hooks of the restricted
  * unpickler (pickle.ts) with an allowlist in the spirit of torch's own `weights_only=True` loader,
  * narrowed to state dicts: containers, tensor rebuild functions, storage types, dtypes,
- * `torch.Size` and `_codecs.encode` (protocol-2 bytes). Any other global — `os.system`,
+ * `torch.Size`, and what protocol 2 needs for bytes and sets (`_codecs.encode`, `bytes()`, `set`). Any other global — `os.system`,
  * `builtins.eval`, a model class — is refused with a message naming it, before anything is built.
  *
  * Tensors come out as `TensorRef` records (storage key, dtype, offset, shape, stride); no tensor data
@@ -59,6 +59,7 @@ type Role =
   | "Parameter"
   | "Size"
   | "codecs_encode"
+  | "bytes"
   | "set"
   | "frozenset"
   | "storage_type"
@@ -87,6 +88,7 @@ const FUNCTIONS: Record<string, Role> = {
   "torch.nn.parameter.Parameter": "Parameter",
   "torch.Size": "Size",
   "_codecs.encode": "codecs_encode",
+  "builtins.bytes": "bytes",
   "builtins.set": "set",
   "builtins.frozenset": "frozenset",
 };
@@ -216,6 +218,10 @@ export class TorchPickleHooks implements PickleHooks {
       }
       case "codecs_encode":
         return this.encode(a);
+      case "bytes":
+        // Protocol 2 writes b"" as __builtin__.bytes(); nothing else calls it.
+        if (a.length !== 0) throw this.refuse("it calls builtins.bytes with arguments");
+        return new Uint8Array(0);
       case "set":
       case "frozenset": {
         this.arity(callable, a, 0, 1);

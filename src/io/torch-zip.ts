@@ -221,13 +221,19 @@ function locateCentralDirectory(fd: number, file: string, fileSize: number, fail
   const tailStart = fileSize - tailLen;
   const tail = new Uint8Array(tailLen);
   readFully(fd, tail, tailStart, file);
+  // The record ends the file (after its comment); failing that, accept one followed by stray bytes.
   let eocd = -1;
+  let loose = -1;
   for (let i = tailLen - EOCD_SIZE; i >= 0; i--) {
-    if (u32(tail, i) === EOCD_SIG && i + EOCD_SIZE + u16(tail, i + 20) === tailLen) {
+    if (u32(tail, i) !== EOCD_SIG) continue;
+    const end = i + EOCD_SIZE + u16(tail, i + 20);
+    if (end === tailLen) {
       eocd = i;
       break;
     }
+    if (end < tailLen && loose < 0) loose = i;
   }
+  if (eocd < 0) eocd = loose;
   if (eocd < 0) {
     fail("no zip end-of-central-directory record: the file is truncated (an interrupted download?) or not a zip archive");
   }

@@ -17,6 +17,7 @@ import { Projector, projectorDepth } from "./projector.js";
 import { type ClipVisionConfig, type LlamaConfig, parseClipVisionConfig, parseLlamaConfig } from "../io/config.js";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
 import { WeightStore } from "../io/safetensors.js";
+import { TorchBinStore } from "../io/torch-bin.js";
 import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig, parsePinpoints } from "../image/processor.js";
 import { activationByName } from "../nn/layers.js";
 import { attachLora, parseLoraConfig, unusedLoraKeys } from "../nn/lora.js";
@@ -77,24 +78,23 @@ export function hasModelWeights(dir: string): boolean {
   return fs.readdirSync(dir).some((n) => MODEL_WEIGHTS.test(n));
 }
 
-/** The weights of a folder: model.safetensors, a shard index, or clear advice when absent. */
-function openWeights(dir: string): WeightStore {
+type WeightFiles = TensorSource & { names(): string[] };
+
+/** The weights of a folder: safetensors (single or sharded) first, else PyTorch .bin, as transformers prefers. */
+function openWeights(dir: string): WeightFiles {
   const names = fs.readdirSync(dir);
-  if (names.some((n) => n.endsWith(".safetensors") || n.endsWith(".safetensors.index.json"))) return WeightStore.open(dir);
-  if (names.some((n) => /^pytorch_model.*\.bin$/.test(n))) {
-    throw new LlavaError(`${dir}: holds PyTorch .bin weights, which are not supported yet; convert them to safetensors`);
-  }
-  throw new LlavaError(`${dir}: no model weights (model.safetensors or model.safetensors.index.json) found`);
+  if (names.some((n) => /^model(-\d+-of-\d+)?\.safetensors$|\.safetensors\.index\.json$/.test(n))) return WeightStore.open(dir);
+  if (names.some((n) => /^pytorch_model(-\d+-of-\d+)?\.bin$|^pytorch_model\.bin\.index\.json$/.test(n))) return TorchBinStore.open(dir);
+  if (names.some((n) => n.endsWith(".safetensors"))) return WeightStore.open(dir);
+  throw new LlavaError(`${dir}: no model weights (model.safetensors, pytorch_model.bin or a shard index) found`);
 }
 
 /** One weight file: `<dir>/<stem>.safetensors` or `<dir>/<stem>.bin`, or null when neither exists. */
-function openWeightFile(dir: string, stem: string): (TensorSource & { names(): string[] }) | null {
+function openWeightFile(dir: string, stem: string): WeightFiles | null {
   const st = path.join(dir, `${stem}.safetensors`);
   if (isFile(st)) return WeightStore.open(st);
-  if (isFile(path.join(dir, `${stem}.bin`))) {
-    throw new LlavaError(`${path.join(dir, `${stem}.bin`)}: PyTorch .bin files are not supported yet; convert it to safetensors`);
-  }
-  return null;
+  const bin = path.join(dir, `${stem}.bin`);
+  return isFile(bin) ? TorchBinStore.open(bin) : null;
 }
 
 /** What a --model-path folder holds when used with --model-base. */

@@ -215,3 +215,17 @@ test("bf16 and f16 checkpoints load (converted to f32 on load) and stay close to
     assert.ok(rel > 0 && rel < bound, `${dtype}: relative RMS difference ${rel}`);
   }
 });
+
+test("a checkpoint saved as pytorch_model.bin (torch.save zip) gives the fixture outputs", async () => {
+  const { OrderedDict, tensor, torchSaveZip } = await import("../io/torch-save.js");
+  const dir = path.join(tmp, "bin-model");
+  fs.cpSync(path.join(MODELS, "tiny-llava-1.5-mha"), dir, { recursive: true });
+  const st = WeightStore.open(path.join(dir, "model.safetensors"));
+  const entries = st.names().map((n) => [n, tensor("F32", Array.from(st.readF32(n)), st.info(n).shape)] as [string, unknown]);
+  st.close();
+  fs.rmSync(path.join(dir, "model.safetensors"));
+  fs.writeFileSync(path.join(dir, "pytorch_model.bin"), torchSaveZip(new OrderedDict(entries)));
+  const out = path.join(dir, "dump");
+  await runDump(await loadLlava(dir), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
+  assert.deepEqual(compareCase(path.join(CASES, "tiny-llava-1.5-mha", "gradient"), out).filter((v) => !v.ok), []);
+});

@@ -15,6 +15,7 @@ import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { IMAGES, MODELS } from "../helpers/paths.js";
+import { OrderedDict, tensor, torchSaveZip } from "../io/torch-save.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llava-lora-"));
 process.on("exit", () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -62,14 +63,19 @@ for (const t of merged) {
   for (let i = 0; i < out; i++) for (let j = 0; j < inp; j++) for (let k = 0; k < R; k++) w[i * inp + j] += (ALPHA / R) * b[i * R + k] * a[k * inp + j];
 }
 
-function loraDir(name: string, adapter = lora, extra?: (dir: string) => void) {
+/** Writes tensors as safetensors, or as a torch.save .bin file as the reference's training saves them. */
+function save(file: string, ts: TensorToWrite[]) {
+  if (file.endsWith(".safetensors")) return writeSafetensors(file, ts);
+  fs.writeFileSync(file, torchSaveZip(new OrderedDict(ts.map((t) => [t.name, tensor("F32", Array.from(t.data as Float32Array), t.shape)]))));
+}
+
+function loraDir(name: string, adapter = lora, extra?: (dir: string) => void, ext = ".safetensors") {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(fullConfig));
   fs.writeFileSync(path.join(dir, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r: R, lora_alpha: ALPHA, target_modules: TARGETS, bias: "none", lora_dropout: 0.05 }));
-  writeSafetensors(path.join(dir, "adapter_model.safetensors"), adapter);
-  writeSafetensors(path.join(dir, "non_lora_trainables.safetensors"),
-    tensors.filter((t) => isProjector(t.name)).map((t) => ({ ...t, name: `base_model.model.${t.name}` })));
+  save(path.join(dir, `adapter_model${ext}`), adapter);
+  save(path.join(dir, `non_lora_trainables${ext}`), tensors.filter((t) => isProjector(t.name)).map((t) => ({ ...t, name: `base_model.model.${t.name}` })));
   extra?.(dir);
   return dir;
 }
@@ -98,6 +104,9 @@ test("an unmerged LoRA checkpoint on its base equals the merged model", async ()
   const reference = await logits(mergedDir);
   assertClose(unmerged.all, reference.all, 2e-4);
   assert.deepEqual(unmerged.ids, reference.ids);
+  // the same adapter saved as the reference saves it: adapter_model.bin + non_lora_trainables.bin
+  const fromBin = await logits(loraDir("llava-lora-bin", lora, undefined, ".bin"), base);
+  assert.deepEqual(fromBin.all, unmerged.all);
   // and the adapter really changes the model
   const plain = await logits(full);
   assert.ok(plain.all.some((x, i) => Math.abs(x - reference.all[i]) > 1e-2));
