@@ -5,6 +5,8 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runChat } from "./chat.js";
+import { runConvert } from "./convert.js";
+import { inspectCommand } from "./inspect.js";
 import { runDump } from "./dump.js";
 import { loadModelFromArgs, modelOptions, samplingFromArgs, type Values } from "./common.js";
 import { answerOnce } from "./run.js";
@@ -20,6 +22,10 @@ commands:
   dump   --model-path DIR [--image-file PATH]... [--query TEXT] [--system TEXT] [--answer TEXT]
          [--conv-mode M] [--max-new-tokens N] --out DIR
          write the model's intermediate arrays as .npy files named as in the reference fixtures
+  convert <to-hf|to-original|merge-lora|extract-projector> ...
+         convert checkpoints between the original LLaVA and HF formats (llava convert --help)
+  inspect --model-path DIR [--model-base DIR] [--json]
+         shapes, settings, parameter counts and memory needs, read from configs and headers only
 
 common options:
   --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint
@@ -33,6 +39,7 @@ common options:
 `;
 
 const commands: Record<string, { options: ParseArgsConfig["options"]; run: (v: Values) => Promise<void> }> = {
+  inspect: inspectCommand,
   chat: {
     options: { ...modelOptions, "image-file": { type: "string" }, debug: { type: "boolean" } },
     run: async (v) => runChat(await loadModelFromArgs(v), v),
@@ -73,6 +80,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  if (name === "convert") return runConvert(rest); // has its own sub-commands and options
   const command = commands[name];
   if (!command) throw new LlavaError(`unknown command "${name}"\n${USAGE}`);
   let values: Values;

@@ -90,14 +90,9 @@ export function mergedWeight(linear: Linear): Tensor {
   if (linear.adapter) {
     const { a, b, scale } = linear.adapter;
     const [rows, cols] = w.shape;
-    const r = a.shape[0];
-    for (let i = 0; i < rows; i++) {
-      for (let j = 0; j < cols; j++) {
-        let s = 0;
-        for (let k = 0; k < r; k++) s += b.data[i * r + k] * a.data[k * cols + j];
-        out[i * cols + j] += scale * s;
-      }
-    }
+    const delta = new Float32Array(rows * cols);
+    w.backend.gemm(b.data, a.data, delta, { m: rows, n: cols, k: a.shape[0] });
+    for (let i = 0; i < out.length; i++) out[i] += scale * delta[i];
   }
   return new Tensor(out, w.shape, w.backend);
 }

@@ -1,0 +1,426 @@
+/**
+ * `llava inspect`: what a checkpoint folder holds and what running it takes, from its configs
+ * and weight headers only (no tensor data is read): format, LLM and vision tower shapes,
+ * projector, image handling, parameter counts, dtypes, the conversation templates the CLI and
+ * web UI would pick, image tokens per image, and memory at f32 / bf16 / q8_0 / q4_0.
+ */
+import path from "node:path";
+import { type ClipVisionConfig, type LlamaConfig, parseClipVisionConfig, parseLlamaConfig } from "../io/config.js";
+import { isFile, readJsonFile } from "../io/files.js";
+import { anyresGridShape, parsePinpoints, type PinpointConvention } from "../image/processor.js";
+import { unpaddedRange } from "../llava/anyres.js";
+import { convModeForModelName, modelNameFromPath, webConvModeForModelName } from "../llava/conversation.js";
+import { type CheckpointFormat, detectFormat, hasModelWeights, partialCheckpointKind, resolveVisionTower } from "../llava/load.js";
+import { parseLoraConfig } from "../nn/lora.js";
+import { LlavaError } from "../util/errors.js";
+import { readModelConfig } from "./common.js";
+import { HF_DEFAULT_PINPOINTS, HF_DEFAULT_VISION } from "./configs.js";
+import { originalNameOf, type Part } from "./keys.js";
+import { formatBytes } from "./progress.js";
+import { openModelWeights, openTowerWeights, openWeightFile, type WeightReader } from "./weights.js";
+
+type Json = Record<string, unknown>;
+
+export interface VisionReport {
+  /** where the tower's weights are: in the checkpoint, in a CLIP folder, or nowhere found */
+  weights: "checkpoint" | "folder" | "missing";
+  /** the CLIP folder used for the config (and weights when not in the checkpoint) */
+  folder: string | null;
+  /** mm_vision_tower as written (original format) */
+  name: string | null;
+  imageSize: number | null;
+  patchSize: number | null;
+  layers: number | null;
+  hiddenSize: number | null;
+  heads: number | null;
+}
+
+export interface ImageTokens {
+  width: number;
+  height: number;
+  /** feature rows the model splices in for one image of this size (null: the model cannot run it) */
+  tokens: number | null;
+  /** AnyRes tile grid, "cols x rows" */
+  grid: string | null;
+}
+
+export interface MemoryEstimate {
+  /** weights, each precision as the loader keeps it */
+  weights: { f32: number; bf16: number; q8_0: number; q4_0: number };
+  /** K and V of every layer for `contextLength` positions, f32 */
+  kvCache: number;
+  contextLength: number;
+}
+
+export interface InspectReport {
+  path: string;
+  format: CheckpointFormat;
+  architecture: string;
+  /** a full model, or a LoRA / projector-only checkpoint (read with its --model-base when given) */
+  checkpoint: "full" | "lora" | "projector";
+  modelBase: string | null;
+  weightFiles: string[];
+  llm: {
+    modelType: string; hiddenSize: number; layers: number; heads: number; kvHeads: number; headDim: number;
+    intermediateSize: number; vocabSize: number; ropeTheta: number; ropeScaling: string | null; maxPositions: number; tiedEmbeddings: boolean;
+  };
+  vision: VisionReport;
+  projector: { type: string; activation: string };
+  selectLayer: number;
+  selectFeature: "patch" | "cls_patch";
+  image: {
+    mode: "square" | "pad" | "anyres";
+    pinpoints: number[][] | null;
+    /** how the config's pinpoints read: HF (height, width), original (width, height) */
+    pinpointOrder: "height,width" | "width,height" | null;
+    mergeType: string | null;
+    /** the original format truncates the spliced sequence to this many positions */
+    maxSequenceLength: number | null;
+  };
+  /** parameter counts; null where the weights were not found */
+  parameters: { llm: number | null; vision: number | null; projector: number | null; other: number | null; lora: number | null; total: number };
+  lora: { r: number; alpha: number; targets: string[] | string } | null;
+  /** dtype -> tensors and parameters stored in it */
+  dtypes: Record<string, { tensors: number; parameters: number }>;
+  templates: { modelName: string; cli: string; web: string };
+  imageTokens: ImageTokens[];
+  memory: MemoryEstimate;
+  notes: string[];
+}
+
+export interface InspectOptions {
+  modelBase?: string;
+  visionTower?: string;
+}
+
+/** Image sizes (width x height) the report counts tokens for. */
+export const INSPECT_IMAGE_SIZES: Array<[number, number]> = [[336, 336], [672, 672], [1024, 768], [768, 1024], [1920, 1080]];
+
+const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** The LLM's Linear weights (which --dtype and quantization pack), in original names. */
+const LLM_LINEAR = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)\.weight$/;
+/** The tower's Linear weights (packed by --dtype bf16/f16 only). */
+const VISION_LINEAR = /encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])\.weight$/;
+
+interface TensorHeader {
+  name: string;
+  part: Part | "lora";
+  dtype: string;
+  shape: number[];
+}
+
+function partOfOriginal(name: string): Part {
+  if (name.startsWith("model.mm_projector.")) return "projector";
+  if (name.startsWith("model.vision_tower.")) return "vision";
+  if (name === "model.image_newline") return "newline";
+  return "llm";
+}
+
+/** Headers of a reader, named as in the original format. */
+function headersOf(reader: WeightReader, format: CheckpointFormat, rename: (n: string) => string = (n) => n): TensorHeader[] {
+  return reader.names().filter((n) => !n.endsWith(".inv_freq")).map((stored) => {
+    const { dtype, shape } = reader.info(stored);
+    const name = format === "original" ? rename(stored) : originalNameOf(stored, reader.source).name;
+    return { name, part: partOfOriginal(name), dtype, shape };
+  });
+}
+
+/**
+ * Feature rows one image of `width` x `height` becomes, computed as the model computes them:
+ * (S/p)^2 (+1 with the CLS token) for 1.5; for AnyRes the base tile plus the tile grid, cropped
+ * of its padding (`unpaddedRange`) and ended by a newline column per row for spatial_unpad.
+ */
+export function imageTokenCount(
+  vision: { imageSize: number; patchSize: number }, feature: "patch" | "cls_patch", image: InspectReport["image"], width: number, height: number,
+): ImageTokens {
+  const side = vision.imageSize / vision.patchSize;
+  const perTile = side * side + (feature === "cls_patch" ? 1 : 0);
+  if (image.mode !== "anyres" || !image.pinpoints) return { width, height, tokens: perTile, grid: null };
+  const convention: PinpointConvention = image.pinpointOrder === "height,width" ? "hf" : "llava";
+  const { rows, cols } = anyresGridShape({ width, height }, image.pinpoints, convention, vision.imageSize);
+  const grid = `${cols}x${rows}`;
+  if (image.mergeType !== "spatial_unpad") return { width, height, tokens: (1 + rows * cols) * perTile, grid };
+  if (feature === "cls_patch") return { width, height, tokens: null, grid };
+  const keep = unpaddedRange(rows * side, cols * side, width, height, convention === "hf");
+  const h = keep.axis === 1 ? keep.end - keep.start : rows * side;
+  const w = keep.axis === 2 ? keep.end - keep.start : cols * side;
+  return { width, height, tokens: perTile + h * (w + 1), grid };
+}
+
+/** Weight bytes as the loader keeps them at each precision (see LoadOptions dtype / quantize). */
+export function weightMemory(tensors: Array<{ name: string; part: string; shape: number[] }>): MemoryEstimate["weights"] {
+  const out = { f32: 0, bf16: 0, q8_0: 0, q4_0: 0 };
+  for (const t of tensors) {
+    const n = numel(t.shape);
+    const llmLinear = t.part === "llm" && LLM_LINEAR.test(t.name);
+    const visionLinear = t.part === "vision" && VISION_LINEAR.test(t.name);
+    out.f32 += 4 * n;
+    out.bf16 += (llmLinear || visionLinear ? 2 : 4) * n;
+    // llama.cpp blocks of 32 along a row; rows that are not whole blocks stay f32
+    const quantizable = llmLinear && t.shape[1] % 32 === 0;
+    out.q8_0 += quantizable ? (n / 32) * 34 : 4 * n;
+    out.q4_0 += quantizable ? (n / 32) * 18 : 4 * n;
+  }
+  return out;
+}
+
+/** A tower config from the tensor shapes alone (the head count is not in them). */
+function visionFromShapes(headers: TensorHeader[]): Omit<VisionReport, "weights" | "folder" | "name"> | null {
+  const find = (suffix: string) => headers.find((h) => h.part === "vision" && h.name.endsWith(suffix));
+  const patch = find("embeddings.patch_embedding.weight");
+  const pos = find("embeddings.position_embedding.weight");
+  if (!patch || !pos) return null;
+  const layers = new Set(headers.filter((h) => h.part === "vision").map((h) => /encoder\.layers\.(\d+)\./.exec(h.name)?.[1]).filter((x) => x !== undefined));
+  const p = patch.shape[2];
+  return { imageSize: Math.round(Math.sqrt(pos.shape[0] - 1)) * p, patchSize: p, layers: layers.size, hiddenSize: patch.shape[0], heads: null };
+}
+
+const visionFields = (v: ClipVisionConfig) => ({ imageSize: v.imageSize, patchSize: v.patchSize, layers: v.numHiddenLayers, hiddenSize: v.hiddenSize, heads: v.numAttentionHeads });
+
+function sumParams(headers: TensorHeader[], part: TensorHeader["part"]): number {
+  return headers.filter((h) => h.part === part).reduce((s, h) => s + numel(h.shape), 0);
+}
+
+interface Sources {
+  headers: TensorHeader[];
+  weightFiles: string[];
+  checkpoint: InspectReport["checkpoint"];
+  lora: InspectReport["lora"];
+  notes: string[];
+}
+
+/** The tensors of the folder, with its base and adapter when it is a partial checkpoint. */
+function readSources(dir: string, format: CheckpointFormat, modelBase: string | undefined): Sources {
+  const opened: WeightReader[] = [];
+  const open = <T extends WeightReader | null>(r: T): T => {
+    if (r) opened.push(r);
+    return r;
+  };
+  try {
+    const notes: string[] = [];
+    if (hasModelWeights(dir) && !modelBase) {
+      const w = open(openModelWeights(dir));
+      return { headers: headersOf(w, format), weightFiles: w.filePaths(), checkpoint: "full", lora: null, notes };
+    }
+    if (format !== "original") throw new LlavaError(`${dir}: no model weights found`);
+    const kind = partialCheckpointKind(dir);
+    const headers: TensorHeader[] = [];
+    const files: string[] = [];
+    let lora: InspectReport["lora"] = null;
+    if (modelBase) {
+      const base = open(openModelWeights(path.resolve(modelBase), "--model-base"));
+      headers.push(...headersOf(base, "original"));
+      files.push(...base.filePaths());
+    } else {
+      notes.push(`a ${kind === "lora" ? "LoRA" : "projector-only"} checkpoint: pass its base LLM with --model-base to count the LLM`);
+    }
+    const overlay = open(openWeightFile(dir, kind === "lora" ? "non_lora_trainables" : "mm_projector"));
+    if (overlay) {
+      const strip = (n: string) => {
+        const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
+        return k.startsWith("model.model.") ? k.slice("model.".length) : k;
+      };
+      const extra = headersOf(overlay, "original", strip);
+      const names = new Set(extra.map((h) => h.name));
+      headers.splice(0, headers.length, ...headers.filter((h) => !names.has(h.name)), ...extra);
+      files.push(...overlay.filePaths());
+    }
+    if (kind === "lora") {
+      const file = path.join(dir, "adapter_config.json");
+      const cfg = parseLoraConfig(readJsonFile(file, "LoRA adapter config"), file);
+      lora = { r: cfg.r, alpha: cfg.alpha, targets: cfg.targetModules };
+      const adapter = open(openWeightFile(dir, "adapter_model"));
+      if (adapter) {
+        for (const n of adapter.names()) headers.push({ name: n, part: "lora", ...adapter.info(n) });
+        files.push(...adapter.filePaths());
+      }
+    }
+    return { headers, weightFiles: files, checkpoint: kind, lora, notes };
+  } finally {
+    for (const r of opened) r.close();
+  }
+}
+
+function visionReport(dir: string, config: Json, format: CheckpointFormat, headers: TensorHeader[], override: string | undefined, notes: string[]): { report: VisionReport; headers: TensorHeader[] } {
+  if (format !== "original") {
+    const file = path.join(dir, "config.json");
+    const v = parseClipVisionConfig(typeof config.vision_config === "object" && config.vision_config ? config.vision_config : HF_DEFAULT_VISION, `${file} (vision_config)`);
+    return { report: { weights: "checkpoint", folder: null, name: null, ...visionFields(v) }, headers };
+  }
+  const name = String(config.mm_vision_tower);
+  const folder = override ? path.resolve(override) : resolveVisionTower(name, dir);
+  const inCheckpoint = headers.some((h) => h.name === "model.vision_tower.vision_tower.vision_model.pre_layrnorm.weight");
+  const towerConfigFile = folder ? path.join(folder, "config.json") : null;
+  const parsed = towerConfigFile && isFile(towerConfigFile) ? parseClipVisionConfig(readJsonFile(towerConfigFile, "vision tower config"), towerConfigFile) : null;
+  let all = headers;
+  let weights: VisionReport["weights"] = inCheckpoint ? "checkpoint" : "missing";
+  if (!inCheckpoint && folder && parsed) {
+    const tower = openTowerWeights(folder);
+    try {
+      const towerHeaders = tower.names().filter((n) => n.startsWith("vision_model.")).map((n) => ({ name: `model.vision_tower.vision_tower.${n}`, part: "vision" as const, ...tower.info(n) }));
+      all = [...headers, ...towerHeaders];
+      weights = "folder";
+    } finally {
+      tower.close();
+    }
+  }
+  if (!parsed) notes.push(`the vision tower "${name}" (mm_vision_tower) was not found as a folder${inCheckpoint ? "; its shape is read from the checkpoint's tensors (head count unknown)" : "; the model cannot run without it"}`);
+  const fields = parsed ? visionFields(parsed) : visionFromShapes(all);
+  return {
+    report: { weights, folder: parsed ? folder : null, name, ...(fields ?? { imageSize: null, patchSize: null, layers: null, hiddenSize: null, heads: null }) },
+    headers: all,
+  };
+}
+
+function imageSettings(config: Json, format: CheckpointFormat, configFile: string): InspectReport["image"] {
+  if (format === "hf-llava") return { mode: "square", pinpoints: null, pinpointOrder: null, mergeType: null, maxSequenceLength: null };
+  if (format === "hf-llava-next") {
+    return {
+      mode: "anyres", pinpoints: parsePinpoints(config.image_grid_pinpoints ?? HF_DEFAULT_PINPOINTS, `${configFile}: image_grid_pinpoints`),
+      pinpointOrder: "height,width", mergeType: "spatial_unpad", maxSequenceLength: null,
+    };
+  }
+  const aspect = config.image_aspect_ratio;
+  const mode = aspect === "anyres" ? "anyres" : aspect === "pad" ? "pad" : "square";
+  return {
+    mode,
+    pinpoints: mode === "anyres" ? parsePinpoints(config.image_grid_pinpoints, `${configFile}: image_grid_pinpoints`) : null,
+    pinpointOrder: mode === "anyres" ? "width,height" : null,
+    mergeType: typeof config.mm_patch_merge_type === "string" ? config.mm_patch_merge_type : "flat",
+    maxSequenceLength: typeof config.tokenizer_model_max_length === "number" ? config.tokenizer_model_max_length : null,
+  };
+}
+
+function llmReport(c: LlamaConfig): InspectReport["llm"] {
+  return {
+    modelType: c.modelType, hiddenSize: c.hiddenSize, layers: c.numHiddenLayers, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+    headDim: c.headDim, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, ropeTheta: c.ropeTheta,
+    ropeScaling: c.ropeScaling ? `${c.ropeScaling.ropeType}${c.ropeScaling.factor !== null ? ` x${c.ropeScaling.factor}` : ""}` : null,
+    maxPositions: c.maxPositionEmbeddings, tiedEmbeddings: c.tieWordEmbeddings,
+  };
+}
+
+export function inspectModel(modelPath: string, opts: InspectOptions = {}): InspectReport {
+  const { dir, config, configFile } = readModelConfig(modelPath);
+  const format = detectFormat(config, configFile);
+  if (opts.modelBase && format !== "original") throw new LlavaError(`${configFile}: --model-base needs an original-format LLaVA config (with mm_vision_tower)`);
+  const text = parseLlamaConfig(config, configFile);
+  const sources = readSources(dir, format, opts.modelBase);
+  const notes = [...sources.notes];
+  const vision = visionReport(dir, config, format, sources.headers, opts.visionTower, notes);
+  const headers = vision.headers;
+  const selectFeature = format === "original"
+    ? (config.mm_vision_select_feature === "cls_patch" ? "cls_patch" : "patch")
+    : (config.vision_feature_select_strategy === "full" ? "cls_patch" : "patch");
+  const selectLayer = format === "original"
+    ? (typeof config.mm_vision_select_layer === "number" ? config.mm_vision_select_layer : -1)
+    : (typeof config.vision_feature_layer === "number" ? config.vision_feature_layer : -2);
+  const image = imageSettings(config, format, configFile);
+  const has = (part: TensorHeader["part"]) => headers.some((h) => h.part === part);
+  const dtypes: InspectReport["dtypes"] = {};
+  for (const h of headers) {
+    const d = (dtypes[h.dtype] ??= { tensors: 0, parameters: 0 });
+    d.tensors++;
+    d.parameters += numel(h.shape);
+  }
+  const modelName = modelNameFromPath(dir);
+  const kvCache = 2 * text.numHiddenLayers * text.numKeyValueHeads * text.headDim * text.maxPositionEmbeddings * 4;
+  const parameters = {
+    llm: has("llm") ? sumParams(headers, "llm") : null,
+    vision: has("vision") ? sumParams(headers, "vision") : null,
+    projector: has("projector") ? sumParams(headers, "projector") : null,
+    other: has("newline") ? sumParams(headers, "newline") : null,
+    lora: has("lora") ? sumParams(headers, "lora") : null,
+    total: headers.reduce((s, h) => s + numel(h.shape), 0),
+  };
+  const v = vision.report;
+  return {
+    path: dir,
+    format,
+    architecture: Array.isArray(config.architectures) && typeof config.architectures[0] === "string" ? config.architectures[0] : "(not stated)",
+    checkpoint: sources.checkpoint,
+    modelBase: opts.modelBase ? path.resolve(opts.modelBase) : null,
+    weightFiles: sources.weightFiles.map((f) => path.relative(dir, f) || path.basename(f)),
+    llm: llmReport(text),
+    vision: v,
+    projector: format === "original"
+      ? { type: typeof config.mm_projector_type === "string" ? config.mm_projector_type : "linear", activation: "gelu" }
+      : { type: "mlp2x_gelu", activation: typeof config.projector_hidden_act === "string" ? config.projector_hidden_act : "gelu" },
+    selectLayer,
+    selectFeature,
+    image,
+    parameters,
+    lora: sources.lora,
+    dtypes,
+    templates: { modelName, cli: convModeForModelName(modelName), web: webConvModeForModelName(modelName) },
+    imageTokens: v.imageSize && v.patchSize
+      ? INSPECT_IMAGE_SIZES.map(([w, h]) => imageTokenCount({ imageSize: v.imageSize!, patchSize: v.patchSize! }, selectFeature, image, w, h))
+      : [],
+    memory: { weights: weightMemory(headers), kvCache, contextLength: text.maxPositionEmbeddings },
+    notes,
+  };
+}
+
+/** Counts like 6.74B, 303M, 21.0K. */
+export function formatCount(n: number): string {
+  const units: Array<[number, string]> = [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "K"]];
+  for (const [size, unit] of units) if (n >= size) return `${(n / size).toFixed(n / size >= 100 ? 0 : 2)}${unit}`;
+  return String(n);
+}
+
+const FORMAT_NAMES: Record<CheckpointFormat, string> = {
+  original: "original LLaVA",
+  "hf-llava": "HF llava (llava-hf)",
+  "hf-llava-next": "HF LLaVA-NeXT (llava_next)",
+};
+
+/** The report as aligned text lines for a terminal. */
+export function formatReport(r: InspectReport): string {
+  const lines: string[] = [];
+  const row = (key: string, value: string) => lines.push(`  ${key.padEnd(26)}${value}`);
+  const count = (n: number | null) => (n === null ? "-" : `${formatCount(n)} (${n})`);
+  lines.push(r.path);
+  row("format", `${FORMAT_NAMES[r.format]} (${r.architecture})${r.checkpoint === "full" ? "" : `, ${r.checkpoint} checkpoint`}`);
+  if (r.modelBase) row("model base", r.modelBase);
+  row("weight files", r.weightFiles.join(", ") || "-");
+  row("dtypes", Object.entries(r.dtypes).map(([d, x]) => `${d} ${x.tensors} tensors / ${formatCount(x.parameters)} params`).join("; ") || "-");
+  const l = r.llm;
+  lines.push(`LLM (${l.modelType})`);
+  row("shape", `hidden ${l.hiddenSize}, layers ${l.layers}, heads ${l.heads}, kv heads ${l.kvHeads}, head dim ${l.headDim}, intermediate ${l.intermediateSize}`);
+  row("vocabulary", `${l.vocabSize}${l.tiedEmbeddings ? " (tied embeddings)" : ""}`);
+  row("positions", `max ${l.maxPositions}, rope theta ${l.ropeTheta}${l.ropeScaling ? `, scaling ${l.ropeScaling}` : ""}`);
+  const v = r.vision;
+  const where = v.weights === "checkpoint" ? "in the checkpoint" : v.weights === "folder" ? `from ${v.folder}` : "NOT FOUND";
+  lines.push(`vision tower (${where}${v.name ? `; mm_vision_tower "${v.name}"` : ""})`);
+  const n = (x: number | null) => (x === null ? "?" : String(x));
+  row("shape", `image ${n(v.imageSize)} px, patch ${n(v.patchSize)}, layers ${n(v.layers)}, hidden ${n(v.hiddenSize)}, heads ${n(v.heads)}`);
+  row("features", `layer ${r.selectLayer}, ${r.selectFeature === "patch" ? "patch (CLS dropped)" : "cls_patch (CLS kept)"}`);
+  lines.push("projector");
+  row("type", `${r.projector.type} (${r.projector.activation})`);
+  lines.push("images");
+  const img = r.image;
+  row("mode", img.mode === "pad" ? "pad (expand to a square in the mean colour, then CLIP)" : img.mode === "square" ? "square (CLIP resize + center crop)" : `anyres, merge ${img.mergeType}`);
+  if (img.pinpoints) row("pinpoints", `${img.pinpoints.map((p) => `(${p.join(", ")})`).join(" ")} as (${img.pinpointOrder!.replace(",", ", ")})`);
+  if (img.maxSequenceLength !== null) row("max sequence", `${img.maxSequenceLength} (tokenizer_model_max_length: longer prompts are cut)`);
+  row("tokens per image", r.imageTokens.map((t) => `${t.width}x${t.height}: ${t.tokens ?? "n/a"}${t.grid ? ` (grid ${t.grid})` : ""}`).join(", ") || "-");
+  lines.push("parameters");
+  const p = r.parameters;
+  row("LLM", count(p.llm));
+  row("vision", count(p.vision));
+  row("projector", count(p.projector));
+  if (p.other !== null) row("image_newline", count(p.other));
+  if (p.lora !== null) row("LoRA", `${count(p.lora)}, r ${r.lora?.r}, alpha ${r.lora?.alpha}`);
+  row("total", count(p.total));
+  lines.push(`templates (folder name "${r.templates.modelName}")`);
+  row("CLI", r.templates.cli);
+  row("web UI", r.templates.web);
+  const m = r.memory;
+  lines.push(`memory (weights + KV cache of ${m.contextLength} positions in f32, ${formatBytes(m.kvCache)})`);
+  for (const k of ["f32", "bf16", "q8_0", "q4_0"] as const) {
+    const label = k === "bf16" ? "bf16 (Linear layers)" : k === "f32" ? "f32" : `${k} (LLM Linear layers)`;
+    row(label, `${formatBytes(m.weights[k])} + ${formatBytes(m.kvCache)} = ${formatBytes(m.weights[k] + m.kvCache)}`);
+  }
+  for (const note of r.notes) lines.push(`note: ${note}`);
+  return lines.join("\n") + "\n";
+}
