@@ -11,7 +11,7 @@ type Mat = Float64Array[]; // rows
 
 export interface OracleConfig {
   vision: { hidden: number; heads: number; layers: number; patch: number; image: number; eps: number; act: string };
-  text: { hidden: number; heads: number; kvHeads: number; headDim: number; layers: number; eps: number; theta: number; vocab: number };
+  text: { hidden: number; heads: number; kvHeads: number; headDim: number; layers: number; eps: number; theta: number; vocab: number; window?: number };
   selectLayer: number;
   keepCls: boolean;
   projectorDepth: number;
@@ -77,17 +77,17 @@ export class Oracle {
     return x.map((e, i) => (e / Math.sqrt(ms + eps)) * w[i]);
   }
 
-  /** softmax(q k^T * scale) v for one head; `visible(i)` = number of keys query i sees */
-  private static attend(q: Vec[], k: Vec[], v: Vec[], visible: (i: number) => number): Vec[] {
+  /** softmax(q k^T * scale) v for one head; `visible(i)` = the keys [from, to) query i sees */
+  private static attend(q: Vec[], k: Vec[], v: Vec[], visible: (i: number) => [number, number]): Vec[] {
     const scale = 1 / Math.sqrt(q[0].length);
     return q.map((qi, i) => {
-      const n = visible(i);
-      const s = k.slice(0, n).map((kj) => kj.reduce((a, e, d) => a + e * qi[d], 0) * scale);
+      const [from, to] = visible(i);
+      const s = k.slice(from, to).map((kj) => kj.reduce((a, e, d) => a + e * qi[d], 0) * scale);
       const m = Math.max(...s);
       const e = s.map((x) => Math.exp(x - m));
       const z = e.reduce((a, b) => a + b, 0);
       const out = new Float64Array(qi.length);
-      e.forEach((p, j) => v[j].forEach((vv, d) => (out[d] += (p / z) * vv)));
+      e.forEach((p, j) => v[from + j].forEach((vv, d) => (out[d] += (p / z) * vv)));
       return out;
     });
   }
@@ -123,7 +123,7 @@ export class Oracle {
       const att = h.map(() => new Float64Array(c.hidden));
       for (let head = 0; head < c.heads; head++) {
         const part = (m: Vec[]) => m.map((t) => t.slice(head * hd, (head + 1) * hd));
-        Oracle.attend(part(q), part(k), part(v), () => h.length).forEach((o, i) => att[i].set(o, head * hd));
+        Oracle.attend(part(q), part(k), part(v), () => [0, h.length]).forEach((o, i) => att[i].set(o, head * hd));
       }
       h = h.map((t, i) => t.map((e, d) => e + Oracle.lin(att[i], W("self_attn.out_proj"), B("self_attn.out_proj"))[d]));
       h = h.map((t) => {
@@ -171,7 +171,7 @@ export class Oracle {
         const qs = q.map((t, i) => rot(t.slice(head * c.headDim, (head + 1) * c.headDim), i));
         const ks = k.map((t, i) => rot(t.slice(kvh * c.headDim, (kvh + 1) * c.headDim), i));
         const vs = v.map((t) => t.slice(kvh * c.headDim, (kvh + 1) * c.headDim));
-        Oracle.attend(qs, ks, vs, (i) => i + 1).forEach((o, i) => att[i].set(o, head * c.headDim));
+        Oracle.attend(qs, ks, vs, (i) => [c.window ? Math.max(0, i - c.window + 1) : 0, i + 1]).forEach((o, i) => att[i].set(o, head * c.headDim));
       }
       h = h.map((t, i) => {
         const o = Oracle.lin(att[i], W("self_attn.o_proj"));

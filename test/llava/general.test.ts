@@ -84,6 +84,20 @@ const scenarios: Scenario[] = [
     },
   },
   {
+    name: "HF, Mistral decoder with a sliding window shorter than the prompt",
+    spec: {
+      format: "hf", seed: 15,
+      text: { model_type: "mistral", hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, sliding_window: 7, rope_theta: 1000000, vocab_size: 32001 },
+      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+    },
+    images: [[40, 40]],
+    oracle: {
+      selectLayer: -2, keepCls: false, projectorDepth: 2,
+      text: { hidden: 16, heads: 4, kvHeads: 2, headDim: 4, layers: 2, eps: 1e-6, theta: 1000000, vocab: 32001, window: 7 },
+      vision: { hidden: 16, heads: 2, layers: 1, patch: 14, image: 28, eps: 1e-5, act: "quick_gelu" },
+    },
+  },
+  {
     name: "original format, square (center crop) mode, linear projector, positive select layer",
     spec: {
       format: "original", seed: 13, projectorType: "linear", imageAspectRatio: "square", visionSelectLayer: 1,
