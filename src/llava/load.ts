@@ -40,6 +40,35 @@ export interface LoadOptions {
   dtype?: "f32" | "bf16" | "f16";
   /** quantize the LLM's Linear weights at load time (the reference's --load-8bit / --load-4bit) */
   quantize?: "q8_0" | "q4_0";
+  /** refuse to load a model needing more bytes than this (default: 90% of the machine's memory) */
+  memoryLimit?: number;
+}
+
+/**
+ * Bytes the weights will occupy once loaded in the requested precisions, from the file headers
+ * alone: Linear weights (2-D `*_proj`, `fc*`, `lm_head` weights) packed as asked, the rest f32.
+ */
+export function residentBytes(store: WeightFiles, opts: LoadOptions): number {
+  let total = 0;
+  for (const name of store.names()) {
+    const shape = store.info(name).shape;
+    const n = shape.reduce((a, b) => a * b, 1);
+    const isLinear = shape.length === 2 && /(_proj|\.fc\d|lm_head)\.weight$/.test(name) && !/projector/.test(name);
+    const inTower = /vision_tower|vision_model/.test(name);
+    const format = !isLinear ? null : inTower ? visionFormat(opts) : llmFormat(opts);
+    total += format === null ? 4 * n : format === "q8_0" && shape[1] % 32 === 0 ? (n / 32) * 34 : format === "q4_0" && shape[1] % 32 === 0 ? (n / 32) * 18 : format === "bf16" || format === "f16" ? 2 * n : 4 * n;
+  }
+  return total;
+}
+
+function checkMemory(stores: WeightFiles[], opts: LoadOptions): void {
+  const need = stores.reduce((s, st) => s + residentBytes(st, opts), 0);
+  const limit = opts.memoryLimit ?? 0.9 * os.totalmem();
+  if (need > limit) {
+    const gb = (x: number) => `${(x / 2 ** 30).toFixed(1)} GiB`;
+    const hint = opts.quantize === "q4_0" ? "" : "; try --load-4bit (or --load-8bit)";
+    throw new LlavaError(`the model needs about ${gb(need)} for its weights but ${gb(limit)} is available${hint}`);
+  }
 }
 
 const visionFormat = (opts: LoadOptions): PackedFormat | null => (opts.dtype && opts.dtype !== "f32" ? opts.dtype : null);
@@ -124,7 +153,7 @@ function baseAndPartialWeights(dir: string, base: string) {
   const baseWeights = openWeights(base);
   if (kind === "projector") {
     const projector = openWeightFile(dir, "mm_projector")!;
-    return { weights: overlaySources([projector, baseWeights]), adapter: null };
+    return { weights: overlaySources([projector, baseWeights]), stores: [projector, baseWeights], adapter: null };
   }
   // the reference strips "base_model." and then a leading "model." from "model.model.*"
   const trainables = openWeightFile(dir, "non_lora_trainables");
@@ -139,7 +168,7 @@ function baseAndPartialWeights(dir: string, base: string) {
       throw new LlavaError(`${dir}: has adapter_config.json but no adapter_model.safetensors or adapter_model.bin`);
     })(),
   };
-  return { weights: overlaySources(renamed ? [renamed, baseWeights] : [baseWeights]), adapter };
+  return { weights: overlaySources(renamed ? [renamed, baseWeights] : [baseWeights]), stores: [baseWeights], adapter };
 }
 
 /**
@@ -236,11 +265,10 @@ function checkedPinpoints(value: unknown, vision: ClipVisionConfig, configFile: 
   return pinpoints;
 }
 
-function loadHf(dir: string, config: Json, configFile: string, backend: Backend, next: boolean, opts: LoadOptions) {
+function loadHf(dir: string, config: Json, configFile: string, store: WeightFiles, backend: Backend, next: boolean, opts: LoadOptions) {
   const textConfig = parseLlamaConfig((config.text_config as Json | undefined) ?? {}, `${configFile} (text_config)`);
   const visionConfig = parseClipVisionConfig((config.vision_config as Json | undefined) ?? HF_DEFAULT_VISION, `${configFile} (vision_config)`);
-  const store = openWeights(dir);
-  const root = new ParamLoader((store), backend);
+  const root = new ParamLoader(store, backend);
   // transformers >= 4.52 saves model.language_model.*; older hub repos language_model.model.*
   const newLayout = store.has("model.language_model.embed_tokens.weight");
   const p = newLayout
@@ -298,9 +326,11 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
     throw new LlavaError(`${configFile}: --model-base needs an original-format LLaVA config (with mm_vision_tower), as LoRA and projector checkpoints have`);
   }
   const partial = opts.modelBase ? baseAndPartialWeights(dir, path.resolve(opts.modelBase)) : null;
+  const weights = partial?.weights ?? openWeights(dir);
+  checkMemory(partial ? partial.stores : [weights as WeightFiles], opts);
   const loaded = format === "original"
-    ? loadOriginal(dir, json, configFile, partial?.weights ?? openWeights(dir), backend, opts)
-    : loadHf(dir, json, configFile, backend, format === "hf-llava-next", opts);
+    ? loadOriginal(dir, json, configFile, weights, backend, opts)
+    : loadHf(dir, json, configFile, weights as WeightFiles, backend, format === "hf-llava-next", opts);
   if (partial?.adapter) {
     const linears = loaded.model.llm.namedLinears();
     attachLora(linears, partial.adapter.weights, partial.adapter.config, backend);

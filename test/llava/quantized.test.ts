@@ -59,3 +59,17 @@ test("bf16 and f16 in memory give the f32 results of the rounded weights", async
     assert.ok(rel < (dtype === "bf16" ? 0.02 : 0.002), `${dtype}: relative RMS ${rel}`);
   }
 });
+
+test("a model too large for the memory limit fails before loading, and quantizing shrinks the estimate", async () => {
+  const { residentBytes } = await import("../../src/llava/load.js");
+  const { WeightStore } = await import("../../src/io/safetensors.js");
+  const { LlavaError } = await import("../../src/util/errors.js");
+  const dir = path.join(MODELS, "tiny-llava-1.5-mha");
+  const store = WeightStore.open(dir);
+  const f32 = residentBytes(store, {});
+  const q4 = residentBytes(store, { quantize: "q4_0" });
+  const bf16 = residentBytes(store, { dtype: "bf16" });
+  store.close();
+  assert.ok(f32 > 8e6 && q4 < f32 && bf16 < f32, `f32 ${f32}, q4 ${q4}, bf16 ${bf16}`);
+  await assert.rejects(loadLlava(dir, { memoryLimit: 1e6 }), (e: Error) => e instanceof LlavaError && /needs about .* GiB .* try --load-4bit/.test(e.message));
+});
