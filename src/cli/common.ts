@@ -2,6 +2,7 @@
 import type { ParseArgsConfig } from "node:util";
 import { convModeForModelName, getConvTemplate, modelNameFromPath, type Conversation } from "../llava/conversation.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
+import { createBackend } from "../tensor/backends.js";
 import type { AnswerOptions } from "../llava/pipeline.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -17,6 +18,8 @@ export const modelOptions: ParseArgsConfig["options"] = {
   "max-new-tokens": { type: "string" },
   seed: { type: "string" },
   dtype: { type: "string" },
+  backend: { type: "string" },
+  threads: { type: "string" },
   "load-8bit": { type: "boolean" },
   "load-4bit": { type: "boolean" },
 };
@@ -47,7 +50,13 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
   const dtype = v.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new LlavaError(`--dtype must be f32, bf16 or f16, got "${String(dtype)}"`);
   if (v["load-8bit"] && v["load-4bit"]) throw new LlavaError("--load-8bit and --load-4bit exclude each other");
+  const backendName = v.backend ?? undefined;
+  if (backendName !== undefined && backendName !== "native" && backendName !== "ref" && backendName !== "auto") {
+    throw new LlavaError(`--backend must be native, ref or auto, got "${String(backendName)}"`);
+  }
+  const threads = v.threads === undefined ? undefined : numberOption(v, "threads", 0, (x) => Number.isInteger(x) && x >= 1 && x <= 1024, "a whole number from 1 to 1024");
   const loaded = await loadLlava(modelPath, {
+    backend: createBackend({ name: backendName, threads }),
     visionTower: v["vision-tower"] as string | undefined,
     modelBase: v["model-base"] as string | undefined,
     dtype,

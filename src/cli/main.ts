@@ -32,6 +32,8 @@ common options:
   --dtype f32|bf16|f16 precision of the Linear weights in memory (default f32; bf16/f16 as stored, no f32 copy)
   --load-8bit          quantize the language model's Linear weights to 8 bits (q8_0) at load time
   --load-4bit          the same with 4 bits (q4_0); the vision tower and projector stay full precision
+  --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
+  --threads N          native kernel threads (default: one per core)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)
   --top-p P            nucleus sampling (default 1)
   --seed N             seed of the sampling random numbers

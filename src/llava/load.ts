@@ -24,7 +24,7 @@ import { attachLora, parseLoraConfig, unusedLoraKeys } from "../nn/lora.js";
 import { overlaySources, ParamLoader, renamedSource, type TensorSource } from "../nn/params.js";
 import type { Backend } from "../tensor/backend.js";
 import type { PackedFormat } from "../tensor/packed.js";
-import { RefBackend } from "../tensor/ref-backend.js";
+import { createBackend } from "../tensor/backends.js";
 import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -320,7 +320,7 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
     throw new LlavaError(`${configFile}: expected a JSON object`);
   }
   const json = config as Json;
-  const backend = opts.backend ?? new RefBackend();
+  const backend = opts.backend ?? createBackend();
   const format = detectFormat(json, configFile);
   if (opts.modelBase && format !== "original") {
     throw new LlavaError(`${configFile}: --model-base needs an original-format LLaVA config (with mm_vision_tower), as LoRA and projector checkpoints have`);

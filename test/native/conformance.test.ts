@@ -185,6 +185,11 @@ const ATTENTION_CASES: AttnCase[] = [
   { batch: 2, tq: 1, tk: 600, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25, causalOffset: 599, cap: 650 },
   { batch: 1, tq: 3, tk: 530, heads: 3, kvHeads: 3, headDim: 8, scale: 0.3, causalOffset: 527, cap: 530 },
   { batch: 1, tq: 2, tk: 300, heads: 2, kvHeads: 1, headDim: 8, scale: 0.3, cap: 300 },
+  // sliding windows (Mistral): prefill, and decode whose window starts inside a key block
+  { batch: 2, tq: 9, tk: 9, heads: 4, kvHeads: 2, headDim: 8, scale: 0.3, causalOffset: 0, window: 4, cap: 9 },
+  { batch: 1, tq: 70, tk: 70, heads: 2, kvHeads: 1, headDim: 16, scale: 0.25, causalOffset: 0, window: 33, cap: 70 },
+  { batch: 2, tq: 1, tk: 600, heads: 4, kvHeads: 2, headDim: 16, scale: 0.25, causalOffset: 599, window: 300, cap: 650 },
+  { batch: 1, tq: 3, tk: 530, heads: 3, kvHeads: 3, headDim: 8, scale: 0.3, causalOffset: 527, window: 257, cap: 530 },
 ];
 
 function attnInputs(c: AttnCase, seed: number) {

@@ -1,0 +1,220 @@
+/**
+ * `npm run bench`: speed of the whole model on random-weight checkpoints of two real shapes,
+ * for each weight precision and thread count, each figure next to its roofline (measured in the
+ * same run) and, where recorded, the PyTorch / llama.cpp figures of this machine kind.
+ * Prints one JSON object per line. Each configuration runs in its own process, so peak RSS is
+ * that configuration's.
+ *
+ *   node dist/bench/run.js [--models bench-small,bench-1b] [--precisions f32,bf16,q8_0,q4_0] [--threads 1,2]
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { createBackend } from "../src/tensor/backends.js";
+import { seededRandom } from "../src/util/random.js";
+import { loadLlava, type LoadOptions } from "../src/llava/load.js";
+import { buildInputs, prepareImages } from "../src/llava/pipeline.js";
+import { writeRandomLlava } from "../src/llava/random-checkpoint.js";
+import { addLoraAdapters } from "../src/nn/lora.js";
+import { AdamW } from "../src/tensor/optim.js";
+import { crossEntropy, reshape, slice } from "../src/tensor/ops.js";
+import { Tensor } from "../src/tensor/tensor.js";
+import type { RgbImage } from "../src/image/decode.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const CACHE = path.join(ROOT, "bench", ".cache");
+const TOKENIZER = path.resolve(ROOT, "../shared/fixtures/models/tiny-llava-1.5-mha");
+
+const SHAPES = {
+  "bench-small": {
+    text: { hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 8, num_attention_heads: 16, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 2048 },
+    vision: { hidden_size: 768, intermediate_size: 3072, num_hidden_layers: 12, num_attention_heads: 12, image_size: 224, patch_size: 16 },
+  },
+  "bench-1b": {
+    text: { hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 2048 },
+    vision: { hidden_size: 1024, intermediate_size: 4096, num_hidden_layers: 24, num_attention_heads: 16, image_size: 336, patch_size: 14 },
+  },
+} as const;
+type ModelName = keyof typeof SHAPES;
+type Precision = "f32" | "bf16" | "q8_0" | "q4_0";
+
+/** Figures recorded on this machine kind for bench-small at 1 thread (PyTorch 2.13, llama.cpp). */
+const RECORDED: Record<string, Record<string, { value: number; source: string }>> = {
+  encode_ms: { f32: { value: 537, source: "pytorch" }, bf16: { value: 164, source: "pytorch" } },
+  prefill_tokens_per_s: { f32: { value: 645, source: "llama.cpp" }, bf16: { value: 1027, source: "pytorch" }, q4_0: { value: 1110, source: "llama.cpp" } },
+  decode_tokens_per_s: { f32: { value: 58, source: "llama.cpp" }, bf16: { value: 23.9, source: "pytorch" }, q8_0: { value: 152, source: "llama.cpp" }, q4_0: { value: 256, source: "llama.cpp" } },
+  train_projector_ms: { f32: { value: 3400, source: "pytorch" } },
+  train_lora_ms: { f32: { value: 9300, source: "pytorch (full LLM step)" } },
+};
+
+const PROMPT_TEXT_TOKENS = 40;
+const DECODE_TOKENS = 64;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function time<T>(fn: () => T): [T, number] {
+  const t = performance.now();
+  const r = fn();
+  return [r, performance.now() - t];
+}
+
+function emit(record: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(record)}\n`);
+}
+
+function ensureCheckpoint(name: ModelName): string {
+  const dir = path.join(CACHE, name);
+  if (fs.existsSync(path.join(dir, "config.json"))) return dir;
+  process.stderr.write(`writing random checkpoint ${dir} ...\n`);
+  const tmp = `${dir}.partial`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  writeRandomLlava(tmp, { format: "hf", seed: 7, dtype: "BF16", tokenizerFrom: TOKENIZER, ...SHAPES[name] });
+  fs.renameSync(tmp, dir);
+  return dir;
+}
+
+function noiseImage(width: number, height: number): RgbImage {
+  const r = seededRandom(3);
+  return { width, height, data: Uint8Array.from({ length: width * height * 3 }, () => Math.floor(r() * 256)) };
+}
+
+/** Parameter count of the LLM's Linear layers (what decode streams and prefill multiplies). */
+function llmLinearParams(t: (typeof SHAPES)[ModelName]["text"]): number {
+  const hd = t.hidden_size / t.num_attention_heads;
+  const perLayer = t.hidden_size * (t.num_attention_heads * hd) * 2 + t.hidden_size * (t.num_key_value_heads * hd) * 2 + 3 * t.hidden_size * t.intermediate_size;
+  return t.num_hidden_layers * perLayer + t.vocab_size * t.hidden_size;
+}
+
+const BYTES_PER_WEIGHT: Record<Precision, number> = { f32: 4, bf16: 2, q8_0: 34 / 32, q4_0: 18 / 32 };
+
+/** Runs one configuration in this process and prints its figures (raw, without rooflines). */
+async function child(model: ModelName, precision: Precision, threads: number): Promise<void> {
+  const backend = createBackend({ name: "native", threads });
+  const opts: LoadOptions = { backend, ...(precision === "bf16" ? { dtype: "bf16" } : precision === "f32" ? {} : { quantize: precision }) };
+  const started = performance.now();
+  const loaded = await loadLlava(ensureCheckpoint(model), opts);
+  const loadMs = performance.now() - started;
+  const images = prepareImages(loaded, [noiseImage(640, 480)]);
+  const encodeMs = median([0, 1, 2].map(() => time(() => loaded.model.encodeImages(images.pixels))[1]));
+
+  const words = Array.from({ length: PROMPT_TEXT_TOKENS }, (_, i) => ["red", "blue", "cat", "sky"][i % 4]).join(" ");
+  const prompt = `USER: <image>\n${words} ASSISTANT:`;
+  const inputs = buildInputs(loaded, prompt, images);
+  const llm = loaded.model.llm;
+  const T = inputs.embeds.dim(1);
+  const prefillMs = median([0, 1].map(() => time(() => llm.forward(inputs.embeds, { cache: llm.newCache(1, T + DECODE_TOKENS) }))[1]));
+
+  const cache = llm.newCache(1, T + DECODE_TOKENS);
+  let { hidden } = llm.forward(inputs.embeds, { cache });
+  const [, decodeMs] = time(() => {
+    for (let i = 0; i < DECODE_TOKENS; i++) {
+      const logits = llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data;
+      let best = 0;
+      for (let j = 1; j < logits.length; j++) if (logits[j] > logits[best]) best = j;
+      const next = llm.embedTokens.forward(Int32Array.of(best));
+      hidden = llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache }).hidden;
+    }
+  });
+
+  // one optimizer step on a 20-token answer after the prompt
+  const trainStep = (params: Tensor[]) => {
+    const opt = new AdamW(params, { lr: 1e-4 });
+    return median([0, 1].map(() => time(() => {
+      opt.zeroGrad();
+      const { embeds } = buildInputs(loaded, prompt, images);
+      const { hidden: h } = llm.forward(embeds);
+      const logits = llm.logits(reshape(h, [h.dim(1), h.dim(2)]));
+      const targets = Int32Array.from({ length: logits.dim(0) }, (_, i) => (i >= logits.dim(0) - 21 && i < logits.dim(0) - 1 ? (i * 7919) % 32000 : -100));
+      crossEntropy(logits, targets).backward();
+      opt.update();
+    })[1]));
+  };
+  const projector = loaded.model.projector.namedParameters().map(([, t]) => t);
+  for (const p of projector) p.requiresGrad = true;
+  const projectorMs = trainStep(projector);
+  const lora = addLoraAdapters(llm.namedLinears().filter(([n]) => n !== "lm_head"), { r: 8, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], useRslora: false, baseModel: null }, seededRandom(1));
+  const loraMs = trainStep([...projector, ...lora]);
+
+  emit({
+    model, precision, threads, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs,
+    trainProjectorMs: projectorMs, trainLoraMs: loraMs, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  });
+}
+
+/** The machine's limits as this backend reaches them: peak GEMM and memory bandwidth. */
+function machineLimits(threads: number) {
+  const be = createBackend({ name: "native", threads }) as ReturnType<typeof createBackend> & { bandwidth?: (bytes: number) => number };
+  const n = 1024;
+  const r = seededRandom(1);
+  const a = Float32Array.from({ length: n * n }, () => r());
+  const b = Float32Array.from({ length: n * n }, () => r());
+  const c = new Float32Array(n * n);
+  be.gemm(a, b, c, { m: n, n, k: n });
+  const gemmMs = median([0, 1, 2, 3, 4].map(() => time(() => be.gemm(a, b, c, { m: n, n, k: n }))[1]));
+  const gflops = (2 * n ** 3) / (gemmMs * 1e6);
+  const gbPerS = typeof be.bandwidth === "function" ? be.bandwidth(1 << 28) : NaN;
+  return { gflops, gbPerS };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      child: { type: "string" },
+      models: { type: "string", default: "bench-small,bench-1b" },
+      precisions: { type: "string", default: "f32,bf16,q8_0,q4_0" },
+      threads: { type: "string", default: "1,2" },
+    },
+  });
+  if (values.child) {
+    const [model, precision, threads] = values.child.split(":");
+    await child(model as ModelName, precision as Precision, Number(threads));
+    return;
+  }
+  const threadCounts = values.threads!.split(",").map(Number);
+  const limits = new Map(threadCounts.map((t) => [t, machineLimits(t)]));
+  for (const [t, l] of limits) emit({ metric: "machine", threads: t, gemm_gflops: l.gflops, bandwidth_gb_per_s: l.gbPerS });
+  for (const model of values.models!.split(",") as ModelName[]) {
+    ensureCheckpoint(model);
+    const text = SHAPES[model].text;
+    const linear = llmLinearParams(text);
+    for (const precision of values.precisions!.split(",") as Precision[]) {
+      for (const threads of threadCounts) {
+        const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", `${model}:${precision}:${threads}`], { encoding: "utf8", maxBuffer: 1 << 24 });
+        if (run.status !== 0) {
+          emit({ model, precision, threads, error: (run.stderr || "").trim().split("\n").slice(-3).join(" | ") });
+          continue;
+        }
+        const r = JSON.parse(run.stdout.trim().split("\n").pop()!) as Record<string, number>;
+        const { gflops, gbPerS } = limits.get(threads)!;
+        const v = SHAPES[model].vision;
+        const vt = (v.image_size / v.patch_size) ** 2 + 1;
+        const visionFlops = (v.num_hidden_layers - 1) * vt * (8 * v.hidden_size ** 2 + 4 * v.hidden_size * v.intermediate_size + 4 * vt * v.hidden_size);
+        const prefillTps = r.promptTokens / (r.prefillMs / 1000);
+        const decodeTps = DECODE_TOKENS / (r.decodeMs / 1000);
+        const kvBytes = 2 * text.num_hidden_layers * (r.promptTokens + DECODE_TOKENS / 2) * text.num_key_value_heads * (text.hidden_size / text.num_attention_heads) * 4;
+        const decodeRoof = (gbPerS * 1e9) / (linear * BYTES_PER_WEIGHT[precision] + kvBytes);
+        const prefillRoof = (gflops * 1e9) / (2 * (linear - text.vocab_size * text.hidden_size));
+        const encodeRoofMs = (visionFlops / (gflops * 1e9)) * 1000;
+        const base = { model, precision, threads };
+        const recorded = (metric: string) => (model === "bench-small" && threads === 1 ? RECORDED[metric]?.[precision] : undefined);
+        emit({ ...base, metric: "load_ms", value: r.loadMs });
+        emit({ ...base, metric: "encode_ms", value: r.encodeMs, roofline: encodeRoofMs, fraction_of_roofline: encodeRoofMs / r.encodeMs, baseline: recorded("encode_ms") });
+        emit({ ...base, metric: "prefill_tokens_per_s", value: prefillTps, tokens: r.promptTokens, roofline: prefillRoof, fraction_of_roofline: prefillTps / prefillRoof, baseline: recorded("prefill_tokens_per_s") });
+        emit({ ...base, metric: "decode_tokens_per_s", value: decodeTps, roofline: decodeRoof, fraction_of_roofline: decodeTps / decodeRoof, baseline: recorded("decode_tokens_per_s") });
+        emit({ ...base, metric: "train_projector_ms", value: r.trainProjectorMs, baseline: recorded("train_projector_ms") });
+        emit({ ...base, metric: "train_lora_ms", value: r.trainLoraMs, baseline: recorded("train_lora_ms") });
+        emit({ ...base, metric: "peak_rss_bytes", value: r.peakRssBytes });
+      }
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

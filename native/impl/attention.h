@@ -1,0 +1,242 @@
+// Fused attention on [B, T, H, D] tensors with grouped kv heads: per (batch, head, block of
+// query rows) the scores S = Q Kᵀ are one matrix product, the masked softmax runs on S in
+// place, and O = P V is a second product. The backward pass recomputes P per block.
+
+constexpr int64_t QBLOCK = 64;
+
+struct AttnView {
+  const AttnShape& s;
+  int64_t group, qstride, kvrow;
+  explicit AttnView(const AttnShape& shape)
+      : s(shape), group(shape.heads / shape.kv_heads), qstride(shape.heads * shape.head_dim),
+        kvrow(shape.kv_heads * shape.head_dim) {}
+  // keys visible to query row i
+  int64_t limit(int64_t i) const {
+    if (!s.causal) return s.tk;
+    return imax(0, imin(s.tk, i + s.causal_offset + 1));
+  }
+  // first key visible to query row i (a sliding window hides the older ones)
+  int64_t first(int64_t i) const {
+    if (!s.causal || s.window <= 0) return 0;
+    return imin(limit(i), imax(0, i + s.causal_offset - s.window + 1));
+  }
+  int64_t q_off(int64_t b, int64_t i, int64_t h) const { return ((b * s.tq + i) * s.heads + h) * s.head_dim; }
+  int64_t kv_off(int64_t b, int64_t kvh) const { return b * s.kv_stride + kvh * s.head_dim; }
+};
+
+// row[0 .. lim) (unscaled scores) -> softmax(row * scale); row[lim .. lmax) -> 0.
+static void softmax_row(float* row, int64_t lim, int64_t lmax, float scale) {
+  const vf sc = vset(scale);
+  int64_t j = 0;
+  vf mx = vset(-__builtin_inff());
+  for (; j + W <= lim; j += W) {
+    vf x = vload(row + j) * sc;
+    vstore(row + j, x);
+    mx = vmax(mx, x);
+  }
+  float m = hmax(mx);
+  for (; j < lim; j++) {
+    row[j] *= scale;
+    m = row[j] > m ? row[j] : m;
+  }
+  const vf mv = vset(m);
+  vdw sumv = vdw{};
+  j = 0;
+  for (; j + W <= lim; j += W) {
+    vf e = vexp(vload(row + j) - mv);
+    vstore(row + j, e);
+    sumv += vwiden(e);
+  }
+  double sum = hsum(sumv);
+  for (; j < lim; j++) {
+    row[j] = sexp(row[j] - m);
+    sum += row[j];
+  }
+  const float inv = lim > 0 ? float(1.0 / sum) : 0.f;
+  const vf iv = vset(inv);
+  j = 0;
+  for (; j + W <= lim; j += W) vstore(row + j, vload(row + j) * iv);
+  for (; j < lim; j++) row[j] *= inv;
+  for (j = lim; j < lmax; j++) row[j] = 0.f;
+}
+
+// S [rows, lmax] -> P in place: row r keeps its entries [first(i0 + r), limit(i0 + r)).
+static void masked_softmax(const AttnView& v, int64_t i0, int64_t rows, int64_t lmax, float* S) {
+  for (int64_t r = 0; r < rows; r++) {
+    float* row = S + r * lmax;
+    const int64_t f = v.first(i0 + r);
+    for (int64_t j = 0; j < f; j++) row[j] = 0.f;
+    softmax_row(row + f, v.limit(i0 + r) - f, lmax - f, v.s.scale);
+  }
+}
+
+
+static inline float dot(const float* a, const float* b, int64_t n) {
+  vf acc0 = vf{}, acc1 = vf{};
+  int64_t j = 0;
+  for (; j + 2 * W <= n; j += 2 * W) {
+    acc0 += vload(a + j) * vload(b + j);
+    acc1 += vload(a + j + W) * vload(b + j + W);
+  }
+  for (; j + W <= n; j += W) acc0 += vload(a + j) * vload(b + j);
+  float s = hsum(acc0 + acc1);
+  for (; j < n; j++) s += a[j] * b[j];
+  return s;
+}
+
+// Few query rows (decode), split over keys like flash-decoding: each task takes a block of
+// cached positions and every head, so it reads whole K and V rows (long contiguous runs), and
+// leaves a partial softmax (max, sum, unnormalised output) per head; the partials are merged in
+// block order. The key blocks depend only on the length, never on the thread count.
+constexpr int64_t KBLOCK = 256;
+
+static void attention_decode(const Exec& ex, const float* q, const float* k, const float* v, float* out, const AttnView& av) {
+  const AttnShape& s = av.s;
+  const int64_t D = s.head_dim, H = s.heads;
+  for (int64_t i = 0; i < s.tq; i++) {
+    const int64_t lim = av.limit(i), first = av.first(i);
+    const int64_t blocks = ceil_div(lim - first, KBLOCK);
+    if (blocks == 0) {
+      for (int64_t b = 0; b < s.batch; b++)
+        for (int64_t x = 0; x < H * D; x++) out[av.q_off(b, i, 0) + x] = 0.f;
+      continue;
+    }
+    // per (batch, block, head): max, sum, then D outputs
+    const int64_t stride = D + 2;
+    float* part = scratch<float>(ex, ex.tid, SLOT_MISC, s.batch * blocks * H * stride);
+    run(ex, s.batch * blocks, [&](int64_t t, int tid) {
+      const int64_t b = t / blocks, j0 = first + (t % blocks) * KBLOCK, nj = imin(KBLOCK, lim - j0);
+      const float* qi = q + av.q_off(b, i, 0);
+      float* S = scratch<float>(ex, tid, SLOT_S, H * nj);
+      for (int64_t j = 0; j < nj; j++) {
+        const float* kr = k + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
+        for (int64_t h = 0; h < H; h++) S[h * nj + j] = dot(qi + h * D, kr + (h / av.group) * D, D) * s.scale;
+      }
+      float* pt = part + t * H * stride;
+      for (int64_t h = 0; h < H; h++) {
+        float* row = S + h * nj;
+        float m = row[0];
+        for (int64_t j = 1; j < nj; j++) m = row[j] > m ? row[j] : m;
+        double sum = 0.0;
+        for (int64_t j = 0; j < nj; j++) {
+          row[j] = sexp(row[j] - m);
+          sum += row[j];
+        }
+        pt[h * stride] = m;
+        pt[h * stride + 1] = float(sum);
+        for (int64_t e = 0; e < D; e++) pt[h * stride + 2 + e] = 0.f;
+      }
+      for (int64_t j = 0; j < nj; j++) {
+        const float* vr = v + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
+        for (int64_t h = 0; h < H; h++) {
+          const float p = S[h * nj + j];
+          const vf pv = vset(p);
+          const float* vh = vr + (h / av.group) * D;
+          float* o = pt + h * stride + 2;
+          int64_t e = 0;
+          for (; e + W <= D; e += W) vstore(o + e, vload(o + e) + pv * vload(vh + e));
+          for (; e < D; e++) o[e] += p * vh[e];
+        }
+      }
+    });
+    for (int64_t b = 0; b < s.batch; b++)
+      for (int64_t h = 0; h < H; h++) {
+        const float* p0 = part + (b * blocks) * H * stride + h * stride;
+        float m = p0[0];
+        for (int64_t c = 1; c < blocks; c++) m = p0[c * H * stride] > m ? p0[c * H * stride] : m;
+        double denom = 0.0;
+        float* o = out + av.q_off(b, i, h);
+        for (int64_t e = 0; e < D; e++) o[e] = 0.f;
+        for (int64_t c = 0; c < blocks; c++) {
+          const float* pc = p0 + c * H * stride;
+          const float w = sexp(pc[0] - m);
+          denom += double(w) * pc[1];
+          for (int64_t e = 0; e < D; e++) o[e] += w * pc[2 + e];
+        }
+        const float inv = float(1.0 / denom);
+        for (int64_t e = 0; e < D; e++) o[e] *= inv;
+      }
+  }
+}
+
+static void k_attention(Pool* pool, const float* q, const float* k, const float* v, float* out, const AttnShape& s) {
+  const AttnView av(s);
+  const int64_t D = s.head_dim;
+  if (s.tq <= 4) {
+    attention_decode(Exec{pool, 0, s.batch * s.tq * s.heads * s.tk * D >= (int64_t(1) << 16)}, q, k, v, out, av);
+    return;
+  }
+  const int64_t qb = ceil_div(s.tq, QBLOCK);
+  Exec ex{pool, 0, s.batch * s.tq * s.heads * s.tk * D >= (int64_t(1) << 16)};
+  run(ex, s.batch * s.heads * qb, [&](int64_t t, int tid) {
+    const int64_t b = t / (s.heads * qb), h = (t / qb) % s.heads, blk = t % qb;
+    const int64_t i0 = blk * QBLOCK, rows = imin(QBLOCK, s.tq - i0);
+    const int64_t lmax = av.limit(i0 + rows - 1);
+    float* o = out + av.q_off(b, i0, h);
+    if (lmax <= 0) {
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t e = 0; e < D; e++) o[r * av.qstride + e] = 0.f;
+      return;
+    }
+    const Exec inner{pool, tid, false};
+    const int64_t kvo = av.kv_off(b, h / av.group);
+    float* S = scratch<float>(ex, tid, SLOT_S, rows * lmax);
+    matmul(inner, rows, lmax, D, ASrc{q + av.q_off(b, i0, h), av.qstride, false}, BSrc{k + kvo, av.kvrow, true, nullptr, false},
+           S, lmax, false);
+    masked_softmax(av, i0, rows, lmax, S);
+    matmul(inner, rows, D, lmax, ASrc{S, lmax, false}, BSrc{v + kvo, av.kvrow, false, nullptr, false}, o, av.qstride, false);
+  });
+}
+
+static void k_attention_backward(Pool* pool, const float* q, const float* k, const float* v, const float* dout, float* dq,
+                                 float* dk, float* dv, const AttnShape& s) {
+  const AttnView av(s);
+  const int64_t D = s.head_dim;
+  const int64_t qb = ceil_div(s.tq, QBLOCK);
+  Exec ex{pool, 0, s.batch * s.tq * s.heads * s.tk * D >= (int64_t(1) << 15)};
+  // one task per (batch, kv head): it alone writes that head's dk and dv
+  run(ex, s.batch * s.kv_heads, [&](int64_t t, int tid) {
+    const int64_t b = t / s.kv_heads, kvh = t % s.kv_heads;
+    const int64_t kvo = av.kv_off(b, kvh);
+    const Exec inner{pool, tid, false};
+    for (int64_t g = 0; g < av.group; g++) {
+      const int64_t h = kvh * av.group + g;
+      for (int64_t blk = 0; blk < qb; blk++) {
+        const int64_t i0 = blk * QBLOCK, rows = imin(QBLOCK, s.tq - i0);
+        const int64_t lmax = av.limit(i0 + rows - 1);
+        if (lmax <= 0) continue;
+        const int64_t qo = av.q_off(b, i0, h);
+        float* P = scratch<float>(ex, tid, SLOT_S, rows * lmax);
+        float* dP = scratch<float>(ex, tid, SLOT_P, rows * lmax);
+        matmul(inner, rows, lmax, D, ASrc{q + qo, av.qstride, false}, BSrc{k + kvo, av.kvrow, true, nullptr, false}, P, lmax,
+               false);
+        masked_softmax(av, i0, rows, lmax, P);
+        matmul(inner, rows, lmax, D, ASrc{dout + qo, av.qstride, false}, BSrc{v + kvo, av.kvrow, true, nullptr, false}, dP,
+               lmax, false);
+        // dS = P (dP - sum_j P dP) scale, in place of dP
+        for (int64_t r = 0; r < rows; r++) {
+          const float* pr = P + r * lmax;
+          float* dr = dP + r * lmax;
+          vdw accv = vdw{};
+          int64_t j = 0;
+          for (; j + W <= lmax; j += W) accv += vwiden(vload(pr + j) * vload(dr + j));
+          double pdp = hsum(accv);
+          for (; j < lmax; j++) pdp += double(pr[j] * dr[j]);
+          const vf pv = vset(float(pdp)), sc = vset(s.scale);
+          j = 0;
+          for (; j + W <= lmax; j += W) vstore(dr + j, vload(pr + j) * (vload(dr + j) - pv) * sc);
+          for (; j < lmax; j++) dr[j] = pr[j] * (dr[j] - float(pdp)) * s.scale;
+        }
+        if (dq)
+          matmul(inner, rows, D, lmax, ASrc{dP, lmax, false}, BSrc{k + kvo, av.kvrow, false, nullptr, false}, dq + qo,
+                 av.qstride, true);
+        if (dk)
+          matmul(inner, lmax, D, rows, ASrc{dP, lmax, true}, BSrc{q + qo, av.qstride, false, nullptr, false}, dk + kvo,
+                 av.kvrow, true);
+        if (dv)
+          matmul(inner, lmax, D, rows, ASrc{P, lmax, true}, BSrc{dout + qo, av.qstride, false, nullptr, false}, dv + kvo,
+                 av.kvrow, true);
+      }
+    }
+  });
+}

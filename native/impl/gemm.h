@@ -1,0 +1,402 @@
+// f32 matrix products. Large products are blocked like BLIS: B is packed into NR-column
+// panels of KC rows, A into MR-row panels, and an MR x NR register tile accumulates over KC.
+// Products with few rows of A (decode) stream B once instead, which is what bounds them.
+// The K blocking is fixed, so each C element is summed in the same order for any thread count.
+
+constexpr int NR = 2 * W;
+constexpr int MR = 6;
+// A 6 x 2W tile keeps 12 accumulators in registers (of 32 zmm / 16 ymm / 16 xmm). Measured on
+// the Zen 5 VM: the tile runs at the core's FMA peak (~117 GFLOP/s, as do 4x64, 8x32, 12x32);
+// KC = 512 beats 256 (fewer passes over C); MC and NC matter little.
+constexpr int64_t KC = W >= 8 ? 512 : 256, MC = 96, NC = W >= 8 ? 2048 : 1024;
+// Products with at most this many rows of A take the streaming path.
+constexpr int64_t SMALL_M = 4;
+
+// op(A)(i, l) = trans ? p[l * ld + i] : p[i * ld + l]
+struct ASrc {
+  const float* p;
+  int64_t ld;
+  bool trans;
+};
+// op(B)(l, j): f32 (trans ? p[j * ld + l] : p[l * ld + j]), or a packed W with
+// op(B)(l, j) = wtrans ? W[l][j] : W[j][l]
+struct BSrc {
+  const float* p;
+  int64_t ld;
+  bool trans;
+  const PackedW* w;
+  bool wtrans;
+};
+
+static void micro_kernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc, int mr,
+                         int nr, bool add) {
+  vf c0[MR], c1[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) {
+    c0[r] = c1[r] = vf{};
+    // the C tile is read at the end: start fetching it now
+    __builtin_prefetch(C + r * ldc, 1, 3);
+    __builtin_prefetch(C + r * ldc + NR - 1, 1, 3);
+  }
+  for (int64_t p = 0; p < kc; p++) {
+    vf b0 = vload(B), b1 = vload(B + W);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      vf a = vset(A[r]);
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+    A += MR;
+    B += NR;
+  }
+  if (mr == MR && nr == NR) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      float* cr = C + r * ldc;
+      if (add) {
+        vstore(cr, vload(cr) + c0[r]);
+        vstore(cr + W, vload(cr + W) + c1[r]);
+      } else {
+        vstore(cr, c0[r]);
+        vstore(cr + W, c1[r]);
+      }
+    }
+    return;
+  }
+  alignas(64) float tile[MR * NR];
+  for (int r = 0; r < MR; r++) {
+    vstore(tile + r * NR, c0[r]);
+    vstore(tile + r * NR + W, c1[r]);
+  }
+  for (int r = 0; r < mr; r++)
+    for (int c = 0; c < nr; c++) C[r * ldc + c] = add ? C[r * ldc + c] + tile[r * NR + c] : tile[r * NR + c];
+}
+
+// op(A)[i0 .. i0+mc, p0 .. p0+kc) into MR-row panels, k-major, zero-padded.
+static void pack_a(const ASrc& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* out) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int mr = int(imin(MR, mc - ir));
+    float* dst = out + ir * kc;
+    if (!A.trans) {
+      for (int r = 0; r < mr; r++) {
+        const float* src = A.p + (i0 + ir + r) * A.ld + p0;
+        for (int64_t kk = 0; kk < kc; kk++) dst[kk * MR + r] = src[kk];
+      }
+      for (int r = mr; r < MR; r++)
+        for (int64_t kk = 0; kk < kc; kk++) dst[kk * MR + r] = 0.f;
+    } else {
+      for (int64_t kk = 0; kk < kc; kk++) {
+        const float* src = A.p + (p0 + kk) * A.ld + i0 + ir;
+        for (int r = 0; r < mr; r++) dst[kk * MR + r] = src[r];
+        for (int r = mr; r < MR; r++) dst[kk * MR + r] = 0.f;
+      }
+    }
+  }
+}
+
+// dst[kk * NR + c] = rows[c][kk] for c < nr, kk < kc (a panel from rows of Bᵀ); zero for c >= nr.
+// W x W blocks are transposed in registers.
+static void transpose_into_panel(const float* const* rows, int nr, int64_t kc, float* dst) {
+  for (int cb = 0; cb < NR; cb += W) {
+    if (cb + W <= nr) {
+      int64_t kk = 0;
+      for (; kk + W <= kc; kk += W) {
+        vf v[W];
+        for (int x = 0; x < W; x++) v[x] = vload(rows[cb + x] + kk);
+        transpose(v);
+        for (int y = 0; y < W; y++) vstore(dst + (kk + y) * NR + cb, v[y]);
+      }
+      for (; kk < kc; kk++)
+        for (int x = 0; x < W; x++) dst[kk * NR + cb + x] = rows[cb + x][kk];
+    } else {
+      for (int64_t kk = 0; kk < kc; kk++)
+        for (int x = 0; x < W; x++) dst[kk * NR + cb + x] = cb + x < nr ? rows[cb + x][kk] : 0.f;
+    }
+  }
+}
+
+// Panels [pb, pe) of op(B)[p0 .. p0+kc, j0 .. j0+nc) (panel q covers columns j0 + q*NR ..).
+// tmp holds max(nc, NR * kc) floats.
+static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t pb, int64_t pe, float* out,
+                   float* tmp) {
+  if (B.w && B.wtrans) {
+    // rows of W are rows of op(B): decode each row's column range once
+    const int64_t c0 = j0 + pb * NR, c1 = imin(j0 + nc, j0 + pe * NR);
+    for (int64_t kk = 0; kk < kc; kk++) {
+      dequant_range(B.w->fmt, B.w->data + (p0 + kk) * B.w->row_bytes, c0, c1, tmp);
+      for (int64_t q = pb; q < pe; q++) {
+        const int64_t j = q * NR;
+        const int nr = int(imin(NR, nc - j));
+        float* dst = out + q * NR * kc + kk * NR;
+        const float* src = tmp + (j0 + j - c0);
+        for (int c = 0; c < nr; c++) dst[c] = src[c];
+        for (int c = nr; c < NR; c++) dst[c] = 0.f;
+      }
+    }
+    return;
+  }
+  for (int64_t q = pb; q < pe; q++) {
+    const int64_t j = j0 + q * NR;
+    const int nr = int(imin(NR, j0 + nc - j));
+    float* dst = out + q * NR * kc;
+    if (B.w || B.trans) {
+      // column c of the panel is row j + c of Bᵀ (decoded first when packed)
+      const float* rows[NR];
+      for (int c = 0; c < nr; c++) {
+        if (B.w) {
+          dequant_range(B.w->fmt, B.w->data + (j + c) * B.w->row_bytes, p0, p0 + kc, tmp + c * kc);
+          rows[c] = tmp + c * kc;
+        } else {
+          rows[c] = B.p + (j + c) * B.ld + p0;
+        }
+      }
+      transpose_into_panel(rows, nr, kc, dst);
+      continue;
+    }
+    for (int64_t kk = 0; kk < kc; kk++) {
+      const float* src = B.p + (p0 + kk) * B.ld + j;
+      if (nr == NR) {
+        vstore(dst + kk * NR, vload(src));
+        vstore(dst + kk * NR + W, vload(src + W));
+      } else {
+        for (int c = 0; c < nr; c++) dst[kk * NR + c] = src[c];
+        for (int c = nr; c < NR; c++) dst[kk * NR + c] = 0.f;
+      }
+    }
+  }
+}
+
+typedef void (*MicroKernel)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, int mr, int nr, bool add);
+
+// MICRO multiplies packed panels; the packing itself only moves 32-bit units, so a micro-kernel
+// over pairs of bf16 (kern_avx512bf16.cc) reuses it unchanged.
+template <MicroKernel MICRO = micro_kernel>
+static void gemm_blocked(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& A, const BSrc& B, float* C,
+                         int64_t ldc, bool acc) {
+  const int64_t threads = ex.par ? pool_size(ex.pool) : 1;
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = imin(NC, n - jc);
+    const int64_t npan = ceil_div(nc, NR);
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = imin(KC, k - pc);
+      float* Bp = scratch<float>(ex, ex.tid, SLOT_B, npan * NR * kc);
+      // panel groups stay 32-column aligned so packed q blocks are decoded whole
+      const int64_t unit = NR >= 32 ? 1 : 32 / NR;
+      const int64_t units = ceil_div(npan, unit);
+      const int64_t groups = imin(units, threads * 4);
+      run(ex, groups, [&](int64_t g, int tid) {
+        const int64_t pb = imin(npan, g * units / groups * unit), pe = imin(npan, (g + 1) * units / groups * unit);
+        if (pb < pe) pack_b(B, pc, kc, jc, nc, pb, pe, Bp, scratch<float>(ex, tid, SLOT_T, imax(nc, NR * kc)));
+      });
+      const bool add = acc || pc > 0;
+      const int64_t mb = ceil_div(m, MC);
+      const int64_t js = mb >= threads * 4 ? 1 : imin(npan, ceil_div(threads * 4, mb));
+      run(ex, mb * js, [&](int64_t t, int tid) {
+        const int64_t ib = t / js, jg = t % js;
+        const int64_t i0 = ib * MC, mc = imin(MC, m - i0);
+        const int64_t q0 = jg * npan / js, q1 = (jg + 1) * npan / js;
+        if (q0 == q1) return;
+        float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(mc, MR) * MR * kc);
+        pack_a(A, i0, mc, pc, kc, Ap);
+        for (int64_t q = q0; q < q1; q++) {
+          const int64_t j = q * NR;
+          const int nr = int(imin(NR, nc - j));
+          for (int64_t ir = 0; ir < mc; ir += MR)
+            MICRO(kc, Ap + ir * kc, Bp + q * NR * kc, C + (i0 + ir) * ldc + jc + j, ldc, int(imin(MR, mc - ir)), nr, add);
+        }
+      });
+    }
+  }
+}
+
+// ---- few rows of A: stream B once ----
+
+template <int MB>
+static void f32_row_dots(const float* b, int64_t k, const float* const* a, float* out) {
+  constexpr int U = MB == 1 ? 4 : 2;
+  vf acc[MB][U];
+  for (int i = 0; i < MB; i++)
+    for (int u = 0; u < U; u++) acc[i][u] = vf{};
+  int64_t l = 0;
+  for (; l + U * W <= k; l += U * W)
+    for (int u = 0; u < U; u++) {
+      vf bv = vload(b + l + u * W);
+      for (int i = 0; i < MB; i++) acc[i][u] += bv * vload(a[i] + l + u * W);
+    }
+  for (; l + W <= k; l += W) {
+    vf bv = vload(b + l);
+    for (int i = 0; i < MB; i++) acc[i][0] += bv * vload(a[i] + l);
+  }
+  float tail[MB] = {};
+  for (; l < k; l++)
+    for (int i = 0; i < MB; i++) tail[i] += b[l] * a[i][l];
+  for (int i = 0; i < MB; i++) {
+    vf s = acc[i][0];
+    for (int u = 1; u < U; u++) s += acc[i][u];
+    out[i] = hsum(s) + tail[i];
+  }
+}
+
+static void f32_row_dots_n(int mb, const float* b, int64_t k, const float* const* a, float* out) {
+  switch (mb) {
+    case 1: f32_row_dots<1>(b, k, a, out); break;
+    case 2: f32_row_dots<2>(b, k, a, out); break;
+    case 3: f32_row_dots<3>(b, k, a, out); break;
+    default: f32_row_dots<4>(b, k, a, out); break;
+  }
+}
+
+// buf[i][0 .. nc) += sum over r < R of a[r * SMALL_M + i] * rows[r][0 .. nc), added in order of r
+// (the same sums as R single-row updates, with one load and store of buf per R rows)
+template <int R>
+static inline void axpy_rows_multi(int64_t m, const float* a, const float* const* rows, int64_t nc, float* buf, int64_t ldbuf) {
+  for (int64_t i = 0; i < m; i++) {
+    vf sv[R];
+    for (int r = 0; r < R; r++) sv[r] = vset(a[r * SMALL_M + i]);
+    float* o = buf + i * ldbuf;
+    int64_t c = 0;
+    for (; c + W <= nc; c += W) {
+      vf x = vload(o + c);
+      for (int r = 0; r < R; r++) x += sv[r] * vload(rows[r] + c);
+      vstore(o + c, x);
+    }
+    for (; c < nc; c++) {
+      float x = o[c];
+      for (int r = 0; r < R; r++) x += a[r * SMALL_M + i] * rows[r][c];
+      o[c] = x;
+    }
+  }
+}
+
+// buf[i][0 .. nc) += a[i] * row[0 .. nc) for each of m rows (a sequential sum per element)
+static inline void axpy_rows(int64_t m, const float* a, const float* row, int64_t nc, float* buf, int64_t ldbuf) {
+  for (int64_t i = 0; i < m; i++) {
+    const float s = a[i];
+    const vf sv = vset(s);
+    float* o = buf + i * ldbuf;
+    int64_t c = 0;
+    for (; c + W <= nc; c += W) vstore(o + c, vload(o + c) + sv * vload(row + c));
+    for (; c < nc; c++) o[c] += s * row[c];
+  }
+}
+
+// Columns per task when the columns of C are cut for threads.
+constexpr int64_t kColChunk = 1024;
+// Rows of B per task of the row-streaming path: at least kMinRowBlock, at most kMaxRowBlocks tasks.
+constexpr int64_t kMinRowBlock = 64, kMaxRowBlocks = 32;
+constexpr int64_t kRowChunk = 16;   // rows of B per task of the dot-product paths
+
+static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& A, const BSrc& B, float* C,
+                       int64_t ldc, bool acc) {
+  // the rows of op(A), contiguous
+  const float* arow[SMALL_M];
+  if (A.trans) {
+    float* t = scratch<float>(ex, ex.tid, SLOT_T, m * k);
+    for (int64_t l = 0; l < k; l++)
+      for (int64_t i = 0; i < m; i++) t[i * k + l] = A.p[l * A.ld + i];
+    for (int64_t i = 0; i < m; i++) arow[i] = t + i * k;
+  } else {
+    for (int64_t i = 0; i < m; i++) arow[i] = A.p + i * A.ld;
+  }
+  auto put = [&](int64_t i, int64_t j, float s) { C[i * ldc + j] = acc ? C[i * ldc + j] + s : s; };
+  const bool dots = B.w ? !B.wtrans : B.trans;
+  if (dots) {
+    // C[i, j] = dot(op(A) row i, B row j)
+    run(ex, ceil_div(n, kRowChunk), [&](int64_t t, int) {
+      float out[4];
+      for (int64_t j = t * kRowChunk; j < imin(n, (t + 1) * kRowChunk); j++) {
+        for (int64_t i0 = 0; i0 < m; i0 += 4) {
+          const int mb = int(imin(4, m - i0));
+          if (B.w) packed_row_dots_any(B.w->fmt, mb, B.w->data + j * B.w->row_bytes, k, arow + i0, out);
+          else f32_row_dots_n(mb, B.p + j * B.ld, k, arow + i0, out);
+          for (int i = 0; i < mb; i++) put(i0 + i, j, out[i]);
+        }
+      }
+    });
+    return;
+  }
+  // C[i, :] = sum over l of op(A)[i, l] * B row l. Each task streams a block of whole rows of B
+  // (long contiguous reads) into its own partial sums; the partials are then added in block
+  // order, so the result does not depend on which thread ran which block.
+  const int64_t rb = imax(kMinRowBlock, ceil_div(k, kMaxRowBlocks));
+  const int64_t blocks = ceil_div(k, rb);
+  const int64_t width = ceil_div(n, W) * W;  // partial rows padded to whole vectors
+  float* partial = scratch<float>(ex, ex.tid, SLOT_PARTIAL, blocks * m * width);
+  run(ex, blocks, [&](int64_t t, int) {
+    float* part = partial + t * m * width;
+    for (int64_t x = 0; x < m * width; x++) part[x] = 0.f;
+    float a[4 * SMALL_M];
+    int64_t l = t * rb;
+    const int64_t lend = imin(k, (t + 1) * rb);
+    if (!B.w) {
+      // four rows of B per pass over the partial sums
+      for (; l + 4 <= lend; l += 4) {
+        const float* rows[4];
+        for (int r = 0; r < 4; r++) {
+          rows[r] = B.p + (l + r) * B.ld;
+          for (int64_t i = 0; i < m; i++) a[r * SMALL_M + i] = arow[i][l + r];
+        }
+        axpy_rows_multi<4>(m, a, rows, n, part, width);
+      }
+    }
+    for (; l < lend; l++) {
+      bool any = false;
+      for (int64_t i = 0; i < m; i++) {
+        a[i] = arow[i][l];
+        any |= a[i] != 0.f;
+      }
+      if (B.w) {
+        if (!any) continue;  // like the reference: a zero gradient row adds nothing
+        packed_row_axpy_any(B.w->fmt, m, a, B.w->data + l * B.w->row_bytes, n, part, width);
+      } else {
+        axpy_rows(m, a, B.p + l * B.ld, n, part, width);
+      }
+    }
+  });
+  chunked(ex, n, kColChunk, [&](int64_t j0, int64_t j1, int) {
+    for (int64_t i = 0; i < m; i++) {
+      int64_t j = j0;
+      for (; j + W <= j1; j += W) {
+        vf s = vload(partial + i * width + j);
+        for (int64_t t = 1; t < blocks; t++) s += vload(partial + (t * m + i) * width + j);
+        float* c = C + i * ldc + j;
+        vstore(c, acc ? vload(c) + s : s);
+      }
+      for (; j < j1; j++) {
+        float s = partial[i * width + j];
+        for (int64_t t = 1; t < blocks; t++) s += partial[(t * m + i) * width + j];
+        put(i, j, s);
+      }
+    }
+  });
+}
+
+static void matmul(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& A, const BSrc& B, float* C, int64_t ldc,
+                   bool acc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!acc)
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) C[i * ldc + j] = 0.f;
+    return;
+  }
+  if (m <= SMALL_M) gemv_small(ex, m, n, k, A, B, C, ldc, acc);
+  else gemm_blocked(ex, m, n, k, A, B, C, ldc, acc);
+}
+
+static void k_gemm(Pool* pool, int64_t m, int64_t n, int64_t k, const float* a, bool ta, const float* b, bool tb, float* c,
+                   bool acc) {
+  Exec ex{pool, 0, m * n * k >= (int64_t(1) << 18)};
+  ASrc A{a, ta ? m : k, ta};
+  BSrc B{b, tb ? k : n, tb, nullptr, false};
+  matmul(ex, m, n, k, A, B, c, n, acc);
+}
+
+static void k_packed_matmul(Pool* pool, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc) {
+  // forward: C[m, rows] = A[m, cols] Wᵀ; transposed: C[m, cols] = A[m, rows] W
+  const int64_t n = transposed ? w.cols : w.rows, k = transposed ? w.rows : w.cols;
+  Exec ex{pool, 0, m * n * k >= (int64_t(1) << 16)};
+  ASrc A{a, k, false};
+  BSrc B{nullptr, 0, false, &w, transposed};
+  matmul(ex, m, n, k, A, B, c, n, acc);
+}

@@ -1,0 +1,132 @@
+// Rotary embedding, embedding gather / scatter-add, cross-entropy and a memory read probe.
+
+static void k_rope(Pool* pool, const float* x, const int32_t* pos, int64_t rows, int64_t heads, int64_t head_dim,
+                   const double* inv_freq, bool inverse, float* out) {
+  const int64_t half = head_dim / 2, width = heads * head_dim;
+  const int64_t per = imax(1, kChunk / imax(1, width));
+  const Exec ex = top(pool, rows * width);
+  run(ex, ceil_div(rows, per), [&](int64_t t, int tid) {
+    float* cs = scratch<float>(ex, tid, SLOT_MISC, 2 * half);
+    float* sn = cs + half;
+    for (int64_t r = t * per; r < imin(rows, (t + 1) * per); r++) {
+      // angles in double, as the reference computes them
+      for (int64_t i = 0; i < half; i++) {
+        const double angle = double(pos[r]) * inv_freq[i];
+        cs[i] = float(__builtin_cos(angle));
+        sn[i] = float(inverse ? -__builtin_sin(angle) : __builtin_sin(angle));
+      }
+      for (int64_t h = 0; h < heads; h++) {
+        const float* xo = x + r * width + h * head_dim;
+        float* o = out + r * width + h * head_dim;
+        int64_t i = 0;
+        for (; i + W <= half; i += W) {
+          vf x1 = vload(xo + i), x2 = vload(xo + half + i), c = vload(cs + i), s = vload(sn + i);
+          vstore(o + i, x1 * c - x2 * s);
+          vstore(o + half + i, x2 * c + x1 * s);
+        }
+        for (; i < half; i++) {
+          const float x1 = xo[i], x2 = xo[half + i];
+          o[i] = x1 * cs[i] - x2 * sn[i];
+          o[half + i] = x2 * cs[i] + x1 * sn[i];
+        }
+      }
+    }
+  });
+}
+
+static void k_embedding(Pool* pool, const float* table, const int32_t* ids, int64_t count, int64_t dim, float* out) {
+  const int64_t per = imax(1, kChunk / imax(1, dim));
+  run(top(pool, count * dim), ceil_div(count, per), [&](int64_t t, int) {
+    for (int64_t i = t * per; i < imin(count, (t + 1) * per); i++)
+      __builtin_memcpy(out + i * dim, table + int64_t(ids[i]) * dim, size_t(dim) * sizeof(float));
+  });
+}
+
+// dtable[ids[i]] += dy[i]; cut by columns so repeated ids add up in order of i.
+static void k_embedding_backward(Pool* pool, const int32_t* ids, int64_t count, const float* dy, int64_t dim, float* dtable) {
+  constexpr int64_t CH = 256;
+  run(top(pool, count * dim), ceil_div(dim, CH), [&](int64_t t, int) {
+    const int64_t j0 = t * CH, nc = imin(CH, dim - j0);
+    for (int64_t i = 0; i < count; i++) {
+      float* o = dtable + int64_t(ids[i]) * dim + j0;
+      const float* g = dy + i * dim + j0;
+      int64_t c = 0;
+      for (; c + W <= nc; c += W) vstore(o + c, vload(o + c) + vload(g + c));
+      for (; c < nc; c++) o[c] += g[c];
+    }
+  });
+}
+
+static double k_cross_entropy(Pool* pool, const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
+                              int32_t ignore, float* dlogits) {
+  int64_t count = 0;
+  for (int64_t r = 0; r < rows; r++) count += targets[r] != ignore;
+  const Exec ex = top(pool, rows * vocab);
+  if (count == 0) {
+    if (dlogits)
+      chunked(ex, rows * vocab, kChunk, [&](int64_t b, int64_t e, int) {
+        for (int64_t i = b; i < e; i++) dlogits[i] = 0.f;
+      });
+    return __builtin_nan("");
+  }
+  double* loss = scratch<double>(ex, 0, SLOT_MISC, rows);
+  const float inv_count = float(1.0 / double(count));
+  run(ex, rows, [&](int64_t r, int) {
+    const float* l = logits + r * vocab;
+    float* d = dlogits ? dlogits + r * vocab : nullptr;
+    const int32_t tgt = targets[r];
+    if (tgt == ignore) {
+      loss[r] = 0.0;
+      if (d)
+        for (int64_t j = 0; j < vocab; j++) d[j] = 0.f;
+      return;
+    }
+    vf mx = vset(-__builtin_inff());
+    int64_t j = 0;
+    for (; j + W <= vocab; j += W) mx = vmax(mx, vload(l + j));
+    float m = hmax(mx);
+    for (; j < vocab; j++) m = l[j] > m ? l[j] : m;
+    const vf mv = vset(m);
+    vdw sv = vdw{};
+    j = 0;
+    for (; j + W <= vocab; j += W) sv += vwiden(vexp(vload(l + j) - mv));
+    double sum = hsum(sv);
+    for (; j < vocab; j++) sum += sexp(l[j] - m);
+    const double lse = __builtin_log(sum) + m;
+    loss[r] = lse - l[tgt];
+    if (!d) return;
+    // exp(l - lse) = exp((l - m) - log(sum)): shifting by m first keeps the argument exact
+    const float ls = float(__builtin_log(sum));
+    const vf lsv = vset(ls), ic = vset(inv_count);
+    j = 0;
+    for (; j + W <= vocab; j += W) vstore(d + j, vexp(vload(l + j) - mv - lsv) * ic);
+    for (; j < vocab; j++) d[j] = sexp(l[j] - m - ls) * inv_count;
+    d[tgt] -= inv_count;
+  });
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; r++) total += loss[r];
+  return total / double(count);
+}
+
+static double k_read_sum(Pool* pool, const float* x, int64_t n, int reps) {
+  const int64_t parts = pool_size(pool);
+  double* sums = scratch<double>(Exec{pool, 0, true}, 0, SLOT_MISC, parts);
+  run(Exec{pool, 0, true}, parts, [&](int64_t t, int) {
+    const int64_t b = (n * t / parts) & ~int64_t(W - 1), e = t + 1 == parts ? n : (n * (t + 1) / parts) & ~int64_t(W - 1);
+    vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
+    for (int rep = 0; rep < reps; rep++) {
+      int64_t i = b;
+      for (; i + 4 * W <= e; i += 4 * W) {
+        a0 += vload(x + i);
+        a1 += vload(x + i + W);
+        a2 += vload(x + i + 2 * W);
+        a3 += vload(x + i + 3 * W);
+      }
+      for (; i < e; i++) a0[0] += x[i];
+    }
+    sums[t] = hsum(a0 + a1 + a2 + a3);
+  });
+  double s = 0.0;
+  for (int64_t t = 0; t < parts; t++) s += sums[t];
+  return s;
+}

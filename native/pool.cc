@@ -1,0 +1,147 @@
+// A persistent thread pool: workers are created once and wait for jobs; the calling thread
+// takes part as thread 0. Tasks are handed out through an atomic counter, so fast threads take
+// more of them; what a task computes never depends on which thread runs it.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void cpu_relax() { _mm_pause(); }
+#elif defined(__aarch64__)
+static inline void cpu_relax() { asm volatile("yield"); }
+#else
+static inline void cpu_relax() {}
+#endif
+
+namespace llava {
+
+namespace {
+struct Scratch {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
+// How long an idle worker spins before sleeping: long enough to catch the next kernel of a
+// model's layer, short enough not to burn a shared core.
+constexpr auto kSpin = std::chrono::microseconds(200);
+}  // namespace
+
+struct Pool {
+  int size = 1;
+  std::vector<std::thread> workers;
+  std::vector<Scratch> scratch;  // size * kScratchSlots
+
+  std::mutex mu;
+  std::condition_variable wake;
+  std::atomic<uint64_t> generation{0};
+  std::atomic<bool> stop{false};
+  std::atomic<int> sleepers{0};
+
+  // the current job
+  TaskFn fn = nullptr;
+  void* ctx = nullptr;
+  int64_t ntasks = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int> busy{0};  // workers still inside the current job
+};
+
+static void run_tasks(Pool* p, int tid) {
+  for (;;) {
+    int64_t t = p->next.fetch_add(1, std::memory_order_relaxed);
+    if (t >= p->ntasks) break;
+    p->fn(p->ctx, t, tid);
+  }
+}
+
+static void worker_main(Pool* p, int tid) {
+  uint64_t seen = 0;
+  for (;;) {
+    // wait for a new generation: spin a little, then sleep
+    auto start = std::chrono::steady_clock::now();
+    int spins = 0;
+    while (p->generation.load(std::memory_order_acquire) == seen && !p->stop.load(std::memory_order_relaxed)) {
+      cpu_relax();
+      if (++spins % 256 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
+        std::unique_lock<std::mutex> lock(p->mu);
+        p->sleepers.fetch_add(1);
+        p->wake.wait(lock, [&] { return p->generation.load(std::memory_order_acquire) != seen || p->stop.load(); });
+        p->sleepers.fetch_sub(1);
+      }
+    }
+    if (p->stop.load()) return;
+    seen = p->generation.load(std::memory_order_acquire);
+    run_tasks(p, tid);
+    p->busy.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+Pool* pool_create(int threads) {
+  Pool* p = new Pool();
+  p->size = threads < 1 ? 1 : threads;
+  p->scratch.resize(size_t(p->size) * kScratchSlots);
+  for (int t = 1; t < p->size; t++) p->workers.emplace_back(worker_main, p, t);
+  return p;
+}
+
+void pool_destroy(Pool* p) {
+  if (!p) return;
+  {
+    std::lock_guard<std::mutex> lock(p->mu);
+    p->stop.store(true);
+  }
+  p->wake.notify_all();
+  for (auto& w : p->workers) w.join();
+  for (auto& s : p->scratch) std::free(s.ptr);
+  delete p;
+}
+
+int pool_size(const Pool* p) { return p ? p->size : 1; }
+
+void pool_run(Pool* p, int64_t ntasks, TaskFn fn, void* ctx) {
+  if (!p || p->size == 1 || ntasks <= 1) {
+    for (int64_t t = 0; t < ntasks; t++) fn(ctx, t, 0);
+    return;
+  }
+  p->fn = fn;
+  p->ctx = ctx;
+  p->ntasks = ntasks;
+  p->next.store(0, std::memory_order_relaxed);
+  p->busy.store(p->size - 1, std::memory_order_relaxed);
+  {
+    // publishing under the mutex means a worker about to sleep cannot miss the new generation
+    std::lock_guard<std::mutex> lock(p->mu);
+    p->generation.fetch_add(1, std::memory_order_acq_rel);
+  }
+  if (p->sleepers.load() > 0) p->wake.notify_all();
+  run_tasks(p, 0);
+  int spins = 0;
+  while (p->busy.load(std::memory_order_acquire) != 0) {
+    cpu_relax();
+    // a descheduled worker (2 vCPUs shared with other processes) needs the core back
+    if (++spins > 4096) std::this_thread::yield();
+  }
+}
+
+void* pool_scratch(Pool* p, int tid, int slot, size_t bytes) {
+  Scratch& s = p->scratch[size_t(tid) * kScratchSlots + slot];
+  if (s.bytes < bytes) {
+    std::free(s.ptr);
+    size_t rounded = (bytes + 4095) & ~size_t(4095);
+    s.ptr = std::aligned_alloc(64, rounded);
+    if (!s.ptr) {
+      std::fprintf(stderr, "llava native backend: out of memory allocating %zu bytes of scratch\n", rounded);
+      std::abort();
+    }
+    s.bytes = rounded;
+  }
+  return s.ptr;
+}
+
+}  // namespace llava
