@@ -116,7 +116,6 @@ export class FileSource implements ByteSource {
 
 /** Lines (GLOBAL names, protocol-0 numbers) longer than this are not pickles we accept. */
 const MAX_LINE = 1 << 16;
-const MARK = Symbol("mark");
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 

@@ -10,7 +10,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { LlavaError } from "../util/errors.js";
 import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
-import { isDirectory, isFile, openForRead, readFully, readJsonFile } from "./files.js";
+import { isDirectory, isFile, openForRead, readFully } from "./files.js";
+import { readWeightMap, resolveWeightsInDirectory } from "./checkpoint-files.js";
 import {
   MAX_HEADER_BYTES,
   dtypeSize,
@@ -261,52 +262,11 @@ const INT_ARRAYS: Partial<Record<SafetensorsDtype, IntCtor>> = {
   U64: BigUint64Array,
 };
 
-/** Picks the weights inside a checkpoint directory, preferring `model.safetensors` like transformers. */
+/** Picks the weights inside a checkpoint directory, as transformers does. */
 function resolveDirectory(dir: string): string {
-  const single = path.join(dir, "model.safetensors");
-  if (isFile(single)) return single;
-  const index = path.join(dir, "model" + INDEX_SUFFIX);
-  if (isFile(index)) return index;
-  let entries: string[];
-  try {
-    entries = fs.readdirSync(dir).sort();
-  } catch {
-    entries = [];
-  }
-  const indexes = entries.filter((f) => f.endsWith(INDEX_SUFFIX) && isFile(path.join(dir, f)));
-  if (indexes.length === 1) return path.join(dir, indexes[0]);
-  const files = entries.filter((f) => f.endsWith(".safetensors") && isFile(path.join(dir, f)));
-  if (indexes.length === 0 && files.length === 1) return path.join(dir, files[0]);
-  const found = [...indexes, ...files];
-  throw new LlavaError(
-    `weights directory ${dir}: ` +
-      (found.length === 0
-        ? "no model.safetensors, model.safetensors.index.json or other *.safetensors file"
-        : `no model.safetensors or model.safetensors.index.json, and several candidates (${found.join(", ")}); ` +
-          "pass the file to use"),
-  );
+  return resolveWeightsInDirectory(dir, { single: "model.safetensors", indexSuffix: INDEX_SUFFIX, extension: ".safetensors" });
 }
 
-/** Reads `weight_map` from a shard index, checking its shape and the shard names. */
-function readWeightMap(indexFile: string): Map<string, string> {
-  const json = readJsonFile(indexFile, "shard index");
-  const fail = (msg: string): never => {
-    throw new LlavaError(`shard index ${indexFile}: ${msg}`);
-  };
-  if (typeof json !== "object" || json === null || Array.isArray(json)) fail("not a JSON object");
-  const map = (json as Record<string, unknown>).weight_map;
-  if (typeof map !== "object" || map === null || Array.isArray(map)) fail(`missing "weight_map" object`);
-  const out = new Map<string, string>();
-  for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
-    if (typeof shard !== "string" || shard === "") fail(`weight_map entry for "${name}" is not a file name`);
-    const s = shard as string;
-    // Shards sit next to the index; refuse paths that would escape the checkpoint directory.
-    if (path.isAbsolute(s) || s.split(/[\\/]/).includes("..")) fail(`weight_map entry for "${name}" ("${s}") leaves the checkpoint directory`);
-    out.set(name, s);
-  }
-  if (out.size === 0) fail("weight_map is empty");
-  return out;
-}
 
 /** Opens one file and validates its header without reading any tensor data. */
 function openSafetensorsFile(file: string): { file: OpenFile; entries: Map<string, HeaderEntry> } {

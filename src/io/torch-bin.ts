@@ -12,7 +12,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { LlavaError } from "../util/errors.js";
 import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
-import { isDirectory, isFile, openForRead, readFully, readJsonFile } from "./files.js";
+import { isDirectory, isFile, openForRead, readFully } from "./files.js";
+import { readWeightMap, resolveWeightsInDirectory } from "./checkpoint-files.js";
 import { BufferSource, FileSource, PyDict, unpickle } from "./pickle.js";
 import { dtypeSize, type SafetensorsDtype } from "./safetensors-header.js";
 import type { IntArray, RawTensor } from "./safetensors.js";
@@ -528,49 +529,8 @@ function widenToF32(dtype: SafetensorsDtype, buffer: ArrayBuffer, n: number, out
 // ---------------------------------------------------------------------------------------------
 // Folders and shard indexes
 
-/** Picks the weights inside a checkpoint directory, preferring `pytorch_model.bin` like transformers. */
+/** Picks the weights inside a checkpoint directory, as transformers does. */
 function resolveDirectory(dir: string): string {
-  const single = path.join(dir, "pytorch_model.bin");
-  if (isFile(single)) return single;
-  const index = path.join(dir, "pytorch_model" + INDEX_SUFFIX);
-  if (isFile(index)) return index;
-  let entries: string[];
-  try {
-    entries = fs.readdirSync(dir).sort();
-  } catch {
-    entries = [];
-  }
-  const indexes = entries.filter((f) => f.endsWith(INDEX_SUFFIX) && isFile(path.join(dir, f)));
-  if (indexes.length === 1) return path.join(dir, indexes[0]);
-  const files = entries.filter((f) => f.endsWith(".bin") && !NOT_WEIGHTS.has(f) && isFile(path.join(dir, f)));
-  if (indexes.length === 0 && files.length === 1) return path.join(dir, files[0]);
-  const found = [...indexes, ...files];
-  throw new LlavaError(
-    `weights directory ${dir}: ` +
-      (found.length === 0
-        ? "no pytorch_model.bin, pytorch_model.bin.index.json or other *.bin file"
-        : `no pytorch_model.bin or pytorch_model.bin.index.json, and several candidates (${found.join(", ")}); ` +
-          "pass the file to use"),
-  );
+  return resolveWeightsInDirectory(dir, { single: "pytorch_model.bin", indexSuffix: INDEX_SUFFIX, extension: ".bin", ignore: NOT_WEIGHTS });
 }
 
-/** Reads `weight_map` from a shard index, checking its shape and the shard names. */
-function readWeightMap(indexFile: string): Map<string, string> {
-  const json = readJsonFile(indexFile, "shard index");
-  const fail = (msg: string): never => {
-    throw new LlavaError(`shard index ${indexFile}: ${msg}`);
-  };
-  if (typeof json !== "object" || json === null || Array.isArray(json)) fail("not a JSON object");
-  const map = (json as Record<string, unknown>).weight_map;
-  if (typeof map !== "object" || map === null || Array.isArray(map)) fail(`missing "weight_map" object`);
-  const out = new Map<string, string>();
-  for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
-    if (typeof shard !== "string" || shard === "") fail(`weight_map entry for "${name}" is not a file name`);
-    const s = shard as string;
-    // Shards sit next to the index; refuse paths that would escape the checkpoint directory.
-    if (path.isAbsolute(s) || s.split(/[\\/]/).includes("..")) fail(`weight_map entry for "${name}" ("${s}") leaves the checkpoint directory`);
-    out.set(name, s);
-  }
-  if (out.size === 0) fail("weight_map is empty");
-  return out;
-}
