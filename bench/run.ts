@@ -58,6 +58,12 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+/** Median time of `runs` calls after one untimed warm-up call (first-touch page faults, JIT). */
+function timed(fn: () => unknown, runs = 3): number {
+  fn();
+  return median(Array.from({ length: runs }, () => time(fn)[1]));
+}
+
 function time<T>(fn: () => T): [T, number] {
   const t = performance.now();
   const r = fn();
@@ -102,14 +108,14 @@ async function child(model: ModelName, precision: Precision, threads: number): P
   const loaded = await loadLlava(ensureCheckpoint(model), opts);
   const loadMs = performance.now() - started;
   const images = prepareImages(loaded, [noiseImage(640, 480)]);
-  const encodeMs = median([0, 1, 2].map(() => time(() => loaded.model.encodeImages(images.pixels))[1]));
+  const encodeMs = timed(() => loaded.model.encodeImages(images.pixels));
 
   const words = Array.from({ length: PROMPT_TEXT_TOKENS }, (_, i) => ["red", "blue", "cat", "sky"][i % 4]).join(" ");
   const prompt = `USER: <image>\n${words} ASSISTANT:`;
   const inputs = buildInputs(loaded, prompt, images);
   const llm = loaded.model.llm;
   const T = inputs.embeds.dim(1);
-  const prefillMs = median([0, 1].map(() => time(() => llm.forward(inputs.embeds, { cache: llm.newCache(1, T + DECODE_TOKENS) }))[1]));
+  const prefillMs = timed(() => llm.forward(inputs.embeds, { cache: llm.newCache(1, T + DECODE_TOKENS) }));
 
   const cache = llm.newCache(1, T + DECODE_TOKENS);
   let { hidden } = llm.forward(inputs.embeds, { cache });
@@ -126,7 +132,7 @@ async function child(model: ModelName, precision: Precision, threads: number): P
   // one optimizer step on a 20-token answer after the prompt
   const trainStep = (params: Tensor[]) => {
     const opt = new AdamW(params, { lr: 1e-4 });
-    return median([0, 1].map(() => time(() => {
+    return timed(() => {
       opt.zeroGrad();
       const { embeds } = buildInputs(loaded, prompt, images);
       const { hidden: h } = llm.forward(embeds);
@@ -136,7 +142,7 @@ async function child(model: ModelName, precision: Precision, threads: number): P
       const targets = Int32Array.from({ length: 20 }, (_, i) => ((t - 21 + i) * 7919) % 32000);
       crossEntropy(logits, targets).backward();
       opt.update();
-    })[1]));
+    });
   };
   const projector = loaded.model.projector.namedParameters().map(([, t]) => t);
   for (const p of projector) p.requiresGrad = true;
