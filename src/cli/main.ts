@@ -31,7 +31,7 @@ common options:
   --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint
   --dtype f32|bf16|f16 precision of the Linear weights in memory (default f32; bf16/f16 as stored, no f32 copy)
   --load-8bit          quantize the language model's Linear weights to 8 bits (q8_0) at load time
-  --load-4bit          the same with 4 bits (q4_0); the vision tower and projector stay full precision
+  --load-4bit          the same with 4 bits (q4_0; lm_head 8 bits); the tower runs in f16, the projector in f32
   --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
   --threads N          native kernel threads (default: one per core)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)

@@ -55,7 +55,7 @@ export function residentBytes(store: WeightFiles, opts: LoadOptions): number {
     const n = shape.reduce((a, b) => a * b, 1);
     const isLinear = shape.length === 2 && /(_proj|\.fc\d|lm_head)\.weight$/.test(name) && !/projector/.test(name);
     const inTower = /vision_tower|vision_model/.test(name);
-    const format = !isLinear ? null : inTower ? visionFormat(opts) : llmFormat(opts);
+    const format = !isLinear ? null : inTower ? visionFormat(opts) : name.endsWith("lm_head.weight") ? headFormat(opts) : llmFormat(opts);
     total += format === null ? 4 * n : format === "q8_0" && shape[1] % 32 === 0 ? (n / 32) * 34 : format === "q4_0" && shape[1] % 32 === 0 ? (n / 32) * 18 : format === "bf16" || format === "f16" ? 2 * n : 4 * n;
   }
   return total;
@@ -71,8 +71,16 @@ function checkMemory(stores: WeightFiles[], opts: LoadOptions): void {
   }
 }
 
-const visionFormat = (opts: LoadOptions): PackedFormat | null => (opts.dtype && opts.dtype !== "f32" ? opts.dtype : null);
+/**
+ * Formats of the Linear weights. --dtype applies to the tower and the LLM. With --load-8bit /
+ * --load-4bit the LLM's layers are quantized and the tower runs in f16, as the reference runs
+ * it (torch_dtype float16 with bitsandbytes on the LLM); the 4-bit model keeps lm_head at
+ * 8 bits, as llama.cpp keeps its output layer at higher precision. The projector stays f32.
+ */
+const visionFormat = (opts: LoadOptions): PackedFormat | null =>
+  opts.dtype && opts.dtype !== "f32" ? opts.dtype : opts.quantize ? "f16" : null;
 const llmFormat = (opts: LoadOptions): PackedFormat | null => opts.quantize ?? visionFormat(opts);
+const headFormat = (opts: LoadOptions): PackedFormat | null => (opts.quantize === "q4_0" ? "q8_0" : llmFormat(opts));
 
 export interface LoadedLlava {
   model: LlavaModel;
@@ -212,7 +220,7 @@ function loadOriginal(dir: string, config: Json, configFile: string, weights: Te
   }
   const names = type === "linear" ? [""] : Array.from({ length: depth }, (_, i) => String(2 * i));
   const projector = Projector.load(main.sub("model.mm_projector."), depth, names, mmHidden, textConfig.hiddenSize);
-  const llm = new LlamaForCausalLM(main.sub("model.").packing(llmFormat(opts)), main.sub("lm_head.").packing(llmFormat(opts)), textConfig);
+  const llm = new LlamaForCausalLM(main.sub("model.").packing(llmFormat(opts)), main.sub("lm_head.").packing(headFormat(opts)), textConfig);
   const aspect = config.image_aspect_ratio;
   const mergeType = (config.mm_patch_merge_type ?? "flat") as string;
   if (!["flat", "spatial", "spatial_unpad"].includes(mergeType)) {
@@ -297,7 +305,7 @@ function loadHf(dir: string, config: Json, configFile: string, store: WeightFile
   const model = new LlavaModel(
     new ClipVisionModel(root.sub(p.vision).packing(visionFormat(opts)), visionConfig),
     projector,
-    new LlamaForCausalLM(root.sub(p.llm).packing(llmFormat(opts)), root.sub(p.head).packing(llmFormat(opts)), textConfig),
+    new LlamaForCausalLM(root.sub(p.llm).packing(llmFormat(opts)), root.sub(p.head).packing(headFormat(opts)), textConfig),
     settings,
     newline,
   );

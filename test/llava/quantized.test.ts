@@ -34,7 +34,11 @@ for (const [format, bound, sameTokens] of [["q8_0", 0.02, true], ["q4_0", 0.25, 
     const { loaded, out } = await dumpWith({ quantize: format }, format);
     const packed = loaded.model.llm.namedLinears().filter(([, l]) => l.weight instanceof PackedTensor);
     assert.ok(packed.length >= 12, `only ${packed.length} layers quantized`);
-    assert.ok(loaded.model.vision.layers.every((l) => !(l.q.weight instanceof PackedTensor)), "the tower stays f32");
+    const tower = loaded.model.vision.layers[0].q.weight;
+    assert.ok(tower instanceof PackedTensor && tower.matrix.format === "f16", "the tower runs in f16, not quantized");
+    const head = loaded.model.llm.lmHead.weight;
+    assert.ok(head instanceof PackedTensor && head.matrix.format === "q8_0", "lm_head is kept at 8 bits");
+    assert.ok(loaded.model.projector.linears.every((l) => !(l.weight instanceof PackedTensor)), "the projector stays f32");
     const want = read(REF, "logits_last");
     const got = read(out, "logits_last");
     const rel = rms(got.map((x, i) => x - want[i])) / rms(want);
