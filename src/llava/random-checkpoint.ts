@@ -28,6 +28,8 @@ export interface RandomLlavaSpec {
   visionSelectFeature?: "patch" | "cls_patch";
   /** written as F32 (default), F16 or BF16 */
   dtype?: "F32" | "F16" | "BF16";
+  /** shard the weights past this many bytes (default: one file) */
+  maxShardBytes?: number;
 }
 
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"];
@@ -35,11 +37,18 @@ const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tok
 /** Reads a field written in `json`, else transformers' default. */
 const field = (json: Json, name: string, fallback: number): number => (typeof json[name] === "number" ? (json[name] as number) : fallback);
 
+/**
+ * Random tensors written to `dir` as they are made: one model.safetensors, or, past
+ * `maxShardBytes`, shards with an index as transformers names them (so a 7B-shaped model never
+ * has to fit in memory at once).
+ */
 class RandomTensors {
-  readonly tensors: TensorToWrite[] = [];
+  private pending: TensorToWrite[] = [];
+  private pendingBytes = 0;
+  private readonly shards: Array<{ file: string; names: string[]; bytes: number }> = [];
   private readonly random: () => number;
 
-  constructor(seed: number, private readonly dtype: "F32" | "F16" | "BF16") {
+  constructor(seed: number, private readonly dtype: "F32" | "F16" | "BF16", private readonly dir: string, private readonly maxShardBytes = Infinity) {
     this.random = seededRandom(seed);
   }
 
@@ -48,7 +57,37 @@ class RandomTensors {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = center + spread * (2 * this.random() - 1);
-    this.tensors.push({ name, dtype: this.dtype, shape, data });
+    this.pending.push({ name, dtype: this.dtype, shape, data });
+    this.pendingBytes += n * (this.dtype === "F32" ? 4 : 2);
+    if (this.pendingBytes >= this.maxShardBytes) this.flush();
+  }
+
+  private flush(): void {
+    if (!this.pending.length) return;
+    const file = `model-part-${this.shards.length}.safetensors`;
+    writeSafetensors(path.join(this.dir, file), this.pending, { format: "pt" });
+    this.shards.push({ file, names: this.pending.map((t) => t.name), bytes: this.pendingBytes });
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  /** Writes what is left: model.safetensors, or the last shard and the index. */
+  finish(): void {
+    if (!this.shards.length) {
+      writeSafetensors(path.join(this.dir, "model.safetensors"), this.pending, { format: "pt" });
+      return;
+    }
+    this.flush();
+    const count = this.shards.length;
+    const pad = (i: number) => String(i).padStart(5, "0");
+    const weightMap: Record<string, string> = {};
+    this.shards.forEach((shard, i) => {
+      const name = `model-${pad(i + 1)}-of-${pad(count)}.safetensors`;
+      fs.renameSync(path.join(this.dir, shard.file), path.join(this.dir, name));
+      for (const n of shard.names) weightMap[n] = name;
+    });
+    const totalSize = this.shards.reduce((s, x) => s + x.bytes, 0);
+    writeJson(path.join(this.dir, "model.safetensors.index.json"), { metadata: { total_size: totalSize }, weight_map: weightMap });
   }
 
   /** a Linear layer whose output keeps roughly unit variance */
@@ -133,7 +172,7 @@ function copyTokenizer(from: string, to: string): void {
 export function writeRandomLlava(dir: string, spec: RandomLlavaSpec): { modelDir: string; towerDir: string | null } {
   fs.mkdirSync(dir, { recursive: true });
   copyTokenizer(spec.tokenizerFrom, dir);
-  const t = new RandomTensors(spec.seed ?? 1, spec.dtype ?? "F32");
+  const t = new RandomTensors(spec.seed ?? 1, spec.dtype ?? "F32", dir, spec.maxShardBytes);
   const vd = field(spec.vision, "hidden_size", 768);
   const td = field(spec.text, "hidden_size", 4096);
   if (spec.format === "hf") {
@@ -141,7 +180,7 @@ export function writeRandomLlava(dir: string, spec: RandomLlavaSpec): { modelDir
     t.linear("multi_modal_projector.linear_1", td, vd, true);
     t.linear("multi_modal_projector.linear_2", td, td, true);
     llamaTensors(t, "language_model.model.", "language_model.lm_head", spec.text);
-    writeSafetensors(path.join(dir, "model.safetensors"), t.tensors, { format: "pt" });
+    t.finish();
     writeJson(path.join(dir, "config.json"), {
       architectures: ["LlavaForConditionalGeneration"], model_type: "llava",
       image_token_index: 32000, projector_hidden_act: "gelu",
@@ -154,9 +193,9 @@ export function writeRandomLlava(dir: string, spec: RandomLlavaSpec): { modelDir
   }
   const towerDir = `${dir}-clip`;
   fs.mkdirSync(towerDir, { recursive: true });
-  const tower = new RandomTensors((spec.seed ?? 1) + 1, spec.dtype ?? "F32");
+  const tower = new RandomTensors((spec.seed ?? 1) + 1, spec.dtype ?? "F32", towerDir, spec.maxShardBytes);
   clipTensors(tower, "vision_model.", spec.vision);
-  writeSafetensors(path.join(towerDir, "model.safetensors"), tower.tensors, { format: "pt" });
+  tower.finish();
   writeJson(path.join(towerDir, "config.json"), { model_type: "clip_vision_model", architectures: ["CLIPVisionModel"], ...spec.vision });
   writeJson(path.join(towerDir, "preprocessor_config.json"), processorConfig(spec.vision));
   const type = spec.projectorType ?? "mlp2x_gelu";
@@ -165,7 +204,7 @@ export function writeRandomLlava(dir: string, spec: RandomLlavaSpec): { modelDir
     t.linear(type === "linear" ? "model.mm_projector" : `model.mm_projector.${2 * i}`, td, i === 0 ? vd : td, true);
   }
   llamaTensors(t, "model.", "lm_head", spec.text);
-  writeSafetensors(path.join(dir, "model.safetensors"), t.tensors, { format: "pt" });
+  t.finish();
   writeJson(path.join(dir, "config.json"), {
     architectures: ["LlavaLlamaForCausalLM"], model_type: "llava_llama", ...spec.text,
     mm_vision_tower: towerDir, mm_hidden_size: vd, mm_projector_type: type,

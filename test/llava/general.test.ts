@@ -243,3 +243,23 @@ test("a checkpoint saved as pytorch_model.bin (torch.save zip) gives the fixture
   await runDump(await loadLlava(dir), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
   assert.deepEqual(compareCase(path.join(CASES, "tiny-llava-1.5-mha", "gradient"), out).filter((v) => !v.ok), []);
 });
+
+test("a sharded checkpoint (model-0000N-of-0000M + index) loads like the single file", async () => {
+  const spec: RandomLlavaSpec = {
+    format: "hf", seed: 41, tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
+    text: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, vocab_size: 32001 },
+    vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+  };
+  const single = path.join(tmp, "single");
+  const sharded = path.join(tmp, "sharded");
+  writeRandomLlava(single, spec);
+  writeRandomLlava(sharded, { ...spec, maxShardBytes: 20_000 });
+  const shards = fs.readdirSync(sharded).filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f));
+  assert.ok(shards.length >= 3, `${shards.length} shards`);
+  const logits = async (dir: string) => {
+    const out = path.join(dir, "dump");
+    await runDump(await loadLlava(dir), { images: [], query: "Hi", convMode: "llava_v1", maxNewTokens: 2, out });
+    return read(out, "logits_last");
+  };
+  assert.deepEqual(await logits(sharded), await logits(single));
+});
