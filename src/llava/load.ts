@@ -13,74 +13,29 @@ import type { PatchMergeType } from "./anyres.js";
 import { ClipVisionModel } from "./clip.js";
 import { LlamaForCausalLM } from "./llama.js";
 import { type ImageAspectMode, LlavaModel, type LlavaSettings } from "./model.js";
+import { checkMemory, headFormat, llmFormat, type PrecisionOptions, visionFormat } from "./precision.js";
 import { Projector, projectorDepth } from "./projector.js";
+import { baseAndPartialWeights, openWeights, type WeightFiles } from "./weights.js";
 import { type ClipVisionConfig, type LlamaConfig, parseClipVisionConfig, parseLlamaConfig } from "../io/config.js";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
-import { WeightStore } from "../io/safetensors.js";
-import { TorchBinStore } from "../io/torch-bin.js";
 import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig, parsePinpoints } from "../image/processor.js";
 import { activationByName } from "../nn/layers.js";
-import { attachLora, parseLoraConfig, unusedLoraKeys } from "../nn/lora.js";
-import { overlaySources, ParamLoader, renamedSource, type TensorSource } from "../nn/params.js";
+import { attachLora, unusedLoraKeys } from "../nn/lora.js";
+import { ParamLoader, type TensorSource } from "../nn/params.js";
 import type { Backend } from "../tensor/backend.js";
-import type { PackedFormat } from "../tensor/packed.js";
 import { createBackend } from "../tensor/backends.js";
 import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
 import { LlavaError } from "../util/errors.js";
 
 export type CheckpointFormat = "original" | "hf-llava" | "hf-llava-next";
 
-export interface LoadOptions {
+export interface LoadOptions extends PrecisionOptions {
   backend?: Backend;
   /** folder of the CLIP vision tower, overriding `mm_vision_tower` (original format) */
   visionTower?: string;
   /** the base LLM folder under a LoRA or projector-only checkpoint (the reference's --model-base) */
   modelBase?: string;
-  /** precision of the Linear weights of the tower and the LLM (default f32; bf16/f16 stay 16-bit in memory) */
-  dtype?: "f32" | "bf16" | "f16";
-  /** quantize the LLM's Linear weights at load time (the reference's --load-8bit / --load-4bit) */
-  quantize?: "q8_0" | "q4_0";
-  /** refuse to load a model needing more bytes than this (default: 90% of the machine's memory) */
-  memoryLimit?: number;
 }
-
-/**
- * Bytes the weights will occupy once loaded in the requested precisions, from the file headers
- * alone: Linear weights (2-D `*_proj`, `fc*`, `lm_head` weights) packed as asked, the rest f32.
- */
-export function residentBytes(store: WeightFiles, opts: LoadOptions): number {
-  let total = 0;
-  for (const name of store.names()) {
-    const shape = store.info(name).shape;
-    const n = shape.reduce((a, b) => a * b, 1);
-    const isLinear = shape.length === 2 && /(_proj|\.fc\d|lm_head)\.weight$/.test(name) && !/projector/.test(name);
-    const inTower = /vision_tower|vision_model/.test(name);
-    const format = !isLinear ? null : inTower ? visionFormat(opts) : name.endsWith("lm_head.weight") ? headFormat(opts) : llmFormat(opts);
-    total += format === null ? 4 * n : format === "q8_0" && shape[1] % 32 === 0 ? (n / 32) * 34 : format === "q4_0" && shape[1] % 32 === 0 ? (n / 32) * 18 : format === "bf16" || format === "f16" ? 2 * n : 4 * n;
-  }
-  return total;
-}
-
-function checkMemory(stores: WeightFiles[], opts: LoadOptions): void {
-  const need = stores.reduce((s, st) => s + residentBytes(st, opts), 0);
-  const limit = opts.memoryLimit ?? 0.9 * os.totalmem();
-  if (need > limit) {
-    const gb = (x: number) => `${(x / 2 ** 30).toFixed(1)} GiB`;
-    const hint = opts.quantize === "q4_0" ? "" : "; try --load-4bit (or --load-8bit)";
-    throw new LlavaError(`the model needs about ${gb(need)} for its weights but ${gb(limit)} is available${hint}`);
-  }
-}
-
-/**
- * Formats of the Linear weights. --dtype applies to the tower and the LLM. With --load-8bit /
- * --load-4bit the LLM's layers are quantized and the tower runs in f16, as the reference runs
- * it (torch_dtype float16 with bitsandbytes on the LLM); the 4-bit model keeps lm_head at
- * 8 bits, as llama.cpp keeps its output layer at higher precision. The projector stays f32.
- */
-const visionFormat = (opts: LoadOptions): PackedFormat | null =>
-  opts.dtype && opts.dtype !== "f32" ? opts.dtype : opts.quantize ? "f16" : null;
-const llmFormat = (opts: LoadOptions): PackedFormat | null => opts.quantize ?? visionFormat(opts);
-const headFormat = (opts: LoadOptions): PackedFormat | null => (opts.quantize === "q4_0" ? "q8_0" : llmFormat(opts));
 
 export interface LoadedLlava {
   model: LlavaModel;
@@ -108,77 +63,6 @@ export function detectFormat(config: Json, configFile: string): CheckpointFormat
   );
 }
 
-const MODEL_WEIGHTS = /^(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|pytorch_model(-\d+-of-\d+)?\.bin|pytorch_model\.bin\.index\.json)$/;
-
-/** Whether a folder holds full model weights (safetensors or PyTorch .bin, single or sharded). */
-export function hasModelWeights(dir: string): boolean {
-  return fs.readdirSync(dir).some((n) => MODEL_WEIGHTS.test(n));
-}
-
-type WeightFiles = TensorSource & { names(): string[] };
-
-/** The weights of a folder: safetensors (single or sharded) first, else PyTorch .bin, as transformers prefers. */
-function openWeights(dir: string): WeightFiles {
-  const names = fs.readdirSync(dir);
-  if (names.some((n) => /^model(-\d+-of-\d+)?\.safetensors$|\.safetensors\.index\.json$/.test(n))) return WeightStore.open(dir);
-  if (names.some((n) => /^pytorch_model(-\d+-of-\d+)?\.bin$|^pytorch_model\.bin\.index\.json$/.test(n))) return TorchBinStore.open(dir);
-  if (names.some((n) => n.endsWith(".safetensors"))) return WeightStore.open(dir);
-  throw new LlavaError(`${dir}: no model weights (model.safetensors, pytorch_model.bin or a shard index) found`);
-}
-
-/** One weight file: `<dir>/<stem>.safetensors` or `<dir>/<stem>.bin`, or null when neither exists. */
-function openWeightFile(dir: string, stem: string): WeightFiles | null {
-  const st = path.join(dir, `${stem}.safetensors`);
-  if (isFile(st)) return WeightStore.open(st);
-  const bin = path.join(dir, `${stem}.bin`);
-  return isFile(bin) ? TorchBinStore.open(bin) : null;
-}
-
-/** What a --model-path folder holds when used with --model-base. */
-export type PartialCheckpoint = "lora" | "projector";
-
-export function partialCheckpointKind(dir: string): PartialCheckpoint {
-  const has = (f: string) => isFile(path.join(dir, f));
-  const lora = has("adapter_config.json");
-  const projector = has("mm_projector.bin") || has("mm_projector.safetensors");
-  if (lora && projector) {
-    throw new LlavaError(`${dir}: holds both a LoRA adapter (adapter_config.json) and a projector (mm_projector.*); remove the one that does not belong`);
-  }
-  if (lora) return "lora";
-  if (projector) return "projector";
-  if (hasModelWeights(dir)) throw new LlavaError(`${dir}: holds a full model; --model-base is only for LoRA adapters and projector-only checkpoints`);
-  throw new LlavaError(`${dir}: holds neither a LoRA adapter (adapter_config.json) nor a projector (mm_projector.bin), so --model-base does not apply`);
-}
-
-/**
- * The weights of a partial checkpoint on top of its base LLM, as the reference loader combines
- * them: the LoRA's non-LoRA trainables or the projector file first, then the base. Returns the
- * adapter for a LoRA checkpoint, to attach once the model is built.
- */
-function baseAndPartialWeights(dir: string, base: string) {
-  if (!isDirectory(base)) throw new LlavaError(`--model-base ${base} does not exist or is not a folder`);
-  const kind = partialCheckpointKind(dir);
-  const baseWeights = openWeights(base);
-  if (kind === "projector") {
-    const projector = openWeightFile(dir, "mm_projector")!;
-    return { weights: overlaySources([projector, baseWeights]), stores: [projector, baseWeights], adapter: null };
-  }
-  // the reference strips "base_model." and then a leading "model." from "model.model.*"
-  const trainables = openWeightFile(dir, "non_lora_trainables");
-  const renamed = trainables && renamedSource(trainables, (n) => {
-    const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
-    return k.startsWith("model.model.") ? k.slice("model.".length) : k;
-  });
-  const adapterFile = path.join(dir, "adapter_config.json");
-  const adapter = {
-    config: parseLoraConfig(readJsonFile(adapterFile, "LoRA adapter config"), adapterFile),
-    weights: openWeightFile(dir, "adapter_model") ?? (() => {
-      throw new LlavaError(`${dir}: has adapter_config.json but no adapter_model.safetensors or adapter_model.bin`);
-    })(),
-  };
-  return { weights: overlaySources(renamed ? [renamed, baseWeights] : [baseWeights]), stores: [baseWeights], adapter };
-}
-
 /**
  * The folder named by `mm_vision_tower`: as given (relative to the working directory, as the
  * reference resolves it), next to the model folder, inside it, or in the Hugging Face hub cache.
@@ -193,7 +77,7 @@ export function resolveVisionTower(name: string, modelDir: string): string | nul
 
 const asNumber = (v: unknown, fallback: number) => (typeof v === "number" ? v : fallback);
 
-function loadOriginal(dir: string, config: Json, configFile: string, weights: TensorSource, backend: Backend, opts: LoadOptions) {
+function loadOriginal(dir: string, config: Json, configFile: string, weights: TensorSource, backend: Backend, opts: LoadOptions, track: (s: WeightFiles) => WeightFiles) {
   const textConfig = parseLlamaConfig(config, configFile);
   const towerName = config.mm_vision_tower as string;
   const towerDir = opts.visionTower ?? resolveVisionTower(towerName, dir);
@@ -209,7 +93,7 @@ function loadOriginal(dir: string, config: Json, configFile: string, weights: Te
   // v1.6 checkpoints carry a fine-tuned tower; otherwise it comes from the CLIP folder
   const inCheckpoint = main.sub("model.vision_tower.vision_tower.vision_model.");
   const vision = new ClipVisionModel(
-    (inCheckpoint.has("pre_layrnorm.weight") ? inCheckpoint : new ParamLoader(openWeights(towerDir), backend, "vision_model.")).packing(visionFormat(opts)),
+    (inCheckpoint.has("pre_layrnorm.weight") ? inCheckpoint : new ParamLoader(track(openWeights(towerDir)), backend, "vision_model.")).packing(visionFormat(opts)),
     visionConfig,
   );
   const type = typeof config.mm_projector_type === "string" ? config.mm_projector_type : "linear";
@@ -333,19 +217,28 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
   if (opts.modelBase && format !== "original") {
     throw new LlavaError(`${configFile}: --model-base needs an original-format LLaVA config (with mm_vision_tower), as LoRA and projector checkpoints have`);
   }
-  const partial = opts.modelBase ? baseAndPartialWeights(dir, path.resolve(opts.modelBase)) : null;
-  const weights = partial?.weights ?? openWeights(dir);
-  checkMemory(partial ? partial.stores : [weights as WeightFiles], opts);
-  const loaded = format === "original"
-    ? loadOriginal(dir, json, configFile, weights, backend, opts)
-    : loadHf(dir, json, configFile, weights as WeightFiles, backend, format === "hf-llava-next", opts);
-  if (partial?.adapter) {
-    const linears = loaded.model.llm.namedLinears();
-    attachLora(linears, partial.adapter.weights, partial.adapter.config, backend);
-    const unused = unusedLoraKeys(partial.adapter.weights.names(), linears);
-    if (unused.length) {
-      throw new LlavaError(`${partial.adapter.weights.source}: the adapter does not match the base model: no layer for "${unused[0]}"${unused.length > 1 ? ` and ${unused.length - 1} more` : ""}`);
+  // every weight file is read while the model is built, then closed
+  const opened: WeightFiles[] = [];
+  const track = (s: WeightFiles) => (opened.push(s), s);
+  let loaded;
+  try {
+    const partial = opts.modelBase ? baseAndPartialWeights(dir, path.resolve(opts.modelBase)) : null;
+    partial?.stores.forEach(track);
+    const weights = partial?.weights ?? track(openWeights(dir));
+    checkMemory(partial ? partial.stores : [weights as WeightFiles], opts);
+    loaded = format === "original"
+      ? loadOriginal(dir, json, configFile, weights, backend, opts, track)
+      : loadHf(dir, json, configFile, weights as WeightFiles, backend, format === "hf-llava-next", opts);
+    if (partial?.adapter) {
+      const linears = loaded.model.llm.namedLinears();
+      attachLora(linears, partial.adapter.weights, partial.adapter.config, backend);
+      const unused = unusedLoraKeys(partial.adapter.weights.names(), linears);
+      if (unused.length) {
+        throw new LlavaError(`${partial.adapter.weights.source}: the adapter does not match the base model: no layer for "${unused[0]}"${unused.length > 1 ? ` and ${unused.length - 1} more` : ""}`);
+      }
     }
+  } finally {
+    for (const s of opened) s.close();
   }
   // the reference takes the tokenizer of the base under a LoRA or projector checkpoint
   const tokenizerDir = opts.modelBase && isFile(path.join(opts.modelBase, "tokenizer_config.json")) ? path.resolve(opts.modelBase) : dir;

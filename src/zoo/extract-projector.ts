@@ -5,7 +5,8 @@
  * checkpoint for `--model-base`. Written as safetensors only.
  */
 import path from "node:path";
-import { detectFormat, hasModelWeights } from "../llava/load.js";
+import { detectFormat } from "../llava/load.js";
+import { hasModelWeights } from "../llava/weights.js";
 import { LlavaError } from "../util/errors.js";
 import { type ConvertResult, readModelConfig } from "./common.js";
 import { writeOutputFile } from "./output.js";

@@ -10,7 +10,8 @@
  */
 import path from "node:path";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
-import { detectFormat, partialCheckpointKind, resolveVisionTower } from "../llava/load.js";
+import { detectFormat, resolveVisionTower } from "../llava/load.js";
+import { partialCheckpointKind } from "../llava/weights.js";
 import { Linear } from "../nn/layers.js";
 import { isLoraTarget, loraScale, mergedWeight, parseLoraConfig, type LoraConfig } from "../nn/lora.js";
 import { RefBackend } from "../tensor/ref-backend.js";

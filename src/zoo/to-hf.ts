@@ -6,7 +6,8 @@
  */
 import path from "node:path";
 import { isFile, readJsonFile } from "../io/files.js";
-import { detectFormat, hasModelWeights, resolveVisionTower } from "../llava/load.js";
+import { detectFormat, resolveVisionTower } from "../llava/load.js";
+import { hasModelWeights } from "../llava/weights.js";
 import { LlavaError } from "../util/errors.js";
 import {
   checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, readModelConfig, sortPlan, writeJson, writeWeightGroups,

@@ -65,7 +65,7 @@ test("bf16 and f16 in memory give the f32 results of the rounded weights", async
 });
 
 test("a model too large for the memory limit fails before loading, and quantizing shrinks the estimate", async () => {
-  const { residentBytes } = await import("../../src/llava/load.js");
+  const { residentBytes } = await import("../../src/llava/precision.js");
   const { WeightStore } = await import("../../src/io/safetensors.js");
   const { LlavaError } = await import("../../src/util/errors.js");
   const dir = path.join(MODELS, "tiny-llava-1.5-mha");
