@@ -263,3 +263,35 @@ test("a sharded checkpoint (model-0000N-of-0000M + index) loads like the single 
   };
   assert.deepEqual(await logits(sharded), await logits(single));
 });
+
+test("a 34B-style checkpoint: image token 64000, chatml_direct prompt, ids and splice follow the config", async () => {
+  const dir = path.join(tmp, "llava-v1.6-34b-style");
+  writeRandomLlava(dir, {
+    format: "hf", seed: 51, tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
+    text: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 64001 },
+    vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+  });
+  // move <image> to id 64000 in the tokenizer and the config, as Nous-Hermes-2-Yi-34B has it
+  const edit = (file: string, fn: (j: any) => void) => {
+    const j = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8"));
+    fn(j);
+    fs.writeFileSync(path.join(dir, file), JSON.stringify(j));
+  };
+  edit("tokenizer.json", (j) => (j.added_tokens.find((t: { content: string }) => t.content === "<image>").id = 64000));
+  edit("tokenizer_config.json", (j) => {
+    j.added_tokens_decoder["64000"] = j.added_tokens_decoder["32000"];
+    delete j.added_tokens_decoder["32000"];
+  });
+  edit("config.json", (j) => (j.image_token_index = 64000));
+  const out = path.join(dir, "dump");
+  const loaded = await loadLlava(dir);
+  await runDump(loaded, { images: [await noiseImage("yi.png", 50, 30, 5)], query: "What is this?", convMode: "chatml_direct", maxNewTokens: 2, out });
+  const prompt = fs.readFileSync(path.join(out, "prompt.txt"), "utf8");
+  assert.equal(prompt, "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\nWhat is this?<|im_end|><|im_start|>assistant\n");
+  const ids = read(out, "input_ids");
+  assert.equal(ids.filter((i) => i === 64000).length, 1);
+  const expanded = read(out, "input_ids_expanded");
+  assert.equal(expanded.filter((i) => i === 64000).length, 4);
+  assert.equal(read(out, "inputs_embeds").length, expanded.length * 16);
+  assert.equal(read(out, "logits_last").length, 64001);
+});
