@@ -53,8 +53,8 @@ export function mergeAnyresFeatures(
   }
   const grid = reshape(slice(features, 0, 1, tiles), [rows, cols, side, side, c]);
   if (!unpad) {
-    // (rows, side, cols, side) row-major over the whole grid
-    return reshape(permute(grid, [0, 2, 1, 3, 4]), [rows * side * cols * side, c]);
+    // base, then (rows, side, cols, side) row-major over the whole grid
+    return concat([base, reshape(permute(grid, [0, 2, 1, 3, 4]), [rows * side * cols * side, c])], 0);
   }
   // [C, rows*side, cols*side], then crop the padding
   let full = reshape(permute(grid, [4, 0, 2, 1, 3]), [c, rows * side, cols * side]);
