@@ -56,7 +56,8 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
   }
   const threads = v.threads === undefined ? undefined : numberOption(v, "threads", 0, (x) => Number.isInteger(x) && x >= 1 && x <= 1024, "a whole number from 1 to 1024");
   const loaded = await loadLlava(modelPath, {
-    backend: createBackend({ name: backendName, threads }),
+    // bf16 weights multiply bf16-rounded activations, as a bf16 model does in PyTorch
+    backend: createBackend({ name: backendName, threads, bf16Dot: dtype === "bf16" }),
     visionTower: v["vision-tower"] as string | undefined,
     modelBase: v["model-base"] as string | undefined,
     dtype,

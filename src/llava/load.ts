@@ -212,7 +212,7 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
     throw new LlavaError(`${configFile}: expected a JSON object`);
   }
   const json = config as Json;
-  const backend = opts.backend ?? createBackend();
+  const backend = opts.backend ?? createBackend({ bf16Dot: opts.dtype === "bf16" });
   const format = detectFormat(json, configFile);
   if (opts.modelBase && format !== "original") {
     throw new LlavaError(`${configFile}: --model-base needs an original-format LLaVA config (with mm_vision_tower), as LoRA and projector checkpoints have`);
