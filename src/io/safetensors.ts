@@ -20,7 +20,7 @@ import {
   type HeaderEntry,
   type SafetensorsDtype,
 } from "./safetensors-header.js";
-import { similarNames } from "./suggest.js";
+import { noSuchTensor } from "./suggest.js";
 
 export { writeSafetensors, writeShardedSafetensors } from "./safetensors-write.js";
 export type { TensorToWrite, WritableDtype, ShardedWriteOptions, ShardedWriteResult } from "./safetensors-write.js";
@@ -242,9 +242,7 @@ export class WeightStore {
     if (this.closed) throw new LlavaError(`weights ${this.source}: already closed`);
     const found = this.tensors.get(name);
     if (found !== undefined) return found;
-    const similar = similarNames(name, this.tensors.keys(), 3);
-    const hint = similar.length > 0 ? `; similar names: ${similar.map((s) => `"${s}"`).join(", ")}` : "";
-    throw new LlavaError(`weights ${this.source}: no tensor named "${name}" (${this.tensors.size} tensors)${hint}`);
+    throw noSuchTensor(this.source, name, this.tensors);
   }
 }
 

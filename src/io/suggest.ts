@@ -1,3 +1,4 @@
+import { LlavaError } from "../util/errors.js";
 /** "Did you mean" suggestions for error messages about unknown names. */
 
 /** Levenshtein edit distance between two strings. */
@@ -22,4 +23,11 @@ export function similarNames(wanted: string, candidates: Iterable<string>, count
   const scored = [...candidates].map((name, index) => ({ name, index, d: editDistance(wanted, name) }));
   scored.sort((x, y) => x.d - y.d || x.index - y.index);
   return scored.slice(0, count).map((s) => s.name);
+}
+
+/** The error for a tensor name a store lacks, with the closest names it has. */
+export function noSuchTensor(source: string, name: string, names: Map<string, unknown>): LlavaError {
+  const similar = similarNames(name, names.keys(), 3);
+  const hint = similar.length > 0 ? `; similar names: ${similar.map((s) => `"${s}"`).join(", ")}` : "";
+  return new LlavaError(`weights ${source}: no tensor named "${name}" (${names.size} tensors)${hint}`);
 }

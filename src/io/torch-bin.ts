@@ -17,7 +17,7 @@ import { readWeightMap, resolveWeightsInDirectory } from "./checkpoint-files.js"
 import { BufferSource, FileSource, PyDict, unpickle } from "./pickle.js";
 import { dtypeSize, type SafetensorsDtype } from "./safetensors-header.js";
 import type { IntArray, RawTensor } from "./safetensors.js";
-import { similarNames } from "./suggest.js";
+import { noSuchTensor } from "./suggest.js";
 import { collectTensors, describe, TensorRef, TorchPickleHooks, type StorageRef } from "./torch-unpickle.js";
 import { ZipArchive, type ZipEntry } from "./torch-zip.js";
 
@@ -212,9 +212,7 @@ export class TorchBinStore {
     if (this.closed) throw new LlavaError(`weights ${this.source}: already closed`);
     const found = this.tensors.get(name);
     if (found !== undefined) return found;
-    const similar = similarNames(name, this.tensors.keys(), 3);
-    const hint = similar.length > 0 ? `; similar names: ${similar.map((s) => `"${s}"`).join(", ")}` : "";
-    throw new LlavaError(`weights ${this.source}: no tensor named "${name}" (${this.tensors.size} tensors)${hint}`);
+    throw noSuchTensor(this.source, name, this.tensors);
   }
 }
 

@@ -50,6 +50,16 @@ function activateGrad(kind: Activation, x: number): number {
   }
 }
 
+/** Mean and 1/sqrt(variance + eps) of the row x[r .. r + dim). */
+function rowMoments(x: Float32Array, r: number, dim: number, eps: number): [number, number] {
+  let mean = 0;
+  for (let j = 0; j < dim; j++) mean += x[r + j];
+  mean /= dim;
+  let v = 0;
+  for (let j = 0; j < dim; j++) v += (x[r + j] - mean) ** 2;
+  return [mean, 1 / Math.sqrt(v / dim + eps)];
+}
+
 /** The keys [first, limit) that query i sees: all, causal, or causal within a sliding window. */
 export function visibleKeys(p: AttentionParams, i: number): [number, number] {
   if (p.causalOffset === undefined) return [0, p.tk];
@@ -156,12 +166,7 @@ export class RefBackend implements Backend {
 
   layerNorm(x: Float32Array, w: Float32Array, b: Float32Array, dim: number, eps: number, out: Float32Array): void {
     for (let r = 0; r < x.length; r += dim) {
-      let mean = 0;
-      for (let j = 0; j < dim; j++) mean += x[r + j];
-      mean /= dim;
-      let v = 0;
-      for (let j = 0; j < dim; j++) v += (x[r + j] - mean) ** 2;
-      const rstd = 1 / Math.sqrt(v / dim + eps);
+      const [mean, rstd] = rowMoments(x, r, dim, eps);
       for (let j = 0; j < dim; j++) out[r + j] = (x[r + j] - mean) * rstd * w[j] + b[j];
     }
   }
@@ -172,12 +177,7 @@ export class RefBackend implements Backend {
   ): void {
     const xhat = new Float64Array(dim);
     for (let r = 0; r < x.length; r += dim) {
-      let mean = 0;
-      for (let j = 0; j < dim; j++) mean += x[r + j];
-      mean /= dim;
-      let v = 0;
-      for (let j = 0; j < dim; j++) v += (x[r + j] - mean) ** 2;
-      const rstd = 1 / Math.sqrt(v / dim + eps);
+      const [mean, rstd] = rowMoments(x, r, dim, eps);
       let sumG = 0;
       let sumGX = 0;
       for (let j = 0; j < dim; j++) {
