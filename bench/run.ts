@@ -5,7 +5,7 @@
  * Prints one JSON object per line. Each configuration runs in its own process, so peak RSS is
  * that configuration's.
  *
- *   node dist/bench/run.js [--models bench-small,bench-1b] [--precisions f32,bf16,q8_0,q4_0] [--threads 1,2]
+ *   node dist/bench/run.js [--models bench-small,bench-1b] [--precisions f32,bf16,q8_0,q4_0] [--threads 1,2] [--skip-train]
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -100,7 +100,7 @@ function llmLinearParams(t: (typeof SHAPES)[ModelName]["text"]): number {
 const BYTES_PER_WEIGHT: Record<Precision, number> = { f32: 4, bf16: 2, q8_0: 34 / 32, q4_0: 18 / 32 };
 
 /** Runs one configuration in this process and prints its figures (raw, without rooflines). */
-async function child(model: ModelName, precision: Precision, threads: number): Promise<void> {
+async function child(model: ModelName, precision: Precision, threads: number, train: boolean): Promise<void> {
   // bf16 runs like PyTorch's bf16 matmuls: activations rounded to bf16 in prefill-sized products
   const backend = createBackend({ name: "native", threads, bf16Dot: precision === "bf16" });
   const opts: LoadOptions = { backend, ...(precision === "bf16" ? { dtype: "bf16" } : precision === "f32" ? {} : { quantize: precision }) };
@@ -144,6 +144,10 @@ async function child(model: ModelName, precision: Precision, threads: number): P
       opt.update();
     });
   };
+  if (!train) {
+    emit({ model, precision, threads, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
+    return;
+  }
   const projector = loaded.model.projector.namedParameters().map(([, t]) => t);
   for (const p of projector) p.requiresGrad = true;
   const projectorMs = trainStep(projector);
@@ -179,11 +183,12 @@ async function main(): Promise<void> {
       models: { type: "string", default: "bench-small,bench-1b" },
       precisions: { type: "string", default: "f32,bf16,q8_0,q4_0" },
       threads: { type: "string", default: "1,2" },
+      "skip-train": { type: "boolean", default: false },
     },
   });
   if (values.child) {
-    const [model, precision, threads] = values.child.split(":");
-    await child(model as ModelName, precision as Precision, Number(threads));
+    const [model, precision, threads, train] = values.child.split(":");
+    await child(model as ModelName, precision as Precision, Number(threads), train === "train");
     return;
   }
   const threadCounts = values.threads!.split(",").map(Number);
@@ -195,7 +200,7 @@ async function main(): Promise<void> {
     const linear = llmLinearParams(text);
     for (const precision of values.precisions!.split(",") as Precision[]) {
       for (const threads of threadCounts) {
-        const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", `${model}:${precision}:${threads}`], { encoding: "utf8", maxBuffer: 1 << 24 });
+        const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", `${model}:${precision}:${threads}:${values["skip-train"] ? "no-train" : "train"}`], { encoding: "utf8", maxBuffer: 1 << 24 });
         if (run.status !== 0) {
           emit({ model, precision, threads, error: (run.stderr || "").trim().split("\n").slice(-3).join(" | ") });
           continue;
@@ -217,8 +222,10 @@ async function main(): Promise<void> {
         emit({ ...base, metric: "encode_ms", value: r.encodeMs, roofline: encodeRoofMs, fraction_of_roofline: encodeRoofMs / r.encodeMs, baseline: recorded("encode_ms") });
         emit({ ...base, metric: "prefill_tokens_per_s", value: prefillTps, tokens: r.promptTokens, roofline: prefillRoof, fraction_of_roofline: prefillTps / prefillRoof, baseline: recorded("prefill_tokens_per_s") });
         emit({ ...base, metric: "decode_tokens_per_s", value: decodeTps, roofline: decodeRoof, fraction_of_roofline: decodeTps / decodeRoof, baseline: recorded("decode_tokens_per_s") });
-        emit({ ...base, metric: "train_projector_ms", value: r.trainProjectorMs, baseline: recorded("train_projector_ms") });
-        emit({ ...base, metric: "train_lora_ms", value: r.trainLoraMs, baseline: recorded("train_lora_ms") });
+        if (r.trainProjectorMs !== undefined) {
+          emit({ ...base, metric: "train_projector_ms", value: r.trainProjectorMs, baseline: recorded("train_projector_ms") });
+          emit({ ...base, metric: "train_lora_ms", value: r.trainLoraMs, baseline: recorded("train_lora_ms") });
+        }
         emit({ ...base, metric: "peak_rss_bytes", value: r.peakRssBytes });
       }
     }
