@@ -1,8 +1,10 @@
 /**
  * Kernel benchmarks of the native backend (not part of npm test). Prints one JSON object per
  * line: memory bandwidth measured in the same run, f32 GEMM 1024³ at 1 and 2 threads, GEMV
- * 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights), attention at
- * CLIP's shape, call overhead, and the reference backend's GEMM for comparison.
+ * 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and the fraction of
+ * the read bandwidth) and m=256 (GFLOP/s) — for q8_0/q4_0 both the default integer-activation
+ * path and the exact one (`path`) —, attention at CLIP's shape, call overhead, and the
+ * reference backend's GEMM for comparison.
  *
  * Usage: npx tsc -p . && node dist/bench/kernels.js [--quick]
  * Timings on a 2-vCPU VM are erratic: each figure is the median of several calls, with the
@@ -41,9 +43,11 @@ function time(reps: number, fn: (rep: number) => void): { median: number; best: 
 const round = (x: number, digits = 1) => Number(x.toFixed(digits));
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 
-const native = createBackend({ name: "native" }) as NativeBackend;
+const native = createBackend({ name: "native", exactQuant: false }) as NativeBackend;
 const addon = native.addon;
+const exact = new NativeBackend(addon, { exactQuant: true });
 const THREADS = [1, 2];
+const readGBps = new Map<number, number>(); // threads -> median read bandwidth
 
 emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: native.threads });
 
@@ -53,6 +57,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
   for (const t of THREADS) {
     native.setThreads(t);
     const runs = Array.from({ length: quick ? 3 : 7 }, () => addon.bandwidth(big, 2)).sort((a, b) => a - b);
+    readGBps.set(t, runs[Math.floor(runs.length / 2)]);
     emit({ bench: "bandwidth_read", threads: t, GBps: round(runs[Math.floor(runs.length / 2)]), bestGBps: round(runs[runs.length - 1]) });
   }
 }
@@ -94,7 +99,8 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
   }
 }
 
-// packedMatmul, decode (m = 1) and its input gradient, per format; enough copies to exceed L3
+// packedMatmul, decode (m = 1) and its input gradient, per format; enough copies to exceed L3.
+// q8_0/q4_0 forward products run on both paths: integer activations (the default) and exact.
 {
   const rows = 4096;
   const cols = 4096;
@@ -108,26 +114,32 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
     const copies = Math.max(2, Math.ceil((160 << 20) / first.data.length));
     const ws: PackedMatrix[] = [first, ...Array.from({ length: copies - 1 }, () => ({ ...first, data: first.data.slice() }))];
     const bytes = first.data.length;
+    const paths: Array<[string, NativeBackend]> = format[0] === "q" ? [["integer", native], ["exact", exact]] : [["exact", native]];
     for (const t of THREADS) {
       native.setThreads(t);
-      const f = time(quick ? 8 : 24, (r) => native.packedMatmul(x, ws[(r + copies) % copies], y, 1, false, false));
-      emit({
-        bench: "packed_matmul", format, m: 1, rows, cols, transposed: false, threads: t,
-        GBps: round(bytes / f.median / 1e9), bestGBps: round(bytes / f.best / 1e9), GFLOPs: round((2 * rows * cols) / f.median / 1e9),
-      });
+      for (const [path, be] of paths) {
+        const f = time(quick ? 8 : 24, (r) => be.packedMatmul(x, ws[(r + copies) % copies], y, 1, false, false));
+        emit({
+          bench: "packed_matmul", format, path, m: 1, rows, cols, transposed: false, threads: t,
+          GBps: round(bytes / f.median / 1e9), bestGBps: round(bytes / f.best / 1e9), GFLOPs: round((2 * rows * cols) / f.median / 1e9),
+          ofReadBandwidth: round(bytes / f.median / 1e9 / (readGBps.get(t) ?? NaN), 2),
+        });
+      }
       const b = time(quick ? 4 : 12, (r) => native.packedMatmul(g, ws[(r + copies) % copies], dx, 1, true, false));
-      emit({ bench: "packed_matmul", format, m: 1, rows, cols, transposed: true, threads: t, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
+      emit({ bench: "packed_matmul", format, path: "exact", m: 1, rows, cols, transposed: true, threads: t, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
     }
-    // prefill-sized m: the decoded weights feed the GEMM micro-kernel
+    // prefill-sized m: integer panels, or the decoded weights feeding the f32 GEMM micro-kernel
     native.setThreads(1);
     const m = 256;
     const xa = random(m * cols, 8);
     const ya = new Float32Array(m * rows);
-    const p = time(quick ? 2 : 5, () => native.packedMatmul(xa, first, ya, m, false, false));
-    emit({ bench: "packed_matmul", format, m, rows, cols, transposed: false, threads: 1, GFLOPs: round((2 * m * rows * cols) / p.median / 1e9) });
+    for (const [path, be] of paths) {
+      const p = time(quick ? 2 : 5, () => be.packedMatmul(xa, first, ya, m, false, false));
+      emit({ bench: "packed_matmul", format, path, m, rows, cols, transposed: false, threads: 1, GFLOPs: round((2 * m * rows * cols) / p.median / 1e9) });
+    }
     if (format === "bf16" && native.setBf16Dot(true)) {
       const d = time(quick ? 2 : 5, () => native.packedMatmul(xa, first, ya, m, false, false));
-      emit({ bench: "packed_matmul", format, m, rows, cols, transposed: false, threads: 1, bf16Dot: true, GFLOPs: round((2 * m * rows * cols) / d.median / 1e9) });
+      emit({ bench: "packed_matmul", format, path: "bf16dot", m, rows, cols, transposed: false, threads: 1, GFLOPs: round((2 * m * rows * cols) / d.median / 1e9) });
       native.setBf16Dot(false);
     }
   }

@@ -148,15 +148,15 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
 }
 
 napi_value PackedMatmul(napi_env env, napi_callback_info info) {
-  // (a, data, format, rows, cols, c, m, transposed, accumulate)
+  // (a, data, format, rows, cols, c, m, transposed, accumulate, exactQuant)
   Call c(env, info, "packedMatmul");
   float *a, *out;
   uint8_t* data;
   int64_t na, nd, nc, fmt, rows, cols, m;
-  bool transposed, acc;
+  bool transposed, acc, exact_quant;
   CHECK(c.f32(0, "a", a, na) && c.typed(1, napi_uint8_array, "packed data", data, nd) && c.f32(5, "c", out, nc));
   CHECK(c.count(2, "format", fmt) && c.count(3, "rows", rows) && c.count(4, "cols", cols) && c.count(6, "m", m));
-  c.flag(7, transposed), c.flag(8, acc);
+  c.flag(7, transposed), c.flag(8, acc), c.flag(9, exact_quant);
   CHECK(c.need(fmt <= FMT_Q4_0, "unknown packed format code %lld", fmt));
   const bool quant = fmt == FMT_Q8_0 || fmt == FMT_Q4_0;
   CHECK(c.need(!quant || cols % 32 == 0, "a q format needs a column count that is a multiple of 32, got %lld", cols));
@@ -171,6 +171,8 @@ napi_value PackedMatmul(napi_env env, napi_callback_info info) {
   // the bf16 dot product pays off for prefill-sized m; decode is bound by memory either way
   if (c.state->bf16_dot && k->packed_matmul_bf16dot && fmt == FMT_BF16 && !transposed && m > 4 && cols % 2 == 0)
     k->packed_matmul_bf16dot(c.state->pool, a, w, out, m, acc);
+  else if (quant && !transposed && !exact_quant)  // integer activations; the input gradient stays exact
+    k->packed_matmul_qdot(c.state->pool, a, w, out, m, acc);
   else
     k->packed_matmul(c.state->pool, a, w, out, m, transposed, acc);
   return c.undefined();

@@ -5,8 +5,8 @@ namespace llava {
 
 namespace {
 struct Registry {
-  KernelTable tables[3] = {};
-  const KernelTable* list[4] = {};
+  KernelTable tables[4] = {};
+  const KernelTable* list[5] = {};
   Registry() {
     int n = 0;
 #if defined(LLAVA_X86)
@@ -14,11 +14,17 @@ struct Registry {
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl")) {
-      fill_avx512(tables[n]);
-      if (__builtin_cpu_supports("avx512bf16")) fill_avx512bf16(tables[n]);
-      tables[n].name = "avx512";
-      list[n] = &tables[n];
-      n++;
+      // with VNNI: the AVX-512 table with vpdpbusd integer products; the plain one stays selectable
+      for (int pass = 0; pass < 2; pass++) {
+        const bool vnni = pass == 0;
+        if (vnni && !__builtin_cpu_supports("avx512vnni")) continue;
+        fill_avx512(tables[n]);
+        if (vnni) fill_avx512vnni(tables[n]);
+        if (__builtin_cpu_supports("avx512bf16")) fill_avx512bf16(tables[n]);
+        tables[n].name = vnni ? "avx512vnni" : "avx512";
+        list[n] = &tables[n];
+        n++;
+      }
     }
     if (avx2) {
       fill_avx2(tables[n]);

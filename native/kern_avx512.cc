@@ -2,3 +2,24 @@
 #define LLAVA_VARIANT v_avx512
 #define LLAVA_FILL fill_avx512
 #include "impl/variant.h"
+
+// The integer-activation products (impl/qdot.h) again with AVX512-VNNI dot products (vpdpbusd),
+// for the "avx512vnni" table that dispatch.cc offers where the CPU has them. Same results.
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC push_options
+#pragma GCC target("avx512vnni")
+#define LLAVA_VNNI 1
+namespace llava {
+namespace v_avx512vnni {
+namespace {
+#include "impl/simd.h"
+#include "impl/exec.h"
+#include "impl/packed.h"
+#include "impl/qdot.h"
+}  // namespace
+}  // namespace v_avx512vnni
+
+void fill_avx512vnni(KernelTable& t) { t.packed_matmul_qdot = v_avx512vnni::k_packed_matmul_qdot; }
+
+}  // namespace llava
+#pragma GCC pop_options

@@ -42,7 +42,10 @@ struct AttnShape {
 struct KernelTable {
   const char* name;
   void (*gemm)(Pool*, int64_t m, int64_t n, int64_t k, const float* a, bool ta, const float* b, bool tb, float* c, bool acc);
+  // exact: packed weights decoded to f32, f32 activations (impl/packed.h, impl/gemm.h)
   void (*packed_matmul)(Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc);
+  // q8_0/q4_0 forward with integer-quantized activations and integer block dot products (impl/qdot.h)
+  void (*packed_matmul_qdot)(Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool acc);
   void (*add)(Pool*, const float* x, const float* y, float* out, int64_t n);
   void (*add_broadcast)(Pool*, const float* x, const float* y, int64_t ny, float* out, int64_t n);
   void (*mul)(Pool*, const float* x, const float* y, float* out, int64_t n);
@@ -77,6 +80,7 @@ void fill_portable(KernelTable& t);
 void fill_avx2(KernelTable& t);
 void fill_avx512(KernelTable& t);
 void fill_avx512bf16(KernelTable& t);  // adds packed_matmul_bf16dot to an AVX-512 table
+void fill_avx512vnni(KernelTable& t);  // replaces packed_matmul_qdot of an AVX-512 table (kern_avx512.cc)
 #endif
 
 // Kernel variants this CPU can run, best first (dispatch.cc). Null-terminated.

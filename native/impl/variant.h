@@ -18,6 +18,7 @@ namespace {
 #include "exec.h"
 #include "packed.h"
 #include "gemm.h"
+#include "qdot.h"
 #include "attention.h"
 #include "elementwise.h"
 #include "norms.h"
@@ -30,6 +31,7 @@ void LLAVA_FILL(KernelTable& t) {
   using namespace LLAVA_VARIANT;
   t.gemm = k_gemm;
   t.packed_matmul = k_packed_matmul;
+  t.packed_matmul_qdot = k_packed_matmul_qdot;
   t.add = k_add;
   t.add_broadcast = k_add_broadcast;
   t.mul = k_mul;

@@ -1,7 +1,7 @@
 /**
  * Choosing a backend: "native" (the C++ addon), "ref" (plain TypeScript) or "auto" (native
  * when the addon loads, else ref with one warning per process). The environment variables
- * LLAVA_BACKEND, LLAVA_THREADS and LLAVA_BF16_DOT give the defaults.
+ * LLAVA_BACKEND, LLAVA_THREADS, LLAVA_BF16_DOT and LLAVA_EXACT_QUANT give the defaults.
  */
 import type { Backend } from "./backend.js";
 import { loadNativeAddon, NativeBackend } from "./native-backend.js";
@@ -20,6 +20,12 @@ export interface BackendOptions {
    * 2x faster, not exact; see NativeBackend.setBf16Dot). Default: env LLAVA_BF16_DOT=1, else off.
    */
   bf16Dot?: boolean;
+  /**
+   * native only: q8_0/q4_0 forward products with f32 activations (exact, like the reference)
+   * instead of integer-quantized ones (faster; see NativeBackendOptions). Default: env
+   * LLAVA_EXACT_QUANT=1, else off.
+   */
+  exactQuant?: boolean;
   /** the addon file (default build/Release/llava_native.node in the package); for tests */
   addonPath?: string;
 }
@@ -44,7 +50,7 @@ export function createBackend(opts: BackendOptions = {}): Backend {
   if (name === "ref") return new RefBackend();
   let backend: NativeBackend;
   try {
-    backend = new NativeBackend(loadNativeAddon(opts.addonPath));
+    backend = new NativeBackend(loadNativeAddon(opts.addonPath), { exactQuant: opts.exactQuant ?? process.env.LLAVA_EXACT_QUANT === "1" });
   } catch (e) {
     if (name === "native" || !(e instanceof LlavaError)) throw e;
     if (!fallbackWarning.printed) {

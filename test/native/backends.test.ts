@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { createBackend } from "../../src/tensor/backends.js";
-import { defaultAddonPath } from "../../src/tensor/native-backend.js";
+import { defaultAddonPath, NativeBackend } from "../../src/tensor/native-backend.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { ROOT } from "../helpers/paths.js";
@@ -62,4 +62,20 @@ test("createBackend: native with a thread count", { skip: built ? false : "the n
   const auto = createBackend({ name: "auto", threads: 2 });
   assert.equal(auto.name, "native");
   assert.equal((auto as unknown as { threads: number }).threads, 2);
+});
+
+test("createBackend: exactQuant from the option or LLAVA_EXACT_QUANT=1, off by default", { skip: built ? false : "the native addon is not built" }, () => {
+  const saved = process.env.LLAVA_EXACT_QUANT;
+  const exactOf = (opts: Parameters<typeof createBackend>[0]) => (createBackend(opts) as NativeBackend).exactQuant;
+  try {
+    delete process.env.LLAVA_EXACT_QUANT;
+    assert.equal(exactOf({ name: "native" }), false);
+    assert.equal(exactOf({ name: "native", exactQuant: true }), true);
+    process.env.LLAVA_EXACT_QUANT = "1";
+    assert.equal(exactOf({ name: "native" }), true);
+    assert.equal(exactOf({ name: "native", exactQuant: false }), false);
+  } finally {
+    if (saved === undefined) delete process.env.LLAVA_EXACT_QUANT;
+    else process.env.LLAVA_EXACT_QUANT = saved;
+  }
 });

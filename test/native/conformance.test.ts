@@ -4,9 +4,11 @@
  * thread-count determinism and argument checking. Skipped when the addon is not built.
  *
  * Tolerances: f32 sums versus the reference's float64 sums, so errors are relative to the
- * largest magnitude of each result (rtol/atol 1e-5 unless noted). packedMatmul decodes the
- * packed weights exactly and never quantizes activations, so all four formats use the f32
- * tolerance against the reference's packedMatmul on the same packed data.
+ * largest magnitude of each result (rtol/atol 1e-5 unless noted). These checks run the native
+ * backend with exactQuant, where packedMatmul decodes the packed weights exactly and never
+ * quantizes activations, so all four formats use the f32 tolerance against the reference's
+ * packedMatmul on the same packed data. The default int8-activation products for q8_0/q4_0
+ * are checked in qdot.test.ts.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -281,7 +283,7 @@ const CHECKS: Array<[string, (be: Backend) => void]> = [
 for (const isa of addon ? addon.isas() : ["(none)"]) {
   test(`native ${isa} kernels match the reference backend`, { skip }, async (t) => {
     const native = addon!;
-    const be = new NativeBackend(native);
+    const be = new NativeBackend(native, { exactQuant: true });
     native.setIsa(isa);
     try {
       assert.equal(native.isa(), isa);
@@ -294,6 +296,7 @@ for (const isa of addon ? addon.isas() : ["(none)"]) {
 
 /** Every output of a fixed set of calls that cut work across threads. */
 function threadedOutputs(be: NativeBackend): Float32Array[] {
+  const exact = new NativeBackend(be.addon, { exactQuant: true });
   const out: Float32Array[] = [];
   const gemm = (m: number, n: number, k: number, transA: boolean, transB: boolean) => {
     const c = new Float32Array(m * n);
@@ -304,14 +307,18 @@ function threadedOutputs(be: NativeBackend): Float32Array[] {
   gemm(150, 2100, 40, true, false);
   gemm(1, 5000, 300, false, true);
   gemm(3, 5000, 300, false, false);
-  for (const format of ["bf16", "q4_0"] as PackedFormat[]) {
+  for (const format of ["bf16", "q8_0", "q4_0"] as PackedFormat[]) {
     const w = packMatrix(randn(300 * 512, 5), 300, 512, format);
-    for (const m of [1, 9]) {
-      const c = new Float32Array(m * 300);
-      be.packedMatmul(randn(m * 512, 6), w, c, m, false, false);
+    for (const m of [1, 2, 9]) {
+      // int8 activations (the default for q formats) and exact products
+      for (const b of format === "bf16" ? [be] : [be, exact]) {
+        const c = new Float32Array(m * 300);
+        b.packedMatmul(randn(m * 512, 6), w, c, m, false, false);
+        out.push(c);
+      }
       const g = new Float32Array(m * 512);
       be.packedMatmul(randn(m * 300, 7), w, g, m, true, false);
-      out.push(c, g);
+      out.push(g);
     }
   }
   const c: AttnCase = { batch: 2, tq: 70, tk: 70, heads: 4, kvHeads: 2, headDim: 32, scale: 0.2, causalOffset: 0, cap: 70 };

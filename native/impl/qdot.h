@@ -1,0 +1,780 @@
+// q8_0 and q4_0 forward products with integer activations (the default; packed.h has the
+// exact f32 path). The arithmetic, the same in every variant and in test/native/qdot-reference.ts:
+//  1. each row of activations is cut into blocks of 32 values x; a block's scale is
+//     d = fl32(amax / R) and its integers Q = clamp(round_half_away(fl32(x / d)), -R, R), with
+//     R = 127 for q4_0 weights (int8, llama.cpp's Q8_0) and R = 32512 = 127·256 for q8_0
+//     weights (16 bits: int8 activations would double the error of 8-bit weights). Q = 0 when
+//     d = 0; d = NaN and Q = 0 when the block holds an infinity or a NaN;
+//  2. a block of a weight row (integers w, f16 scale dw) gives the exact integer isum = Σ Q·w;
+//  3. out = acc after acc = fma(s_b, fl32(isum_b), acc) over the blocks in order from acc = 0,
+//     with s_b = fl32(d_b · dw_b) and fma an f32 fused multiply-add (one rounding).
+// So every variant, thread count and row count gives bit-identical results.
+//
+// Integer dot products take bytes, so 16-bit activations are split into two int8 digits,
+// Q = 255·hi + lo with hi, lo in [-127, 127], dotted separately and combined exactly.
+// x86 (AVX2 and up): few activation rows (decode) read the weight rows in order and dot 8
+// blocks at a time (two blocks share a 256-bit vector); more rows (prefill) repack 16 weight
+// rows into a panel whose vectors hold a 4-byte group (VNNI) or a 2-value pair (AVX2) of each
+// row, so broadcast activations accumulate whole block dot products in registers. With VNNI
+// (LLAVA_VNNI: kern_avx512.cc compiles this file again under target("avx512vnni")) weights
+// enter vpdpbusd as unsigned bytes (q4_0: the nibble w + 8; q8_0: w + 128) and the bias times
+// ΣQ of the activation block is subtracted; AVX2 uses vpmaddubsw with llama.cpp's sign trick
+// (decode) or vpmaddwd on int16 (prefill).
+
+constexpr int QK = 32;  // values per quantized block
+
+typedef int8_t vq __attribute__((vector_size(W)));  // W int8 lanes
+
+// Activation rows quantized per block: the digits q (and lo: 16-bit activations only) [m][k],
+// d and ΣQ [m][nb].
+struct QActs {
+  int8_t* q;
+  int8_t* lo;
+  float* d;
+  int32_t* sum;
+  int64_t k, nb;
+};
+
+// the activation integers' range ±R for a weight format (see the rule above)
+template <int FMT>
+constexpr int32_t levels() {
+  return FMT == FMT_Q8_0 ? 127 * 256 : 127;
+}
+
+// One block of 32 activations (the rule above): R = 127 gives q = Q; otherwise the digits
+// q = hi and lo of Q = 255·hi + lo.
+template <int32_t R>
+static void quantize_block(const float* x, int8_t* q, int8_t* lo, float* d, int32_t* sum) {
+  const vi abs_mask = vi{} + 0x7fffffff;
+  vf amax = vf{};
+  vi finite = vi{} - 1;
+  for (int v = 0; v < QK / W; v++) {
+    const vf a = (vf)((vi)vload(x + v * W) & abs_mask);
+    finite &= (vi)(a <= vset(3.4028234663852886e38f));  // false for inf and NaN
+    amax = a > amax ? a : amax;
+  }
+  bool all_finite = true;
+  for (int l = 0; l < W; l++) all_finite &= finite[l] != 0;
+  const float dv = hmax(amax) / float(R);
+  if (!all_finite || dv == 0.f) {
+    for (int j = 0; j < QK; j++) q[j] = 0;
+    if (R != 127)
+      for (int j = 0; j < QK; j++) lo[j] = 0;
+    *d = all_finite ? 0.f : __builtin_nanf("");
+    *sum = 0;
+    return;
+  }
+  vi total = vi{};
+  for (int v = 0; v < QK / W; v++) {
+    const vf y = vload(x + v * W) / vset(dv);
+    const vi t = __builtin_convertvector(y, vi);  // toward zero
+    const vf ft = __builtin_convertvector(t, vf);
+    // half away from zero: one more in magnitude when |y - t| >= 1/2 (t ± 1/2 is exact)
+    vi r = t - (vi)(y >= ft + 0.5f) + (vi)(y <= ft - 0.5f);
+    r = r > R ? vi{} + R : r;
+    r = r < -R ? vi{} - R : r;
+    total += r;
+    if (R == 127) {
+      const vq b = __builtin_convertvector(r, vq);
+      __builtin_memcpy(q + v * W, &b, W);
+    } else {
+      // hi = the integer nearest Q / 255 (never a tie: 255 is odd; the f32 quotient is off by
+      // far less than the 1/510 to the nearest half), lo = Q - 255·hi in [-127, 127]
+      const vf h = __builtin_convertvector(r, vf) / 255.f;
+      const vi hi = __builtin_convertvector(h + (vf)(((vi)h & ~abs_mask) | (vi)vset(0.5f)), vi);
+      const vq bh = __builtin_convertvector(hi, vq), bl = __builtin_convertvector(r - 255 * hi, vq);
+      __builtin_memcpy(q + v * W, &bh, W);
+      __builtin_memcpy(lo + v * W, &bl, W);
+    }
+  }
+  int32_t s = 0;
+  for (int l = 0; l < W; l++) s += total[l];
+  *d = dv;
+  *sum = s;
+}
+
+template <int FMT>
+static void quantize_rows(const Exec& ex, const float* a, int64_t m, const QActs& A) {
+  chunked(ex, m, imax(1, 8192 / imax(A.k, 1)), [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; i++)
+      for (int64_t b = 0; b < A.nb; b++) {
+        const int64_t o = i * A.k + b * QK;
+        quantize_block<levels<FMT>()>(a + o, A.q + o, A.lo ? A.lo + o : nullptr, A.d + i * A.nb + b, A.sum + i * A.nb + b);
+      }
+  });
+}
+
+static inline void put_out(float* c, float v, bool acc) { *c = acc ? *c + v : v; }
+
+// fl32(a·b + c) with one rounding. Without an FMA instruction: a·b is exact in double (24 + 24
+// bits), the sum is rounded to odd in double (53 >= 24 + 2 bits), and rounding that to f32
+// gives the correctly rounded result (Boldo & Melquiond, "Emulation of FMA and correctly
+// rounded sums: proved algorithms using rounding to odd").
+static inline float fma_f32(float a, float b, float c) {
+#if defined(__FMA__) || defined(__aarch64__) || defined(__FP_FAST_FMAF)
+  return __builtin_fmaf(a, b, c);
+#else
+  const double p = double(a) * double(b), cd = double(c);
+  double s = p + cd;
+  const double bv = s - p, err = (p - (s - bv)) + (cd - bv);  // s + err = p + c exactly (TwoSum)
+  if (err != 0 && s - s == 0) {
+    uint64_t bits;
+    __builtin_memcpy(&bits, &s, 8);
+    if ((bits & 1) == 0) bits += (err > 0) == (s > 0) ? 1 : uint64_t(-1);  // to the odd neighbour
+    __builtin_memcpy(&s, &bits, 8);
+  }
+  return float(s);
+#endif
+}
+
+// ---- portable: whole weight rows as integers, one output at a time ----
+
+// Row `row` of a q matrix as integer weights w[k] and block scales dw[nb].
+static void unpack_row_int(int fmt, const uint8_t* row, int64_t nb, int8_t* w, float* dw) {
+  const int64_t bb = block_bytes(fmt);
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* blk = row + b * bb;
+    dw[b] = f16s(rd16(blk));
+    int8_t* o = w + b * QK;
+    if (fmt == FMT_Q8_0) {
+      __builtin_memcpy(o, blk + 2, QK);
+    } else {
+      for (int j = 0; j < 16; j++) {
+        o[j] = int8_t((blk[2 + j] & 15) - 8);
+        o[j + 16] = int8_t((blk[2 + j] >> 4) - 8);
+      }
+    }
+  }
+}
+
+static float qdot_row_generic(const int8_t* w, const float* dw, const QActs& A, int64_t i) {
+  const int8_t* x = A.q + i * A.k;
+  const int8_t* lo = A.lo ? A.lo + i * A.k : nullptr;
+  float acc = 0;
+  for (int64_t b = 0; b < A.nb; b++) {
+    int32_t isum = 0;
+    for (int j = 0; j < QK; j++) {
+      const int32_t xq = lo ? 255 * x[b * QK + j] + lo[b * QK + j] : x[b * QK + j];
+      isum += xq * int32_t(w[b * QK + j]);
+    }
+    acc = fma_f32(A.d[i * A.nb + b] * dw[b], float(isum), acc);
+  }
+  return acc;
+}
+
+[[maybe_unused]] static void qmatmul_generic(const Exec& ex, const QActs& A, int64_t m, const PackedW& w, float* c, bool acc) {
+  const int64_t n = w.rows;
+  run(ex, ceil_div(n, 16), [&](int64_t t, int tid) {
+    int8_t* wi = scratch<int8_t>(ex, tid, SLOT_B, A.k);
+    float* dw = scratch<float>(ex, tid, SLOT_S, A.nb);
+    for (int64_t j = t * 16; j < imin(n, (t + 1) * 16); j++) {
+      unpack_row_int(w.fmt, w.data + j * w.row_bytes, A.nb, wi, dw);
+      for (int64_t i = 0; i < m; i++) put_out(c + i * n + j, qdot_row_generic(wi, dw, A, i), acc);
+    }
+  });
+}
+
+#if LLAVA_X86_SIMD && defined(__AVX2__)
+
+#ifdef LLAVA_VNNI
+constexpr bool kVnni = true;
+#else
+constexpr bool kVnni = false;
+#endif
+
+// What the raw integer dot of a block adds to Σ Q·w per unit of ΣQ: q4_0 weights enter as
+// nibbles (w + 8); with VNNI q8_0 weights enter as w + 128; AVX2 dots q8_0 exactly.
+template <int FMT>
+constexpr int32_t raw_bias() {
+  return FMT == FMT_Q4_0 ? 8 : (kVnni ? 128 : 0);
+}
+
+// raw_bias() · x, for x = the ΣQ of 8 activation blocks
+template <int FMT>
+static inline __m256i times_bias(__m256i x) {
+  if (raw_bias<FMT>() == 0) return _mm256_setzero_si256();
+  return _mm256_slli_epi32(x, raw_bias<FMT>() == 8 ? 3 : 7);
+}
+
+// int8 digits per activation value (16-bit activations: hi and lo)
+template <int FMT>
+constexpr int digits() {
+  return levels<FMT>() == 127 ? 1 : 2;
+}
+
+template <int FMT>
+constexpr int64_t block_size() {
+  return FMT == FMT_Q8_0 ? 34 : 18;
+}
+
+static inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+static inline int32_t load32(const void* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return v;
+}
+
+typedef float v8f __attribute__((vector_size(32)));
+
+// in place: v[r][l] -> v[l][r]
+static inline void transpose8_ps(v8f* v) {
+  typedef int32_t v8i __attribute__((vector_size(32)));
+  const auto stage = [&](int h) {
+    v8i lo, hi;
+    for (int l = 0; l < 8; l++) {
+      lo[l] = (l & h) == 0 ? l : 8 + l - h;
+      hi[l] = (l & h) == 0 ? l + h : 8 + l;
+    }
+    for (int i = 0; i < 8; i++) {
+      if (i & h) continue;
+      const v8f a = v[i], b = v[i + h];
+      v[i] = __builtin_shuffle(a, b, lo);
+      v[i + h] = __builtin_shuffle(a, b, hi);
+    }
+  };
+  stage(4);
+  stage(2);
+  stage(1);
+}
+
+// ---- few activation rows (decode): the weight rows are read in order, one sequential stream ----
+//
+// Each weight row is taken on its own, a chunk of 8 blocks at a time: blocks p and p + 4 of a
+// chunk share a 256-bit vector, so one reduction gives the chunk's 8 block dot products in block
+// order. Their scales and dot products wait in a buffer until 8 rows are done; an 8x8 transpose
+// then lines up the rows, and the blocks are accumulated in order with one row per lane.
+// (Reading 8 rows side by side instead leaves the hardware prefetcher 8 short streams:
+// measured ~10 GB/s from memory against ~20 GB/s for one stream.)
+
+constexpr int CH = 8;                 // blocks per chunk
+constexpr int64_t kDecodeRows = 64;   // weight rows per task
+// Software prefetch into L2 this far ahead of the weights being read: measured on the Zen 4 VM
+// (one thread, from memory), 8-32 KiB take q8_0 from 0.64 to 0.78 and q4_0 from 0.61 to 0.66
+// of the read bandwidth.
+constexpr int64_t kPrefetchAhead = 16384;
+
+// The activations of whole chunks, arranged to meet the weights: for the pairs p = 0..3
+// (blocks p and p + 4) xlo_p = [x_p 0-15 | x_p+4 0-15] and xhi_p = [x_p 16-31 | x_p+4 16-31],
+// stored as [xlo_0 xlo_1 xhi_0 xhi_1 xlo_2 xlo_3 xhi_2 xhi_3] (256 bytes a chunk).
+static void arrange_chunks(const int8_t* x, int64_t chunks, int8_t* out) {
+  for (int64_t c = 0; c < chunks; c++)
+    for (int p = 0; p < 4; p++) {
+      int8_t* o = out + c * 256 + (p / 2) * 128 + (p % 2) * 32;
+      const int8_t* a = x + (c * CH + p) * QK;
+      const int8_t* b = a + 4 * QK;
+      __builtin_memcpy(o, a, 16);
+      __builtin_memcpy(o + 16, b, 16);
+      __builtin_memcpy(o + 64, a + 16, 16);
+      __builtin_memcpy(o + 80, b + 16, 16);
+    }
+}
+
+// The f16 scales of the 8 blocks of a chunk, as f32.
+template <int FMT>
+static inline __m256 chunk_scales(const uint8_t* ch) {
+  constexpr int BW = int(block_size<FMT>() / 2);  // the block size in 16-bit words
+#if defined(__AVX512BW__)
+  // word permutes of 128-byte windows of the chunk instead of 8 scalar inserts
+  typedef int16_t v32s __attribute__((vector_size(64)));
+  constexpr int16_t hi = FMT == FMT_Q8_0 ? 64 : 0;  // q8_0: blocks 4-7 come from the second window
+  const __m512i idx = (__m512i)v32s{0, BW, 2 * BW, 3 * BW, 4 * BW - hi, 5 * BW - hi, 6 * BW - hi, 7 * BW - hi};
+  __m512i r = _mm512_permutex2var_epi16(_mm512_loadu_si512(ch), idx, _mm512_loadu_si512(ch + 64));
+  if (FMT == FMT_Q8_0)
+    r = _mm512_mask_blend_epi16(0xF0, r, _mm512_permutex2var_epi16(_mm512_loadu_si512(ch + 128), idx, _mm512_loadu_si512(ch + 192)));
+  return _mm256_cvtph_ps(_mm512_castsi512_si128(r));
+#else
+  const auto h = [&](int b) { return short(rd16(ch + b * 2 * BW)); };
+  return _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)));
+#endif
+}
+
+#ifdef LLAVA_VNNI
+// z[0] = blocks [0 4 1 5], z[1] = blocks [2 6 3 7], 4 partial sums each  ->  lane b = block b
+// (integer sums: any order is exact)
+static inline __m256i hsum_quads(const __m512i* z) {
+  typedef int32_t v16i __attribute__((vector_size(64)));
+  v16i ia, ib;
+  constexpr int base[8] = {0, 8, 16, 24, 4, 12, 20, 28};  // where block b starts in z[0]:z[1]
+  for (int l = 0; l < 16; l++) {
+    ia[l] = base[l % 8] + (l < 8 ? 0 : 2);
+    ib[l] = ia[l] + 1;
+  }
+  const __m512i s = _mm512_add_epi32(_mm512_permutex2var_epi32(z[0], (__m512i)ia, z[1]),
+                                     _mm512_permutex2var_epi32(z[0], (__m512i)ib, z[1]));
+  return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+}
+#else
+// v[p] = [block p: 4 partial sums | block p + 4: 4 partial sums]  ->  lane b = block b
+static inline __m256i hsum_pairs(const __m256i* v) {
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+}
+#endif
+
+// The raw dot products (see raw_bias) of the 8 blocks of a chunk of RB weight rows (ch[r])
+// with MB activation rows: out[r * MB + i] lane b = block b. xc[i * digits + digit] points at
+// the arranged chunk of that digit of row i.
+template <int FMT, int MB, int RB>
+static inline void chunk_dots(const uint8_t* const* ch, const int8_t* const* xc, __m256i* out) {
+  constexpr int64_t BB = block_size<FMT>();
+#ifdef LLAVA_VNNI
+  // 512 bits: blocks [0 4 1 5] and [2 6 3 7], i.e. the pairs 0, 1 and 2, 3
+  __m512i lo[RB][2], hi[RB][2];  // the weights that meet xlo, xhi
+  for (int rb = 0; rb < RB; rb++) {
+    const auto load4 = [&](int h, int64_t o) {  // bytes o .. o+15 of each of the 4 blocks
+      __m512i v = _mm512_castsi128_si512(load128(ch[rb] + (2 * h) * BB + o));
+      v = _mm512_inserti32x4(v, load128(ch[rb] + (2 * h + 4) * BB + o), 1);
+      v = _mm512_inserti32x4(v, load128(ch[rb] + (2 * h + 1) * BB + o), 2);
+      return _mm512_inserti32x4(v, load128(ch[rb] + (2 * h + 5) * BB + o), 3);
+    };
+    for (int h = 0; h < 2; h++) {
+      if (FMT == FMT_Q4_0) {
+        const __m512i z = load4(h, 2), m = _mm512_set1_epi8(15);
+        lo[rb][h] = _mm512_and_si512(z, m);
+        hi[rb][h] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m);
+      } else {
+        const __m512i bias = _mm512_set1_epi8(char(0x80));
+        lo[rb][h] = _mm512_xor_si512(load4(h, 2), bias);
+        hi[rb][h] = _mm512_xor_si512(load4(h, 18), bias);
+      }
+    }
+  }
+  constexpr int D = digits<FMT>();
+  for (int i = 0; i < MB; i++) {
+    __m512i r[D][RB][2];
+    for (int dg = 0; dg < D; dg++)
+      for (int h = 0; h < 2; h++) {
+        const int8_t* x = xc[i * D + dg] + h * 128;
+        const __m512i xlo = _mm512_load_si512(x), xhi = _mm512_load_si512(x + 64);
+        for (int rb = 0; rb < RB; rb++)
+          r[dg][rb][h] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[rb][h], xlo), hi[rb][h], xhi);
+      }
+    for (int rb = 0; rb < RB; rb++) {
+      if (D == 2)  // 255·hi + lo
+        for (int h = 0; h < 2; h++)
+          r[0][rb][h] = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(r[0][rb][h], 8), r[0][rb][h]), r[D - 1][rb][h]);
+      out[rb * MB + i] = hsum_quads(r[0][rb]);
+    }
+  }
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int rb = 0; rb < RB; rb++) {
+    __m256i v[MB][4];
+    for (int p = 0; p < 4; p++) {
+      const auto both = [&](int64_t o) {  // bytes o .. o+15 of blocks p and p + 4
+        return _mm256_inserti128_si256(_mm256_castsi128_si256(load128(ch[rb] + p * BB + o)), load128(ch[rb] + (p + 4) * BB + o), 1);
+      };
+      __m256i lo, hi;
+      if (FMT == FMT_Q4_0) {
+        const __m256i z = both(2), m = _mm256_set1_epi8(15);
+        lo = _mm256_and_si256(z, m);
+        hi = _mm256_and_si256(_mm256_srli_epi16(z, 4), m);
+      } else {
+        lo = both(2);
+        hi = both(18);
+      }
+      constexpr int D = digits<FMT>();
+      for (int i = 0; i < MB; i++) {
+        __m256i dd[D];  // per digit
+        for (int dg = 0; dg < D; dg++) {
+          const int8_t* x = xc[i * D + dg] + (p / 2) * 128 + (p % 2) * 32;
+          const __m256i xlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(x));
+          const __m256i xhi = _mm256_load_si256(reinterpret_cast<const __m256i*>(x + 64));
+          if (FMT == FMT_Q4_0) {  // nibble · x, two of them: 15·127·4 fits int16
+            dd[dg] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)), ones);
+          } else {  // q8_0: |w| · (x with w's sign) as unsigned × signed bytes; 128·127·2 fits int16
+            const auto dot = [&](__m256i w, __m256i xv) {
+              return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w)), ones);
+            };
+            dd[dg] = _mm256_add_epi32(dot(lo, xlo), dot(hi, xhi));
+          }
+        }
+        // 255·hi + lo for two digits
+        v[i][p] = D == 1 ? dd[0] : _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(dd[0], 8), dd[0]), dd[D - 1]);
+      }
+    }
+    for (int i = 0; i < MB; i++) out[rb * MB + i] = hsum_pairs(v[i]);
+  }
+#endif
+}
+
+// Scales and dot products of blocks [b0, b1) of one weight row, one block at a time (the
+// chunk that is not whole): s[i * CH + b - b0], isum[i * CH + b - b0].
+template <int FMT>
+static void tail_blocks(const uint8_t* row, const QActs& A, int64_t mb, int64_t b0, int64_t b1, float* s, float* isum) {
+  for (int64_t b = b0; b < b1; b++) {
+    const uint8_t* blk = row + b * block_size<FMT>();
+    const float dw = f16s(rd16(blk));
+    for (int64_t i = 0; i < mb; i++) {
+      const int64_t o = i * A.k + b * QK;
+      int32_t x[QK];
+      for (int j = 0; j < QK; j++) x[j] = A.lo ? 255 * A.q[o + j] + A.lo[o + j] : A.q[o + j];
+      int32_t dot = 0;
+      for (int j = 0; j < 16; j++) {
+        if (FMT == FMT_Q8_0) dot += x[j] * int8_t(blk[2 + j]) + x[j + 16] * int8_t(blk[18 + j]);
+        else dot += x[j] * ((blk[2 + j] & 15) - 8) + x[j + 16] * ((blk[2 + j] >> 4) - 8);
+      }
+      s[i * CH + b - b0] = A.d[i * A.nb + b] * dw;
+      isum[i * CH + b - b0] = float(dot);
+    }
+  }
+}
+
+// The scales and dot products of RB weight rows (rows[rb] is row r0 + rb of a group of 8) into
+// the group's buffers: ts[(i * chunks + chunk) * 8 + r] holds the 8 blocks' s = d·dw of
+// activation row i and weight row r, ti[..] their dot products as f32.
+template <int FMT, int MB, int RB>
+static void decode_rows(const uint8_t* const* rows, int r0, const QActs& A, const int8_t* xa, v8f* ts, v8f* ti) {
+  constexpr int64_t BB = block_size<FMT>();
+  const int64_t whole = A.nb / CH, chunks = ceil_div(A.nb, CH);
+  for (int64_t ck = 0; ck < whole; ck++) {
+    const uint8_t* ch[RB];
+    for (int rb = 0; rb < RB; rb++) {
+      ch[rb] = rows[rb] + ck * CH * BB;
+      for (int64_t o = 0; o < CH * BB; o += 64) __builtin_prefetch(ch[rb] + kPrefetchAhead + o, 0, 2);
+    }
+    constexpr int D = digits<FMT>();
+    const int8_t* xc[MB * D];
+    for (int i = 0; i < MB * D; i++) xc[i] = xa + (i * whole + ck) * 256;
+    __m256i dots[RB * MB];
+    chunk_dots<FMT, MB, RB>(ch, xc, dots);
+    for (int rb = 0; rb < RB; rb++) {
+      const __m256 dw = chunk_scales<FMT>(ch[rb]);
+      for (int i = 0; i < MB; i++) {
+        const int64_t o = i * A.nb + ck * CH, t = (i * chunks + ck) * 8 + r0 + rb;
+        const __m256i bias = times_bias<FMT>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(A.sum + o)));
+        ts[t] = (v8f)_mm256_mul_ps(_mm256_loadu_ps(A.d + o), dw);
+        ti[t] = (v8f)_mm256_cvtepi32_ps(_mm256_sub_epi32(dots[rb * MB + i], bias));
+      }
+    }
+  }
+  if (whole == chunks) return;
+  for (int rb = 0; rb < RB; rb++) {
+    float s[MB * CH] = {}, d[MB * CH] = {};
+    tail_blocks<FMT>(rows[rb], A, MB, whole * CH, A.nb, s, d);
+    for (int i = 0; i < MB; i++) {
+      __builtin_memcpy(&ts[(i * chunks + whole) * 8 + r0 + rb], s + i * CH, sizeof(v8f));
+      __builtin_memcpy(&ti[(i * chunks + whole) * 8 + r0 + rb], d + i * CH, sizeof(v8f));
+    }
+  }
+}
+
+// The 8 outputs of a group for one activation row: the blocks accumulated in order, one weight
+// row per lane (ts, ti: that activation row's buffers).
+static __m256 group_sums(const v8f* ts, const v8f* ti, int64_t nb) {
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t ck = 0; ck * CH < nb; ck++) {
+    v8f s[8], d[8];
+    for (int r = 0; r < 8; r++) {
+      s[r] = ts[ck * 8 + r];
+      d[r] = ti[ck * 8 + r];
+    }
+    transpose8_ps(s);
+    transpose8_ps(d);
+    for (int64_t l = 0; l < imin(CH, nb - ck * CH); l++) sum = _mm256_fmadd_ps((__m256)s[l], (__m256)d[l], sum);
+  }
+  return sum;
+}
+
+// RB weight rows at a time share the loads of the activations: measured (one thread, from
+// memory, 4096 x 4096) q4_0 0.62 -> 0.71 of the read bandwidth with 4 rows for m = 1.
+template <int FMT, int MB, int RB = MB == 1 ? 4 : 2>
+static void qmatmul_decode(const Exec& ex, const QActs& A, const PackedW& w, float* c, bool acc) {
+  const int64_t n = w.rows, whole = A.nb / CH, chunks = ceil_div(A.nb, CH);
+  // arranged activations, [row][digit][chunk]
+  constexpr int D = digits<FMT>();
+  int8_t* xa = scratch<int8_t>(ex, ex.tid, SLOT_T, MB * D * whole * 256);
+  for (int i = 0; i < MB; i++)
+    for (int dg = 0; dg < D; dg++) arrange_chunks((dg == 0 ? A.q : A.lo) + i * A.k, whole, xa + (i * D + dg) * whole * 256);
+  run(ex, ceil_div(n, kDecodeRows), [&](int64_t task, int tid) {
+    v8f* ts = scratch<v8f>(ex, tid, SLOT_P, 2 * MB * chunks * 8);
+    v8f* ti = ts + MB * chunks * 8;
+    for (int64_t j0 = task * kDecodeRows; j0 < imin(n, (task + 1) * kDecodeRows); j0 += 8) {
+      for (int r0 = 0; r0 < 8; r0 += RB) {
+        const uint8_t* rows[RB];
+        for (int rb = 0; rb < RB; rb++) rows[rb] = w.data + imin(j0 + r0 + rb, n - 1) * w.row_bytes;  // a short group repeats its last row
+        decode_rows<FMT, MB, RB>(rows, r0, A, xa, ts, ti);
+      }
+      for (int i = 0; i < MB; i++) {
+        alignas(32) float out[8];
+        _mm256_store_ps(out, group_sums(ts + i * chunks * 8, ti + i * chunks * 8, A.nb));
+        for (int r = 0; r < imin(8, n - j0); r++) put_out(c + i * n + j0 + r, out[r], acc);
+      }
+    }
+  });
+}
+
+// ---- many activation rows (prefill): panels of 16 weight rows ----
+//
+// VNNI panel, per block: 8 groups of 4 values x 16 rows, 4 bytes each ([b][g][row][4], u8).
+// Otherwise, per block: 16 pairs x 16 rows, two int16 each ([b][p][row][2]), and the
+// activations enter as int16 Q (vpmaddwd: no saturation, no bias, no digits).
+constexpr int PANEL = 16;
+constexpr int64_t kPanelBlockBytes = kVnni ? QK * PANEL : 2 * QK * PANEL;
+// activation rows per register tile (AVX-512: 8 + 8, or 8 + 16 with two digits, of the 32
+// registers accumulate; AVX2: 6 + 6 of 16)
+#if defined(__AVX512BW__)
+constexpr int kPanelRows = 8;
+#else
+constexpr int kPanelRows = 3;
+#endif
+
+// the f16 scales of block `off` of 8 rows, as f32
+static inline __m256 rows_scales8(const uint8_t* const* rowp, int64_t off) {
+  const auto h = [&](int r) { return short(rd16(rowp[r] + off)); };
+  return _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)));
+}
+
+// r[c] = 8 dwords of row c  ->  r[q] = dword q of rows 0..7
+static inline void transpose8x8(__m256i* r) {
+  __m256i t[8], s[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; h++) {  // rows 0-3, then 4-7
+    const __m256i* u = t + 4 * h;
+    s[4 * h + 0] = _mm256_unpacklo_epi64(u[0], u[2]);
+    s[4 * h + 1] = _mm256_unpackhi_epi64(u[0], u[2]);
+    s[4 * h + 2] = _mm256_unpacklo_epi64(u[1], u[3]);
+    s[4 * h + 3] = _mm256_unpackhi_epi64(u[1], u[3]);
+  }
+  for (int q = 0; q < 4; q++) {
+    r[q] = _mm256_permute2x128_si256(s[q], s[4 + q], 0x20);
+    r[q + 4] = _mm256_permute2x128_si256(s[q], s[4 + q], 0x31);
+  }
+}
+
+// VNNI: the 32 weights of a block (q points past the scale) as unsigned bytes (see raw_bias)
+template <int FMT>
+static inline __m256i block_bytes_u8(const uint8_t* q) {
+  if (FMT == FMT_Q4_0) {
+    const __m128i b = load128(q);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(15));
+  }
+  return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), _mm256_set1_epi8(char(0x80)));
+}
+
+// AVX2: the 32 signed weights of a block as two vectors of 16 int16 (values 0-15, 16-31)
+template <int FMT>
+static inline void block_int16(const uint8_t* q, __m256i& lo, __m256i& hi) {
+  if (FMT == FMT_Q4_0) {
+    const __m128i b = load128(q), m = _mm_set1_epi8(15), e = _mm_set1_epi8(8);
+    lo = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(b, m), e));
+    hi = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), e));
+  } else {
+    lo = _mm256_cvtepi8_epi16(load128(q));
+    hi = _mm256_cvtepi8_epi16(load128(q + 16));
+  }
+}
+
+template <int FMT>
+static void pack_panel(const uint8_t* const* rowp, int64_t nb, uint8_t* panel, float* scales) {
+  for (int64_t b = 0; b < nb; b++) {
+    const int64_t off = b * block_size<FMT>();
+    uint8_t* pb = panel + b * kPanelBlockBytes;
+    for (int h = 0; h < 2; h++) {  // rows 0-7, 8-15
+      const uint8_t* const* rp = rowp + 8 * h;
+      if (kVnni) {
+        __m256i r[8];
+        for (int c = 0; c < 8; c++) r[c] = block_bytes_u8<FMT>(rp[c] + off + 2);
+        transpose8x8(r);
+        for (int g = 0; g < 8; g++) _mm256_store_si256(reinterpret_cast<__m256i*>(pb + g * 64 + h * 32), r[g]);
+      } else {
+        __m256i lo[8], hi[8];
+        for (int c = 0; c < 8; c++) block_int16<FMT>(rp[c] + off + 2, lo[c], hi[c]);
+        transpose8x8(lo);
+        transpose8x8(hi);
+        for (int p = 0; p < 8; p++) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(pb + p * 64 + h * 32), lo[p]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(pb + (p + 8) * 64 + h * 32), hi[p]);
+        }
+      }
+      _mm256_store_ps(scales + b * PANEL + 8 * h, rows_scales8(rp, off));
+    }
+  }
+}
+
+// 4-byte units of a block of one activation row, as the register tiles read them: VNNI: the 8
+// groups of 4 values, each digit (u = group · digits + digit); otherwise 16 pairs of int16 Q.
+template <int FMT>
+constexpr int units() {
+  return kVnni ? 8 * digits<FMT>() : 16;
+}
+
+// The activations in the order the register tiles read them, so a tile needs one pointer and
+// constant offsets: for each group of kPanelRows rows (the last may have fewer: mr), per
+// block, the units [u][i], then d [i], then -bias·ΣQ [i] (VNNI; see raw_bias) of the mr rows.
+template <int FMT>
+static void pack_acts(const Exec& ex, const QActs& A, int64_t m, int32_t* out) {
+  constexpr int U = units<FMT>(), D = digits<FMT>();
+  const auto q = [&](int64_t e) { return D == 2 ? 255 * A.q[e] + A.lo[e] : int32_t(A.q[e]); };
+  run(ex, ceil_div(m, kPanelRows), [&](int64_t group, int) {
+    const int64_t i0 = group * kPanelRows;
+    const int mr = int(imin(kPanelRows, m - i0));
+    for (int64_t b = 0; b < A.nb; b++) {
+      int32_t* o = out + i0 * A.nb * (U + 2) + b * (U + 2) * mr;
+      for (int i = 0; i < mr; i++) {
+        const int64_t row = i0 + i, e = row * A.k + b * QK;
+        for (int u = 0; u < U; u++) {
+          if (kVnni) {
+            o[u * mr + i] = load32((u % D == 0 ? A.q : A.lo) + e + 4 * (u / D));
+          } else {
+            o[u * mr + i] = int32_t(uint32_t(uint16_t(q(e + 2 * u))) | uint32_t(uint16_t(q(e + 2 * u + 1))) << 16);
+          }
+        }
+        __builtin_memcpy(o + U * mr + i, A.d + row * A.nb + b, 4);
+        o[(U + 1) * mr + i] = -raw_bias<FMT>() * A.sum[row * A.nb + b];
+      }
+    }
+  });
+}
+
+// MR activation rows (packed by pack_acts, from xp) x 16 weight rows over all blocks:
+// out[i * 16 + r] = output (i, row r).
+template <int FMT, int MR>
+static void panel_tile(const uint8_t* panel, const float* scales, int64_t nb, const int32_t* xp, float* out) {
+  constexpr int U = units<FMT>();
+  const auto dx = [&](const int32_t* xb, int i) {
+    float d;
+    __builtin_memcpy(&d, xb + U * MR + i, 4);
+    return d;
+  };
+#if defined(__AVX512BW__)
+  // one 512-bit vector holds the 16 rows
+  __m512 acc[MR];
+  for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* pb = panel + b * kPanelBlockBytes;
+    const int32_t* xb = xp + b * (U + 2) * MR;
+    __m512i ia[MR];
+#ifdef LLAVA_VNNI
+    // the last digit accumulates into ia (from -bias·ΣQ), the hi digit of two into ih
+    constexpr int D = digits<FMT>();
+    __m512i ih[MR];
+    for (int i = 0; i < MR; i++) {
+      ia[i] = _mm512_set1_epi32(xb[(U + 1) * MR + i]);
+      ih[i] = _mm512_setzero_si512();
+    }
+    for (int g = 0; g < QK / 4; g++) {
+      const __m512i w = _mm512_load_si512(pb + g * 64);
+      for (int i = 0; i < MR; i++) {
+        if (D == 2) ih[i] = _mm512_dpbusd_epi32(ih[i], w, _mm512_set1_epi32(xb[g * D * MR + i]));
+        ia[i] = _mm512_dpbusd_epi32(ia[i], w, _mm512_set1_epi32(xb[(g * D + D - 1) * MR + i]));
+      }
+    }
+    if (D == 2)
+      for (int i = 0; i < MR; i++) ia[i] = _mm512_add_epi32(ia[i], _mm512_sub_epi32(_mm512_slli_epi32(ih[i], 8), ih[i]));
+#else
+    for (int i = 0; i < MR; i++) ia[i] = _mm512_setzero_si512();
+    for (int p = 0; p < QK / 2; p++) {
+      const __m512i w = _mm512_load_si512(pb + p * 64);
+      for (int i = 0; i < MR; i++) ia[i] = _mm512_add_epi32(ia[i], _mm512_madd_epi16(w, _mm512_set1_epi32(xb[p * MR + i])));
+    }
+#endif
+    const __m512 dw = _mm512_load_ps(scales + b * PANEL);
+    for (int i = 0; i < MR; i++)
+      acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(dx(xb, i)), dw), _mm512_cvtepi32_ps(ia[i]), acc[i]);
+  }
+  for (int i = 0; i < MR; i++) _mm512_storeu_ps(out + i * PANEL, acc[i]);
+#else
+  // AVX2: two 256-bit vectors of 8 rows (int16 pairs)
+  __m256 acc[MR][2];
+  for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* pb = panel + b * kPanelBlockBytes;
+    const int32_t* xb = xp + b * (U + 2) * MR;
+    __m256i ia[MR][2];
+    for (int i = 0; i < MR; i++) ia[i][0] = ia[i][1] = _mm256_setzero_si256();
+    for (int p = 0; p < QK / 2; p++) {
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + p * 64));
+      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(pb + p * 64 + 32));
+      for (int i = 0; i < MR; i++) {
+        const __m256i x = _mm256_set1_epi32(xb[p * MR + i]);
+        ia[i][0] = _mm256_add_epi32(ia[i][0], _mm256_madd_epi16(w0, x));
+        ia[i][1] = _mm256_add_epi32(ia[i][1], _mm256_madd_epi16(w1, x));
+      }
+    }
+    const __m256 dw0 = _mm256_load_ps(scales + b * PANEL), dw1 = _mm256_load_ps(scales + b * PANEL + 8);
+    for (int i = 0; i < MR; i++) {
+      const __m256 d = _mm256_set1_ps(dx(xb, i));
+      acc[i][0] = _mm256_fmadd_ps(_mm256_mul_ps(d, dw0), _mm256_cvtepi32_ps(ia[i][0]), acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(_mm256_mul_ps(d, dw1), _mm256_cvtepi32_ps(ia[i][1]), acc[i][1]);
+    }
+  }
+  for (int i = 0; i < MR; i++) {
+    _mm256_storeu_ps(out + i * PANEL, acc[i][0]);
+    _mm256_storeu_ps(out + i * PANEL + 8, acc[i][1]);
+  }
+#endif
+}
+
+// panel_tile for mr = 1 .. MR rows
+template <int FMT, int MR = kPanelRows>
+static void panel_tile_n(int mr, const uint8_t* panel, const float* scales, int64_t nb, const int32_t* xp, float* out) {
+  if constexpr (MR > 1) {
+    if (mr < MR) return panel_tile_n<FMT, MR - 1>(mr, panel, scales, nb, xp, out);
+  }
+  panel_tile<FMT, MR>(panel, scales, nb, xp, out);
+}
+
+template <int FMT>
+static void qmatmul_panels(const Exec& ex, const QActs& A, int64_t m, const PackedW& w, float* c, bool acc) {
+  constexpr int U = units<FMT>();
+  const int64_t n = w.rows;
+  int32_t* xp = scratch<int32_t>(ex, ex.tid, SLOT_T, m * A.nb * (U + 2));
+  pack_acts<FMT>(ex, A, m, xp);
+  run(ex, ceil_div(n, PANEL), [&](int64_t t, int tid) {
+    const int64_t j0 = t * PANEL;
+    const uint8_t* rowp[PANEL];
+    for (int r = 0; r < PANEL; r++) rowp[r] = w.data + imin(j0 + r, n - 1) * w.row_bytes;  // repeats the last row
+    uint8_t* panel = scratch<uint8_t>(ex, tid, SLOT_B, A.nb * kPanelBlockBytes);
+    float* scales = scratch<float>(ex, tid, SLOT_S, A.nb * PANEL);
+    pack_panel<FMT>(rowp, A.nb, panel, scales);
+    const int nr = int(imin(PANEL, n - j0));
+    for (int64_t i0 = 0; i0 < m; i0 += kPanelRows) {
+      const int mr = int(imin(kPanelRows, m - i0));
+      alignas(64) float out[kPanelRows * PANEL];
+      panel_tile_n<FMT>(mr, panel, scales, A.nb, xp + i0 * A.nb * (U + 2), out);
+      for (int i = 0; i < mr; i++)
+        for (int r = 0; r < nr; r++) put_out(c + (i0 + i) * n + j0 + r, out[i * PANEL + r], acc);
+    }
+  });
+}
+
+template <int FMT>
+static void qmatmul_x86(const Exec& ex, const QActs& A, int64_t m, const PackedW& w, float* c, bool acc) {
+  // measured on 4096 x 4096: panels win from 3 rows with VNNI, from 5 without
+  if (m <= (kVnni ? 2 : 4)) {
+    switch (m) {
+      case 1: return qmatmul_decode<FMT, 1>(ex, A, w, c, acc);
+      case 2: return qmatmul_decode<FMT, 2>(ex, A, w, c, acc);
+      case 3: return qmatmul_decode<FMT, 3>(ex, A, w, c, acc);
+      default: return qmatmul_decode<FMT, 4>(ex, A, w, c, acc);
+    }
+  }
+  qmatmul_panels<FMT>(ex, A, m, w, c, acc);
+}
+
+#endif  // x86 AVX2
+
+// C[m, rows] (+)= A[m, cols] Wᵀ for a q8_0 or q4_0 W, with A quantized to integers per block.
+static void k_packed_matmul_qdot(Pool* pool, const float* a, const PackedW& w, float* c, int64_t m, bool acc) {
+  const int64_t n = w.rows, k = w.cols, nb = k / QK;
+  if (m <= 0 || n <= 0) return;
+  const Exec ex{pool, 0, m * n * k >= (int64_t(1) << 16)};
+  // one scratch area: the digit planes (64-byte aligned, k a multiple of 32), then d and ΣQ
+  const bool two = w.fmt == FMT_Q8_0;
+  const int64_t qbytes = ceil_div(m * k, 64) * 64;
+  uint8_t* area = scratch<uint8_t>(ex, 0, SLOT_A, (two ? 2 : 1) * qbytes + m * nb * 8);
+  uint8_t* rest = area + (two ? 2 : 1) * qbytes;
+  const QActs A{reinterpret_cast<int8_t*>(area), two ? reinterpret_cast<int8_t*>(area + qbytes) : nullptr,
+                reinterpret_cast<float*>(rest), reinterpret_cast<int32_t*>(rest + m * nb * 4), k, nb};
+  if (two) quantize_rows<FMT_Q8_0>(ex, a, m, A);
+  else quantize_rows<FMT_Q4_0>(ex, a, m, A);
+#if LLAVA_X86_SIMD && defined(__AVX2__)
+  if (two) qmatmul_x86<FMT_Q8_0>(ex, A, m, w, c, acc);
+  else qmatmul_x86<FMT_Q4_0>(ex, A, m, w, c, acc);
+#else
+  qmatmul_generic(ex, A, m, w, c, acc);
+#endif
+}
