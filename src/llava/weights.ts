@@ -31,11 +31,17 @@ export function openWeights(dir: string): WeightFiles {
 }
 
 /** One weight file: `<dir>/<stem>.safetensors` or `<dir>/<stem>.bin`, or null when neither exists. */
-export function openWeightFile(dir: string, stem: string): WeightFiles | null {
+export function openWeightFile(dir: string, stem: string): WeightStore | TorchBinStore | null {
   const st = path.join(dir, `${stem}.safetensors`);
   if (isFile(st)) return WeightStore.open(st);
   const bin = path.join(dir, `${stem}.bin`);
   return isFile(bin) ? TorchBinStore.open(bin) : null;
+}
+
+/** The name a non-LoRA trainable gets: the reference strips "base_model." and then a leading "model." from "model.model.*". */
+export function trainableName(n: string): string {
+  const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
+  return k.startsWith("model.model.") ? k.slice("model.".length) : k;
 }
 
 /** What a --model-path folder holds when used with --model-base. */
@@ -67,12 +73,8 @@ export function baseAndPartialWeights(dir: string, base: string) {
     const projector = openWeightFile(dir, "mm_projector")!;
     return { weights: overlaySources([projector, baseWeights]), stores: [projector, baseWeights], adapter: null };
   }
-  // the reference strips "base_model." and then a leading "model." from "model.model.*"
   const trainables = openWeightFile(dir, "non_lora_trainables");
-  const renamed = trainables && renamedSource(trainables, (n) => {
-    const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
-    return k.startsWith("model.model.") ? k.slice("model.".length) : k;
-  });
+  const renamed = trainables && renamedSource(trainables, trainableName);
   const adapterFile = path.join(dir, "adapter_config.json");
   const adapter = {
     config: parseLoraConfig(readJsonFile(adapterFile, "LoRA adapter config"), adapterFile),

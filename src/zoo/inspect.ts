@@ -11,14 +11,14 @@ import { anyresGridShape, parsePinpoints, type PinpointConvention } from "../ima
 import { unpaddedRange } from "../llava/anyres.js";
 import { convModeForModelName, modelNameFromPath, webConvModeForModelName } from "../llava/conversation.js";
 import { type CheckpointFormat, detectFormat, resolveVisionTower } from "../llava/load.js";
-import { hasModelWeights, partialCheckpointKind } from "../llava/weights.js";
+import { hasModelWeights, openWeightFile, partialCheckpointKind } from "../llava/weights.js";
 import { parseLoraConfig } from "../nn/lora.js";
 import { LlavaError } from "../util/errors.js";
 import { readModelConfig } from "./common.js";
 import { HF_DEFAULT_PINPOINTS, HF_DEFAULT_VISION } from "./configs.js";
 import { originalNameOf, type Part } from "./keys.js";
 import { formatBytes } from "./progress.js";
-import { openModelWeights, openTowerWeights, openWeightFile, type WeightReader } from "./weights.js";
+import { openModelWeights, openTowerWeights, type WeightReader } from "./weights.js";
 
 type Json = Record<string, unknown>;
 

@@ -11,7 +11,7 @@
 import path from "node:path";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
 import { detectFormat, resolveVisionTower } from "../llava/load.js";
-import { partialCheckpointKind } from "../llava/weights.js";
+import { openWeightFile, partialCheckpointKind, trainableName } from "../llava/weights.js";
 import { Linear } from "../nn/layers.js";
 import { isLoraTarget, loraScale, mergedWeight, parseLoraConfig, type LoraConfig } from "../nn/lora.js";
 import { RefBackend } from "../tensor/ref-backend.js";
@@ -23,7 +23,7 @@ import { checkOutsideInputs, writeOutputFolder } from "./output.js";
 import type { PlannedTensor } from "./shard-writer.js";
 import { copyTokenizerFiles } from "./tokenizer-files.js";
 import { encodeFloats } from "./vocab.js";
-import { openModelWeights, openWeightFile, type WeightReader } from "./weights.js";
+import { openModelWeights, type WeightReader } from "./weights.js";
 
 export interface MergeLoraOptions extends ConvertOptions {
   /** the LoRA (or projector-only) checkpoint */
@@ -34,12 +34,6 @@ export interface MergeLoraOptions extends ConvertOptions {
 
 /** The LLM's Linear layers, the ones the project's loader attaches LoRA adapters to. */
 const LINEAR_MODULE = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)$/;
-
-/** The reference strips "base_model." and then a leading "model." from "model.model.*". */
-function trainableName(n: string): string {
-  const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
-  return k.startsWith("model.model.") ? k.slice("model.".length) : k;
-}
 
 function partOf(name: string): Part {
   if (name.startsWith("model.mm_projector.")) return "projector";

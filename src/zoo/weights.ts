@@ -54,15 +54,6 @@ export function openTowerWeights(dir: string): WeightReader {
   throw new LlavaError(`vision tower folder ${dir}: no weights (model.safetensors or pytorch_model.bin) found`);
 }
 
-/** `<dir>/<stem>.safetensors`, else `<dir>/<stem>.bin`, or null when neither exists. */
-export function openWeightFile(dir: string, stem: string): WeightReader | null {
-  for (const ext of [".safetensors", ".bin"]) {
-    const file = path.join(dir, stem + ext);
-    if (isFile(file)) return openPath(file);
-  }
-  return null;
-}
-
 /** Names sorted as a person reads them: layer 10 after layer 9. */
 export function naturalCompare(a: string, b: string): number {
   const pa = a.split(/(\d+)/);
