@@ -1,16 +1,11 @@
 /** Shared pieces of the native backend tests: seeded data and tolerant comparison. */
 import assert from "node:assert/strict";
+import { seededRandom } from "../../src/util/random.js";
 
 /** Deterministic pseudo-random numbers in [-1, 1). */
 export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const r = seededRandom(seed);
+  return () => r() * 2 - 1;
 }
 
 export function randn(n: number, seed: number, scale = 1): Float32Array {
