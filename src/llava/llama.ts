@@ -141,7 +141,9 @@ export class LlamaForCausalLM implements Module, HasLinears {
   /** `model` points at the decoder's prefix (`model.`), `head` at the lm_head's. */
   constructor(model: ParamLoader, head: ParamLoader, readonly cfg: LlamaConfig) {
     const { vocabSize: vocab, hiddenSize: d } = cfg;
-    this.embedTokens = new Embedding(model.tensor("embed_tokens.weight", [vocab, d]));
+    // with 16-bit or quantized Linear layers the (frozen) table is kept in 16 bits too
+    const packed = model.linearFormat;
+    this.embedTokens = new Embedding(model.weightIn("embed_tokens.weight", [vocab, d], packed === null ? null : packed === "f16" ? "f16" : "bf16"));
     const act = activationByName(cfg.hiddenAct);
     this.layers = Array.from({ length: cfg.numHiddenLayers }, (_, i) => new LlamaLayer(model.sub(`layers.${i}.`), cfg, act));
     this.norm = new RMSNorm(model.tensor("norm.weight", [d]), cfg.rmsNormEps);
@@ -151,7 +153,7 @@ export class LlamaForCausalLM implements Module, HasLinears {
   }
 
   get backend() {
-    return this.embedTokens.weight.backend;
+    return this.norm.weight.backend;
   }
 
   newCache(batch: number, capacity: number): KVCache {

@@ -27,7 +27,8 @@ export function residentBytes(store: WeightFiles, opts: PrecisionOptions): numbe
     const n = shape.reduce((a, b) => a * b, 1);
     const isLinear = shape.length === 2 && /(_proj|\.fc\d|lm_head)\.weight$/.test(name) && !/projector/.test(name);
     const inTower = /vision_tower|vision_model/.test(name);
-    const format = !isLinear ? null : inTower ? visionFormat(opts) : name.endsWith("lm_head.weight") ? headFormat(opts) : llmFormat(opts);
+    const isEmbedding = /embed_tokens\.weight$/.test(name);
+    const format = isEmbedding ? embeddingFormat(opts) : !isLinear ? null : inTower ? visionFormat(opts) : name.endsWith("lm_head.weight") ? headFormat(opts) : llmFormat(opts);
     total += format === null ? 4 * n : format === "q8_0" && shape[1] % 32 === 0 ? (n / 32) * 34 : format === "q4_0" && shape[1] % 32 === 0 ? (n / 32) * 18 : format === "bf16" || format === "f16" ? 2 * n : 4 * n;
   }
   return total;
@@ -52,4 +53,8 @@ export function checkMemory(stores: WeightFiles[], opts: PrecisionOptions): void
 export const visionFormat = (opts: PrecisionOptions): PackedFormat | null =>
   opts.dtype && opts.dtype !== "f32" ? opts.dtype : opts.quantize ? "f16" : null;
 export const llmFormat = (opts: PrecisionOptions): PackedFormat | null => opts.quantize ?? visionFormat(opts);
+export const embeddingFormat = (opts: PrecisionOptions): PackedFormat | null => {
+  const f = llmFormat(opts);
+  return f === null ? null : f === "f16" ? "f16" : "bf16";
+};
 export const headFormat = (opts: PrecisionOptions): PackedFormat | null => (opts.quantize === "q4_0" ? "q8_0" : llmFormat(opts));

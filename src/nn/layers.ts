@@ -4,6 +4,7 @@
  */
 import { activation, add, embedding, layerNorm, linear, rmsNorm, scale } from "../tensor/ops.js";
 import type { Activation } from "../tensor/backend.js";
+import { unpackRow } from "../tensor/packed.js";
 import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -64,14 +65,22 @@ export interface HasLinears {
 }
 
 export class Embedding implements Module {
-  constructor(readonly weight: Tensor) {}
+  /** a packed (16-bit) table is frozen: its rows are widened on lookup */
+  constructor(readonly weight: Tensor | PackedTensor) {}
 
-  forward(ids: Int32Array, shape?: number[]): Tensor {
-    return embedding(this.weight, ids, shape);
+  forward(ids: Int32Array, shape: number[] = [ids.length]): Tensor {
+    if (this.weight instanceof Tensor) return embedding(this.weight, ids, shape);
+    const { matrix, backend } = this.weight;
+    const out = new Float32Array(ids.length * matrix.cols);
+    ids.forEach((id, i) => {
+      if (id < 0 || id >= matrix.rows) throw new Error(`embedding: token id ${id} outside the vocabulary of ${matrix.rows}`);
+      unpackRow(matrix, id, out.subarray(i * matrix.cols, (i + 1) * matrix.cols));
+    });
+    return new Tensor(out, [...shape, matrix.cols], backend);
   }
 
   namedParameters(prefix = ""): NamedParameters {
-    return [[join(prefix, "weight"), this.weight]];
+    return this.weight instanceof Tensor ? [[join(prefix, "weight"), this.weight]] : [];
   }
 }
 

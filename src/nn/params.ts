@@ -91,7 +91,11 @@ export class ParamLoader {
    * whole number of blocks, else the layer stays f32.
    */
   linearWeight(name: string, shape: [number, number]): Tensor | PackedTensor {
-    const format = this.linearFormat;
+    return this.weightIn(name, shape, this.linearFormat);
+  }
+
+  /** A 2-D weight kept in `format` (null: f32), as `linearWeight` describes. */
+  weightIn(name: string, shape: [number, number], format: PackedFormat | null): Tensor | PackedTensor {
     if (!format || ((format === "q8_0" || format === "q4_0") && shape[1] % QUANT_BLOCK !== 0)) return this.tensor(name, shape);
     const full = this.checked(name, shape);
     const stored = this.source.info(full).dtype;
