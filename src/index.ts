@@ -1,0 +1,19 @@
+/** llava-ts: the public API for programs that use LLaVA models from TypeScript. */
+export { loadLlava, type LoadedLlava, type LoadOptions, type CheckpointFormat } from "./llava/load.js";
+export { LlavaModel, type LlavaSettings } from "./llava/model.js";
+export { buildInputs, prepareImages, promptIds, streamAnswer, type AnswerOptions } from "./llava/pipeline.js";
+export { generateTokens, sampleToken, type SamplingOptions } from "./llava/generate.js";
+export {
+  Conversation, convModeForModelName, convTemplates, getConvTemplate, modelNameFromPath, SeparatorStyle, stopString,
+} from "./llava/conversation.js";
+export { loadImage, encodePng, type RgbImage } from "./image/decode.js";
+export { LlavaTokenizer } from "./tokenizer/tokenizer.js";
+export { WeightStore, writeSafetensors, writeShardedSafetensors } from "./io/safetensors.js";
+export { TorchBinStore } from "./io/torch-bin.js";
+export { readNpy, writeNpy } from "./io/npy.js";
+export { createBackend, type BackendOptions } from "./tensor/backends.js";
+export type { Backend } from "./tensor/backend.js";
+export { Tensor, PackedTensor } from "./tensor/tensor.js";
+export * as ops from "./tensor/ops.js";
+export { AdamW } from "./tensor/optim.js";
+export { LlavaError } from "./util/errors.js";
