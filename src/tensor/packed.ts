@@ -50,33 +50,35 @@ export function packMatrix(w: Float32Array, rows: number, cols: number, format: 
   const rb = rowBytes(format, cols);
   const data = new Uint8Array(rows * rb);
   const view = new DataView(data.buffer);
+  const signed = new Int8Array(data.buffer);
   for (let r = 0; r < rows; r++) {
-    const row = w.subarray(r * cols, (r + 1) * cols);
     const o = r * rb;
     if (format === "bf16" || format === "f16") {
-      for (let j = 0; j < cols; j++) view.setUint16(o + 2 * j, floatToHalf(row[j], format), true);
+      for (let j = 0; j < cols; j++) view.setUint16(o + 2 * j, floatToHalf(w[r * cols + j], format), true);
       continue;
     }
+    // plain index loops: this runs over every weight of a 7B model at load time
+    const bb = BLOCK_BYTES[format];
     for (let b = 0; b < cols / QUANT_BLOCK; b++) {
-      const block = row.subarray(b * QUANT_BLOCK, (b + 1) * QUANT_BLOCK);
-      const bo = o + b * BLOCK_BYTES[format];
+      const x0 = r * cols + b * QUANT_BLOCK;
+      const bo = o + b * bb;
       if (format === "q8_0") {
         let amax = 0;
-        for (const x of block) amax = Math.max(amax, Math.abs(x));
+        for (let j = 0; j < QUANT_BLOCK; j++) amax = Math.max(amax, Math.abs(w[x0 + j]));
         const d = amax / 127;
         const id = d ? 1 / d : 0;
         view.setUint16(bo, floatToHalf(d, "f16"), true);
-        for (let j = 0; j < QUANT_BLOCK; j++) view.setInt8(bo + 2 + j, Math.round(block[j] * id));
+        for (let j = 0; j < QUANT_BLOCK; j++) signed[bo + 2 + j] = Math.round(w[x0 + j] * id);
       } else {
         // the value of largest magnitude, kept with its sign, maps to -8
         let max = 0;
-        for (const x of block) if (Math.abs(x) > Math.abs(max)) max = x;
+        for (let j = 0; j < QUANT_BLOCK; j++) if (Math.abs(w[x0 + j]) > Math.abs(max)) max = w[x0 + j];
         const d = max / -8;
         const id = d ? 1 / d : 0;
         view.setUint16(bo, floatToHalf(d, "f16"), true);
         for (let j = 0; j < 16; j++) {
-          const lo = Math.min(15, Math.trunc(block[j] * id + 8.5));
-          const hi = Math.min(15, Math.trunc(block[j + 16] * id + 8.5));
+          const lo = Math.min(15, Math.trunc(w[x0 + j] * id + 8.5));
+          const hi = Math.min(15, Math.trunc(w[x0 + j + 16] * id + 8.5));
           data[bo + 2 + j] = lo | (hi << 4);
         }
       }
