@@ -68,3 +68,26 @@ export function readWeightMap(indexFile: string): Map<string, string> {
   if (out.size === 0) fail("weight_map is empty");
   return out;
 }
+
+/**
+ * The shards of a shard index with the tensor names each holds, after checking that every
+ * shard file exists (before any of them is opened).
+ */
+export function shardsOf(indexFile: string): Map<string, string[]> {
+  const dir = path.dirname(indexFile);
+  const byShard = new Map<string, string[]>();
+  for (const [name, shard] of readWeightMap(indexFile)) {
+    const list = byShard.get(shard) ?? [];
+    list.push(name);
+    byShard.set(shard, list);
+  }
+  for (const [shard, names] of byShard) {
+    if (!isFile(path.join(dir, shard))) {
+      throw new LlavaError(
+        `shard index ${indexFile}: names shard file "${shard}" (for ${names.length} tensors, e.g. "${names[0]}") ` +
+          `but ${path.join(dir, shard)} does not exist`,
+      );
+    }
+  }
+  return byShard;
+}

@@ -12,8 +12,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { LlavaError } from "../util/errors.js";
 import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
-import { isDirectory, isFile, openForRead, readFully } from "./files.js";
-import { readWeightMap, resolveWeightsInDirectory } from "./checkpoint-files.js";
+import { isDirectory, openForRead, readFully } from "./files.js";
+import { resolveWeightsInDirectory, shardsOf } from "./checkpoint-files.js";
 import { BufferSource, FileSource, PyDict, unpickle } from "./pickle.js";
 import { dtypeSize, type SafetensorsDtype } from "./safetensors-header.js";
 import type { IntArray, RawTensor } from "./safetensors.js";
@@ -107,22 +107,8 @@ export class TorchBinStore {
   }
 
   private static openIndex(indexFile: string): TorchBinStore {
-    const weightMap = readWeightMap(indexFile);
     const dir = path.dirname(indexFile);
-    const byShard = new Map<string, string[]>();
-    for (const [name, shard] of weightMap) {
-      const list = byShard.get(shard) ?? [];
-      list.push(name);
-      byShard.set(shard, list);
-    }
-    for (const [shard, names] of byShard) {
-      if (!isFile(path.join(dir, shard))) {
-        throw new LlavaError(
-          `shard index ${indexFile}: names shard file "${shard}" (for ${names.length} tensors, e.g. "${names[0]}") ` +
-            `but ${path.join(dir, shard)} does not exist`,
-        );
-      }
-    }
+    const byShard = shardsOf(indexFile);
     const files: OpenFile[] = [];
     const tensors = new Map<string, Located>();
     try {

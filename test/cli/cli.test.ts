@@ -8,20 +8,15 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { CASES, FIXTURES, IMAGES, MODELS, ROOT } from "../helpers/paths.js";
+import { CASES, FIXTURES, IMAGES, MODELS } from "../helpers/paths.js";
 import { compareCase } from "../helpers/compare.js";
+import { assertCleanError, llava } from "../helpers/cli.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 
-const CLI = path.join(ROOT, "dist", "src", "cli", "main.js");
 const MHA = path.join(MODELS, "tiny-llava-1.5-mha");
 const GRADIENT = path.join(IMAGES, "gradient_640x480.png");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llava-cli-"));
 process.on("exit", () => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function llava(args: string[], opts: { input?: string; cwd?: string } = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { input: opts.input ?? "", cwd: opts.cwd, encoding: "utf8", timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 /** A copy of the HF fixture model whose files a test may damage. */
 function modelCopy(name: string): string {
@@ -30,15 +25,6 @@ function modelCopy(name: string): string {
   return dir;
 }
 
-/** Asserts one clear error line naming `mention`, no stack trace, exit status 1. */
-function assertCleanError(r: ReturnType<typeof llava>, mention: RegExp) {
-  assert.equal(r.status, 1, `exit status; stderr: ${r.stderr}`);
-  const errorLines = r.stderr.split("\n").filter((l) => l.startsWith("llava:"));
-  assert.equal(errorLines.length, 1, r.stderr);
-  assert.match(errorLines[0], mention);
-  assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
-  assert.doesNotMatch(r.stderr, /internal error/, r.stderr);
-}
 
 test("run answers with the reference's greedy tokens", () => {
   const r = llava(["run", "--model-path", MHA, "--image-file", GRADIENT, "--query", "What is shown?", "--conv-mode", "llava_v1", "--temperature", "0", "--max-new-tokens", "20"]);

@@ -5,33 +5,19 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { LlavaError } from "../../src/util/errors.js";
 import { convertToHf } from "../../src/zoo/to-hf.js";
 import { ProgressBar, type ProgressSink } from "../../src/zoo/progress.js";
-import { MODELS, ROOT } from "../helpers/paths.js";
+import { MODELS } from "../helpers/paths.js";
 import { randomOriginal, tempDir } from "./helpers.js";
+import { assertCleanError, llava } from "../helpers/cli.js";
 
-const CLI = path.join(ROOT, "dist", "src", "cli", "main.js");
 const ORIG = path.join(MODELS, "tiny-llava-1.5-orig");
 const MHA = path.join(MODELS, "tiny-llava-1.5-mha");
 const tmp = tempDir();
 
-function llava(args: string[], cwd?: string) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: "utf8", timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function assertCleanError(r: ReturnType<typeof llava>, mention: RegExp) {
-  assert.equal(r.status, 1, `exit status; stderr: ${r.stderr}`);
-  const errorLines = r.stderr.split("\n").filter((l) => l.startsWith("llava:"));
-  assert.equal(errorLines.length, 1, r.stderr);
-  assert.match(errorLines[0], mention);
-  assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
-  assert.doesNotMatch(r.stderr, /internal error/, r.stderr);
-}
 
 /** Entries of `dir` other than `keep`: leftovers of a failed conversion. */
 const leftovers = (dir: string, keep: string[] = []) => fs.readdirSync(dir).filter((f) => !keep.includes(f));
@@ -39,7 +25,7 @@ const leftovers = (dir: string, keep: string[] = []) => fs.readdirSync(dir).filt
 test("convert to-hf from the command line, then refuses to overwrite without --force", () => {
   const parent = path.join(tmp, "cli-out");
   const out = path.join(parent, "llava-hf");
-  const r = llava(["convert", "to-hf", "--model-path", "tiny-llava-1.5-orig", "--out", out], MODELS);
+  const r = llava(["convert", "to-hf", "--model-path", "tiny-llava-1.5-orig", "--out", out], { cwd: MODELS });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, `${out}\n`);
   assert.match(r.stderr, /wrote 80 tensors/);
@@ -58,7 +44,7 @@ test("convert errors are one clear line", () => {
   assertCleanError(llava(["convert", "to-hf", "--model-path", linear, "--out", path.join(tmp, "x1")]), /mm_projector_type "linear" cannot be represented in the HF llava format/);
   const copy = path.join(tmp, "orig-without-tower");
   fs.cpSync(ORIG, copy, { recursive: true });
-  assertCleanError(llava(["convert", "to-hf", "--model-path", copy, "--out", path.join(tmp, "x2")], tmp), /vision tower "tiny-clip-vit-56" \(mm_vision_tower\) was not found.*--vision-tower/);
+  assertCleanError(llava(["convert", "to-hf", "--model-path", copy, "--out", path.join(tmp, "x2")], { cwd: tmp }), /vision tower "tiny-clip-vit-56" \(mm_vision_tower\) was not found.*--vision-tower/);
   assertCleanError(llava(["convert", "to-hf", "--model-path", MHA, "--out", path.join(tmp, "x3")]), /already in the HF format/);
   assertCleanError(llava(["convert", "to-original", "--model-path", ORIG, "--out", path.join(tmp, "x4")]), /already in the original LLaVA format/);
   assertCleanError(llava(["convert", "to-hf", "--model-path", ORIG]), /--out is required/);
@@ -67,7 +53,7 @@ test("convert errors are one clear line", () => {
   assertCleanError(llava(["convert", "extract-projector", "--model-path", ORIG, "--out", path.join(tmp, "mm_projector.bin")]), /writing PyTorch \.bin files is not supported/);
   const blocker = path.join(tmp, "a-file");
   fs.writeFileSync(blocker, "");
-  assertCleanError(llava(["convert", "to-hf", "--model-path", "tiny-llava-1.5-orig", "--out", path.join(blocker, "out")], MODELS), /cannot create the output folder/);
+  assertCleanError(llava(["convert", "to-hf", "--model-path", "tiny-llava-1.5-orig", "--out", path.join(blocker, "out")], { cwd: MODELS }), /cannot create the output folder/);
   for (const x of ["x1", "x2", "x3", "x4", "x5", "mm_projector.bin"]) assert.ok(!fs.existsSync(path.join(tmp, x)), `${x} was not created`);
 });
 
