@@ -55,6 +55,19 @@ export type IntArray =
   | Int8Array
   | Uint8Array;
 
+/** The typed array class that holds each integer dtype (readInt of both weight stores). */
+export const INT_ARRAYS: Partial<Record<SafetensorsDtype, { new (length: number): IntArray; new (buffer: ArrayBuffer): IntArray }>> = {
+  BOOL: Uint8Array,
+  U8: Uint8Array,
+  I8: Int8Array,
+  I16: Int16Array,
+  U16: Uint16Array,
+  I32: Int32Array,
+  U32: Uint32Array,
+  I64: BigInt64Array,
+  U64: BigUint64Array,
+};
+
 interface OpenFile {
   path: string;
   fd: number;
@@ -231,20 +244,6 @@ export class WeightStore {
     throw noSuchTensor(this.source, name, this.tensors);
   }
 }
-
-type IntCtor = new (length: number) => IntArray;
-
-const INT_ARRAYS: Partial<Record<SafetensorsDtype, IntCtor>> = {
-  BOOL: Uint8Array,
-  U8: Uint8Array,
-  I8: Int8Array,
-  I16: Int16Array,
-  U16: Uint16Array,
-  I32: Int32Array,
-  U32: Uint32Array,
-  I64: BigInt64Array,
-  U64: BigUint64Array,
-};
 
 /** Picks the weights inside a checkpoint directory, as transformers does. */
 function resolveDirectory(dir: string): string {

@@ -16,7 +16,7 @@ import { isDirectory, openForRead, readFully } from "./files.js";
 import { resolveWeightsInDirectory, shardsOf } from "./checkpoint-files.js";
 import { BufferSource, FileSource, PyDict, unpickle } from "./pickle.js";
 import { dtypeSize, type SafetensorsDtype } from "./safetensors-header.js";
-import type { IntArray, RawTensor } from "./safetensors.js";
+import { INT_ARRAYS, type IntArray, type RawTensor } from "./safetensors.js";
 import { noSuchTensor } from "./suggest.js";
 import { collectTensors, describe, TensorRef, TorchPickleHooks, type StorageRef } from "./torch-unpickle.js";
 import { ZipArchive, type ZipEntry } from "./torch-zip.js";
@@ -202,19 +202,6 @@ export class TorchBinStore {
   }
 }
 
-type IntCtor = new (buffer: ArrayBuffer) => IntArray;
-
-const INT_ARRAYS: Partial<Record<SafetensorsDtype, IntCtor>> = {
-  BOOL: Uint8Array,
-  U8: Uint8Array,
-  I8: Int8Array,
-  I16: Int16Array,
-  U16: Uint16Array,
-  I32: Int32Array,
-  U32: Uint32Array,
-  I64: BigInt64Array,
-  U64: BigUint64Array,
-};
 
 // ---------------------------------------------------------------------------------------------
 // Opening one file

@@ -13,19 +13,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Activation, AttentionParams, Backend } from "../../src/tensor/backend.js";
-import { loadNativeAddon, NativeBackend, type NativeAddon } from "../../src/tensor/native-backend.js";
+import { NativeBackend } from "../../src/tensor/native-backend.js";
 import { bf16ToF32Array, f32ToBf16Array } from "../../src/tensor/dtypes.js";
 import { packMatrix, type PackedFormat } from "../../src/tensor/packed.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
-import { assertBitEqual, assertClose, randInts, randn } from "./helpers.js";
+import { assertBitEqual, assertClose, tryLoadAddon, randInts, randn } from "./helpers.js";
 
-let addon: NativeAddon | null = null;
-let skip: string | false = false;
-try {
-  addon = loadNativeAddon();
-} catch (e) {
-  skip = `the native addon is not built (${(e as Error).message})`;
-}
+const { addon, skip } = tryLoadAddon();
 
 const ref = new RefBackend();
 

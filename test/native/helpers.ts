@@ -1,6 +1,7 @@
 /** Shared pieces of the native backend tests: seeded data and tolerant comparison. */
 import assert from "node:assert/strict";
 import { seededRandom } from "../../src/util/random.js";
+import { loadNativeAddon, type NativeAddon } from "../../src/tensor/native-backend.js";
 
 /** Deterministic pseudo-random numbers in [-1, 1). */
 export function rng(seed: number): () => number {
@@ -63,4 +64,13 @@ export function assertBitEqual(a: Float32Array, b: Float32Array, label: string):
   const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
   const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) assert.fail(`${label}[${i}]: ${a[i]} vs ${b[i]}`);
+}
+
+/** The native addon, or the reason tests of it are skipped. */
+export function tryLoadAddon(): { addon: NativeAddon | null; skip: string | false } {
+  try {
+    return { addon: loadNativeAddon(), skip: false };
+  } catch (e) {
+    return { addon: null, skip: `the native addon is not built (${(e as Error).message})` };
+  }
 }

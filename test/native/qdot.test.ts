@@ -10,19 +10,13 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { loadNativeAddon, NativeBackend, type NativeAddon } from "../../src/tensor/native-backend.js";
+import { NativeBackend } from "../../src/tensor/native-backend.js";
 import { packMatrix, type PackedMatrix } from "../../src/tensor/packed.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
-import { assertBitEqual, assertClose, randn, relativeRms, rng } from "./helpers.js";
+import { assertBitEqual, assertClose, tryLoadAddon, randn, relativeRms, rng } from "./helpers.js";
 import { activationLevels, predictedRelativeRms, qdotMatmul } from "./qdot-reference.js";
 
-let addon: NativeAddon | null = null;
-let skip: string | false = false;
-try {
-  addon = loadNativeAddon();
-} catch (e) {
-  skip = `the native addon is not built (${(e as Error).message})`;
-}
+const { addon, skip } = tryLoadAddon();
 
 const ref = new RefBackend();
 type QFormat = "q8_0" | "q4_0";
