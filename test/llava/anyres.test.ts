@@ -68,7 +68,8 @@ function packHf(tiles: number[][][], h: number, w: number, newline: number[]): n
   return out;
 }
 
-for (const [w, h, what] of [[300, 50, "a wide"], [50, 300, "a tall"], [10, 10, "a tiny"], [112, 56, "an exact-pinpoint"], [57, 113, "an odd-sized"]] as const) {
+for (const [w, h, what] of [[300, 50, "a wide"], [50, 300, "a tall"], [10, 10, "a tiny"], [112, 56, "an exact-pinpoint"], [57, 113, "an odd-sized"],
+  [300, 2, "a very wide"], [2000, 1, "a one-row"], [16000, 1, "a 16000-px-wide"], [1, 16000, "a one-column"]] as const) {
   test(`AnyRes packing matches transformers for ${what} image (${w}x${h})`, async () => {
     const r = seededRandom(w * 1000 + h);
     const data = Buffer.from(Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256)));
