@@ -8,6 +8,9 @@
  * animated images give their first frame (transparent GIF pixels show their palette colour, as
  * in PIL's palette mode), 16-bit greyscale is clipped to 255 (PIL's I;16 -> RGB),
  * CMYK uses PIL's naive inversion instead of a colour profile.
+ *
+ * Limits (`ImageLimits`) keep one request from exhausting memory: the pixels of all its images,
+ * judged from their headers before any is decoded, and the bytes of each download.
  */
 import { readFile, stat } from "node:fs/promises";
 import sharp, { type Metadata } from "sharp";
@@ -54,7 +57,7 @@ export function imageLimits(given: Partial<ImageLimits> = {}): ImageLimits {
   return { maxPixels: pick("maxPixels"), maxDownloadBytes: pick("maxDownloadBytes") };
 }
 
-/** "over the limit of 1,024 bytes per download (LLAVA_MAX_IMAGE_BYTES)" */
+/** e.g. "over the limit of 1,024 bytes per image (LLAVA_MAX_IMAGE_BYTES)" */
 function overLimit(key: keyof ImageLimits, limit: number, what: string): string {
   return `over the limit of ${count(limit)} ${what} (${LIMIT_SETTINGS[key].env})`;
 }
