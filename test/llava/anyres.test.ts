@@ -110,6 +110,21 @@ test("flat and spatial merges order the tile features as the original LLaVA code
   assert.deepEqual(mergeAnyresFeatures(one, layout, "spatial_unpad", newline, false).toArray(), [1, 2, 3, 4, 9]);
 });
 
+test("unpadding that keeps no row leaves the base features alone; no column, a newline per row", () => {
+  const be = new RefBackend();
+  // 1 base tile + 3 tiles of 2x2 features, C = 1: value = tile * 10 + position
+  const feats = new Tensor(Float32Array.from({ length: 16 }, (_, i) => Math.floor(i / 4) * 10 + (i % 4)), [4, 4, 1], be);
+  const newline = new Tensor(Float32Array.from([9]), [1], be);
+  for (const hfRounding of [true, false]) {
+    // a 2x6 grid for a 3000x1 image: int(1 * 6/3000) = 0 rows, padding 1 above and below
+    const wide = mergeAnyresFeatures(feats, { rows: 1, cols: 3, width: 3000, height: 1 }, "spatial_unpad", newline, hfRounding);
+    assert.deepEqual(wide.toArray(), [0, 1, 2, 3]);
+    // a 6x2 grid for a 1x3000 image: no column survives, each of the 6 rows still ends in a newline
+    const tall = mergeAnyresFeatures(feats, { rows: 3, cols: 1, width: 1, height: 3000 }, "spatial_unpad", newline, hfRounding);
+    assert.deepEqual(tall.toArray(), [0, 1, 2, 3, 9, 9, 9, 9, 9, 9]);
+  }
+});
+
 test("the original format truncates the spliced sequence to tokenizer_model_max_length", async () => {
   const dir = path.join(tmp, "orig-truncated");
   fs.cpSync(path.join(MODELS, "tiny-llava-1.5-orig"), dir, { recursive: true });
