@@ -9,7 +9,7 @@ import { argmax } from "../llava/generate.js";
 import { expandLabels, IGNORE_INDEX, maskTargetsV1 } from "../llava/labels.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { buildInputs, expandedIds, prepareImages, promptIds } from "../llava/pipeline.js";
-import { loadImage, type RgbImage } from "../image/decode.js";
+import { loadImages, type RgbImage } from "../image/decode.js";
 import { clipPreprocess, padPreprocess } from "../image/processor.js";
 import { writeNpy } from "../io/npy.js";
 import { concat, crossEntropy, reshape, slice } from "../tensor/ops.js";
@@ -117,7 +117,7 @@ function greedyIds(loaded: LoadedLlava, embeds: Tensor, count: number): number[]
 }
 
 export async function runDump(loaded: LoadedLlava, opts: DumpOptions): Promise<string[]> {
-  const images = await Promise.all(opts.images.map((f) => loadImage(f)));
+  const images = await loadImages(opts.images);
   fs.mkdirSync(opts.out, { recursive: true });
   const w = new NpyWriter(opts.out);
   const { conv, prompt } = dumpPrompt(opts);

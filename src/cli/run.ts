@@ -2,7 +2,7 @@
 import { stopString } from "../llava/conversation.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { streamAnswer } from "../llava/pipeline.js";
-import { loadImage } from "../image/decode.js";
+import { loadImages } from "../image/decode.js";
 import { LlavaError } from "../util/errors.js";
 import { conversationFor, samplingFromArgs, type Values } from "./common.js";
 
@@ -20,7 +20,7 @@ export function queryWithImages(query: string, images: number): string {
 export async function answerOnce(loaded: LoadedLlava, v: Values): Promise<void> {
   if (typeof v.query !== "string") throw new LlavaError("run needs --query TEXT");
   const files = typeof v["image-file"] === "string" ? v["image-file"].split(typeof v.sep === "string" ? v.sep : ",") : [];
-  const images = await Promise.all(files.map((f) => loadImage(f.trim())));
+  const images = await loadImages(files.map((f) => f.trim()));
   const query = queryWithImages(v.query, images.length);
   const markers = query.split("<image>").length - 1;
   if (markers !== images.length) throw new LlavaError(`the query marks ${markers} image(s) but ${images.length} were given`);
