@@ -8,6 +8,7 @@ import path from "node:path";
 import { LlavaModel } from "./model.js";
 import { checkMemory, keptFormat, type PrecisionOptions, residentBytes } from "./precision.js";
 import { type CheckpointFormat, IM_END, IM_START, IMAGE_TOKEN, type ModelSpec, readModelSpec, requireTower } from "./spec.js";
+import { blockingProblem, checkTensors, declaredTensors, listed } from "./tensors.js";
 import { openCheckpointWeights } from "./weights.js";
 import type { ClipVisionConfig, LlamaConfig } from "../io/config.js";
 import { isFile } from "../io/files.js";
@@ -55,11 +56,6 @@ async function imageProcessorFor(dir: string, vision: ClipVisionConfig): Promise
   return parseImageProcessorConfig({ size: { shortest_edge: size }, crop_size: { height: size, width: size } }, `${dir} (defaults)`);
 }
 
-/** A list of names for a message: the first few and how many more. */
-function listed(names: string[], shown = 5): string {
-  return names.slice(0, shown).map((n) => `"${n}"`).join(", ") + (names.length > shown ? ` and ${names.length - shown} more` : "");
-}
-
 /**
  * The prompt tokens the spec relies on: HF's `<image>` must be the config's image token (the
  * processor marks images with it), and `mm_use_im_start_end` models were trained with
@@ -89,15 +85,17 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
   let model: LlavaModel;
   try {
     const { reader } = weights;
-    checkMemory(residentBytes(reader.names().map((name) => ({ name, shape: reader.info(name).shape })), opts), opts);
-    const params = new ParamLoader(reader, backend, "", (name) => keptFormat(name, opts));
-    model = LlavaModel.load(params, spec);
-    const unused = reader.names().filter((n) => !params.used.has(n));
-    if (unused.length) {
-      const message = `${reader.source}: ${unused.length} tensor(s) the model does not use: ${listed(unused)}`;
-      if (opts.strict) throw new LlavaError(message);
+    const declared = declaredTensors(spec, reader);
+    const findings = checkTensors(declared, reader);
+    const problem = blockingProblem(findings, reader.source);
+    if (problem) throw new LlavaError(problem);
+    if (findings.unused.length) {
+      const message = `${reader.source}: ${findings.unused.length} tensor(s) the model does not use: ${listed(findings.unused)}`;
+      if (opts.strict) throw new LlavaError(`${message} (--strict)`);
       (opts.warn ?? ((m) => process.stderr.write(`llava: warning: ${m}\n`)))(message);
     }
+    checkMemory(residentBytes(declared.filter((d) => d.shape && reader.has(d.name)) as Array<{ name: string; shape: number[] }>, opts), opts);
+    model = LlavaModel.load(new ParamLoader(reader, backend, "", (name) => keptFormat(name, opts)), spec);
     if (weights.adapter) {
       const linears = model.llm.namedLinears();
       attachLora(linears, weights.adapter.weights, weights.adapter.config, backend);

@@ -7,7 +7,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
-import { projectorDepth } from "./projector.js";
+import { partOf, storedName } from "./keys.js";
+import { readModelSpec } from "./spec.js";
+import { declaredTensors } from "./tensors.js";
 import { seededRandom } from "../util/random.js";
 
 type Json = Record<string, unknown>;
@@ -89,63 +91,15 @@ class RandomTensors {
     const totalSize = this.shards.reduce((s, x) => s + x.bytes, 0);
     writeJson(path.join(this.dir, "model.safetensors.index.json"), { metadata: { total_size: totalSize }, weight_map: weightMap });
   }
-
-  /** a Linear layer whose output keeps roughly unit variance */
-  linear(prefix: string, out: number, inp: number, bias: boolean): void {
-    this.add(`${prefix}.weight`, [out, inp], Math.sqrt(3 / inp));
-    if (bias) this.add(`${prefix}.bias`, [out], 0.1);
-  }
-
-  norm(prefix: string, dim: number, bias: boolean): void {
-    this.add(`${prefix}.weight`, [dim], 0.1, 1);
-    if (bias) this.add(`${prefix}.bias`, [dim], 0.1);
-  }
 }
 
-function clipTensors(t: RandomTensors, prefix: string, v: Json): void {
-  const d = field(v, "hidden_size", 768);
-  const inter = field(v, "intermediate_size", 3072);
-  const patch = field(v, "patch_size", 32);
-  const size = field(v, "image_size", 224);
-  const channels = field(v, "num_channels", 3);
-  t.add(`${prefix}embeddings.class_embedding`, [d], 1);
-  t.add(`${prefix}embeddings.patch_embedding.weight`, [d, channels, patch, patch], Math.sqrt(3 / (channels * patch * patch)));
-  t.add(`${prefix}embeddings.position_embedding.weight`, [(size / patch) ** 2 + 1, d], 0.5);
-  t.norm(`${prefix}pre_layrnorm`, d, true);
-  for (let i = 0; i < field(v, "num_hidden_layers", 12); i++) {
-    const l = `${prefix}encoder.layers.${i}.`;
-    for (const p of ["q_proj", "k_proj", "v_proj", "out_proj"]) t.linear(`${l}self_attn.${p}`, d, d, true);
-    t.norm(`${l}layer_norm1`, d, true);
-    t.linear(`${l}mlp.fc1`, inter, d, true);
-    t.linear(`${l}mlp.fc2`, d, inter, true);
-    t.norm(`${l}layer_norm2`, d, true);
-  }
-  t.norm(`${prefix}post_layernorm`, d, true);
-}
-
-function llamaTensors(t: RandomTensors, model: string, head: string, c: Json): void {
-  const d = field(c, "hidden_size", 4096);
-  const heads = field(c, "num_attention_heads", 32);
-  const kv = field(c, "num_key_value_heads", heads);
-  const hd = field(c, "head_dim", d / heads);
-  const inter = field(c, "intermediate_size", 11008);
-  const vocab = field(c, "vocab_size", 32000);
-  const bias = c.attention_bias === true;
-  t.add(`${model}embed_tokens.weight`, [vocab, d], 1);
-  for (let i = 0; i < field(c, "num_hidden_layers", 32); i++) {
-    const l = `${model}layers.${i}.`;
-    t.linear(`${l}self_attn.q_proj`, heads * hd, d, bias);
-    t.linear(`${l}self_attn.k_proj`, kv * hd, d, bias);
-    t.linear(`${l}self_attn.v_proj`, kv * hd, d, bias);
-    t.linear(`${l}self_attn.o_proj`, d, heads * hd, bias);
-    t.linear(`${l}mlp.gate_proj`, inter, d, false);
-    t.linear(`${l}mlp.up_proj`, inter, d, false);
-    t.linear(`${l}mlp.down_proj`, d, inter, false);
-    t.norm(`${l}input_layernorm`, d, false);
-    t.norm(`${l}post_attention_layernorm`, d, false);
-  }
-  t.norm(`${model}norm`, d, false);
-  if (c.tie_word_embeddings !== true) t.linear(`${head}`, vocab, d, false);
+/** Spread and center of a tensor's uniform values: Linear weights keep unit variance, norms sit near 1, biases near 0. */
+function initOf(name: string, shape: number[]): { spread: number; center: number } {
+  if (name.endsWith(".bias")) return { spread: 0.1, center: 0 };
+  if (shape.length === 1 && /norm|layrnorm/.test(name)) return { spread: 0.1, center: 1 };
+  if (/position_embedding/.test(name)) return { spread: 0.5, center: 0 };
+  if (shape.length >= 2 && !/embed_tokens/.test(name)) return { spread: Math.sqrt(3 / shape.slice(1).reduce((a, b) => a * b, 1)), center: 0 };
+  return { spread: 1, center: 0 };
 }
 
 function writeJson(file: string, value: unknown): void {
@@ -168,19 +122,17 @@ function copyTokenizer(from: string, to: string): void {
 /**
  * Writes the checkpoint into `dir` (created). For the original format the CLIP tower goes to
  * `dir`-clip beside it, named by `mm_vision_tower` as an absolute path; returns both folders.
+ * The configs are written first and the tensors are those the loader reads for them, under
+ * the format's names (keys.ts).
  */
 export function writeRandomLlava(dir: string, spec: RandomLlavaSpec): { modelDir: string; towerDir: string | null } {
   fs.mkdirSync(dir, { recursive: true });
   copyTokenizer(spec.tokenizerFrom, dir);
-  const t = new RandomTensors(spec.seed ?? 1, spec.dtype ?? "F32", dir, spec.maxShardBytes);
-  const vd = field(spec.vision, "hidden_size", 768);
-  const td = field(spec.text, "hidden_size", 4096);
-  if (spec.format === "hf") {
-    clipTensors(t, "vision_tower.vision_model.", spec.vision);
-    t.linear("multi_modal_projector.linear_1", td, vd, true);
-    t.linear("multi_modal_projector.linear_2", td, td, true);
-    llamaTensors(t, "language_model.model.", "language_model.lm_head", spec.text);
-    t.finish();
+  const seed = spec.seed ?? 1;
+  const dtype = spec.dtype ?? "F32";
+  const hf = spec.format === "hf";
+  const towerDir = hf ? null : `${dir}-clip`;
+  if (hf) {
     writeJson(path.join(dir, "config.json"), {
       architectures: ["LlavaForConditionalGeneration"], model_type: "llava",
       image_token_index: 32000, projector_hidden_act: "gelu",
@@ -189,28 +141,27 @@ export function writeRandomLlava(dir: string, spec: RandomLlavaSpec): { modelDir
       text_config: { model_type: "llama", ...spec.text }, vision_config: { model_type: "clip_vision_model", ...spec.vision },
     });
     writeJson(path.join(dir, "preprocessor_config.json"), processorConfig(spec.vision));
-    return { modelDir: dir, towerDir: null };
+  } else {
+    fs.mkdirSync(towerDir!, { recursive: true });
+    writeJson(path.join(towerDir!, "config.json"), { model_type: "clip_vision_model", architectures: ["CLIPVisionModel"], ...spec.vision });
+    writeJson(path.join(towerDir!, "preprocessor_config.json"), processorConfig(spec.vision));
+    writeJson(path.join(dir, "config.json"), {
+      architectures: ["LlavaLlamaForCausalLM"], model_type: "llava_llama", ...spec.text,
+      mm_vision_tower: towerDir, mm_hidden_size: field(spec.vision, "hidden_size", 768), mm_projector_type: spec.projectorType ?? "mlp2x_gelu",
+      mm_vision_select_layer: spec.visionSelectLayer ?? -2, mm_vision_select_feature: spec.visionSelectFeature ?? "patch",
+      image_aspect_ratio: spec.imageAspectRatio ?? "pad", mm_use_im_start_end: false, mm_use_im_patch_token: false,
+      tokenizer_model_max_length: 2048, tokenizer_padding_side: "right",
+    });
   }
-  const towerDir = `${dir}-clip`;
-  fs.mkdirSync(towerDir, { recursive: true });
-  const tower = new RandomTensors((spec.seed ?? 1) + 1, spec.dtype ?? "F32", towerDir, spec.maxShardBytes);
-  clipTensors(tower, "vision_model.", spec.vision);
-  tower.finish();
-  writeJson(path.join(towerDir, "config.json"), { model_type: "clip_vision_model", architectures: ["CLIPVisionModel"], ...spec.vision });
-  writeJson(path.join(towerDir, "preprocessor_config.json"), processorConfig(spec.vision));
-  const type = spec.projectorType ?? "mlp2x_gelu";
-  const depth = projectorDepth(type);
-  for (let i = 0; i < depth; i++) {
-    t.linear(type === "linear" ? "model.mm_projector" : `model.mm_projector.${2 * i}`, td, i === 0 ? vd : td, true);
+  const main = new RandomTensors(seed, dtype, dir, spec.maxShardBytes);
+  const tower = towerDir ? new RandomTensors(seed + 1, dtype, towerDir, spec.maxShardBytes) : null;
+  for (const { name, shape } of declaredTensors(readModelSpec(dir))) {
+    if (!shape) continue;
+    const { spread, center } = initOf(name, shape);
+    if (tower && partOf(name) === "vision") tower.add(storedName(name, "clip")!, shape, spread, center);
+    else main.add(hf ? storedName(name, "hf")! : name, shape, spread, center);
   }
-  llamaTensors(t, "model.", "lm_head", spec.text);
-  t.finish();
-  writeJson(path.join(dir, "config.json"), {
-    architectures: ["LlavaLlamaForCausalLM"], model_type: "llava_llama", ...spec.text,
-    mm_vision_tower: towerDir, mm_hidden_size: vd, mm_projector_type: type,
-    mm_vision_select_layer: spec.visionSelectLayer ?? -2, mm_vision_select_feature: spec.visionSelectFeature ?? "patch",
-    image_aspect_ratio: spec.imageAspectRatio ?? "pad", mm_use_im_start_end: false, mm_use_im_patch_token: false,
-    tokenizer_model_max_length: 2048, tokenizer_padding_side: "right",
-  });
+  main.finish();
+  tower?.finish();
   return { modelDir: dir, towerDir };
 }

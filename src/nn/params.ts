@@ -28,6 +28,35 @@ export type FormatPolicy = (name: string, shape: number[]) => PackedFormat | nul
 
 const allF32: FormatPolicy = () => null;
 
+/** A tensor a model reads: its full name and shape (null: one it knows of but skips, any shape), and whether it may be absent. */
+export interface TensorDeclaration {
+  name: string;
+  shape: number[] | null;
+  optional: boolean;
+}
+
+/**
+ * Zeros of any length without touching memory: views of one zero-filled buffer, grown as needed.
+ * The pages of a fresh ArrayBuffer are not resident until written, and a dry run never writes.
+ */
+let zeroBuffer = new ArrayBuffer(0);
+function zeros(n: number): Float32Array {
+  if (zeroBuffer.byteLength < 4 * n) zeroBuffer = new ArrayBuffer(4 * n);
+  return new Float32Array(zeroBuffer, 0, n);
+}
+
+/** A source with no tensors, for dry runs. */
+const NOTHING: TensorSource = {
+  source: "(dry run)",
+  has: () => false,
+  info: (name) => {
+    throw new LlavaError(`dry run: no tensor "${name}"`);
+  },
+  readF32: (name) => {
+    throw new LlavaError(`dry run: no tensor "${name}"`);
+  },
+};
+
 export class ParamLoader {
   constructor(
     readonly source: TensorSource,
@@ -35,9 +64,18 @@ export class ParamLoader {
     readonly prefix = "",
     /** the format each 2-D weight read with `matrix` is kept in */
     readonly policy: FormatPolicy = allF32,
-    /** full names read (or skipped) so far, shared by every sub-loader: what the model used */
-    readonly used = new Set<string>(),
+    /** in a dry run: every tensor asked for, shared by every sub-loader (and no data is read) */
+    readonly declared: Map<string, TensorDeclaration> | null = null,
   ) {}
+
+  /**
+   * A loader that reads no data: building a model with it records the tensors the model reads
+   * (`declared`) and gives it zero-valued tensors that take no memory. `present` answers `has`
+   * (for choices like tied embeddings), as a real load would.
+   */
+  static dryRun(backend: Backend, present: TensorSource = NOTHING): ParamLoader {
+    return new ParamLoader(present, backend, "", allF32, new Map());
+  }
 
   private full(name: string): string {
     return this.prefix + name;
@@ -45,7 +83,7 @@ export class ParamLoader {
 
   /** A loader for names under `prefix` (appended to this one's). */
   sub(prefix: string): ParamLoader {
-    return new ParamLoader(this.source, this.backend, this.prefix + prefix, this.policy, this.used);
+    return new ParamLoader(this.source, this.backend, this.prefix + prefix, this.policy, this.declared);
   }
 
   has(name: string): boolean {
@@ -54,7 +92,13 @@ export class ParamLoader {
 
   /** The tensor `name`, which must have `shape`. */
   tensor(name: string, shape: number[]): Tensor {
+    if (this.declared) return this.declare(name, shape, false);
     return new Tensor(this.source.readF32(this.checked(name, shape)), shape, this.backend);
+  }
+
+  private declare(name: string, shape: number[], optional: boolean): Tensor {
+    this.declared!.set(this.full(name), { name: this.full(name), shape: [...shape], optional });
+    return new Tensor(zeros(shape.reduce((a, b) => a * b, 1)), shape, this.backend);
   }
 
   /**
@@ -63,6 +107,7 @@ export class ParamLoader {
    * quantized formats need `cols` to be a whole number of blocks, else the weight stays f32.
    */
   matrix(name: string, shape: [number, number]): Tensor | PackedTensor {
+    if (this.declared) return this.declare(name, shape, false);
     const full = this.checked(name, shape);
     const format = fittingFormat(this.policy(full, shape), shape[1]);
     if (!format) {
@@ -77,13 +122,12 @@ export class ParamLoader {
 
   /** Marks tensors that checkpoints carry but the model does not use (e.g. CLIP's post_layernorm), so they count as known. */
   skip(...names: string[]): void {
-    for (const n of names) if (this.has(n)) this.used.add(this.full(n));
+    for (const n of names) this.declared?.set(this.full(n), { name: this.full(n), shape: null, optional: true });
   }
 
   /** The full name of `name` after checking that it exists with `shape`. */
   private checked(name: string, shape: number[]): string {
     const full = this.full(name);
-    this.used.add(full);
     const shown = this.source.storedName?.(full) ?? full;
     if (!this.source.has(full)) throw new LlavaError(`${this.source.source}: missing tensor "${shown}"`);
     const actual = this.source.info(full).shape;
@@ -97,6 +141,7 @@ export class ParamLoader {
   }
 
   optional(name: string, shape: number[]): Tensor | null {
+    if (this.declared) return this.declare(name, shape, true);
     return this.has(name) ? this.tensor(name, shape) : null;
   }
 }

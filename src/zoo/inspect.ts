@@ -12,6 +12,7 @@ import { convModeForModelName, modelNameFromPath, webConvModeForModelName } from
 import { type Part, partOf } from "../llava/keys.js";
 import { residentBytes } from "../llava/precision.js";
 import { type CheckpointFormat, type ModelSpec, readModelSpec } from "../llava/spec.js";
+import { checkTensors, declaredTensors, listed, type TensorFindings } from "../llava/tensors.js";
 import { openCheckpointWeights } from "../llava/weights.js";
 import { formatBytes } from "./progress.js";
 
@@ -79,6 +80,8 @@ export interface InspectReport {
   templates: { modelName: string; cli: string; web: string };
   imageTokens: ImageTokens[];
   memory: MemoryEstimate;
+  /** the loader's own check of the tensors against the model (null when it cannot run: no tower config, or a partial checkpoint without its base) */
+  tensors: TensorFindings | null;
   notes: string[];
 }
 
@@ -154,6 +157,7 @@ interface Sources {
   checkpoint: InspectReport["checkpoint"];
   lora: InspectReport["lora"];
   tower: "checkpoint" | "folder" | "missing";
+  findings: TensorFindings | null;
   notes: string[];
 }
 
@@ -173,7 +177,9 @@ function readSources(spec: ModelSpec, modelBase: string | undefined): Sources {
       files.push(...adapter.weights.filePaths());
     }
     const lora = adapter ? { r: adapter.config.r, alpha: adapter.config.alpha, targets: adapter.config.targetModules } : null;
-    return { headers, weightFiles: files, checkpoint: weights.kind, lora, tower: weights.tower, notes };
+    const complete = spec.tower.config !== null && (weights.kind === "full" || modelBase !== undefined);
+    const findings = complete ? checkTensors(declaredTensors(spec, reader), reader) : null;
+    return { headers, weightFiles: files, checkpoint: weights.kind, lora, tower: weights.tower, findings, notes };
   } finally {
     weights.close();
   }
@@ -258,6 +264,7 @@ export function inspectModel(modelPath: string, opts: InspectOptions = {}): Insp
     imageTokens: v.imageSize && v.patchSize
       ? INSPECT_IMAGE_SIZES.map(([w, h]) => imageTokenCount({ imageSize: v.imageSize!, patchSize: v.patchSize! }, selectFeature, image, w, h))
       : [],
+    tensors: sources.findings,
     memory: { weights: weightMemory(headers), kvCache, contextLength: text.maxPositionEmbeddings },
     notes,
   };
@@ -319,8 +326,16 @@ export function formatReport(r: InspectReport): string {
   const m = r.memory;
   lines.push(`memory (weights + KV cache of ${m.contextLength} positions in f32, ${formatBytes(m.kvCache)})`);
   for (const k of ["f32", "bf16", "q8_0", "q4_0"] as const) {
-    const label = k === "bf16" ? "bf16 (Linear layers)" : k === "f32" ? "f32" : `${k} (LLM Linear layers)`;
+    const label = { f32: "f32", bf16: "bf16 (--dtype bf16)", q8_0: "q8_0 (--load-8bit)", q4_0: "q4_0 (--load-4bit)" }[k];
     row(label, `${formatBytes(m.weights[k])} + ${formatBytes(m.kvCache)} = ${formatBytes(m.weights[k] + m.kvCache)}`);
+  }
+  const t = r.tensors;
+  if (t) {
+    const problems = [...t.missing.map((n) => `missing tensor "${n}"`), ...t.misshaped];
+    lines.push("tensors (the loader's check)");
+    row("result", problems.length ? `${problems.length} problem(s): the model cannot load` : "all the model needs, with the right shapes");
+    for (const p of problems) lines.push(`problem: ${p}`);
+    if (t.unused.length) lines.push(`warning: ${t.unused.length} tensor(s) the model does not use: ${listed(t.unused)}`);
   }
   for (const note of r.notes) lines.push(`note: ${note}`);
   return lines.join("\n") + "\n";
