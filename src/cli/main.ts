@@ -3,14 +3,18 @@
  * The `llava` command: chat, run and dump, following the reference's llava.serve.cli and
  * llava.eval.run_llava. Errors the user can act on print one line and exit 1.
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
-import { runChat } from "./chat.js";
+import type { ParseArgsConfig } from "node:util";
+import { chatRequestFromArgs, runChat } from "./chat.js";
 import { runConvert } from "./convert.js";
 import { inspectCommand } from "./inspect.js";
-import { runDump } from "./dump.js";
-import { loadModelFromArgs, modelOptions, samplingFromArgs, type Values } from "./common.js";
-import { answerOnce } from "./run.js";
+import { type DumpOptions, runDump } from "./dump.js";
+import {
+  budgetFromArgs, convModeFromArgs, generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values,
+} from "./common.js";
+import { answerOnce, loadImages, runRequestFromArgs } from "./run.js";
+import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
+import { checkOutputFolder } from "../zoo/output.js";
 
 const USAGE = `usage: llava <command> [options]
 
@@ -40,37 +44,59 @@ common options:
   -h, --help           this help
 `;
 
+/** Sampling flags that dump refuses: it decodes greedily, as the fixtures' generated_ids. */
+function refuseSampling(v: Values): void {
+  const given = Object.keys(samplingOptions!).find((name) => v[name] !== undefined);
+  if (given) throw new LlavaError(`dump always decodes greedily (as the reference fixtures do); --${given} does not apply to it`);
+}
+
+/** Each command checks its options (and reads its images) before the model loads: a typo costs no load. */
 const commands: Record<string, { options: ParseArgsConfig["options"]; run: (v: Values) => Promise<void> }> = {
   inspect: inspectCommand,
   chat: {
-    options: { ...modelOptions, "image-file": { type: "string" }, debug: { type: "boolean" } },
-    run: async (v) => runChat(await loadModelFromArgs(v), v),
+    options: { ...loadOptions, ...generationOptions, ...samplingOptions, "image-file": { type: "string" }, debug: { type: "boolean" } },
+    run: async (v) => {
+      const request = chatRequestFromArgs(v);
+      const images = await loadImages(request.imageFile === undefined ? [] : [request.imageFile]);
+      await runChat(await loadModelFromArgs(v), request, images);
+    },
   },
   run: {
-    options: { ...modelOptions, "image-file": { type: "string" }, query: { type: "string" }, sep: { type: "string" } },
-    run: async (v) => answerOnce(await loadModelFromArgs(v), v),
+    options: { ...loadOptions, ...generationOptions, ...samplingOptions, "image-file": { type: "string" }, query: { type: "string" }, sep: { type: "string" } },
+    run: async (v) => {
+      const request = runRequestFromArgs(v);
+      const images = await loadImages(request.imageFiles);
+      await answerOnce(await loadModelFromArgs(v), request, images);
+    },
   },
   dump: {
     options: {
-      ...modelOptions,
+      ...loadOptions,
+      ...samplingOptions,
+      "conv-mode": { type: "string" },
+      "max-new-tokens": { type: "string" },
       "image-file": { type: "string", multiple: true },
       query: { type: "string" },
       system: { type: "string" },
       answer: { type: "string" },
       out: { type: "string" },
+      force: { type: "boolean" },
     },
     run: async (v) => {
-      if (typeof v.out !== "string") throw new LlavaError("dump needs --out DIR");
-      const loaded = await loadModelFromArgs(v);
-      const written = await runDump(loaded, {
+      refuseSampling(v);
+      if (typeof v.out !== "string" || v.out === "") throw new LlavaError("dump needs --out DIR");
+      const options: DumpOptions = {
         images: (v["image-file"] as string[] | undefined) ?? [],
         query: (v.query as string | undefined) ?? "What is shown?",
         system: v.system as string | undefined,
         answer: v.answer as string | undefined,
-        convMode: (v["conv-mode"] as string | undefined) ?? "llava_v1",
-        maxNewTokens: samplingFromArgs(v, 20).maxNewTokens,
+        convMode: convModeFromArgs(v) ?? "llava_v1",
+        maxNewTokens: budgetFromArgs(v, 20).maxNewTokens,
         out: v.out,
-      });
+        force: v.force === true,
+      };
+      checkOutputFolder(options.out, options.force!);
+      const written = await runDump(await loadModelFromArgs(v), options);
       process.stderr.write(`wrote ${written.length} arrays to ${v.out}: ${written.join(", ")}\n`);
     },
   },
@@ -84,13 +110,8 @@ async function main(argv: string[]): Promise<void> {
   }
   if (name === "convert") return runConvert(rest); // has its own sub-commands and options
   const command = commands[name];
-  if (!command) throw new LlavaError(`unknown command "${name}"\n${USAGE}`);
-  let values: Values;
-  try {
-    values = parseArgs({ args: rest, options: { ...command.options, help: { type: "boolean", short: "h" } }, strict: true }).values;
-  } catch (err) {
-    throw new LlavaError(`${(err as Error).message}\n${USAGE}`);
-  }
+  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect; see llava --help)`);
+  const values = parseCommandArgs(name, rest, command.options);
   if (values.help) {
     process.stdout.write(USAGE);
     return;
@@ -98,13 +119,24 @@ async function main(argv: string[]): Promise<void> {
   await command.run(values);
 }
 
+/** The one way the command ends on an error: one line on stderr (newlines collapsed), exit status 1. */
+function fail(err: unknown): never {
+  const known = err instanceof LlavaError;
+  const message = (err instanceof Error ? err.message : String(err)).trim().replace(/\s*\n\s*/g, " ");
+  process.stderr.write(`llava: ${known ? "" : "internal error: "}${message}\n`);
+  if (!known && process.env.LLAVA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  process.exit(1);
+}
+
+// A reader that stops reading (`llava run ... | head`) ends the command quietly, as for other
+// tools; any other failure to write the output (a full disk) is an error.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  fail(new LlavaError(`cannot write to standard output: ${describeFsError(err)}`));
+});
+
 main(process.argv.slice(2)).then(
-  () => process.exit(0),
-  (err: unknown) => {
-    const known = err instanceof LlavaError;
-    const message = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`llava: ${known ? "" : "internal error: "}${message}\n`);
-    if (!known && process.env.LLAVA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    process.exit(1);
-  },
+  // a failed last write reports its error event first
+  () => setImmediate(() => process.exit(0)),
+  fail,
 );
