@@ -24,8 +24,9 @@ commands:
   run    --model-path DIR --image-file PATH[,PATH...] --query TEXT [--conv-mode M] [--temperature T]
          one answer to one query (like the reference run_llava.py)
   dump   --model-path DIR [--image-file PATH]... [--query TEXT] [--system TEXT] [--answer TEXT]
-         [--conv-mode M] [--max-new-tokens N] --out DIR
+         [--conv-mode M] [--max-new-tokens N] --out DIR [--force]
          write the model's intermediate arrays as .npy files named as in the reference fixtures
+         (greedy ids only: no sampling options; --force replaces a non-empty --out)
   convert <to-hf|to-original|merge-lora|extract-projector> ...
          convert checkpoints between the original LLaVA and HF formats (llava convert --help)
   inspect --model-path DIR [--model-base DIR] [--json]
@@ -39,9 +40,16 @@ common options:
   --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
   --threads N          native kernel threads (default: one per core)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)
-  --top-p P            nucleus sampling (default 1)
-  --seed N             seed of the sampling random numbers
   -h, --help           this help
+
+generation options (chat, run):
+  --temperature T      0 = greedy (default 0.2)
+  --top-p P            nucleus sampling (default 1)
+  --seed N             seed of the sampling random numbers (default: random)
+  --max-new-tokens N   most tokens in an answer (default 512; dump 20); capped by the room the prompt
+                       leaves in the context, and the answer then ends there
+  --context-length N   positions prompt + answer may use (default: the model's max_position_embeddings);
+                       a prompt that fills it is refused
 `;
 
 /** Sampling flags that dump refuses: it decodes greedily, as the fixtures' generated_ids. */

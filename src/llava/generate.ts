@@ -150,7 +150,7 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
     }
     if (this.promptTokens >= context) {
       throw new LlavaError(
-        `the prompt is ${this.promptTokens} tokens (image features included) but the context holds ${context} ` +
+        `the prompt fills ${this.promptTokens} positions (text tokens and image features) but the context holds ${context} ` +
           `(${opts.contextLength === undefined ? "max_position_embeddings" : "the context length asked for"}), leaving no room for an answer`,
       );
     }

@@ -67,7 +67,7 @@ function makeFolders(dir: string): void {
       fs.mkdirSync(d);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      throw new LlavaError(`cannot create the folder ${d}: ${code === "ENOENT" ? "this file system does not allow it" : describeFsError(err)}`);
+      throw new LlavaError(`cannot create the output folder ${d}: ${code === "ENOENT" ? "this file system does not allow it" : describeFsError(err)}`);
     }
   }
 }
