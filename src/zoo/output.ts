@@ -51,8 +51,8 @@ function checkTarget(target: string, force: boolean, flag: string): void {
 /** Refuses an output folder that `writeOutputFolder` would refuse, before any work is done. */
 export function checkOutputFolder(out: string, force: boolean): void {
   const target = path.resolve(out);
-  checkTarget(target, force, "--out");
   if (fs.existsSync(target) && !fs.statSync(target).isDirectory()) throw new LlavaError(`--out ${target} is a file, not a folder`);
+  checkTarget(target, force, "--out");
 }
 
 /**
