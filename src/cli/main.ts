@@ -7,14 +7,11 @@ import type { ParseArgsConfig } from "node:util";
 import { chatRequestFromArgs, runChat } from "./chat.js";
 import { runConvert } from "./convert.js";
 import { inspectCommand } from "./inspect.js";
-import { type DumpOptions, runDump } from "./dump.js";
-import {
-  budgetFromArgs, convModeFromArgs, generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values,
-} from "./common.js";
+import { dumpOptionsFromArgs, runDump } from "./dump.js";
+import { generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values } from "./common.js";
 import { answerOnce, loadImages, runRequestFromArgs } from "./run.js";
 import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
-import { checkOutputFolder } from "../zoo/output.js";
 
 const USAGE = `usage: llava <command> [options]
 
@@ -52,12 +49,6 @@ generation options (chat, run):
                        a prompt that fills it is refused
 `;
 
-/** Sampling flags that dump refuses: it decodes greedily, as the fixtures' generated_ids. */
-function refuseSampling(v: Values): void {
-  const given = Object.keys(samplingOptions!).find((name) => v[name] !== undefined);
-  if (given) throw new LlavaError(`dump always decodes greedily (as the reference fixtures do); --${given} does not apply to it`);
-}
-
 /** Each command checks its options (and reads its images) before the model loads: a typo costs no load. */
 const commands: Record<string, { options: ParseArgsConfig["options"]; run: (v: Values) => Promise<void> }> = {
   inspect: inspectCommand,
@@ -80,7 +71,7 @@ const commands: Record<string, { options: ParseArgsConfig["options"]; run: (v: V
   dump: {
     options: {
       ...loadOptions,
-      ...samplingOptions,
+      ...samplingOptions, // known only to be refused with a clear line
       "conv-mode": { type: "string" },
       "max-new-tokens": { type: "string" },
       "image-file": { type: "string", multiple: true },
@@ -91,21 +82,9 @@ const commands: Record<string, { options: ParseArgsConfig["options"]; run: (v: V
       force: { type: "boolean" },
     },
     run: async (v) => {
-      refuseSampling(v);
-      if (typeof v.out !== "string" || v.out === "") throw new LlavaError("dump needs --out DIR");
-      const options: DumpOptions = {
-        images: (v["image-file"] as string[] | undefined) ?? [],
-        query: (v.query as string | undefined) ?? "What is shown?",
-        system: v.system as string | undefined,
-        answer: v.answer as string | undefined,
-        convMode: convModeFromArgs(v) ?? "llava_v1",
-        maxNewTokens: budgetFromArgs(v, 20).maxNewTokens,
-        out: v.out,
-        force: v.force === true,
-      };
-      checkOutputFolder(options.out, options.force!);
+      const options = dumpOptionsFromArgs(v);
       const written = await runDump(await loadModelFromArgs(v), options);
-      process.stderr.write(`wrote ${written.length} arrays to ${v.out}: ${written.join(", ")}\n`);
+      process.stderr.write(`wrote ${written.length} arrays to ${options.out}: ${written.join(", ")}\n`);
     },
   },
 };

@@ -1,6 +1,6 @@
 /**
- * Where a conversion writes: a hidden temporary folder (or file) beside the target, renamed
- * into place only when everything is written. A failed or interrupted conversion removes it, so
+ * Where a conversion (or `llava dump`) writes: a hidden temporary folder (or file) beside the
+ * target, renamed into place only when everything is written. A failed or interrupted conversion removes it, so
  * the target either does not exist or is complete; an existing target is only replaced with
  * `force`. Ctrl-C (SIGINT) and SIGTERM stop the conversion between two tensors.
  */

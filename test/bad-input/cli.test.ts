@@ -114,7 +114,7 @@ test("dump replaces its output whole, or leaves it as it was", () => {
   const files = fs.readdirSync(out);
   assert.ok(files.includes("generated_ids.npy") && files.includes("prompt.txt"), `${files}`);
   assert.ok(!files.some((f) => f.startsWith("grad_") || f === "loss.npy" || f === "labels.npy"), `stale arrays kept: ${files}`);
-  // a run that fails half-way (NaN logits in the greedy ids, after the forward passes) leaves no folder behind
+  // a run that fails (NaN logits in the greedy ids, after the forward passes) leaves no folder behind
   const failed = path.join(tmp, "failed");
   assertCleanError(llava(["dump", "--model-path", nanModel(), "--out", failed]), /NaN logits/);
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes("failed")), []);
