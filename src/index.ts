@@ -3,7 +3,7 @@ export { loadLlava, type LoadedLlava, type LoadOptions, type CheckpointFormat } 
 export { LlavaModel, type LlavaSettings } from "./llava/model.js";
 export { answerGeneration, buildInputs, prepareImages, promptIds, streamAnswer } from "./llava/pipeline.js";
 export {
-  drain, Generation, sampleToken, type FinishReason, type GeneratedPiece, type GenerationHooks, type GenerationOptions, type SamplingOptions,
+  Generation, sampleToken, type FinishReason, type GeneratedPiece, type GenerationHooks, type GenerationOptions, type SamplingOptions,
 } from "./llava/generate.js";
 export { Trace, traceInference, traceTraining, type TracedArray } from "./llava/trace.js";
 export {

@@ -19,7 +19,7 @@ export function chatRequestFromArgs(v: Values): ChatRequest {
   return {
     imageFile: typeof v["image-file"] === "string" ? v["image-file"] : undefined,
     convMode: convModeFromArgs(v),
-    generation: generationFromArgs(v, 512),
+    generation: generationFromArgs(v),
     debug: v.debug === true,
   };
 }

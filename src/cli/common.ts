@@ -63,7 +63,7 @@ const wholeNumber = (x: number) => Number.isInteger(x) && x >= 1;
  * The generation settings of run and chat, checked before the model loads. `--max-new-tokens`
  * is capped by the room the prompt leaves in the context (see llava/generate.ts).
  */
-export function generationFromArgs(v: Values, defaultMaxNewTokens: number, defaultTemperature = 0.2): GenerationOptions {
+export function generationFromArgs(v: Values, defaultMaxNewTokens = 512, defaultTemperature = 0.2): GenerationOptions {
   return {
     temperature: numberOption(v, "temperature", defaultTemperature, (x) => x >= 0, "a number >= 0"),
     topP: numberOption(v, "top-p", 1, (x) => x > 0 && x <= 1, "a number in (0, 1]"),

@@ -34,7 +34,7 @@ export function runRequestFromArgs(v: Values): RunRequest {
   if (imageFiles.some((f) => f === "")) throw new LlavaError(`--image-file "${String(v["image-file"])}" has an empty path between its "${sep}" separators`);
   const markers = queryWithImages(v.query, imageFiles.length).split("<image>").length - 1;
   if (markers !== imageFiles.length) throw new LlavaError(`the query marks ${markers} image(s) but ${imageFiles.length} were given`);
-  return { query: v.query, imageFiles, convMode: convModeFromArgs(v), generation: generationFromArgs(v, 512) };
+  return { query: v.query, imageFiles, convMode: convModeFromArgs(v), generation: generationFromArgs(v) };
 }
 
 export async function loadImages(files: string[]): Promise<RgbImage[]> {

@@ -157,6 +157,12 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
     this.maxNewTokens = Math.min(opts.maxNewTokens, context - this.promptTokens);
   }
 
+  /** Runs the generation to its end without looking at the pieces. */
+  async complete(): Promise<this> {
+    for await (const _ of this);
+    return this;
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<GeneratedPiece> {
     if (this.started) throw new LlavaError("a generation can be iterated only once");
     this.started = true;
@@ -203,10 +209,4 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
-}
-
-/** Runs `generation` to its end; returns it for its tokens, text and finish reason. */
-export async function drain(generation: Generation): Promise<Generation> {
-  for await (const _ of generation);
-  return generation;
 }

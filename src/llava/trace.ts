@@ -5,7 +5,7 @@
  * files; tests and trainers use them in memory.
  */
 import type { Conversation } from "./conversation.js";
-import { argmax, drain, Generation } from "./generate.js";
+import { argmax, Generation } from "./generate.js";
 import { expandLabels, IGNORE_INDEX, maskTargetsV1 } from "./labels.js";
 import type { LoadedLlava } from "./load.js";
 import { buildInputs, expandedIds, prepareImages, promptIds, type PreparedImages } from "./pipeline.js";
@@ -108,7 +108,7 @@ export async function traceInference(loaded: LoadedLlava, prompt: string, images
   const hs = stackTensors(hiddenStates!.map((h) => reshape(h, [h.dim(1), h.dim(2)])));
   trace.float("hidden_states", hs.shape, hs.data);
   traceLogits(trace, model.llm.logits(reshape(hidden, [hidden.dim(1), hidden.dim(2)])));
-  const greedy = await drain(new Generation(loaded, embeds, { maxNewTokens, temperature: 0, eosTokenIds: [] }));
+  const greedy = await new Generation(loaded, embeds, { maxNewTokens, temperature: 0, eosTokenIds: [] }).complete();
   trace.ints("generated_ids", greedy.tokens);
   return trace;
 }

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { argmax, drain, Generation, sampleToken } from "../../src/llava/generate.js";
+import { argmax, Generation, sampleToken } from "../../src/llava/generate.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { answerGeneration, buildInputs, prepareImages, streamAnswer } from "../../src/llava/pipeline.js";
 import { traceInference } from "../../src/llava/trace.js";
@@ -66,7 +66,7 @@ test("a stop string ends the answer before it, even when it arrives split across
   assert.ok(full.includes(stop));
   assert.equal(await answer([stop]), full.slice(0, full.indexOf(stop)));
   assert.equal(await answer(["no such text"]), full);
-  const stopped = await drain(answerGeneration(llava, PROMPT, [image], { maxNewTokens: 20, temperature: 0, stop: [stop] }));
+  const stopped = await answerGeneration(llava, PROMPT, [image], { maxNewTokens: 20, temperature: 0, stop: [stop] }).complete();
   assert.equal(stopped.finishReason, "stop");
   assert.equal(stopped.text, full.slice(0, full.indexOf(stop)));
 });
@@ -99,10 +99,10 @@ test("the loop gives the reference's greedy ids, calling each hook in order", as
 
 test("an EOS id ends the answer after that token; sampling with a seed repeats itself", async () => {
   const { llava, embeds } = await promptEmbeds();
-  const eos = await drain(new Generation(llava, embeds, { maxNewTokens: 20, temperature: 0, eosTokenIds: [GREEDY[3]] }));
+  const eos = await new Generation(llava, embeds, { maxNewTokens: 20, temperature: 0, eosTokenIds: [GREEDY[3]] }).complete();
   assert.deepEqual(eos.tokens, GREEDY.slice(0, 4));
   assert.equal(eos.finishReason, "eos");
-  const sampled = async (seed: number) => (await drain(new Generation(llava, embeds, { maxNewTokens: 12, temperature: 1, topP: 0.9, seed, eosTokenIds: [] }))).tokens;
+  const sampled = async (seed: number) => (await new Generation(llava, embeds, { maxNewTokens: 12, temperature: 1, topP: 0.9, seed, eosTokenIds: [] }).complete()).tokens;
   assert.deepEqual(await sampled(5), await sampled(5));
   assert.notDeepEqual(await sampled(5), GREEDY.slice(0, 12));
 });
@@ -111,7 +111,7 @@ test("prompt + answer stay within the context: the budget is capped, a full prom
   const { llava, embeds } = await promptEmbeds();
   const t = embeds.dim(1);
   assert.equal(llava.textConfig.maxPositionEmbeddings, 512);
-  const capped = await drain(new Generation(llava, embeds, { maxNewTokens: 3e8, temperature: 0, eosTokenIds: [], contextLength: t + 3 }));
+  const capped = await new Generation(llava, embeds, { maxNewTokens: 3e8, temperature: 0, eosTokenIds: [], contextLength: t + 3 }).complete();
   assert.deepEqual(capped.tokens, GREEDY.slice(0, 3));
   assert.equal(capped.finishReason, "length");
   assert.equal(new Generation(llava, embeds, { maxNewTokens: 3e8 }).maxNewTokens, 512 - t);
@@ -126,12 +126,12 @@ test("an AbortSignal stops the loop between two tokens", async () => {
     maxNewTokens: 20, temperature: 0, eosTokenIds: [], signal: controller.signal,
     hooks: { onToken: (_, step) => step === 2 && controller.abort() },
   });
-  await assert.rejects(drain(generation), { name: "AbortError" });
+  await assert.rejects(generation.complete(), { name: "AbortError" });
   assert.deepEqual(generation.tokens, GREEDY.slice(0, 3));
   assert.equal(generation.finishReason, null);
   const early = new AbortController();
   early.abort();
-  await assert.rejects(drain(new Generation(llava, embeds, { maxNewTokens: 5, signal: early.signal })), { name: "AbortError" });
+  await assert.rejects(new Generation(llava, embeds, { maxNewTokens: 5, signal: early.signal }).complete(), { name: "AbortError" });
 });
 
 test("non-finite logits are an error naming the step, greedy or sampling", async () => {
@@ -143,7 +143,7 @@ test("non-finite logits are an error naming the step, greedy or sampling", async
         maxNewTokens: 10, temperature, eosTokenIds: [],
         hooks: { onLogits: (logits, step) => step === 3 && (logits[7] = value) },
       });
-      await assert.rejects(drain(poisoned), (err: Error) => err instanceof LlavaError && what.test(err.message) && /generation step 4 \(sequence position 64\)/.test(err.message));
+      await assert.rejects(poisoned.complete(), (err: Error) => err instanceof LlavaError && what.test(err.message) && /generation step 4 \(sequence position 64\)/.test(err.message));
       assert.equal(poisoned.tokens.length, 3);
     }
   }
