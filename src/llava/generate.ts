@@ -207,6 +207,7 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
       hidden = llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache }).hidden;
       // let other work (a server's sockets, a terminal's signals, an abort) run between tokens
       await new Promise<void>((resolve) => setImmediate(resolve));
+      opts.signal?.throwIfAborted();
     }
   }
 }

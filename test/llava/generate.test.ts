@@ -129,6 +129,11 @@ test("an AbortSignal stops the loop between two tokens", async () => {
   await assert.rejects(generation.complete(), { name: "AbortError" });
   assert.deepEqual(generation.tokens, GREEDY.slice(0, 3));
   assert.equal(generation.finishReason, null);
+  // an abort from elsewhere (a timer, a closed socket) lands while the loop waits between tokens
+  const timed = new AbortController();
+  const waiting = new Generation(llava, embeds, { maxNewTokens: 20, temperature: 0, eosTokenIds: [], signal: timed.signal, hooks: { onToken: (_, step) => step === 1 && setImmediate(() => timed.abort()) } });
+  await assert.rejects(waiting.complete(), { name: "AbortError" });
+  assert.deepEqual(waiting.tokens, GREEDY.slice(0, 2));
   const early = new AbortController();
   early.abort();
   await assert.rejects(new Generation(llava, embeds, { maxNewTokens: 5, signal: early.signal }).complete(), { name: "AbortError" });
