@@ -9,7 +9,7 @@ export { Trace, traceInference, traceTraining, type TracedArray } from "./llava/
 export {
   Conversation, convModeForModelName, convTemplates, getConvTemplate, modelNameFromPath, SeparatorStyle, stopString,
 } from "./llava/conversation.js";
-export { loadImage, encodePng, type RgbImage } from "./image/decode.js";
+export { loadImage, loadImages, encodePng, type ImageLimits, type RgbImage } from "./image/decode.js";
 export { LlavaTokenizer } from "./tokenizer/tokenizer.js";
 export { WeightStore, writeSafetensors, writeShardedSafetensors } from "./io/safetensors.js";
 export { TorchBinStore } from "./io/torch-bin.js";

@@ -7,7 +7,7 @@ import path from "node:path";
 import { getConvTemplate } from "../llava/conversation.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { traceInference, traceTraining } from "../llava/trace.js";
-import { loadImage } from "../image/decode.js";
+import { loadImages } from "../image/decode.js";
 import { writeFileAtomic, writeFully } from "../io/files.js";
 import { writeNpy } from "../io/npy.js";
 import { LlavaError } from "../util/errors.js";
@@ -58,7 +58,7 @@ export function dumpOptionsFromArgs(v: Values): DumpOptions {
 
 /** Writes prompt.txt and the traced arrays into `opts.out`; returns the arrays' names. */
 export async function runDump(loaded: LoadedLlava, opts: DumpOptions): Promise<string[]> {
-  const images = await Promise.all(opts.images.map((f) => loadImage(f)));
+  const images = await loadImages(opts.images);
   const { conv, prompt } = dumpPrompt(opts);
   // computed before the output exists, where Ctrl-C still ends the process at once
   const trace = opts.answer !== undefined ? traceTraining(loaded, conv, prompt, images) : await traceInference(loaded, prompt, images, opts.maxNewTokens);

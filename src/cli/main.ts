@@ -9,7 +9,8 @@ import { runConvert } from "./convert.js";
 import { inspectCommand } from "./inspect.js";
 import { dumpOptionsFromArgs, runDump } from "./dump.js";
 import { generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values } from "./common.js";
-import { answerOnce, loadImages, runRequestFromArgs } from "./run.js";
+import { answerOnce, runRequestFromArgs } from "./run.js";
+import { loadImages } from "../image/decode.js";
 import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 

@@ -3,7 +3,7 @@ import { stopString } from "../llava/conversation.js";
 import type { GenerationOptions } from "../llava/generate.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { streamAnswer } from "../llava/pipeline.js";
-import { loadImage, type RgbImage } from "../image/decode.js";
+import type { RgbImage } from "../image/decode.js";
 import { LlavaError } from "../util/errors.js";
 import { convModeFromArgs, conversationFor, generationFromArgs, type Values } from "./common.js";
 
@@ -35,10 +35,6 @@ export function runRequestFromArgs(v: Values): RunRequest {
   const markers = queryWithImages(v.query, imageFiles.length).split("<image>").length - 1;
   if (markers !== imageFiles.length) throw new LlavaError(`the query marks ${markers} image(s) but ${imageFiles.length} were given`);
   return { query: v.query, imageFiles, convMode: convModeFromArgs(v), generation: generationFromArgs(v) };
-}
-
-export async function loadImages(files: string[]): Promise<RgbImage[]> {
-  return Promise.all(files.map((f) => loadImage(f)));
 }
 
 export async function answerOnce(loaded: LoadedLlava, request: RunRequest, images: RgbImage[]): Promise<void> {

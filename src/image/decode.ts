@@ -8,9 +8,12 @@
  * animated images give their first frame (transparent GIF pixels show their palette colour, as
  * in PIL's palette mode), 16-bit greyscale is clipped to 255 (PIL's I;16 -> RGB),
  * CMYK uses PIL's naive inversion instead of a colour profile.
+ *
+ * Limits (`ImageLimits`) keep one request from exhausting memory: the pixels of all its images,
+ * judged from their headers before any is decoded, and the bytes of each download.
  */
 import { readFile, stat } from "node:fs/promises";
-import sharp from "sharp";
+import sharp, { type Metadata } from "sharp";
 import { LlavaError } from "../util/errors.js";
 import { gifFirstFrameTransparentColor } from "./gif.js";
 
@@ -25,23 +28,88 @@ const FETCH_TIMEOUT_MS = 15_000;
 
 type Pipeline = ReturnType<typeof sharp>;
 
+/** What one request may make the loader read and allocate. */
+export interface ImageLimits {
+  /** decoded pixels (width x height) over all the images of one request */
+  maxPixels: number;
+  /** bytes of one downloaded image */
+  maxDownloadBytes: number;
+}
+
+/** Each limit's default and the environment variable that overrides it. */
+const LIMIT_SETTINGS: Record<keyof ImageLimits, { env: string; fallback: number }> = {
+  // PIL refuses one image above 2 x Image.MAX_IMAGE_PIXELS as a decompression bomb
+  maxPixels: { env: "LLAVA_MAX_IMAGE_PIXELS", fallback: 2 * 89_478_485 },
+  maxDownloadBytes: { env: "LLAVA_MAX_IMAGE_BYTES", fallback: 100 * 2 ** 20 },
+};
+
+/** The limits in force: those given, else the environment variables, else the defaults. */
+export function imageLimits(given: Partial<ImageLimits> = {}): ImageLimits {
+  const pick = (key: keyof ImageLimits): number => {
+    const { env, fallback } = LIMIT_SETTINGS[key];
+    const value = given[key] ?? (process.env[env] ? Number(process.env[env]) : fallback);
+    if (!Number.isSafeInteger(value) || value < 1) {
+      const shown = given[key] !== undefined ? `${key} ${given[key]}` : `${env}=${process.env[env]}`;
+      throw new LlavaError(`image limit ${shown}: expected a positive integer`);
+    }
+    return value;
+  };
+  return { maxPixels: pick("maxPixels"), maxDownloadBytes: pick("maxDownloadBytes") };
+}
+
+/** e.g. "over the limit of 1,024 bytes per image (LLAVA_MAX_IMAGE_BYTES)" */
+function overLimit(key: keyof ImageLimits, limit: number, what: string): string {
+  return `over the limit of ${count(limit)} ${what} (${LIMIT_SETTINGS[key].env})`;
+}
+
+function count(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+export interface LoadImageOptions extends Partial<ImageLimits> {
+  /** names the source in error messages (defaults to the path or URL, or "bytes") */
+  what?: string;
+}
+
 /**
  * Loads and decodes an image. `source` is a local path, an http(s):// URL, a data:image/...;base64
- * URL, or the encoded bytes themselves; `what` names the source in error messages (defaults to
- * the path or URL, or "image bytes").
+ * URL, or the encoded bytes themselves.
  */
-export async function loadImage(source: string | Uint8Array, what?: string): Promise<RgbImage> {
-  if (typeof source !== "string") {
-    return decodeImage(source, what ?? "image bytes");
-  }
+export async function loadImage(source: string | Uint8Array, options: LoadImageOptions = {}): Promise<RgbImage> {
+  const limits = imageLimits(options);
+  const [image] = await decodeAll([await readSource(source, options.what, limits)], limits);
+  return image;
+}
+
+/**
+ * Loads the images of one request, refusing them before any is decoded when their sizes (read
+ * from the headers) add up to more than `maxPixels`.
+ */
+export async function loadImages(
+  sources: ReadonlyArray<string | Uint8Array>, given: Partial<ImageLimits> = {},
+): Promise<RgbImage[]> {
+  const limits = imageLimits(given);
+  const bytesLabel = (i: number) => (sources.length > 1 ? `bytes #${i + 1}` : undefined);
+  const read = sources.map((s, i) => readSource(s, typeof s === "string" ? undefined : bytesLabel(i), limits));
+  return decodeAll(await Promise.all(read), limits);
+}
+
+/** Encoded bytes and how error messages name them. */
+interface Encoded {
+  bytes: Uint8Array;
+  label: string;
+}
+
+async function readSource(source: string | Uint8Array, what: string | undefined, limits: ImageLimits): Promise<Encoded> {
+  if (typeof source !== "string") return { bytes: source, label: what ?? "bytes" };
   if (/^https?:\/\//i.test(source)) {
-    return decodeImage(await fetchBytes(source), what ?? source);
+    return { bytes: await fetchBytes(source, limits.maxDownloadBytes), label: what ?? source };
   }
   if (/^data:/i.test(source)) {
     const label = what ?? `data URL (${source.slice(0, 30)}...)`;
-    return decodeImage(decodeDataUrl(source, label), label);
+    return { bytes: decodeDataUrl(source, label), label };
   }
-  return decodeImage(await readImageFile(source), what ?? source);
+  return { bytes: await readImageFile(source), label: what ?? source };
 }
 
 /** Encodes an RGB image as PNG (lossless, so a round trip gives the same pixels). */
@@ -72,25 +140,51 @@ async function readImageFile(path: string): Promise<Uint8Array> {
   }
 }
 
-async function fetchBytes(url: string): Promise<Uint8Array> {
+/** Downloads `url`, giving up as soon as the body grows past `maxBytes`. */
+async function fetchBytes(url: string, maxBytes: number): Promise<Uint8Array> {
+  const tooBig = () => new LlavaError(`image ${url}: the download is ${overLimit("maxDownloadBytes", maxBytes, "bytes per image")}`);
+  const failed = (err: unknown, doing: string) => {
+    const name = (err as Error)?.name;
+    if (name === "TimeoutError" || name === "AbortError") {
+      return new LlavaError(`image ${url}: no complete answer within ${FETCH_TIMEOUT_MS / 1000} s`);
+    }
+    return new LlavaError(`image ${url}: ${doing}: ${describe(err)}`);
+  };
   let response: Response;
   try {
     response = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS), redirect: "follow" });
   } catch (err) {
-    const name = (err as Error)?.name;
-    if (name === "TimeoutError" || name === "AbortError") {
-      throw new LlavaError(`image ${url}: no answer within ${FETCH_TIMEOUT_MS / 1000} s`);
-    }
-    throw new LlavaError(`image ${url}: cannot download: ${describe(err)}`);
+    throw failed(err, "cannot download");
   }
   if (!response.ok) {
+    void response.body?.cancel().catch(() => {});
     throw new LlavaError(`image ${url}: the server answered HTTP ${response.status} ${response.statusText}`.trimEnd());
   }
-  try {
-    return new Uint8Array(await response.arrayBuffer());
-  } catch (err) {
-    throw new LlavaError(`image ${url}: download interrupted: ${describe(err)}`);
+  if (Number(response.headers.get("content-length")) > maxBytes) {
+    void response.body?.cancel().catch(() => {});
+    throw tooBig();
   }
+  if (!response.body) return new Uint8Array(0);
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      received += value.length;
+      if (received > maxBytes) {
+        // cancelling closes the connection: nothing more is read
+        void reader.cancel().catch(() => {});
+        throw tooBig();
+      }
+      chunks.push(value);
+    }
+  } catch (err) {
+    if (err instanceof LlavaError) throw err;
+    throw failed(err, "download interrupted");
+  }
+  return Buffer.concat(chunks, received);
 }
 
 function decodeDataUrl(url: string, label: string): Uint8Array {
@@ -104,17 +198,52 @@ function decodeDataUrl(url: string, label: string): Uint8Array {
   return bytes;
 }
 
-/** Decodes encoded image bytes to PIL-style RGB. */
-async function decodeImage(bytes: Uint8Array, label: string): Promise<RgbImage> {
+// ignoreIcc: PIL never applies embedded colour profiles. failOn "error": PIL shrugs off decoder
+// warnings (e.g. extraneous JPEG bytes) but refuses truncated or corrupt data. limitInputPixels:
+// sharp refuses from the header, before allocating, anything larger than the size we checked.
+function open(bytes: Uint8Array, pixels: number): Pipeline {
+  return sharp(bytes, { ignoreIcc: true, failOn: "error", pages: 1, page: 0, limitInputPixels: pixels });
+}
+
+/** Reads every header, checks the request's pixel total, then decodes one image at a time. */
+async function decodeAll(encoded: Encoded[], limits: ImageLimits): Promise<RgbImage[]> {
+  const metas = await Promise.all(encoded.map(readHeader));
+  let total = 0;
+  metas.forEach((meta, i) => {
+    const pixels = meta.width * meta.height;
+    total += pixels;
+    if (total > limits.maxPixels) {
+      const size = `${meta.width}x${meta.height}`;
+      const what = total === pixels ? `is ${count(pixels)} pixels` : `brings the request's images to ${count(total)} pixels`;
+      throw new LlavaError(`image ${encoded[i].label}: ${size} ${what}, ${overLimit("maxPixels", limits.maxPixels, "pixels per request")}`);
+    }
+  });
+  const images: RgbImage[] = [];
+  for (let i = 0; i < encoded.length; i++) images.push(await decodeImage(encoded[i], metas[i]));
+  return images;
+}
+
+type Header = Metadata & { width: number; height: number };
+
+async function readHeader({ bytes, label }: Encoded): Promise<Header> {
   if (bytes.length === 0) throw new LlavaError(`image ${label}: no bytes to decode (empty input)`);
-  // ignoreIcc: PIL never applies embedded colour profiles. failOn "error": PIL shrugs off decoder
-  // warnings (e.g. extraneous JPEG bytes) but refuses truncated or corrupt data.
-  const open = () => sharp(bytes, { ignoreIcc: true, failOn: "error", pages: 1, page: 0 });
+  let meta: Metadata;
   try {
-    const meta = await open().metadata();
-    if (meta.space === "cmyk") return await decodeCmyk(open());
-    if (meta.depth === "ushort" && meta.channels === 1) return await decodeGrey16(open());
-    const { data, info } = await open().raw().toBuffer({ resolveWithObject: true });
+    meta = await open(bytes, 0).metadata();
+  } catch (err) {
+    throw new LlavaError(`image ${label}: cannot decode: ${describe(err)}`);
+  }
+  if (!meta.width || !meta.height) throw new LlavaError(`image ${label}: cannot decode: no image size in the header`);
+  return meta as Header;
+}
+
+/** Decodes encoded image bytes to PIL-style RGB. */
+async function decodeImage({ bytes, label }: Encoded, meta: Header): Promise<RgbImage> {
+  const pipeline = () => open(bytes, meta.width * meta.height);
+  try {
+    if (meta.space === "cmyk") return await decodeCmyk(pipeline());
+    if (meta.depth === "ushort" && meta.channels === 1) return await decodeGrey16(pipeline());
+    const { data, info } = await pipeline().raw().toBuffer({ resolveWithObject: true });
     const rgb = toRgb(data, info.width, info.height, info.channels);
     if (meta.format === "gif" && info.channels === 4) {
       const color = gifFirstFrameTransparentColor(bytes);
@@ -222,11 +351,14 @@ export function checkImageShape(img: RgbImage, what = "image"): void {
   }
 }
 
+/** An error's message (and cause) on one line: libvips reports one problem per line, often twice. */
 function describe(err: unknown): string {
+  let text = String(err);
   if (err instanceof Error) {
     const cause = (err as Error & { cause?: unknown }).cause;
     const causeText = cause instanceof Error ? cause.message : cause ? String(cause) : "";
-    return causeText && !err.message.includes(causeText) ? `${err.message} (${causeText})` : err.message;
+    text = causeText && !err.message.includes(causeText) ? `${err.message} (${causeText})` : err.message;
   }
-  return String(err);
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "");
+  return [...new Set(lines)].join("; ");
 }

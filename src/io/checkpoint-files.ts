@@ -1,51 +1,81 @@
 /**
  * Finding the weight files of a checkpoint folder and reading shard indexes, shared by the
- * safetensors and PyTorch .bin stores.
+ * safetensors and PyTorch .bin stores, and the body both stores share: one file or the shards of
+ * an index, looked up by name, closed once.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { isFile, readJsonFile } from "./files.js";
+import { noSuchTensor } from "./suggest.js";
 import { LlavaError } from "../util/errors.js";
 
-export interface WeightFileNames {
-  /** the single-file name transformers looks for first, e.g. "model.safetensors" */
-  single: string;
-  /** the shard index suffix, e.g. ".safetensors.index.json" */
-  indexSuffix: string;
-  /** the extension of weight files, e.g. ".safetensors" */
-  extension: string;
-  /** files with that extension that are not weights (e.g. training_args.bin) */
-  ignore?: ReadonlySet<string>;
+/** The two containers of weights, each with its file names. */
+export type WeightContainer = "safetensors" | "bin";
+
+const NAMES: Record<WeightContainer, { single: string; indexSuffix: string; extension: string }> = {
+  safetensors: { single: "model.safetensors", indexSuffix: ".safetensors.index.json", extension: ".safetensors" },
+  bin: { single: "pytorch_model.bin", indexSuffix: ".bin.index.json", extension: ".bin" },
+};
+
+/** Files next to weights that are never weights: trainer state. */
+const TRAINER_FILES = /^(training_args\.bin|optimizer\.(bin|pt)|scheduler\.pt|rng_state.*\.pth)$/;
+/** The partial checkpoints a LoRA or stage-1 run writes: weights, but not a full model's (read by name, see llava/weights.ts). */
+const PARTIAL_FILES = /^(adapter_model|non_lora_trainables|mm_projector)\.(bin|safetensors)$/;
+
+/** The container of a weight file, from its name. */
+export function containerOf(file: string): WeightContainer {
+  return /\.safetensors(\.index\.json)?$/.test(file) ? "safetensors" : "bin";
 }
 
 /**
- * The weights inside a checkpoint folder: the single file, else its shard index (as
- * transformers prefers), else the only index or the only weight file there.
+ * The weights inside a checkpoint folder, the one rule every reader uses: transformers' own
+ * names first (model.safetensors, its index, pytorch_model.bin, its index), else the only index
+ * or the only weight file there (safetensors before .bin), never a LoRA's or projector's file.
+ * `only` restricts it to one container, where any weight file is a candidate.
  */
-export function resolveWeightsInDirectory(dir: string, names: WeightFileNames): string {
-  const single = path.join(dir, names.single);
-  if (isFile(single)) return single;
-  const stem = names.single.slice(0, -names.extension.length);
-  const index = path.join(dir, stem + names.indexSuffix);
-  if (isFile(index)) return index;
+export function resolveWeightsInDirectory(dir: string, only?: WeightContainer): string {
+  const kinds: WeightContainer[] = only ? [only] : ["safetensors", "bin"];
+  for (const kind of kinds) {
+    const n = NAMES[kind];
+    for (const f of [n.single, n.single.slice(0, -n.extension.length) + n.indexSuffix]) {
+      if (isFile(path.join(dir, f))) return path.join(dir, f);
+    }
+  }
   let entries: string[];
   try {
     entries = fs.readdirSync(dir).sort();
   } catch {
     entries = [];
   }
-  const indexes = entries.filter((f) => f.endsWith(names.indexSuffix) && isFile(path.join(dir, f)));
-  if (indexes.length === 1) return path.join(dir, indexes[0]);
-  const files = entries.filter((f) => f.endsWith(names.extension) && !names.ignore?.has(f) && isFile(path.join(dir, f)));
-  if (indexes.length === 0 && files.length === 1) return path.join(dir, files[0]);
-  const found = [...indexes, ...files];
+  const notWeights = (f: string) => TRAINER_FILES.test(f) || (!only && PARTIAL_FILES.test(f));
+  const found: string[] = [];
+  for (const kind of kinds) {
+    const n = NAMES[kind];
+    const indexes = entries.filter((f) => f.endsWith(n.indexSuffix) && isFile(path.join(dir, f)));
+    const files = entries.filter((f) => f.endsWith(n.extension) && !notWeights(f) && isFile(path.join(dir, f)));
+    if (indexes.length === 1) return path.join(dir, indexes[0]);
+    if (indexes.length === 0 && files.length === 1) return path.join(dir, files[0]);
+    found.push(...indexes, ...files);
+  }
+  const side = entries.filter((f) => notWeights(f) && PARTIAL_FILES.test(f));
+  const expected = kinds.map((k) => `${NAMES[k].single}, ${NAMES[k].single.slice(0, -NAMES[k].extension.length)}${NAMES[k].indexSuffix}`).join(", ");
+  const other = kinds.map((k) => `*${NAMES[k].extension}`).join(" or ");
   throw new LlavaError(
     `weights directory ${dir}: ` +
       (found.length === 0
-        ? `no ${names.single}, ${stem}${names.indexSuffix} or other *${names.extension} file`
-        : `no ${names.single} or ${stem}${names.indexSuffix}, and several candidates (${found.join(", ")}); ` +
-          "pass the file to use"),
+        ? `no model weights (${expected} or other ${other} file)` + (side.length ? `; ${side.join(", ")} belong to a LoRA or projector-only checkpoint, which needs --model-base` : "")
+        : `no ${expected}, and several candidates (${found.join(", ")}); pass the file to use`),
   );
+}
+
+/** Whether a folder holds full model weights (not only a LoRA adapter or a projector). */
+export function hasModelWeights(dir: string): boolean {
+  try {
+    resolveWeightsInDirectory(dir);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Reads `weight_map` from a shard index, checking its shape and the shard names. */
@@ -90,4 +120,85 @@ export function shardsOf(indexFile: string): Map<string, string[]> {
     }
   }
   return byShard;
+}
+
+/** One open data file of a store. */
+export interface OpenDataFile {
+  path: string;
+  fd: number;
+}
+
+/** A data file's tensors as a container format locates them. */
+export interface OpenedDataFile<L> {
+  file: OpenDataFile;
+  tensors: Map<string, L>;
+}
+
+/**
+ * Opens a weight file, or every shard of a `*.index.json` with the tensors the index assigns
+ * to it; on any error the files already opened are closed.
+ */
+export function openDataFiles<L>(file: string, openOne: (file: string) => OpenedDataFile<L>): { files: OpenDataFile[]; tensors: Map<string, L> } {
+  if (!file.endsWith(".json")) {
+    const opened = openOne(file);
+    return { files: [opened.file], tensors: opened.tensors };
+  }
+  const dir = path.dirname(file);
+  const files: OpenDataFile[] = [];
+  const tensors = new Map<string, L>();
+  try {
+    for (const [shard, names] of shardsOf(file)) {
+      const opened = openOne(path.join(dir, shard));
+      files.push(opened.file);
+      for (const name of names) {
+        const located = opened.tensors.get(name);
+        if (located === undefined) throw new LlavaError(`shard index ${file}: says tensor "${name}" is in ${shard}, but that file has no such tensor`);
+        tensors.set(name, located);
+      }
+    }
+  } catch (err) {
+    for (const f of files) fs.closeSync(f.fd);
+    throw err;
+  }
+  return { files, tensors };
+}
+
+/** What every weight store shares: names, lookup, the files behind it, closing. */
+export abstract class DataFileStore<L> {
+  private closed = false;
+
+  protected constructor(
+    /** What was opened: the file, or the index of a sharded checkpoint. */
+    readonly source: string,
+    protected readonly files: OpenDataFile[],
+    protected readonly tensors: Map<string, L>,
+  ) {}
+
+  /** Tensor names, sorted. */
+  names(): string[] {
+    return [...this.tensors.keys()].sort();
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  /** Paths of the data files behind this store. */
+  filePaths(): string[] {
+    return this.files.map((f) => f.path);
+  }
+
+  /** Closes the file handles; later reads fail. Safe to call twice. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const f of this.files) fs.closeSync(f.fd);
+  }
+
+  protected locate(name: string): L {
+    if (this.closed) throw new LlavaError(`weights ${this.source}: already closed`);
+    const found = this.tensors.get(name);
+    if (found !== undefined) return found;
+    throw noSuchTensor(this.source, name, this.tensors);
+  }
 }

@@ -59,15 +59,15 @@ export interface ClipVisionConfig {
 
 type Json = Record<string, unknown>;
 
-function isObject(v: unknown): v is Json {
+export function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /** Reads typed fields of one JSON object, naming the file and field in every error. */
-class FieldReader {
+export class FieldReader {
   constructor(
     private readonly json: Json,
-    private readonly file: string,
+    readonly file: string,
     /** Path of this object inside the file, e.g. "text_config.". */
     private readonly prefix = "",
   ) {}
@@ -118,6 +118,22 @@ class FieldReader {
     if (v === undefined) return fallback;
     if (typeof v !== "string" || v === "") this.fail(key, `must be a non-empty string, got ${JSON.stringify(v)}`);
     return v as string;
+  }
+
+  /** An integer of either sign. */
+  int(key: string, fallback: number): number {
+    const v = this.json[key];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== "number" || !Number.isInteger(v)) this.fail(key, `must be an integer, got ${JSON.stringify(v)}`);
+    return v as number;
+  }
+
+  /** One of `options` (absent or null: `fallback`). */
+  oneOf<T extends string>(key: string, fallback: T, options: readonly T[]): T {
+    const v = this.json[key];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== "string" || !options.includes(v as T)) this.fail(key, `must be one of ${options.map((o) => `"${o}"`).join(", ")}, got ${JSON.stringify(v)}`);
+    return v as T;
   }
 
   /** A token id: an integer or null. */

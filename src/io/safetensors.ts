@@ -11,7 +11,7 @@ import path from "node:path";
 import { LlavaError } from "../util/errors.js";
 import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
 import { isDirectory, openForRead, readFully } from "./files.js";
-import { resolveWeightsInDirectory, shardsOf } from "./checkpoint-files.js";
+import { DataFileStore, type OpenDataFile, type OpenedDataFile, openDataFiles, resolveWeightsInDirectory } from "./checkpoint-files.js";
 import {
   MAX_HEADER_BYTES,
   dtypeSize,
@@ -20,7 +20,6 @@ import {
   type HeaderEntry,
   type SafetensorsDtype,
 } from "./safetensors-header.js";
-import { noSuchTensor } from "./suggest.js";
 
 export { writeSafetensors, writeShardedSafetensors } from "./safetensors-write.js";
 export type { TensorToWrite, WritableDtype, ShardedWriteOptions, ShardedWriteResult } from "./safetensors-write.js";
@@ -68,9 +67,7 @@ export const INT_ARRAYS: Partial<Record<SafetensorsDtype, { new (length: number)
   U64: BigUint64Array,
 };
 
-interface OpenFile {
-  path: string;
-  fd: number;
+interface OpenFile extends OpenDataFile {
   dataStart: number;
   metadata: Record<string, string>;
 }
@@ -83,80 +80,22 @@ interface Located {
 /** Elements converted per step when widening to float32, bounding the temporary buffer. */
 const CONVERT_CHUNK_ELEMENTS = 1 << 20;
 
-const INDEX_SUFFIX = ".safetensors.index.json";
-
-export class WeightStore {
-  private closed = false;
-
-  private constructor(
-    /** What was opened: the file, or the index file of a sharded checkpoint. */
-    readonly source: string,
-    private readonly files: OpenFile[],
-    private readonly tensors: Map<string, Located>,
-  ) {}
-
+export class WeightStore extends DataFileStore<Located> {
   /**
    * Opens a `.safetensors` file, a `*.safetensors.index.json` shard index, or a directory holding
    * `model.safetensors` or a shard index. Reads headers only.
    */
   static open(pathOrDir: string): WeightStore {
     const target = path.resolve(pathOrDir);
-    if (isDirectory(target)) return WeightStore.openFile(resolveDirectory(target));
     if (!fs.existsSync(target)) throw new LlavaError(`weights ${target}: file not found`);
-    return WeightStore.openFile(target);
-  }
-
-  private static openFile(file: string): WeightStore {
-    if (file.endsWith(".json")) return WeightStore.openIndex(file);
-    const opened = openSafetensorsFile(file);
-    const tensors = new Map<string, Located>();
-    for (const [name, entry] of opened.entries) tensors.set(name, { file: opened.file, entry });
-    return new WeightStore(file, [opened.file], tensors);
-  }
-
-  private static openIndex(indexFile: string): WeightStore {
-    const dir = path.dirname(indexFile);
-    const byShard = shardsOf(indexFile);
-    const files: OpenFile[] = [];
-    const tensors = new Map<string, Located>();
-    try {
-      for (const [shard, names] of byShard) {
-        const opened = openSafetensorsFile(path.join(dir, shard));
-        files.push(opened.file);
-        for (const name of names) {
-          const entry = opened.entries.get(name);
-          if (entry === undefined) {
-            throw new LlavaError(
-              `shard index ${indexFile}: says tensor "${name}" is in ${shard}, but that file has no such tensor`,
-            );
-          }
-          tensors.set(name, { file: opened.file, entry });
-        }
-      }
-    } catch (err) {
-      for (const f of files) fs.closeSync(f.fd);
-      throw err;
-    }
-    return new WeightStore(indexFile, files, tensors);
-  }
-
-  /** Tensor names, sorted. */
-  names(): string[] {
-    return [...this.tensors.keys()].sort();
-  }
-
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  /** Paths of the data files behind this store. */
-  filePaths(): string[] {
-    return this.files.map((f) => f.path);
+    const file = isDirectory(target) ? resolveWeightsInDirectory(target, "safetensors") : target;
+    const { files, tensors } = openDataFiles(file, openSafetensorsFile);
+    return new WeightStore(file, files, tensors);
   }
 
   /** `__metadata__` of the (first) file, e.g. `{ format: "pt" }`. */
   metadata(): Record<string, string> {
-    return { ...(this.files[0]?.metadata ?? {}) };
+    return { ...((this.files[0] as OpenFile | undefined)?.metadata ?? {}) };
   }
 
   info(name: string): TensorInfo {
@@ -230,29 +169,10 @@ export class WeightStore {
     return out;
   }
 
-  /** Closes the file handles; later reads fail. Safe to call twice. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const f of this.files) fs.closeSync(f.fd);
-  }
-
-  private locate(name: string): Located {
-    if (this.closed) throw new LlavaError(`weights ${this.source}: already closed`);
-    const found = this.tensors.get(name);
-    if (found !== undefined) return found;
-    throw noSuchTensor(this.source, name, this.tensors);
-  }
 }
-
-/** Picks the weights inside a checkpoint directory, as transformers does. */
-function resolveDirectory(dir: string): string {
-  return resolveWeightsInDirectory(dir, { single: "model.safetensors", indexSuffix: INDEX_SUFFIX, extension: ".safetensors" });
-}
-
 
 /** Opens one file and validates its header without reading any tensor data. */
-function openSafetensorsFile(file: string): { file: OpenFile; entries: Map<string, HeaderEntry> } {
+function openSafetensorsFile(file: string): OpenedDataFile<Located> {
   const fd = openForRead(file, "safetensors file");
   try {
     const size = fs.fstatSync(fd).size;
@@ -284,7 +204,8 @@ function openSafetensorsFile(file: string): { file: OpenFile; entries: Map<strin
     }
     const dataStart = 8 + n;
     const { metadata, entries } = validateHeader(json, size - dataStart, file);
-    return { file: { path: file, fd, dataStart, metadata }, entries };
+    const opened: OpenFile = { path: file, fd, dataStart, metadata };
+    return { file: opened, tensors: new Map([...entries].map(([name, entry]) => [name, { file: opened, entry }])) };
   } catch (err) {
     fs.closeSync(fd);
     throw err;

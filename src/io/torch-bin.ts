@@ -13,11 +13,10 @@ import path from "node:path";
 import { LlavaError } from "../util/errors.js";
 import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
 import { isDirectory, openForRead, readFully } from "./files.js";
-import { resolveWeightsInDirectory, shardsOf } from "./checkpoint-files.js";
+import { DataFileStore, type OpenDataFile, type OpenedDataFile, openDataFiles, resolveWeightsInDirectory } from "./checkpoint-files.js";
 import { BufferSource, FileSource, PyDict, unpickle } from "./pickle.js";
 import { dtypeSize, type SafetensorsDtype } from "./safetensors-header.js";
 import { INT_ARRAYS, type IntArray, type RawTensor } from "./safetensors.js";
-import { noSuchTensor } from "./suggest.js";
 import { collectTensors, describe, TensorRef, TorchPickleHooks, type StorageRef } from "./torch-unpickle.js";
 import { ZipArchive, type ZipEntry } from "./torch-zip.js";
 
@@ -41,9 +40,7 @@ export interface TorchTensorInfo {
   storage: string;
 }
 
-interface OpenFile {
-  path: string;
-  fd: number;
+interface OpenFile extends OpenDataFile {
   /** Storages were saved big-endian (a `byteorder` record of "big"); bytes are swapped on read. */
   bigEndian: boolean;
 }
@@ -68,80 +65,22 @@ interface Located {
   contiguous: boolean;
 }
 
-interface OpenedFile {
-  file: OpenFile;
-  tensors: Map<string, Located>;
-}
+type OpenedFile = OpenedDataFile<Located>;
 
 /** Elements converted per step when widening to float32, bounding the temporary buffer. */
 const CONVERT_CHUNK_ELEMENTS = 1 << 20;
-const INDEX_SUFFIX = ".bin.index.json";
-/** Trainer side files that are pickles but never weights. */
-const NOT_WEIGHTS = new Set(["training_args.bin"]);
 
-export class TorchBinStore {
-  private closed = false;
-
-  private constructor(
-    /** What was opened: the .bin file, or the index of a sharded checkpoint. */
-    readonly source: string,
-    private readonly files: OpenFile[],
-    private readonly tensors: Map<string, Located>,
-  ) {}
-
+export class TorchBinStore extends DataFileStore<Located> {
   /**
    * Opens a torch.save file (`.bin`, `.pt`, `.pth`), a `*.bin.index.json` shard index, or a directory
    * holding `pytorch_model.bin`, a shard index, or exactly one other `.bin` file.
    */
   static open(pathOrDir: string): TorchBinStore {
     const target = path.resolve(pathOrDir);
-    if (isDirectory(target)) return TorchBinStore.openFile(resolveDirectory(target));
     if (!fs.existsSync(target)) throw new LlavaError(`weights ${target}: file not found`);
-    return TorchBinStore.openFile(target);
-  }
-
-  private static openFile(file: string): TorchBinStore {
-    if (file.endsWith(".json")) return TorchBinStore.openIndex(file);
-    const opened = openTorchFile(file);
-    return new TorchBinStore(file, [opened.file], opened.tensors);
-  }
-
-  private static openIndex(indexFile: string): TorchBinStore {
-    const dir = path.dirname(indexFile);
-    const byShard = shardsOf(indexFile);
-    const files: OpenFile[] = [];
-    const tensors = new Map<string, Located>();
-    try {
-      for (const [shard, names] of byShard) {
-        const opened = openTorchFile(path.join(dir, shard));
-        files.push(opened.file);
-        for (const name of names) {
-          const located = opened.tensors.get(name);
-          if (located === undefined) {
-            throw new LlavaError(`shard index ${indexFile}: says tensor "${name}" is in ${shard}, but that file has no such tensor`);
-          }
-          tensors.set(name, located);
-        }
-      }
-    } catch (err) {
-      for (const f of files) fs.closeSync(f.fd);
-      throw err;
-    }
-    return new TorchBinStore(indexFile, files, tensors);
-  }
-
-  /** Tensor names, sorted. */
-  names(): string[] {
-    return [...this.tensors.keys()].sort();
-  }
-
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  /** Paths of the data files behind this store. */
-  filePaths(): string[] {
-    return this.files.map((f) => f.path);
+    const file = isDirectory(target) ? resolveWeightsInDirectory(target, "bin") : target;
+    const { files, tensors } = openDataFiles(file, openTorchFile);
+    return new TorchBinStore(file, files, tensors);
   }
 
   info(name: string): TorchTensorInfo {
@@ -187,21 +126,7 @@ export class TorchBinStore {
     return new ctor(readTensorBytes(t).buffer as ArrayBuffer);
   }
 
-  /** Closes the file handles; later reads fail. Safe to call twice. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const f of this.files) fs.closeSync(f.fd);
-  }
-
-  private locate(name: string): Located {
-    if (this.closed) throw new LlavaError(`weights ${this.source}: already closed`);
-    const found = this.tensors.get(name);
-    if (found !== undefined) return found;
-    throw noSuchTensor(this.source, name, this.tensors);
-  }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Opening one file
@@ -496,12 +421,3 @@ function widenToF32(dtype: SafetensorsDtype, buffer: ArrayBuffer, n: number, out
       throw new LlavaError(`internal: widenToF32 called for ${dtype}`);
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Folders and shard indexes
-
-/** Picks the weights inside a checkpoint directory, as transformers does. */
-function resolveDirectory(dir: string): string {
-  return resolveWeightsInDirectory(dir, { single: "pytorch_model.bin", indexSuffix: INDEX_SUFFIX, extension: ".bin", ignore: NOT_WEIGHTS });
-}
-

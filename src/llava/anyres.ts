@@ -61,6 +61,9 @@ export function mergeAnyresFeatures(
   const keep = unpaddedRange(rows * side, cols * side, layout.width, layout.height, hfRounding);
   full = slice(full, keep.axis, keep.start, keep.end);
   const [, h] = full.shape;
+  // A very wide image can keep no row at all (its height scales to under one feature); the
+  // reference then concatenates an empty grid and so adds no newline either: the base alone.
+  if (h === 0) return base;
   const column = concat(Array(h).fill(reshape(newline!, [c, 1, 1])), 1);
   const withNewline = concat([full, column], 2);
   const tokens = permute(reshape(withNewline, [c, h * withNewline.dim(2)]), [1, 0]);

@@ -8,54 +8,52 @@ import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
 import { activation, add, attention, concat, permute, reshape } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
-
-function loadLinear(p: ParamLoader, name: string, out: number, inp: number, bias = true): Linear {
-  return new Linear(p.linearWeight(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
-}
+import { LlavaError } from "../util/errors.js";
+import { loadLinear } from "./llama.js";
 
 function loadLayerNorm(p: ParamLoader, name: string, dim: number, eps: number): LayerNorm {
   return new LayerNorm(p.tensor(`${name}.weight`, [dim]), p.tensor(`${name}.bias`, [dim]), eps);
 }
 
+/** An encoder layer's Linear layers by their checkpoint names, with [out, in] shapes. */
+function layerLinears(cfg: ClipVisionConfig) {
+  const { hiddenSize: d, intermediateSize: inter } = cfg;
+  return {
+    q: ["self_attn.q_proj", d, d], k: ["self_attn.k_proj", d, d], v: ["self_attn.v_proj", d, d], out: ["self_attn.out_proj", d, d],
+    fc1: ["mlp.fc1", inter, d], fc2: ["mlp.fc2", d, inter],
+  } as const satisfies Record<string, readonly [string, number, number]>;
+}
+type LayerLinear = keyof ReturnType<typeof layerLinears>;
+const NORMS = { ln1: "layer_norm1", ln2: "layer_norm2" } as const;
+
 class ClipEncoderLayer implements Module {
-  readonly q: Linear;
-  readonly k: Linear;
-  readonly v: Linear;
-  readonly out: Linear;
+  readonly linears: Record<LayerLinear, Linear>;
   readonly ln1: LayerNorm;
   readonly ln2: LayerNorm;
-  readonly fc1: Linear;
-  readonly fc2: Linear;
 
   constructor(p: ParamLoader, readonly cfg: ClipVisionConfig, private readonly act: Activation) {
-    const d = cfg.hiddenSize;
-    this.q = loadLinear(p, "self_attn.q_proj", d, d);
-    this.k = loadLinear(p, "self_attn.k_proj", d, d);
-    this.v = loadLinear(p, "self_attn.v_proj", d, d);
-    this.out = loadLinear(p, "self_attn.out_proj", d, d);
-    this.ln1 = loadLayerNorm(p, "layer_norm1", d, cfg.layerNormEps);
-    this.ln2 = loadLayerNorm(p, "layer_norm2", d, cfg.layerNormEps);
-    this.fc1 = loadLinear(p, "mlp.fc1", cfg.intermediateSize, d);
-    this.fc2 = loadLinear(p, "mlp.fc2", d, cfg.intermediateSize);
+    const specs = layerLinears(cfg);
+    this.linears = Object.fromEntries(Object.entries(specs).map(([key, [name, out, inp]]) => [key, loadLinear(p, name, out, inp, true)])) as Record<LayerLinear, Linear>;
+    this.ln1 = loadLayerNorm(p, NORMS.ln1, cfg.hiddenSize, cfg.layerNormEps);
+    this.ln2 = loadLayerNorm(p, NORMS.ln2, cfg.hiddenSize, cfg.layerNormEps);
   }
 
   forward(x: Tensor): Tensor {
     const [n, t, d] = x.shape;
     const heads = this.cfg.numAttentionHeads;
+    const { q, k, v, out, fc1, fc2 } = this.linears;
     const h = this.ln1.forward(x);
     const split = (y: Tensor) => reshape(y, [n, t, heads, d / heads]);
-    const a = attention(split(this.q.forward(h)), split(this.k.forward(h)), split(this.v.forward(h)), { causal: false });
-    x = add(x, this.out.forward(reshape(a, [n, t, d])));
-    const m = this.fc2.forward(activation(this.fc1.forward(this.ln2.forward(x)), this.act));
+    const a = attention(split(q.forward(h)), split(k.forward(h)), split(v.forward(h)), { causal: false });
+    x = add(x, out.forward(reshape(a, [n, t, d])));
+    const m = fc2.forward(activation(fc1.forward(this.ln2.forward(x)), this.act));
     return add(x, m);
   }
 
   namedParameters(prefix = ""): NamedParameters {
-    return childParameters(prefix, [
-      ["self_attn.q_proj", this.q], ["self_attn.k_proj", this.k], ["self_attn.v_proj", this.v],
-      ["self_attn.out_proj", this.out], ["layer_norm1", this.ln1], ["mlp.fc1", this.fc1], ["mlp.fc2", this.fc2],
-      ["layer_norm2", this.ln2],
-    ]);
+    const specs = layerLinears(this.cfg);
+    const linears = (Object.keys(specs) as LayerLinear[]).map((key) => [specs[key][0], this.linears[key]] as [string, Module]);
+    return childParameters(prefix, [...linears, [NORMS.ln1, this.ln1], [NORMS.ln2, this.ln2]]);
   }
 }
 
@@ -68,8 +66,9 @@ export class ClipVisionModel implements Module {
   readonly preLayernorm: LayerNorm;
   readonly layers: ClipEncoderLayer[];
 
-  /** `p` points at the `vision_model.` prefix of a CLIP checkpoint. */
-  constructor(p: ParamLoader, readonly cfg: ClipVisionConfig) {
+  /** `p` points at the root of a CLIPVisionModel state dict (`vision_model.*`). */
+  constructor(root: ParamLoader, readonly cfg: ClipVisionConfig) {
+    const p = root.sub("vision_model.");
     const d = cfg.hiddenSize;
     const patch = cfg.patchSize;
     const positions = (cfg.imageSize / patch) ** 2 + 1;
@@ -81,6 +80,8 @@ export class ClipVisionModel implements Module {
     this.preLayernorm = loadLayerNorm(p, "pre_layrnorm", d, cfg.layerNormEps);
     const act = activationByName(cfg.hiddenAct);
     this.layers = Array.from({ length: cfg.numHiddenLayers }, (_, i) => new ClipEncoderLayer(p.sub(`encoder.layers.${i}.`), cfg, act));
+    // LLaVA reads hidden states, never the pooled output, so the final norm is not used
+    p.skip("post_layernorm.weight", "post_layernorm.bias");
   }
 
   /** Patches as rows: pixels [n, C, S, S] -> [n, (S/p)^2, C*p*p] in (channel, y, x) order. */
@@ -100,7 +101,7 @@ export class ClipVisionModel implements Module {
     const { imageSize, numChannels } = this.cfg;
     const [n, c, h, w] = pixels.shape;
     if (pixels.ndim !== 4 || c !== numChannels || h !== imageSize || w !== imageSize) {
-      throw new Error(`vision tower expects pixels [n, ${numChannels}, ${imageSize}, ${imageSize}], got [${pixels.shape.join(", ")}]`);
+      throw new LlavaError(`vision tower expects pixels [n, ${numChannels}, ${imageSize}, ${imageSize}], got [${pixels.shape.join(", ")}]`);
     }
     const d = this.cfg.hiddenSize;
     const patches = this.patchEmbedding.forward(this.patchify(pixels));
@@ -116,12 +117,13 @@ export class ClipVisionModel implements Module {
   }
 
   namedParameters(prefix = ""): NamedParameters {
+    const p = prefix ? `${prefix}.vision_model` : "vision_model";
     return [
-      [`${prefix}.embeddings.class_embedding`, this.classEmbedding],
-      [`${prefix}.embeddings.patch_embedding.weight`, this.patchConv],
-      [`${prefix}.embeddings.position_embedding.weight`, this.positionEmbedding],
-      ...this.preLayernorm.namedParameters(`${prefix}.pre_layrnorm`),
-      ...this.layers.flatMap((l, i) => l.namedParameters(`${prefix}.encoder.layers.${i}`)),
+      [`${p}.embeddings.class_embedding`, this.classEmbedding],
+      [`${p}.embeddings.patch_embedding.weight`, this.patchConv],
+      [`${p}.embeddings.position_embedding.weight`, this.positionEmbedding],
+      ...this.preLayernorm.namedParameters(`${p}.pre_layrnorm`),
+      ...this.layers.flatMap((l, i) => l.namedParameters(`${p}.encoder.layers.${i}`)),
     ];
   }
 }

@@ -62,39 +62,42 @@ export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
   throw new LlavaError(`unsupported rope_scaling type "${s.ropeType}" (supported: linear, llama3)`);
 }
 
+/** A decoder layer's Linear layers by their checkpoint names, with [out, in] shapes and bias flags. */
+function layerLinears(cfg: LlamaConfig) {
+  const { hiddenSize: d, numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd, intermediateSize: inter, attentionBias: ab, mlpBias: mb } = cfg;
+  return {
+    q: ["self_attn.q_proj", h * hd, d, ab], k: ["self_attn.k_proj", kvh * hd, d, ab], v: ["self_attn.v_proj", kvh * hd, d, ab],
+    o: ["self_attn.o_proj", d, h * hd, ab], gate: ["mlp.gate_proj", inter, d, mb], up: ["mlp.up_proj", inter, d, mb], down: ["mlp.down_proj", d, inter, mb],
+  } as const satisfies Record<string, readonly [string, number, number, boolean]>;
+}
+type LayerLinear = keyof ReturnType<typeof layerLinears>;
+const NORMS = { inputNorm: "input_layernorm", postNorm: "post_attention_layernorm" } as const;
+
+/** A Linear layer read from `p`: `name.weight` [out, in] in the precision policy's format, `name.bias` when it has one. */
+export function loadLinear(p: ParamLoader, name: string, out: number, inp: number, bias: boolean): Linear {
+  return new Linear(p.matrix(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
+}
+
 class LlamaLayer implements Module, HasLinears {
-  readonly q: Linear;
-  readonly k: Linear;
-  readonly v: Linear;
-  readonly o: Linear;
-  readonly gate: Linear;
-  readonly up: Linear;
-  readonly down: Linear;
+  readonly linears: Record<LayerLinear, Linear>;
   readonly inputNorm: RMSNorm;
   readonly postNorm: RMSNorm;
 
   constructor(p: ParamLoader, readonly cfg: LlamaConfig, private readonly act: Activation) {
-    const { hiddenSize: d, numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd, intermediateSize: inter } = cfg;
-    const lin = (name: string, out: number, inp: number, bias: boolean) =>
-      new Linear(p.linearWeight(`${name}.weight`, [out, inp]), bias ? p.tensor(`${name}.bias`, [out]) : null);
-    this.q = lin("self_attn.q_proj", h * hd, d, cfg.attentionBias);
-    this.k = lin("self_attn.k_proj", kvh * hd, d, cfg.attentionBias);
-    this.v = lin("self_attn.v_proj", kvh * hd, d, cfg.attentionBias);
-    this.o = lin("self_attn.o_proj", d, h * hd, cfg.attentionBias);
-    this.gate = lin("mlp.gate_proj", inter, d, cfg.mlpBias);
-    this.up = lin("mlp.up_proj", inter, d, cfg.mlpBias);
-    this.down = lin("mlp.down_proj", d, inter, cfg.mlpBias);
-    this.inputNorm = new RMSNorm(p.tensor("input_layernorm.weight", [d]), cfg.rmsNormEps);
-    this.postNorm = new RMSNorm(p.tensor("post_attention_layernorm.weight", [d]), cfg.rmsNormEps);
+    const specs = layerLinears(cfg);
+    this.linears = Object.fromEntries(Object.entries(specs).map(([key, [name, out, inp, bias]]) => [key, loadLinear(p, name, out, inp, bias)])) as Record<LayerLinear, Linear>;
+    this.inputNorm = new RMSNorm(p.tensor(`${NORMS.inputNorm}.weight`, [cfg.hiddenSize]), cfg.rmsNormEps);
+    this.postNorm = new RMSNorm(p.tensor(`${NORMS.postNorm}.weight`, [cfg.hiddenSize]), cfg.rmsNormEps);
   }
 
   forward(x: Tensor, positions: Int32Array, invFreq: Float64Array, cache: KVCache | null, index: number): Tensor {
     const [b, t] = x.shape;
     const { numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd } = this.cfg;
+    const { q: wq, k: wk, v: wv, o: wo, gate, up, down } = this.linears;
     const hn = this.inputNorm.forward(x);
-    const q = rope(reshape(this.q.forward(hn), [b, t, h, hd]), positions, invFreq);
-    const k = rope(reshape(this.k.forward(hn), [b, t, kvh, hd]), positions, invFreq);
-    const v = reshape(this.v.forward(hn), [b, t, kvh, hd]);
+    const q = rope(reshape(wq.forward(hn), [b, t, h, hd]), positions, invFreq);
+    const k = rope(reshape(wk.forward(hn), [b, t, kvh, hd]), positions, invFreq);
+    const v = reshape(wv.forward(hn), [b, t, kvh, hd]);
     let a: Tensor;
     if (cache) {
       cache.write(index, k, v);
@@ -102,25 +105,18 @@ class LlamaLayer implements Module, HasLinears {
     } else {
       a = attention(q, k, v, { causal: true, window: this.cfg.slidingWindow });
     }
-    x = add(x, this.o.forward(reshape(a, [b, t, h * hd])));
+    x = add(x, wo.forward(reshape(a, [b, t, h * hd])));
     const m = this.postNorm.forward(x);
-    return add(x, this.down.forward(mul(activation(this.gate.forward(m), this.act), this.up.forward(m))));
+    return add(x, down.forward(mul(activation(gate.forward(m), this.act), up.forward(m))));
   }
 
   namedLinears(prefix = ""): Array<[string, Linear]> {
-    const p = prefix ? `${prefix}.` : "";
-    return [
-      [`${p}self_attn.q_proj`, this.q], [`${p}self_attn.k_proj`, this.k], [`${p}self_attn.v_proj`, this.v], [`${p}self_attn.o_proj`, this.o],
-      [`${p}mlp.gate_proj`, this.gate], [`${p}mlp.up_proj`, this.up], [`${p}mlp.down_proj`, this.down],
-    ];
+    const specs = layerLinears(this.cfg);
+    return (Object.keys(specs) as LayerLinear[]).map((key) => [prefix ? `${prefix}.${specs[key][0]}` : specs[key][0], this.linears[key]]);
   }
 
   namedParameters(prefix = ""): NamedParameters {
-    return childParameters(prefix, [
-      ["self_attn.q_proj", this.q], ["self_attn.k_proj", this.k], ["self_attn.v_proj", this.v], ["self_attn.o_proj", this.o],
-      ["mlp.gate_proj", this.gate], ["mlp.up_proj", this.up], ["mlp.down_proj", this.down],
-      ["input_layernorm", this.inputNorm], ["post_attention_layernorm", this.postNorm],
-    ]);
+    return childParameters(prefix, [...this.namedLinears(), [NORMS.inputNorm, this.inputNorm], [NORMS.postNorm, this.postNorm]]);
   }
 }
 
@@ -138,17 +134,16 @@ export class LlamaForCausalLM implements Module, HasLinears {
   readonly lmHead: Linear;
   readonly invFreq: Float64Array;
 
-  /** `model` points at the decoder's prefix (`model.`), `head` at the lm_head's. */
-  constructor(model: ParamLoader, head: ParamLoader, readonly cfg: LlamaConfig) {
+  /** `p` points at the root of a LlamaForCausalLM state dict (`model.*`, `lm_head.*`). */
+  constructor(p: ParamLoader, readonly cfg: LlamaConfig) {
     const { vocabSize: vocab, hiddenSize: d } = cfg;
-    // with 16-bit or quantized Linear layers the (frozen) table is kept in 16 bits too
-    const packed = model.linearFormat;
-    this.embedTokens = new Embedding(model.weightIn("embed_tokens.weight", [vocab, d], packed === null ? null : packed === "f16" ? "f16" : "bf16"));
+    const model = p.sub("model.");
+    this.embedTokens = new Embedding(model.matrix("embed_tokens.weight", [vocab, d]));
     const act = activationByName(cfg.hiddenAct);
     this.layers = Array.from({ length: cfg.numHiddenLayers }, (_, i) => new LlamaLayer(model.sub(`layers.${i}.`), cfg, act));
     this.norm = new RMSNorm(model.tensor("norm.weight", [d]), cfg.rmsNormEps);
-    const tied = cfg.tieWordEmbeddings && !head.has("weight");
-    this.lmHead = new Linear(tied ? this.embedTokens.weight : head.linearWeight("weight", [vocab, d]));
+    const tied = cfg.tieWordEmbeddings && !p.has("lm_head.weight");
+    this.lmHead = tied ? new Linear(this.embedTokens.weight) : loadLinear(p, "lm_head", vocab, d, false);
     this.invFreq = ropeInvFreq(cfg);
   }
 

@@ -3,10 +3,13 @@
  * are spliced into the token embeddings where the prompt has an image marker.
  */
 import { type AnyresLayout, mergeAnyresFeatures, type PatchMergeType } from "./anyres.js";
-import type { ClipVisionModel } from "./clip.js";
-import type { LlamaForCausalLM } from "./llama.js";
-import type { Projector } from "./projector.js";
-import { childParameters, type Module, type NamedParameters } from "../nn/layers.js";
+import { ClipVisionModel } from "./clip.js";
+import { PREFIX } from "./keys.js";
+import { LlamaForCausalLM } from "./llama.js";
+import { Projector } from "./projector.js";
+import { type ModelSpec, requireTower } from "./spec.js";
+import type { ParamLoader } from "../nn/params.js";
+import type { Module, NamedParameters } from "../nn/layers.js";
 import { concat, reshape, slice } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
@@ -28,6 +31,8 @@ export interface LlavaSettings {
   maxSequenceLength: number | null;
   /** LLaVA-NeXT: candidate resolutions, their (height, width) "hf" or (width, height) "llava" order, the merge */
   anyres: { pinpoints: number[][]; convention: "hf" | "llava"; mergeType: PatchMergeType } | null;
+  /** the original format's mm_use_im_start_end: each image is wrapped as `<im_start><image><im_end>` in the prompt */
+  imageStartEnd: boolean;
 }
 
 export interface EncodedImages {
@@ -48,6 +53,20 @@ export class LlavaModel implements Module {
     /** LLaVA-NeXT's learned end-of-row vector [D] (spatial_unpad), else null */
     readonly imageNewline: Tensor | null = null,
   ) {}
+
+  /** The model `spec` describes, read from `p` under canonical names (keys.ts), each part where LLaVA's state dict puts it. */
+  static load(p: ParamLoader, spec: ModelSpec): LlavaModel {
+    const vision = requireTower(spec);
+    const d = spec.text.hiddenSize;
+    const newline = spec.settings.anyres?.mergeType === "spatial_unpad" ? p.tensor(PREFIX.newline, [d]) : null;
+    return new LlavaModel(
+      new ClipVisionModel(p.sub(PREFIX.tower), vision),
+      Projector.load(p.sub(PREFIX.projector), spec.projector.type, vision.hiddenSize, d, spec.projector.activation),
+      new LlamaForCausalLM(p, spec.text),
+      spec.settings,
+      newline,
+    );
+  }
 
   get backend() {
     return this.llm.backend;
@@ -125,9 +144,14 @@ export class LlavaModel implements Module {
     return reshape(embeds, [1, embeds.dim(0), embeds.dim(1)]);
   }
 
-  namedParameters(prefix = ""): NamedParameters {
-    const own: NamedParameters = this.imageNewline ? [[prefix ? `${prefix}.image_newline` : "image_newline", this.imageNewline]] : [];
-    return [...childParameters(prefix, [["vision_tower", this.vision], ["projector", this.projector], ["llm", this.llm]]), ...own];
+  /** Parameters under canonical names (the original LLaVA state dict's), as `load` reads them. */
+  namedParameters(): NamedParameters {
+    const own: NamedParameters = this.imageNewline ? [[PREFIX.newline, this.imageNewline]] : [];
+    const under = (prefix: string) => prefix.slice(0, -1);
+    return [
+      ...this.llm.namedParameters(), ...this.projector.namedParameters(under(PREFIX.projector)),
+      ...this.vision.namedParameters(under(PREFIX.tower)), ...own,
+    ];
   }
 }
 

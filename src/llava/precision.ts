@@ -1,11 +1,12 @@
 /**
- * The precision each kind of weight is kept in, and the memory that needs: checked from the file
- * headers before anything large is read.
+ * The precision policy: which format each weight is kept in under `--dtype`, `--load-8bit` and
+ * `--load-4bit`, decided by its canonical name (keys.ts), and the memory that takes. The loader
+ * packs by this policy and `llava inspect` estimates by it, so the two cannot disagree.
  */
 import os from "node:os";
-import type { PackedFormat } from "../tensor/packed.js";
+import { fittingFormat, type PackedFormat, rowBytes } from "../tensor/packed.js";
 import { LlavaError } from "../util/errors.js";
-import type { WeightFiles } from "./weights.js";
+import { LLM_LINEAR_MODULE, partOf, PREFIX } from "./keys.js";
 
 export interface PrecisionOptions {
   /** precision of the Linear weights of the tower and the LLM (default f32; bf16/f16 stay 16-bit in memory) */
@@ -16,26 +17,49 @@ export interface PrecisionOptions {
   memoryLimit?: number;
 }
 
+/** The tower's Linear weights, in canonical names. */
+const VISION_LINEAR = /\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])\.weight$/;
+const EMBEDDING = `${PREFIX.llm}embed_tokens.weight`;
+const HEAD = `${PREFIX.head}weight`;
+
 /**
- * Bytes the weights will occupy once loaded in the requested precisions, from the file headers
- * alone: Linear weights (2-D `*_proj`, `fc*`, `lm_head` weights) packed as asked, the rest f32.
+ * The format of a 2-D weight (null: f32). --dtype applies to the Linear layers of the tower and
+ * the LLM. With --load-8bit / --load-4bit the LLM's layers are quantized and the tower runs in
+ * f16, as the reference runs it (torch_dtype float16 with bitsandbytes on the LLM); the 4-bit
+ * model keeps lm_head at 8 bits, as llama.cpp keeps its output layer at higher precision. The
+ * frozen embedding table is 16-bit whenever the LLM is not f32 (f16 under --dtype f16, else
+ * bf16). The projector, norms, biases and the patch embedding stay f32.
  */
-export function residentBytes(store: WeightFiles, opts: PrecisionOptions): number {
-  let total = 0;
-  for (const name of store.names()) {
-    const shape = store.info(name).shape;
-    const n = shape.reduce((a, b) => a * b, 1);
-    const isLinear = shape.length === 2 && /(_proj|\.fc\d|lm_head)\.weight$/.test(name) && !/projector/.test(name);
-    const inTower = /vision_tower|vision_model/.test(name);
-    const isEmbedding = /embed_tokens\.weight$/.test(name);
-    const format = isEmbedding ? embeddingFormat(opts) : !isLinear ? null : inTower ? visionFormat(opts) : name.endsWith("lm_head.weight") ? headFormat(opts) : llmFormat(opts);
-    total += format === null ? 4 * n : format === "q8_0" && shape[1] % 32 === 0 ? (n / 32) * 34 : format === "q4_0" && shape[1] % 32 === 0 ? (n / 32) * 18 : format === "bf16" || format === "f16" ? 2 * n : 4 * n;
+export function keptFormat(name: string, opts: PrecisionOptions): PackedFormat | null {
+  const vision: PackedFormat | null = opts.dtype && opts.dtype !== "f32" ? opts.dtype : opts.quantize ? "f16" : null;
+  const llm = opts.quantize ?? vision;
+  switch (partOf(name)) {
+    case "vision":
+      return VISION_LINEAR.test(name) ? vision : null;
+    case "llm":
+      if (name === EMBEDDING) return llm === null ? null : llm === "f16" ? "f16" : "bf16";
+      if (name === HEAD) return opts.quantize === "q4_0" ? "q8_0" : llm;
+      return name.endsWith(".weight") && LLM_LINEAR_MODULE.test(name.slice(0, -".weight".length)) ? llm : null;
+    default:
+      return null;
   }
+}
+
+/** Bytes of a tensor kept in `format`; quantized rows that are not whole blocks stay f32, as the loader keeps them. */
+export function keptBytes(shape: number[], format: PackedFormat | null): number {
+  const kept = shape.length === 2 ? fittingFormat(format, shape[1]) : null;
+  return kept === null ? 4 * shape.reduce((a, b) => a * b, 1) : shape[0] * rowBytes(kept, shape[1]);
+}
+
+/** Bytes the weights take once loaded, from canonical names and shapes alone. */
+export function residentBytes(tensors: Iterable<{ name: string; shape: number[] }>, opts: PrecisionOptions): number {
+  let total = 0;
+  for (const t of tensors) total += keptBytes(t.shape, keptFormat(t.name, opts));
   return total;
 }
 
-export function checkMemory(stores: WeightFiles[], opts: PrecisionOptions): void {
-  const need = stores.reduce((s, st) => s + residentBytes(st, opts), 0);
+/** Refuses, before anything large is read, a model whose weights need more memory than allowed. */
+export function checkMemory(need: number, opts: PrecisionOptions): void {
   const limit = opts.memoryLimit ?? 0.9 * os.totalmem();
   if (need > limit) {
     const gb = (x: number) => `${(x / 2 ** 30).toFixed(1)} GiB`;
@@ -43,18 +67,3 @@ export function checkMemory(stores: WeightFiles[], opts: PrecisionOptions): void
     throw new LlavaError(`the model needs about ${gb(need)} for its weights but ${gb(limit)} is available${hint}`);
   }
 }
-
-/**
- * Formats of the Linear weights. --dtype applies to the tower and the LLM. With --load-8bit /
- * --load-4bit the LLM's layers are quantized and the tower runs in f16, as the reference runs
- * it (torch_dtype float16 with bitsandbytes on the LLM); the 4-bit model keeps lm_head at
- * 8 bits, as llama.cpp keeps its output layer at higher precision. The projector stays f32.
- */
-export const visionFormat = (opts: PrecisionOptions): PackedFormat | null =>
-  opts.dtype && opts.dtype !== "f32" ? opts.dtype : opts.quantize ? "f16" : null;
-export const llmFormat = (opts: PrecisionOptions): PackedFormat | null => opts.quantize ?? visionFormat(opts);
-export const embeddingFormat = (opts: PrecisionOptions): PackedFormat | null => {
-  const f = llmFormat(opts);
-  return f === null ? null : f === "f16" ? "f16" : "bf16";
-};
-export const headFormat = (opts: PrecisionOptions): PackedFormat | null => (opts.quantize === "q4_0" ? "q8_0" : llmFormat(opts));

@@ -18,27 +18,33 @@ export function projectorDepth(type: string): number {
   throw new LlavaError(`unknown mm_projector_type "${type}" (supported: linear, mlp{N}x_gelu, identity)`);
 }
 
+/**
+ * The checkpoint names of a projector's Linear layers, as LLaVA's builder makes them: the bare
+ * Linear of `linear`, else the nn.Sequential indices 0, 2, 4... (GELUs sit between them).
+ */
+export function projectorLinearNames(type: string): string[] {
+  const depth = projectorDepth(type);
+  return type === "linear" ? [""] : Array.from({ length: depth }, (_, i) => String(2 * i));
+}
+
 export class Projector implements Module {
-  /**
-   * `names[i]` is the checkpoint name of linear layer i (e.g. "0", "2" in the original format,
-   * "linear_1", "linear_2" in the HF format).
-   */
   constructor(
     readonly linears: Linear[],
     readonly names: string[],
     readonly act: Activation = "gelu",
   ) {}
 
-  static load(p: ParamLoader, depth: number, names: string[], inDim: number, outDim: number, act: Activation = "gelu"): Projector {
-    const linears = names.slice(0, depth).map((name, i) => {
-      const prefix = name ? `${name}.` : "";
-      const inp = i === 0 ? inDim : outDim;
-      return new Linear(p.tensor(`${prefix}weight`, [outDim, inp]), p.optional(`${prefix}bias`, [outDim]));
-    });
-    if (depth === 0 && inDim !== outDim) {
+  /** `p` points at the projector's prefix (`model.mm_projector.`); its weights stay f32. Biases are optional (HF multimodal_projector_bias). */
+  static load(p: ParamLoader, type: string, inDim: number, outDim: number, act: Activation = "gelu"): Projector {
+    const names = projectorLinearNames(type);
+    if (names.length === 0 && inDim !== outDim) {
       throw new LlavaError(`identity projector needs equal vision (${inDim}) and text (${outDim}) widths`);
     }
-    return new Projector(linears, names.slice(0, depth), act);
+    const linears = names.map((name, i) => {
+      const prefix = name ? `${name}.` : "";
+      return new Linear(p.tensor(`${prefix}weight`, [outDim, i === 0 ? inDim : outDim]), p.optional(`${prefix}bias`, [outDim]));
+    });
+    return new Projector(linears, names, act);
   }
 
   forward(x: Tensor): Tensor {

@@ -1,53 +1,22 @@
 /**
- * Finding a checkpoint folder's weights (safetensors or PyTorch .bin) and combining a LoRA or
- * projector-only checkpoint with its base LLM the way the reference loader does.
+ * A checkpoint's weights under canonical names (keys.ts), whatever the folder holds: a full
+ * model in any layout, the original format's separate CLIP tower, or a LoRA / projector-only
+ * checkpoint over its base LLM, combined the way the reference loader combines them. The
+ * loader, `llava inspect` and `llava convert merge-lora` all read a checkpoint through this.
  */
-import fs from "node:fs";
 import path from "node:path";
+import { canonicalName, hfLayoutOf, PREFIX, storedName } from "./keys.js";
+import type { ModelSpec } from "./spec.js";
+import { hasModelWeights } from "../io/checkpoint-files.js";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
-import { WeightStore } from "../io/safetensors.js";
-import { TorchBinStore } from "../io/torch-bin.js";
-import { parseLoraConfig } from "../nn/lora.js";
-import { overlaySources, renamedSource, type TensorSource } from "../nn/params.js";
+import { openWeightFile, openWeights, overlay, renamed, type WeightReader } from "../io/weights.js";
+import { type LoraConfig, parseLoraConfig } from "../nn/lora.js";
 import { LlavaError } from "../util/errors.js";
 
-const MODEL_WEIGHTS = /^(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|pytorch_model(-\d+-of-\d+)?\.bin|pytorch_model\.bin\.index\.json)$/;
+/** What a folder holds: a full model, or a partial checkpoint that needs --model-base. */
+export type CheckpointKind = "full" | "lora" | "projector";
 
-/** Whether a folder holds full model weights (safetensors or PyTorch .bin, single or sharded). */
-export function hasModelWeights(dir: string): boolean {
-  return fs.readdirSync(dir).some((n) => MODEL_WEIGHTS.test(n));
-}
-
-/** A checkpoint's weight files, read tensor by tensor and closed once the model is built. */
-export type WeightFiles = TensorSource & { names(): string[]; close(): void };
-
-/** The weights of a folder: safetensors (single or sharded) first, else PyTorch .bin, as transformers prefers. */
-export function openWeights(dir: string): WeightFiles {
-  const names = fs.readdirSync(dir);
-  if (names.some((n) => /^model(-\d+-of-\d+)?\.safetensors$|\.safetensors\.index\.json$/.test(n))) return WeightStore.open(dir);
-  if (names.some((n) => /^pytorch_model(-\d+-of-\d+)?\.bin$|^pytorch_model\.bin\.index\.json$/.test(n))) return TorchBinStore.open(dir);
-  if (names.some((n) => n.endsWith(".safetensors"))) return WeightStore.open(dir);
-  throw new LlavaError(`${dir}: no model weights (model.safetensors, pytorch_model.bin or a shard index) found`);
-}
-
-/** One weight file: `<dir>/<stem>.safetensors` or `<dir>/<stem>.bin`, or null when neither exists. */
-export function openWeightFile(dir: string, stem: string): WeightStore | TorchBinStore | null {
-  const st = path.join(dir, `${stem}.safetensors`);
-  if (isFile(st)) return WeightStore.open(st);
-  const bin = path.join(dir, `${stem}.bin`);
-  return isFile(bin) ? TorchBinStore.open(bin) : null;
-}
-
-/** The name a non-LoRA trainable gets: the reference strips "base_model." and then a leading "model." from "model.model.*". */
-export function trainableName(n: string): string {
-  const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
-  return k.startsWith("model.model.") ? k.slice("model.".length) : k;
-}
-
-/** What a --model-path folder holds when used with --model-base. */
-export type PartialCheckpoint = "lora" | "projector";
-
-export function partialCheckpointKind(dir: string): PartialCheckpoint {
+export function checkpointKind(dir: string): CheckpointKind {
   const has = (f: string) => isFile(path.join(dir, f));
   const lora = has("adapter_config.json");
   const projector = has("mm_projector.bin") || has("mm_projector.safetensors");
@@ -56,32 +25,104 @@ export function partialCheckpointKind(dir: string): PartialCheckpoint {
   }
   if (lora) return "lora";
   if (projector) return "projector";
-  if (hasModelWeights(dir)) throw new LlavaError(`${dir}: holds a full model; --model-base is only for LoRA adapters and projector-only checkpoints`);
-  throw new LlavaError(`${dir}: holds neither a LoRA adapter (adapter_config.json) nor a projector (mm_projector.bin), so --model-base does not apply`);
+  return "full";
 }
 
-/**
- * The weights of a partial checkpoint on top of its base LLM, as the reference loader combines
- * them: the LoRA's non-LoRA trainables or the projector file first, then the base. Returns the
- * adapter for a LoRA checkpoint, to attach once the model is built.
- */
-export function baseAndPartialWeights(dir: string, base: string) {
-  if (!isDirectory(base)) throw new LlavaError(`--model-base ${base} does not exist or is not a folder`);
-  const kind = partialCheckpointKind(dir);
-  const baseWeights = openWeights(base);
-  if (kind === "projector") {
-    const projector = openWeightFile(dir, "mm_projector")!;
-    return { weights: overlaySources([projector, baseWeights]), stores: [projector, baseWeights], adapter: null };
-  }
-  const trainables = openWeightFile(dir, "non_lora_trainables");
-  const renamed = trainables && renamedSource(trainables, trainableName);
+/** The name a non-LoRA trainable gets: the reference strips "base_model." and then a leading "model." from "model.model.*". */
+export function trainableName(n: string): string {
+  const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
+  return k.startsWith("model.model.") ? k.slice("model.".length) : k;
+}
+
+export interface CheckpointWeights {
+  kind: CheckpointKind;
+  /** every tensor the model can read, under canonical names */
+  reader: WeightReader;
+  /** a LoRA checkpoint's adapter, attached once the model is built */
+  adapter: { config: LoraConfig; weights: WeightReader } | null;
+  /** where the tower's weights come from */
+  tower: "checkpoint" | "folder" | "missing";
+  /** closes every file opened */
+  close(): void;
+}
+
+export interface WeightOptions {
+  /** the base LLM under a LoRA or projector-only checkpoint (the reference's --model-base) */
+  modelBase?: string;
+  /** read a partial checkpoint without its base (for inspection) */
+  allowMissingBase?: boolean;
+}
+
+/** The canonical reader of a folder holding a full model. */
+function fullModel(dir: string, original: boolean, what: string): WeightReader {
+  const store = openWeights(dir, what);
+  if (original) return store;
+  const layout = hfLayoutOf(store.names());
+  return renamed(store, (n) => canonicalName(n, layout), (n) => storedName(n, layout, true));
+}
+
+/** A partial checkpoint's own tensors (the LoRA's non-LoRA trainables or the projector file) and its adapter. */
+function partialParts(dir: string, kind: "lora" | "projector", opened: WeightReader[]) {
+  const track = <T extends WeightReader | null>(r: T) => (r && opened.push(r), r);
+  if (kind === "projector") return { overlayReader: track(openWeightFile(dir, "mm_projector"))!, adapter: null };
+  const trainables = track(openWeightFile(dir, "non_lora_trainables"));
   const adapterFile = path.join(dir, "adapter_config.json");
-  const adapter = {
-    config: parseLoraConfig(readJsonFile(adapterFile, "LoRA adapter config"), adapterFile),
-    weights: openWeightFile(dir, "adapter_model") ?? (() => {
-      throw new LlavaError(`${dir}: has adapter_config.json but no adapter_model.safetensors or adapter_model.bin`);
-    })(),
-  };
-  const stores = [baseWeights, adapter.weights, ...(trainables ? [trainables] : [])];
-  return { weights: overlaySources(renamed ? [renamed, baseWeights] : [baseWeights]), stores, adapter };
+  const config = parseLoraConfig(readJsonFile(adapterFile, "LoRA adapter config"), adapterFile);
+  const weights = track(openWeightFile(dir, "adapter_model"));
+  if (!weights) throw new LlavaError(`${dir}: has adapter_config.json but no adapter_model.safetensors or adapter_model.bin`);
+  return { overlayReader: trainables && renamed(trainables, trainableName), adapter: { config, weights } };
+}
+
+/** Opens the weights `spec`'s folder stands for; on error, every file opened so far is closed. */
+export function openCheckpointWeights(spec: ModelSpec, opts: WeightOptions = {}): CheckpointWeights {
+  const dir = spec.dir;
+  const original = spec.format === "original";
+  const kind = checkpointKind(dir);
+  const opened: WeightReader[] = [];
+  const closeAll = () => opened.forEach((r) => r.close());
+  try {
+    let layers: WeightReader[];
+    let adapter: CheckpointWeights["adapter"] = null;
+    if (kind === "full") {
+      if (opts.modelBase) {
+        throw new LlavaError(hasModelWeights(dir)
+          ? `${dir}: holds a full model; --model-base is only for LoRA adapters and projector-only checkpoints`
+          : `${dir}: holds neither a LoRA adapter (adapter_config.json) nor a projector (mm_projector.bin), so --model-base does not apply`);
+      }
+      const main = fullModel(dir, original, "model folder");
+      opened.push(main);
+      layers = [main];
+    } else {
+      if (!original) throw new LlavaError(`${spec.configFile}: a LoRA or projector checkpoint needs an original-format LLaVA config (with mm_vision_tower)`);
+      const parts = partialParts(dir, kind, opened);
+      adapter = parts.adapter;
+      layers = parts.overlayReader ? [parts.overlayReader] : [];
+      if (opts.modelBase) {
+        const base = path.resolve(opts.modelBase);
+        if (!isDirectory(base)) throw new LlavaError(`--model-base ${base} does not exist or is not a folder`);
+        const baseReader = fullModel(base, true, "--model-base");
+        opened.push(baseReader);
+        layers.push(baseReader);
+      } else if (!opts.allowMissingBase) {
+        throw new LlavaError(`${dir}: a ${kind === "lora" ? "LoRA" : "projector-only"} checkpoint; pass its base LLM with --model-base`);
+      }
+    }
+    let tower: CheckpointWeights["tower"] = "checkpoint";
+    if (!layers.some((r) => r.has(`${PREFIX.tower}vision_model.pre_layrnorm.weight`))) {
+      // LLaVA-1.5 keeps the tower in its CLIP folder; v1.6 and HF checkpoints carry it
+      if (spec.tower.dir) {
+        const clip = openWeights(spec.tower.dir, "vision tower folder");
+        opened.push(clip);
+        layers.push(renamed(clip, (n) => canonicalName(n, "clip"), (n) => storedName(n, "clip")));
+        tower = "folder";
+      } else {
+        tower = "missing";
+      }
+    }
+    const reader = layers.length === 1 ? layers[0] : overlay(layers);
+    return { kind, reader, adapter, tower, close: closeAll };
+  } catch (err) {
+    closeAll();
+    throw err;
+  }
 }

@@ -23,6 +23,11 @@ export interface PackedMatrix {
   readonly data: Uint8Array;
 }
 
+/** The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must be whole blocks, else it stays f32 (null). */
+export function fittingFormat(format: PackedFormat | null, cols: number): PackedFormat | null {
+  return (format === "q8_0" || format === "q4_0") && cols % QUANT_BLOCK !== 0 ? null : format;
+}
+
 export function rowBytes(format: PackedFormat, cols: number): number {
   if (format === "bf16" || format === "f16") return cols * 2;
   return (cols / QUANT_BLOCK) * BLOCK_BYTES[format];

@@ -1,15 +1,13 @@
 /** Options, results and small helpers shared by the conversions. */
 import fs from "node:fs";
 import path from "node:path";
-import { isDirectory, isFile, readJsonFile } from "../io/files.js";
+import { isFile } from "../io/files.js";
 import { parseSize } from "../io/safetensors-write.js";
-import { LlavaError } from "../util/errors.js";
 import { type ProgressSink, silentProgress } from "./progress.js";
 import { byteSize, type Interrupt, type PlannedTensor, writeShardedStreaming } from "./shard-writer.js";
-import type { Part } from "./keys.js";
-import { naturalCompare } from "./weights.js";
-
-type Json = Record<string, unknown>;
+import type { Part } from "../llava/keys.js";
+export { readModelConfig } from "../llava/spec.js";
+import { naturalCompare } from "./natural-order.js";
 
 export interface ConvertOptions {
   /** the folder (or file, for extract-projector) to create */
@@ -36,15 +34,6 @@ export const DEFAULT_MAX_SHARD_SIZE = "5GB";
 /** Rejects a bad --max-shard-size before any work is done. */
 export function checkShardSize(opts: ConvertOptions): void {
   parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE);
-}
-
-export function readModelConfig(modelPath: string): { dir: string; config: Json; configFile: string } {
-  const dir = path.resolve(modelPath);
-  if (!isDirectory(dir)) throw new LlavaError(`model folder ${dir} does not exist or is not a folder`);
-  const configFile = path.join(dir, "config.json");
-  const config = readJsonFile(configFile, "model config");
-  if (typeof config !== "object" || config === null || Array.isArray(config)) throw new LlavaError(`${configFile}: expected a JSON object`);
-  return { dir, config: config as Json, configFile };
 }
 
 export function writeJson(file: string, value: unknown): void {

@@ -4,14 +4,12 @@
  * (convert_llava_weights_to_hf.py, convert_llava_next_weights_to_hf.py) and the original LLaVA
  * training code write them.
  */
-import { type ClipVisionConfig, parseClipVisionConfig, parseLlamaConfig } from "../io/config.js";
-import { OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, parsePinpoints } from "../image/processor.js";
-import { projectorDepth } from "../llava/projector.js";
+import { type ClipVisionConfig, isObject, parseClipVisionConfig } from "../io/config.js";
+import { OPENAI_CLIP_MEAN, OPENAI_CLIP_STD } from "../image/processor.js";
+import { HF_DEFAULT_VISION, type ModelSpec } from "../llava/spec.js";
 import { LlavaError } from "../util/errors.js";
 
 type Json = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 
 /** Keys of an original config that belong to LLaVA, not to its decoder. */
 const LLAVA_KEYS = new Set([
@@ -22,68 +20,27 @@ const LLAVA_KEYS = new Set([
 /** Bookkeeping keys that describe a file, not a model. */
 const FILE_KEYS = new Set(["_name_or_path", "transformers_version", "architectures", "model_type"]);
 
-/** transformers' LlavaConfig default vision tower (CLIP ViT-L/14 at 336 px), for HF configs without vision_config. */
-export const HF_DEFAULT_VISION: Json = {
-  model_type: "clip_vision_model", hidden_size: 1024, intermediate_size: 4096, num_hidden_layers: 24, num_attention_heads: 16,
-  patch_size: 14, image_size: 336, projection_dim: 768, vocab_size: 32000,
-};
+export type HfTarget = "llava" | "llava_next";
 
-/** transformers' LlavaNextConfig default pinpoints, (height, width). */
-export const HF_DEFAULT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
-
-/** Where the two formats differ in what they can express, decided from an original config. */
-export interface OriginalSettings {
-  family: "llama" | "mistral";
-  projectorType: string;
-  selectLayer: number;
-  selectFeature: "patch" | "cls_patch";
-  /** "anyres" turns into llava_next */
-  aspect: "pad" | "square" | "anyres";
-  /** as written in the original: (width, height) */
-  pinpointsWH: number[][] | null;
-  mergeType: string;
-  towerName: string;
-}
-
-export function originalSettings(config: Json, configFile: string): OriginalSettings {
-  const family = parseLlamaConfig(config, configFile).modelType;
-  const aspectRaw = config.image_aspect_ratio;
-  const aspect = aspectRaw === "anyres" ? "anyres" : aspectRaw === "pad" ? "pad" : "square";
-  if (typeof aspectRaw === "string" && aspectRaw.startsWith("anyres") && aspectRaw !== "anyres") {
-    throw new LlavaError(`${configFile}: image_aspect_ratio "${aspectRaw}" is not supported (pad, square or anyres)`);
-  }
-  const feature = config.mm_vision_select_feature ?? "patch";
-  if (feature !== "patch" && feature !== "cls_patch") throw new LlavaError(`${configFile}: unknown mm_vision_select_feature "${String(feature)}"`);
-  const projectorType = typeof config.mm_projector_type === "string" ? config.mm_projector_type : "linear";
-  projectorDepth(projectorType); // rejects unknown types
-  return {
-    family,
-    projectorType,
-    selectLayer: typeof config.mm_vision_select_layer === "number" ? config.mm_vision_select_layer : -1,
-    selectFeature: feature,
-    aspect,
-    pinpointsWH: aspect === "anyres" ? parsePinpoints(config.image_grid_pinpoints, `${configFile}: image_grid_pinpoints`) : null,
-    mergeType: typeof config.mm_patch_merge_type === "string" ? config.mm_patch_merge_type : "flat",
-    towerName: String(config.mm_vision_tower),
-  };
-}
-
-/** Checks that HF Llava / LlavaNext can hold this model, and says which of the two. */
-export function hfTargetOf(s: OriginalSettings, configFile: string): "llava" | "llava_next" {
-  if (s.projectorType !== "mlp2x_gelu") {
+/** Checks that HF Llava / LlavaNext can hold this original model, and says which of the two. */
+export function hfTargetOf(spec: ModelSpec): HfTarget {
+  const { configFile } = spec;
+  if (spec.projector.type !== "mlp2x_gelu") {
     throw new LlavaError(
-      `${configFile}: mm_projector_type "${s.projectorType}" cannot be represented in the HF llava format, ` +
+      `${configFile}: mm_projector_type "${spec.projector.type}" cannot be represented in the HF llava format, ` +
         `whose projector is always Linear-GELU-Linear (mlp2x_gelu)`,
     );
   }
-  if (s.aspect === "anyres") {
-    if (s.mergeType !== "spatial_unpad") {
-      throw new LlavaError(`${configFile}: AnyRes with mm_patch_merge_type "${s.mergeType}" cannot be represented in HF llava_next (only spatial_unpad)`);
+  if (spec.settings.imageStartEnd) throw new LlavaError(`${configFile}: mm_use_im_start_end models cannot be represented in the HF llava format`);
+  const mergeType = spec.settings.anyres?.mergeType ?? (spec.config.mm_patch_merge_type as string | undefined) ?? "flat";
+  if (spec.settings.anyres) {
+    if (mergeType !== "spatial_unpad") {
+      throw new LlavaError(`${configFile}: AnyRes with mm_patch_merge_type "${mergeType}" cannot be represented in HF llava_next (only spatial_unpad)`);
     }
     return "llava_next";
   }
-  if (s.mergeType !== "flat") {
-    throw new LlavaError(`${configFile}: mm_patch_merge_type "${s.mergeType}" without AnyRes cannot be represented in the HF llava format`);
+  if (mergeType !== "flat") {
+    throw new LlavaError(`${configFile}: mm_patch_merge_type "${mergeType}" without AnyRes cannot be represented in the HF llava format`);
   }
   return "llava";
 }
@@ -104,9 +61,8 @@ export const imageSeqLength = (v: ClipVisionConfig, feature: "patch" | "cls_patc
 const swapPairs = (pairs: number[][]) => pairs.map(([a, b]) => [b, a]);
 
 export interface HfConfigInput {
-  original: Json;
-  settings: OriginalSettings;
-  target: "llava" | "llava_next";
+  spec: ModelSpec;
+  target: HfTarget;
   vision: { dict: Json; parsed: ClipVisionConfig };
   vocabSize: number;
   imageTokenId: number;
@@ -115,8 +71,11 @@ export interface HfConfigInput {
 
 /** config.json of the HF model, as the conversion scripts save it. */
 export function hfConfig(input: HfConfigInput): Json {
-  const { original, settings, target, vision } = input;
-  const text: Json = { model_type: settings.family, architectures: [settings.family === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"] };
+  const { spec, target, vision } = input;
+  const original = spec.config;
+  const family = spec.text.modelType;
+  const feature = spec.settings.visionSelectFeature;
+  const text: Json = { model_type: family, architectures: [family === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"] };
   for (const [k, v] of Object.entries(original)) {
     if (!k.startsWith("mm_") && !LLAVA_KEYS.has(k) && !FILE_KEYS.has(k)) text[k] = v;
   }
@@ -126,18 +85,18 @@ export function hfConfig(input: HfConfigInput): Json {
     model_type: target,
     ignore_index: -100,
     image_token_index: input.imageTokenId,
-    image_seq_length: imageSeqLength(vision.parsed, settings.selectFeature),
+    image_seq_length: imageSeqLength(vision.parsed, feature),
     projector_hidden_act: "gelu",
     multimodal_projector_bias: true,
-    vision_feature_layer: settings.selectLayer,
-    vision_feature_select_strategy: settings.selectFeature === "patch" ? "default" : "full",
+    vision_feature_layer: spec.settings.visionSelectLayer,
+    vision_feature_select_strategy: feature === "patch" ? "default" : "full",
     pad_token_id: input.padTokenId,
     tie_word_embeddings: original.tie_word_embeddings === true,
   };
   if (original.torch_dtype !== undefined) config.torch_dtype = original.torch_dtype;
   if (target === "llava_next") {
     // transformers reads pinpoints as (height, width); the original code as (width, height)
-    config.image_grid_pinpoints = swapPairs(settings.pinpointsWH!);
+    config.image_grid_pinpoints = swapPairs(spec.settings.anyres!.pinpoints);
     config.use_image_newline_parameter = true;
   }
   config.text_config = text;
@@ -163,7 +122,7 @@ function clipProcessorFields(source: Json | null, imageSize: number): Json {
 }
 
 /** preprocessor_config.json of the HF model (CLIPImageProcessor, or LlavaNextImageProcessor with pinpoints). */
-export function hfPreprocessorConfig(towerProcessor: Json | null, imageSize: number, target: "llava" | "llava_next", pinpointsHW: number[][] | null): Json {
+export function hfPreprocessorConfig(towerProcessor: Json | null, imageSize: number, target: HfTarget, pinpointsHW: number[][] | null): Json {
   const fields = clipProcessorFields(towerProcessor, imageSize);
   if (target === "llava") return { ...fields, image_processor_type: "CLIPImageProcessor", processor_class: "LlavaProcessor" };
   return {
@@ -173,57 +132,35 @@ export function hfPreprocessorConfig(towerProcessor: Json | null, imageSize: num
 }
 
 /** processor_config.json: what the HF processor needs to expand `<image>` into one token per feature. */
-export function hfProcessorConfig(vision: ClipVisionConfig, s: OriginalSettings, target: "llava" | "llava_next"): Json {
+export function hfProcessorConfig(vision: ClipVisionConfig, spec: ModelSpec, target: HfTarget): Json {
   return {
     num_additional_image_tokens: 1,
     patch_size: vision.patchSize,
     processor_class: target === "llava_next" ? "LlavaNextProcessor" : "LlavaProcessor",
-    vision_feature_select_strategy: s.selectFeature === "patch" ? "default" : "full",
+    vision_feature_select_strategy: spec.settings.visionSelectFeature === "patch" ? "default" : "full",
   };
 }
 
-/** What an HF config says, checked for what the original format can hold. */
-export interface HfSettings {
-  next: boolean;
-  family: "llama" | "mistral";
-  text: Json;
-  vision: { dict: Json; parsed: ClipVisionConfig };
-  imageTokenId: number;
-  selectLayer: number;
-  selectFeature: "patch" | "cls_patch";
-  /** (height, width) as HF writes them */
-  pinpointsHW: number[][] | null;
-}
-
-export function hfSettings(config: Json, configFile: string, next: boolean): HfSettings {
-  const family = parseLlamaConfig(config, configFile).modelType;
-  const act = config.projector_hidden_act ?? "gelu";
-  if (act !== "gelu") {
-    throw new LlavaError(`${configFile}: projector_hidden_act "${String(act)}" cannot be represented in the original format (its mlp2x_gelu projector uses exact GELU)`);
+/** Checks that the original format can hold this HF model. */
+export function checkOriginalCanHold(spec: ModelSpec): void {
+  const { config, configFile } = spec;
+  if (spec.projector.activation !== "gelu") {
+    throw new LlavaError(`${configFile}: projector_hidden_act "${String(config.projector_hidden_act)}" cannot be represented in the original format (its mlp2x_gelu projector uses exact GELU)`);
   }
   if (config.multimodal_projector_bias === false) {
     throw new LlavaError(`${configFile}: a projector without biases (multimodal_projector_bias false) cannot be represented in the original format`);
   }
-  const layer = config.vision_feature_layer ?? -2;
-  if (typeof layer !== "number") throw new LlavaError(`${configFile}: a list vision_feature_layer cannot be represented in the original format`);
-  const strategy = config.vision_feature_select_strategy ?? "default";
-  if (strategy !== "default" && strategy !== "full") throw new LlavaError(`${configFile}: unknown vision_feature_select_strategy "${String(strategy)}"`);
-  const visionJson = isObject(config.vision_config) ? config.vision_config : HF_DEFAULT_VISION;
-  return {
-    next,
-    family,
-    text: isObject(config.text_config) ? config.text_config : {},
-    vision: visionConfigDict({ model_type: "clip_vision_model", ...visionJson }, `${configFile} (vision_config)`),
-    imageTokenId: typeof (config.image_token_index ?? config.image_token_id) === "number" ? ((config.image_token_index ?? config.image_token_id) as number) : 32000,
-    selectLayer: layer,
-    selectFeature: strategy === "default" ? "patch" : "cls_patch",
-    pinpointsHW: next ? parsePinpoints(config.image_grid_pinpoints ?? HF_DEFAULT_PINPOINTS, `${configFile}: image_grid_pinpoints`) : null,
-  };
+}
+
+/** The HF model's vision_config as a CLIP config dict. */
+export function hfVisionDict(spec: ModelSpec): { dict: Json; parsed: ClipVisionConfig } {
+  const visionJson = isObject(spec.config.vision_config) ? spec.config.vision_config : HF_DEFAULT_VISION;
+  return visionConfigDict({ model_type: "clip_vision_model", ...visionJson }, `${spec.configFile} (vision_config)`);
 }
 
 export interface OriginalConfigInput {
-  hf: Json;
-  settings: HfSettings;
+  spec: ModelSpec;
+  vision: ClipVisionConfig;
   vocabSize: number;
   towerName: string;
   tokenizerModelMaxLength: number;
@@ -231,26 +168,30 @@ export interface OriginalConfigInput {
 
 /** config.json of the original-format model, with the keys LLaVA's training writes. */
 export function originalConfig(input: OriginalConfigInput): Json {
-  const { settings: s, hf } = input;
+  const { spec } = input;
+  const hf = spec.config;
+  const family = spec.text.modelType;
+  const next = spec.format === "hf-llava-next";
+  const text = isObject(hf.text_config) ? hf.text_config : {};
   const config: Json = {
-    architectures: [s.family === "mistral" ? "LlavaMistralForCausalLM" : "LlavaLlamaForCausalLM"],
-    model_type: s.family === "mistral" ? "llava_mistral" : "llava_llama",
+    architectures: [family === "mistral" ? "LlavaMistralForCausalLM" : "LlavaLlamaForCausalLM"],
+    model_type: family === "mistral" ? "llava_mistral" : "llava_llama",
   };
-  for (const [k, v] of Object.entries(s.text)) if (!FILE_KEYS.has(k)) config[k] = v;
+  for (const [k, v] of Object.entries(text)) if (!FILE_KEYS.has(k)) config[k] = v;
   config.vocab_size = input.vocabSize;
   // HF configs may name <pad> (beyond the original vocabulary) as pad token; LLaMA's is <unk> = 0
   if (typeof config.pad_token_id === "number" && config.pad_token_id >= input.vocabSize) config.pad_token_id = 0;
-  const dtype = hf.torch_dtype ?? s.text.torch_dtype;
+  const dtype = hf.torch_dtype ?? text.torch_dtype;
   if (dtype !== undefined) config.torch_dtype = dtype;
   Object.assign(config, {
     mm_vision_tower: input.towerName,
-    mm_hidden_size: s.vision.parsed.hiddenSize,
+    mm_hidden_size: input.vision.hiddenSize,
     mm_projector_type: "mlp2x_gelu",
-    mm_vision_select_layer: s.selectLayer,
-    mm_vision_select_feature: s.selectFeature,
-    mm_patch_merge_type: s.next ? "spatial_unpad" : "flat",
-    image_aspect_ratio: s.next ? "anyres" : "pad",
-    image_grid_pinpoints: s.next ? swapPairs(s.pinpointsHW!) : null,
+    mm_vision_select_layer: spec.settings.visionSelectLayer,
+    mm_vision_select_feature: spec.settings.visionSelectFeature,
+    mm_patch_merge_type: next ? "spatial_unpad" : "flat",
+    image_aspect_ratio: next ? "anyres" : "pad",
+    image_grid_pinpoints: next ? swapPairs(spec.settings.anyres!.pinpoints) : null,
     tokenizer_model_max_length: input.tokenizerModelMaxLength,
     tokenizer_padding_side: "right",
     mm_use_im_start_end: false,

@@ -5,14 +5,15 @@
  * checkpoint for `--model-base`. Written as safetensors only.
  */
 import path from "node:path";
-import { detectFormat } from "../llava/load.js";
-import { hasModelWeights } from "../llava/weights.js";
+import { detectFormat } from "../llava/spec.js";
+import { hasModelWeights } from "../io/checkpoint-files.js";
 import { LlavaError } from "../util/errors.js";
 import { type ConvertResult, readModelConfig } from "./common.js";
 import { writeOutputFile } from "./output.js";
 import { type ProgressSink, silentProgress } from "./progress.js";
 import { byteSize, type PlannedTensor, writeSafetensorsStreaming } from "./shard-writer.js";
-import { naturalCompare, openModelWeights } from "./weights.js";
+import { naturalCompare } from "./natural-order.js";
+import { openWeights } from "../io/weights.js";
 
 export interface ExtractProjectorOptions {
   modelPath: string;
@@ -32,7 +33,7 @@ export async function extractProjector(opts: ExtractProjectorOptions): Promise<C
     throw new LlavaError(`${dir}: extract-projector reads original-format checkpoints; convert this one first with "llava convert to-original"`);
   }
   if (!hasModelWeights(dir)) throw new LlavaError(`${dir}: holds no full model weights to extract the projector from`);
-  const weights = openModelWeights(dir);
+  const weights = openWeights(dir);
   try {
     const plan: PlannedTensor[] = weights.names().filter((n) => n.startsWith("model.mm_projector.")).sort(naturalCompare).map((name) => {
       const { dtype, shape } = weights.info(name);

@@ -5,22 +5,15 @@
  * web UI would pick, image tokens per image, and memory at f32 / bf16 / q8_0 / q4_0.
  */
 import path from "node:path";
-import { type ClipVisionConfig, type LlamaConfig, parseClipVisionConfig, parseLlamaConfig } from "../io/config.js";
-import { isFile, readJsonFile } from "../io/files.js";
-import { anyresGridShape, parsePinpoints, type PinpointConvention } from "../image/processor.js";
+import type { ClipVisionConfig, LlamaConfig } from "../io/config.js";
+import { anyresGridShape, type PinpointConvention } from "../image/processor.js";
 import { unpaddedRange } from "../llava/anyres.js";
 import { convModeForModelName, modelNameFromPath, webConvModeForModelName } from "../llava/conversation.js";
-import { type CheckpointFormat, detectFormat, resolveVisionTower } from "../llava/load.js";
-import { hasModelWeights, openWeightFile, partialCheckpointKind } from "../llava/weights.js";
-import { parseLoraConfig } from "../nn/lora.js";
-import { LlavaError } from "../util/errors.js";
-import { readModelConfig } from "./common.js";
-import { HF_DEFAULT_PINPOINTS, HF_DEFAULT_VISION } from "./configs.js";
-import { originalNameOf, type Part } from "./keys.js";
+import { type Part, partOf } from "../llava/keys.js";
+import { residentBytes } from "../llava/precision.js";
+import { type CheckpointFormat, type ModelSpec, readModelSpec } from "../llava/spec.js";
+import { openCheckpointWeights } from "../llava/weights.js";
 import { formatBytes } from "./progress.js";
-import { openModelWeights, openTowerWeights, type WeightReader } from "./weights.js";
-
-type Json = Record<string, unknown>;
 
 export interface VisionReport {
   /** where the tower's weights are: in the checkpoint, in a CLIP folder, or nowhere found */
@@ -99,32 +92,11 @@ export const INSPECT_IMAGE_SIZES: Array<[number, number]> = [[336, 336], [672, 6
 
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
-/** The LLM's Linear weights (which --dtype and quantization pack), in original names. */
-const LLM_LINEAR = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)\.weight$/;
-/** The tower's Linear weights (packed by --dtype bf16/f16 only). */
-const VISION_LINEAR = /encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])\.weight$/;
-
 interface TensorHeader {
   name: string;
   part: Part | "lora";
   dtype: string;
   shape: number[];
-}
-
-function partOfOriginal(name: string): Part {
-  if (name.startsWith("model.mm_projector.")) return "projector";
-  if (name.startsWith("model.vision_tower.")) return "vision";
-  if (name === "model.image_newline") return "newline";
-  return "llm";
-}
-
-/** Headers of a reader, named as in the original format. */
-function headersOf(reader: WeightReader, format: CheckpointFormat, rename: (n: string) => string = (n) => n): TensorHeader[] {
-  return reader.names().filter((n) => !n.endsWith(".inv_freq")).map((stored) => {
-    const { dtype, shape } = reader.info(stored);
-    const name = format === "original" ? rename(stored) : originalNameOf(stored, reader.source).name;
-    return { name, part: partOfOriginal(name), dtype, shape };
-  });
 }
 
 /**
@@ -149,21 +121,14 @@ export function imageTokenCount(
   return { width, height, tokens: perTile + h * (w + 1), grid };
 }
 
-/** Weight bytes as the loader keeps them at each precision (see LoadOptions dtype / quantize). */
-export function weightMemory(tensors: Array<{ name: string; part: string; shape: number[] }>): MemoryEstimate["weights"] {
-  const out = { f32: 0, bf16: 0, q8_0: 0, q4_0: 0 };
-  for (const t of tensors) {
-    const n = numel(t.shape);
-    const llmLinear = t.part === "llm" && LLM_LINEAR.test(t.name);
-    const visionLinear = t.part === "vision" && VISION_LINEAR.test(t.name);
-    out.f32 += 4 * n;
-    out.bf16 += (llmLinear || visionLinear ? 2 : 4) * n;
-    // llama.cpp blocks of 32 along a row; rows that are not whole blocks stay f32
-    const quantizable = llmLinear && t.shape[1] % 32 === 0;
-    out.q8_0 += quantizable ? (n / 32) * 34 : 4 * n;
-    out.q4_0 += quantizable ? (n / 32) * 18 : 4 * n;
-  }
-  return out;
+/** Weight bytes as the loader keeps them at each precision (precision.ts decides each tensor's format). */
+export function weightMemory(tensors: Array<{ name: string; shape: number[] }>): MemoryEstimate["weights"] {
+  return {
+    f32: residentBytes(tensors, {}),
+    bf16: residentBytes(tensors, { dtype: "bf16" }),
+    q8_0: residentBytes(tensors, { quantize: "q8_0" }),
+    q4_0: residentBytes(tensors, { quantize: "q4_0" }),
+  };
 }
 
 /** A tower config from the tensor shapes alone (the head count is not in them). */
@@ -188,108 +153,53 @@ interface Sources {
   weightFiles: string[];
   checkpoint: InspectReport["checkpoint"];
   lora: InspectReport["lora"];
+  tower: "checkpoint" | "folder" | "missing";
   notes: string[];
 }
 
-/** The tensors of the folder, with its base and adapter when it is a partial checkpoint. */
-function readSources(dir: string, format: CheckpointFormat, modelBase: string | undefined): Sources {
-  const opened: WeightReader[] = [];
-  const open = <T extends WeightReader | null>(r: T): T => {
-    if (r) opened.push(r);
-    return r;
-  };
+/** The tensors the loader would read (canonical names), with the base and adapter of a partial checkpoint. */
+function readSources(spec: ModelSpec, modelBase: string | undefined): Sources {
+  const weights = openCheckpointWeights(spec, { modelBase, allowMissingBase: true });
   try {
+    const { reader, adapter } = weights;
+    const headers: TensorHeader[] = reader.names().map((name) => ({ name, part: partOf(name), ...reader.info(name) }));
+    const files = reader.filePaths();
     const notes: string[] = [];
-    if (hasModelWeights(dir) && !modelBase) {
-      const w = open(openModelWeights(dir));
-      return { headers: headersOf(w, format), weightFiles: w.filePaths(), checkpoint: "full", lora: null, notes };
+    if (weights.kind !== "full" && !modelBase) {
+      notes.push(`a ${weights.kind === "lora" ? "LoRA" : "projector-only"} checkpoint: pass its base LLM with --model-base to count the LLM`);
     }
-    if (format !== "original") throw new LlavaError(`${dir}: no model weights found`);
-    const kind = partialCheckpointKind(dir);
-    const headers: TensorHeader[] = [];
-    const files: string[] = [];
-    let lora: InspectReport["lora"] = null;
-    if (modelBase) {
-      const base = open(openModelWeights(path.resolve(modelBase), "--model-base"));
-      headers.push(...headersOf(base, "original"));
-      files.push(...base.filePaths());
-    } else {
-      notes.push(`a ${kind === "lora" ? "LoRA" : "projector-only"} checkpoint: pass its base LLM with --model-base to count the LLM`);
+    if (adapter) {
+      for (const n of adapter.weights.names()) headers.push({ name: n, part: "lora", ...adapter.weights.info(n) });
+      files.push(...adapter.weights.filePaths());
     }
-    const overlay = open(openWeightFile(dir, kind === "lora" ? "non_lora_trainables" : "mm_projector"));
-    if (overlay) {
-      const strip = (n: string) => {
-        const k = n.startsWith("base_model.") ? n.slice("base_model.".length) : n;
-        return k.startsWith("model.model.") ? k.slice("model.".length) : k;
-      };
-      const extra = headersOf(overlay, "original", strip);
-      const names = new Set(extra.map((h) => h.name));
-      headers.splice(0, headers.length, ...headers.filter((h) => !names.has(h.name)), ...extra);
-      files.push(...overlay.filePaths());
-    }
-    if (kind === "lora") {
-      const file = path.join(dir, "adapter_config.json");
-      const cfg = parseLoraConfig(readJsonFile(file, "LoRA adapter config"), file);
-      lora = { r: cfg.r, alpha: cfg.alpha, targets: cfg.targetModules };
-      const adapter = open(openWeightFile(dir, "adapter_model"));
-      if (adapter) {
-        for (const n of adapter.names()) headers.push({ name: n, part: "lora", ...adapter.info(n) });
-        files.push(...adapter.filePaths());
-      }
-    }
-    return { headers, weightFiles: files, checkpoint: kind, lora, notes };
+    const lora = adapter ? { r: adapter.config.r, alpha: adapter.config.alpha, targets: adapter.config.targetModules } : null;
+    return { headers, weightFiles: files, checkpoint: weights.kind, lora, tower: weights.tower, notes };
   } finally {
-    for (const r of opened) r.close();
+    weights.close();
   }
 }
 
-function visionReport(dir: string, config: Json, format: CheckpointFormat, headers: TensorHeader[], override: string | undefined, notes: string[]): { report: VisionReport; headers: TensorHeader[] } {
-  if (format !== "original") {
-    const file = path.join(dir, "config.json");
-    const v = parseClipVisionConfig(typeof config.vision_config === "object" && config.vision_config ? config.vision_config : HF_DEFAULT_VISION, `${file} (vision_config)`);
-    return { report: { weights: "checkpoint", folder: null, name: null, ...visionFields(v) }, headers };
+function visionReport(spec: ModelSpec, sources: Sources): VisionReport {
+  const v = spec.tower.config;
+  if (!v) {
+    const inCheckpoint = sources.tower === "checkpoint";
+    sources.notes.push(`the vision tower "${spec.tower.name}" (mm_vision_tower) was not found as a folder${inCheckpoint ? "; its shape is read from the checkpoint's tensors (head count unknown)" : "; the model cannot run without it"}`);
   }
-  const name = String(config.mm_vision_tower);
-  const folder = override ? path.resolve(override) : resolveVisionTower(name, dir);
-  const inCheckpoint = headers.some((h) => h.name === "model.vision_tower.vision_tower.vision_model.pre_layrnorm.weight");
-  const towerConfigFile = folder ? path.join(folder, "config.json") : null;
-  const parsed = towerConfigFile && isFile(towerConfigFile) ? parseClipVisionConfig(readJsonFile(towerConfigFile, "vision tower config"), towerConfigFile) : null;
-  let all = headers;
-  let weights: VisionReport["weights"] = inCheckpoint ? "checkpoint" : "missing";
-  if (!inCheckpoint && folder && parsed) {
-    const tower = openTowerWeights(folder);
-    try {
-      const towerHeaders = tower.names().filter((n) => n.startsWith("vision_model.")).map((n) => ({ name: `model.vision_tower.vision_tower.${n}`, part: "vision" as const, ...tower.info(n) }));
-      all = [...headers, ...towerHeaders];
-      weights = "folder";
-    } finally {
-      tower.close();
-    }
-  }
-  if (!parsed) notes.push(`the vision tower "${name}" (mm_vision_tower) was not found as a folder${inCheckpoint ? "; its shape is read from the checkpoint's tensors (head count unknown)" : "; the model cannot run without it"}`);
-  const fields = parsed ? visionFields(parsed) : visionFromShapes(all);
+  const fields = v ? visionFields(v) : visionFromShapes(sources.headers);
   return {
-    report: { weights, folder: parsed ? folder : null, name, ...(fields ?? { imageSize: null, patchSize: null, layers: null, hiddenSize: null, heads: null }) },
-    headers: all,
+    weights: sources.tower, folder: spec.tower.dir, name: spec.tower.name,
+    ...(fields ?? { imageSize: null, patchSize: null, layers: null, hiddenSize: null, heads: null }),
   };
 }
 
-function imageSettings(config: Json, format: CheckpointFormat, configFile: string): InspectReport["image"] {
-  if (format === "hf-llava") return { mode: "square", pinpoints: null, pinpointOrder: null, mergeType: null, maxSequenceLength: null };
-  if (format === "hf-llava-next") {
-    return {
-      mode: "anyres", pinpoints: parsePinpoints(config.image_grid_pinpoints ?? HF_DEFAULT_PINPOINTS, `${configFile}: image_grid_pinpoints`),
-      pinpointOrder: "height,width", mergeType: "spatial_unpad", maxSequenceLength: null,
-    };
-  }
-  const aspect = config.image_aspect_ratio;
-  const mode = aspect === "anyres" ? "anyres" : aspect === "pad" ? "pad" : "square";
+function imageSettings(spec: ModelSpec): InspectReport["image"] {
+  const { imageAspectMode: mode, anyres, maxSequenceLength } = spec.settings;
   return {
     mode,
-    pinpoints: mode === "anyres" ? parsePinpoints(config.image_grid_pinpoints, `${configFile}: image_grid_pinpoints`) : null,
-    pinpointOrder: mode === "anyres" ? "width,height" : null,
-    mergeType: typeof config.mm_patch_merge_type === "string" ? config.mm_patch_merge_type : "flat",
-    maxSequenceLength: typeof config.tokenizer_model_max_length === "number" ? config.tokenizer_model_max_length : null,
+    pinpoints: anyres?.pinpoints ?? null,
+    pinpointOrder: anyres ? (anyres.convention === "hf" ? "height,width" : "width,height") : null,
+    mergeType: spec.format === "hf-llava" ? null : anyres?.mergeType ?? (spec.format === "original" ? (spec.config.mm_patch_merge_type as string | undefined) ?? "flat" : null),
+    maxSequenceLength,
   };
 }
 
@@ -303,21 +213,14 @@ function llmReport(c: LlamaConfig): InspectReport["llm"] {
 }
 
 export function inspectModel(modelPath: string, opts: InspectOptions = {}): InspectReport {
-  const { dir, config, configFile } = readModelConfig(modelPath);
-  const format = detectFormat(config, configFile);
-  if (opts.modelBase && format !== "original") throw new LlavaError(`${configFile}: --model-base needs an original-format LLaVA config (with mm_vision_tower)`);
-  const text = parseLlamaConfig(config, configFile);
-  const sources = readSources(dir, format, opts.modelBase);
-  const notes = [...sources.notes];
-  const vision = visionReport(dir, config, format, sources.headers, opts.visionTower, notes);
-  const headers = vision.headers;
-  const selectFeature = format === "original"
-    ? (config.mm_vision_select_feature === "cls_patch" ? "cls_patch" : "patch")
-    : (config.vision_feature_select_strategy === "full" ? "cls_patch" : "patch");
-  const selectLayer = format === "original"
-    ? (typeof config.mm_vision_select_layer === "number" ? config.mm_vision_select_layer : -1)
-    : (typeof config.vision_feature_layer === "number" ? config.vision_feature_layer : -2);
-  const image = imageSettings(config, format, configFile);
+  const spec = readModelSpec(modelPath, { visionTower: opts.visionTower });
+  const { dir, config, format, text } = spec;
+  const sources = readSources(spec, opts.modelBase);
+  const v = visionReport(spec, sources);
+  const notes = sources.notes;
+  const headers = sources.headers;
+  const { visionSelectFeature: selectFeature, visionSelectLayer: selectLayer } = spec.settings;
+  const image = imageSettings(spec);
   const has = (part: TensorHeader["part"]) => headers.some((h) => h.part === part);
   const dtypes: InspectReport["dtypes"] = {};
   for (const h of headers) {
@@ -335,7 +238,6 @@ export function inspectModel(modelPath: string, opts: InspectOptions = {}): Insp
     lora: has("lora") ? sumParams(headers, "lora") : null,
     total: headers.reduce((s, h) => s + numel(h.shape), 0),
   };
-  const v = vision.report;
   return {
     path: dir,
     format,
@@ -345,9 +247,7 @@ export function inspectModel(modelPath: string, opts: InspectOptions = {}): Insp
     weightFiles: sources.weightFiles.map((f) => path.relative(dir, f) || path.basename(f)),
     llm: llmReport(text),
     vision: v,
-    projector: format === "original"
-      ? { type: typeof config.mm_projector_type === "string" ? config.mm_projector_type : "linear", activation: "gelu" }
-      : { type: "mlp2x_gelu", activation: typeof config.projector_hidden_act === "string" ? config.projector_hidden_act : "gelu" },
+    projector: { type: spec.projector.type, activation: format === "original" ? "gelu" : String(config.projector_hidden_act ?? "gelu") },
     selectLayer,
     selectFeature,
     image,

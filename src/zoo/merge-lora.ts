@@ -10,36 +10,26 @@
  */
 import path from "node:path";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
-import { detectFormat, resolveVisionTower } from "../llava/load.js";
-import { openWeightFile, partialCheckpointKind, trainableName } from "../llava/weights.js";
+import { detectFormat, resolveVisionTower } from "../llava/spec.js";
+import { openWeightFile, openWeights as openModelWeights, type WeightReader } from "../io/weights.js";
+import { LLM_LINEAR_MODULE, partOf, type Part } from "../llava/keys.js";
+import { checkpointKind, trainableName } from "../llava/weights.js";
 import { Linear } from "../nn/layers.js";
 import { isLoraTarget, loraScale, mergedWeight, parseLoraConfig, type LoraConfig } from "../nn/lora.js";
 import { RefBackend } from "../tensor/ref-backend.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, readModelConfig, sortPlan, writeJson, writeWeightGroups } from "./common.js";
-import type { Part } from "./keys.js";
 import { checkOutsideInputs, writeOutputFolder } from "./output.js";
 import type { PlannedTensor } from "./shard-writer.js";
 import { copyTokenizerFiles } from "./tokenizer-files.js";
 import { encodeFloats } from "./vocab.js";
-import { openModelWeights, type WeightReader } from "./weights.js";
 
 export interface MergeLoraOptions extends ConvertOptions {
   /** the LoRA (or projector-only) checkpoint */
   modelPath: string;
   /** its base LLM */
   modelBase: string;
-}
-
-/** The LLM's Linear layers, the ones the project's loader attaches LoRA adapters to. */
-const LINEAR_MODULE = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)$/;
-
-function partOf(name: string): Part {
-  if (name.startsWith("model.mm_projector.")) return "projector";
-  if (name.startsWith("model.vision_tower.")) return "vision";
-  if (name === "model.image_newline") return "newline";
-  return "llm";
 }
 
 interface Adapter {
@@ -107,7 +97,8 @@ export async function mergeLora(opts: MergeLoraOptions): Promise<ConvertResult> 
   }
   const base = path.resolve(opts.modelBase);
   if (!isDirectory(base)) throw new LlavaError(`--model-base ${base} does not exist or is not a folder`);
-  const kind = partialCheckpointKind(dir);
+  const kind = checkpointKind(dir);
+  if (kind === "full") throw new LlavaError(`${dir}: holds neither a LoRA adapter (adapter_config.json) nor a projector (mm_projector.bin); merge-lora combines those with --model-base`);
   checkOutsideInputs(opts.out, [dir, base]);
   const notes: string[] = [];
   const opened: WeightReader[] = [];
@@ -130,7 +121,7 @@ export async function mergeLora(opts: MergeLoraOptions): Promise<ConvertResult> 
     for (const [name, src] of sources) {
       const { dtype, shape } = src.reader.info(src.stored);
       const module = name.endsWith(".weight") ? name.slice(0, -".weight".length) : "";
-      if (adapter && LINEAR_MODULE.test(module) && isLoraTarget(module, adapter.config.targetModules)) {
+      if (adapter && LLM_LINEAR_MODULE.test(module) && isLoraTarget(module, adapter.config.targetModules)) {
         const a = adapterKey(adapter, module, "A");
         const b = adapterKey(adapter, module, "B");
         if (!a || !b) throw new LlavaError(`${adapter.weights.source}: no LoRA weights for targeted layer "${module}" (expected "base_model.model.${module}.lora_A.weight")`);

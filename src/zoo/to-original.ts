@@ -7,16 +7,17 @@
  */
 import path from "node:path";
 import { isFile, readJsonFile } from "../io/files.js";
-import { detectFormat } from "../llava/load.js";
+import type { WeightReader } from "../io/weights.js";
+import { type Part, partOf, PREFIX, storedName } from "../llava/keys.js";
+import { readModelSpec } from "../llava/spec.js";
+import { openCheckpointWeights } from "../llava/weights.js";
 import { LlavaError } from "../util/errors.js";
-import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, readModelConfig, sortPlan, writeJson, writeWeightGroups } from "./common.js";
-import { hfSettings, originalConfig, towerFolderConfigs } from "./configs.js";
-import { originalNameOf, type Part, towerFolderName } from "./keys.js";
+import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, sortPlan, writeJson, writeWeightGroups } from "./common.js";
+import { checkOriginalCanHold, hfVisionDict, originalConfig, towerFolderConfigs } from "./configs.js";
 import { checkOutsideInputs, writeOutputFolder } from "./output.js";
 import type { PlannedTensor } from "./shard-writer.js";
 import { writeTokenizerWithoutImageToken } from "./tokenizer-files.js";
 import { firstRows } from "./vocab.js";
-import { openModelWeights, type WeightReader } from "./weights.js";
 
 export interface ToOriginalOptions extends ConvertOptions {
   modelPath: string;
@@ -25,22 +26,24 @@ export interface ToOriginalOptions extends ConvertOptions {
 /** The folder name of the CLIP tower inside the output, as mm_vision_tower names it. */
 export const TOWER_FOLDER = "vision_tower";
 
-const CUT = new Set(["model.embed_tokens.weight", "lm_head.weight"]);
+const EMBEDDING = `${PREFIX.llm}embed_tokens.weight`;
+const CUT = new Set([EMBEDDING, `${PREFIX.head}weight`]);
 
+/** The original checkpoint's tensors (canonical names), and the tower's again for the CLIP folder. */
 function planTensors(weights: WeightReader, vocab: number, next: boolean) {
   const main: Array<PlannedTensor & { part: Part }> = [];
   const tower: Array<PlannedTensor & { part: Part }> = [];
   for (const name of weights.names()) {
-    const mapped = originalNameOf(name, weights.source);
+    const part = partOf(name);
     const { dtype, shape } = weights.info(name);
-    if (mapped.part === "newline" && !next) continue;
-    const read = CUT.has(mapped.name) ? () => firstRows(weights, name, vocab) : () => weights.readRaw(name).bytes;
-    const outShape = CUT.has(mapped.name) ? [vocab, shape[1]] : shape;
-    main.push({ ...mapped, dtype, shape: outShape, bytes: read });
-    if (mapped.part === "vision") tower.push({ ...mapped, name: towerFolderName(mapped.name), dtype, shape, bytes: read });
+    if (part === "newline" && !next) continue;
+    const read = CUT.has(name) ? () => firstRows(weights, name, vocab) : () => weights.readRaw(name).bytes;
+    const outShape = CUT.has(name) ? [vocab, shape[1]] : shape;
+    main.push({ name, part, dtype, shape: outShape, bytes: read });
+    if (part === "vision") tower.push({ name: storedName(name, "clip")!, part, dtype, shape, bytes: read });
   }
   const names = new Set(main.map((t) => t.name));
-  for (const r of ["model.embed_tokens.weight", "model.mm_projector.0.bias", "model.mm_projector.2.bias", "model.vision_tower.vision_tower.vision_model.pre_layrnorm.weight", ...(next ? ["model.image_newline"] : [])]) {
+  for (const r of [EMBEDDING, `${PREFIX.projector}0.bias`, `${PREFIX.projector}2.bias`, `${PREFIX.tower}vision_model.pre_layrnorm.weight`, ...(next ? [PREFIX.newline] : [])]) {
     if (!names.has(r)) throw new LlavaError(`${weights.source}: the checkpoint lacks the tensor that becomes "${r}"`);
   }
   return { main: sortPlan(main), tower: sortPlan(tower) };
@@ -56,33 +59,33 @@ function tokenizerMaxLength(dir: string, maxPositions: number): number {
 
 export async function convertToOriginal(opts: ToOriginalOptions): Promise<ConvertResult> {
   checkShardSize(opts);
-  const { dir, config, configFile } = readModelConfig(opts.modelPath);
-  const format = detectFormat(config, configFile);
+  const spec = readModelSpec(opts.modelPath);
+  const { dir, format, configFile } = spec;
   if (format === "original") throw new LlavaError(`${dir} is already in the original LLaVA format; to-original converts HF llava checkpoints`);
   const next = format === "hf-llava-next";
-  const settings = hfSettings(config, configFile, next);
+  checkOriginalCanHold(spec);
+  const vision = hfVisionDict(spec);
   checkOutsideInputs(opts.out, [dir]);
-  const weights = openModelWeights(dir);
+  const weights = openCheckpointWeights(spec);
   try {
-    const embedName = weights.has("model.language_model.embed_tokens.weight") ? "model.language_model.embed_tokens.weight" : "language_model.model.embed_tokens.weight";
-    if (!weights.has(embedName)) throw new LlavaError(`${weights.source}: no embed_tokens weight`);
-    const rows = weights.info(embedName).shape[0];
-    const vocab = settings.imageTokenId;
+    const { reader } = weights;
+    if (!reader.has(EMBEDDING)) throw new LlavaError(`${reader.source}: no embed_tokens weight`);
+    const rows = reader.info(EMBEDDING).shape[0];
+    const vocab = spec.settings.imageTokenId;
     if (vocab <= 0 || vocab > rows) {
       throw new LlavaError(`${configFile}: image_token_index ${vocab} does not lie inside the ${rows} embedding rows; cannot tell the original vocabulary size`);
     }
-    const plan = planTensors(weights, vocab, next);
-    const maxPositions = typeof settings.text.max_position_embeddings === "number" ? settings.text.max_position_embeddings : 4096;
+    const plan = planTensors(reader, vocab, next);
     const hfProcessorFile = path.join(dir, "preprocessor_config.json");
     const hfProcessor = isFile(hfProcessorFile) ? (readJsonFile(hfProcessorFile, "image processor config") as Record<string, unknown>) : null;
     const written = await writeOutputFolder(opts.out, opts.force ?? false, async (tmp, interrupt) => {
       writeTokenizerWithoutImageToken(dir, tmp, vocab);
       writeJson(path.join(tmp, "config.json"), originalConfig({
-        hf: config, settings, vocabSize: vocab, towerName: TOWER_FOLDER, tokenizerModelMaxLength: tokenizerMaxLength(dir, maxPositions),
+        spec, vision: vision.parsed, vocabSize: vocab, towerName: TOWER_FOLDER, tokenizerModelMaxLength: tokenizerMaxLength(dir, spec.text.maxPositionEmbeddings),
       }));
       copyIfPresent(dir, tmp, ["generation_config.json"]);
       const towerDir = path.join(tmp, TOWER_FOLDER);
-      const tower = towerFolderConfigs(settings.vision, hfProcessor);
+      const tower = towerFolderConfigs(vision, hfProcessor);
       const result = await writeWeightGroups([{ dir: tmp, tensors: plan.main }, { dir: towerDir, tensors: plan.tower }], opts, interrupt);
       writeJson(path.join(towerDir, "config.json"), tower.config);
       writeJson(path.join(towerDir, "preprocessor_config.json"), tower.preprocessor);

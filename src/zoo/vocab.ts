@@ -5,7 +5,7 @@
 import { dtypeSize } from "../io/safetensors-header.js";
 import { bf16ToF32Array, f16ToF32Array, f32ToBf16Array, f32ToF16Array } from "../tensor/dtypes.js";
 import { LlavaError } from "../util/errors.js";
-import type { WeightReader } from "./weights.js";
+import type { WeightReader } from "../io/weights.js";
 
 /** The vocabulary size transformers pads to: old + added, rounded up to a multiple of `multiple`. */
 export const paddedVocabSize = (oldVocab: number, added: number, multiple = 64) => Math.ceil((oldVocab + added) / multiple) * multiple;

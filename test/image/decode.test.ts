@@ -183,7 +183,7 @@ test("a directory is not an image", async () => {
 test("garbage bytes name the source and say it cannot be decoded", async () => {
   const file = await save("garbage.png", new TextEncoder().encode("this is not an image at all"));
   await rejectsWith(loadImage(file), new RegExp(`${escape(file)}.*cannot decode`));
-  await rejectsWith(loadImage(new Uint8Array([1, 2, 3, 4]), "upload #3"), /upload #3.*cannot decode/);
+  await rejectsWith(loadImage(new Uint8Array([1, 2, 3, 4]), { what: "upload #3" }), /upload #3.*cannot decode/);
   await rejectsWith(loadImage(new Uint8Array(0)), /empty/);
 });
 

@@ -105,6 +105,27 @@ test("AnyRes: padding is black and centred, odd pixel bottom/right", () => {
   assert.deepEqual(patchOutputSize({ width: 10, height: 30 }, { width: 8, height: 8 }), { width: 3, height: 8 });
 });
 
+test("AnyRes of a 2000x1 image matches Pillow: no pinpoint keeps a pixel, the thin side stays one pixel", () => {
+  // R = i*256//2000, G = 255-R, B = i*7 % 256 along the single row
+  const w = 2000;
+  const data = new Uint8Array(w * 3);
+  for (let i = 0; i < w; i++) data.set([Math.floor((i * 256) / w), 255 - Math.floor((i * 256) / w), (i * 7) % 256], i * 3);
+  const cfg = parseImageProcessorConfig({ size: { shortest_edge: 56 }, crop_size: 56, do_normalize: false, do_rescale: false }, "inline");
+  const pins = [[56, 112], [112, 56], [112, 112], [168, 56], [56, 168]];
+  // int(1 * scale) is 0 for every pinpoint, so the smallest one, first in the list, wins
+  assert.deepEqual(selectBestResolution({ width: w, height: 1 }, pins, "hf"), { width: 112, height: 56 });
+  assert.deepEqual(patchOutputSize({ width: w, height: 1 }, { width: 112, height: 56 }), { width: 112, height: 1 });
+  assert.deepEqual(patchOutputSize({ width: 1, height: 16000 }, { width: 112, height: 56 }), { width: 1, height: 56 });
+  const out = anyresPreprocess({ width: w, height: 1, data }, cfg, pins, "hf");
+  assert.deepEqual(out.shape, [3, 3, 56, 56]);
+  // Pillow 9.4: Image.resize((112, 1), BICUBIC) pasted at row (56 - 1) // 2 = 27; (56, 56) for the base
+  const px = (t: number, y: number, x: number) => [0, 1, 2].map((c) => out.data[((t * 3 + c) * 56 + y) * 56 + x]);
+  assert.deepEqual([0, 1, 2, 3].flatMap((x) => px(1, 27, x)), [1, 254, 64, 3, 252, 170, 5, 250, 86, 7, 248, 170]);
+  assert.deepEqual([52, 53, 54, 55].flatMap((x) => px(2, 27, x)), [247, 8, 140, 250, 5, 116, 252, 3, 139, 254, 1, 96]);
+  assert.deepEqual([...px(1, 26, 0), ...px(1, 28, 0)], [0, 0, 0, 0, 0, 0]);
+  assert.deepEqual([...px(0, 0, 0), ...px(0, 55, 1)], [2, 253, 113, 6, 249, 130]);
+});
+
 test("selectBestResolution: most kept pixels, then least waste, first wins a tie", () => {
   const pins = [
     [336, 672],

@@ -175,7 +175,7 @@ test("shard index problems: missing shard, bad JSON, no weight_map, tensor absen
 test("a directory without weights, or with several candidates", () => {
   const empty = path.join(dir, "empty-dir");
   fs.mkdirSync(empty);
-  expectOpenError(empty, /no model\.safetensors, model\.safetensors\.index\.json or other \*\.safetensors file/);
+  expectOpenError(empty, /no model weights \(model\.safetensors, model\.safetensors\.index\.json or other \*\.safetensors file\)/);
   const two = path.join(dir, "two");
   fs.mkdirSync(two);
   for (const n of ["x.safetensors", "y.safetensors"]) {

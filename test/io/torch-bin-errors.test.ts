@@ -210,7 +210,7 @@ test("files that are not torch.save checkpoints get a message saying what they a
 
 test("folders and shard indexes: missing, ambiguous, or inconsistent weights are explained", () => {
   const empty = tempDir("llava-torchbin-empty-");
-  expectOpenError(empty, [/no pytorch_model\.bin, pytorch_model\.bin\.index\.json or other \*\.bin file/]);
+  expectOpenError(empty, [/no model weights \(pytorch_model\.bin, pytorch_model\.bin\.index\.json or other \*\.bin file\)/]);
 
   const lora = tempDir("llava-torchbin-lora-");
   put(good(), "adapter_model.bin", lora);

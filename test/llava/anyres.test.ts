@@ -68,7 +68,8 @@ function packHf(tiles: number[][][], h: number, w: number, newline: number[]): n
   return out;
 }
 
-for (const [w, h, what] of [[300, 50, "a wide"], [50, 300, "a tall"], [10, 10, "a tiny"], [112, 56, "an exact-pinpoint"], [57, 113, "an odd-sized"]] as const) {
+for (const [w, h, what] of [[300, 50, "a wide"], [50, 300, "a tall"], [10, 10, "a tiny"], [112, 56, "an exact-pinpoint"], [57, 113, "an odd-sized"],
+  [300, 2, "a very wide"], [2000, 1, "a one-row"], [16000, 1, "a 16000-px-wide"], [1, 16000, "a one-column"]] as const) {
   test(`AnyRes packing matches transformers for ${what} image (${w}x${h})`, async () => {
     const r = seededRandom(w * 1000 + h);
     const data = Buffer.from(Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256)));
@@ -107,6 +108,21 @@ test("flat and spatial merges order the tile features as the original LLaVA code
   const one = new Tensor(Float32Array.from([1, 2, 3, 4]), [1, 4, 1], be);
   const newline = new Tensor(Float32Array.from([9]), [1], be);
   assert.deepEqual(mergeAnyresFeatures(one, layout, "spatial_unpad", newline, false).toArray(), [1, 2, 3, 4, 9]);
+});
+
+test("unpadding that keeps no row leaves the base features alone; no column, a newline per row", () => {
+  const be = new RefBackend();
+  // 1 base tile + 3 tiles of 2x2 features, C = 1: value = tile * 10 + position
+  const feats = new Tensor(Float32Array.from({ length: 16 }, (_, i) => Math.floor(i / 4) * 10 + (i % 4)), [4, 4, 1], be);
+  const newline = new Tensor(Float32Array.from([9]), [1], be);
+  for (const hfRounding of [true, false]) {
+    // a 2x6 grid for a 3000x1 image: int(1 * 6/3000) = 0 rows, padding 1 above and below
+    const wide = mergeAnyresFeatures(feats, { rows: 1, cols: 3, width: 3000, height: 1 }, "spatial_unpad", newline, hfRounding);
+    assert.deepEqual(wide.toArray(), [0, 1, 2, 3]);
+    // a 6x2 grid for a 1x3000 image: no column survives, each of the 6 rows still ends in a newline
+    const tall = mergeAnyresFeatures(feats, { rows: 3, cols: 1, width: 1, height: 3000 }, "spatial_unpad", newline, hfRounding);
+    assert.deepEqual(tall.toArray(), [0, 1, 2, 3, 9, 9, 9, 9, 9, 9]);
+  }
 });
 
 test("the original format truncates the spliced sequence to tokenizer_model_max_length", async () => {

@@ -59,14 +59,19 @@ test("the original fixture: shapes, tower folder, parameter counts, tokens and m
   // KV: 2 (K, V) x 2 layers x 4 kv heads x 8 dims x 512 positions x 4 bytes
   assert.equal(r.memory.kvCache, 2 * 2 * 4 * 8 * 512 * 4);
   assert.equal(r.memory.weights.f32, 4 * r.parameters.total);
-  // LLM Linear layers: q, k, v, o [32, 32], gate, up [86, 32], down [32, 86] per layer, lm_head [32000, 32]
-  const linear = 2 * (4 * 32 * 32 + 2 * 86 * 32 + 32 * 86) + 32000 * 32;
+  // the loader's precision policy: LLM Linear layers q, k, v, o [32, 32], gate, up [86, 32], down [32, 86] per layer;
+  // lm_head [32000, 32]; the embedding table [32000, 32] (16-bit whenever the LLM is); tower Linear layers (16-bit)
+  const layers = 2 * (4 * 32 * 32 + 2 * 86 * 32 + 32 * 86);
+  const head = 32000 * 32;
+  const embed = 32000 * 32;
   const visionLinear = 3 * (4 * 48 * 48 + 2 * 80 * 48);
-  assert.equal(r.memory.weights.bf16, 4 * r.parameters.total - 2 * (linear + visionLinear));
-  // down_proj rows of 86 are not whole 32-blocks: they stay f32
-  const blocked = linear - 2 * 32 * 86;
-  assert.equal(r.memory.weights.q8_0, 4 * r.parameters.total - 4 * blocked + (blocked / 32) * 34);
-  assert.equal(r.memory.weights.q4_0, 4 * r.parameters.total - 4 * blocked + (blocked / 32) * 18);
+  const total = 4 * r.parameters.total;
+  assert.equal(r.memory.weights.bf16, total - 2 * (layers + head + embed + visionLinear));
+  // down_proj rows of 86 are not whole 32-blocks: they stay f32; under 4 bits lm_head keeps 8
+  const blocked = layers - 2 * 32 * 86;
+  const sixteenBit = 2 * (embed + visionLinear);
+  assert.equal(r.memory.weights.q8_0, total - 4 * (blocked + head) + ((blocked + head) / 32) * 34 - sixteenBit);
+  assert.equal(r.memory.weights.q4_0, total - 4 * (blocked + head) + (blocked / 32) * 18 + (head / 32) * 34 - sixteenBit);
 });
 
 test("the HF fixtures: tower in the checkpoint, NeXT pinpoints as (height, width), token counts as the model computes them", async () => {
