@@ -1,8 +1,11 @@
 /** llava-ts: the public API for programs that use LLaVA models from TypeScript. */
 export { loadLlava, type LoadedLlava, type LoadOptions, type CheckpointFormat } from "./llava/load.js";
 export { LlavaModel, type LlavaSettings } from "./llava/model.js";
-export { buildInputs, prepareImages, promptIds, streamAnswer, type AnswerOptions } from "./llava/pipeline.js";
-export { generateTokens, sampleToken, type SamplingOptions } from "./llava/generate.js";
+export { answerGeneration, buildInputs, prepareImages, promptIds, streamAnswer } from "./llava/pipeline.js";
+export {
+  Generation, sampleToken, type FinishReason, type GeneratedPiece, type GenerationHooks, type GenerationOptions, type SamplingOptions,
+} from "./llava/generate.js";
+export { Trace, traceInference, traceTraining, type TracedArray } from "./llava/trace.js";
 export {
   Conversation, convModeForModelName, convTemplates, getConvTemplate, modelNameFromPath, SeparatorStyle, stopString,
 } from "./llava/conversation.js";

@@ -3,14 +3,30 @@ import readline from "node:readline";
 import { cliDisplayRoles, modelNameFromPath, stopString } from "../llava/conversation.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { streamAnswer } from "../llava/pipeline.js";
-import { loadImage, type RgbImage } from "../image/decode.js";
-import { conversationFor, samplingFromArgs, type Values } from "./common.js";
+import type { GenerationOptions } from "../llava/generate.js";
+import type { RgbImage } from "../image/decode.js";
+import { convModeFromArgs, conversationFor, generationFromArgs, type Values } from "./common.js";
 
-export async function runChat(loaded: LoadedLlava, v: Values): Promise<void> {
-  const images: RgbImage[] = typeof v["image-file"] === "string" ? [await loadImage(v["image-file"])] : [];
-  const conv = conversationFor(loaded, v);
+/** What `chat` was asked, checked before the model loads. */
+export interface ChatRequest {
+  imageFile: string | undefined;
+  convMode: string | undefined;
+  generation: GenerationOptions;
+  debug: boolean;
+}
+
+export function chatRequestFromArgs(v: Values): ChatRequest {
+  return {
+    imageFile: typeof v["image-file"] === "string" ? v["image-file"] : undefined,
+    convMode: convModeFromArgs(v),
+    generation: generationFromArgs(v),
+    debug: v.debug === true,
+  };
+}
+
+export async function runChat(loaded: LoadedLlava, request: ChatRequest, images: RgbImage[]): Promise<void> {
+  const conv = conversationFor(loaded, request.convMode);
   const [userRole, assistantRole] = cliDisplayRoles(conv, modelNameFromPath(loaded.dir));
-  const sampling = samplingFromArgs(v, 512);
   const rl = readline.createInterface({ input: process.stdin, terminal: false });
   // an async iterator buffers lines that arrive while an answer is being generated
   const lines = rl[Symbol.asyncIterator]();
@@ -30,16 +46,16 @@ export async function runChat(loaded: LoadedLlava, v: Values): Promise<void> {
       conv.appendMessage(conv.roles[1], null);
       process.stdout.write(`${assistantRole}: `);
       const prompt = conv.getPrompt();
-      if (v.debug) process.stderr.write(`\n[prompt] ${JSON.stringify(prompt)}\n`);
+      if (request.debug) process.stderr.write(`\n[prompt] ${JSON.stringify(prompt)}\n`);
       let answer = "";
-      for await (const piece of streamAnswer(loaded, prompt, images, { ...sampling, stop: [stopString(conv)] })) {
+      for await (const piece of streamAnswer(loaded, prompt, images, { ...request.generation, stop: [stopString(conv)] })) {
         const out = answer ? piece : piece.trimStart();
         answer += out;
         process.stdout.write(out);
       }
       process.stdout.write("\n");
       conv.updateLastMessage(answer.trim());
-      if (v.debug) process.stderr.write(`[answer] ${JSON.stringify(answer)}\n`);
+      if (request.debug) process.stderr.write(`[answer] ${JSON.stringify(answer)}\n`);
       first = false;
     }
   } finally {

@@ -1,28 +1,51 @@
 /** Options and helpers shared by the commands that load a model. */
-import type { ParseArgsConfig } from "node:util";
-import { convModeForModelName, getConvTemplate, modelNameFromPath, type Conversation } from "../llava/conversation.js";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import {
+  convModeForModelName, convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, type Conversation,
+} from "../llava/conversation.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { createBackend } from "../tensor/backends.js";
-import type { AnswerOptions } from "../llava/pipeline.js";
+import type { GenerationOptions } from "../llava/generate.js";
 import { LlavaError } from "../util/errors.js";
 
 export type Values = Record<string, string | boolean | Array<string | boolean> | undefined>;
 
-export const modelOptions: ParseArgsConfig["options"] = {
+/** Options of the commands that load a model: where it is and how it is held in memory. */
+export const loadOptions: ParseArgsConfig["options"] = {
   "model-path": { type: "string" },
   "model-base": { type: "string" },
   "vision-tower": { type: "string" },
-  "conv-mode": { type: "string" },
-  temperature: { type: "string" },
-  "top-p": { type: "string" },
-  "max-new-tokens": { type: "string" },
-  seed: { type: "string" },
   dtype: { type: "string" },
   backend: { type: "string" },
   threads: { type: "string" },
   "load-8bit": { type: "boolean" },
   "load-4bit": { type: "boolean" },
 };
+
+/** Options of the commands that generate an answer. */
+export const generationOptions: ParseArgsConfig["options"] = {
+  "conv-mode": { type: "string" },
+  "max-new-tokens": { type: "string" },
+  "context-length": { type: "string" },
+};
+
+/** How tokens are chosen (run and chat; dump always decodes greedily). */
+export const samplingOptions: ParseArgsConfig["options"] = {
+  temperature: { type: "string" },
+  "top-p": { type: "string" },
+  seed: { type: "string" },
+};
+
+/** Parses a command's options; a mistake is one line pointing at the help. */
+export function parseCommandArgs(command: string, args: string[], options: ParseArgsConfig["options"]): Values {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: "boolean", short: "h" } }, strict: true }).values;
+  } catch (err) {
+    // Node's messages go on with advice about "--" delimiters: keep the first sentence
+    const first = (err as Error).message.split(/\.\s/)[0];
+    throw new LlavaError(`${command}: ${first} (see llava ${command} --help)`);
+  }
+}
 
 function numberOption(v: Values, name: string, fallback: number, check: (x: number) => boolean, rule: string): number {
   const raw = v[name];
@@ -34,13 +57,35 @@ function numberOption(v: Values, name: string, fallback: number, check: (x: numb
   return x;
 }
 
-export function samplingFromArgs(v: Values, defaultMaxNewTokens: number, defaultTemperature = 0.2): AnswerOptions {
+const wholeNumber = (x: number) => Number.isInteger(x) && x >= 1;
+
+/**
+ * The generation settings of run and chat, checked before the model loads. `--max-new-tokens`
+ * is capped by the room the prompt leaves in the context (see llava/generate.ts).
+ */
+export function generationFromArgs(v: Values, defaultMaxNewTokens = 512, defaultTemperature = 0.2): GenerationOptions {
   return {
     temperature: numberOption(v, "temperature", defaultTemperature, (x) => x >= 0, "a number >= 0"),
     topP: numberOption(v, "top-p", 1, (x) => x > 0 && x <= 1, "a number in (0, 1]"),
-    maxNewTokens: numberOption(v, "max-new-tokens", defaultMaxNewTokens, (x) => Number.isInteger(x) && x >= 1, "a whole number >= 1"),
-    seed: v.seed === undefined ? undefined : numberOption(v, "seed", 0, (x) => Number.isInteger(x) && x >= 0, "a whole number >= 0"),
+    seed: v.seed === undefined ? undefined : numberOption(v, "seed", 0, (x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32, "a whole number from 0 to 2^32 - 1"),
+    ...budgetFromArgs(v, defaultMaxNewTokens),
   };
+}
+
+/** The token budget and the context (every command that generates). */
+export function budgetFromArgs(v: Values, defaultMaxNewTokens: number): GenerationOptions {
+  return {
+    maxNewTokens: numberOption(v, "max-new-tokens", defaultMaxNewTokens, wholeNumber, "a whole number >= 1"),
+    contextLength: v["context-length"] === undefined ? undefined : numberOption(v, "context-length", 0, (x) => wholeNumber(x) && x <= 2 ** 24, "a whole number from 1 to 2^24"),
+  };
+}
+
+/** The template named by --conv-mode, checked before the model loads (undefined: inferred later). */
+export function convModeFromArgs(v: Values): string | undefined {
+  const name = v["conv-mode"];
+  if (typeof name !== "string") return undefined;
+  if (!Object.hasOwn(convTemplates, name)) throw new LlavaError(`--conv-mode "${name}" is not a template; valid names: ${convTemplateNames().join(", ")}`);
+  return name;
 }
 
 export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
@@ -71,11 +116,10 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
  * The template the reference CLI would pick from the model folder's name, unless --conv-mode
  * says otherwise (the reference warns when the two differ).
  */
-export function conversationFor(loaded: LoadedLlava, v: Values): Conversation<unknown> {
+export function conversationFor(loaded: LoadedLlava, chosen: string | undefined): Conversation<unknown> {
   const inferred = convModeForModelName(modelNameFromPath(loaded.dir));
-  const chosen = v["conv-mode"];
-  if (typeof chosen === "string" && chosen !== inferred) {
+  if (chosen !== undefined && chosen !== inferred) {
     process.stderr.write(`[WARNING] the auto inferred conversation mode is ${inferred}, while --conv-mode is ${chosen}, using ${chosen}\n`);
   }
-  return getConvTemplate(typeof chosen === "string" ? chosen : inferred);
+  return getConvTemplate(chosen ?? inferred);
 }

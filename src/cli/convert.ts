@@ -2,7 +2,8 @@
  * `llava convert <to-hf|to-original|merge-lora|extract-projector>`: checkpoint conversions
  * between the original LLaVA and the Hugging Face formats (see src/zoo/).
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { ParseArgsConfig } from "node:util";
+import { parseCommandArgs } from "./common.js";
 import { LlavaError } from "../util/errors.js";
 import type { ConvertResult } from "../zoo/common.js";
 import { extractProjector } from "../zoo/extract-projector.js";
@@ -35,13 +36,12 @@ const common: ParseArgsConfig["options"] = {
   "model-path": { type: "string" },
   out: { type: "string" },
   force: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
 };
 const sharded: ParseArgsConfig["options"] = { ...common, "max-shard-size": { type: "string" } };
 
 function required(v: Values, name: string): string {
   const x = v[name];
-  if (typeof x !== "string" || x === "") throw new LlavaError(`--${name} is required\n${CONVERT_USAGE}`);
+  if (typeof x !== "string" || x === "") throw new LlavaError(`--${name} is required (see llava convert --help)`);
   return x;
 }
 
@@ -79,13 +79,8 @@ export async function runConvert(args: string[]): Promise<void> {
     return;
   }
   const conversion = conversions[name];
-  if (!conversion) throw new LlavaError(`unknown conversion "${name}" (to-hf, to-original, merge-lora, extract-projector)\n${CONVERT_USAGE}`);
-  let values: Values;
-  try {
-    values = parseArgs({ args: rest, options: conversion.options, strict: true }).values as Values;
-  } catch (err) {
-    throw new LlavaError(`${(err as Error).message}\n${CONVERT_USAGE}`);
-  }
+  if (!conversion) throw new LlavaError(`unknown conversion "${name}" (to-hf, to-original, merge-lora, extract-projector; see llava convert --help)`);
+  const values = parseCommandArgs(`convert ${name}`, rest, conversion.options) as Values;
   if (values.help) {
     process.stdout.write(CONVERT_USAGE);
     return;

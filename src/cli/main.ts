@@ -3,13 +3,15 @@
  * The `llava` command: chat, run and dump, following the reference's llava.serve.cli and
  * llava.eval.run_llava. Errors the user can act on print one line and exit 1.
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
-import { runChat } from "./chat.js";
+import type { ParseArgsConfig } from "node:util";
+import { chatRequestFromArgs, runChat } from "./chat.js";
 import { runConvert } from "./convert.js";
 import { inspectCommand } from "./inspect.js";
-import { runDump } from "./dump.js";
-import { loadModelFromArgs, modelOptions, samplingFromArgs, type Values } from "./common.js";
-import { answerOnce } from "./run.js";
+import { dumpOptionsFromArgs, runDump } from "./dump.js";
+import { generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values } from "./common.js";
+import { answerOnce, runRequestFromArgs } from "./run.js";
+import { loadImages } from "../image/decode.js";
+import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 
 const USAGE = `usage: llava <command> [options]
@@ -20,8 +22,9 @@ commands:
   run    --model-path DIR --image-file PATH[,PATH...] --query TEXT [--conv-mode M] [--temperature T]
          one answer to one query (like the reference run_llava.py)
   dump   --model-path DIR [--image-file PATH]... [--query TEXT] [--system TEXT] [--answer TEXT]
-         [--conv-mode M] [--max-new-tokens N] --out DIR
+         [--conv-mode M] [--max-new-tokens N] --out DIR [--force]
          write the model's intermediate arrays as .npy files named as in the reference fixtures
+         (greedy ids only: no sampling options; --force replaces a non-empty --out)
   convert <to-hf|to-original|merge-lora|extract-projector> ...
          convert checkpoints between the original LLaVA and HF formats (llava convert --help)
   inspect --model-path DIR [--model-base DIR] [--json]
@@ -35,43 +38,54 @@ common options:
   --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
   --threads N          native kernel threads (default: one per core)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)
-  --top-p P            nucleus sampling (default 1)
-  --seed N             seed of the sampling random numbers
   -h, --help           this help
+
+generation options (chat, run):
+  --temperature T      0 = greedy (default 0.2)
+  --top-p P            nucleus sampling (default 1)
+  --seed N             seed of the sampling random numbers (default: random)
+  --max-new-tokens N   most tokens in an answer (default 512; dump 20); capped by the room the prompt
+                       leaves in the context, and the answer then ends there
+  --context-length N   positions prompt + answer may use (default: the model's max_position_embeddings);
+                       a prompt that fills it is refused
 `;
 
+/** Each command checks its options (and reads its images) before the model loads: a typo costs no load. */
 const commands: Record<string, { options: ParseArgsConfig["options"]; run: (v: Values) => Promise<void> }> = {
   inspect: inspectCommand,
   chat: {
-    options: { ...modelOptions, "image-file": { type: "string" }, debug: { type: "boolean" } },
-    run: async (v) => runChat(await loadModelFromArgs(v), v),
+    options: { ...loadOptions, ...generationOptions, ...samplingOptions, "image-file": { type: "string" }, debug: { type: "boolean" } },
+    run: async (v) => {
+      const request = chatRequestFromArgs(v);
+      const images = await loadImages(request.imageFile === undefined ? [] : [request.imageFile]);
+      await runChat(await loadModelFromArgs(v), request, images);
+    },
   },
   run: {
-    options: { ...modelOptions, "image-file": { type: "string" }, query: { type: "string" }, sep: { type: "string" } },
-    run: async (v) => answerOnce(await loadModelFromArgs(v), v),
+    options: { ...loadOptions, ...generationOptions, ...samplingOptions, "image-file": { type: "string" }, query: { type: "string" }, sep: { type: "string" } },
+    run: async (v) => {
+      const request = runRequestFromArgs(v);
+      const images = await loadImages(request.imageFiles);
+      await answerOnce(await loadModelFromArgs(v), request, images);
+    },
   },
   dump: {
     options: {
-      ...modelOptions,
+      ...loadOptions,
+      ...samplingOptions, // known only to be refused with a clear line
+      "conv-mode": { type: "string" },
+      "max-new-tokens": { type: "string" },
       "image-file": { type: "string", multiple: true },
       query: { type: "string" },
       system: { type: "string" },
       answer: { type: "string" },
       out: { type: "string" },
+      force: { type: "boolean" },
     },
     run: async (v) => {
-      if (typeof v.out !== "string") throw new LlavaError("dump needs --out DIR");
-      const loaded = await loadModelFromArgs(v);
-      const written = await runDump(loaded, {
-        images: (v["image-file"] as string[] | undefined) ?? [],
-        query: (v.query as string | undefined) ?? "What is shown?",
-        system: v.system as string | undefined,
-        answer: v.answer as string | undefined,
-        convMode: (v["conv-mode"] as string | undefined) ?? "llava_v1",
-        maxNewTokens: samplingFromArgs(v, 20).maxNewTokens,
-        out: v.out,
-      });
-      process.stderr.write(`wrote ${written.length} arrays to ${v.out}: ${written.join(", ")}\n`);
+      const options = dumpOptionsFromArgs(v);
+      const written = await runDump(await loadModelFromArgs(v), options);
+      process.stderr.write(`wrote ${written.length} arrays to ${options.out}: ${written.join(", ")}\n`);
     },
   },
 };
@@ -84,13 +98,8 @@ async function main(argv: string[]): Promise<void> {
   }
   if (name === "convert") return runConvert(rest); // has its own sub-commands and options
   const command = commands[name];
-  if (!command) throw new LlavaError(`unknown command "${name}"\n${USAGE}`);
-  let values: Values;
-  try {
-    values = parseArgs({ args: rest, options: { ...command.options, help: { type: "boolean", short: "h" } }, strict: true }).values;
-  } catch (err) {
-    throw new LlavaError(`${(err as Error).message}\n${USAGE}`);
-  }
+  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect; see llava --help)`);
+  const values = parseCommandArgs(name, rest, command.options);
   if (values.help) {
     process.stdout.write(USAGE);
     return;
@@ -98,13 +107,24 @@ async function main(argv: string[]): Promise<void> {
   await command.run(values);
 }
 
+/** The one way the command ends on an error: one line on stderr (newlines collapsed), exit status 1. */
+function fail(err: unknown): never {
+  const known = err instanceof LlavaError;
+  const message = (err instanceof Error ? err.message : String(err)).trim().replace(/\s*\n\s*/g, " ");
+  process.stderr.write(`llava: ${known ? "" : "internal error: "}${message}\n`);
+  if (!known && process.env.LLAVA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  process.exit(1);
+}
+
+// A reader that stops reading (`llava run ... | head`) ends the command quietly, as for other
+// tools; any other failure to write the output (a full disk) is an error.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  fail(new LlavaError(`cannot write to standard output: ${describeFsError(err)}`));
+});
+
 main(process.argv.slice(2)).then(
-  () => process.exit(0),
-  (err: unknown) => {
-    const known = err instanceof LlavaError;
-    const message = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`llava: ${known ? "" : "internal error: "}${message}\n`);
-    if (!known && process.env.LLAVA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    process.exit(1);
-  },
+  // a failed last write reports its error event first
+  () => setImmediate(() => process.exit(0)),
+  fail,
 );

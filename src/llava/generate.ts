@@ -1,11 +1,19 @@
 /**
- * Token generation: prefill the prompt embeddings once, then decode one token at a time with
+ * The one generation loop: prefill the prompt embeddings, then decode one token at a time with
  * the KV cache, choosing each token greedily or by temperature / top-p sampling as transformers'
- * `generate` does. Tokens are yielded as soon as they are chosen.
+ * `generate` does, until an EOS id, a stop string, the token budget or the context ends it.
+ * Every command, the benchmark and servers run this loop; hooks observe it, an AbortSignal
+ * cancels it between tokens.
+ *
+ * Context rule: prompt + new tokens may not exceed the context (max_position_embeddings, as
+ * transformers' max_length). A prompt that leaves no room is refused; `maxNewTokens` beyond the
+ * room left is capped, and the answer then ends with finish reason "length".
  */
-import type { LlavaModel } from "./model.js";
+import type { LoadedLlava } from "./load.js";
 import { reshape, slice } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
+import { StreamingDetokenizer } from "../tokenizer/stream.js";
+import { LlavaError } from "../util/errors.js";
 import { seededRandom } from "../util/random.js";
 
 export interface SamplingOptions {
@@ -13,11 +21,40 @@ export interface SamplingOptions {
   temperature?: number;
   /** nucleus sampling mass (1 = off) */
   topP?: number;
-  maxNewTokens: number;
-  /** stop when one of these ids is generated (it is yielded first) */
-  eosTokenIds?: number[];
   /** seed of the sampling random numbers (default: random) */
   seed?: number;
+}
+
+export interface GenerationHooks {
+  /** the prompt went through the model; `maxNewTokens` is the budget after the context cap */
+  onPrefill?: (info: { promptTokens: number; maxNewTokens: number }) => void;
+  /** the logits that choose token `step` (step 0: from the last prompt position) */
+  onLogits?: (logits: Float32Array, step: number) => void;
+  /** each chosen token, before the stop rules look at it */
+  onToken?: (token: number, step: number) => void;
+}
+
+export interface GenerationOptions extends SamplingOptions {
+  maxNewTokens: number;
+  /** ids that end the answer (default: the tokenizer's EOS; [] never stops early) */
+  eosTokenIds?: number[];
+  /** the answer ends before the first of these strings, which is not part of it */
+  stop?: string[];
+  /** positions prompt + answer may use (default: the model's max_position_embeddings) */
+  contextLength?: number;
+  /** cancels the generation between two tokens; the loop then throws `signal.reason` */
+  signal?: AbortSignal;
+  hooks?: GenerationHooks;
+}
+
+/** "eos": an EOS id; "stop": a stop string; "length": the token budget or the context is used up. */
+export type FinishReason = "eos" | "stop" | "length";
+
+/** One generated token and the answer text it made final (possibly ""). */
+export interface GeneratedPiece {
+  token: number;
+  step: number;
+  text: string;
 }
 
 export function argmax(x: Float32Array): number {
@@ -59,34 +96,118 @@ export function sampleToken(logits: Float32Array, temperature: number, topP: num
   return order[n - 1];
 }
 
-export interface GenerationEvents {
-  /** called with the logits that chose each new token (index 0 = last prompt position) */
-  onLogits?: (logits: Float32Array, step: number) => void;
+/** Refuses logits holding NaN or Inf (broken weights or an overflow): no token can be chosen from them. */
+function checkFinite(logits: Float32Array, step: number, position: number): void {
+  let nan = 0;
+  let inf = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const x = logits[i];
+    if (x !== x) nan++;
+    else if (x === Infinity || x === -Infinity) inf++;
+  }
+  if (nan + inf === 0) return;
+  const what = [nan ? `${nan} NaN` : "", inf ? `${inf} infinite` : ""].filter(Boolean).join(" and ");
+  throw new LlavaError(
+    `the model produced ${what} logits (of ${logits.length}) at generation step ${step + 1} (sequence position ${position}); ` +
+      `the weights or the activations are not finite`,
+  );
+}
+
+/** Length of the longest suffix of `text` that is a proper prefix of a stop string. */
+function heldBack(text: string, stops: string[]): number {
+  let keep = 0;
+  for (const s of stops) {
+    for (let n = Math.min(s.length - 1, text.length); n > keep; n--) {
+      if (text.endsWith(s.slice(0, n))) {
+        keep = n;
+        break;
+      }
+    }
+  }
+  return keep;
 }
 
 /**
- * Generates up to `maxNewTokens` tokens after `embeds` [1, T, D]. The KV cache is sized for the
- * prompt plus the new tokens, allocated once.
+ * A generation after the prompt embeddings `embeds` [1, T, D]. Iterate it (once) for the pieces;
+ * afterwards `tokens`, `text` and `finishReason` describe the answer. Text that might be the start
+ * of a stop string is held back until it is not.
  */
-export async function* generateTokens(
-  model: LlavaModel, embeds: Tensor, opts: SamplingOptions, events: GenerationEvents = {},
-): AsyncGenerator<number> {
-  const llm = model.llm;
-  const t = embeds.dim(1);
-  const cache = llm.newCache(1, t + opts.maxNewTokens);
-  const random = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
-  const eos = new Set(opts.eosTokenIds ?? []);
-  let { hidden } = llm.forward(embeds, { cache });
-  for (let step = 0; step < opts.maxNewTokens; step++) {
-    const last = slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1));
-    const logits = llm.logits(last).data;
-    events.onLogits?.(logits, step);
-    const token = sampleToken(logits, opts.temperature ?? 0, opts.topP ?? 1, random);
-    yield token;
-    if (eos.has(token) || step === opts.maxNewTokens - 1) return;
-    const next = llm.embedTokens.forward(Int32Array.of(token));
-    hidden = llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache }).hidden;
-    // let other work (a server's sockets, a terminal's signals) run between tokens
-    await new Promise<void>((resolve) => setImmediate(resolve));
+export class Generation implements AsyncIterable<GeneratedPiece> {
+  readonly promptTokens: number;
+  /** the token budget after the context cap */
+  readonly maxNewTokens: number;
+  readonly tokens: number[] = [];
+  /** the answer released so far */
+  text = "";
+  finishReason: FinishReason | null = null;
+  private started = false;
+
+  constructor(private readonly loaded: LoadedLlava, private readonly embeds: Tensor, private readonly opts: GenerationOptions) {
+    const context = opts.contextLength ?? loaded.textConfig.maxPositionEmbeddings;
+    this.promptTokens = embeds.dim(1);
+    if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 1)) {
+      throw new LlavaError(`maxNewTokens must be a whole number >= 1, got ${opts.maxNewTokens}`);
+    }
+    if (this.promptTokens >= context) {
+      throw new LlavaError(
+        `the prompt fills ${this.promptTokens} positions (text tokens and image features) but the context holds ${context} ` +
+          `(${opts.contextLength === undefined ? "max_position_embeddings" : "the context length asked for"}), leaving no room for an answer`,
+      );
+    }
+    this.maxNewTokens = Math.min(opts.maxNewTokens, context - this.promptTokens);
+  }
+
+  /** Runs the generation to its end without looking at the pieces. */
+  async complete(): Promise<this> {
+    for await (const _ of this);
+    return this;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GeneratedPiece> {
+    if (this.started) throw new LlavaError("a generation can be iterated only once");
+    this.started = true;
+    return this.run();
+  }
+
+  private async *run(): AsyncGenerator<GeneratedPiece> {
+    const { opts, loaded } = this;
+    const llm = loaded.model.llm;
+    const hooks = opts.hooks ?? {};
+    const eos = new Set(opts.eosTokenIds ?? (loaded.tokenizer.eosTokenId === undefined ? [] : [loaded.tokenizer.eosTokenId]));
+    const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+    const detok = new StreamingDetokenizer(loaded.tokenizer);
+    const random = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+    let decoded = ""; // the answer as decoded so far; `this.text` is its released part
+
+    opts.signal?.throwIfAborted();
+    const cache = llm.newCache(1, this.promptTokens + this.maxNewTokens);
+    let { hidden } = llm.forward(this.embeds, { cache });
+    hooks.onPrefill?.({ promptTokens: this.promptTokens, maxNewTokens: this.maxNewTokens });
+    for (let step = 0; ; step++) {
+      const logits = llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data;
+      hooks.onLogits?.(logits, step);
+      checkFinite(logits, step, this.promptTokens + step - 1);
+      const token = sampleToken(logits, opts.temperature ?? 0, opts.topP ?? 1, random);
+      this.tokens.push(token);
+      hooks.onToken?.(token, step);
+      if (eos.has(token)) this.finishReason = "eos";
+      else if (step === this.maxNewTokens - 1) this.finishReason = "length";
+      decoded += detok.push(token) + (this.finishReason ? detok.flush() : "");
+
+      const hit = stops.map((s) => decoded.indexOf(s)).filter((i) => i >= 0);
+      if (hit.length) this.finishReason = "stop";
+      const end = hit.length ? Math.min(...hit) : this.finishReason ? decoded.length : decoded.length - heldBack(decoded, stops);
+      const text = end > this.text.length ? decoded.slice(this.text.length, end) : "";
+      this.text += text;
+      yield { token, step, text };
+      if (this.finishReason) return;
+
+      opts.signal?.throwIfAborted();
+      const next = llm.embedTokens.forward(Int32Array.of(token));
+      hidden = llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache }).hidden;
+      // let other work (a server's sockets, a terminal's signals, an abort) run between tokens
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      opts.signal?.throwIfAborted();
+    }
   }
 }

@@ -5,12 +5,11 @@
 import type { LoadedLlava } from "./load.js";
 import type { AnyresLayout } from "./anyres.js";
 import type { EncodedImages } from "./model.js";
-import { generateTokens, type SamplingOptions } from "./generate.js";
+import { Generation, type GenerationOptions } from "./generate.js";
 import type { RgbImage } from "../image/decode.js";
 import { anyresPreprocess, clipPreprocess, padPreprocess, type PixelTensor } from "../image/processor.js";
 import { Tensor } from "../tensor/tensor.js";
 import { expandImageTokens, tokenizerImageToken } from "../tokenizer/image-tokens.js";
-import { StreamingDetokenizer } from "../tokenizer/stream.js";
 
 /** Images as the model's pixel input: all tiles stacked, and each image's AnyRes layout. */
 export interface PreparedImages {
@@ -77,53 +76,16 @@ export function expandedIds(loaded: LoadedLlava, ids: number[], imageFeatures: T
   return expandImageTokens(ids, loaded.model.settings.imageTokenId, imageFeatures.map((f) => f.dim(0)));
 }
 
-export interface AnswerOptions extends SamplingOptions {
-  /** generation ends when the answer ends with one of these strings (removed from the answer) */
-  stop?: string[];
-}
-
 /**
- * Streams the answer to `prompt` as text pieces. Generation stops at EOS, a stop string or
- * `maxNewTokens`; text that might be the start of a stop string is held back until it is not.
+ * The generation of the answer to `prompt`: stops at EOS (the tokenizer's unless
+ * `eosTokenIds` says otherwise), a stop string, `maxNewTokens` or the end of the context.
  */
-export async function* streamAnswer(
-  loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: AnswerOptions,
-): AsyncGenerator<string> {
+export function answerGeneration(loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: GenerationOptions): Generation {
   const { embeds } = buildInputs(loaded, prompt, images.length ? prepareImages(loaded, images) : null);
-  const detok = new StreamingDetokenizer(loaded.tokenizer);
-  const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-  const eos = loaded.tokenizer.eosTokenId;
-  const eosTokenIds = opts.eosTokenIds ?? (eos === undefined || eos === null ? [] : [eos]);
-  let text = "";
-  let emitted = 0;
-  for await (const token of generateTokens(loaded.model, embeds, { ...opts, eosTokenIds })) {
-    text += detok.push(token);
-    const hit = stops.map((s) => text.indexOf(s)).filter((i) => i >= 0);
-    if (hit.length) {
-      const end = Math.min(...hit);
-      if (end > emitted) yield text.slice(emitted, end);
-      return;
-    }
-    const safe = text.length - heldBack(text, stops);
-    if (safe > emitted) {
-      yield text.slice(emitted, safe);
-      emitted = safe;
-    }
-  }
-  text += detok.flush();
-  if (text.length > emitted) yield text.slice(emitted);
+  return new Generation(loaded, embeds, opts);
 }
 
-/** Length of the longest suffix of `text` that is a proper prefix of a stop string. */
-function heldBack(text: string, stops: string[]): number {
-  let keep = 0;
-  for (const s of stops) {
-    for (let n = Math.min(s.length - 1, text.length); n > keep; n--) {
-      if (text.endsWith(s.slice(0, n))) {
-        keep = n;
-        break;
-      }
-    }
-  }
-  return keep;
+/** Streams the answer to `prompt` as text pieces (see answerGeneration). */
+export async function* streamAnswer(loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: GenerationOptions): AsyncGenerator<string> {
+  for await (const { text } of answerGeneration(loaded, prompt, images, opts)) if (text) yield text;
 }

@@ -1,6 +1,6 @@
 /**
- * Where a conversion writes: a hidden temporary folder (or file) beside the target, renamed
- * into place only when everything is written. A failed or interrupted conversion removes it, so
+ * Where a conversion (or `llava dump`) writes: a hidden temporary folder (or file) beside the
+ * target, renamed into place only when everything is written. A failed or interrupted conversion removes it, so
  * the target either does not exist or is complete; an existing target is only replaced with
  * `force`. Ctrl-C (SIGINT) and SIGTERM stop the conversion between two tensors.
  */
@@ -48,6 +48,30 @@ function checkTarget(target: string, force: boolean, flag: string): void {
   if (!force) throw new LlavaError(`${flag} ${target} already exists and is not empty; pass --force to replace it`);
 }
 
+/** Refuses an output folder that `writeOutputFolder` would refuse, before any work is done. */
+export function checkOutputFolder(out: string, force: boolean): void {
+  const target = path.resolve(out);
+  if (fs.existsSync(target) && !fs.statSync(target).isDirectory()) throw new LlavaError(`--out ${target} is a file, not a folder`);
+  checkTarget(target, force, "--out");
+}
+
+/**
+ * `mkdir -p` done level by level: Node's recursive mkdir loops forever where mkdir fails with
+ * ENOENT although the parent exists (under /proc).
+ */
+function makeFolders(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !fs.existsSync(d) && path.dirname(d) !== d; d = path.dirname(d)) missing.push(d);
+  for (const d of missing.reverse()) {
+    try {
+      fs.mkdirSync(d);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      throw new LlavaError(`cannot create the output folder ${d}: ${code === "ENOENT" ? "this file system does not allow it" : describeFsError(err)}`);
+    }
+  }
+}
+
 /** Moves `temp` to `target`, replacing a previous target (only reached with --force). */
 function commit(temp: string, target: string): void {
   const old = fs.existsSync(target) ? tempSibling(target).replace(".partial-", ".old-") : null;
@@ -66,12 +90,11 @@ function commit(temp: string, target: string): void {
  * failure the temporary folder is removed and `out` is left as it was.
  */
 export async function writeOutputFolder<T>(out: string, force: boolean, fill: (dir: string, interrupt: Interrupt) => Promise<T>): Promise<T> {
+  checkOutputFolder(out, force);
   const target = path.resolve(out);
-  checkTarget(target, force, "--out");
-  if (fs.existsSync(target) && !fs.statSync(target).isDirectory()) throw new LlavaError(`--out ${target} is a file, not a folder`);
   const temp = tempSibling(target);
+  makeFolders(path.dirname(target));
   try {
-    fs.mkdirSync(path.dirname(target), { recursive: true });
     fs.mkdirSync(temp);
   } catch (err) {
     throw new LlavaError(`cannot create the output folder ${target}: ${describeFsError(err)}`);
@@ -92,11 +115,7 @@ export async function writeOutputFile<T>(out: string, force: boolean, fill: (fil
   checkTarget(target, force, "output file");
   if (fs.existsSync(target) && fs.statSync(target).isDirectory()) throw new LlavaError(`output file ${target} is a folder`);
   const temp = tempSibling(target);
-  try {
-    fs.mkdirSync(path.dirname(target), { recursive: true });
-  } catch (err) {
-    throw new LlavaError(`cannot create the folder of ${target}: ${describeFsError(err)}`);
-  }
+  makeFolders(path.dirname(target));
   try {
     const result = await withSignals((interrupt) => fill(temp, interrupt));
     commit(temp, target);
