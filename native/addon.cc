@@ -236,28 +236,18 @@ napi_value bind_packed_matmul(Call& c) {
   return c.undefined();
 }
 
-// (x, y, out): n = out.length
-bool binary_args(Call& c, float*& x, float*& y, float*& out, int64_t& n) {
-  int64_t nx, ny;
-  return c.f32(c.arg(0, "x"), x, nx) && c.f32(c.arg(1, "y"), y, ny) && c.f32(c.arg(2, "out"), out, n) &&
-         c.need(nx >= n && ny >= n, "inputs of %lld and %lld values for an output of %lld", nx, ny, n);
-}
-
-napi_value bind_add(Call& c) {
+// (x, y, out): n = out.length, for the kernel in slot `kernel` (add or mul)
+template <void (*KernelTable::*kernel)(Pool*, const float*, const float*, float*, int64_t)>
+napi_value bind_elementwise(Call& c) {
   float *x, *y, *out;
-  int64_t n;
-  CHECK(binary_args(c, x, y, out, n));
-  c.kernels().add(c.pool(), x, y, out, n);
+  int64_t nx, ny, n;
+  CHECK(c.f32(c.arg(0, "x"), x, nx) && c.f32(c.arg(1, "y"), y, ny) && c.f32(c.arg(2, "out"), out, n));
+  CHECK(c.need(nx >= n && ny >= n, "inputs of %lld and %lld values for an output of %lld", nx, ny, n));
+  (c.kernels().*kernel)(c.pool(), x, y, out, n);
   return c.undefined();
 }
-
-napi_value bind_mul(Call& c) {
-  float *x, *y, *out;
-  int64_t n;
-  CHECK(binary_args(c, x, y, out, n));
-  c.kernels().mul(c.pool(), x, y, out, n);
-  return c.undefined();
-}
+napi_value bind_add(Call& c) { return bind_elementwise<&KernelTable::add>(c); }
+napi_value bind_mul(Call& c) { return bind_elementwise<&KernelTable::mul>(c); }
 
 napi_value bind_add_broadcast(Call& c) {
   float *x, *y, *out;
@@ -469,41 +459,44 @@ napi_value bind_attention_backward(Call& c) {
   return c.undefined();
 }
 
-// ids (each a row of a table of `dim` columns), the rows array of `rows_total` values, and the
-// per-id array `per_id` that needs ids * dim values
-bool embedding_args(Call& c, const Field& fids, int32_t*& ids, int64_t& ni, int64_t& dim, int64_t rows_total, const char* per_id,
-                    int64_t n_per_id) {
-  if (!(c.i32(fids, ids, ni) && c.count(c.arg(2, "dim"), dim, 1) &&
-        c.need(n_per_id >= ni * dim, per_id, n_per_id, ni * dim)))
+// embedding (table, ids, dim, out) and its backward (ids, dy, dim, dtable): each id picks a row
+// of `dim` values of the table; the other array holds a row per id
+struct EmbeddingArgs {
+  float* table;
+  int32_t* ids;
+  float* per_id;
+  int64_t count, dim;
+};
+
+bool embedding_args(Call& c, const Field& table, const Field& ids, const Field& per_id, EmbeddingArgs& e) {
+  int64_t nt, np;
+  if (!(c.f32(table, e.table, nt) && c.i32(ids, e.ids, e.count) && c.f32(per_id, e.per_id, np) &&
+        c.count(c.arg(2, "dim"), e.dim, 1)))
     return false;
-  for (int64_t i = 0; i < ni; i++)
-    if (ids[i] < 0 || ids[i] >= rows_total / dim) {
-      char msg[160];
-      std::snprintf(msg, sizeof msg, "id %d at index %lld is outside [0, %lld)", ids[i], (long long)i, (long long)(rows_total / dim));
+  char msg[160];
+  if (np < e.count * e.dim) {
+    std::snprintf(msg, sizeof msg, "%s has %lld values, needs %lld", per_id.name, (long long)np, (long long)(e.count * e.dim));
+    return c.fail(msg);
+  }
+  for (int64_t i = 0; i < e.count; i++)
+    if (e.ids[i] < 0 || e.ids[i] >= nt / e.dim) {
+      std::snprintf(msg, sizeof msg, "id %d at index %lld is outside [0, %lld)", e.ids[i], (long long)i, (long long)(nt / e.dim));
       return c.fail(msg);
     }
   return true;
 }
 
 napi_value bind_embedding(Call& c) {
-  // (table, ids, dim, out)
-  float *table, *out;
-  int32_t* ids;
-  int64_t nt, ni, dim, no;
-  CHECK(c.f32(c.arg(0, "table"), table, nt) && c.f32(c.arg(3, "out"), out, no));
-  CHECK(embedding_args(c, c.arg(1, "ids"), ids, ni, dim, nt, "out has %lld values, needs %lld", no));
-  c.kernels().embedding(c.pool(), table, ids, ni, dim, out);
+  EmbeddingArgs e;
+  CHECK(embedding_args(c, c.arg(0, "table"), c.arg(1, "ids"), c.arg(3, "out"), e));
+  c.kernels().embedding(c.pool(), e.table, e.ids, e.count, e.dim, e.per_id);
   return c.undefined();
 }
 
 napi_value bind_embedding_backward(Call& c) {
-  // (ids, dy, dim, dtable)
-  float *dy, *dtable;
-  int32_t* ids;
-  int64_t ni, ng, dim, nt;
-  CHECK(c.f32(c.arg(1, "dy"), dy, ng) && c.f32(c.arg(3, "dtable"), dtable, nt));
-  CHECK(embedding_args(c, c.arg(0, "ids"), ids, ni, dim, nt, "dy has %lld values, needs %lld", ng));
-  c.kernels().embedding_backward(c.pool(), ids, ni, dy, dim, dtable);
+  EmbeddingArgs e;
+  CHECK(embedding_args(c, c.arg(3, "dtable"), c.arg(0, "ids"), c.arg(1, "dy"), e));
+  c.kernels().embedding_backward(c.pool(), e.ids, e.count, e.per_id, e.dim, e.table);
   return c.undefined();
 }
 

@@ -29,12 +29,7 @@ namespace {
 static void micro_kernel_bf16(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc, int mr,
                               int nr, bool add) {
   vf c0[MR], c1[MR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) {
-    c0[r] = c1[r] = vf{};
-    __builtin_prefetch(C + r * ldc, 1, 3);
-    __builtin_prefetch(C + r * ldc + NR - 1, 1, 3);
-  }
+  tile_begin(c0, c1, C, ldc);
   for (int64_t p = 0; p < kc; p++) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_ps(B), b1 = (__m512bh)_mm512_loadu_ps(B + W);
 #pragma GCC unroll 16

@@ -28,7 +28,17 @@ struct BSrc {
   bool wtrans;
 };
 
-// An MR x NR register tile (rows of c0 | c1) into C's mr x nr corner, stored or added.
+// Zeroes an MR x NR register tile (rows of c0 | c1) and starts fetching the C tile it ends in.
+static inline void tile_begin(vf* c0, vf* c1, const float* C, int64_t ldc) {
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) {
+    c0[r] = c1[r] = vf{};
+    __builtin_prefetch(C + r * ldc, 1, 3);
+    __builtin_prefetch(C + r * ldc + NR - 1, 1, 3);
+  }
+}
+
+// The register tile into C's mr x nr corner, stored or added.
 static inline void store_tile(const vf* c0, const vf* c1, float* C, int64_t ldc, int mr, int nr, bool add) {
   if (mr == MR && nr == NR) {
 #pragma GCC unroll 16
@@ -56,13 +66,7 @@ static inline void store_tile(const vf* c0, const vf* c1, float* C, int64_t ldc,
 static void micro_kernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc, int mr,
                          int nr, bool add) {
   vf c0[MR], c1[MR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) {
-    c0[r] = c1[r] = vf{};
-    // the C tile is read at the end: start fetching it now
-    __builtin_prefetch(C + r * ldc, 1, 3);
-    __builtin_prefetch(C + r * ldc + NR - 1, 1, 3);
-  }
+  tile_begin(c0, c1, C, ldc);
   for (int64_t p = 0; p < kc; p++) {
     vf b0 = vload(B), b1 = vload(B + W);
 #pragma GCC unroll 16

@@ -58,33 +58,11 @@ export interface PackedMatmulParams {
 
 /**
  * The functions the addon exports (native/addon.cc, one per kernel of native/kernel_list.h):
- * the Backend kernels with arrays as positional arguments, the others in one parameter object
- * where there are many, plus the settings.
+ * the Backend's kernels with the Backend's arguments, except packedMatmul, which takes its
+ * per-call choices in one object; and the settings.
  */
-export interface NativeAddon {
-  gemm(a: Float32Array, b: Float32Array, c: Float32Array, p: GemmParams): void;
+export interface NativeAddon extends Omit<Backend, "name" | "packedMatmul"> {
   packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, p: PackedMatmulParams): void;
-  add(x: Float32Array, y: Float32Array, out: Float32Array): void;
-  addBroadcast(x: Float32Array, y: Float32Array, out: Float32Array): void;
-  mul(x: Float32Array, y: Float32Array, out: Float32Array): void;
-  scale(x: Float32Array, s: number, out: Float32Array): void;
-  accumulate(y: Float32Array, x: Float32Array): void;
-  sumRows(x: Float32Array, rowLength: number, out: Float32Array): void;
-  activation(kind: Activation, x: Float32Array, out: Float32Array): void;
-  activationBackward(kind: Activation, x: Float32Array, dy: Float32Array, dx: Float32Array): void;
-  layerNorm(x: Float32Array, w: Float32Array, b: Float32Array, dim: number, eps: number, out: Float32Array): void;
-  layerNormBackward(x: Float32Array, w: Float32Array, dy: Float32Array, dim: number, eps: number, dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null): void;
-  rmsNorm(x: Float32Array, w: Float32Array, dim: number, eps: number, out: Float32Array): void;
-  rmsNormBackward(x: Float32Array, w: Float32Array, dy: Float32Array, dim: number, eps: number, dx: Float32Array | null, dw: Float32Array | null): void;
-  rope(x: Float32Array, positions: Int32Array, heads: number, headDim: number, invFreq: Float64Array, inverse: boolean, out: Float32Array): void;
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, p: AttentionParams): void;
-  attentionBackward(
-    q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
-    dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null, p: AttentionParams,
-  ): void;
-  embedding(table: Float32Array, ids: Int32Array, dim: number, out: Float32Array): void;
-  embeddingBackward(ids: Int32Array, dy: Float32Array, dim: number, dtable: Float32Array): void;
-  crossEntropy(logits: Float32Array, targets: Int32Array, vocab: number, ignoreIndex: number, dlogits: Float32Array | null): number;
   /** GB/s of reading x `reps` times with every pool thread */
   bandwidth(x: Float32Array, reps: number): number;
   settings(): NativeSettings;

@@ -403,4 +403,9 @@ test("native kernels reject bad arguments with JavaScript errors", { skip }, () 
   assert.throws(() => be.packedMatmul(a, { format: "q4_0", rows: 1, cols: 6, data: new Uint8Array(18) }, a, 1, false, false), /multiple of 32/);
   assert.throws(() => be.attention(a, a, a, a, { batch: 1, tq: 1, tk: 1, heads: 3, kvHeads: 2, headDim: 2, scale: 1 }), /not a multiple of kvHeads/);
   assert.throws(() => addon!.configure({ isa: "sparc" }), /not available/);
+  // parameter objects: present, with known names and numbers
+  assert.throws(() => addon!.gemm(a, a, a, undefined as unknown as { m: number; n: number; k: number }), (e: Error) => e instanceof TypeError && /native gemm: params must be an object/.test(e.message));
+  assert.throws(() => be.packedMatmul(a, { format: "q2_k" as "q4_0", rows: 1, cols: 6, data: new Uint8Array(18) }, a, 1, false, false), /native packedMatmul: unknown format "q2_k"/);
+  assert.throws(() => be.activation("tanh" as "gelu", a, a), /native activation: unknown activation "tanh"/);
+  assert.throws(() => be.attention(a, a, a, a, { batch: 1, tq: 1, tk: 1, kvHeads: 1, headDim: 2, scale: 1 } as AttentionParams), /native attention: heads must be a number/);
 });
