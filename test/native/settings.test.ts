@@ -12,7 +12,8 @@ import { bf16DotUnavailable, createBackend } from "../../src/tensor/backends.js"
 import { NativeBackend } from "../../src/tensor/native-backend.js";
 import { packMatrix } from "../../src/tensor/packed.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
-import { ROOT } from "../helpers/paths.js";
+import { llava } from "../helpers/cli.js";
+import { IMAGES, MODELS, ROOT } from "../helpers/paths.js";
 import { randn, tryLoadAddon } from "./helpers.js";
 
 const { addon, skip } = tryLoadAddon();
@@ -109,9 +110,22 @@ test("bf16DotUnavailable: says why and what is done instead, or nothing where bf
       be.configure({ isa });
       const why = bf16DotUnavailable(be);
       if (be.settings.bf16DotSupported) assert.equal(why, undefined, isa);
-      else assert.match(why!, new RegExp(`kernel variant ${isa}\\) has no bf16 dot-product instruction \\(AVX512-BF16\\), so bf16 weights multiply f32 activations exactly`));
+      else assert.match(why!, new RegExp(`^the ${isa} kernels in use have no bf16 dot-product instruction \\(AVX512-BF16.*so bf16 weights multiply f32 activations exactly`));
     }
   });
+});
+
+test("--dtype bf16 says in one warning line when bf16 dot products are not used, and why", () => {
+  const run = (backend: string) =>
+    llava(["run", "--model-path", path.join(MODELS, "tiny-llava-1.5-mha"), "--image-file", path.join(IMAGES, "gradient_640x480.png"), "--query", "hi", "--dtype", "bf16", "--backend", backend, "--max-new-tokens", "1", "--temperature", "0"]);
+  const warnings = (stderr: string) => stderr.split("\n").filter((l) => l.startsWith("[WARNING] --dtype bf16: "));
+  const ref = run("ref");
+  assert.equal(ref.status, 0, ref.stderr);
+  assert.deepEqual(warnings(ref.stderr), [`[WARNING] --dtype bf16: ${bf16DotUnavailable(new RefBackend())}`]);
+  if (skip) return;
+  const native = run("native");
+  assert.equal(native.status, 0, native.stderr);
+  assert.equal(warnings(native.stderr).length, addon!.settings().bf16DotSupported ? 0 : 1, native.stderr);
 });
 
 test("LLAVA_THREADS sizes the pool when the process creates its first native backend, and never again", { skip }, () => {
