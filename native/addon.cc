@@ -254,7 +254,8 @@ napi_value bind_add_broadcast(Call& c) {
   int64_t nx, ny, n;
   CHECK(c.f32(c.arg(0, "x"), x, nx) && c.f32(c.arg(1, "y"), y, ny) && c.f32(c.arg(2, "out"), out, n));
   CHECK(c.need(ny > 0 || n == 0, "y is empty"));
-  CHECK(c.need(nx >= n && (n == 0 || n % ny == 0), "x has %lld values, out %lld, y %lld: out must be whole rows of y", nx, n, ny));
+  CHECK(c.need(nx >= n && (n == 0 || n % ny == 0), "x has %lld values, out %lld, y %lld: out must be whole rows of y", nx, n,
+               ny));
   if (n > 0) c.kernels().add_broadcast(c.pool(), x, y, ny, out, n);
   return c.undefined();
 }

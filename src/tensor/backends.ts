@@ -75,9 +75,9 @@ export function createBackend(opts: BackendOptions = {}): Backend {
     exactQuant: opts.exactQuant ?? process.env.LLAVA_EXACT_QUANT === "1",
     bf16Dot: opts.bf16Dot ?? process.env.LLAVA_BF16_DOT === "1",
   });
-  const firstThreads = envThreadsApplied.has(addon) ? undefined : envThreads;
+  const wanted = threads ?? (envThreadsApplied.has(addon) ? undefined : envThreads);
   envThreadsApplied.add(addon);
-  if ((threads ?? firstThreads) !== undefined) backend.configure({ threads: threads ?? firstThreads });
+  if (wanted !== undefined) backend.configure({ threads: wanted });
   return backend;
 }
 
