@@ -90,18 +90,6 @@ test("settings: a second backend's bf16Dot and exactQuant leave the first's resu
   assert.equal(plain.some((x, i) => x !== before[i]), fast.settings.bf16DotSupported);
 });
 
-test("settings: configure checks the whole change before applying any of it", { skip }, () => {
-  keepingSettings(() => {
-    const before = addon!.configure({ threads: 1 });
-    assert.throws(() => addon!.configure({ threads: 2, isa: "sparc" }), /native configure: kernel variant "sparc" is not available/);
-    for (const threads of [0, 1025, 1.5, -1]) assert.throws(() => addon!.configure({ threads, isa: before.isas.at(-1) }), RangeError);
-    assert.throws(() => addon!.configure({ threads: "2" as unknown as number }), TypeError);
-    assert.throws(() => addon!.configure({ isa: 3 as unknown as string }), /isa must be a string/);
-    assert.throws(() => addon!.configure(null as unknown as object), /settings must be an object/);
-    assert.deepEqual(addon!.settings(), before);
-  });
-});
-
 test("bf16DotUnavailable: says why and what is done instead, or nothing where bf16 dot products run", { skip }, () => {
   assert.match(bf16DotUnavailable(new RefBackend())!, /the ref backend has no bf16 dot products, so bf16 weights multiply f32 activations exactly instead/);
   keepingSettings(() => {
