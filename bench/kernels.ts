@@ -49,13 +49,14 @@ const exact = new NativeBackend(addon, { exactQuant: true });
 const THREADS = [1, 2];
 const readGBps = new Map<number, number>(); // threads -> median read bandwidth
 
-emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: native.threads });
+const { isa, isas, threads: hardwareThreads } = native.settings;
+emit({ bench: "setup", isa, isas, hardwareThreads });
 
 // memory bandwidth: read a 256 MiB array (far beyond the caches)
 {
   const big = random(64 << 20, 1);
   for (const t of THREADS) {
-    native.setThreads(t);
+    native.configure({ threads: t });
     const runs = Array.from({ length: quick ? 3 : 7 }, () => addon.bandwidth(big, 2)).sort((a, b) => a - b);
     readGBps.set(t, runs[Math.floor(runs.length / 2)]);
     emit({ bench: "bandwidth_read", threads: t, GBps: round(runs[Math.floor(runs.length / 2)]), bestGBps: round(runs[runs.length - 1]) });
@@ -71,7 +72,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
   const flop = 2 * n * n * n;
   for (const transB of [false, true]) {
     for (const t of THREADS) {
-      native.setThreads(t);
+      native.configure({ threads: t });
       const s = time(quick ? 3 : 9, () => native.gemm(a, b, c, { m: n, n, k: n, transB }));
       emit({ bench: "gemm_f32", m: n, n, k: n, transB, threads: t, GFLOPs: round(flop / s.median / 1e9), bestGFLOPs: round(flop / s.best / 1e9) });
     }
@@ -89,7 +90,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
   const y = new Float32Array(n);
   for (const transB of [true, false]) {
     for (const t of THREADS) {
-      native.setThreads(t);
+      native.configure({ threads: t });
       const s = time(quick ? 8 : 24, (r) => native.gemm(x, ws[(r + copies) % copies], y, { m: 1, n, k, transB }));
       emit({
         bench: "gemv_f32", m: 1, n, k, transB, threads: t,
@@ -116,7 +117,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
     const bytes = first.data.length;
     const paths: Array<[string, NativeBackend]> = format[0] === "q" ? [["integer", native], ["exact", exact]] : [["exact", native]];
     for (const t of THREADS) {
-      native.setThreads(t);
+      native.configure({ threads: t });
       for (const [path, be] of paths) {
         const f = time(quick ? 8 : 24, (r) => be.packedMatmul(x, ws[(r + copies) % copies], y, 1, false, false));
         emit({
@@ -129,7 +130,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
       emit({ bench: "packed_matmul", format, path: "exact", m: 1, rows, cols, transposed: true, threads: t, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
     }
     // prefill-sized m: integer panels, or the decoded weights feeding the f32 GEMM micro-kernel
-    native.setThreads(1);
+    native.configure({ threads: 1 });
     const m = 256;
     const xa = random(m * cols, 8);
     const ya = new Float32Array(m * rows);
@@ -137,10 +138,10 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
       const p = time(quick ? 2 : 5, () => be.packedMatmul(xa, first, ya, m, false, false));
       emit({ bench: "packed_matmul", format, path, m, rows, cols, transposed: false, threads: 1, GFLOPs: round((2 * m * rows * cols) / p.median / 1e9) });
     }
-    if (format === "bf16" && native.setBf16Dot(true)) {
-      const d = time(quick ? 2 : 5, () => native.packedMatmul(xa, first, ya, m, false, false));
+    if (format === "bf16" && native.settings.bf16DotSupported) {
+      const bf16Dot = new NativeBackend(addon, { bf16Dot: true });
+      const d = time(quick ? 2 : 5, () => bf16Dot.packedMatmul(xa, first, ya, m, false, false));
       emit({ bench: "packed_matmul", format, path: "bf16dot", m, rows, cols, transposed: false, threads: 1, GFLOPs: round((2 * m * rows * cols) / d.median / 1e9) });
-      native.setBf16Dot(false);
     }
   }
 }
@@ -155,7 +156,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
   const out = new Float32Array(n);
   const flop = 4 * p.tq * p.tk * p.heads * p.headDim;
   for (const t of THREADS) {
-    native.setThreads(t);
+    native.configure({ threads: t });
     const f = time(quick ? 3 : 7, () => native.attention(q, k, v, out, p));
     const dq = new Float32Array(n);
     const dk = new Float32Array(n);
@@ -171,7 +172,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
   const qd = random(d.heads * d.headDim, 25);
   const od = new Float32Array(qd.length);
   for (const t of THREADS) {
-    native.setThreads(t);
+    native.configure({ threads: t });
     const s = time(quick ? 5 : 15, () => native.attention(qd, kd, vd, od, d));
     emit({ bench: "attention_decode", ...d, threads: t, ms: round(s.median * 1e3, 3), GBps: round((8 * kv) / s.median / 1e9) });
   }
@@ -179,7 +180,7 @@ emit({ bench: "setup", isa: addon.isa(), isas: addon.isas(), hardwareThreads: na
 
 // per-call overhead: a tiny kernel
 {
-  native.setThreads(2);
+  native.configure({ threads: 2 });
   const x = random(16, 30);
   const out = new Float32Array(16);
   const calls = 200_000;

@@ -18,22 +18,22 @@ struct Registry {
       for (int pass = 0; pass < 2; pass++) {
         const bool vnni = pass == 0;
         if (vnni && !__builtin_cpu_supports("avx512vnni")) continue;
-        fill_avx512(tables[n]);
-        if (vnni) fill_avx512vnni(tables[n]);
-        if (__builtin_cpu_supports("avx512bf16")) fill_avx512bf16(tables[n]);
+        v_avx512::fill(tables[n]);
+        if (vnni) v_avx512vnni::fill(tables[n]);
+        if (__builtin_cpu_supports("avx512bf16")) v_avx512bf16::fill(tables[n]);
         tables[n].name = vnni ? "avx512vnni" : "avx512";
         list[n] = &tables[n];
         n++;
       }
     }
     if (avx2) {
-      fill_avx2(tables[n]);
+      v_avx2::fill(tables[n]);
       tables[n].name = "avx2";
       list[n] = &tables[n];
       n++;
     }
 #endif
-    fill_portable(tables[n]);
+    v_portable::fill(tables[n]);
     tables[n].name = "portable";
     list[n] = &tables[n];
   }

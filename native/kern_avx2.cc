@@ -1,4 +1,3 @@
 // The avx2 kernel variant (target flags come from binding.gyp).
 #define LLAVA_VARIANT v_avx2
-#define LLAVA_FILL fill_avx2
 #include "impl/variant.h"

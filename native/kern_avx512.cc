@@ -1,6 +1,5 @@
 // The avx512 kernel variant (target flags come from binding.gyp).
 #define LLAVA_VARIANT v_avx512
-#define LLAVA_FILL fill_avx512
 #include "impl/variant.h"
 
 // The integer-activation products (impl/qdot.h) again with AVX512-VNNI dot products (vpdpbusd),
@@ -17,9 +16,9 @@ namespace {
 #include "impl/packed.h"
 #include "impl/qdot.h"
 }  // namespace
+
+LLAVA_DEFINE_FILL  // packed_matmul_qdot only
+
 }  // namespace v_avx512vnni
-
-void fill_avx512vnni(KernelTable& t) { t.packed_matmul_qdot = v_avx512vnni::k_packed_matmul_qdot; }
-
 }  // namespace llava
 #pragma GCC pop_options

@@ -15,6 +15,9 @@
 
 namespace llava {
 namespace v_avx512bf16 {
+// a named namespace, so that the fill below sees only k_packed_matmul_bf16dot, not the shared
+// headers' kernels
+namespace impl {
 namespace {
 
 #include "impl/simd.h"
@@ -25,31 +28,20 @@ namespace {
 // MR x NR tile over kc pairs: A panel holds pairs (a[2p], a[2p+1]) per row, B panel pairs per column.
 static void micro_kernel_bf16(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc, int mr,
                               int nr, bool add) {
-  __m512 c0[MR], c1[MR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) {
-    c0[r] = c1[r] = _mm512_setzero_ps();
-    __builtin_prefetch(C + r * ldc, 1, 3);
-    __builtin_prefetch(C + r * ldc + NR - 1, 1, 3);
-  }
+  vf c0[MR], c1[MR];
+  tile_begin(c0, c1, C, ldc);
   for (int64_t p = 0; p < kc; p++) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_ps(B), b1 = (__m512bh)_mm512_loadu_ps(B + W);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
       const __m512bh a = (__m512bh)_mm512_set1_ps(A[r]);
-      c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
-      c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
+      c0[r] = (vf)_mm512_dpbf16_ps((__m512)c0[r], a, b0);
+      c1[r] = (vf)_mm512_dpbf16_ps((__m512)c1[r], a, b1);
     }
     A += MR;
     B += NR;
   }
-  alignas(64) float tile[MR * NR];
-  for (int r = 0; r < MR; r++) {
-    _mm512_store_ps(tile + r * NR, c0[r]);
-    _mm512_store_ps(tile + r * NR + W, c1[r]);
-  }
-  for (int r = 0; r < mr; r++)
-    for (int c = 0; c < nr; c++) C[r * ldc + c] = add ? C[r * ldc + c] + tile[r * NR + c] : tile[r * NR + c];
+  store_tile(c0, c1, C, ldc, mr, nr, add);
 }
 
 // rows of f32 activations -> bf16 pairs (as 32-bit units), round to nearest even
@@ -73,8 +65,6 @@ static void to_bf16_pairs(const float* a, int64_t m, int64_t k, uint32_t* out) {
   }
 }
 
-}  // namespace
-
 // C[m, rows] (+)= bf16(A[m, cols]) · Wᵀ for a bf16 W with an even column count.
 void bf16dot_matmul(Pool* pool, const float* a, const PackedW& w, float* c, int64_t m, bool acc) {
   const int64_t kp = w.cols / 2, n = w.rows;
@@ -86,8 +76,11 @@ void bf16dot_matmul(Pool* pool, const float* a, const PackedW& w, float* c, int6
   gemm_blocked<micro_kernel_bf16>(ex, m, n, kp, A, B, c, n, acc);
 }
 
+}  // namespace
+}  // namespace impl
+
+constexpr auto k_packed_matmul_bf16dot = &impl::bf16dot_matmul;
+LLAVA_DEFINE_FILL
+
 }  // namespace v_avx512bf16
-
-void fill_avx512bf16(KernelTable& t) { t.packed_matmul_bf16dot = v_avx512bf16::bf16dot_matmul; }
-
 }  // namespace llava

@@ -4,6 +4,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
+
+#include "kernel_list.h"
 
 namespace llava {
 
@@ -23,6 +26,9 @@ constexpr int kScratchSlots = 7;
 // ---- kernel parameters ----
 enum Act : int { ACT_GELU = 0, ACT_QUICK_GELU = 1, ACT_SILU = 2, ACT_GELU_TANH = 3, ACT_RELU = 4 };
 enum Fmt : int { FMT_BF16 = 0, FMT_F16 = 1, FMT_Q8_0 = 2, FMT_Q4_0 = 3 };
+// their names in JavaScript (Activation in backend.ts, PackedFormat in packed.ts), by code
+constexpr const char* kActNames[] = {"gelu", "quick_gelu", "silu", "gelu_tanh", "relu"};
+constexpr const char* kFmtNames[] = {"bf16", "f16", "q8_0", "q4_0"};
 
 struct PackedW {
   int fmt;
@@ -39,48 +45,30 @@ struct AttnShape {
   int64_t window;
 };
 
+// The kernel table: one slot per kernel of kernel_list.h.
 struct KernelTable {
   const char* name;
-  void (*gemm)(Pool*, int64_t m, int64_t n, int64_t k, const float* a, bool ta, const float* b, bool tb, float* c, bool acc);
-  // exact: packed weights decoded to f32, f32 activations (impl/packed.h, impl/gemm.h)
-  void (*packed_matmul)(Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc);
-  // q8_0/q4_0 forward with integer-quantized activations and integer block dot products (impl/qdot.h)
-  void (*packed_matmul_qdot)(Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool acc);
-  void (*add)(Pool*, const float* x, const float* y, float* out, int64_t n);
-  void (*add_broadcast)(Pool*, const float* x, const float* y, int64_t ny, float* out, int64_t n);
-  void (*mul)(Pool*, const float* x, const float* y, float* out, int64_t n);
-  void (*scale)(Pool*, const float* x, double s, float* out, int64_t n);
-  void (*accumulate)(Pool*, float* y, const float* x, int64_t n);
-  void (*sum_rows)(Pool*, const float* x, int64_t rows, int64_t len, float* out);
-  void (*activation)(Pool*, int act, const float* x, float* out, int64_t n);
-  void (*activation_backward)(Pool*, int act, const float* x, const float* dy, float* dx, int64_t n);
-  void (*layer_norm)(Pool*, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, double eps, float* out);
-  void (*layer_norm_backward)(Pool*, const float* x, const float* w, const float* dy, int64_t rows, int64_t dim, double eps,
-                              float* dx, float* dw, float* db);
-  void (*rms_norm)(Pool*, const float* x, const float* w, int64_t rows, int64_t dim, double eps, float* out);
-  void (*rms_norm_backward)(Pool*, const float* x, const float* w, const float* dy, int64_t rows, int64_t dim, double eps,
-                            float* dx, float* dw);
-  void (*rope)(Pool*, const float* x, const int32_t* pos, int64_t rows, int64_t heads, int64_t head_dim,
-               const double* inv_freq, bool inverse, float* out);
-  void (*attention)(Pool*, const float* q, const float* k, const float* v, float* out, const AttnShape& s);
-  void (*attention_backward)(Pool*, const float* q, const float* k, const float* v, const float* dout,
-                             float* dq, float* dk, float* dv, const AttnShape& s);
-  void (*embedding)(Pool*, const float* table, const int32_t* ids, int64_t count, int64_t dim, float* out);
-  void (*embedding_backward)(Pool*, const int32_t* ids, int64_t count, const float* dy, int64_t dim, float* dtable);
-  double (*cross_entropy)(Pool*, const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                          int32_t ignore, float* dlogits);
-  // Optional (null unless the CPU has AVX512-BF16): bf16 W, forward, activations rounded to bf16.
-  void (*packed_matmul_bf16dot)(Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool acc);
-  // Reads x (n floats) `reps` times on every pool thread's share; returns a checksum.
-  double (*read_sum)(Pool*, const float* x, int64_t n, int reps);
+  LLAVA_KERNELS(LLAVA_KERNEL_FIELD_K, LLAVA_KERNEL_FIELD)
 };
 
-void fill_portable(KernelTable& t);
+// What a variant's fill finds for a kernel it does not define (kernel_list.h).
+struct Absent {};
+LLAVA_KERNELS(LLAVA_KERNEL_ABSENT_K, LLAVA_KERNEL_ABSENT)
+template <class F>
+inline void set_slot(F& slot, F fn) {
+  slot = fn;
+}
+template <class F>
+inline void set_slot(F&, Absent) {}
+
+// Each variant's fill (LLAVA_DEFINE_FILL), in the variant's namespace. The overlays fill only
+// their own kernels into a table their base variant filled first (dispatch.cc).
+namespace v_portable { void fill(KernelTable& t); }
 #if defined(LLAVA_X86)
-void fill_avx2(KernelTable& t);
-void fill_avx512(KernelTable& t);
-void fill_avx512bf16(KernelTable& t);  // adds packed_matmul_bf16dot to an AVX-512 table
-void fill_avx512vnni(KernelTable& t);  // replaces packed_matmul_qdot of an AVX-512 table (kern_avx512.cc)
+namespace v_avx2 { void fill(KernelTable& t); }
+namespace v_avx512 { void fill(KernelTable& t); }
+namespace v_avx512vnni { void fill(KernelTable& t); }  // overlay: VNNI integer products (kern_avx512.cc)
+namespace v_avx512bf16 { void fill(KernelTable& t); }  // overlay: bf16 dot products
 #endif
 
 // Kernel variants this CPU can run, best first (dispatch.cc). Null-terminated.

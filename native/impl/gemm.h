@@ -28,27 +28,18 @@ struct BSrc {
   bool wtrans;
 };
 
-static void micro_kernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc, int mr,
-                         int nr, bool add) {
-  vf c0[MR], c1[MR];
+// Zeroes an MR x NR register tile (rows of c0 | c1) and starts fetching the C tile it ends in.
+static inline void tile_begin(vf* c0, vf* c1, const float* C, int64_t ldc) {
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++) {
     c0[r] = c1[r] = vf{};
-    // the C tile is read at the end: start fetching it now
     __builtin_prefetch(C + r * ldc, 1, 3);
     __builtin_prefetch(C + r * ldc + NR - 1, 1, 3);
   }
-  for (int64_t p = 0; p < kc; p++) {
-    vf b0 = vload(B), b1 = vload(B + W);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
-      vf a = vset(A[r]);
-      c0[r] += a * b0;
-      c1[r] += a * b1;
-    }
-    A += MR;
-    B += NR;
-  }
+}
+
+// The register tile into C's mr x nr corner, stored or added.
+static inline void store_tile(const vf* c0, const vf* c1, float* C, int64_t ldc, int mr, int nr, bool add) {
   if (mr == MR && nr == NR) {
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
@@ -70,6 +61,24 @@ static void micro_kernel(int64_t kc, const float* __restrict A, const float* __r
   }
   for (int r = 0; r < mr; r++)
     for (int c = 0; c < nr; c++) C[r * ldc + c] = add ? C[r * ldc + c] + tile[r * NR + c] : tile[r * NR + c];
+}
+
+static void micro_kernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc, int mr,
+                         int nr, bool add) {
+  vf c0[MR], c1[MR];
+  tile_begin(c0, c1, C, ldc);
+  for (int64_t p = 0; p < kc; p++) {
+    vf b0 = vload(B), b1 = vload(B + W);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      vf a = vset(A[r]);
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+    A += MR;
+    B += NR;
+  }
+  store_tile(c0, c1, C, ldc, mr, nr, add);
 }
 
 // op(A)[i0 .. i0+mc, p0 .. p0+kc) into MR-row panels, k-major, zero-padded.

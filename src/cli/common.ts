@@ -4,7 +4,7 @@ import {
   convModeForModelName, convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, type Conversation,
 } from "../llava/conversation.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
-import { createBackend } from "../tensor/backends.js";
+import { bf16DotUnavailable, createBackend } from "../tensor/backends.js";
 import type { GenerationOptions } from "../llava/generate.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -100,9 +100,12 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
     throw new LlavaError(`--backend must be native, ref or auto, got "${String(backendName)}"`);
   }
   const threads = v.threads === undefined ? undefined : numberOption(v, "threads", 0, (x) => Number.isInteger(x) && x >= 1 && x <= 1024, "a whole number from 1 to 1024");
+  // bf16 weights multiply bf16-rounded activations, as a bf16 model does in PyTorch
+  const backend = createBackend({ name: backendName, threads, bf16Dot: dtype === "bf16" });
+  const noBf16Dot = dtype === "bf16" && bf16DotUnavailable(backend);
+  if (noBf16Dot) process.stderr.write(`[WARNING] --dtype bf16: ${noBf16Dot}\n`);
   const loaded = await loadLlava(modelPath, {
-    // bf16 weights multiply bf16-rounded activations, as a bf16 model does in PyTorch
-    backend: createBackend({ name: backendName, threads, bf16Dot: dtype === "bf16" }),
+    backend,
     visionTower: v["vision-tower"] as string | undefined,
     modelBase: v["model-base"] as string | undefined,
     dtype,

@@ -7,7 +7,7 @@
  * few float32 ulps times the length of a sum; norms, sumRows, crossEntropy and softmax
  * denominators sum in double like the reference. packedMatmul decodes bf16/f16 weights exactly
  * to f32 and multiplies with f32 activations, so those products differ from the reference only
- * in summation order (unless setBf16Dot(true) trades that for speed). Forward products with
+ * in summation order (unless the bf16Dot option trades that for speed). Forward products with
  * q8_0/q4_0 weights quantize the activations per block of 32 to integers — 8 bits for q4_0
  * like llama.cpp's Q8_0 (about 0.4% relative error for uniform activations), 16 bits for q8_0
  * (about 0.002%) — and use integer dot products; native/README.md gives the exact rule, the
@@ -19,57 +19,56 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Activation, AttentionParams, Backend, GemmParams } from "./backend.js";
-import type { PackedFormat, PackedMatrix } from "./packed.js";
+import type { PackedMatrix } from "./packed.js";
 import { LlavaError } from "../util/errors.js";
 
-/** The functions the addon exports (native/addon.cc). */
-export interface NativeAddon {
-  gemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void;
-  /** exactQuant: q8_0/q4_0 forward products with f32 activations instead of int8 ones */
-  packedMatmul(a: Float32Array, data: Uint8Array, format: number, rows: number, cols: number, c: Float32Array, m: number, transposed: boolean, accumulate: boolean, exactQuant: boolean): void;
-  add(x: Float32Array, y: Float32Array, out: Float32Array): void;
-  addBroadcast(x: Float32Array, y: Float32Array, out: Float32Array): void;
-  mul(x: Float32Array, y: Float32Array, out: Float32Array): void;
-  scale(x: Float32Array, s: number, out: Float32Array): void;
-  accumulate(y: Float32Array, x: Float32Array): void;
-  sumRows(x: Float32Array, rowLength: number, out: Float32Array): void;
-  activation(kind: number, x: Float32Array, out: Float32Array): void;
-  activationBackward(kind: number, x: Float32Array, dy: Float32Array, dx: Float32Array): void;
-  layerNorm(x: Float32Array, w: Float32Array, b: Float32Array, dim: number, eps: number, out: Float32Array): void;
-  layerNormBackward(x: Float32Array, w: Float32Array, dy: Float32Array, dim: number, eps: number, dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null): void;
-  rmsNorm(x: Float32Array, w: Float32Array, dim: number, eps: number, out: Float32Array): void;
-  rmsNormBackward(x: Float32Array, w: Float32Array, dy: Float32Array, dim: number, eps: number, dx: Float32Array | null, dw: Float32Array | null): void;
-  rope(x: Float32Array, positions: Int32Array, heads: number, headDim: number, invFreq: Float64Array, inverse: boolean, out: Float32Array): void;
-  attention(
-    q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
-    batch: number, tq: number, tk: number, heads: number, kvHeads: number, headDim: number, scale: number,
-    causalOffset: number | null, kvBatchStride: number | null, window: number | null,
-  ): void;
-  attentionBackward(
-    q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
-    dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null,
-    batch: number, tq: number, tk: number, heads: number, kvHeads: number, headDim: number, scale: number,
-    causalOffset: number | null, kvBatchStride: number | null, window: number | null,
-  ): void;
-  embedding(table: Float32Array, ids: Int32Array, dim: number, out: Float32Array): void;
-  embeddingBackward(ids: Int32Array, dy: Float32Array, dim: number, dtable: Float32Array): void;
-  crossEntropy(logits: Float32Array, targets: Int32Array, vocab: number, ignoreIndex: number, dlogits: Float32Array | null): number;
-  /** 0 = one thread per hardware thread */
-  setThreads(n: number): void;
-  threads(): number;
-  /** the kernel variant in use: "avx512vnni", "avx512", "avx2" or "portable" */
-  isa(): string;
+/**
+ * The process-wide settings of the native kernels: the addon has one thread pool and one kernel
+ * variant in use, shared by every NativeBackend in the process (each worker thread that loads
+ * the addon has its own). Creating a backend never changes them; only `configure` does.
+ */
+export interface NativeSettings {
+  /** threads of the kernel pool (at load: one per hardware thread the OS reports) */
+  threads: number;
+  /** the kernel variant in use: "avx512vnni", "avx512", "avx2" or "portable" (at load: the first of isas) */
+  isa: string;
   /** the variants this CPU can run, best first */
-  isas(): string[];
-  setIsa(name: string): void;
-  /** opt-in bf16 dot products for bf16 weights (see NativeBackend.setBf16Dot); returns whether in use */
-  setBf16Dot(on: boolean): boolean;
-  /** GB/s of reading x `reps` times with every pool thread */
-  bandwidth(x: Float32Array, reps: number): number;
+  isas: string[];
+  /** whether the variant in use has bf16 dot products (AVX512-BF16; see NativeBackendOptions.bf16Dot) */
+  bf16DotSupported: boolean;
 }
 
-const ACTIVATION_CODE: Record<Activation, number> = { gelu: 0, quick_gelu: 1, silu: 2, gelu_tanh: 3, relu: 4 };
-const FORMAT_CODE: Record<PackedFormat, number> = { bf16: 0, f16: 1, q8_0: 2, q4_0: 3 };
+/** What `configure` may change: a whole number of threads from 1 to MAX_NATIVE_THREADS, a variant of `isas`. */
+export interface NativeSettingsChange {
+  threads?: number;
+  isa?: string;
+}
+
+/** The most kernel threads the addon accepts (native/addon.cc). */
+export const MAX_NATIVE_THREADS = 1024;
+
+/** Per-call choices of packedMatmul. */
+export interface PackedMatmulParams {
+  m: number;
+  transposed: boolean;
+  accumulate: boolean;
+  exactQuant: boolean;
+  bf16Dot: boolean;
+}
+
+/**
+ * The functions the addon exports (native/addon.cc, one per kernel of native/kernel_list.h):
+ * the Backend's kernels with the Backend's arguments, except packedMatmul, which takes its
+ * per-call choices in one object; and the settings.
+ */
+export interface NativeAddon extends Omit<Backend, "name" | "packedMatmul"> {
+  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, p: PackedMatmulParams): void;
+  /** GB/s of reading x `reps` times with every pool thread */
+  bandwidth(x: Float32Array, reps: number): number;
+  settings(): NativeSettings;
+  /** checks the whole change before applying any of it; returns the settings after it */
+  configure(change: NativeSettingsChange): NativeSettings;
+}
 
 /** The package root: the nearest folder above this module with a package.json. */
 function packageRoot(): string {
@@ -109,44 +108,48 @@ export interface NativeBackendOptions {
    * which are up to 2x faster for decode and 2-4x for prefill. Default false.
    */
   exactQuant?: boolean;
+  /**
+   * Forward products with bf16-packed weights and more than 4 rows of activations round the
+   * activations to bf16 and use the CPU's bf16 dot-product instruction (AVX512-BF16), about
+   * twice the speed of the exact path, with a relative error of up to 2^-9 per activation.
+   * Where the kernel variant in use lacks the instruction (settings.bf16DotSupported), those
+   * products stay exact. Default false.
+   */
+  bf16Dot?: boolean;
 }
 
+/**
+ * A backend on the native addon. Its options (exactQuant, bf16Dot) are its own; the thread
+ * count and kernel variant are process-wide (NativeSettings) and change only through configure.
+ */
 export class NativeBackend implements Backend {
   readonly name = "native";
-  /** see NativeBackendOptions.exactQuant; per backend, unlike the thread count */
+  /** see NativeBackendOptions */
   exactQuant: boolean;
+  /** see NativeBackendOptions */
+  bf16Dot: boolean;
 
   constructor(readonly addon: NativeAddon, opts: NativeBackendOptions = {}) {
     this.exactQuant = opts.exactQuant ?? false;
+    this.bf16Dot = opts.bf16Dot ?? false;
   }
 
-  /** Threads of the kernel pool (shared by every NativeBackend on the same addon). */
-  get threads(): number {
-    return this.addon.threads();
+  /** The process-wide settings, shared by every NativeBackend. */
+  get settings(): NativeSettings {
+    return this.addon.settings();
   }
 
-  /** Sets the pool size; 0 means one thread per hardware thread. */
-  setThreads(n: number): void {
-    this.addon.setThreads(n);
-  }
-
-  /**
-   * Opt-in, off by default: forward products with bf16-packed weights and more than 4 rows of
-   * activations round the activations to bf16 and use the CPU's bf16 dot-product instruction
-   * (AVX512-BF16), about twice the speed of the exact path, with a relative error of up to 2^-9
-   * per activation. Returns whether the fast path is in use (false where the CPU lacks it).
-   * Like the thread count, it applies to every NativeBackend on the same addon.
-   */
-  setBf16Dot(on: boolean): boolean {
-    return this.addon.setBf16Dot(on);
+  /** Changes the process-wide settings (for every NativeBackend); returns them after the change. */
+  configure(change: NativeSettingsChange): NativeSettings {
+    return this.addon.configure(change);
   }
 
   gemm(a: Float32Array, b: Float32Array, c: Float32Array, p: GemmParams): void {
-    this.addon.gemm(a, b, c, p.m, p.n, p.k, p.transA === true, p.transB === true, p.accumulate === true);
+    this.addon.gemm(a, b, c, p);
   }
 
   packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean): void {
-    this.addon.packedMatmul(a, w.data, FORMAT_CODE[w.format], w.rows, w.cols, c, m, transposed, accumulate, this.exactQuant);
+    this.addon.packedMatmul(a, w, c, { m, transposed, accumulate, exactQuant: this.exactQuant, bf16Dot: this.bf16Dot });
   }
 
   add(x: Float32Array, y: Float32Array, out: Float32Array): void {
@@ -174,11 +177,11 @@ export class NativeBackend implements Backend {
   }
 
   activation(kind: Activation, x: Float32Array, out: Float32Array): void {
-    this.addon.activation(ACTIVATION_CODE[kind], x, out);
+    this.addon.activation(kind, x, out);
   }
 
   activationBackward(kind: Activation, x: Float32Array, dy: Float32Array, dx: Float32Array): void {
-    this.addon.activationBackward(ACTIVATION_CODE[kind], x, dy, dx);
+    this.addon.activationBackward(kind, x, dy, dx);
   }
 
   layerNorm(x: Float32Array, w: Float32Array, b: Float32Array, dim: number, eps: number, out: Float32Array): void {
@@ -211,20 +214,14 @@ export class NativeBackend implements Backend {
   }
 
   attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, p: AttentionParams): void {
-    this.addon.attention(
-      q, k, v, out, p.batch, p.tq, p.tk, p.heads, p.kvHeads, p.headDim, p.scale,
-      p.causalOffset ?? null, p.kvBatchStride ?? null, p.window ?? null,
-    );
+    this.addon.attention(q, k, v, out, p);
   }
 
   attentionBackward(
     q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
     dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null, p: AttentionParams,
   ): void {
-    this.addon.attentionBackward(
-      q, k, v, dout, dq, dk, dv, p.batch, p.tq, p.tk, p.heads, p.kvHeads, p.headDim, p.scale,
-      p.causalOffset ?? null, p.kvBatchStride ?? null, p.window ?? null,
-    );
+    this.addon.attentionBackward(q, k, v, dout, dq, dk, dv, p);
   }
 
   embedding(table: Float32Array, ids: Int32Array, dim: number, out: Float32Array): void {

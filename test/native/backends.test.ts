@@ -56,12 +56,12 @@ test("createBackend: bad names and thread counts are LlavaErrors", () => {
 });
 
 test("createBackend: native with a thread count", { skip: built ? false : "the native addon is not built" }, () => {
-  const be = createBackend({ name: "native", threads: 1 });
+  const be = createBackend({ name: "native", threads: 1 }) as NativeBackend;
   assert.equal(be.name, "native");
-  assert.equal((be as unknown as { threads: number }).threads, 1);
-  const auto = createBackend({ name: "auto", threads: 2 });
+  assert.equal(be.settings.threads, 1);
+  const auto = createBackend({ name: "auto", threads: 2 }) as NativeBackend;
   assert.equal(auto.name, "native");
-  assert.equal((auto as unknown as { threads: number }).threads, 2);
+  assert.equal(auto.settings.threads, 2);
 });
 
 test("createBackend: exactQuant from the option or LLAVA_EXACT_QUANT=1, off by default", { skip: built ? false : "the native addon is not built" }, () => {

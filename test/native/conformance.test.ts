@@ -274,16 +274,16 @@ const CHECKS: Array<[string, (be: Backend) => void]> = [
   ["crossEntropy with ignored rows", checkCrossEntropy],
 ];
 
-for (const isa of addon ? addon.isas() : ["(none)"]) {
+for (const isa of addon ? addon.settings().isas : ["(none)"]) {
   test(`native ${isa} kernels match the reference backend`, { skip }, async (t) => {
     const native = addon!;
     const be = new NativeBackend(native, { exactQuant: true });
-    native.setIsa(isa);
+    native.configure({ isa });
     try {
-      assert.equal(native.isa(), isa);
+      assert.equal(native.settings().isa, isa);
       for (const [name, check] of CHECKS) await t.test(name, () => check(be));
     } finally {
-      native.setIsa(native.isas()[0]);
+      native.configure({ isa: native.settings().isas[0] });
     }
   });
 }
@@ -350,51 +350,46 @@ function threadedOutputs(be: NativeBackend): Float32Array[] {
 test("native results do not depend on the thread count", { skip }, () => {
   const native = addon!;
   const be = new NativeBackend(native);
-  const before = native.threads();
+  const before = native.settings().threads;
   try {
-    native.setThreads(1);
+    native.configure({ threads: 1 });
     const one = threadedOutputs(be);
     const again = threadedOutputs(be);
-    native.setThreads(2);
-    assert.equal(be.threads, 2);
+    native.configure({ threads: 2 });
+    assert.equal(be.settings.threads, 2);
     const two = threadedOutputs(be);
     one.forEach((o, i) => {
       assertBitEqual(again[i], o, `output ${i}, 1 thread, run to run`);
       assertBitEqual(two[i], o, `output ${i}, 1 vs 2 threads`);
     });
   } finally {
-    native.setThreads(before);
+    native.configure({ threads: before });
   }
 });
 
 test("opt-in bf16 dot products equal the reference on bf16-rounded activations", { skip }, (t) => {
-  const native = addon!;
-  const be = new NativeBackend(native);
-  if (!be.setBf16Dot(true)) {
+  const be = new NativeBackend(addon!, { bf16Dot: true });
+  if (!be.settings.bf16DotSupported) {
     t.skip("no bf16 dot-product path here (needs AVX512-BF16 and the x86 build)");
     return;
   }
-  try {
-    let seed = 1000;
-    for (const [rows, cols] of [[40, 64], [70, 1100], [33, 34], [5, 2]]) {
-      const w = packMatrix(randn(rows * cols, seed++), rows, cols, "bf16");
-      for (const m of [5, 9, 70]) for (const accumulate of [false, true]) {
-        const a = randn(m * cols, seed++);
-        const c0 = randn(m * rows, seed++);
-        const got = c0.slice();
-        be.packedMatmul(a, w, got, m, false, accumulate);
-        // what the fast path computes: the activations rounded to bf16, exact products, f32 sums
-        const want = c0.slice();
-        ref.packedMatmul(bf16ToF32Array(f32ToBf16Array(a)), w, want, m, false, accumulate);
-        assertClose(got, want, `bf16 dot [${rows}, ${cols}] m=${m} accumulate=${accumulate}`);
-        // and it is not the exact path
-        const exact = c0.slice();
-        ref.packedMatmul(a, w, exact, m, false, accumulate);
-        assert.ok(got.some((x, i) => x !== exact[i]));
-      }
+  let seed = 1000;
+  for (const [rows, cols] of [[40, 64], [70, 1100], [33, 34], [5, 2]]) {
+    const w = packMatrix(randn(rows * cols, seed++), rows, cols, "bf16");
+    for (const m of [5, 9, 70]) for (const accumulate of [false, true]) {
+      const a = randn(m * cols, seed++);
+      const c0 = randn(m * rows, seed++);
+      const got = c0.slice();
+      be.packedMatmul(a, w, got, m, false, accumulate);
+      // what the fast path computes: the activations rounded to bf16, exact products, f32 sums
+      const want = c0.slice();
+      ref.packedMatmul(bf16ToF32Array(f32ToBf16Array(a)), w, want, m, false, accumulate);
+      assertClose(got, want, `bf16 dot [${rows}, ${cols}] m=${m} accumulate=${accumulate}`);
+      // and it is not the exact path
+      const exact = c0.slice();
+      ref.packedMatmul(a, w, exact, m, false, accumulate);
+      assert.ok(got.some((x, i) => x !== exact[i]));
     }
-  } finally {
-    be.setBf16Dot(false);
   }
 });
 
@@ -407,5 +402,10 @@ test("native kernels reject bad arguments with JavaScript errors", { skip }, () 
   assert.throws(() => be.crossEntropy(a, Int32Array.of(7), 6, -100, null), /target 7/);
   assert.throws(() => be.packedMatmul(a, { format: "q4_0", rows: 1, cols: 6, data: new Uint8Array(18) }, a, 1, false, false), /multiple of 32/);
   assert.throws(() => be.attention(a, a, a, a, { batch: 1, tq: 1, tk: 1, heads: 3, kvHeads: 2, headDim: 2, scale: 1 }), /not a multiple of kvHeads/);
-  assert.throws(() => addon!.setIsa("sparc"), /not available/);
+  assert.throws(() => addon!.configure({ isa: "sparc" }), /not available/);
+  // parameter objects: present, with known names and numbers
+  assert.throws(() => addon!.gemm(a, a, a, undefined as unknown as { m: number; n: number; k: number }), (e: Error) => e instanceof TypeError && /native gemm: params must be an object/.test(e.message));
+  assert.throws(() => be.packedMatmul(a, { format: "q2_k" as "q4_0", rows: 1, cols: 6, data: new Uint8Array(18) }, a, 1, false, false), /native packedMatmul: unknown format "q2_k"/);
+  assert.throws(() => be.activation("tanh" as "gelu", a, a), /native activation: unknown activation "tanh"/);
+  assert.throws(() => be.attention(a, a, a, a, { batch: 1, tq: 1, tk: 1, kvHeads: 1, headDim: 2, scale: 1 } as AttentionParams), /native attention: heads must be a number/);
 });

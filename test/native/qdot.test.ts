@@ -38,11 +38,11 @@ const ROW_COUNTS = [1, 2, 3, 4, 5, 7, 9, 13];
 // The TypeScript model's results, computed once for all kernel variants.
 const modelCache = new Map<string, Float32Array>();
 
-for (const isa of addon ? addon.isas() : ["(none)"]) {
+for (const isa of addon ? addon.settings().isas : ["(none)"]) {
   test(`native ${isa}: integer-activation products equal the TypeScript model bit for bit`, { skip }, () => {
     const native = addon!;
     const be = new NativeBackend(native);
-    native.setIsa(isa);
+    native.configure({ isa });
     try {
       let seed = 2000;
       for (const format of ["q8_0", "q4_0"] as QFormat[]) {
@@ -65,7 +65,7 @@ for (const isa of addon ? addon.isas() : ["(none)"]) {
         }
       }
     } finally {
-      native.setIsa(native.isas()[0]);
+      native.configure({ isa: native.settings().isas[0] });
     }
   });
 }
@@ -87,8 +87,8 @@ test("integer activations: halves round away from zero, zero and tiny blocks, no
     a[3 * cols + 100] = -Infinity; // row 3
     const rows = 20;
     const w = weights(format, rows, cols, 3001);
-    for (const isa of native.isas()) {
-      native.setIsa(isa);
+    for (const isa of native.settings().isas) {
+      native.configure({ isa });
       try {
         const got = new Float32Array(m * rows);
         be.packedMatmul(a, w, got, m, false, false);
@@ -100,7 +100,7 @@ test("integer activations: halves round away from zero, zero and tiny blocks, no
           else assertBitEqual(row(got), row(want), `${isa} ${format} row ${i}`);
         }
       } finally {
-        native.setIsa(native.isas()[0]);
+        native.configure({ isa: native.settings().isas[0] });
       }
     }
     // the rule itself: half away from zero, not to even (2.5 -> 3, -2.5 -> -3)
