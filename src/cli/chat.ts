@@ -3,6 +3,7 @@ import readline from "node:readline";
 import { cliDisplayRoles, modelNameFromPath, stopString } from "../llava/conversation.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { streamAnswer } from "../llava/pipeline.js";
+import { IMAGE_TOKEN } from "../llava/spec.js";
 import type { GenerationOptions } from "../llava/generate.js";
 import type { RgbImage } from "../image/decode.js";
 import { convModeFromArgs, conversationFor, generationFromArgs, type Values } from "./common.js";
@@ -41,7 +42,7 @@ export async function runChat(loaded: LoadedLlava, request: ChatRequest, images:
         return;
       }
       // the image goes with the first turn, as in the reference; every later prompt still holds it
-      const text = first && images.length ? `<image>\n${line}` : line;
+      const text = first && images.length ? `${IMAGE_TOKEN}\n${line}` : line;
       conv.appendMessage(conv.roles[0], text);
       conv.appendMessage(conv.roles[1], null);
       process.stdout.write(`${assistantRole}: `);

@@ -20,6 +20,7 @@ export const loadOptions: ParseArgsConfig["options"] = {
   threads: { type: "string" },
   "load-8bit": { type: "boolean" },
   "load-4bit": { type: "boolean" },
+  strict: { type: "boolean" },
 };
 
 /** Options of the commands that generate an answer. */
@@ -110,6 +111,7 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
     modelBase: v["model-base"] as string | undefined,
     dtype,
     quantize: v["load-8bit"] ? "q8_0" : v["load-4bit"] ? "q4_0" : undefined,
+    strict: v.strict === true,
   });
   process.stderr.write(`loaded ${modelPath} (${loaded.format}) in ${Date.now() - started} ms\n`);
   return loaded;

@@ -6,6 +6,7 @@
 import path from "node:path";
 import { getConvTemplate } from "../llava/conversation.js";
 import type { LoadedLlava } from "../llava/load.js";
+import { IMAGE_TOKEN } from "../llava/spec.js";
 import { traceInference, traceTraining } from "../llava/trace.js";
 import { loadImages } from "../image/decode.js";
 import { writeFileAtomic, writeFully } from "../io/files.js";
@@ -30,7 +31,7 @@ export interface DumpOptions {
 export function dumpPrompt(opts: DumpOptions) {
   const conv = getConvTemplate(opts.convMode);
   if (opts.system !== undefined) conv.system = opts.system;
-  conv.appendMessage(conv.roles[0], "<image>\n".repeat(opts.images.length) + opts.query);
+  conv.appendMessage(conv.roles[0], `${IMAGE_TOKEN}\n`.repeat(opts.images.length) + opts.query);
   conv.appendMessage(conv.roles[1], opts.answer ?? null);
   return { conv, prompt: conv.getPrompt() };
 }

@@ -36,8 +36,9 @@ common options:
   --load-8bit          quantize the language model's Linear weights to 8 bits (q8_0) at load time
   --load-4bit          the same with 4 bits (q4_0; lm_head 8 bits); the tower runs in f16, the projector in f32
   --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
-  --threads N          native kernel threads (default: one per core)
+  --threads N          native kernel threads, one pool for the process (default: the CPU's hardware threads)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)
+  --strict             refuse a checkpoint holding tensors the model does not use (default: one warning)
   -h, --help           this help
 
 generation options (chat, run):

@@ -3,6 +3,7 @@ import { stopString } from "../llava/conversation.js";
 import type { GenerationOptions } from "../llava/generate.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { streamAnswer } from "../llava/pipeline.js";
+import { IMAGE_TOKEN } from "../llava/spec.js";
 import type { RgbImage } from "../image/decode.js";
 import { LlavaError } from "../util/errors.js";
 import { convModeFromArgs, conversationFor, generationFromArgs, type Values } from "./common.js";
@@ -14,8 +15,8 @@ const IMAGE_PLACEHOLDER = "<image-placeholder>";
  * each image gets a leading `<image>\n`.
  */
 export function queryWithImages(query: string, images: number): string {
-  if (query.includes(IMAGE_PLACEHOLDER)) return query.replaceAll(IMAGE_PLACEHOLDER, "<image>");
-  return "<image>\n".repeat(images) + query;
+  if (query.includes(IMAGE_PLACEHOLDER)) return query.replaceAll(IMAGE_PLACEHOLDER, IMAGE_TOKEN);
+  return `${IMAGE_TOKEN}\n`.repeat(images) + query;
 }
 
 /** What `run` was asked, checked before the model loads. */
@@ -32,7 +33,7 @@ export function runRequestFromArgs(v: Values): RunRequest {
   if (sep === "") throw new LlavaError(`--sep must be a non-empty separator of the --image-file paths (default ",")`);
   const imageFiles = typeof v["image-file"] === "string" ? v["image-file"].split(sep).map((f) => f.trim()) : [];
   if (imageFiles.some((f) => f === "")) throw new LlavaError(`--image-file "${String(v["image-file"])}" has an empty path between its "${sep}" separators`);
-  const markers = queryWithImages(v.query, imageFiles.length).split("<image>").length - 1;
+  const markers = queryWithImages(v.query, imageFiles.length).split(IMAGE_TOKEN).length - 1;
   if (markers !== imageFiles.length) throw new LlavaError(`the query marks ${markers} image(s) but ${imageFiles.length} were given`);
   return { query: v.query, imageFiles, convMode: convModeFromArgs(v), generation: generationFromArgs(v) };
 }

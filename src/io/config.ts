@@ -347,6 +347,8 @@ export function parseClipVisionConfig(json: unknown, file: string): ClipVisionCo
   const imageSize = f.positiveInt("image_size", 224);
   const patchSize = f.positiveInt("patch_size", 32);
   if (patchSize > imageSize) f.fail("patch_size", `(${patchSize}) is larger than image_size (${imageSize})`);
+  // CLIP's patch convolution would silently drop the remainder; LLaVA's towers always tile exactly
+  if (imageSize % patchSize !== 0) f.fail("image_size", `(${imageSize}) must be a multiple of patch_size (${patchSize})`);
   return {
     hiddenSize,
     intermediateSize: f.positiveInt("intermediate_size", 3072),

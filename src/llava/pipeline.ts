@@ -3,6 +3,7 @@
  * command and server uses, so they all tokenize, preprocess and splice the same way.
  */
 import type { LoadedLlava } from "./load.js";
+import { IM_END, IM_START, IMAGE_TOKEN } from "./spec.js";
 import type { AnyresLayout } from "./anyres.js";
 import type { EncodedImages } from "./model.js";
 import { Generation, type GenerationOptions } from "./generate.js";
@@ -48,11 +49,16 @@ export function prepareImages(loaded: LoadedLlava, images: RgbImage[]): Prepared
 /**
  * Prompt ids with one image marker per `<image>`: the reference's chunk-wise
  * tokenizer_image_token (-200) for the original format, the tokenizer's own `<image>` token for HF.
+ * A `mm_use_im_start_end` model sees each image as `<im_start><image><im_end>`, as the reference's
+ * CLI, run_llava and evaluation scripts write it.
  */
 export function promptIds(loaded: LoadedLlava, prompt: string): number[] {
-  const marker = loaded.model.settings.imageTokenId;
-  return loaded.format === "original" ? tokenizerImageToken(loaded.tokenizer, prompt, marker) : loaded.tokenizer.encode(prompt);
+  const { imageTokenId: marker, imageStartEnd } = loaded.model.settings;
+  const text = imageStartEnd ? prompt.replace(UNWRAPPED_IMAGE, IM_START + IMAGE_TOKEN + IM_END) : prompt;
+  return loaded.format === "original" ? tokenizerImageToken(loaded.tokenizer, text, marker) : loaded.tokenizer.encode(text);
 }
+
+const UNWRAPPED_IMAGE = new RegExp(`(?<!${IM_START})${IMAGE_TOKEN}(?!${IM_END})`, "g");
 
 export interface PromptInputs {
   ids: number[];

@@ -5,6 +5,7 @@
  * does with `add_tokens(AddedToken("<image>", special=True, normalized=False))` and
  * `add_special_tokens({"pad_token": "<pad>"})`; the original format has neither.
  */
+import { IMAGE_TOKEN } from "../llava/spec.js";
 import fs from "node:fs";
 import path from "node:path";
 import { isFile, readJsonFile } from "../io/files.js";
@@ -16,7 +17,6 @@ import { copyFile } from "./common.js";
 
 type Json = Record<string, unknown>;
 
-export const IMAGE_TOKEN = "<image>";
 export const PAD_TOKEN = "<pad>";
 
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
