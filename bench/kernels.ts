@@ -1,11 +1,11 @@
 /**
  * Kernel benchmarks of the native backend (not part of npm test). Prints one JSON object per
  * line, each with the CPU model, its SIMD features and the thread count (bench/machine.ts):
- * memory bandwidth measured in the same run, f32 GEMM 1024³ at 1 and 2 threads, GEMV
- * 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and the fraction of
- * the best read bandwidth of this run) and m=256 (GFLOP/s) — for q8_0/q4_0 both the default integer-activation
- * path and the exact one (`path`) —, attention at CLIP's shape, call overhead, and the
- * reference backend's GEMM for comparison.
+ * the rooflines of this run (read bandwidth and f32 GEMM peak), f32 GEMM 1024³ at 1 and 2
+ * threads, GEMV 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and
+ * the fraction of the read bandwidth roofline) and m=256 (GFLOP/s) — for q8_0/q4_0 both the
+ * default integer-activation path and the exact one (`path`) —, attention at CLIP's shape, call
+ * overhead, and the reference backend's GEMM for comparison.
  *
  * Usage: npx tsc -p . && node dist/bench/kernels.js [--quick]
  * Timings on a 2-vCPU VM are erratic: each figure is the median of several calls, with the
@@ -15,7 +15,7 @@ import { createBackend } from "../src/tensor/backends.js";
 import { NativeBackend } from "../src/tensor/native-backend.js";
 import { packMatrix, type PackedFormat, type PackedMatrix } from "../src/tensor/packed.js";
 import { RefBackend } from "../src/tensor/ref-backend.js";
-import { emit } from "./machine.js";
+import { emit, measureRooflines } from "./machine.js";
 
 const quick = process.argv.includes("--quick");
 
@@ -48,19 +48,16 @@ const native = createBackend({ name: "native", exactQuant: false }) as NativeBac
 const addon = native.addon;
 const exact = new NativeBackend(addon, { exactQuant: true });
 const THREADS = [1, 2];
-const readGBps = new Map<number, number>(); // threads -> the read bandwidth roofline: the best run
+const readGBps = new Map<number, number>(); // threads -> the read bandwidth roofline of this run
 
 emit(native.threads, { bench: "setup", isa: addon.isa(), isas: addon.isas() });
 
-// memory bandwidth: read a 256 MiB array (far beyond the caches)
-{
-  const big = random(64 << 20, 1);
-  for (const t of THREADS) {
-    native.setThreads(t);
-    const runs = Array.from({ length: quick ? 3 : 7 }, () => addon.bandwidth(big, 2)).sort((a, b) => a - b);
-    readGBps.set(t, runs[runs.length - 1]);
-    emit(t, { bench: "bandwidth_read", GBps: round(runs[Math.floor(runs.length / 2)]), bestGBps: round(runs[runs.length - 1]) });
-  }
+// the rooflines: read bandwidth over 256 MiB (far beyond the caches) and f32 GEMM peak
+for (const t of THREADS) {
+  native.setThreads(t);
+  const roof = measureRooflines(native, quick ? 3 : 7);
+  readGBps.set(t, roof.readGBps);
+  emit(t, { bench: "roofline", readGBps: round(roof.readGBps), gemmGFLOPs: round(roof.gemmGflops) });
 }
 
 // f32 GEMM 1024³

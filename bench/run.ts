@@ -15,7 +15,6 @@ import { parseArgs } from "node:util";
 import { createBackend } from "../src/tensor/backends.js";
 import type { NativeBackend } from "../src/tensor/native-backend.js";
 import { seededRandom } from "../src/util/random.js";
-import { emit, measureRooflines } from "./machine.js";
 import { loadLlava, type LoadOptions } from "../src/llava/load.js";
 import { buildInputs, prepareImages } from "../src/llava/pipeline.js";
 import { writeRandomLlava } from "../src/llava/random-checkpoint.js";
@@ -24,6 +23,7 @@ import { AdamW } from "../src/tensor/optim.js";
 import { crossEntropy, reshape, slice } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import type { RgbImage } from "../src/image/decode.js";
+import { emit, measureRooflines } from "./machine.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CACHE = path.join(ROOT, "bench", ".cache");
