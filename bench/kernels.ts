@@ -1,10 +1,11 @@
 /**
  * Kernel benchmarks of the native backend (not part of npm test). Prints one JSON object per
- * line: memory bandwidth measured in the same run, f32 GEMM 1024³ at 1 and 2 threads, GEMV
- * 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and the fraction of
- * the read bandwidth) and m=256 (GFLOP/s) — for q8_0/q4_0 both the default integer-activation
- * path and the exact one (`path`) —, attention at CLIP's shape, call overhead, and the
- * reference backend's GEMM for comparison.
+ * line, each with the CPU model, its SIMD features and the thread count (bench/machine.ts):
+ * the rooflines of this run (read bandwidth and f32 GEMM peak), f32 GEMM 1024³ at 1 and 2
+ * threads, GEMV 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and
+ * the fraction of the read bandwidth roofline) and m=256 (GFLOP/s) — for q8_0/q4_0 both the
+ * default integer-activation path and the exact one (`path`) —, attention at CLIP's shape, call
+ * overhead, and the reference backend's GEMM for comparison.
  *
  * Usage: npx tsc -p . && node dist/bench/kernels.js [--quick]
  * Timings on a 2-vCPU VM are erratic: each figure is the median of several calls, with the
@@ -14,6 +15,7 @@ import { createBackend } from "../src/tensor/backends.js";
 import { NativeBackend } from "../src/tensor/native-backend.js";
 import { packMatrix, type PackedFormat, type PackedMatrix } from "../src/tensor/packed.js";
 import { RefBackend } from "../src/tensor/ref-backend.js";
+import { emit, measureRooflines } from "./machine.js";
 
 const quick = process.argv.includes("--quick");
 
@@ -41,26 +43,22 @@ function time(reps: number, fn: (rep: number) => void): { median: number; best: 
 }
 
 const round = (x: number, digits = 1) => Number(x.toFixed(digits));
-const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 
 const native = createBackend({ name: "native", exactQuant: false }) as NativeBackend;
 const addon = native.addon;
 const exact = new NativeBackend(addon, { exactQuant: true });
 const THREADS = [1, 2];
-const readGBps = new Map<number, number>(); // threads -> median read bandwidth
+const readGBps = new Map<number, number>(); // threads -> the read bandwidth roofline of this run
 
 const { isa, isas, threads: hardwareThreads } = native.settings;
-emit({ bench: "setup", isa, isas, hardwareThreads });
+emit(hardwareThreads, { bench: "setup", isa, isas });
 
-// memory bandwidth: read a 256 MiB array (far beyond the caches)
-{
-  const big = random(64 << 20, 1);
-  for (const t of THREADS) {
-    native.configure({ threads: t });
-    const runs = Array.from({ length: quick ? 3 : 7 }, () => addon.bandwidth(big, 2)).sort((a, b) => a - b);
-    readGBps.set(t, runs[Math.floor(runs.length / 2)]);
-    emit({ bench: "bandwidth_read", threads: t, GBps: round(runs[Math.floor(runs.length / 2)]), bestGBps: round(runs[runs.length - 1]) });
-  }
+// the rooflines: read bandwidth over 256 MiB (far beyond the caches) and f32 GEMM peak
+for (const t of THREADS) {
+  native.configure({ threads: t });
+  const roof = measureRooflines(native, quick ? 3 : 7);
+  readGBps.set(t, roof.readGBps);
+  emit(t, { bench: "roofline", readGBps: round(roof.readGBps), gemmGFLOPs: round(roof.gemmGflops) });
 }
 
 // f32 GEMM 1024³
@@ -74,7 +72,7 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
     for (const t of THREADS) {
       native.configure({ threads: t });
       const s = time(quick ? 3 : 9, () => native.gemm(a, b, c, { m: n, n, k: n, transB }));
-      emit({ bench: "gemm_f32", m: n, n, k: n, transB, threads: t, GFLOPs: round(flop / s.median / 1e9), bestGFLOPs: round(flop / s.best / 1e9) });
+      emit(t, { bench: "gemm_f32", m: n, n, k: n, transB, GFLOPs: round(flop / s.median / 1e9), bestGFLOPs: round(flop / s.best / 1e9) });
     }
   }
 }
@@ -92,9 +90,8 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
     for (const t of THREADS) {
       native.configure({ threads: t });
       const s = time(quick ? 8 : 24, (r) => native.gemm(x, ws[(r + copies) % copies], y, { m: 1, n, k, transB }));
-      emit({
-        bench: "gemv_f32", m: 1, n, k, transB, threads: t,
-        GFLOPs: round((2 * n * k) / s.median / 1e9), GBps: round((4 * n * k) / s.median / 1e9), bestGBps: round((4 * n * k) / s.best / 1e9),
+      emit(t, {
+        bench: "gemv_f32", m: 1, n, k, transB, GFLOPs: round((2 * n * k) / s.median / 1e9), GBps: round((4 * n * k) / s.median / 1e9), bestGBps: round((4 * n * k) / s.best / 1e9),
       });
     }
   }
@@ -120,14 +117,13 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
       native.configure({ threads: t });
       for (const [path, be] of paths) {
         const f = time(quick ? 8 : 24, (r) => be.packedMatmul(x, ws[(r + copies) % copies], y, 1, false, false));
-        emit({
-          bench: "packed_matmul", format, path, m: 1, rows, cols, transposed: false, threads: t,
-          GBps: round(bytes / f.median / 1e9), bestGBps: round(bytes / f.best / 1e9), GFLOPs: round((2 * rows * cols) / f.median / 1e9),
+        emit(t, {
+          bench: "packed_matmul", format, path, m: 1, rows, cols, transposed: false, GBps: round(bytes / f.median / 1e9), bestGBps: round(bytes / f.best / 1e9), GFLOPs: round((2 * rows * cols) / f.median / 1e9),
           ofReadBandwidth: round(bytes / f.median / 1e9 / (readGBps.get(t) ?? NaN), 2),
         });
       }
       const b = time(quick ? 4 : 12, (r) => native.packedMatmul(g, ws[(r + copies) % copies], dx, 1, true, false));
-      emit({ bench: "packed_matmul", format, path: "exact", m: 1, rows, cols, transposed: true, threads: t, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
+      emit(t, { bench: "packed_matmul", format, path: "exact", m: 1, rows, cols, transposed: true, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
     }
     // prefill-sized m: integer panels, or the decoded weights feeding the f32 GEMM micro-kernel
     native.configure({ threads: 1 });
@@ -136,12 +132,12 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
     const ya = new Float32Array(m * rows);
     for (const [path, be] of paths) {
       const p = time(quick ? 2 : 5, () => be.packedMatmul(xa, first, ya, m, false, false));
-      emit({ bench: "packed_matmul", format, path, m, rows, cols, transposed: false, threads: 1, GFLOPs: round((2 * m * rows * cols) / p.median / 1e9) });
+      emit(1, { bench: "packed_matmul", format, path, m, rows, cols, transposed: false, GFLOPs: round((2 * m * rows * cols) / p.median / 1e9) });
     }
     if (format === "bf16" && native.settings.bf16DotSupported) {
       const bf16Dot = new NativeBackend(addon, { bf16Dot: true });
       const d = time(quick ? 2 : 5, () => bf16Dot.packedMatmul(xa, first, ya, m, false, false));
-      emit({ bench: "packed_matmul", format, path: "bf16dot", m, rows, cols, transposed: false, threads: 1, GFLOPs: round((2 * m * rows * cols) / d.median / 1e9) });
+      emit(1, { bench: "packed_matmul", format, path: "bf16dot", m, rows, cols, transposed: false, GFLOPs: round((2 * m * rows * cols) / d.median / 1e9) });
     }
   }
 }
@@ -162,7 +158,7 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
     const dk = new Float32Array(n);
     const dv = new Float32Array(n);
     const b = time(quick ? 2 : 5, () => native.attentionBackward(q, k, v, out, dq, dk, dv, p));
-    emit({ bench: "attention", ...p, threads: t, forwardGFLOPs: round(flop / f.median / 1e9), backwardMs: round(b.median * 1e3, 2), forwardMs: round(f.median * 1e3, 2) });
+    emit(t, { bench: "attention", ...p, forwardGFLOPs: round(flop / f.median / 1e9), backwardMs: round(b.median * 1e3, 2), forwardMs: round(f.median * 1e3, 2) });
   }
   // decode: one query against a 2048-position cache of 32 heads of 128 (LLaMA-7B)
   const d = { batch: 1, tq: 1, tk: 2048, heads: 32, kvHeads: 32, headDim: 128, scale: 1 / Math.sqrt(128), causalOffset: 2047 };
@@ -174,7 +170,7 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
   for (const t of THREADS) {
     native.configure({ threads: t });
     const s = time(quick ? 5 : 15, () => native.attention(qd, kd, vd, od, d));
-    emit({ bench: "attention_decode", ...d, threads: t, ms: round(s.median * 1e3, 3), GBps: round((8 * kv) / s.median / 1e9) });
+    emit(t, { bench: "attention_decode", ...d, ms: round(s.median * 1e3, 3), GBps: round((8 * kv) / s.median / 1e9) });
   }
 }
 
@@ -187,7 +183,7 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
   const s = time(3, () => {
     for (let i = 0; i < calls; i++) native.add(x, x, out);
   });
-  emit({ bench: "call_overhead", kernel: "add n=16", nsPerCall: round((s.median / calls) * 1e9, 0) });
+  emit(2, { bench: "call_overhead", kernel: "add n=16", nsPerCall: round((s.median / calls) * 1e9, 0) });
 }
 
 // the reference backend, for scale
@@ -199,6 +195,6 @@ emit({ bench: "setup", isa, isas, hardwareThreads });
   const c = new Float32Array(n * n);
   for (const transB of [false, true]) {
     const s = time(quick ? 1 : 3, () => ref.gemm(a, b, c, { m: n, n, k: n, transB }));
-    emit({ bench: "gemm_ref", m: n, n, k: n, transB, GFLOPs: round((2 * n * n * n) / s.median / 1e9, 2) });
+    emit(1, { bench: "gemm_ref", m: n, n, k: n, transB, GFLOPs: round((2 * n * n * n) / s.median / 1e9, 2) });
   }
 }

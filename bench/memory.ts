@@ -2,7 +2,8 @@
  * `node dist/bench/memory.js`: resident memory of a 7B-shaped LLaVA-1.5 (CLIP ViT-L/14-336 +
  * LLaMA-7B shape) loaded with --load-4bit and --load-8bit, answering one question about an
  * image. Writes the random bf16 checkpoint (13.5 GB, sharded) once into bench/.cache.
- * Prints one JSON line per precision. `node dist/bench/memory.js q4_0` runs one precision.
+ * Prints one JSON line per precision, with the CPU model, its SIMD features and the thread count
+ * (bench/machine.ts). `node dist/bench/memory.js q4_0` runs one precision.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -11,6 +12,9 @@ import { fileURLToPath } from "node:url";
 import { loadLlava } from "../src/llava/load.js";
 import { streamAnswer } from "../src/llava/pipeline.js";
 import { writeRandomLlava } from "../src/llava/random-checkpoint.js";
+import { createBackend } from "../src/tensor/backends.js";
+import { NativeBackend } from "../src/tensor/native-backend.js";
+import { emit } from "./machine.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DIR = path.join(ROOT, "bench", ".cache", "llava-7b-shape");
@@ -31,7 +35,8 @@ function ensureCheckpoint(): void {
 
 async function child(quantize: "q4_0" | "q8_0"): Promise<void> {
   const started = performance.now();
-  const loaded = await loadLlava(DIR, { quantize });
+  const backend = createBackend();
+  const loaded = await loadLlava(DIR, { quantize, backend });
   const loadMs = performance.now() - started;
   // what stays resident, without the load's converted copies that await collection
   (globalThis as { gc?: () => void }).gc?.();
@@ -40,10 +45,11 @@ async function child(quantize: "q4_0" | "q8_0"): Promise<void> {
   let tokens = 0;
   const t = performance.now();
   for await (const piece of streamAnswer(loaded, "USER: <image>\nWhat is shown? ASSISTANT:", [image], { maxNewTokens: 8, temperature: 0 })) tokens += piece.length > 0 ? 1 : 0;
-  process.stdout.write(`${JSON.stringify({
+  // the reference backend, the fallback without the addon, runs on one thread
+  emit(backend instanceof NativeBackend ? backend.settings.threads : 1, {
     model: "llava-7b-shape", precision: quantize, loadMs, answerMs: performance.now() - t,
     rssAfterLoadBytes: afterLoad, peakRssBytes: process.resourceUsage().maxRSS * 1024, limitBytes: 5 * 2 ** 30,
-  })}\n`);
+  });
 }
 
 async function main(): Promise<void> {

@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: speed of the whole model on random-weight checkpoints of two real shapes,
- * for each weight precision and thread count, each figure next to its roofline (measured in the
- * same run) and, where recorded, the PyTorch / llama.cpp figures of this machine kind.
- * Prints one JSON object per line. Each configuration runs in its own process, so peak RSS is
+ * for each weight precision and thread count, each figure next to its roofline measured in the
+ * same run. Prints one JSON object per line, each with the CPU model, its SIMD features and the
+ * thread count (bench/machine.ts). Each configuration runs in its own process, so peak RSS is
  * that configuration's.
  *
  *   node dist/bench/run.js [--models bench-small,bench-1b] [--precisions f32,bf16,q8_0,q4_0] [--threads 1,2] [--skip-train]
@@ -24,6 +24,7 @@ import { AdamW } from "../src/tensor/optim.js";
 import { crossEntropy, reshape, slice } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import type { RgbImage } from "../src/image/decode.js";
+import { emit, measureRooflines } from "./machine.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CACHE = path.join(ROOT, "bench", ".cache");
@@ -41,15 +42,6 @@ const SHAPES = {
 } as const;
 type ModelName = keyof typeof SHAPES;
 type Precision = "f32" | "bf16" | "q8_0" | "q4_0";
-
-/** Figures recorded on this machine kind for bench-small at 1 thread (PyTorch 2.13, llama.cpp). */
-const RECORDED: Record<string, Record<string, { value: number; source: string }>> = {
-  encode_ms: { f32: { value: 537, source: "pytorch" }, bf16: { value: 164, source: "pytorch" } },
-  prefill_tokens_per_s: { f32: { value: 645, source: "llama.cpp" }, bf16: { value: 1027, source: "pytorch" }, q4_0: { value: 1110, source: "llama.cpp" } },
-  decode_tokens_per_s: { f32: { value: 58, source: "llama.cpp" }, bf16: { value: 23.9, source: "pytorch" }, q8_0: { value: 152, source: "llama.cpp" }, q4_0: { value: 256, source: "llama.cpp" } },
-  train_projector_ms: { f32: { value: 3400, source: "pytorch" } },
-  train_lora_ms: { f32: { value: 9300, source: "pytorch (full LLM step)" } },
-};
 
 const PROMPT_TEXT_TOKENS = 40;
 const DECODE_TOKENS = 64;
@@ -69,10 +61,6 @@ function time<T>(fn: () => T): [T, number] {
   const t = performance.now();
   const r = fn();
   return [r, performance.now() - t];
-}
-
-function emit(record: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(record)}\n`);
 }
 
 function ensureCheckpoint(name: ModelName): string {
@@ -139,7 +127,7 @@ async function child(model: ModelName, precision: Precision, threads: number, tr
     });
   };
   if (!train) {
-    emit({ model, precision, threads, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
+    emit(threads, { model, precision, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
     return;
   }
   const projector = loaded.model.projector.namedParameters().map(([, t]) => t);
@@ -148,26 +136,10 @@ async function child(model: ModelName, precision: Precision, threads: number, tr
   const lora = addLoraAdapters(llm.namedLinears().filter(([n]) => n !== "lm_head"), { r: 8, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], useRslora: false, baseModel: null }, seededRandom(1));
   const loraMs = trainStep([...projector, ...lora]);
 
-  emit({
-    model, precision, threads, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs,
+  emit(threads, {
+    model, precision, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs,
     trainProjectorMs: projectorMs, trainLoraMs: loraMs, peakRssBytes: process.resourceUsage().maxRSS * 1024,
   });
-}
-
-/** The machine's limits as this backend reaches them: peak GEMM and memory bandwidth. */
-function machineLimits(threads: number) {
-  const be = createBackend({ name: "native", threads }) as NativeBackend;
-  const n = 1024;
-  const r = seededRandom(1);
-  const a = Float32Array.from({ length: n * n }, () => r());
-  const b = Float32Array.from({ length: n * n }, () => r());
-  const c = new Float32Array(n * n);
-  be.gemm(a, b, c, { m: n, n, k: n });
-  const gemmMs = median([0, 1, 2, 3, 4].map(() => time(() => be.gemm(a, b, c, { m: n, n, k: n }))[1]));
-  const gflops = (2 * n ** 3) / (gemmMs * 1e6);
-  const big = Float32Array.from({ length: 64 << 20 }, () => r());
-  const gbPerS = median([0, 1, 2, 3, 4].map(() => be.addon.bandwidth(big, 2)));
-  return { gflops, gbPerS };
 }
 
 async function main(): Promise<void> {
@@ -186,8 +158,8 @@ async function main(): Promise<void> {
     return;
   }
   const threadCounts = values.threads!.split(",").map(Number);
-  const limits = new Map(threadCounts.map((t) => [t, machineLimits(t)]));
-  for (const [t, l] of limits) emit({ metric: "machine", threads: t, gemm_gflops: l.gflops, bandwidth_gb_per_s: l.gbPerS });
+  const limits = new Map(threadCounts.map((t) => [t, measureRooflines(createBackend({ name: "native", threads: t }) as NativeBackend)]));
+  for (const [t, l] of limits) emit(t, { metric: "roofline", gemm_f32_gflops: l.gemmGflops, read_gb_per_s: l.readGBps });
   for (const model of values.models!.split(",") as ModelName[]) {
     ensureCheckpoint(model);
     const text = SHAPES[model].text;
@@ -196,11 +168,11 @@ async function main(): Promise<void> {
       for (const threads of threadCounts) {
         const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", `${model}:${precision}:${threads}:${values["skip-train"] ? "no-train" : "train"}`], { encoding: "utf8", maxBuffer: 1 << 24 });
         if (run.status !== 0) {
-          emit({ model, precision, threads, error: (run.stderr || "").trim().split("\n").slice(-3).join(" | ") });
+          emit(threads, { model, precision, error: (run.stderr || "").trim().split("\n").slice(-3).join(" | ") });
           continue;
         }
         const r = JSON.parse(run.stdout.trim().split("\n").pop()!) as Record<string, number>;
-        const { gflops, gbPerS } = limits.get(threads)!;
+        const { gemmGflops: gflops, readGBps: gbPerS } = limits.get(threads)!;
         const v = SHAPES[model].vision;
         const vt = (v.image_size / v.patch_size) ** 2 + 1;
         const visionFlops = (v.num_hidden_layers - 1) * vt * (8 * v.hidden_size ** 2 + 4 * v.hidden_size * v.intermediate_size + 4 * vt * v.hidden_size);
@@ -210,17 +182,16 @@ async function main(): Promise<void> {
         const decodeRoof = (gbPerS * 1e9) / (linear * BYTES_PER_WEIGHT[precision] + kvBytes);
         const prefillRoof = (gflops * 1e9) / (2 * (linear - text.vocab_size * text.hidden_size));
         const encodeRoofMs = (visionFlops / (gflops * 1e9)) * 1000;
-        const base = { model, precision, threads };
-        const recorded = (metric: string) => (model === "bench-small" && threads === 1 ? RECORDED[metric]?.[precision] : undefined);
-        emit({ ...base, metric: "load_ms", value: r.loadMs });
-        emit({ ...base, metric: "encode_ms", value: r.encodeMs, roofline: encodeRoofMs, fraction_of_roofline: encodeRoofMs / r.encodeMs, baseline: recorded("encode_ms") });
-        emit({ ...base, metric: "prefill_tokens_per_s", value: prefillTps, tokens: r.promptTokens, roofline: prefillRoof, fraction_of_roofline: prefillTps / prefillRoof, baseline: recorded("prefill_tokens_per_s") });
-        emit({ ...base, metric: "decode_tokens_per_s", value: decodeTps, roofline: decodeRoof, fraction_of_roofline: decodeTps / decodeRoof, baseline: recorded("decode_tokens_per_s") });
+        const base = { model, precision };
+        emit(threads, { ...base, metric: "load_ms", value: r.loadMs });
+        emit(threads, { ...base, metric: "encode_ms", value: r.encodeMs, roofline: encodeRoofMs, fraction_of_roofline: encodeRoofMs / r.encodeMs });
+        emit(threads, { ...base, metric: "prefill_tokens_per_s", value: prefillTps, tokens: r.promptTokens, roofline: prefillRoof, fraction_of_roofline: prefillTps / prefillRoof });
+        emit(threads, { ...base, metric: "decode_tokens_per_s", value: decodeTps, roofline: decodeRoof, fraction_of_roofline: decodeTps / decodeRoof });
         if (r.trainProjectorMs !== undefined) {
-          emit({ ...base, metric: "train_projector_ms", value: r.trainProjectorMs, baseline: recorded("train_projector_ms") });
-          emit({ ...base, metric: "train_lora_ms", value: r.trainLoraMs, baseline: recorded("train_lora_ms") });
+          emit(threads, { ...base, metric: "train_projector_ms", value: r.trainProjectorMs });
+          emit(threads, { ...base, metric: "train_lora_ms", value: r.trainLoraMs });
         }
-        emit({ ...base, metric: "peak_rss_bytes", value: r.peakRssBytes });
+        emit(threads, { ...base, metric: "peak_rss_bytes", value: r.peakRssBytes });
       }
     }
   }

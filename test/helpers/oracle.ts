@@ -93,7 +93,7 @@ export class Oracle {
   }
 
   /** Projected features [N, D] of one image given as CHW pixels. */
-  imageFeatures(pixels: Float32Array): Vec[] {
+  imageFeatures(pixels: ArrayLike<number>): Vec[] {
     const c = this.cfg.vision;
     const s = this.towerStore;
     const p = this.names.vision;

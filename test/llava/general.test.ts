@@ -2,6 +2,9 @@
  * The model is right in general, not only on the fixture cases: random-weight checkpoints with
  * other shapes and settings go through `llava dump`, and the results are compared with an
  * independent float64 oracle (test/helpers/oracle.ts), itself checked against the fixtures.
+ * Where a fixture case has the scenario's input (its image, question, prompt ids and pixels),
+ * the oracle starts from the fixture's ids and pixels, not from what the project computed; only
+ * inputs no fixture has (several images, a system prompt) start from the dump's.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -10,7 +13,6 @@ import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
 import { runDump } from "../../src/cli/dump.js";
-import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 import { WeightStore, writeSafetensors } from "../../src/io/safetensors.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava, type RandomLlavaSpec } from "../../src/llava/random-checkpoint.js";
@@ -18,6 +20,7 @@ import { seededRandom } from "../../src/util/random.js";
 import { Oracle, type OracleConfig, type OracleNames } from "../helpers/oracle.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
 import { compareCase } from "../helpers/compare.js";
+import { readNpyFile } from "../helpers/npy-reader.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llava-general-"));
 process.on("exit", () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -32,7 +35,7 @@ async function noiseImage(name: string, width: number, height: number, seed: num
   return file;
 }
 
-const read = (dir: string, name: string) => npyToNumbers(readNpy(path.join(dir, `${name}.npy`)));
+const read = (dir: string, name: string) => Array.from(readNpyFile(path.join(dir, `${name}.npy`)).values);
 
 function assertClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number) {
   assert.equal(got.length, want.length, `${name}: length`);
@@ -48,8 +51,8 @@ function assertClose(name: string, got: ArrayLike<number>, want: ArrayLike<numbe
 interface Scenario {
   name: string;
   spec: Omit<RandomLlavaSpec, "tokenizerFrom">;
-  images: Array<[number, number]>;
-  system?: string;
+  /** a fixture case whose image, question, ids and pixels are the input, or noise images of these sizes */
+  input: { fixtureCase: string } | { noise: Array<[number, number]>; system: string };
   oracle: Omit<OracleConfig, "text" | "vision"> & { text: OracleConfig["text"]; vision: OracleConfig["vision"] };
 }
 
@@ -61,8 +64,7 @@ const scenarios: Scenario[] = [
       text: { hidden_size: 24, intermediate_size: 40, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, rope_theta: 500000, rms_norm_eps: 1e-6, vocab_size: 32001 },
       vision: { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 2, image_size: 28, patch_size: 14 },
     },
-    images: [[100, 37], [20, 90]],
-    system: "You describe images tersely.",
+    input: { noise: [[100, 37], [20, 90]], system: "You describe images tersely." },
     oracle: {
       selectLayer: -2, keepCls: false, projectorDepth: 2,
       text: { hidden: 24, heads: 4, kvHeads: 2, headDim: 6, layers: 2, eps: 1e-6, theta: 500000, vocab: 32001 },
@@ -74,13 +76,13 @@ const scenarios: Scenario[] = [
     spec: {
       format: "original", seed: 12, projectorType: "mlp3x_gelu", imageAspectRatio: "pad", visionSelectLayer: -1, visionSelectFeature: "cls_patch",
       text: { hidden_size: 16, intermediate_size: 30, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 1, rope_theta: 1000, rms_norm_eps: 1e-5, vocab_size: 32000 },
-      vision: { hidden_size: 24, intermediate_size: 40, num_hidden_layers: 2, num_attention_heads: 3, image_size: 42, patch_size: 14, hidden_act: "gelu", layer_norm_eps: 1e-6 },
+      vision: { hidden_size: 24, intermediate_size: 40, num_hidden_layers: 2, num_attention_heads: 3, image_size: 56, patch_size: 14, hidden_act: "gelu", layer_norm_eps: 1e-6 },
     },
-    images: [[57, 131]],
+    input: { fixtureCase: "tiny-llava-1.5-orig/gradient" },
     oracle: {
       selectLayer: -1, keepCls: true, projectorDepth: 3,
       text: { hidden: 16, heads: 4, kvHeads: 1, headDim: 4, layers: 3, eps: 1e-5, theta: 1000, vocab: 32000 },
-      vision: { hidden: 24, heads: 3, layers: 2, patch: 14, image: 42, eps: 1e-6, act: "gelu" },
+      vision: { hidden: 24, heads: 3, layers: 2, patch: 14, image: 56, eps: 1e-6, act: "gelu" },
     },
   },
   {
@@ -88,13 +90,13 @@ const scenarios: Scenario[] = [
     spec: {
       format: "hf", seed: 15,
       text: { model_type: "mistral", hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, sliding_window: 7, rope_theta: 1000000, vocab_size: 32001 },
-      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, image_size: 56, patch_size: 14 },
     },
-    images: [[40, 40]],
+    input: { fixtureCase: "tiny-llava-1.5-mha/gradient" },
     oracle: {
       selectLayer: -2, keepCls: false, projectorDepth: 2,
       text: { hidden: 16, heads: 4, kvHeads: 2, headDim: 4, layers: 2, eps: 1e-6, theta: 1000000, vocab: 32001, window: 7 },
-      vision: { hidden: 16, heads: 2, layers: 1, patch: 14, image: 28, eps: 1e-5, act: "quick_gelu" },
+      vision: { hidden: 16, heads: 2, layers: 1, patch: 14, image: 56, eps: 1e-5, act: "quick_gelu" },
     },
   },
   {
@@ -102,13 +104,13 @@ const scenarios: Scenario[] = [
     spec: {
       format: "original", seed: 13, projectorType: "linear", imageAspectRatio: "square", visionSelectLayer: 1,
       text: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 32000 },
-      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, image_size: 56, patch_size: 14 },
     },
-    images: [[64, 48]],
+    input: { fixtureCase: "tiny-llava-1.5-orig/gradient" },
     oracle: {
       selectLayer: 1, keepCls: false, projectorDepth: 1,
       text: { hidden: 16, heads: 2, kvHeads: 2, headDim: 8, layers: 1, eps: 1e-6, theta: 10000, vocab: 32000 },
-      vision: { hidden: 16, heads: 2, layers: 2, patch: 14, image: 28, eps: 1e-5, act: "quick_gelu" },
+      vision: { hidden: 16, heads: 2, layers: 2, patch: 14, image: 56, eps: 1e-5, act: "quick_gelu" },
     },
   },
   {
@@ -116,26 +118,37 @@ const scenarios: Scenario[] = [
     spec: {
       format: "original", seed: 14, projectorType: "identity", imageAspectRatio: "pad",
       text: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 32000 },
-      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+      vision: { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, image_size: 56, patch_size: 14 },
     },
-    images: [[30, 30]],
+    input: { fixtureCase: "tiny-llava-1.5-orig/gradient" },
     oracle: {
       selectLayer: -2, keepCls: false, projectorDepth: 0,
       text: { hidden: 16, heads: 2, kvHeads: 2, headDim: 8, layers: 1, eps: 1e-6, theta: 10000, vocab: 32000 },
-      vision: { hidden: 16, heads: 2, layers: 2, patch: 14, image: 28, eps: 1e-5, act: "quick_gelu" },
+      vision: { hidden: 16, heads: 2, layers: 2, patch: 14, image: 56, eps: 1e-5, act: "quick_gelu" },
     },
   },
 ];
+
+/** What a scenario asks about, and the fixture case (if any) whose ids and pixels are the oracle's input. */
+async function scenarioInput(sc: Scenario): Promise<{ images: string[]; query: string; system?: string; fixture: string | null }> {
+  if ("noise" in sc.input) {
+    const images = await Promise.all(sc.input.noise.map(([w, h], i) => noiseImage(`${sc.spec.seed}-${i}.png`, w, h, i + (sc.spec.seed ?? 0))));
+    return { images, query: "Describe both.", system: sc.input.system, fixture: null };
+  }
+  const fixture = path.join(CASES, sc.input.fixtureCase);
+  const meta = JSON.parse(fs.readFileSync(path.join(fixture, "meta.json"), "utf8")) as { images: string[]; question: string };
+  return { images: meta.images.map((f) => path.join(IMAGES, f)), query: meta.question, fixture };
+}
 
 for (const sc of scenarios) {
   test(`matches the float64 oracle: ${sc.name}`, async () => {
     const dir = path.join(tmp, sc.spec.format + sc.spec.seed);
     const tokenizerFrom = path.join(MODELS, sc.spec.format === "hf" ? "tiny-llava-1.5-mha" : "tiny-llava-1.5-orig");
     const { towerDir } = writeRandomLlava(dir, { ...sc.spec, tokenizerFrom });
-    const images = await Promise.all(sc.images.map(([w, h], i) => noiseImage(`${sc.spec.seed}-${i}.png`, w, h, i + (sc.spec.seed ?? 0))));
+    const { fixture, ...input } = await scenarioInput(sc);
     const out = path.join(dir, "dump");
     const loaded = await loadLlava(dir);
-    await runDump(loaded, { images, query: "Describe both.", system: sc.system, convMode: "llava_v1", maxNewTokens: 4, out });
+    await runDump(loaded, { ...input, convMode: "llava_v1", maxNewTokens: 4, out });
 
     const hf = sc.spec.format === "hf";
     const names: OracleNames = hf
@@ -143,15 +156,21 @@ for (const sc of scenarios) {
       : { vision: "vision_model.", projector: (i) => (sc.spec.projectorType === "linear" ? "model.mm_projector." : `model.mm_projector.${2 * i}.`), llm: "model.", head: "lm_head." };
     const store = WeightStore.open(dir);
     const oracle = new Oracle(store, towerDir ? WeightStore.open(towerDir) : store, sc.oracle, names);
-    const pixels = readNpy(path.join(out, sc.spec.imageAspectRatio === "pad" ? "pixel_values_pad.npy" : "pixel_values.npy"));
+    // the oracle's input: the fixture's ids and pixels where it has them (the dump must agree), else the dump's
+    const pixelsName = sc.spec.imageAspectRatio === "pad" ? "pixel_values_pad" : "pixel_values";
+    const pixels = readNpyFile(path.join(fixture ?? out, `${pixelsName}.npy`));
+    const ids = read(fixture ?? out, "input_ids");
+    if (fixture) {
+      assert.deepEqual(read(out, "input_ids"), ids, "the dump's prompt ids are the fixture's");
+      assertClose(pixelsName, read(out, pixelsName), pixels.values, 2e-5, 0);
+    }
     const per = pixels.shape.slice(1).reduce((a, b) => a * b, 1);
-    const features = sc.images.map((_, i) => oracle.imageFeatures((pixels.data as Float32Array).subarray(i * per, (i + 1) * per)));
+    const features = input.images.map((_, i) => oracle.imageFeatures(pixels.values.subarray(i * per, (i + 1) * per)));
     assertClose("projector_output", read(out, "projector_output"), features.flatMap((f) => f.flatMap((r) => Array.from(r))), 2e-4, 1e-4);
 
-    const ids = read(out, "input_ids");
     const marker = hf ? 32000 : -200;
-    assert.equal(ids.filter((i) => i === marker).length, sc.images.length);
-    if (sc.system) assert.ok(fs.readFileSync(path.join(out, "prompt.txt"), "utf8").startsWith(sc.system));
+    assert.equal(ids.filter((i) => i === marker).length, input.images.length);
+    if (input.system) assert.ok(fs.readFileSync(path.join(out, "prompt.txt"), "utf8").startsWith(input.system));
     const embeds = oracle.embed(ids, marker, features);
     const logits = oracle.logits(embeds);
     assertClose("logits_all", read(out, "logits_all"), logits.flatMap((r) => Array.from(r)), 1e-3, 1e-4);
@@ -180,7 +199,7 @@ test("the oracle itself reproduces the fixture logits", async () => {
     vision: { hidden: 48, heads: 4, layers: 3, patch: 14, image: 56, eps: 1e-5, act: "quick_gelu" },
   }, { vision: "vision_tower.vision_model.", projector: (i) => `multi_modal_projector.linear_${i + 1}.`, llm: "language_model.model.", head: "language_model.lm_head." });
   const ref = path.join(CASES, "tiny-llava-1.5-mha", "gradient");
-  const pixels = readNpy(path.join(ref, "pixel_values.npy")).data as Float32Array;
+  const pixels = readNpyFile(path.join(ref, "pixel_values.npy")).values;
   const features = oracle.imageFeatures(pixels);
   const embeds = oracle.embed(read(ref, "input_ids"), 32000, [features]);
   const last = oracle.logits(embeds, true)[0];

@@ -1,8 +1,9 @@
 /**
  * Fixture parity: every reference case goes through `runDump` (what `llava dump` runs) and each
- * array is compared with the reference values at the fixtures' tolerances.
+ * array is compared with the reference values at the fixtures' tolerances. The comparison itself
+ * is tested too: it must be able to fail.
  */
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
@@ -62,3 +63,63 @@ for (const [backendName, backend] of BACKENDS) for (const name of PARITY_CASES) 
     }
   });
 }
+
+/** A copy of a reference case to tamper with, as reference (`ref`) and as candidate (`cand`). */
+function tamperable(t: TestContext, name: string) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-compare-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const [ref, cand] = [path.join(dir, "ref"), path.join(dir, "cand")];
+  fs.cpSync(path.join(CASES, name), ref, { recursive: true });
+  fs.cpSync(path.join(CASES, name), cand, { recursive: true });
+  return { ref, cand };
+}
+
+/** Changes the last element of a little-endian float32 or int64 array file in place; returns it. */
+function changeLast(file: string, change: (x: number) => number): number {
+  const bytes = fs.readFileSync(file);
+  const float = fs.readFileSync(file, "latin1").includes("'<f4'");
+  const at = bytes.length - (float ? 4 : 8);
+  const x = change(float ? bytes.readFloatLE(at) : Number(bytes.readBigInt64LE(at)));
+  if (float) bytes.writeFloatLE(x, at);
+  else bytes.writeBigInt64LE(BigInt(x), at);
+  fs.writeFileSync(file, bytes);
+  return x;
+}
+
+const failures = (ref: string, cand: string) => compareCase(ref, cand).filter((v) => !v.ok).map((v) => `${v.name}: ${v.detail}`);
+
+test("comparison: a reference case equals itself, array by array", () => {
+  const dir = path.join(CASES, "tiny-llava-1.5-mha", "gradient");
+  const verdicts = compareCase(dir, dir);
+  assert.deepEqual(verdicts.filter((v) => !v.ok), []);
+  assert.equal(verdicts.length, fs.readdirSync(dir).filter((f) => f.endsWith(".npy")).length - 2, "every array but the two auxiliary ones");
+});
+
+test("comparison: a value just inside its tolerance passes, just outside fails", (t) => {
+  const { ref, cand } = tamperable(t, "tiny-llava-1.5-mha/gradient");
+  const file = path.join(cand, "logits_last.npy");
+  let bound = 0;
+  changeLast(file, (r) => {
+    bound = 1e-3 + 1e-4 * Math.abs(r);
+    return r + 0.5 * bound;
+  });
+  assert.deepEqual(failures(ref, cand), []);
+  changeLast(file, (x) => x + bound);
+  assert.deepEqual(failures(ref, cand).map((f) => f.split(":")[0]), ["logits_last"]);
+});
+
+test("comparison: an array with no tolerance rule, a missing array, a changed id or shape fail", (t) => {
+  const { ref, cand } = tamperable(t, "tiny-llava-1.5-mha/gradient");
+  for (const dir of [ref, cand]) fs.copyFileSync(path.join(ref, "logits_last.npy"), path.join(dir, "logits_unknown.npy"));
+  assert.deepEqual(failures(ref, cand), ["logits_unknown: no tolerance rule for this array"]);
+  fs.rmSync(path.join(ref, "logits_unknown.npy"));
+
+  fs.rmSync(path.join(cand, "projector_output.npy"));
+  fs.copyFileSync(path.join(ref, "pixel_values.npy"), path.join(cand, "image_features.npy"));
+  const id = changeLast(path.join(cand, "generated_ids.npy"), (x) => x + 1);
+  assert.deepEqual(failures(ref, cand), [
+    `generated_ids: first mismatch at 19: ${id} vs ${id - 1}`,
+    "image_features: shape [1,3,56,56] vs reference [1,16,48]",
+    "projector_output: not dumped",
+  ]);
+});
