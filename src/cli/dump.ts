@@ -3,16 +3,11 @@
  * files named as in the reference fixtures, so any output can be compared with the Python
  * implementations. The folder is written as `convert` writes: complete or not at all.
  */
-import path from "node:path";
-import { getConvTemplate } from "../llava/conversation.js";
 import type { LoadedLlava } from "../llava/load.js";
-import { IMAGE_TOKEN } from "../llava/spec.js";
-import { traceInference, traceTraining } from "../llava/trace.js";
+import { traceRequest, writeTrace } from "../llava/trace.js";
 import { loadImages } from "../image/decode.js";
-import { writeFileAtomic, writeFully } from "../io/files.js";
-import { writeNpy } from "../io/npy.js";
 import { LlavaError } from "../util/errors.js";
-import { checkOutputFolder, writeOutputFolder } from "../zoo/output.js";
+import { checkOutputFolder } from "../io/output.js";
 import { budgetFromArgs, convModeFromArgs, samplingOptions, type Values } from "./common.js";
 
 export interface DumpOptions {
@@ -25,15 +20,6 @@ export interface DumpOptions {
   out: string;
   /** replace a non-empty `out` */
   force?: boolean;
-}
-
-/** The reference's rendering: one `<image>\n` per image before the query, then the answer if any. */
-export function dumpPrompt(opts: DumpOptions) {
-  const conv = getConvTemplate(opts.convMode);
-  if (opts.system !== undefined) conv.system = opts.system;
-  conv.appendMessage(conv.roles[0], `${IMAGE_TOKEN}\n`.repeat(opts.images.length) + opts.query);
-  conv.appendMessage(conv.roles[1], opts.answer ?? null);
-  return { conv, prompt: conv.getPrompt() };
 }
 
 /**
@@ -57,18 +43,8 @@ export function dumpOptionsFromArgs(v: Values): DumpOptions {
   };
 }
 
-/** Writes prompt.txt and the traced arrays into `opts.out`; returns the arrays' names. */
+/** Traces the request (computed before the output exists, where Ctrl-C still ends the process at once), then writes it. */
 export async function runDump(loaded: LoadedLlava, opts: DumpOptions): Promise<string[]> {
-  const images = await loadImages(opts.images);
-  const { conv, prompt } = dumpPrompt(opts);
-  // computed before the output exists, where Ctrl-C still ends the process at once
-  const trace = opts.answer !== undefined ? traceTraining(loaded, conv, prompt, images) : await traceInference(loaded, prompt, images, opts.maxNewTokens);
-  return writeOutputFolder(opts.out, opts.force ?? false, async (dir, interrupt) => {
-    writeFileAtomic(path.join(dir, "prompt.txt"), (fd) => writeFully(fd, Buffer.from(prompt, "utf8")));
-    for (const [name, array] of trace.arrays) {
-      await interrupt();
-      writeNpy(path.join(dir, `${name}.npy`), array);
-    }
-    return [...trace.arrays.keys()];
-  });
+  const { prompt, trace } = await traceRequest(loaded, { ...opts, images: await loadImages(opts.images) });
+  return writeTrace(opts.out, opts.force ?? false, prompt, trace);
 }

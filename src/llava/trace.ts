@@ -4,12 +4,17 @@
  * training example labels, loss and the projector's gradients). `llava dump` writes them as .npy
  * files; tests and trainers use them in memory.
  */
-import type { Conversation } from "./conversation.js";
+import path from "node:path";
+import { type Conversation, getConvTemplate } from "./conversation.js";
 import { argmax, Generation } from "./generate.js";
 import { expandLabels, IGNORE_INDEX, maskTargetsV1 } from "./labels.js";
 import type { LoadedLlava } from "./load.js";
 import { buildInputs, expandedIds, prepareImages, promptIds, type PreparedImages } from "./pipeline.js";
+import { IMAGE_TOKEN } from "./spec.js";
 import type { RgbImage } from "../image/decode.js";
+import { writeFileAtomic, writeFully } from "../io/files.js";
+import { writeNpy } from "../io/npy.js";
+import { writeOutputFolder } from "../io/output.js";
 import { clipPreprocess, padPreprocess } from "../image/processor.js";
 import { concat, crossEntropy, reshape } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -149,4 +154,46 @@ export function traceTraining(loaded: LoadedLlava, conv: Conversation<unknown>, 
       t.grad = null;
     }
   }
+}
+
+/** A request to trace: as the reference fixtures are made, one `<image>` line per image before the query. */
+export interface TraceRequest {
+  images: RgbImage[];
+  query: string;
+  system?: string;
+  /** with an answer, a training example (labels, loss, gradients); without, greedy generation */
+  answer?: string;
+  convMode: string;
+  maxNewTokens: number;
+}
+
+/** The reference fixtures' rendering of a request: the template, then the answer if any. */
+export function tracePrompt(req: Omit<TraceRequest, "images"> & { imageCount: number }): { conv: Conversation<unknown>; prompt: string } {
+  const conv = getConvTemplate(req.convMode);
+  if (req.system !== undefined) conv.system = req.system;
+  conv.appendMessage(conv.roles[0], `${IMAGE_TOKEN}\n`.repeat(req.imageCount) + req.query);
+  conv.appendMessage(conv.roles[1], req.answer ?? null);
+  return { conv, prompt: conv.getPrompt() };
+}
+
+/** The rendered prompt and the trace of a request. */
+export async function traceRequest(loaded: LoadedLlava, req: TraceRequest): Promise<{ prompt: string; trace: Trace }> {
+  const { conv, prompt } = tracePrompt({ ...req, imageCount: req.images.length });
+  const trace = req.answer !== undefined ? traceTraining(loaded, conv, prompt, req.images) : await traceInference(loaded, prompt, req.images, req.maxNewTokens);
+  return { prompt, trace };
+}
+
+/**
+ * Writes prompt.txt and one .npy per traced array into the folder `out`, complete or not at all
+ * (an existing non-empty `out` only with `force`); returns the arrays' names.
+ */
+export function writeTrace(out: string, force: boolean, prompt: string, trace: Trace): Promise<string[]> {
+  return writeOutputFolder(out, force, async (dir, interrupt) => {
+    writeFileAtomic(path.join(dir, "prompt.txt"), (fd) => writeFully(fd, Buffer.from(prompt, "utf8")));
+    for (const [name, array] of trace.arrays) {
+      await interrupt();
+      writeNpy(path.join(dir, `${name}.npy`), array);
+    }
+    return [...trace.arrays.keys()];
+  });
 }

@@ -9,7 +9,7 @@ import { detectFormat } from "../llava/spec.js";
 import { hasModelWeights } from "../io/checkpoint-files.js";
 import { LlavaError } from "../util/errors.js";
 import { type ConvertResult, readModelConfig } from "./common.js";
-import { writeOutputFile } from "./output.js";
+import { writeOutputFile } from "../io/output.js";
 import { type ProgressSink, silentProgress } from "./progress.js";
 import { byteSize, type PlannedTensor, writeSafetensorsStreaming } from "./shard-writer.js";
 import { naturalCompare } from "./natural-order.js";

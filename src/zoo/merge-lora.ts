@@ -20,7 +20,7 @@ import { RefBackend } from "../tensor/ref-backend.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, readModelConfig, sortPlan, writeJson, writeWeightGroups } from "./common.js";
-import { checkOutsideInputs, writeOutputFolder } from "./output.js";
+import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
 import type { PlannedTensor } from "./shard-writer.js";
 import { copyTokenizerFiles } from "./tokenizer-files.js";
 import { encodeFloats } from "./vocab.js";

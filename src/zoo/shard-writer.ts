@@ -4,6 +4,7 @@
  * transformers' `save_pretrained` (`planShards`) and each file is laid out exactly as
  * `writeSafetensors` would lay it out (same header, same order).
  */
+import type { Interrupt } from "../io/output.js";
 import fs from "node:fs";
 import path from "node:path";
 import { describeFsError, writeFully } from "../io/files.js";
@@ -22,8 +23,6 @@ export interface PlannedTensor {
 
 export const byteSize = (t: { dtype: SafetensorsDtype; shape: number[] }) => shapeNumel(t.shape) * dtypeSize(t.dtype);
 
-/** Checks between tensors whether the conversion should stop (Ctrl-C), letting signal handlers run. */
-export type Interrupt = () => Promise<void>;
 
 export interface StreamWriteOptions {
   progress: ProgressSink;

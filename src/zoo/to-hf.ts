@@ -14,7 +14,7 @@ import { openCheckpointWeights } from "../llava/weights.js";
 import { LlavaError } from "../util/errors.js";
 import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, sortPlan, writeJson, writeWeightGroups } from "./common.js";
 import { hfConfig, hfPreprocessorConfig, hfProcessorConfig, hfTargetOf, visionConfigDict } from "./configs.js";
-import { checkOutsideInputs, writeOutputFolder } from "./output.js";
+import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
 import type { PlannedTensor } from "./shard-writer.js";
 import { writeTokenizerWithImageToken } from "./tokenizer-files.js";
 import { grownRows, paddedVocabSize } from "./vocab.js";

@@ -14,7 +14,7 @@ import { openCheckpointWeights } from "../llava/weights.js";
 import { LlavaError } from "../util/errors.js";
 import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, sortPlan, writeJson, writeWeightGroups } from "./common.js";
 import { checkOriginalCanHold, hfVisionDict, originalConfig, towerFolderConfigs } from "./configs.js";
-import { checkOutsideInputs, writeOutputFolder } from "./output.js";
+import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
 import type { PlannedTensor } from "./shard-writer.js";
 import { writeTokenizerWithoutImageToken } from "./tokenizer-files.js";
 import { firstRows } from "./vocab.js";

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
-import { runDump } from "../../src/cli/dump.js";
+import { dumpTrace } from "../helpers/dump.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 import { mergeAnyresFeatures } from "../../src/llava/anyres.js";
 import { loadLlava } from "../../src/llava/load.js";
@@ -77,7 +77,7 @@ for (const [w, h, what] of [[300, 50, "a wide"], [50, 300, "a tall"], [10, 10, "
     await sharp(data, { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
     const out = path.join(tmp, `out-${w}x${h}`);
     const loaded = await loadLlava(path.join(MODELS, "tiny-llava-next"));
-    await runDump(loaded, { images: [file], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 1, out });
+    await dumpTrace(loaded, { images: [file], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 1, out });
     const d = 16;
     const projected = read(out, "projector_output");
     const tiles = Array.from({ length: projected.length / (SIDE * SIDE * d) }, (_, t) =>
@@ -133,7 +133,7 @@ test("the original format truncates the spliced sequence to tokenizer_model_max_
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(cfg));
   const loaded = await loadLlava(dir, { visionTower: path.join(MODELS, "tiny-clip-vit-56") });
   const out = path.join(tmp, "truncated");
-  await runDump(loaded, { images: [], query: "Tell me a joke about a very long prompt that goes on.", convMode: "llava_v1", maxNewTokens: 1, out });
+  await dumpTrace(loaded, { images: [], query: "Tell me a joke about a very long prompt that goes on.", convMode: "llava_v1", maxNewTokens: 1, out });
   assert.ok(read(out, "input_ids").length > 30);
   assert.equal(read(out, "inputs_embeds").length, 30 * 32);
 });

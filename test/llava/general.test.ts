@@ -12,7 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
-import { runDump } from "../../src/cli/dump.js";
+import { dumpTrace } from "../helpers/dump.js";
 import { WeightStore, writeSafetensors } from "../../src/io/safetensors.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava, type RandomLlavaSpec } from "../../src/llava/random-checkpoint.js";
@@ -148,7 +148,7 @@ for (const sc of scenarios) {
     const { fixture, ...input } = await scenarioInput(sc);
     const out = path.join(dir, "dump");
     const loaded = await loadLlava(dir);
-    await runDump(loaded, { ...input, convMode: "llava_v1", maxNewTokens: 4, out });
+    await dumpTrace(loaded, { ...input, convMode: "llava_v1", maxNewTokens: 4, out });
 
     const hf = sc.spec.format === "hf";
     const names: OracleNames = hf
@@ -220,7 +220,7 @@ test("the newer HF key layout (model.language_model.*) loads to the same outputs
   assert.ok(tensors.some((t) => t.name.startsWith("model.language_model.")));
   writeSafetensors(path.join(dir, "model.safetensors"), tensors, { format: "pt" });
   const out = path.join(dir, "dump");
-  await runDump(await loadLlava(dir), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
+  await dumpTrace(await loadLlava(dir), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
   assert.deepEqual(compareCase(path.join(CASES, "tiny-llava-1.5-mha", "gradient"), out).filter((v) => !v.ok), []);
 });
 
@@ -237,7 +237,7 @@ test("bf16 and f16 checkpoints load (converted to f32 on load) and stay close to
     assert.equal(store.info("language_model.model.norm.weight").dtype, dtype);
     store.close();
     const out = path.join(dir, "dump");
-    await runDump(await loadLlava(dir), { images: [], query: "Hi", convMode: "llava_v1", maxNewTokens: 2, out });
+    await dumpTrace(await loadLlava(dir), { images: [], query: "Hi", convMode: "llava_v1", maxNewTokens: 2, out });
     return read(out, "logits_last");
   };
   const ref = await logitsFor("F32");
@@ -259,7 +259,7 @@ test("a checkpoint saved as pytorch_model.bin (torch.save zip) gives the fixture
   fs.rmSync(path.join(dir, "model.safetensors"));
   fs.writeFileSync(path.join(dir, "pytorch_model.bin"), torchSaveZip(new OrderedDict(entries)));
   const out = path.join(dir, "dump");
-  await runDump(await loadLlava(dir), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
+  await dumpTrace(await loadLlava(dir), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
   assert.deepEqual(compareCase(path.join(CASES, "tiny-llava-1.5-mha", "gradient"), out).filter((v) => !v.ok), []);
 });
 
@@ -277,7 +277,7 @@ test("a sharded checkpoint (model-0000N-of-0000M + index) loads like the single 
   assert.ok(shards.length >= 3, `${shards.length} shards`);
   const logits = async (dir: string) => {
     const out = path.join(dir, "dump");
-    await runDump(await loadLlava(dir), { images: [], query: "Hi", convMode: "llava_v1", maxNewTokens: 2, out });
+    await dumpTrace(await loadLlava(dir), { images: [], query: "Hi", convMode: "llava_v1", maxNewTokens: 2, out });
     return read(out, "logits_last");
   };
   assert.deepEqual(await logits(sharded), await logits(single));
@@ -304,7 +304,7 @@ test("a 34B-style checkpoint: image token 64000, chatml_direct prompt, ids and s
   edit("config.json", (j) => (j.image_token_index = 64000));
   const out = path.join(dir, "dump");
   const loaded = await loadLlava(dir);
-  await runDump(loaded, { images: [await noiseImage("yi.png", 50, 30, 5)], query: "What is this?", convMode: "chatml_direct", maxNewTokens: 2, out });
+  await dumpTrace(loaded, { images: [await noiseImage("yi.png", 50, 30, 5)], query: "What is this?", convMode: "chatml_direct", maxNewTokens: 2, out });
   const prompt = fs.readFileSync(path.join(out, "prompt.txt"), "utf8");
   assert.equal(prompt, "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\nWhat is this?<|im_end|><|im_start|>assistant\n");
   const ids = read(out, "input_ids");

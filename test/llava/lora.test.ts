@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { runDump } from "../../src/cli/dump.js";
+import { dumpTrace } from "../helpers/dump.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 import { WeightStore, writeSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
 import { seededRandom } from "../../src/util/random.js";
@@ -83,7 +83,7 @@ function loraDir(name: string, adapter = lora, extra?: (dir: string) => void, ex
 async function logits(modelPath: string, modelBase?: string): Promise<{ all: number[]; ids: number[] }> {
   const out = path.join(tmp, `dump-${path.basename(modelPath)}-${Math.floor(random() * 1e9)}`);
   const loaded = await loadLlava(modelPath, { modelBase, visionTower: towerDir! });
-  await runDump(loaded, { images: [path.join(IMAGES, "checker_300x500.png")], query: "What is it?", convMode: "llava_v1", maxNewTokens: 5, out });
+  await dumpTrace(loaded, { images: [path.join(IMAGES, "checker_300x500.png")], query: "What is it?", convMode: "llava_v1", maxNewTokens: 5, out });
   return { all: npyToNumbers(readNpy(path.join(out, "logits_all.npy"))), ids: npyToNumbers(readNpy(path.join(out, "generated_ids.npy"))) };
 }
 

@@ -1,5 +1,5 @@
 /**
- * Fixture parity: every reference case goes through `runDump` (what `llava dump` runs) and each
+ * Fixture parity: every reference case goes through the model layer's trace (what `llava dump` writes) and each
  * array is compared with the reference values at the fixtures' tolerances. The comparison itself
  * is tested too: it must be able to fail.
  */
@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { runDump } from "../../src/cli/dump.js";
+import { dumpTrace } from "../helpers/dump.js";
 import { loadLlava } from "../../src/llava/load.js";
 import type { Backend } from "../../src/tensor/backend.js";
 import { createBackend } from "../../src/tensor/backends.js";
@@ -45,7 +45,7 @@ for (const [backendName, backend] of BACKENDS) for (const name of PARITY_CASES) 
       // the original format names its tower relative to the models folder
       const loaded = await loadLlava(path.join(MODELS, model), { backend, visionTower: model.endsWith("orig") ? path.join(MODELS, "tiny-clip-vit-56") : undefined });
       const answer = meta.text ? /ASSISTANT: (.*)<\/s>$/s.exec(meta.text)![1] : undefined;
-      await runDump(loaded, {
+      await dumpTrace(loaded, {
         images: meta.images.map((f) => path.join(IMAGES, f)),
         query: meta.question ?? "What is shown?",
         system: meta.system ?? undefined,

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { runDump } from "../../src/cli/dump.js";
+import { dumpTrace } from "../helpers/dump.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 import { loadLlava, type LoadOptions } from "../../src/llava/load.js";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
@@ -27,7 +27,7 @@ const rms = (a: number[]) => Math.sqrt(a.reduce((s, x) => s + x * x, 0) / a.leng
 async function dumpWith(opts: LoadOptions, name: string) {
   const loaded = await loadLlava(path.join(MODELS, "tiny-llava-1.5-mha"), opts);
   const out = path.join(tmp, name);
-  await runDump(loaded, { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
+  await dumpTrace(loaded, { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out });
   return { loaded, out };
 }
 

@@ -16,7 +16,7 @@ import { convertToOriginal } from "../../src/zoo/to-original.js";
 import { compareCase } from "../helpers/compare.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
 import { assertSameOutputs, dumpModel, randomAnyresOriginal, randomOriginal, squareImage, tempDir, TINY_PINPOINTS_WH } from "./helpers.js";
-import { runDump } from "../../src/cli/dump.js";
+import { dumpTrace } from "../helpers/dump.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
 import { contiguousStride, OrderedDict, Storage, Tensor as TorchTensor, torchSaveZip } from "../io/torch-save.js";
 
@@ -104,7 +104,7 @@ test("the tiny original fixture converts to the HF fixture's weights and back, w
 
   // the HF model also reproduces the HF fixture's reference arrays (except the columns of the added tokens)
   const caseOut = path.join(tmp, "fixture-hf-case");
-  await runDump(await loadLlava(hf), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out: caseOut });
+  await dumpTrace(await loadLlava(hf), { images: [path.join(IMAGES, "gradient_640x480.png")], query: "What is shown?", convMode: "llava_v1", maxNewTokens: 20, out: caseOut });
   const vocabSized = new Set(["logits_last", "logits_all_subset", "logits_all_logsumexp"]);
   const caseDir = path.join(CASES, "tiny-llava-1.5-mha", "gradient");
   assert.deepEqual(compareCase(caseDir, caseOut).filter((v) => !v.ok && !vocabSized.has(v.name)), []);

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after } from "node:test";
-import { runDump } from "../../src/cli/dump.js";
+import { dumpTrace } from "../helpers/dump.js";
 import { encodePng } from "../../src/image/decode.js";
 import { readNpy, npyToNumbers } from "../../src/io/npy.js";
 import { WeightStore, writeSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
@@ -53,7 +53,7 @@ export async function dumpModel(modelPath: string, image: string, opts: { modelB
   const out = path.join(os.tmpdir(), `llava-zoo-dump-${process.pid}-${dumpCounter++}`);
   try {
     const loaded = await loadLlava(modelPath, opts);
-    await runDump(loaded, { images: [image], query: "What is shown here?", convMode: "llava_v1", maxNewTokens: 8, out });
+    await dumpTrace(loaded, { images: [image], query: "What is shown here?", convMode: "llava_v1", maxNewTokens: 8, out });
     const logits = readNpy(path.join(out, "logits_all.npy"));
     return {
       logits: npyToNumbers(logits), rows: logits.shape[0], vocab: logits.shape[1],

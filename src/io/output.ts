@@ -6,9 +6,11 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { describeFsError } from "../io/files.js";
+import { describeFsError } from "./files.js";
 import { LlavaError } from "../util/errors.js";
-import type { Interrupt } from "./shard-writer.js";
+
+/** Resolves, or throws once SIGINT or SIGTERM arrived: long writers call it between steps. */
+export type Interrupt = () => Promise<void>;
 
 function isNonEmptyTarget(target: string): boolean {
   try {
