@@ -97,9 +97,8 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
     checkMemory(residentBytes(declared.filter((d) => d.shape && reader.has(d.name)) as Array<{ name: string; shape: number[] }>, opts), opts);
     model = LlavaModel.load(new ParamLoader(reader, backend, "", (name) => keptFormat(name, opts)), spec);
     if (weights.adapter) {
-      const linears = model.llm.namedLinears();
-      attachLora(linears, weights.adapter.weights, weights.adapter.config, backend);
-      const extra = unusedLoraKeys(weights.adapter.weights.names(), linears);
+      const taken = attachLora(model.llm.namedLinears(), weights.adapter.weights, weights.adapter.config, backend);
+      const extra = unusedLoraKeys(weights.adapter.weights.names(), taken);
       if (extra.length) throw new LlavaError(`${weights.adapter.weights.source}: the adapter does not match the base model: no layer for ${listed(extra, 1)}`);
     }
   } finally {

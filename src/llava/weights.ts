@@ -51,6 +51,8 @@ export interface WeightOptions {
   modelBase?: string;
   /** read a partial checkpoint without its base (for inspection) */
   allowMissingBase?: boolean;
+  /** add the CLIP folder's tower when the checkpoint lacks it (default true) */
+  towerFolder?: boolean;
 }
 
 /** The canonical reader of a folder holding a full model. */
@@ -110,7 +112,7 @@ export function openCheckpointWeights(spec: ModelSpec, opts: WeightOptions = {})
     let tower: CheckpointWeights["tower"] = "checkpoint";
     if (!layers.some((r) => r.has(`${PREFIX.tower}vision_model.pre_layrnorm.weight`))) {
       // LLaVA-1.5 keeps the tower in its CLIP folder; v1.6 and HF checkpoints carry it
-      if (spec.tower.dir) {
+      if (spec.tower.dir && opts.towerFolder !== false) {
         const clip = openWeights(spec.tower.dir, "vision tower folder");
         opened.push(clip);
         layers.push(renamed(clip, (n) => canonicalName(n, "clip"), (n) => storedName(n, "clip")));

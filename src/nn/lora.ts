@@ -47,35 +47,38 @@ export function isLoraTarget(name: string, targets: string[] | string): boolean 
   return targets.some((t) => name === t || name.endsWith(`.${t}`));
 }
 
+/** PEFT's prefix of adapter tensor names in a saved LLaVA LoRA. */
+const ADAPTER_PREFIX = "base_model.model.";
+
+/** Layer `name`'s A and B tensors in the adapter (PEFT saves them with or without `.default`); fails, naming the file, when it has none. */
+export function loraKeys(adapter: TensorSource, name: string): { a: string; b: string } {
+  const find = (ab: "A" | "B") => [`${ADAPTER_PREFIX}${name}.lora_${ab}.weight`, `${ADAPTER_PREFIX}${name}.lora_${ab}.default.weight`].find((k) => adapter.has(k));
+  const a = find("A");
+  const b = find("B");
+  if (!a || !b) throw new LlavaError(`${adapter.source}: no LoRA weights for targeted layer "${name}" (expected "${ADAPTER_PREFIX}${name}.lora_A.weight")`);
+  return { a, b };
+}
+
 /**
- * Attaches the adapter to every targeted Linear. Adapter keys are `<prefix><name>.lora_A.weight`
- * (or `.lora_A.default.weight`). Fails, naming the file, when the adapter and the model disagree:
- * a targeted layer without weights, weights for a layer the model lacks, or a shape mismatch.
+ * Attaches the adapter to every targeted Linear. Fails, naming the file, when the adapter and
+ * the model disagree: a targeted layer without weights, or a shape mismatch. Returns the names
+ * of the layers that took an adapter.
  */
-export function attachLora(
-  linears: Array<[string, Linear]>, adapter: TensorSource, cfg: LoraConfig, backend: Backend, prefix = "base_model.model.",
-): number {
+export function attachLora(linears: Array<[string, Linear]>, adapter: TensorSource, cfg: LoraConfig, backend: Backend): Set<string> {
   const p = new ParamLoader(adapter, backend);
-  const key = (name: string, ab: "A" | "B") => {
-    const plain = `${prefix}${name}.lora_${ab}.weight`;
-    return p.has(plain) ? plain : `${prefix}${name}.lora_${ab}.default.weight`;
-  };
-  const used = new Set<string>();
+  const taken = new Set<string>();
   for (const [name, linear] of linears) {
     if (!isLoraTarget(name, cfg.targetModules)) continue;
     const [out, inp] = linear.weight.shape;
-    const a = key(name, "A");
-    const b = key(name, "B");
-    if (!p.has(a) || !p.has(b)) throw new LlavaError(`${adapter.source}: no LoRA weights for targeted layer "${name}" (expected "${a}")`);
+    const { a, b } = loraKeys(adapter, name);
     linear.adapter = { a: p.tensor(a, [cfg.r, inp]), b: p.tensor(b, [out, cfg.r]), scale: loraScale(cfg) };
-    used.add(a).add(b);
+    taken.add(name);
   }
-  return used.size / 2;
+  return taken;
 }
 
 /** Names of adapter tensors that no model layer took: a sign the adapter belongs to another model. */
-export function unusedLoraKeys(names: string[], linears: Array<[string, Linear]>): string[] {
-  const taken = new Set(linears.filter(([, l]) => l.adapter).map(([n]) => n));
+export function unusedLoraKeys(names: string[], taken: Set<string>): string[] {
   return names.filter((n) => /\.lora_[AB]\./.test(n)).filter((n) => {
     const m = /^(?:base_model\.model\.)?(.*)\.lora_[AB]\./.exec(n);
     return !m || !taken.has(m[1]);

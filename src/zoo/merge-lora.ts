@@ -9,18 +9,18 @@
  * in f32 by `mergedWeight` and stored in the base weight's dtype. One tensor is in memory at a time.
  */
 import path from "node:path";
-import { isDirectory, isFile, readJsonFile } from "../io/files.js";
-import { detectFormat, resolveVisionTower } from "../llava/spec.js";
-import { openWeightFile, openWeights as openModelWeights, type WeightReader } from "../io/weights.js";
-import { LLM_LINEAR_MODULE, partOf, type Part } from "../llava/keys.js";
-import { checkpointKind, trainableName } from "../llava/weights.js";
+import { isFile } from "../io/files.js";
+import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
+import type { WeightReader } from "../io/weights.js";
+import { LLM_LINEAR_MODULE, type Part, partOf, PREFIX } from "../llava/keys.js";
+import { readModelSpec, resolveVisionTower } from "../llava/spec.js";
+import { checkpointKind, openCheckpointWeights } from "../llava/weights.js";
 import { Linear } from "../nn/layers.js";
-import { isLoraTarget, loraScale, mergedWeight, parseLoraConfig, type LoraConfig } from "../nn/lora.js";
+import { attachLora, isLoraTarget, type LoraConfig, loraKeys, mergedWeight, unusedLoraKeys } from "../nn/lora.js";
 import { RefBackend } from "../tensor/ref-backend.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
-import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, readModelConfig, sortPlan, writeJson, writeWeightGroups } from "./common.js";
-import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
+import { checkShardSize, type ConvertOptions, type ConvertResult, copyIfPresent, listFiles, sortPlan, writeJson, writeWeightGroups } from "./common.js";
 import type { PlannedTensor } from "./shard-writer.js";
 import { copyTokenizerFiles } from "./tokenizer-files.js";
 import { encodeFloats } from "./vocab.js";
@@ -32,48 +32,21 @@ export interface MergeLoraOptions extends ConvertOptions {
   modelBase: string;
 }
 
-interface Adapter {
-  config: LoraConfig;
-  weights: WeightReader;
-}
+type Adapter = { config: LoraConfig; weights: WeightReader };
 
-/** Where a named tensor is read from: the overlay (trainables / projector file) before the base. */
-interface Located {
-  reader: WeightReader;
-  stored: string;
-}
-
-function adapterKey(adapter: Adapter, module: string, ab: "A" | "B"): string | null {
-  for (const k of [`base_model.model.${module}.lora_${ab}.weight`, `base_model.model.${module}.lora_${ab}.default.weight`]) {
-    if (adapter.weights.has(k)) return k;
-  }
-  return null;
-}
-
-/** W + scale * B A of one Linear, in the stored dtype of W. */
-function mergedBytes(src: Located, name: string, adapter: Adapter, keys: { a: string; b: string }): Uint8Array {
+/** W + scale * B A of one Linear, computed as the loader attaches the adapter, stored in the dtype of W. */
+function mergedBytes(reader: WeightReader, name: string, module: string, adapter: Adapter): Uint8Array {
   const backend = new RefBackend();
-  const { dtype, shape } = src.reader.info(src.stored);
-  const [out, inp] = shape;
-  const { r } = adapter.config;
-  const tensor = (reader: WeightReader, key: string, expected: number[]) => {
-    const actual = reader.info(key).shape;
-    if (actual.length !== 2 || actual[0] !== expected[0] || actual[1] !== expected[1]) {
-      throw new LlavaError(`${reader.source}: tensor "${key}" has shape [${actual.join(", ")}], expected [${expected.join(", ")}]`);
-    }
-    return new Tensor(reader.readF32(key), expected, backend);
-  };
-  const linear = new Linear(tensor(src.reader, src.stored, [out, inp]));
-  linear.adapter = { a: tensor(adapter.weights, keys.a, [r, inp]), b: tensor(adapter.weights, keys.b, [out, r]), scale: loraScale(adapter.config) };
-  return encodeFloats(mergedWeight(linear).data, dtype, `${src.reader.source}: tensor "${name}"`);
+  const { dtype, shape } = reader.info(name);
+  const linear = new Linear(new Tensor(reader.readF32(name), shape, backend));
+  attachLora([[module, linear]], adapter.weights, adapter.config, backend);
+  return encodeFloats(mergedWeight(linear).data, dtype, `${reader.source}: tensor "${name}"`);
 }
 
-function openAdapter(dir: string): Adapter {
-  const file = path.join(dir, "adapter_config.json");
-  const config = parseLoraConfig(readJsonFile(file, "LoRA adapter config"), file);
-  const weights = openWeightFile(dir, "adapter_model");
-  if (!weights) throw new LlavaError(`${dir}: has adapter_config.json but no adapter_model.safetensors or adapter_model.bin`);
-  return { config, weights };
+/** The LLM Linear layer a tensor is the weight of, when the adapter targets it. */
+function targetedModule(name: string, adapter: Adapter | null): string | null {
+  const module = name.endsWith(".weight") ? name.slice(0, -".weight".length) : "";
+  return adapter && LLM_LINEAR_MODULE.test(module) && isLoraTarget(module, adapter.config.targetModules) ? module : null;
 }
 
 /** mm_vision_tower as the merged folder must say it to reach the same CLIP folder. */
@@ -91,52 +64,38 @@ function towerNameFor(name: unknown, dir: string, out: string, notes: string[]):
 
 export async function mergeLora(opts: MergeLoraOptions): Promise<ConvertResult> {
   checkShardSize(opts);
-  const { dir, config, configFile } = readModelConfig(opts.modelPath);
-  if (detectFormat(config, configFile) !== "original") {
+  const spec = readModelSpec(opts.modelPath);
+  const { dir, config, configFile } = spec;
+  if (spec.format !== "original") {
     throw new LlavaError(`${configFile}: merge-lora needs an original-format LLaVA config (with mm_vision_tower), as LoRA and projector checkpoints have`);
   }
+  if (checkpointKind(dir) === "full") {
+    throw new LlavaError(`${dir}: holds neither a LoRA adapter (adapter_config.json) nor a projector (mm_projector.bin); merge-lora combines those with --model-base`);
+  }
   const base = path.resolve(opts.modelBase);
-  if (!isDirectory(base)) throw new LlavaError(`--model-base ${base} does not exist or is not a folder`);
-  const kind = checkpointKind(dir);
-  if (kind === "full") throw new LlavaError(`${dir}: holds neither a LoRA adapter (adapter_config.json) nor a projector (mm_projector.bin); merge-lora combines those with --model-base`);
   checkOutsideInputs(opts.out, [dir, base]);
   const notes: string[] = [];
-  const opened: WeightReader[] = [];
-  const track = <T extends WeightReader | null>(r: T): T => {
-    if (r) opened.push(r);
-    return r;
-  };
+  // the reference saves what it loaded from the checkpoints; a LLaVA-1.5 tower stays in its CLIP folder
+  const weights = openCheckpointWeights(spec, { modelBase: base, towerFolder: false });
   try {
-    const baseWeights = track(openModelWeights(base, "--model-base"));
-    const overlay = track(openWeightFile(dir, kind === "lora" ? "non_lora_trainables" : "mm_projector"));
-    const adapter = kind === "lora" ? openAdapter(dir) : null;
-    if (adapter) track(adapter.weights);
-    const sources = new Map<string, Located>();
-    for (const n of baseWeights.names()) sources.set(n, { reader: baseWeights, stored: n });
-    for (const n of overlay?.names() ?? []) sources.set(kind === "lora" ? trainableName(n) : n, { reader: overlay!, stored: n });
-    if (!sources.has("model.embed_tokens.weight")) throw new LlavaError(`--model-base ${base}: not a LLaMA-style model (no "model.embed_tokens.weight")`);
-
-    const used = new Set<string>();
-    const plan: Array<PlannedTensor & { part: Part }> = [];
-    for (const [name, src] of sources) {
-      const { dtype, shape } = src.reader.info(src.stored);
-      const module = name.endsWith(".weight") ? name.slice(0, -".weight".length) : "";
-      if (adapter && LLM_LINEAR_MODULE.test(module) && isLoraTarget(module, adapter.config.targetModules)) {
-        const a = adapterKey(adapter, module, "A");
-        const b = adapterKey(adapter, module, "B");
-        if (!a || !b) throw new LlavaError(`${adapter.weights.source}: no LoRA weights for targeted layer "${module}" (expected "base_model.model.${module}.lora_A.weight")`);
-        used.add(a).add(b);
-        plan.push({ name, part: partOf(name), dtype, shape, bytes: () => mergedBytes(src, name, adapter, { a, b }) });
-      } else {
-        plan.push({ name, part: partOf(name), dtype, shape, bytes: () => src.reader.readRaw(src.stored).bytes });
-      }
-    }
+    const { reader, adapter } = weights;
+    const embedding = `${PREFIX.llm}embed_tokens.weight`;
+    if (!reader.has(embedding)) throw new LlavaError(`--model-base ${base}: not a LLaMA-style model (no "${embedding}")`);
+    const taken = new Set<string>();
+    const plan: Array<PlannedTensor & { part: Part }> = reader.names().map((name) => {
+      const { dtype, shape } = reader.info(name);
+      const module = targetedModule(name, adapter);
+      if (!module) return { name, part: partOf(name), dtype, shape, bytes: () => reader.readRaw(name).bytes };
+      loraKeys(adapter!.weights, module); // a targeted layer without adapter weights fails now, before anything is written
+      taken.add(module);
+      return { name, part: partOf(name), dtype, shape, bytes: () => mergedBytes(reader, name, module, adapter!) };
+    });
     if (adapter) {
-      const unused = adapter.weights.names().filter((n) => /\.lora_[AB]\./.test(n) && !used.has(n));
+      const unused = unusedLoraKeys(adapter.weights.names(), taken);
       if (unused.length) {
         throw new LlavaError(`${adapter.weights.source}: the adapter does not match the base model: no layer for "${unused[0]}"${unused.length > 1 ? ` and ${unused.length - 1} more` : ""}`);
       }
-      notes.push(`merged the LoRA adapter (r ${adapter.config.r}, alpha ${adapter.config.alpha}) into ${used.size / 2} Linear layers`);
+      notes.push(`merged the LoRA adapter (r ${adapter.config.r}, alpha ${adapter.config.alpha}) into ${taken.size} Linear layers`);
     } else {
       notes.push(`combined the projector with the base model (no adapter to merge)`);
     }
@@ -151,6 +110,6 @@ export async function mergeLora(opts: MergeLoraOptions): Promise<ConvertResult> 
     });
     return { out: path.resolve(opts.out), ...written, notes };
   } finally {
-    for (const r of opened) r.close();
+    weights.close();
   }
 }
