@@ -3,7 +3,7 @@ import type { ParseArgsConfig } from "node:util";
 import { LlavaError } from "../util/errors.js";
 import { formatReport, inspectModel } from "../zoo/inspect.js";
 
-type Values = Record<string, string | boolean | Array<string | boolean> | undefined>;
+import type { Values } from "./common.js";
 
 export const inspectCommand: { options: ParseArgsConfig["options"]; run: (v: Values) => Promise<void> } = {
   options: {

@@ -134,14 +134,23 @@ export interface OpenedDataFile<L> {
   tensors: Map<string, L>;
 }
 
+/** Elements converted per step when widening to float32, bounding the temporary buffer. */
+export const CONVERT_CHUNK_ELEMENTS = 1 << 20;
+
 /**
- * Opens a weight file, or every shard of a `*.index.json` with the tensors the index assigns
- * to it; on any error the files already opened are closed.
+ * Opens a weight file, every shard of a `*.index.json` with the tensors the index assigns to
+ * it, or the weights a folder holds in `container`; on any error the files already opened are
+ * closed. `file` is what was opened: the data file or the index.
  */
-export function openDataFiles<L>(file: string, openOne: (file: string) => OpenedDataFile<L>): { files: OpenDataFile[]; tensors: Map<string, L> } {
+export function openDataFiles<L>(
+  pathOrDir: string, container: WeightContainer, openOne: (file: string) => OpenedDataFile<L>,
+): { file: string; files: OpenDataFile[]; tensors: Map<string, L> } {
+  const target = path.resolve(pathOrDir);
+  if (!fs.existsSync(target)) throw new LlavaError(`weights ${target}: file not found`);
+  const file = fs.statSync(target).isDirectory() ? resolveWeightsInDirectory(target, container) : target;
   if (!file.endsWith(".json")) {
     const opened = openOne(file);
-    return { files: [opened.file], tensors: opened.tensors };
+    return { file, files: [opened.file], tensors: opened.tensors };
   }
   const dir = path.dirname(file);
   const files: OpenDataFile[] = [];
@@ -160,7 +169,7 @@ export function openDataFiles<L>(file: string, openOne: (file: string) => Opened
     for (const f of files) fs.closeSync(f.fd);
     throw err;
   }
-  return { files, tensors };
+  return { file, files, tensors };
 }
 
 /** What every weight store shares: names, lookup, the files behind it, closing. */

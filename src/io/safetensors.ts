@@ -7,11 +7,10 @@
  * The writers live in safetensors-write.ts and are re-exported here.
  */
 import fs from "node:fs";
-import path from "node:path";
 import { LlavaError } from "../util/errors.js";
 import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
-import { isDirectory, openForRead, readFully } from "./files.js";
-import { DataFileStore, type OpenDataFile, type OpenedDataFile, openDataFiles, resolveWeightsInDirectory } from "./checkpoint-files.js";
+import { openForRead, readFully } from "./files.js";
+import { CONVERT_CHUNK_ELEMENTS, DataFileStore, type OpenDataFile, type OpenedDataFile, openDataFiles } from "./checkpoint-files.js";
 import {
   MAX_HEADER_BYTES,
   dtypeSize,
@@ -77,8 +76,6 @@ interface Located {
   entry: HeaderEntry;
 }
 
-/** Elements converted per step when widening to float32, bounding the temporary buffer. */
-const CONVERT_CHUNK_ELEMENTS = 1 << 20;
 
 export class WeightStore extends DataFileStore<Located> {
   /**
@@ -86,10 +83,7 @@ export class WeightStore extends DataFileStore<Located> {
    * `model.safetensors` or a shard index. Reads headers only.
    */
   static open(pathOrDir: string): WeightStore {
-    const target = path.resolve(pathOrDir);
-    if (!fs.existsSync(target)) throw new LlavaError(`weights ${target}: file not found`);
-    const file = isDirectory(target) ? resolveWeightsInDirectory(target, "safetensors") : target;
-    const { files, tensors } = openDataFiles(file, openSafetensorsFile);
+    const { file, files, tensors } = openDataFiles(pathOrDir, "safetensors", openSafetensorsFile);
     return new WeightStore(file, files, tensors);
   }
 

@@ -9,11 +9,10 @@
  * non-zip) format is read too: a sequence of pickles followed by the raw storages.
  */
 import fs from "node:fs";
-import path from "node:path";
 import { LlavaError } from "../util/errors.js";
 import { bf16ToF32Array, f16ToF32Array, f64ToF32Array } from "../tensor/dtypes.js";
-import { isDirectory, openForRead, readFully } from "./files.js";
-import { DataFileStore, type OpenDataFile, type OpenedDataFile, openDataFiles, resolveWeightsInDirectory } from "./checkpoint-files.js";
+import { openForRead, readFully } from "./files.js";
+import { CONVERT_CHUNK_ELEMENTS, DataFileStore, type OpenDataFile, type OpenedDataFile, openDataFiles } from "./checkpoint-files.js";
 import { BufferSource, FileSource, PyDict, unpickle } from "./pickle.js";
 import { dtypeSize, type SafetensorsDtype } from "./safetensors-header.js";
 import { INT_ARRAYS, type IntArray, type RawTensor } from "./safetensors.js";
@@ -67,8 +66,6 @@ interface Located {
 
 type OpenedFile = OpenedDataFile<Located>;
 
-/** Elements converted per step when widening to float32, bounding the temporary buffer. */
-const CONVERT_CHUNK_ELEMENTS = 1 << 20;
 
 export class TorchBinStore extends DataFileStore<Located> {
   /**
@@ -76,10 +73,7 @@ export class TorchBinStore extends DataFileStore<Located> {
    * holding `pytorch_model.bin`, a shard index, or exactly one other `.bin` file.
    */
   static open(pathOrDir: string): TorchBinStore {
-    const target = path.resolve(pathOrDir);
-    if (!fs.existsSync(target)) throw new LlavaError(`weights ${target}: file not found`);
-    const file = isDirectory(target) ? resolveWeightsInDirectory(target, "bin") : target;
-    const { files, tensors } = openDataFiles(file, openTorchFile);
+    const { file, files, tensors } = openDataFiles(pathOrDir, "bin", openTorchFile);
     return new TorchBinStore(file, files, tensors);
   }
 

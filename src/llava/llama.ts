@@ -3,6 +3,7 @@
  * rotate-half layout, grouped-query attention, SwiGLU MLP; with a preallocated KV cache for
  * generation and a plain causal path for training.
  */
+import os from "node:os";
 import type { LlamaConfig } from "../io/config.js";
 import { activationByName, childParameters, Embedding, type HasLinears, Linear, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
@@ -20,6 +21,11 @@ export class KVCache {
 
   constructor(readonly cfg: LlamaConfig, readonly batch: number, readonly capacity: number, backend: Tensor["backend"]) {
     const shape = [batch, capacity, cfg.numKeyValueHeads, cfg.headDim];
+    const bytes = 2 * cfg.numHiddenLayers * shape.reduce((a, b) => a * b, 1) * 4;
+    if (bytes > 0.9 * os.totalmem()) {
+      const gib = (x: number) => `${(x / 2 ** 30).toFixed(1)} GiB`;
+      throw new LlavaError(`a KV cache of ${capacity} positions needs ${gib(bytes)} but the machine has ${gib(os.totalmem())}; ask for fewer new tokens or a shorter context`);
+    }
     this.keys = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
     this.values = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
   }

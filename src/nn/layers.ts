@@ -73,7 +73,7 @@ export class Embedding implements Module {
     const { matrix, backend } = this.weight;
     const out = new Float32Array(ids.length * matrix.cols);
     ids.forEach((id, i) => {
-      if (id < 0 || id >= matrix.rows) throw new Error(`embedding: token id ${id} outside the vocabulary of ${matrix.rows}`);
+      if (id < 0 || id >= matrix.rows) throw new LlavaError(`embedding: token id ${id} outside the vocabulary of ${matrix.rows}`);
       unpackRow(matrix, id, out.subarray(i * matrix.cols, (i + 1) * matrix.cols));
     });
     return new Tensor(out, [...shape, matrix.cols], backend);

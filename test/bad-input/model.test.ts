@@ -9,10 +9,14 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { parseLlamaConfig } from "../../src/io/config.js";
 import { writeSafetensors } from "../../src/io/safetensors.js";
+import { KVCache } from "../../src/llava/llama.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { promptIds } from "../../src/llava/pipeline.js";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
+import { RefBackend } from "../../src/tensor/ref-backend.js";
+import { LlavaError } from "../../src/util/errors.js";
 import { assertCleanError, llava } from "../helpers/cli.js";
 import { IMAGES, MODELS } from "../helpers/paths.js";
 
@@ -134,4 +138,9 @@ test("mm_use_im_start_end: each image becomes <im_start><image><im_end>, or the 
   assert.deepEqual(promptIds(loaded, "USER: <im_start><image><im_end>\nWhat? ASSISTANT:"), ids);
   const answered = run(dir);
   assert.equal(answered.status, 0, answered.stderr);
+});
+
+test("a KV cache larger than the machine's memory is refused, naming its size", () => {
+  const sevenB = parseLlamaConfig({}, "config.json"); // transformers' LlamaConfig defaults: a 7B decoder
+  assert.throws(() => new KVCache(sevenB, 1, 1_000_000, new RefBackend()), (e: Error) => e instanceof LlavaError && /a KV cache of 1000000 positions needs 976\.6 GiB/.test(e.message));
 });
