@@ -13,7 +13,7 @@ import { openCheckpointWeights } from "./weights.js";
 import type { ClipVisionConfig, LlamaConfig } from "../io/config.js";
 import { isFile } from "../io/files.js";
 import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig } from "../image/processor.js";
-import { attachLora, unusedLoraKeys } from "../nn/lora.js";
+import { attachLora, checkAdapterUsed } from "../nn/lora.js";
 import { ParamLoader } from "../nn/params.js";
 import type { Backend } from "../tensor/backend.js";
 import { createBackend } from "../tensor/backends.js";
@@ -21,7 +21,6 @@ import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
 import { LlavaError } from "../util/errors.js";
 
 export type { CheckpointFormat } from "./spec.js";
-export { detectFormat, resolveVisionTower } from "./spec.js";
 
 export interface LoadOptions extends PrecisionOptions {
   backend?: Backend;
@@ -81,9 +80,15 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
   const spec = readModelSpec(modelPath, { visionTower: opts.visionTower });
   const vision = requireTower(spec);
   const backend = opts.backend ?? createBackend({ bf16Dot: opts.dtype === "bf16" });
+  // everything is checked before any weight data is read: the files' headers, the tokenizer, the memory
   const weights = openCheckpointWeights(spec, { modelBase: opts.modelBase });
   let model: LlavaModel;
+  let tokenizer: LlavaTokenizer;
   try {
+    // the reference takes the tokenizer of the base under a LoRA or projector checkpoint
+    const tokenizerDir = opts.modelBase && isFile(path.join(opts.modelBase, "tokenizer_config.json")) ? path.resolve(opts.modelBase) : spec.dir;
+    tokenizer = LlavaTokenizer.load(tokenizerDir);
+    checkImageTokens(spec, tokenizer);
     const { reader } = weights;
     const declared = declaredTensors(spec, reader);
     const findings = checkTensors(declared, reader);
@@ -94,20 +99,15 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
       if (opts.strict) throw new LlavaError(`${message} (--strict)`);
       (opts.warn ?? ((m) => process.stderr.write(`llava: warning: ${m}\n`)))(message);
     }
-    checkMemory(residentBytes(declared.filter((d) => d.shape && reader.has(d.name)) as Array<{ name: string; shape: number[] }>, opts), opts);
+    checkMemory(residentBytes(declared.flatMap(({ name, shape }) => (shape && reader.has(name) ? [{ name, shape }] : [])), opts), opts);
     model = LlavaModel.load(new ParamLoader(reader, backend, "", (name) => keptFormat(name, opts)), spec);
     if (weights.adapter) {
-      const taken = attachLora(model.llm.namedLinears(), weights.adapter.weights, weights.adapter.config, backend);
-      const extra = unusedLoraKeys(weights.adapter.weights.names(), taken);
-      if (extra.length) throw new LlavaError(`${weights.adapter.weights.source}: the adapter does not match the base model: no layer for ${listed(extra, 1)}`);
+      const { weights: adapterWeights, config } = weights.adapter;
+      checkAdapterUsed(adapterWeights, attachLora(model.llm.namedLinears(), adapterWeights, config, backend));
     }
   } finally {
     weights.close();
   }
-  // the reference takes the tokenizer of the base under a LoRA or projector checkpoint
-  const tokenizerDir = opts.modelBase && isFile(path.join(opts.modelBase, "tokenizer_config.json")) ? path.resolve(opts.modelBase) : spec.dir;
-  const tokenizer = LlavaTokenizer.load(tokenizerDir);
-  checkImageTokens(spec, tokenizer);
   const imageProcessor = await imageProcessorFor(spec.tower.dir ?? spec.dir, vision);
   return { model, tokenizer, imageProcessor, format: spec.format, dir: spec.dir, spec, config: spec.config, textConfig: spec.text, visionConfig: vision };
 }

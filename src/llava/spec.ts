@@ -58,6 +58,8 @@ export interface ModelSpec {
   text: LlamaConfig;
   tower: TowerSpec;
   projector: { type: string; activation: Activation };
+  /** how AnyRes tiles are merged (mm_patch_merge_type; HF llava "flat", llava_next "spatial_unpad"); used only with AnyRes */
+  mergeType: PatchMergeType;
   settings: LlavaSettings;
   /** the folder named with --vision-tower, if any (for messages) */
   visionTowerOption: string | null;
@@ -176,7 +178,7 @@ function originalParts(f: FieldReader, dir: string, override: string | null) {
       : null,
     imageStartEnd: useImStartEnd,
   };
-  return { tower, projector: { type, activation: "gelu" as Activation }, settings };
+  return { tower, projector: { type, activation: "gelu" as Activation }, mergeType, settings };
 }
 
 function hfParts(f: FieldReader, config: Json, configFile: string, next: boolean) {
@@ -203,9 +205,10 @@ function hfParts(f: FieldReader, config: Json, configFile: string, next: boolean
     imageAspectMode: next ? "anyres" : "square",
     maxSequenceLength: null,
     anyres: next
-      ? { pinpoints: checkedPinpoints(f, config.image_grid_pinpoints ?? HF_DEFAULT_PINPOINTS, vision, configFile), convention: "hf", mergeType: "spatial_unpad" }
+      ? { pinpoints: checkedPinpoints(f, config.image_grid_pinpoints ?? HF_DEFAULT_PINPOINTS, vision, configFile), convention: "hf", mergeType: "spatial_unpad" as const }
       : null,
     imageStartEnd: false,
   };
-  return { tower: { name: null, dir: null, config: vision }, projector: { type: "mlp2x_gelu", activation }, settings };
+  const mergeType: PatchMergeType = next ? "spatial_unpad" : "flat";
+  return { tower: { name: null, dir: null, config: vision }, projector: { type: "mlp2x_gelu", activation }, mergeType, settings };
 }

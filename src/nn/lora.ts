@@ -77,12 +77,15 @@ export function attachLora(linears: Array<[string, Linear]>, adapter: TensorSour
   return taken;
 }
 
-/** Names of adapter tensors that no model layer took: a sign the adapter belongs to another model. */
-export function unusedLoraKeys(names: string[], taken: Set<string>): string[] {
-  return names.filter((n) => /\.lora_[AB]\./.test(n)).filter((n) => {
+/** Fails, naming the file, when the adapter holds weights for layers no model layer took: it belongs to another model. */
+export function checkAdapterUsed(adapter: TensorSource & { names(): string[] }, taken: Set<string>): void {
+  const unused = adapter.names().filter((n) => /\.lora_[AB]\./.test(n)).filter((n) => {
     const m = /^(?:base_model\.model\.)?(.*)\.lora_[AB]\./.exec(n);
     return !m || !taken.has(m[1]);
   });
+  if (unused.length) {
+    throw new LlavaError(`${adapter.source}: the adapter does not match the base model: no layer for "${unused[0]}"${unused.length > 1 ? ` and ${unused.length - 1} more` : ""}`);
+  }
 }
 
 /** W + scale · B A as a new f32 weight (the adapter's effect folded in). */

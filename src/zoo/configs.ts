@@ -32,7 +32,7 @@ export function hfTargetOf(spec: ModelSpec): HfTarget {
     );
   }
   if (spec.settings.imageStartEnd) throw new LlavaError(`${configFile}: mm_use_im_start_end models cannot be represented in the HF llava format`);
-  const mergeType = spec.settings.anyres?.mergeType ?? (spec.config.mm_patch_merge_type as string | undefined) ?? "flat";
+  const { mergeType } = spec;
   if (spec.settings.anyres) {
     if (mergeType !== "spatial_unpad") {
       throw new LlavaError(`${configFile}: AnyRes with mm_patch_merge_type "${mergeType}" cannot be represented in HF llava_next (only spatial_unpad)`);

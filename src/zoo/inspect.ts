@@ -204,7 +204,7 @@ function imageSettings(spec: ModelSpec): InspectReport["image"] {
     mode,
     pinpoints: anyres?.pinpoints ?? null,
     pinpointOrder: anyres ? (anyres.convention === "hf" ? "height,width" : "width,height") : null,
-    mergeType: spec.format === "hf-llava" ? null : anyres?.mergeType ?? (spec.format === "original" ? (spec.config.mm_patch_merge_type as string | undefined) ?? "flat" : null),
+    mergeType: spec.format === "hf-llava" ? null : spec.mergeType,
     maxSequenceLength,
   };
 }

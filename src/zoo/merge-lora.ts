@@ -16,7 +16,7 @@ import { LLM_LINEAR_MODULE, type Part, partOf, PREFIX } from "../llava/keys.js";
 import { readModelSpec, resolveVisionTower } from "../llava/spec.js";
 import { checkpointKind, openCheckpointWeights } from "../llava/weights.js";
 import { Linear } from "../nn/layers.js";
-import { attachLora, isLoraTarget, type LoraConfig, loraKeys, mergedWeight, unusedLoraKeys } from "../nn/lora.js";
+import { attachLora, checkAdapterUsed, isLoraTarget, type LoraConfig, loraKeys, mergedWeight } from "../nn/lora.js";
 import { RefBackend } from "../tensor/ref-backend.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
@@ -91,10 +91,7 @@ export async function mergeLora(opts: MergeLoraOptions): Promise<ConvertResult> 
       return { name, part: partOf(name), dtype, shape, bytes: () => mergedBytes(reader, name, module, adapter!) };
     });
     if (adapter) {
-      const unused = unusedLoraKeys(adapter.weights.names(), taken);
-      if (unused.length) {
-        throw new LlavaError(`${adapter.weights.source}: the adapter does not match the base model: no layer for "${unused[0]}"${unused.length > 1 ? ` and ${unused.length - 1} more` : ""}`);
-      }
+      checkAdapterUsed(adapter.weights, taken);
       notes.push(`merged the LoRA adapter (r ${adapter.config.r}, alpha ${adapter.config.alpha}) into ${taken.size} Linear layers`);
     } else {
       notes.push(`combined the projector with the base model (no adapter to merge)`);
