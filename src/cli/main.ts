@@ -6,13 +6,14 @@
 import type { ParseArgsConfig } from "node:util";
 import { chatRequestFromArgs, runChat } from "./chat.js";
 import { runConvert } from "./convert.js";
+import { runEval } from "./eval.js";
 import { inspectCommand } from "./inspect.js";
 import { dumpOptionsFromArgs, runDump } from "./dump.js";
 import { generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values } from "./common.js";
 import { answerOnce, runRequestFromArgs } from "./run.js";
 import { loadImages } from "../image/decode.js";
 import { describeFsError } from "../io/files.js";
-import { LlavaError } from "../util/errors.js";
+import { LlavaError, UsageError } from "../util/errors.js";
 
 const USAGE = `usage: llava <command> [options]
 
@@ -29,6 +30,8 @@ commands:
          convert checkpoints between the original LLaVA and HF formats (llava convert --help)
   inspect --model-path DIR [--model-base DIR] [--json]
          shapes, settings, parameter counts and memory needs, read from configs and headers only
+  eval <script> [options]
+         the reference's evaluation scripts (scorers, converters, reviews) with their own options (llava eval --help)
 
 common options:
   --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint
@@ -98,8 +101,9 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (name === "convert") return runConvert(rest); // has its own sub-commands and options
+  if (name === "eval") return runEval(rest); // the reference scripts' own options
   const command = commands[name];
-  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect; see llava --help)`);
+  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, eval; see llava --help)`);
   const values = parseCommandArgs(name, rest, command.options);
   if (values.help) {
     process.stdout.write(USAGE);
@@ -111,10 +115,11 @@ async function main(argv: string[]): Promise<void> {
 /** The one way the command ends on an error: one line on stderr (newlines collapsed), exit status 1. */
 function fail(err: unknown): never {
   const known = err instanceof LlavaError;
+  const status = err instanceof UsageError ? err.exitCode : 1;
   const message = (err instanceof Error ? err.message : String(err)).trim().replace(/\s*\n\s*/g, " ");
   process.stderr.write(`llava: ${known ? "" : "internal error: "}${message}\n`);
   if (!known && process.env.LLAVA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-  process.exit(1);
+  process.exit(status);
 }
 
 // A reader that stops reading (`llava run ... | head`) ends the command quietly, as for other

@@ -13,3 +13,8 @@ export class LlavaError extends Error {
 export function check(cond: unknown, message: string | (() => string)): asserts cond {
   if (!cond) throw new LlavaError(typeof message === "string" ? message : message());
 }
+
+/** A command line the command cannot take, as argparse refuses one: exit status 2. */
+export class UsageError extends LlavaError {
+  readonly exitCode = 2;
+}

@@ -1,0 +1,18 @@
+/**
+ * The evaluation commands: `llava eval <name>`, one per reference script (named by the script's
+ * file stem) and the project's own. Each is its own module with its options and its run.
+ */
+import type { ArgSpec, ArgValues } from "./args.js";
+
+export interface EvalCommand {
+  /** the reference script's file stem, e.g. "eval_pope" */
+  name: string;
+  /** one line for `llava eval --help` */
+  summary: string;
+  /** the options as the script spells them */
+  options: Record<string, ArgSpec>;
+  run(args: ArgValues): Promise<void>;
+}
+
+/** Every command, in the order `llava eval --help` lists them. */
+export const EVAL_COMMANDS: EvalCommand[] = [];
