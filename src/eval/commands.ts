@@ -3,6 +3,9 @@
  * file stem) and the project's own. Each is its own module with its options and its run.
  */
 import type { ArgSpec, ArgValues } from "./args.js";
+import { evalGptReviewBench } from "./eval_gpt_review_bench.js";
+import { evalGptReviewVisual } from "./eval_gpt_review_visual.js";
+import { summarizeGptReview } from "./summarize_gpt_review.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -15,4 +18,4 @@ export interface EvalCommand {
 }
 
 /** Every command, in the order `llava eval --help` lists them. */
-export const EVAL_COMMANDS: EvalCommand[] = [];
+export const EVAL_COMMANDS: EvalCommand[] = [evalGptReviewBench, evalGptReviewVisual, summarizeGptReview];

@@ -257,7 +257,7 @@ export function formatFixed(x: number, n: number): string {
 }
 
 /** round(x, n) of a Python float. */
-export const pyRound = (x: number, n: number): number => Number(formatFixed(x, n));
+export const pyRound = (x: number, n: number): number => (Number.isFinite(x) ? Number(formatFixed(x, n)) : x);
 
 /** str(value) as print() shows it. */
 export function pyStr(v: PyValue): string {
@@ -292,4 +292,42 @@ function stringRepr(s: string): string {
     } else out += ch;
   }
   return out + quote;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading numbers as Python does
+
+/** The characters str.strip() and float() treat as whitespace (str.isspace()). */
+const PY_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "gu");
+const DIGITS = "\\d(?:_?\\d)*";
+const PY_FLOAT = new RegExp(`^[+-]?(?:(?:${DIGITS}(?:\\.(?:${DIGITS})?)?|\\.${DIGITS})(?:[eE][+-]?${DIGITS})?|inf(?:inity)?|nan)$`, "i");
+
+/** float(s) of a Python str, or null where Python raises ValueError ("could not convert string to float"). */
+export function parsePyFloat(s: string): number | null {
+  // float() reads any Unicode decimal digit (category Nd) as its ASCII digit
+  const ascii = s.replace(PY_STRIP, "").replace(/\p{Nd}/gu, (d) => String(decimalDigitValue(d)));
+  if (!PY_FLOAT.test(ascii)) return null;
+  const t = ascii.replaceAll("_", "").toLowerCase();
+  const sign = t.startsWith("-") ? -1 : 1;
+  const body = t.replace(/^[+-]/, "");
+  if (body.startsWith("inf")) return sign * Infinity;
+  if (body === "nan") return NaN;
+  return sign * Number(body);
+}
+
+/** int(s) of a Python str, or null where Python raises ValueError ("invalid literal for int()"). */
+export function parsePyInt(s: string): number | bigint | null {
+  const ascii = s.replace(PY_STRIP, "").replace(/\p{Nd}/gu, (d) => String(decimalDigitValue(d)));
+  if (!/^[+-]?\d(?:_?\d)*$/.test(ascii)) return null;
+  const n = BigInt(ascii.replaceAll("_", ""));
+  return Number.isSafeInteger(Number(n)) ? Number(n) : n;
+}
+
+/** The value of one Unicode decimal digit: Nd digits come in contiguous runs of ten, 0 to 9. */
+function decimalDigitValue(d: string): number {
+  let c = d.codePointAt(0)!;
+  let before = 0;
+  while (/\p{Nd}/u.test(String.fromCodePoint(c - 1))) c--, before++;
+  return before % 10;
 }
