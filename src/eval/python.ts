@@ -297,8 +297,8 @@ function stringRepr(s: string): string {
 // ---------------------------------------------------------------------------------------------
 // Reading numbers as Python does
 
-/** The characters str.strip() and float() treat as whitespace (str.isspace()). */
-const PY_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+/** The whitespace float() and int() strip: ASCII's six (not the separators 0x1c-0x1f) and the non-ASCII characters str.isspace() accepts. */
+const PY_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "gu");
 const DIGITS = "\\d(?:_?\\d)*";
 const PY_FLOAT = new RegExp(`^[+-]?(?:(?:${DIGITS}(?:\\.(?:${DIGITS})?)?|\\.${DIGITS})(?:[eE][+-]?${DIGITS})?|inf(?:inity)?|nan)$`, "i");
