@@ -157,9 +157,9 @@ function prepare(args: ArgValues, flavour: ReviewFlavour): ReviewItem[] {
     let questionId: PyValue = null;
     try {
       const ques = parseLine(questions[i], `question file line ${i + 1}`);
+      if (ques instanceof Map && ques.has("question_id")) questionId = ques.get("question_id")!;
       const ans1 = parseLine(answers1[i], `answer file 1 line ${i + 1}`);
       const ans2 = parseLine(answers2[i], `answer file 2 line ${i + 1}`);
-      if (ques instanceof Map && ques.has("question_id")) questionId = ques.get("question_id")!;
       const image = field(ques, "image", "the question");
       const record = imageToContext.get(keyOf(image));
       if (!record) throw new ItemProblem(`image ${pyStr(image)} is not in the context file`);
