@@ -83,6 +83,11 @@ function convert(raw: string, type: ArgType, name: string, fail: (msg: string) =
 
 /** Usage text of a script's options. */
 export function usage(script: string, specs: Record<string, ArgSpec>): string {
-  const lines = Object.entries(specs).map(([name, s]) => `  ${s.short ? `${s.short}, ` : ""}${name}${s.type === "flag" ? "" : ` ${s.type.toUpperCase()}`}${s.help ? `  ${s.help}` : ""}${s.default !== undefined && s.default !== null && s.type !== "flag" ? ` (default ${s.default})` : ""}`);
+  const metavar = (s: ArgSpec) => {
+    const one = s.type.toUpperCase();
+    return s.type === "flag" ? "" : s.nargs === "+" ? ` ${one} [${one} ...]` : s.nargs === "*" ? ` [${one} ...]` : ` ${one}`;
+  };
+  const shown = (d: ArgSpec["default"]) => d !== undefined && d !== null && !(Array.isArray(d) && d.length === 0);
+  const lines = Object.entries(specs).map(([name, s]) => `  ${s.short ? `${s.short}, ` : ""}${name}${metavar(s)}${s.help ? `  ${s.help}` : ""}${shown(s.default) && s.type !== "flag" ? ` (default ${s.default})` : ""}`);
   return `usage: llava eval ${script} [options]\n${lines.join("\n")}\n`;
 }

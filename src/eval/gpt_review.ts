@@ -10,7 +10,7 @@
 import fs from "node:fs";
 import { askJudge, JudgeFailure, judgeOptions, judgeSettings, type JudgeSettings } from "./judge.js";
 import type { ArgSpec, ArgValues } from "./args.js";
-import { dumpJson, loadJson, parsePyFloat, pyFloat, pyRepr, pyStr, typeName, type PyDict, type PyValue } from "./python.js";
+import { dumpJson, loadJson, numberOf, parsePyFloat, PyFloat, pyFloat, pyRepr, pyStr, typeName, type PyDict, type PyValue } from "./python.js";
 import { describeFsError, writeFileAtomic, writeFully } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -22,11 +22,11 @@ const REVIEW_TEMPERATURE = 0.2;
 /** The reference scripts' options, then the judge's. */
 export function reviewOptions(): Record<string, ArgSpec> {
   return {
-    "--question": { type: "str", short: "-q" },
-    "--context": { type: "str", short: "-c" },
-    "--answer-list": { type: "str", short: "-a", nargs: "+", default: null },
-    "--rule": { type: "str", short: "-r" },
-    "--output": { type: "str", short: "-o" },
+    "--question": { type: "str", short: "-q", help: "questions (jsonl)" },
+    "--context": { type: "str", short: "-c", help: "the images' context (jsonl)" },
+    "--answer-list": { type: "str", short: "-a", nargs: "+", default: null, help: "the reference answers, then the model's (jsonl)" },
+    "--rule": { type: "str", short: "-r", help: "the rules by category (the reference's llava/eval/table/rule.json)" },
+    "--output": { type: "str", short: "-o", help: "the reviews (jsonl)" },
     "--max-tokens": { type: "int", default: 1024, help: "maximum number of tokens produced in the output" },
     ...judgeOptions(REVIEW_MODEL),
   };
@@ -93,8 +93,12 @@ function parseLine(line: string, where: string): PyValue {
   }
 }
 
-/** A dict key as Python compares them (1 and 1.0 alike; strings apart from numbers). */
-const keyOf = (v: PyValue) => (typeof v === "string" ? `s${v}` : `v${pyRepr(v)}`);
+/** A value as Python's == and dict keys compare it: 1, 1.0 and True alike; strings apart from numbers. */
+function keyOf(v: PyValue): string {
+  if (typeof v === "string") return `s${v}`;
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" || v instanceof PyFloat) return `n${numberOf(v)}`;
+  return `v${pyRepr(v)}`;
+}
 
 /**
  * The score pair in the judge's first line, as the reference's parse_score reads it, and what

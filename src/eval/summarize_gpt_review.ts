@@ -136,11 +136,11 @@ export const summarizeGptReview: EvalCommand = {
   name: "summarize_gpt_review",
   summary: "per-category table of GPT review files (relative score, reference and model scores)",
   options: {
-    "--dir": { type: "str", short: "-d", default: null },
-    "--version": { type: "str", short: "-v", default: null },
-    "--select": { type: "str", short: "-s", nargs: "*", default: null },
-    "--files": { type: "str", short: "-f", nargs: "*", default: [] },
-    "--ignore": { type: "str", short: "-i", nargs: "*", default: [] },
+    "--dir": { type: "str", short: "-d", default: null, help: "folder of review files (gpt4_text*, review_*, reviews_*; all .jsonl where its name holds 'review')" },
+    "--version": { type: "str", short: "-v", default: null, help: "only the judge version 0314 or 0613 (by file name)" },
+    "--select": { type: "str", short: "-s", nargs: "*", default: null, help: "only files whose name holds every word" },
+    "--files": { type: "str", short: "-f", nargs: "*", default: [], help: "these review files instead of a folder's" },
+    "--ignore": { type: "str", short: "-i", nargs: "*", default: [], help: "question ids to leave out" },
   },
   run: runSummary,
 };
