@@ -111,7 +111,7 @@ export async function askJudge(judge: JudgeSettings, request: JudgeRequest, onRe
       problem = describeFetchError(err, judge.timeoutMs);
     }
   }
-  throw new JudgeFailure(`${judge.maxTries} tries failed, the last with ${problem}`);
+  throw new JudgeFailure(judge.maxTries === 1 ? `the one try failed with ${problem}` : `${judge.maxTries} tries failed, the last with ${problem}`);
 }
 
 /** The reply text of a chat completion body, or null when the body is not one. */

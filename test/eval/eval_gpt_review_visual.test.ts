@@ -36,3 +36,22 @@ test("COCO reviews: captions then boxes as Python prints them, the category's ru
     await judge.close();
   }
 });
+
+test("a review that fails every try: the others are written in order, the failure named, exit 1", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-review-"));
+  for (const f of fs.readdirSync(DATA)) if (f.includes(".")) fs.copyFileSync(path.join(DATA, f), path.join(dir, f));
+  const judge = await startFakeJudge(questions, replies, { 1: { always: "hang" } });
+  try {
+    const r = await llavaAsync([
+      "eval", "eval_gpt_review_visual", "-q", "qa90_questions.jsonl", "-c", "caps_boxes.jsonl", "-a", "qa90_gpt4_answer.jsonl", "answers_model.jsonl",
+      "-r", "rule.json", "-o", "gpt4_text.jsonl", "--api-base", judge.apiBase, "--max-tries", "1", "--request-timeout", "0.3",
+    ], dir);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^llava: eval_gpt_review_visual: 1 of 3 reviews failed \(questions 1\): the one try failed with no reply within 0\.3 s/m);
+    assert.equal(r.stdout, expected("stdout.txt"));
+    const lines = expected("gpt4_text.jsonl").split("\n");
+    assert.equal(fs.readFileSync(path.join(dir, "gpt4_text.jsonl"), "utf8"), [lines[0], lines[2], ""].join("\n"));
+  } finally {
+    await judge.close();
+  }
+});
