@@ -3,6 +3,10 @@
  * file stem) and the project's own. Each is its own module with its options and its run.
  */
 import type { ArgSpec, ArgValues } from "./args.js";
+import { convertVizwizForSubmission, convertVqav2ForSubmission } from "./convert-vqa-submission.js";
+import { evalPope } from "./eval-pope.js";
+import { evalScienceQa } from "./eval-science-qa.js";
+import { evalTextvqa } from "./eval-textvqa.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -15,4 +19,10 @@ export interface EvalCommand {
 }
 
 /** Every command, in the order `llava eval --help` lists them. */
-export const EVAL_COMMANDS: EvalCommand[] = [];
+export const EVAL_COMMANDS: EvalCommand[] = [
+  evalPope,
+  evalScienceQa,
+  evalTextvqa,
+  convertVqav2ForSubmission,
+  convertVizwizForSubmission,
+];

@@ -293,3 +293,45 @@ function stringRepr(s: string): string {
   }
   return out + quote;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Strings and dict keys as Python treats them
+
+/** The characters str.isspace() accepts: str.strip() and str.split() cut on these (not JS's set). */
+const PY_SPACE = "\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const EDGE_SPACE = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "g");
+const SPACE_RUN = new RegExp(`[${PY_SPACE}]+`);
+
+/** s.strip() */
+export const pyStrip = (s: string): string => s.replace(EDGE_SPACE, "");
+
+/** s.split() with no separator: runs of whitespace, no empty pieces. */
+export const pySplit = (s: string): string[] => {
+  const t = pyStrip(s);
+  return t === "" ? [] : t.split(SPACE_RUN);
+};
+
+/** The lines `for line in open(file)` yields (universal newlines), each with its "\n" except maybe the last. */
+export function pyLines(text: string): string[] {
+  return text.replace(/\r\n?/g, "\n").match(/[^\n]*\n|[^\n]+$/g) ?? [];
+}
+
+/**
+ * A dict key with Python's equality: 1, 1.0 and True are one key, "1" another. Lists and dicts
+ * cannot be keys (Python raises TypeError: unhashable type).
+ */
+export function pyKey(v: PyValue): string {
+  if (typeof v === "string") return "s" + v;
+  if (v === null) return "None";
+  if (Array.isArray(v) || v instanceof Map) throw new LlavaError(`unhashable type: '${typeName(v)}' used as an id`);
+  if (typeof v === "bigint") return "n" + v.toString();
+  const x = numberOf(v);
+  return "n" + (Number.isInteger(x) ? BigInt(x).toString() : String(x));
+}
+
+/** os.path.splitext(os.path.basename(file))[0]: leading dots do not start an extension. */
+export function pathStem(file: string): string {
+  const base = file.slice(file.lastIndexOf("/") + 1);
+  const dot = base.lastIndexOf(".");
+  return dot > 0 && /[^.]/.test(base.slice(0, dot)) ? base.slice(0, dot) : base;
+}
