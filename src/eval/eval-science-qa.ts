@@ -106,7 +106,7 @@ export const evalScienceQa: EvalCommand = {
       ]);
       indices.set(id, predicted);
       outputs.set(id, text);
-      (predicted === truth || predicted === Number(truth) ? correct : incorrect).push(analysis);
+      (predicted === Number(truth) ? correct : incorrect).push(analysis);
     }
 
     const total = correct.length + incorrect.length;
