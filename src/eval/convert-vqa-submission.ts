@@ -21,17 +21,21 @@ interface Answers {
 
 function readAnswers(script: string, file: string): Answers {
   const records: PyValue[] = [];
+  const ids: PyValue[] = [];
   const badLines: number[] = [];
   pyLines(readText(file, "answers file")).forEach((line, i) => {
+    let record: PyValue;
     try {
-      records.push(loadJson(line, `${file}, line ${i + 1}`));
+      record = loadJson(line, `${file}, line ${i + 1}`);
     } catch (err) {
       if (!(err instanceof LlavaError)) throw err;
       badLines.push(i + 1);
+      return;
     }
+    ids.push(field(record, "question_id", `${file}, line ${i + 1}`));
+    field(record, "text", `${file}, line ${i + 1}`);
+    records.push(record);
   });
-  const ids = records.map((r) => field(r, "question_id", file));
-  records.forEach((r) => field(r, "text", file));
   const byId = new Map(records.map((r, i) => [pyKey(ids[i]), r]));
   if (badLines.length) warn(script, `${badLines.length} lines of ${file} are not JSON and their answers are lost: lines ${badLines.join(", ")}`);
   const repeated = duplicates(ids, pyKey);

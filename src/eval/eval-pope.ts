@@ -91,6 +91,7 @@ export const evalPope: EvalCommand = {
     // os.listdir(None) lists the working folder.
     const annotationDir = typeof args.annotation_dir === "string" ? args.annotation_dir : ".";
     const scored = new Set<PyValue>();
+    // The reference takes os.listdir's arbitrary order; sorted here so the printout is reproducible.
     for (const file of sortedListing(annotationDir, "annotation folder")) {
       if (!file.startsWith(LABEL_PREFIX) || !file.endsWith(LABEL_SUFFIX)) {
         throw referenceStops(SCRIPT, `${annotationDir} holds ${file}, not a ${LABEL_PREFIX}<category>${LABEL_SUFFIX} label file`, "AssertionError");
