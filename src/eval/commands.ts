@@ -3,9 +3,13 @@
  * file stem) and the project's own. Each is its own module with its options and its run.
  */
 import type { ArgSpec, ArgValues } from "./args.js";
-import { evalGptReviewBench } from "./eval_gpt_review_bench.js";
-import { evalGptReviewVisual } from "./eval_gpt_review_visual.js";
-import { summarizeGptReview } from "./summarize_gpt_review.js";
+import { convertVizwizForSubmission, convertVqav2ForSubmission } from "./convert-vqa-submission.js";
+import { evalPope } from "./eval-pope.js";
+import { evalScienceQa } from "./eval-science-qa.js";
+import { evalTextvqa } from "./eval-textvqa.js";
+import { evalGptReviewBench } from "./eval-gpt-review-bench.js";
+import { evalGptReviewVisual } from "./eval-gpt-review-visual.js";
+import { summarizeGptReview } from "./summarize-gpt-review.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -18,4 +22,13 @@ export interface EvalCommand {
 }
 
 /** Every command, in the order `llava eval --help` lists them. */
-export const EVAL_COMMANDS: EvalCommand[] = [evalGptReviewBench, evalGptReviewVisual, summarizeGptReview];
+export const EVAL_COMMANDS: EvalCommand[] = [
+  evalPope,
+  evalScienceQa,
+  evalTextvqa,
+  convertVqav2ForSubmission,
+  convertVizwizForSubmission,
+  evalGptReviewBench,
+  evalGptReviewVisual,
+  summarizeGptReview,
+];

@@ -298,15 +298,15 @@ function stringRepr(s: string): string {
 // Reading numbers as Python does
 
 /** The whitespace float() and int() strip: ASCII's six (not the separators 0x1c-0x1f) and the non-ASCII characters str.isspace() accepts. */
-const PY_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
-const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "gu");
+const FLOAT_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const FLOAT_STRIP = new RegExp(`^[${FLOAT_SPACE}]+|[${FLOAT_SPACE}]+$`, "gu");
 const DIGITS = "\\d(?:_?\\d)*";
 const PY_FLOAT = new RegExp(`^[+-]?(?:(?:${DIGITS}(?:\\.(?:${DIGITS})?)?|\\.${DIGITS})(?:[eE][+-]?${DIGITS})?|inf(?:inity)?|nan)$`, "i");
 
 /** float(s) of a Python str, or null where Python raises ValueError ("could not convert string to float"). */
 export function parsePyFloat(s: string): number | null {
   // float() reads any Unicode decimal digit (category Nd) as its ASCII digit
-  const ascii = s.replace(PY_STRIP, "").replace(/\p{Nd}/gu, (d) => String(decimalDigitValue(d)));
+  const ascii = s.replace(FLOAT_STRIP, "").replace(/\p{Nd}/gu, (d) => String(decimalDigitValue(d)));
   if (!PY_FLOAT.test(ascii)) return null;
   const t = ascii.replaceAll("_", "").toLowerCase();
   const sign = t.startsWith("-") ? -1 : 1;
@@ -318,7 +318,7 @@ export function parsePyFloat(s: string): number | null {
 
 /** int(s) of a Python str, or null where Python raises ValueError ("invalid literal for int()"). */
 export function parsePyInt(s: string): number | bigint | null {
-  const ascii = s.replace(PY_STRIP, "").replace(/\p{Nd}/gu, (d) => String(decimalDigitValue(d)));
+  const ascii = s.replace(FLOAT_STRIP, "").replace(/\p{Nd}/gu, (d) => String(decimalDigitValue(d)));
   if (!/^[+-]?\d(?:_?\d)*$/.test(ascii)) return null;
   const n = BigInt(ascii.replaceAll("_", ""));
   return Number.isSafeInteger(Number(n)) ? Number(n) : n;
@@ -330,4 +330,46 @@ function decimalDigitValue(d: string): number {
   let before = 0;
   while (/\p{Nd}/u.test(String.fromCodePoint(c - 1))) c--, before++;
   return before % 10;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strings and dict keys as Python treats them
+
+/** The characters str.isspace() accepts: str.strip() and str.split() cut on these (not JS's set). */
+const PY_SPACE = "\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const EDGE_SPACE = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "g");
+const SPACE_RUN = new RegExp(`[${PY_SPACE}]+`);
+
+/** s.strip() */
+export const pyStrip = (s: string): string => s.replace(EDGE_SPACE, "");
+
+/** s.split() with no separator: runs of whitespace, no empty pieces. */
+export const pySplit = (s: string): string[] => {
+  const t = pyStrip(s);
+  return t === "" ? [] : t.split(SPACE_RUN);
+};
+
+/** The lines `for line in open(file)` yields (universal newlines), each with its "\n" except maybe the last. */
+export function pyLines(text: string): string[] {
+  return text.replace(/\r\n?/g, "\n").match(/[^\n]*\n|[^\n]+$/g) ?? [];
+}
+
+/**
+ * A dict key with Python's equality: 1, 1.0 and True are one key, "1" another. Lists and dicts
+ * cannot be keys (Python raises TypeError: unhashable type).
+ */
+export function pyKey(v: PyValue): string {
+  if (typeof v === "string") return "s" + v;
+  if (v === null) return "None";
+  if (Array.isArray(v) || v instanceof Map) throw new LlavaError(`unhashable type: '${typeName(v)}' used as an id`);
+  if (typeof v === "bigint") return "n" + v.toString();
+  const x = numberOf(v);
+  return "n" + (Number.isInteger(x) ? BigInt(x).toString() : String(x));
+}
+
+/** os.path.splitext(os.path.basename(file))[0]: leading dots do not start an extension. */
+export function pathStem(file: string): string {
+  const base = file.slice(file.lastIndexOf("/") + 1);
+  const dot = base.lastIndexOf(".");
+  return dot > 0 && /[^.]/.test(base.slice(0, dot)) ? base.slice(0, dot) : base;
 }

@@ -4,7 +4,7 @@
  * `llava_bench_{category}`; reviews are appended to the output, and a rerun skips those it holds.
  */
 import type { EvalCommand } from "./commands.js";
-import { field, ItemProblem, joinLines, reviewOptions, runReviews, type ReviewFlavour } from "./gpt_review.js";
+import { field, ItemProblem, joinLines, reviewOptions, runReviews, type ReviewFlavour } from "./gpt-review.js";
 import { pyStr, typeName, type PyValue } from "./python.js";
 
 const bench: ReviewFlavour = {

@@ -7,7 +7,7 @@
  * not printed.
  */
 import type { EvalCommand } from "./commands.js";
-import { field, ItemProblem, joinLines, reviewOptions, runReviews, type ReviewFlavour } from "./gpt_review.js";
+import { field, ItemProblem, joinLines, reviewOptions, runReviews, type ReviewFlavour } from "./gpt-review.js";
 import { pyStr, type PyValue } from "./python.js";
 
 function context(record: Map<string, PyValue>): string {
