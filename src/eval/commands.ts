@@ -4,8 +4,10 @@
  */
 import type { ArgSpec, ArgValues } from "./args.js";
 import { convertGqa } from "./convert-gqa.js";
+import { convertAnswerToMme } from "./convert-mme.js";
 import { convertMmvet } from "./convert-mmvet.js";
 import { convertSeed } from "./convert-seed.js";
+import { mmeCalculation } from "./mme-calculation.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -22,4 +24,6 @@ export const EVAL_COMMANDS: EvalCommand[] = [
   convertGqa,
   convertSeed,
   convertMmvet,
+  convertAnswerToMme,
+  mmeCalculation,
 ];
