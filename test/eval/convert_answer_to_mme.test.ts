@@ -27,7 +27,7 @@ test("answers MME does not have, and answers that break calculation's pairs, are
   const stranger = JSON.stringify({ question_id: "count/cou9999.jpg", prompt: "Is it?\nAnswer the question using a single word or phrase.", text: "Yes" });
   fs.writeFileSync(path.join(dir, "answers", "bad.jsonl"), [stranger, ...lines].join("\n"));
   const r = runEval(SCRIPT, ["--experiment", "bad"], dir);
-  assertCleanError(r, /answers to questions MME_Benchmark_release_version does not have: 1 \(count\/cou9999\.jpg: "Is it\? Please answer yes or no\."\); nothing written \(the reference fails here: KeyError\)/);
+  assertCleanError(r, /answers to questions MME_Benchmark_release_version does not have: 1 \(count\/cou9999\.jpg: "Is it\?  Please answer yes or no\."\); nothing written \(the reference fails here: KeyError\)/);
   assert.equal(fs.existsSync(path.join(dir, "eval_tool", "answers", "bad")), false);
 
   const withTab = JSON.parse(lines[0]);
