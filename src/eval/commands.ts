@@ -5,6 +5,7 @@
 import type { ArgSpec, ArgValues } from "./args.js";
 import { convertGqa } from "./convert-gqa.js";
 import { convertAnswerToMme } from "./convert-mme.js";
+import { convertMmbench } from "./convert-mmbench.js";
 import { convertMmvet } from "./convert-mmvet.js";
 import { convertSeed } from "./convert-seed.js";
 import { mmeCalculation } from "./mme-calculation.js";
@@ -26,4 +27,5 @@ export const EVAL_COMMANDS: EvalCommand[] = [
   convertMmvet,
   convertAnswerToMme,
   mmeCalculation,
+  convertMmbench,
 ];

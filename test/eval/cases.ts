@@ -27,3 +27,12 @@ export function assertSuccess(r: CliResult, stdout: string): void {
   assert.equal(r.stdout, stdout);
   assert.doesNotMatch(r.stderr, /^llava: (?!warning)/m);
 }
+
+/** Asserts a failure as the reference fails (exit 1) with one error line matching `message`; warnings may come first. */
+export function assertFails(r: CliResult, message: RegExp): void {
+  assert.equal(r.status, 1, r.stderr);
+  const errors = r.stderr.split("\n").filter((l) => l.startsWith("llava: ") && !l.startsWith("llava: warning: "));
+  assert.equal(errors.length, 1, r.stderr);
+  assert.match(errors[0], message);
+  assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
+}
