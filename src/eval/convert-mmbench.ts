@@ -12,7 +12,7 @@ import { LlavaError } from "../util/errors.js";
 import type { EvalCommand } from "./commands.js";
 import { countedList, duplicates, readJsonLines, readText, warn } from "./inputs.js";
 import { PyFloat, pyStr, typeName, type PyValue } from "./python.js";
-import { pyEquals, pyKey } from "./pyvalues.js";
+import { pyKey } from "./pyvalues.js";
 import { NAN, readTable, type Cell } from "./tsv.js";
 
 const NAME = "convert_mmbench_for_submission";
@@ -64,20 +64,25 @@ export const convertMmbench: EvalCommand = {
     if (answers.length > 0 && indexColumn < 0) fail(`${annotationFile} has no index column (the reference fails here: KeyError)`);
 
     // each answer fills the rows whose index equals its question_id; a later answer replaces an earlier one
+    const rowsByIndex = new Map<string, number[]>();
+    if (indexColumn >= 0) table.rows.forEach((cells, r) => {
+      const index = cells[indexColumn];
+      if (index instanceof PyFloat && Number.isNaN(index.value)) return; // NaN equals nothing
+      const key = pyKey(index);
+      rowsByIndex.set(key, [...(rowsByIndex.get(key) ?? []), r]);
+    });
     const predictions: Array<PyValue | undefined> = table.rows.map(() => undefined);
-    const strangers: string[] = [];
+    const strangers = new Set<string>();
     for (const { row } of answers) {
       const id = row.get("question_id")!;
-      let found = false;
-      table.rows.forEach((cells, r) => {
-        if (pyEquals(cells[indexColumn], id)) (predictions[r] = row.get("text")!), (found = true);
-      });
-      if (!found && !strangers.includes(pyStr(id))) strangers.push(pyStr(id));
+      const rows = Array.isArray(id) || id instanceof Map ? undefined : rowsByIndex.get(pyKey(id));
+      for (const r of rows ?? []) predictions[r] = row.get("text")!;
+      if (!rows) strangers.add(pyStr(id));
     }
     const ids = answers.map(({ row }) => row.get("question_id")!);
     const repeated = duplicates(ids.filter((id) => !(Array.isArray(id) || id instanceof Map)), pyKey, pyStr);
     if (repeated.length > 0) warn(`${answersFile}: duplicate question ids ${countedList(repeated)}; only the last answer of each is submitted`);
-    if (strangers.length > 0) warn(`${answersFile}: answers to no index of ${annotationFile}: ${countedList(strangers)}; they are not submitted`);
+    if (strangers.size > 0) warn(`${answersFile}: answers to no index of ${annotationFile}: ${countedList([...strangers])}; they are not submitted`);
     const unanswered = table.rows.flatMap((cells, r) => (predictions[r] === undefined ? [pyStr(indexColumn < 0 ? r : (cells[indexColumn] as PyValue))] : []));
     if (unanswered.length > 0) warn(`${answersFile}: questions without an answer, submitted with an empty prediction: ${countedList(unanswered)}`);
 

@@ -34,17 +34,27 @@ function tokenize(text: string, file: string): string[][] {
     row = [];
     field = "";
   };
+  const plain = /[^\t\n\r"]+/y; // a run of ordinary characters, taken at once
   while (i < text.length) {
+    plain.lastIndex = i;
+    const run = plain.exec(text);
+    if (run) {
+      field += run[0];
+      i = plain.lastIndex;
+      continue;
+    }
     const c = text[i];
     if (c === '"' && field === "") {
       // a quoted field: up to the lone closing quote; what follows it up to the tab is kept too
-      for (i++; ; i++) {
-        if (i >= text.length) throw new LlavaError(`${file}: a quoted field is not closed (pandas fails here: EOF inside string)`);
-        if (text[i] === '"' && text[i + 1] === '"') field += text[i++];
-        else if (text[i] === '"') break;
-        else field += text[i];
+      for (i++; ; ) {
+        const close = text.indexOf('"', i);
+        if (close < 0) throw new LlavaError(`${file}: a quoted field is not closed (pandas fails here: EOF inside string)`);
+        field += text.slice(i, close);
+        i = close + 1;
+        if (text[i] !== '"') break;
+        field += '"'; // a doubled quote
+        i++;
       }
-      i++;
       continue;
     }
     if (c === "\t") {
