@@ -29,6 +29,7 @@ const fail = (message: string): never => {
 /** What openpyxl stores for a pandas cell: NaN empty, infinities as pandas' "inf" text, a text starting "=" as a formula. */
 function excelValue(cell: Cell | PyValue): ExcelJS.CellValue {
   if (cell instanceof PyFloat) return Number.isNaN(cell.value) ? null : Number.isFinite(cell.value) ? cell.value : cell.value > 0 ? "inf" : "-inf";
+  if (typeof cell === "bigint") return Number(cell);
   if (typeof cell !== "string") return cell as number | boolean | null;
   const text = [...cell].slice(0, MAX_STRING).join("");
   return text.length > 1 && text.startsWith("=") ? { formula: text.slice(1) } : text;

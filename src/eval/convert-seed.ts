@@ -33,6 +33,9 @@ function readAnnotation(file: string): { questions: PyDict[]; typeNames: Map<str
   return { questions: questions as PyDict[], typeNames };
 }
 
+/** How messages name a question or an answer. */
+const named = (dict: PyDict, what: string) => (dict.has("question_id") ? `${what} ${pyStr(dict.get("question_id")!)}` : `a ${what}`);
+
 /** The id an answer is looked up by: int(question_id) where Python's int() takes it. */
 function lookupId(q: PyDict): PyValue {
   const id = field(q, "question_id", "a question");
@@ -55,14 +58,14 @@ function sortedTypeIds(ids: PyValue[]): PyValue[] {
 function evalSingle(questions: PyDict[], answers: Map<string, PyDict>, typeNames: Map<string, string>, onlyType: string | null): void {
   const counts = new Map<string, { id: PyValue; total: number; correct: number | null }>();
   for (const q of questions) {
-    if (onlyType !== null && !pyEquals(field(q, "data_type", "a question"), onlyType)) continue;
-    const typeId = field(q, "question_type_id", "a question");
+    if (onlyType !== null && !pyEquals(field(q, "data_type", named(q, "question")), onlyType)) continue;
+    const typeId = field(q, "question_type_id", named(q, "question"));
     const entry = counts.get(pyKey(typeId)) ?? { id: typeId, total: 0, correct: null };
     counts.set(pyKey(typeId), entry);
     entry.total++;
     const answer = answers.get(pyKey(lookupId(q)));
     if (answer === undefined) entry.correct ??= 0;
-    else if (pyEquals(field(answer, "text", "an answer"), field(q, "answer", "a question"))) entry.correct = (entry.correct ?? 0) + 1;
+    else if (pyEquals(field(answer, "text", named(answer, "answer")), field(q, "answer", named(q, "question")))) entry.correct = (entry.correct ?? 0) + 1;
   }
   let total = 0;
   let correct = 0;
@@ -120,7 +123,7 @@ export const convertSeed: EvalCommand = {
       const qid = q.get("question_id")!;
       const answer = answers.get(pyKey(qid)) ?? answers.get(pyKey(lookupId(q)));
       if (answer === undefined) missing.push(pyStr(qid));
-      return answer && dumpJson(new Map([["question_id", qid], ["prediction", field(answer, "text", "an answer")]])) + "\n";
+      return answer && dumpJson(new Map([["question_id", qid], ["prediction", field(answer, "text", named(answer, "answer"))]])) + "\n";
     });
     if (missing.length > 0) fail(`questions without an answer in ${resultFile}: ${countedList(missing)}, ${uploadFile} not written (the reference fails here: KeyError)`);
     writeFileAtomic(uploadFile, (fd) => fs.writeSync(fd, upload.join("")));
