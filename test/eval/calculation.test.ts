@@ -40,6 +40,7 @@ test("where calculation.py fails: the same lines first, then one error line", ()
   const cases: Array<[string, (dir: string) => void, RegExp]> = [
     ["missing-file", (dir) => fs.rmSync(path.join(dir, "OCR.txt")), /MME answers file altered\/OCR\.txt: file not found/],
     ["odd-lines", (dir) => edit(path.join(dir, "count.txt"), (text) => text + text.split(/(?<=\n)/)[0]), /altered\/count\.txt has 5 lines, not two per image \(the reference fails here: AssertionError\)/],
+    ["empty-file", (dir) => fs.writeFileSync(path.join(dir, "posters.txt"), ""), /altered\/posters\.txt is empty \(the reference fails here: ZeroDivisionError\)/],
     ["bad-gt", (dir) => edit(path.join(dir, "color.txt"), (text) => text.replace("\tYes\t", "\tMaybe\t")), /altered\/color\.txt:\d+: ground truth "Maybe" is not yes or no/],
     ["three-fields", (dir) => edit(path.join(dir, "scene.txt"), (text) => text.replace("\t", " ")), /altered\/scene\.txt:1 has 3 tab-separated fields, not 4 \(the reference fails here: ValueError\)/],
   ];
