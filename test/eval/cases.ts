@@ -6,6 +6,7 @@ import path from "node:path";
 import { llava, type CliResult } from "../helpers/cli.js";
 import { ROOT } from "../helpers/paths.js";
 
+/** Sample inputs and what the reference scripts printed and wrote for them (CPython 3.11, pandas 1.5.3, openpyxl 3.0.9, scikit-learn 1.2.1). */
 export const DATA = path.join(ROOT, "test", "eval", "data");
 
 /** A temporary copy of `test/eval/data/<script>` to run in (the committed data stays untouched). */
