@@ -10,6 +10,12 @@ import { evalTextvqa } from "./eval-textvqa.js";
 import { evalGptReviewBench } from "./eval-gpt-review-bench.js";
 import { evalGptReviewVisual } from "./eval-gpt-review-visual.js";
 import { summarizeGptReview } from "./summarize-gpt-review.js";
+import { convertGqa } from "./convert-gqa.js";
+import { convertAnswerToMme } from "./convert-mme.js";
+import { convertMmbench } from "./convert-mmbench.js";
+import { convertMmvet } from "./convert-mmvet.js";
+import { convertSeed } from "./convert-seed.js";
+import { mmeCalculation } from "./mme-calculation.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -28,6 +34,12 @@ export const EVAL_COMMANDS: EvalCommand[] = [
   evalTextvqa,
   convertVqav2ForSubmission,
   convertVizwizForSubmission,
+  convertGqa,
+  convertSeed,
+  convertMmvet,
+  convertAnswerToMme,
+  mmeCalculation,
+  convertMmbench,
   evalGptReviewBench,
   evalGptReviewVisual,
   summarizeGptReview,

@@ -373,3 +373,34 @@ export function pathStem(file: string): string {
   const dot = base.lastIndexOf(".");
   return dot > 0 && /[^.]/.test(base.slice(0, dot)) ? base.slice(0, dot) : base;
 }
+
+/** Python's `a == b` of two JSON values. */
+export function pyEquals(a: PyValue, b: PyValue): boolean {
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => pyEquals(x, b[i]));
+  }
+  if (a instanceof Map || b instanceof Map) {
+    return a instanceof Map && b instanceof Map && a.size === b.size && [...a].every(([k, x]) => b.has(k) && pyEquals(x, b.get(k)!));
+  }
+  if (a instanceof PyFloat && Number.isNaN(a.value)) return false;
+  return pyKey(a) === pyKey(b);
+}
+
+/** `int(x)` of a JSON value, or null where Python raises (the scripts catch it and keep x). */
+export function pyInt(v: PyValue): number | bigint | null {
+  if (typeof v === "boolean") return v ? 1 : 0;
+  if (typeof v === "number" || typeof v === "bigint") return v;
+  if (v instanceof PyFloat) return Number.isFinite(v.value) ? Math.trunc(v.value) : null;
+  return typeof v === "string" ? parsePyInt(v) : null;
+}
+
+/** Python's ordering of two strings: by code point (JavaScript's `<` compares UTF-16 units). */
+export function compareCodePoints(a: string, b: string): number {
+  const x = [...a];
+  const y = [...b];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = x[i].codePointAt(0)! - y[i].codePointAt(0)!;
+    if (d !== 0) return d;
+  }
+  return x.length - y.length;
+}
