@@ -4,7 +4,7 @@
  * words as digits, articles removed, apostrophe-less contractions restored. VQAv2 and VizWiz
  * submissions and TextVQA's soft accuracy all compare answers through it.
  */
-import { pySplit, pyStrip } from "./python.js";
+import { pySplit, pyStrip } from "../io/python.js";
 
 const CONTRACTIONS: Record<string, string> = {
   aint: "ain't", arent: "aren't", cant: "can't", couldve: "could've", couldnt: "couldn't",

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import { writeFileAtomic } from "../io/files.js";
 import type { EvalCommand } from "./commands.js";
 import { countedList, duplicates, givenPath, needsKeys, readJsonRows, warn } from "./script-io.js";
-import { dumpJson, pyStr, type PyValue } from "./python.js";
+import { dumpJson, pyStr, type PyValue } from "../io/python.js";
 
 const NAME = "convert_gqa_for_eval";
 

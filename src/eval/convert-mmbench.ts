@@ -11,7 +11,7 @@ import { writeFileAtomic } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 import type { EvalCommand } from "./commands.js";
 import { countedList, duplicates, readJsonRows, readText, warn } from "./script-io.js";
-import { PyFloat, pyKey, pyStr, type PyValue, typeName } from "./python.js";
+import { PyFloat, pyKey, pyStr, type PyValue, typeName } from "../io/python.js";
 import { NAN, readTable, type Cell } from "./tsv.js";
 
 const NAME = "convert_mmbench_for_submission";

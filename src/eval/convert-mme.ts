@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { pyLines, pyStrip } from "./python.js";
+import { pyLines, pyStrip } from "../io/python.js";
 import { isDirectory, writeFileAtomic } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 import type { EvalCommand } from "./commands.js";

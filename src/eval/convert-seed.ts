@@ -8,7 +8,7 @@ import { writeFileAtomic } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 import type { EvalCommand } from "./commands.js";
 import { countedList, duplicates, givenPath, readJsonRows, readText, warn } from "./script-io.js";
-import { compareCodePoints, dumpJson, formatFixed, loadJson, type PyDict, pyEquals, pyInt, pyKey, pyStr, type PyValue, typeName } from "./python.js";
+import { compareCodePoints, dumpJson, formatFixed, loadJson, type PyDict, pyEquals, pyInt, pyKey, pyStr, type PyValue, typeName } from "../io/python.js";
 
 const NAME = "convert_seed_for_submission";
 const fail = (message: string): never => {

@@ -9,7 +9,7 @@ import { LlavaError } from "../util/errors.js";
 import { describeFsError } from "../io/files.js";
 import { normalizeAnswer } from "./answer-processor.js";
 import type { EvalCommand } from "./commands.js";
-import { dumpJson, loadJson, pyKey, pyLines, type PyDict, type PyValue } from "./python.js";
+import { dumpJson, loadJson, pyKey, pyLines, type PyDict, type PyValue } from "../io/python.js";
 import { duplicates, field, listIds, readJsonLines, readText, referenceStops, textField, warn, writeText } from "./script-io.js";
 
 interface Answers {

@@ -5,7 +5,7 @@
  */
 import type { EvalCommand } from "./commands.js";
 import { field, ItemProblem, joinLines, reviewOptions, runReviews, type ReviewFlavour } from "./gpt-review.js";
-import { pyStr, typeName, type PyValue } from "./python.js";
+import { pyStr, typeName, type PyValue } from "../io/python.js";
 
 const bench: ReviewFlavour = {
   name: "eval_gpt_review_bench",

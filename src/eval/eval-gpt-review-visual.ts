@@ -8,7 +8,7 @@
  */
 import type { EvalCommand } from "./commands.js";
 import { field, ItemProblem, joinLines, reviewOptions, runReviews, type ReviewFlavour } from "./gpt-review.js";
-import { pyStr, type PyValue } from "./python.js";
+import { pyStr, type PyValue } from "../io/python.js";
 
 function context(record: Map<string, PyValue>): string {
   const what = `the context of ${pyStr(record.get("image")!)}`;

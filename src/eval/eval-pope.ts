@@ -5,7 +5,7 @@
  */
 import path from "node:path";
 import type { EvalCommand } from "./commands.js";
-import { floatRepr, formatFixed, pyKey, type PyValue } from "./python.js";
+import { floatRepr, formatFixed, pyKey, type PyValue } from "../io/python.js";
 import { duplicates, field, givenPath, listIds, readJsonLines, referenceStops, sortedListing, textField, warn } from "./script-io.js";
 
 const SCRIPT = "eval_pope";

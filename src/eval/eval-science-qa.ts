@@ -7,7 +7,7 @@
  */
 import path from "node:path";
 import type { EvalCommand } from "./commands.js";
-import { dumpJson, formatFixed, pyFloat, pyKey, typeName, type PyDict, type PyValue } from "./python.js";
+import { dumpJson, formatFixed, pyFloat, pyKey, typeName, type PyDict, type PyValue } from "../io/python.js";
 import { duplicates, field, givenPath, listIds, readJson, readJsonLines, referenceStops, textField, warn, writeText } from "./script-io.js";
 
 const SCRIPT = "eval_science_qa";

@@ -10,7 +10,7 @@
 import fs from "node:fs";
 import { askJudge, JudgeFailure, judgeOptions, judgeSettings, type JudgeSettings } from "./judge.js";
 import type { ArgSpec, ArgValues } from "./args.js";
-import { dumpJson, loadJson, numberOf, parsePyFloat, PyFloat, pyFloat, pyRepr, pyStr, typeName, type PyDict, type PyValue } from "./python.js";
+import { dumpJson, loadJson, numberOf, parsePyFloat, PyFloat, pyFloat, pyRepr, pyStr, typeName, type PyDict, type PyValue } from "../io/python.js";
 import { describeFsError, writeFileAtomic, writeFully } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 

@@ -9,7 +9,7 @@ import { LlavaError } from "../util/errors.js";
 import type { EvalCommand } from "./commands.js";
 import { countedList, readText, warn } from "./script-io.js";
 import { MME_TASKS } from "./mme.js";
-import { floatRepr, pyLines, pyRepr } from "./python.js";
+import { floatRepr, pyLines, pyRepr } from "../io/python.js";
 
 const NAME = "calculation";
 const fail = (message: string): never => {

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import { describeFsError, writeFileAtomic } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 import type { ArgValues } from "./args.js";
-import { compareCodePoints, loadJson, pyKey, pyLines, pyRepr, typeName, type PyDict, type PyValue } from "./python.js";
+import { compareCodePoints, loadJson, pyKey, pyLines, pyRepr, typeName, type PyDict, type PyValue } from "../io/python.js";
 
 /** Most ids or lines one message names; the rest are counted. */
 const MAX_LISTED = 20;

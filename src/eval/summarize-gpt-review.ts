@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { EvalCommand } from "./commands.js";
 import type { ArgValues } from "./args.js";
-import { floatRepr, loadJson, numberOf, parsePyInt, PyFloat, pyRepr, pyRound, pyStr, typeName, type PyValue } from "./python.js";
+import { floatRepr, loadJson, numberOf, parsePyInt, PyFloat, pyRepr, pyRound, pyStr, typeName, type PyValue } from "../io/python.js";
 import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 

@@ -5,7 +5,7 @@
  * NaN is float), else bool, else text.
  */
 import { LlavaError } from "../util/errors.js";
-import { PyFloat, pyFloat } from "./python.js";
+import { PyFloat, pyFloat } from "../io/python.js";
 
 /** A cell as pandas holds it: int (number), float (PyFloat; NaN for a missing value), bool, or text. */
 export type Cell = number | PyFloat | boolean | string;

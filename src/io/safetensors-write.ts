@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { LlavaError } from "../util/errors.js";
+import { dumpJson, fromJs } from "./python.js";
 import { f32ToBf16Array, f32ToF16Array } from "../tensor/dtypes.js";
 import { writeFileAtomic, writeFully } from "./files.js";
 import { buildHeader, dtypeSize, shapeNumel, type SafetensorsDtype } from "./safetensors-header.js";
@@ -277,40 +278,7 @@ function removeStaleWeights(dir: string, baseName: string, keep: Set<string>): v
   }
 }
 
-/** Python's `json.dumps(value, indent=2, sort_keys=True)` (ensure_ascii on) for plain JSON data. */
-export function pythonJsonDumps(value: unknown, indent = ""): string {
-  const inner = indent + "  ";
-  if (value === null) return "null";
-  if (typeof value === "boolean") return value ? "true" : "false";
-  if (typeof value === "number") return JSON.stringify(value);
-  if (typeof value === "string") return pythonJsonString(value);
-  if (Array.isArray(value)) {
-    if (value.length === 0) return "[]";
-    return `[\n${value.map((v) => inner + pythonJsonDumps(v, inner)).join(",\n")}\n${indent}]`;
-  }
-  if (typeof value === "object") {
-    const keys = Object.keys(value as object).sort(compareCodePoints);
-    if (keys.length === 0) return "{}";
-    const items = keys.map(
-      (k) => `${inner}${pythonJsonString(k)}: ${pythonJsonDumps((value as Record<string, unknown>)[k], inner)}`,
-    );
-    return `{\n${items.join(",\n")}\n${indent}}`;
-  }
-  throw new LlavaError(`cannot encode ${typeof value} as JSON`);
-}
-
-/** Python's `sorted()` order for str: by code point. */
-function compareCodePoints(a: string, b: string): number {
-  const x = [...a];
-  const y = [...b];
-  for (let i = 0; i < Math.min(x.length, y.length); i++) {
-    const d = x[i].codePointAt(0)! - y[i].codePointAt(0)!;
-    if (d !== 0) return d;
-  }
-  return x.length - y.length;
-}
-
-/** A JSON string literal with DEL and every non-ASCII UTF-16 unit escaped, as Python's ensure_ascii does. */
-function pythonJsonString(s: string): string {
-  return JSON.stringify(s).replace(/[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+/** Python's `json.dumps(value, indent=2, sort_keys=True)` of plain JSON data, as transformers writes a shard index. */
+export function pythonJsonDumps(value: unknown): string {
+  return dumpJson(fromJs(value), { indent: 2, sortKeys: true });
 }

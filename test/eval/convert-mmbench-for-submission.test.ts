@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import ExcelJS from "exceljs";
-import { floatRepr, pyRepr } from "../../src/eval/python.js";
+import { floatRepr, pyRepr } from "../../src/io/python.js";
 import { assertCleanError } from "../helpers/cli.js";
 import { assertFails, assertSuccess, expected, runEval, sampleCopy } from "./cases.js";
 

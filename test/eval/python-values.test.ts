@@ -1,8 +1,8 @@
 /** Python's rules for JSON values, checked against what CPython 3.11 gives for the same values. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { pyFloat } from "../../src/eval/python.js";
-import { compareCodePoints, pyEquals, pyInt, pyKey, pyStrip } from "../../src/eval/python.js";
+import { pyFloat } from "../../src/io/python.js";
+import { compareCodePoints, pyEquals, pyInt, pyKey, pyStrip } from "../../src/io/python.js";
 
 test("int(x): whitespace, underscores, signs and floats as Python takes them; None where it raises", () => {
   const inputs = [" 12 ", "1_000", "+5", "1__0", "0x10", pyFloat(12.7), "12.0", true, null, "-0", "99999999999999999999"];

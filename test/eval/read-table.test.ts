@@ -1,7 +1,7 @@
 /** The TSV reader types cells as pandas' read_table does (test/eval/data/read_table: pandas 1.5's reading of table.tsv). */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { floatRepr, PyFloat, pyRepr } from "../../src/eval/python.js";
+import { floatRepr, PyFloat, pyRepr } from "../../src/io/python.js";
 import { readTable, type Cell } from "../../src/eval/tsv.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { expected } from "./cases.js";

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "../../src/eval/args.js";
 import { parseScore } from "../../src/eval/gpt-review.js";
-import { floatRepr, parsePyFloat, parsePyInt, PyFloat } from "../../src/eval/python.js";
+import { floatRepr, parsePyFloat, parsePyInt, PyFloat } from "../../src/io/python.js";
 import { UsageError } from "../../src/util/errors.js";
 import { ROOT } from "../helpers/paths.js";
 

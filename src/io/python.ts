@@ -1,6 +1,6 @@
 /**
- * Python's value formatting, so the reference evaluation scripts' files and printed lines are
- * reproduced byte for byte: JSON as Python's `json` module reads and writes it (floats kept apart
+ * Python's value formatting, so files Python programs write (the reference evaluation scripts'
+ * outputs, transformers' shard indexes) and the lines they print are reproduced byte for byte: JSON as Python's `json` module reads and writes it (floats kept apart
  * from ints, dict order kept, `json.dump` separators, `ensure_ascii` escapes), `repr`/`str` of
  * floats (shortest round-trip digits, Python's exponent rules), and fixed-point formatting
  * (`'%.2f'`, `'{:.2f}'`, `round`) with Python's round-half-even on the exact binary value.
@@ -182,7 +182,7 @@ export function dumpJson(value: PyValue, opts: DumpOptions = {}): string {
     if (typeof v === "string") return jsonString(v, ensureAscii);
     const entries: string[] = Array.isArray(v)
       ? v.map((x) => write(x, level + 1))
-      : (opts.sortKeys ? [...v.keys()].sort() : [...v.keys()]).map((k) => `${jsonString(k, ensureAscii)}: ${write(v.get(k)!, level + 1)}`);
+      : (opts.sortKeys ? [...v.keys()].sort(compareCodePoints) : [...v.keys()]).map((k) => `${jsonString(k, ensureAscii)}: ${write(v.get(k)!, level + 1)}`);
     const [open, close] = Array.isArray(v) ? ["[", "]"] : ["{", "}"];
     if (entries.length === 0) return open + close;
     if (indent === null) return open + entries.join(itemSep) + close;

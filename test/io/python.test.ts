@@ -6,11 +6,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { dumpJson, floatRepr, formatFixed, loadJson, loadJsonLines, PyFloat, pyRepr, pyRound } from "../../src/eval/python.js";
+import { dumpJson, floatRepr, formatFixed, loadJson, loadJsonLines, PyFloat, pyRepr, pyRound } from "../../src/io/python.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { ROOT } from "../helpers/paths.js";
 
-const cases = JSON.parse(fs.readFileSync(path.join(ROOT, "test", "eval", "python-cases.json"), "utf8")) as {
+const cases = JSON.parse(fs.readFileSync(path.join(ROOT, "test", "io", "python-cases.json"), "utf8")) as {
   repr: Array<[number, string]>;
   fixed: Array<[number, string, string, string]>;
   json_text: string;
