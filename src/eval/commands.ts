@@ -3,6 +3,9 @@
  * file stem) and the project's own. Each is its own module with its options and its run.
  */
 import type { ArgSpec, ArgValues } from "./args.js";
+import { modelVqa, modelVqaLoader } from "./model-vqa.js";
+import { modelVqaMmbench } from "./model-vqa-mmbench.js";
+import { modelVqaScience } from "./model-vqa-science.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -15,4 +18,4 @@ export interface EvalCommand {
 }
 
 /** Every command, in the order `llava eval --help` lists them. */
-export const EVAL_COMMANDS: EvalCommand[] = [];
+export const EVAL_COMMANDS: EvalCommand[] = [modelVqa, modelVqaLoader, modelVqaScience, modelVqaMmbench];
