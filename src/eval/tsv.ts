@@ -15,6 +15,7 @@ export interface Table {
   rows: Cell[][];
 }
 
+/** pandas 2's default missing-value words (pandas 1 reads "None" as text) */
 const NA_WORDS = new Set([
   "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 ]);
