@@ -147,7 +147,7 @@ export function conversationPrompt(convMode: string, q: Question): string {
 }
 
 async function answer(loaded: LoadedLlava, convMode: string, q: Question, opts: { temperature: number; topP: number; maxNewTokens: number }): Promise<string> {
-  const images = q.image === null ? [] : [await loadImage(q.image, typeof q.image === "string" ? {} : { what: "the base64 image" })];
+  const images = q.image === null ? [] : [await loadImage(q.image, typeof q.image === "string" ? {} : { what: "from the base64 column" })];
   const generation = await answerGeneration(loaded, conversationPrompt(convMode, q), images, opts).complete();
   return pyStrip(generation.text);
 }
