@@ -5,7 +5,6 @@
  * (answers already there are kept, the rest are added, the file ends in question order), and bad
  * questions counted and reported with their ids instead of ending the run halfway.
  */
-import fs from "node:fs";
 import { AnswersFile } from "./answers-file.js";
 import type { ArgSpec, ArgValues } from "./args.js";
 import { getChunk } from "./chunks.js";
@@ -17,7 +16,6 @@ import { loadImage } from "../image/decode.js";
 import { convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, pyStrip } from "../llava/conversation.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { answerGeneration } from "../llava/pipeline.js";
-import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 
 /** One question ready to ask. */
@@ -36,9 +34,6 @@ export interface Question {
 export type Slot = { label: string; question: Question } | { label: string; problem: string };
 
 export interface AnswerScript {
-  name: string;
-  /** the script's fixed max_new_tokens, or its --max_new_tokens default */
-  maxNewTokens: number;
   /** the loader and MMBench scripts switch a plain (pretraining) model to a `_mmtag` template */
   mmtagSwitch: boolean;
   /** the question file's entries, in order; a file that cannot be read as the reference reads it fails here */
@@ -89,22 +84,14 @@ export async function runAnswers(script: AnswerScript, args: ArgValues): Promise
   const slots = script.slots(entries, args);
   warnDuplicates(slots, questionFile);
 
+  const convMode = templateFor(script, String(args.conv_mode), modelName);
   const answersFile = AnswersFile.open(expandUser(String(args.answers_file)), warn);
   try {
-    const answered = matchExisting(slots, answersFile, modelName);
-    let convMode = String(args.conv_mode);
-    if (script.mmtagSwitch && modelName.includes("plain") && !modelName.toLowerCase().includes("finetune") && !convMode.includes("mmtag")) {
-      convMode += "_mmtag";
-      process.stdout.write(`It seems that this is a plain model, but it is not using a mmtag prompt, auto switching to ${convMode}.\n`);
-    }
-    if (!Object.hasOwn(convTemplates, convMode)) {
-      throw new LlavaError(`--conv-mode "${convMode}" is not a template (the reference fails with KeyError); valid names: ${convTemplateNames().join(", ")}`);
-    }
+    const order = matchExisting(slots, answersFile, modelName); // the slot of each line, in file order
+    const lines = new Map(answersFile.existing.map((a, k) => [order[k], a.line]));
     const loaded = await loadLlava(modelPath, { modelBase: args.model_base === null ? undefined : expandUser(String(args.model_base)) });
     const problems = slots.flatMap((s) => ("problem" in s ? [`${s.label}: ${s.problem}`] : []));
-    const order = answersFile.existing.map((_, i) => answered.indexOf(i)); // slot index of each line in file order
-    const lines = new Map(answersFile.existing.map((a, i) => [answered.indexOf(i), a.line]));
-    const todo = slots.flatMap((s, i) => ("question" in s && answered[i] === undefined ? [i] : []));
+    const todo = slots.flatMap((s, i) => ("question" in s && !lines.has(i) ? [i] : []));
     if (answersFile.existing.length) process.stderr.write(`resuming ${answersFile.file}: ${answersFile.existing.length} answer(s) kept, ${todo.length} to go\n`);
     const progress = new Progress(slots.length - todo.length - problems.length, slots.length - problems.length);
     for (const i of todo) {
@@ -138,6 +125,22 @@ export async function runAnswers(script: AnswerScript, args: ArgValues): Promise
   }
 }
 
+/**
+ * The template named by --conv-mode, switched to its `_mmtag` variant for a plain (pretraining)
+ * model as the loader and MMBench scripts do, with the line they print.
+ */
+function templateFor(script: AnswerScript, chosen: string, modelName: string): string {
+  let convMode = chosen;
+  if (script.mmtagSwitch && modelName.includes("plain") && !modelName.toLowerCase().includes("finetune") && !convMode.includes("mmtag")) {
+    convMode += "_mmtag";
+    process.stdout.write(`It seems that this is a plain model, but it is not using a mmtag prompt, auto switching to ${convMode}.\n`);
+  }
+  if (!Object.hasOwn(convTemplates, convMode)) {
+    throw new LlavaError(`--conv-mode "${convMode}" is not a template (the reference fails with KeyError); valid names: ${convTemplateNames().join(", ")}`);
+  }
+  return convMode;
+}
+
 /** The prompt the model is given: the question as the user's turn of a fresh `convMode` conversation. */
 export function conversationPrompt(convMode: string, q: Question): string {
   const conv = getConvTemplate(convMode);
@@ -153,25 +156,24 @@ async function answer(loaded: LoadedLlava, convMode: string, q: Question, opts: 
 }
 
 /**
- * Which slot each answer already in the file answers (by its leading fields and model, the n-th
- * copy of a duplicated question answering its n-th occurrence). Answers to nothing in this chunk
- * mean the file belongs to another run: it is refused rather than overwritten.
+ * The slot each answer already in the file answers, in file order (matched by its leading fields
+ * and model; the n-th copy of a duplicated question answers its n-th occurrence). Answers to
+ * nothing in this chunk mean the file belongs to another run: it is refused rather than overwritten.
  */
-function matchExisting(slots: Slot[], file: AnswersFile, modelName: string): Array<number | undefined> {
+function matchExisting(slots: Slot[], file: AnswersFile, modelName: string): number[] {
   const open = new Map<string, number[]>();
   slots.forEach((s, i) => {
     if (!("question" in s)) return;
     const key = identity(s.question.head, modelName);
     open.set(key, [...(open.get(key) ?? []), i]);
   });
-  const answered: Array<number | undefined> = []; // slot index -> line index
-  const foreign: string[] = [];
   const head = slots.find((s): s is { label: string; question: Question } => "question" in s)?.question.head ?? [];
+  const order: number[] = [];
+  const foreign: string[] = [];
   file.existing.forEach(({ record }, line) => {
-    const fields = record instanceof Map ? head.map(([k]) => [k, record.get(k) ?? null] as [string, PyValue]) : [];
-    const slot = record instanceof Map ? open.get(identity(fields, record.get("model_id") ?? null))?.shift() : undefined;
-    if (slot === undefined) foreign.push(`line ${line + 1}${record instanceof Map && record.has("question_id") ? ` (question_id ${dumpJson(record.get("question_id")!)})` : ""}`);
-    else answered[slot] = line;
+    const slot = record instanceof Map ? open.get(identity(head.map(([k]) => [k, record.get(k) ?? null]), record.get("model_id") ?? null))?.shift() : undefined;
+    if (slot !== undefined) order.push(slot);
+    else foreign.push(`line ${line + 1}${record instanceof Map && record.has("question_id") ? ` (question_id ${dumpJson(record.get("question_id")!)})` : ""}`);
   });
   if (foreign.length) {
     throw new LlavaError(
@@ -179,7 +181,7 @@ function matchExisting(slots: Slot[], file: AnswersFile, modelName: string): Arr
         `the file is from another question file, chunk, prompt or model: remove it or choose another --answers-file`,
     );
   }
-  return answered;
+  return order;
 }
 
 /** Questions asked twice: each is answered (as the reference does), but scorers keyed by id keep one. */
@@ -192,13 +194,4 @@ function warnDuplicates(slots: Slot[], source: string): void {
   }
   const dups = [...seen].filter(([, n]) => n > 1).map(([key, n]) => `${key} (${n} times)`);
   if (dups.length) warn(`${source}: ${dups.length} question id(s) appear more than once: ${dups.join(", ")}; each is answered, but a scorer that keys answers by id keeps only one`);
-}
-
-/** Reads a question file as text, or fails naming it. */
-export function readText(file: string): string {
-  try {
-    return fs.readFileSync(file, "utf8");
-  } catch (err) {
-    throw new LlavaError(`question file ${file}: ${describeFsError(err)}`);
-  }
 }

@@ -5,11 +5,11 @@
  * once per option, rotating the options one place each round (the letters in the prompt stay
  * A, B, ...; the answer line's `options` and `option_char` rotate together).
  */
-import { type AnswerScript, type Question, readText, runAnswers, runnerOptions, SAMPLING_OPTIONS, type Slot } from "./answer-runner.js";
+import { type AnswerScript, type Question, runAnswers, runnerOptions, SAMPLING_OPTIONS, type Slot } from "./answer-runner.js";
 import type { ArgValues } from "./args.js";
 import type { EvalCommand } from "./commands.js";
 import { dumpJson, PyFloat, type PyValue } from "./python.js";
-import { QuestionError, SINGLE_PRED_PROMPT, withImage } from "./questions.js";
+import { QuestionError, readText, SINGLE_PRED_PROMPT, withImage } from "./questions.js";
 import { type Cell, readTable } from "./tsv.js";
 
 const ALL_OPTIONS = ["A", "B", "C", "D"];
@@ -90,7 +90,7 @@ function readRows(file: string): Row[] {
   });
 }
 
-export const mmbenchScript: AnswerScript = { name: "model_vqa_mmbench", maxNewTokens: 1024, mmtagSwitch: true, readQuestions: readRows, slots: mmbenchSlots };
+export const mmbenchScript: AnswerScript = { mmtagSwitch: true, readQuestions: readRows, slots: mmbenchSlots };
 
 export const modelVqaMmbench: EvalCommand = {
   name: "model_vqa_mmbench",

@@ -35,7 +35,7 @@ function scienceSlots(entries: unknown[], args: ArgValues): Slot[] {
   });
 }
 
-export const scienceScript: AnswerScript = { name: "model_vqa_science", maxNewTokens: 1024, mmtagSwitch: false, readQuestions: readJsonList, slots: scienceSlots };
+export const scienceScript: AnswerScript = { mmtagSwitch: false, readQuestions: readJsonList, slots: scienceSlots };
 
 export const modelVqaScience: EvalCommand = {
   name: "model_vqa_science",

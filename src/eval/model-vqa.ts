@@ -26,15 +26,10 @@ function vqaSlots(entries: unknown[], args: ArgValues): Slot[] {
   });
 }
 
-function vqaScript(name: string, maxNewTokens: number, mmtagSwitch: boolean): AnswerScript {
-  return { name, maxNewTokens, mmtagSwitch, readQuestions: readJsonLines, slots: vqaSlots };
-}
+export const modelVqaScript: AnswerScript = { mmtagSwitch: false, readQuestions: readJsonLines, slots: vqaSlots };
+export const modelVqaLoaderScript: AnswerScript = { ...modelVqaScript, mmtagSwitch: true };
 
-export const modelVqaScript = vqaScript("model_vqa", 1024, false);
-export const modelVqaLoaderScript = vqaScript("model_vqa_loader", 128, true);
-
-function vqaCommand(script: AnswerScript, summary: string): EvalCommand {
-  const { name, maxNewTokens } = script;
+function vqaCommand(name: string, script: AnswerScript, maxNewTokens: number, summary: string): EvalCommand {
   return {
     name,
     summary,
@@ -43,5 +38,5 @@ function vqaCommand(script: AnswerScript, summary: string): EvalCommand {
   };
 }
 
-export const modelVqa = vqaCommand(modelVqaScript, "answers a JSON-lines question file (LLaVA-Bench, MM-Vet)");
-export const modelVqaLoader = vqaCommand(modelVqaLoaderScript, "answers a JSON-lines question file (VQAv2, GQA, TextVQA, POPE, MME, SEED...)");
+export const modelVqa = vqaCommand("model_vqa", modelVqaScript, 1024, "answers a JSON-lines question file (LLaVA-Bench, MM-Vet)");
+export const modelVqaLoader = vqaCommand("model_vqa_loader", modelVqaLoaderScript, 128, "answers a JSON-lines question file (VQAv2, GQA, TextVQA, POPE, MME, SEED...)");

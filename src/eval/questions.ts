@@ -1,8 +1,18 @@
 /** Reading the answer scripts' question files as the reference reads them, and the prompt rules they share. */
-import { readText } from "./answer-runner.js";
+import fs from "node:fs";
 import { dumpJson, loadJson, type PyValue, typeName } from "./python.js";
 import { IMAGE_TOKEN } from "../llava/spec.js";
+import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
+
+/** Reads a question file as text, or fails naming it. */
+export function readText(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new LlavaError(`question file ${file}: ${describeFsError(err)}`);
+  }
+}
 
 /** The multiple-choice suffix of `--single-pred-prompt` (ScienceQA and MMBench in English). */
 export const SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly.";
