@@ -54,6 +54,7 @@ export function runnerOptions(defaults: { questionFile: string; convMode: string
     "--num-chunks": { type: "int", default: 1 },
     "--chunk-idx": { type: "int", default: 0 },
     "--temperature": { type: "float", default: 0.2, help: "0: greedy" },
+    // the loader's option; the other scripts fix the budget at this default
     "--max_new_tokens": { type: "int", default: defaults.maxNewTokens },
   };
 }
@@ -149,6 +150,7 @@ export function conversationPrompt(convMode: string, q: Question): string {
   return conv.getPrompt();
 }
 
+/** The model's answer, stripped; no stop string: the reference's scripts stop at EOS or the budget only. */
 async function answer(loaded: LoadedLlava, convMode: string, q: Question, opts: { temperature: number; topP: number; maxNewTokens: number }): Promise<string> {
   const images = q.image === null ? [] : [await loadImage(q.image, typeof q.image === "string" ? {} : { what: "from the base64 column" })];
   const generation = await answerGeneration(loaded, conversationPrompt(convMode, q), images, opts).complete();
