@@ -16,6 +16,9 @@ import { convertMmbench } from "./convert-mmbench.js";
 import { convertMmvet } from "./convert-mmvet.js";
 import { convertSeed } from "./convert-seed.js";
 import { mmeCalculation } from "./mme-calculation.js";
+import { modelVqa, modelVqaLoader } from "./model-vqa.js";
+import { modelVqaMmbench } from "./model-vqa-mmbench.js";
+import { modelVqaScience } from "./model-vqa-science.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -29,6 +32,10 @@ export interface EvalCommand {
 
 /** Every command, in the order `llava eval --help` lists them. */
 export const EVAL_COMMANDS: EvalCommand[] = [
+  modelVqa,
+  modelVqaLoader,
+  modelVqaScience,
+  modelVqaMmbench,
   evalPope,
   evalScienceQa,
   evalTextvqa,
