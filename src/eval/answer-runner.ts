@@ -10,10 +10,11 @@ import type { ArgSpec, ArgValues } from "./args.js";
 import { getChunk } from "./chunks.js";
 import { Progress } from "./progress.js";
 import { expandUser } from "./pypath.js";
-import { dumpJson, type PyDict, type PyValue } from "../io/python.js";
+import { warn } from "./script-io.js";
+import { dumpJson, pyStrip, type PyDict, type PyValue } from "../io/python.js";
 import { shortUuid } from "./shortuuid.js";
 import { loadImage } from "../image/decode.js";
-import { convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, pyStrip } from "../llava/conversation.js";
+import { convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath } from "../llava/conversation.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { answerGeneration } from "../llava/pipeline.js";
 import { LlavaError } from "../util/errors.js";
@@ -34,6 +35,8 @@ export interface Question {
 export type Slot = { label: string; question: Question } | { label: string; problem: string };
 
 export interface AnswerScript {
+  /** the script's name, for messages */
+  name: string;
   /** the loader and MMBench scripts switch a plain (pretraining) model to a `_mmtag` template */
   mmtagSwitch: boolean;
   /** the question file's entries, in order; a file that cannot be read as the reference reads it fails here */
@@ -65,7 +68,7 @@ export const SAMPLING_OPTIONS: Record<string, ArgSpec> = {
   "--num_beams": { type: "int", default: 1, help: "only 1: beam search is not implemented" },
 };
 
-const warn = (message: string) => process.stderr.write(`llava: warning: ${message}\n`);
+
 
 /** The JSON key of an answer's identity: its leading fields and the model that gave it. */
 const identity = (head: Array<[string, PyValue]>, modelId: PyValue) => dumpJson(new Map([...head, ["model_id", modelId]]));
@@ -83,10 +86,10 @@ export async function runAnswers(script: AnswerScript, args: ArgValues): Promise
   const questionFile = expandUser(String(args.question_file));
   const entries = getChunk(script.readQuestions(questionFile), Number(args.num_chunks), Number(args.chunk_idx));
   const slots = script.slots(entries, args);
-  warnDuplicates(slots, questionFile);
+  warnDuplicates(script.name, slots, questionFile);
 
   const convMode = templateFor(script, String(args.conv_mode), modelName);
-  const answersFile = AnswersFile.open(expandUser(String(args.answers_file)), warn);
+  const answersFile = AnswersFile.open(expandUser(String(args.answers_file)), (message) => warn(script.name, message));
   try {
     const order = matchExisting(slots, answersFile, modelName); // the slot of each line, in file order
     const lines = new Map(answersFile.existing.map((a, k) => [order[k], a.line]));
@@ -187,7 +190,7 @@ function matchExisting(slots: Slot[], file: AnswersFile, modelName: string): num
 }
 
 /** Questions asked twice: each is answered (as the reference does), but scorers keyed by id keep one. */
-function warnDuplicates(slots: Slot[], source: string): void {
+function warnDuplicates(script: string, slots: Slot[], source: string): void {
   const seen = new Map<string, number>();
   for (const s of slots) {
     if (!("question" in s)) continue;
@@ -195,5 +198,5 @@ function warnDuplicates(slots: Slot[], source: string): void {
     seen.set(key, (seen.get(key) ?? 0) + 1);
   }
   const dups = [...seen].filter(([, n]) => n > 1).map(([key, n]) => `${key} (${n} times)`);
-  if (dups.length) warn(`${source}: ${dups.length} question id(s) appear more than once: ${dups.join(", ")}; each is answered, but a scorer that keys answers by id keeps only one`);
+  if (dups.length) warn(script, `${source}: ${dups.length} question id(s) appear more than once: ${dups.join(", ")}; each is answered, but a scorer that keys answers by id keeps only one`);
 }

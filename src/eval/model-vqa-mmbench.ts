@@ -90,7 +90,7 @@ function readRows(file: string): Row[] {
   });
 }
 
-export const mmbenchScript: AnswerScript = { mmtagSwitch: true, readQuestions: readRows, slots: mmbenchSlots };
+export const mmbenchScript: AnswerScript = { name: "model_vqa_mmbench", mmtagSwitch: true, readQuestions: readRows, slots: mmbenchSlots };
 
 export const modelVqaMmbench: EvalCommand = {
   name: "model_vqa_mmbench",

@@ -11,7 +11,7 @@ import { pathJoin } from "./pypath.js";
 import type { PyValue } from "../io/python.js";
 import { field, labelOf, QuestionError, readJsonList, SINGLE_PRED_PROMPT, stringField, withImage } from "./questions.js";
 import { IMAGE_TOKEN } from "../llava/spec.js";
-import { pyStrip } from "../llava/conversation.js";
+import { pyStrip } from "../io/python.js";
 
 function scienceSlots(entries: unknown[], args: ArgValues): Slot[] {
   return (entries as PyValue[]).map((entry, n) => {
@@ -35,7 +35,7 @@ function scienceSlots(entries: unknown[], args: ArgValues): Slot[] {
   });
 }
 
-export const scienceScript: AnswerScript = { mmtagSwitch: false, readQuestions: readJsonList, slots: scienceSlots };
+export const scienceScript: AnswerScript = { name: "model_vqa_science", mmtagSwitch: false, readQuestions: readJsonList, slots: scienceSlots };
 
 export const modelVqaScience: EvalCommand = {
   name: "model_vqa_science",

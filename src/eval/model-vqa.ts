@@ -26,8 +26,8 @@ function vqaSlots(entries: unknown[], args: ArgValues): Slot[] {
   });
 }
 
-export const modelVqaScript: AnswerScript = { mmtagSwitch: false, readQuestions: readJsonLines, slots: vqaSlots };
-export const modelVqaLoaderScript: AnswerScript = { ...modelVqaScript, mmtagSwitch: true };
+export const modelVqaScript: AnswerScript = { name: "model_vqa", mmtagSwitch: false, readQuestions: readJsonLines, slots: vqaSlots };
+export const modelVqaLoaderScript: AnswerScript = { ...modelVqaScript, name: "model_vqa_loader", mmtagSwitch: true };
 
 function vqaCommand(name: string, script: AnswerScript, maxNewTokens: number, summary: string): EvalCommand {
   return {

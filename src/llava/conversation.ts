@@ -12,6 +12,7 @@
  * as `(text, PIL image, process_mode)`, a message here is `{ text, images }`; a serving layer that
  * needs the process mode keeps it inside its own image type.
  */
+import { pyStrip } from "../io/python.js";
 import { LlavaError, check } from "../util/errors.js";
 
 /** How turns are joined (reference `SeparatorStyle`). */
@@ -257,26 +258,6 @@ export class Conversation<I = unknown> {
     // Python's lstrip takes a character set: "<s>" strips any leading '<', 's', '>'.
     return pyLstripChars(ret, this.sep);
   }
-}
-
-/** Python's `str.strip()` (its whitespace set differs from JavaScript's `trim`). */
-export function pyStrip(s: string): string {
-  const chars = Array.from(s);
-  let start = 0;
-  let end = chars.length;
-  while (start < end && isPyWhitespace(chars[start])) start++;
-  while (end > start && isPyWhitespace(chars[end - 1])) end--;
-  return chars.slice(start, end).join("");
-}
-
-const PY_WHITESPACE = new Set(
-  [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000]
-    .concat(Array.from({ length: 11 }, (_, k) => 0x2000 + k))
-    .map((c) => String.fromCodePoint(c)),
-);
-
-function isPyWhitespace(ch: string): boolean {
-  return PY_WHITESPACE.has(ch);
 }
 
 /** Python's `str.lstrip(chars)`; an empty `chars` strips nothing. */

@@ -7,9 +7,9 @@ import {
   defaultConversation,
   getConvTemplate,
   gradioStopString,
-  pyStrip,
   stopString,
 } from "../../src/llava/conversation.js";
+import { pyStrip } from "../../src/io/python.js";
 import { LlavaError } from "../../src/util/errors.js";
 
 const S_HUMAN =
