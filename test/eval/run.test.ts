@@ -1,0 +1,160 @@
+/**
+ * `llava eval run` and `llava eval report` end to end: a tiny POPE and ScienceQA in the
+ * reference's playground/data/eval layout, answered by the shared tiny model, scored, reported,
+ * then interrupted and rerun.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { llava } from "../helpers/cli.js";
+import { IMAGES, MODELS } from "../helpers/paths.js";
+
+const MODEL = path.join(MODELS, "tiny-llava-1.5-mha");
+const EXPERIMENT = "tiny-llava-1.5-mha";
+const SHORT_ANSWER = "\nAnswer the question using a single word or phrase.";
+
+const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r) + "\n").join("");
+
+function write(file: string, text: string | Buffer): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, text);
+}
+
+/** POPE: two categories of two questions each, labels yes then no. */
+function popeSample(dir: string): void {
+  fs.mkdirSync(path.join(dir, "val2014"), { recursive: true });
+  fs.copyFileSync(path.join(IMAGES, "checker_300x500.png"), path.join(dir, "val2014", "checker.png"));
+  fs.copyFileSync(path.join(IMAGES, "gradient_640x480.png"), path.join(dir, "val2014", "gradient.png"));
+  const questions = ["adversarial", "random"].flatMap((category, c) =>
+    ["checker.png", "gradient.png"].map((image, i) => ({ question_id: 2 * c + i + 1, image, text: `Is there a ${["cat", "dog"][i]} in the image?${SHORT_ANSWER}`, category })),
+  );
+  write(path.join(dir, "llava_pope_test.jsonl"), jsonl(questions));
+  for (const category of ["adversarial", "random"]) {
+    write(path.join(dir, "coco", `coco_pope_${category}.json`), jsonl([{ image: "checker.png", label: "yes" }, { image: "gradient.png", label: "no" }]));
+  }
+}
+
+/** ScienceQA: one question with an image, one text-only. */
+function scienceQaSample(dir: string): void {
+  write(path.join(dir, "images", "test", "1", "image.png"), fs.readFileSync(path.join(IMAGES, "gradient_640x480.png")));
+  const questions = [
+    { id: "1", image: "1/image.png", conversations: [{ from: "human", value: "<image>\nWhich side is brighter?\nOptions: (A) left (B) right" }, { from: "gpt", value: "B" }] },
+    { id: "2", conversations: [{ from: "human", value: "Which number is larger?\nOptions: (A) 3 (B) 4" }, { from: "gpt", value: "B" }] },
+  ];
+  write(path.join(dir, "llava_test_CQM-A.json"), JSON.stringify(questions, null, 2));
+  write(path.join(dir, "pid_splits.json"), JSON.stringify({ test: ["1", "2"] }));
+  write(path.join(dir, "problems.json"), JSON.stringify({ "1": { choices: ["left", "right"], answer: 1 }, "2": { choices: ["3", "4"], answer: 1 } }));
+}
+
+function sample(): { root: string; data: string } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "llava-eval-run-"));
+  const data = path.join(root, "playground", "data", "eval");
+  popeSample(path.join(data, "pope"));
+  scienceQaSample(path.join(data, "scienceqa"));
+  return { root, data };
+}
+
+const RUN = ["eval", "run", "--benchmark", "pope,sqa", "--model-path", MODEL, "--max-new-tokens", "3", "--out", "out"];
+
+function runOk(root: string, args = RUN) {
+  const r = llava(args, { cwd: root });
+  assert.equal(r.status, 0, r.stderr);
+  return r;
+}
+
+const readResult = (root: string, name: string) => JSON.parse(fs.readFileSync(path.join(root, "out", "results", `${name}.json`), "utf8"));
+
+test("run answers, scores and reports POPE and ScienceQA; a rerun after an interruption gives the same results", () => {
+  const { root, data } = sample();
+  try {
+    const first = runOk(root);
+    const pope = readResult(root, "pope");
+    const sqa = readResult(root, "sqa");
+
+    // the scores are those the scorers print on the same answers, run on their own
+    const popeAnswers = path.join(data, "pope", "answers", `${EXPERIMENT}.jsonl`);
+    const popeAlone = llava(["eval", "eval_pope", "--annotation-dir", "coco", "--question-file", "llava_pope_test.jsonl", "--result-file", popeAnswers], { cwd: path.join(data, "pope") });
+    assert.equal(popeAlone.status, 0, popeAlone.stderr);
+    assert.equal(fs.readFileSync(path.join(root, "out", "results", "pope.txt"), "utf8"), popeAlone.stdout);
+    const f1 = [...popeAlone.stdout.matchAll(/F1 score: (\S+)/g)].map((m) => Number(m[1]) * 100);
+    assert.deepEqual(Object.keys(pope.categories), ["adversarial", "random"]);
+    assert.deepEqual(Object.values(pope.categories), f1);
+    assert.equal(pope.value, (f1[0] + f1[1]) / 2);
+    assert.equal(pope.submission, null);
+
+    const sqaAlone = llava(["eval", "eval_science_qa", "--base-dir", ".", "--result-file", `answers/${EXPERIMENT}.jsonl`, "--output-file", "o.json", "--output-result", "r.json"], { cwd: path.join(data, "scienceqa") });
+    assert.equal(sqaAlone.status, 0, sqaAlone.stderr);
+    const [, accuracy, imgAccuracy] = /Accuracy: ([\d.]+)%, IMG-Accuracy: ([\d.]+)%/.exec(sqaAlone.stdout)!;
+    assert.equal(sqa.value, Number(imgAccuracy));
+    assert.deepEqual(sqa.categories, { "all questions": Number(accuracy) });
+    assert.equal(fs.readFileSync(path.join(data, "scienceqa", "answers", `${EXPERIMENT}_result.json`), "utf8"), fs.readFileSync(path.join(data, "scienceqa", "r.json"), "utf8"));
+    assert.match(first.stdout, /IMG-Accuracy/, "the scorers' printout is shown");
+
+    runOk(root, ["eval", "report", "--results", "out", "--out", "report"]);
+    const md = fs.readFileSync(path.join(root, "report.md"), "utf8");
+    assert.match(md, new RegExp(`\\| POPE \\| F1 \\(%\\), mean of categories \\| ${pope.value.toFixed(1)} \\| 85\\.9 \\| 85\\.9 \\|`));
+    assert.match(md, new RegExp(`\\| ScienceQA-IMG \\| IMG-Accuracy \\(%\\) \\| ${sqa.value.toFixed(1)} \\| 66\\.8 \\| 71\\.6 \\|`));
+    assert.match(md, /\| adversarial \| /);
+    const page = fs.readFileSync(path.join(root, "report.html"), "utf8");
+    assert.match(page, /<svg /);
+    assert.match(page, new RegExp(`<td>${pope.value.toFixed(1)}</td>`));
+    assert.doesNotMatch(page, /(src|href)="https?:/, "nothing fetched from the network");
+    if (fs.existsSync("/usr/bin/chromium")) {
+      const dom = spawnSync("/usr/bin/chromium", ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", `file://${path.join(root, "report.html")}`], { encoding: "utf8", timeout: 30_000 });
+      if (dom.status === 0) assert.match(dom.stdout, /<svg /);
+    }
+
+    // interrupted: POPE's result gone and its answers file cut in the middle of its last line
+    const answers = fs.readFileSync(popeAnswers, "utf8");
+    fs.rmSync(path.join(root, "out", "results", "pope.json"));
+    fs.writeFileSync(popeAnswers, answers.slice(0, answers.lastIndexOf("\n", answers.length - 2) + 20));
+    const rerun = runOk(root);
+    assert.match(rerun.stderr, /sqa: done before/);
+    assert.match(rerun.stderr, /resuming .*3 answer\(s\) kept, 1 to go/);
+    assert.deepEqual(readResult(root, "pope"), pope);
+    assert.deepEqual(readResult(root, "sqa"), sqa);
+    const strip = (text: string) => text.split("\n").map((l) => l.replace(/"answer_id": "[^"]*"/, ""));
+    assert.deepEqual(strip(fs.readFileSync(popeAnswers, "utf8")), strip(answers), "the same answers, the torn one asked again");
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("bad input: an unknown benchmark, a data folder without the benchmark, LLaVA-Bench without a judge, no results", () => {
+  const { root } = sample();
+  try {
+    const unknown = llava(["eval", "run", "--benchmark", "pope,nope", "--model-path", MODEL], { cwd: root });
+    assert.equal(unknown.status, 1);
+    assert.match(unknown.stderr, /^llava: eval run: unknown benchmark "nope"; known: vqav2,/m);
+    const noFolder = llava(["eval", "run", "--benchmark", "textvqa", "--model-path", MODEL], { cwd: root });
+    assert.equal(noFolder.status, 1);
+    assert.match(noFolder.stderr, /has no folder for textvqa \(textvqa\)/);
+    const noJudge = llava(["eval", "run", "--benchmark", "llavabench", "--model-path", MODEL], { cwd: root });
+    assert.equal(noJudge.status, 1);
+    assert.match(noJudge.stderr, /llavabench is scored by a judge model: give --judge-api-base/);
+    const noResults = llava(["eval", "report", "--results", "nowhere"], { cwd: root });
+    assert.equal(noResults.status, 1);
+    assert.match(noResults.stderr, /nowhere\/results: no such folder/);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("a failing benchmark is named and the others still run and are kept", () => {
+  const { root, data } = sample();
+  try {
+    fs.rmSync(path.join(data, "pope", "coco", "coco_pope_random.json"));
+    fs.writeFileSync(path.join(data, "pope", "coco", "coco_pope_random.txt"), "");
+    const r = llava(RUN, { cwd: root });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^llava: warning: pope stopped: .*coco_pope_random\.txt/m);
+    assert.match(r.stderr, /^llava: eval run: 1 of 2 benchmark\(s\) failed: pope/m);
+    assert.ok(fs.existsSync(path.join(root, "out", "results", "sqa.json")));
+    assert.ok(!fs.existsSync(path.join(root, "out", "results", "pope.json")));
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
