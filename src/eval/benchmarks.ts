@@ -31,7 +31,7 @@ export interface RunContext {
   model: string;
   /** the runner options every benchmark shares: model, template, temperature 0, budget */
   runnerArgs: string[];
-  /** the judge's options (LLaVA-Bench only) */
+  /** the judge's options and rule file (LLaVA-Bench only) */
   judgeArgs: string[];
 }
 

@@ -135,6 +135,7 @@ export const evalReport: EvalCommand = {
   async run(args) {
     const results = readResults(String(args.results));
     const out = String(args.out);
+    fs.mkdirSync(path.dirname(out), { recursive: true });
     writeText(`${out}.md`, markdown(results));
     writeText(`${out}.html`, html(results));
     process.stderr.write(`report written: ${out}.md, ${out}.html\n`);

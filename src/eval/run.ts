@@ -108,7 +108,8 @@ async function runAll(args: ArgValues): Promise<void> {
   const runnerArgs = ["--model-path", path.resolve(modelPath), "--temperature", "0", "--conv-mode", String(args.conv_mode)];
   if (args.model_base !== null) runnerArgs.push("--model-base", path.resolve(String(args.model_base)));
   if (args.max_new_tokens !== null) runnerArgs.push("--max_new_tokens", String(args.max_new_tokens));
-  const judgeArgs = judgeBase === null ? [] : ["--api-base", judgeBase, ...(args.judge_model === null ? [] : ["--judge-model", String(args.judge_model)])];
+  const judgeArgs = judgeBase === null ? [] : ["--api-base", judgeBase, "--rule", path.resolve(String(args.judge_rule))];
+  if (args.judge_model !== null) judgeArgs.push("--judge-model", String(args.judge_model));
   const model = String(args.experiment ?? modelNameFromPath(modelPath));
 
   const failed: string[] = [];
@@ -143,7 +144,8 @@ export const evalRun: EvalCommand = {
     "--conv-mode": { type: "str", default: "vicuna_v1" },
     "--max-new-tokens": { type: "int", default: null, help: "the runners' budget (default: each runner's own)" },
     "--judge-api-base": { type: "str", default: null, help: "the judge's OpenAI-compatible endpoint (LLaVA-Bench)" },
-    "--judge-model": { type: "str", default: null },
+    "--judge-model": { type: "str", default: null, help: "default: the reference's (gpt-4-0314)" },
+    "--judge-rule": { type: "str", default: "llava/eval/table/rule.json", help: "the review rules, the reference's rule.json (its path in llavabench.sh)" },
   },
   run: runAll,
 };

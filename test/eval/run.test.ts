@@ -10,7 +10,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { llava } from "../helpers/cli.js";
-import { IMAGES, MODELS } from "../helpers/paths.js";
+import { IMAGES, MODELS, ROOT } from "../helpers/paths.js";
+import { MME_TASKS } from "../../src/eval/mme.js";
+import { llavaAsync, startFakeJudge } from "./fake-judge.js";
 
 const MODEL = path.join(MODELS, "tiny-llava-1.5-mha");
 const EXPERIMENT = "tiny-llava-1.5-mha";
@@ -23,7 +25,7 @@ function write(file: string, text: string | Buffer): void {
   fs.writeFileSync(file, text);
 }
 
-/** POPE: two categories of two questions each, labels yes then no. */
+/** POPE: two categories of two questions each, with different labels. */
 function popeSample(dir: string): void {
   fs.mkdirSync(path.join(dir, "val2014"), { recursive: true });
   fs.copyFileSync(path.join(IMAGES, "checker_300x500.png"), path.join(dir, "val2014", "checker.png"));
@@ -33,8 +35,27 @@ function popeSample(dir: string): void {
   );
   write(path.join(dir, "llava_pope_test.jsonl"), jsonl(questions));
   for (const category of ["adversarial", "random"]) {
-    write(path.join(dir, "coco", `coco_pope_${category}.json`), jsonl([{ image: "checker.png", label: "yes" }, { image: "gradient.png", label: "no" }]));
+    const labels = category === "random" ? ["yes", "yes"] : ["yes", "no"];
+    write(path.join(dir, "coco", `coco_pope_${category}.json`), jsonl(labels.map((label, i) => ({ image: ["checker.png", "gradient.png"][i], label }))));
   }
+}
+
+/** MME: every subtask that calculation scores, one image with a yes and a no question each. */
+function mmeSample(dir: string): void {
+  const root = path.join(dir, "MME_Benchmark_release_version");
+  const questions = MME_TASKS.flatMap(([, tasks]) => tasks).flatMap((task) => {
+    write(path.join(root, task, "0.png"), fs.readFileSync(path.join(IMAGES, "checker_300x500.png")));
+    write(path.join(root, task, "0.txt"), `Is it ${task}? Please answer yes or no.\tYes\nIs it a cat? Please answer yes or no.\tNo\n`);
+    return [`Is it ${task}?`, "Is it a cat?"].map((q) => ({ question_id: `${task}/0.png`, image: `${task}/0.png`, text: q + SHORT_ANSWER }));
+  });
+  write(path.join(dir, "llava_mme.jsonl"), jsonl(questions));
+  fs.mkdirSync(path.join(dir, "eval_tool"));
+}
+
+/** MM-Vet: two questions, scored by its own grader from the converted file. */
+function mmvetSample(dir: string): void {
+  write(path.join(dir, "images", "v1_0.png"), fs.readFileSync(path.join(IMAGES, "gradient_640x480.png")));
+  write(path.join(dir, "llava-mm-vet.jsonl"), jsonl([0, 1].map((i) => ({ question_id: i, image: "v1_0.png", text: ["What is this?", "What colour is it?"][i] }))));
 }
 
 /** ScienceQA: one question with an image, one text-only. */
@@ -54,6 +75,8 @@ function sample(): { root: string; data: string } {
   const data = path.join(root, "playground", "data", "eval");
   popeSample(path.join(data, "pope"));
   scienceQaSample(path.join(data, "scienceqa"));
+  mmeSample(path.join(data, "MME"));
+  mmvetSample(path.join(data, "mm-vet"));
   return { root, data };
 }
 
@@ -111,6 +134,7 @@ test("run answers, scores and reports POPE and ScienceQA; a rerun after an inter
     const answers = fs.readFileSync(popeAnswers, "utf8");
     fs.rmSync(path.join(root, "out", "results", "pope.json"));
     fs.writeFileSync(popeAnswers, answers.slice(0, answers.lastIndexOf("\n", answers.length - 2) + 20));
+    const report = fs.readFileSync(path.join(root, "report.md"), "utf8");
     const rerun = runOk(root);
     assert.match(rerun.stderr, /sqa: done before/);
     assert.match(rerun.stderr, /resuming .*3 answer\(s\) kept, 1 to go/);
@@ -118,7 +142,65 @@ test("run answers, scores and reports POPE and ScienceQA; a rerun after an inter
     assert.deepEqual(readResult(root, "sqa"), sqa);
     const strip = (text: string) => text.split("\n").map((l) => l.replace(/"answer_id": "[^"]*"/, ""));
     assert.deepEqual(strip(fs.readFileSync(popeAnswers, "utf8")), strip(answers), "the same answers, the torn one asked again");
+    runOk(root, ["eval", "report", "--results", "out", "--out", "report"]);
+    assert.equal(fs.readFileSync(path.join(root, "report.md"), "utf8"), report);
   } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("MME's tools run in their folders as mme.sh runs them; MM-Vet's file is written for its grader", () => {
+  const { root, data } = sample();
+  try {
+    runOk(root, ["eval", "run", "--benchmark", "mme,mmvet", "--model-path", MODEL, "--max-new-tokens", "2", "--out", "out"]);
+    const mme = readResult(root, "mme");
+    const alone = llava(["eval", "calculation", "--results_dir", path.join("answers", EXPERIMENT)], { cwd: path.join(data, "MME", "eval_tool") });
+    assert.equal(alone.status, 0, alone.stderr);
+    assert.equal(fs.readFileSync(path.join(root, "out", "results", "mme.txt"), "utf8"), alone.stdout);
+    const totals = [...alone.stdout.matchAll(/total score: (\S+)/g)].map((m) => Number(m[1]));
+    assert.equal(mme.metric, "Perception score");
+    assert.equal(mme.value, totals[0]);
+    assert.equal(mme.categories.Cognition, totals[1]);
+    assert.deepEqual(Object.keys(mme.categories), ["Cognition", ...MME_TASKS.flatMap(([, tasks]) => tasks)]);
+
+    const mmvet = readResult(root, "mmvet");
+    const dst = path.join(data, "mm-vet", "results", `${EXPERIMENT}.json`);
+    assert.deepEqual(mmvet.submission, { file: dst, to: "the official MM-Vet GPT-4 grader" });
+    assert.equal(mmvet.value, null);
+    assert.deepEqual(Object.keys(JSON.parse(fs.readFileSync(dst, "utf8"))), ["v1_0", "v1_1"]);
+
+    runOk(root, ["eval", "report", "--results", "out", "--out", path.join("reports", "r")]);
+    const md = fs.readFileSync(path.join(root, "reports", "r.md"), "utf8");
+    assert.match(md, /\| MME \| Perception score \| [\d.]+ \| 1510\.7 \| 1531\.3 \|/);
+    assert.match(md, /\| MM-Vet \| server score \| submission written \| 31\.1 \| 36\.1 \|/);
+    assert.ok(md.includes(`submission ${dst} goes to the official MM-Vet GPT-4 grader`));
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("LLaVA-Bench is answered, reviewed by the judge and summarised; the relative score is the report's", async () => {
+  const { root, data } = sample();
+  const dir = path.join(data, "llava-bench-in-the-wild");
+  const questions = ["What is this?", "Describe the image.", "Why is it odd?"];
+  write(path.join(dir, "images", "a.png"), fs.readFileSync(path.join(IMAGES, "checker_300x500.png")));
+  const categories = ["conv", "detail", "complex"];
+  write(path.join(dir, "questions.jsonl"), jsonl(questions.map((text, i) => ({ question_id: i, image: "a.png", text, category: categories[i] }))));
+  write(path.join(dir, "context.jsonl"), jsonl([{ image: "a.png", caption: ["A checker board."] }]));
+  write(path.join(dir, "answers_gpt4.jsonl"), jsonl(questions.map((_, i) => ({ question_id: i, text: "A reference answer.", answer_id: `g${i}`, model_id: "gpt-4" }))));
+  write(path.join(root, "llava", "eval", "table", "rule.json"), fs.readFileSync(path.join(ROOT, "test", "eval", "data", "eval_gpt_review_bench", "rule.json")));
+  const judge = await startFakeJudge(questions, ["8 6\nok", "10 5\nok", "4 4\nok"]);
+  try {
+    const r = await llavaAsync(["eval", "run", "--benchmark", "llavabench", "--model-path", MODEL, "--max-new-tokens", "2", "--out", "out", "--judge-api-base", judge.apiBase], root);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(judge.answered.length, 3);
+    const result = readResult(root, "llavabench");
+    // summarize_gpt_review: round(mean model / mean reference * 100, 1) per category and for all
+    assert.deepEqual(result.categories, { llava_bench_complex: 100, llava_bench_conv: 75, llava_bench_detail: 50 });
+    assert.equal(result.value, 68.2);
+    assert.equal(result.metric, "relative score (%)");
+  } finally {
+    await judge.close();
     fs.rmSync(root, { recursive: true, force: true });
   }
 });
