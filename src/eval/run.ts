@@ -82,9 +82,13 @@ async function runBenchmark(benchmark: Benchmark, ctx: RunContext, resultsDir: s
   };
 }
 
-/** The benchmarks named by --benchmark ("all": every one, LLaVA-Bench only with a judge). */
-function chosenBenchmarks(names: string, hasJudge: boolean): Benchmark[] {
-  if (names === "all") return BENCHMARKS.filter((b) => hasJudge || !b.needsJudge);
+/** The benchmarks named by --benchmark ("all": every one whose folder is in the data folder, LLaVA-Bench only with a judge). */
+function chosenBenchmarks(names: string, dataDir: string, hasJudge: boolean): Benchmark[] {
+  if (names === "all") {
+    const present = BENCHMARKS.filter((b) => fs.existsSync(path.join(dataDir, b.folder)) && (hasJudge || !b.needsJudge));
+    if (present.length === 0) throw new LlavaError(`eval run: --data-dir ${dataDir} holds none of the benchmark folders ${BENCHMARKS.map((b) => b.folder).join(", ")}`);
+    return present;
+  }
   const chosen = names.split(",").map((name) => {
     const benchmark = BENCHMARKS.find((b) => b.name === name.trim());
     if (!benchmark) throw new LlavaError(`eval run: unknown benchmark "${name}"; known: ${BENCHMARKS.map((b) => b.name).join(", ")}, or all`);
@@ -96,10 +100,10 @@ function chosenBenchmarks(names: string, hasJudge: boolean): Benchmark[] {
 
 async function runAll(args: ArgValues): Promise<void> {
   const judgeBase = args.judge_api_base as string | null;
-  const benchmarks = chosenBenchmarks(String(args.benchmark), judgeBase !== null);
-  const modelPath = String(args.model_path);
   const dataDir = path.resolve(String(args.data_dir));
   if (!fs.existsSync(dataDir)) throw new LlavaError(`eval run: --data-dir ${dataDir}: no such folder (the reference's playground/data/eval)`);
+  const benchmarks = chosenBenchmarks(String(args.benchmark), dataDir, judgeBase !== null);
+  const modelPath = String(args.model_path);
   const missing = benchmarks.filter((b) => !fs.existsSync(path.join(dataDir, b.folder))).map((b) => `${b.name} (${b.folder})`);
   if (missing.length) throw new LlavaError(`eval run: --data-dir ${dataDir} has no folder for ${missing.join(", ")}`);
   const resultsDir = path.resolve(String(args.out), RESULTS_FOLDER);
@@ -135,7 +139,7 @@ export const evalRun: EvalCommand = {
   name: "run",
   summary: "answers, converts and scores benchmarks in the reference's playground/data/eval layout; resumable",
   options: {
-    "--benchmark": { type: "str", required: true, help: `comma-separated: ${BENCHMARKS.map((b) => b.name).join(",")}, or all` },
+    "--benchmark": { type: "str", required: true, help: `comma-separated: ${BENCHMARKS.map((b) => b.name).join(",")}, or all (those in --data-dir)` },
     "--model-path": { type: "str", required: true },
     "--model-base": { type: "str", default: null },
     "--data-dir": { type: "str", default: "./playground/data/eval", help: "the reference's playground/data/eval" },
