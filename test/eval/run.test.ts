@@ -5,11 +5,11 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { llava } from "../helpers/cli.js";
+import { CLI, llava } from "../helpers/cli.js";
 import { IMAGES, MODELS, ROOT } from "../helpers/paths.js";
 import { MME_TASKS } from "../../src/eval/mme.js";
 import { llavaAsync, startFakeJudge } from "./fake-judge.js";
@@ -149,6 +149,26 @@ test("run answers, scores and reports POPE and ScienceQA; a rerun after an inter
   }
 });
 
+test("a run killed while it answers resumes, on rerun, to the results of a run never interrupted", async () => {
+  const whole = sample();
+  const killed = sample();
+  try {
+    runOk(whole.root);
+    const answers = path.join(killed.data, "pope", "answers", `${EXPERIMENT}.jsonl`);
+    const child = spawn(process.execPath, [CLI, ...RUN], { cwd: killed.root, stdio: "ignore" });
+    const exited = new Promise<string | null>((resolve) => child.on("exit", (_, signal) => resolve(signal)));
+    // killed once its first answer is written
+    while (!(fs.existsSync(answers) && fs.readFileSync(answers, "utf8").includes("\n")) && child.exitCode === null) await new Promise((r) => setTimeout(r, 5));
+    child.kill("SIGKILL");
+    assert.equal(await exited, "SIGKILL", "the run was still going when killed");
+    assert.ok(!fs.existsSync(path.join(killed.root, "out", "results", "pope.json")));
+    runOk(killed.root);
+    for (const name of ["pope", "sqa"]) assert.deepEqual(readResult(killed.root, name), readResult(whole.root, name));
+  } finally {
+    for (const { root } of [whole, killed]) fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test("MME's tools run in their folders as mme.sh runs them; MM-Vet's file is written for its grader", () => {
   const { root, data } = sample();
   try {
@@ -205,7 +225,7 @@ test("LLaVA-Bench is answered, reviewed by the judge and summarised; the relativ
   }
 });
 
-test("bad input: an unknown benchmark, a data folder without the benchmark, LLaVA-Bench without a judge, no results", () => {
+test("bad input: an unknown benchmark, a data folder without the benchmark or with none, LLaVA-Bench without a judge, no results", () => {
   const { root } = sample();
   try {
     const unknown = llava(["eval", "run", "--benchmark", "pope,nope", "--model-path", MODEL], { cwd: root });
@@ -217,6 +237,13 @@ test("bad input: an unknown benchmark, a data folder without the benchmark, LLaV
     const noJudge = llava(["eval", "run", "--benchmark", "llavabench", "--model-path", MODEL], { cwd: root });
     assert.equal(noJudge.status, 1);
     assert.match(noJudge.stderr, /llavabench is scored by a judge model: give --judge-api-base/);
+    const empty = llava(["eval", "run", "--benchmark", "all", "--model-path", MODEL, "--data-dir", "out"], { cwd: root });
+    assert.equal(empty.status, 1);
+    assert.match(empty.stderr, /^llava: eval run: --data-dir .* no such folder/m);
+    fs.mkdirSync(path.join(root, "empty"));
+    const none = llava(["eval", "run", "--benchmark", "all", "--model-path", MODEL, "--data-dir", "empty"], { cwd: root });
+    assert.equal(none.status, 1);
+    assert.match(none.stderr, /^llava: eval run: --data-dir .*empty holds none of the benchmark folders vqav2, gqa/m);
     const noResults = llava(["eval", "report", "--results", "nowhere"], { cwd: root });
     assert.equal(noResults.status, 1);
     assert.match(noResults.stderr, /nowhere\/results: no such folder/);
