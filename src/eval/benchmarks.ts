@@ -22,6 +22,7 @@ import { convertAnswerToMme } from "./convert-mme.js";
 import { mmeCalculation } from "./mme-calculation.js";
 import { evalGptReviewBench } from "./eval-gpt-review-bench.js";
 import { summarizeGptReview } from "./summarize-gpt-review.js";
+import { LlavaError } from "../util/errors.js";
 
 /** What one run of a benchmark needs to know. */
 export interface RunContext {
@@ -98,10 +99,14 @@ function pairs(text: string, pattern: RegExp): Array<[string, number]> {
   return [...text.matchAll(pattern)].map((m) => [m[1], Number(m[2])]);
 }
 
+/** Where the scorer printed no score (e.g. POPE given no label file), there is none to report. */
+const noScore = (what: string): never => {
+  throw new LlavaError(`the scorer printed no ${what}`);
+};
+
 function single(text: string, pattern: RegExp, what: string): number {
   const m = pattern.exec(text);
-  if (!m) throw new Error(`the scorer printed no ${what}`); // the scorers always print it: a bug, not bad input
-  return Number(m[1]);
+  return m ? Number(m[1]) : noScore(what);
 }
 
 /** The loader on a JSON-lines question file, as most scripts run it. */
@@ -227,6 +232,7 @@ export const BENCHMARKS: Benchmark[] = [
     // the reported figure is the mean F1 of the categories, in percent
     score: (printed) => {
       const categories = pairs(printed, /Category: (\S+), # samples[^]*?F1 score: (\S+)/g);
+      if (categories.length === 0) noScore("F1 score");
       const f1 = categories.map(([, x]) => x * 100);
       return { metric: "F1 (%), mean of categories", value: f1.reduce((a, b) => a + b, 0) / f1.length, categories: Object.fromEntries(categories.map(([c], i) => [c, f1[i]])) };
     },
@@ -245,7 +251,7 @@ export const BENCHMARKS: Benchmark[] = [
       const totals = pairs(printed, /=+ (\w+) =+\ntotal score: (\S+)/g);
       const subtasks = pairs(printed, /\t (.+?)  score: (\S+)/g);
       const perception = totals.find(([kind]) => kind === "Perception");
-      if (!perception) throw new Error("calculation printed no Perception total");
+      if (!perception) return noScore("Perception total");
       return { metric: "Perception score", value: perception[1], categories: Object.fromEntries([...totals.filter(([k]) => k !== "Perception"), ...subtasks]) };
     },
   },
@@ -291,7 +297,7 @@ export const BENCHMARKS: Benchmark[] = [
     score: (printed) => {
       const rows = pairs(printed, /^(\w+) (\S+) \S+ \S+$/gm);
       const all = rows.find(([c]) => c === "all");
-      if (!all) throw new Error("summarize_gpt_review printed no 'all' row");
+      if (!all) return noScore("relative score of all categories");
       return { metric: "relative score (%)", value: all[1], categories: Object.fromEntries(rows.filter(([c]) => c !== "all")) };
     },
   },

@@ -12,6 +12,9 @@ import path from "node:path";
 import { CLI, llava } from "../helpers/cli.js";
 import { IMAGES, MODELS, ROOT } from "../helpers/paths.js";
 import { MME_TASKS } from "../../src/eval/mme.js";
+import { BENCHMARKS, REFERENCE_SCORES } from "../../src/eval/benchmarks.js";
+import { parseArgs } from "../../src/eval/args.js";
+import { LlavaError } from "../../src/util/errors.js";
 import { llavaAsync, startFakeJudge } from "./fake-judge.js";
 
 const MODEL = path.join(MODELS, "tiny-llava-1.5-mha");
@@ -58,6 +61,15 @@ function mmvetSample(dir: string): void {
   write(path.join(dir, "llava-mm-vet.jsonl"), jsonl([0, 1].map((i) => ({ question_id: i, image: "v1_0.png", text: ["What is this?", "What colour is it?"][i] }))));
 }
 
+/** TextVQA: two questions of one image in the OCR prompt format, with their ten answers. */
+function textvqaSample(dir: string): void {
+  write(path.join(dir, "train_images", "t1.png"), fs.readFileSync(path.join(IMAGES, "checker_300x500.png")));
+  const questions = ["what is written?", "what colour is it?"];
+  write(path.join(dir, "llava_textvqa_val_v051_ocr.jsonl"), jsonl(questions.map((q) => ({ question_id: "t1", image: "t1.png", text: `${q}\nReference OCR token: Jahrh${SHORT_ANSWER}` }))));
+  const data = questions.map((question, i) => ({ image_id: "t1", question, answers: Array(10).fill(i === 0 ? "jahrh" : "black") }));
+  write(path.join(dir, "TextVQA_0.5.1_val.json"), JSON.stringify({ dataset_name: "textvqa", data }));
+}
+
 /** ScienceQA: one question with an image, one text-only. */
 function scienceQaSample(dir: string): void {
   write(path.join(dir, "images", "test", "1", "image.png"), fs.readFileSync(path.join(IMAGES, "gradient_640x480.png")));
@@ -77,6 +89,7 @@ function sample(): { root: string; data: string } {
   scienceQaSample(path.join(data, "scienceqa"));
   mmeSample(path.join(data, "MME"));
   mmvetSample(path.join(data, "mm-vet"));
+  textvqaSample(path.join(data, "textvqa"));
   return { root, data };
 }
 
@@ -169,10 +182,10 @@ test("a run killed while it answers resumes, on rerun, to the results of a run n
   }
 });
 
-test("MME's tools run in their folders as mme.sh runs them; MM-Vet's file is written for its grader", () => {
+test("MME's tools run in their folders as mme.sh runs them; TextVQA is scored; MM-Vet's file is written for its grader", () => {
   const { root, data } = sample();
   try {
-    runOk(root, ["eval", "run", "--benchmark", "mme,mmvet", "--model-path", MODEL, "--max-new-tokens", "2", "--out", "out"]);
+    runOk(root, ["eval", "run", "--benchmark", "mme,textvqa,mmvet", "--model-path", MODEL, "--max-new-tokens", "2", "--out", "out"]);
     const mme = readResult(root, "mme");
     const alone = llava(["eval", "calculation", "--results_dir", path.join("answers", EXPERIMENT)], { cwd: path.join(data, "MME", "eval_tool") });
     assert.equal(alone.status, 0, alone.stderr);
@@ -182,6 +195,12 @@ test("MME's tools run in their folders as mme.sh runs them; MM-Vet's file is wri
     assert.equal(mme.value, totals[0]);
     assert.equal(mme.categories.Cognition, totals[1]);
     assert.deepEqual(Object.keys(mme.categories), ["Cognition", ...MME_TASKS.flatMap(([, tasks]) => tasks)]);
+
+    const textvqa = readResult(root, "textvqa");
+    const scorer = llava(["eval", "eval_textvqa", "--annotation-file", "TextVQA_0.5.1_val.json", "--result-file", `answers/${EXPERIMENT}.jsonl`], { cwd: path.join(data, "textvqa") });
+    assert.equal(scorer.status, 0, scorer.stderr);
+    assert.equal(fs.readFileSync(path.join(root, "out", "results", "textvqa.txt"), "utf8"), scorer.stdout);
+    assert.equal(textvqa.value, Number(/Accuracy: ([\d.]+)%/.exec(scorer.stdout)![1]));
 
     const mmvet = readResult(root, "mmvet");
     const dst = path.join(data, "mm-vet", "results", `${EXPERIMENT}.json`);
@@ -225,15 +244,31 @@ test("LLaVA-Bench is answered, reviewed by the judge and summarised; the relativ
   }
 });
 
-test("bad input: an unknown benchmark, a data folder without the benchmark or with none, LLaVA-Bench without a judge, no results", () => {
+test("every benchmark's steps are command lines their commands take, and every benchmark has the published figures", () => {
+  const ctx = { dir: "d", model: "m", runnerArgs: ["--model-path", "m", "--temperature", "0"], judgeArgs: ["--api-base", "http://127.0.0.1:1/v1", "--rule", "r.json"] };
+  for (const benchmark of BENCHMARKS) {
+    for (const step of benchmark.steps(ctx)) assert.doesNotThrow(() => parseArgs(step.command.name, step.argv, step.command.options), `${benchmark.name}: ${step.command.name}`);
+    assert.equal(REFERENCE_SCORES[benchmark.name].length, 2, benchmark.name);
+    // a scorer that printed nothing is an error, never a score of NaN or 0; a benchmark without a scorer has a submission
+    try {
+      assert.equal(benchmark.score(""), null, benchmark.name);
+      assert.ok(benchmark.submission, benchmark.name);
+    } catch (err) {
+      assert.ok(err instanceof LlavaError, `${benchmark.name}: ${err}`);
+    }
+  }
+  assert.deepEqual(Object.keys(REFERENCE_SCORES).sort(), BENCHMARKS.map((b) => b.name).sort());
+});
+
+test("bad input: an unknown benchmark, a data folder without the benchmark or with none, LLaVA-Bench without a judge, no results or bad ones", () => {
   const { root } = sample();
   try {
     const unknown = llava(["eval", "run", "--benchmark", "pope,nope", "--model-path", MODEL], { cwd: root });
     assert.equal(unknown.status, 1);
     assert.match(unknown.stderr, /^llava: eval run: unknown benchmark "nope"; known: vqav2,/m);
-    const noFolder = llava(["eval", "run", "--benchmark", "textvqa", "--model-path", MODEL], { cwd: root });
+    const noFolder = llava(["eval", "run", "--benchmark", "gqa", "--model-path", MODEL], { cwd: root });
     assert.equal(noFolder.status, 1);
-    assert.match(noFolder.stderr, /has no folder for textvqa \(textvqa\)/);
+    assert.match(noFolder.stderr, /has no folder for gqa \(gqa\)/);
     const noJudge = llava(["eval", "run", "--benchmark", "llavabench", "--model-path", MODEL], { cwd: root });
     assert.equal(noJudge.status, 1);
     assert.match(noJudge.stderr, /llavabench is scored by a judge model: give --judge-api-base/);
@@ -247,6 +282,15 @@ test("bad input: an unknown benchmark, a data folder without the benchmark or wi
     const noResults = llava(["eval", "report", "--results", "nowhere"], { cwd: root });
     assert.equal(noResults.status, 1);
     assert.match(noResults.stderr, /nowhere\/results: no such folder/);
+    write(path.join(root, "torn", "results", "pope.json"), '{"benchmark": "pope", "val');
+    const torn = llava(["eval", "report", "--results", "torn"], { cwd: root });
+    assert.equal(torn.status, 1);
+    assert.match(torn.stderr, /^llava: eval report: .*torn\/results\/pope\.json is not JSON/m);
+    write(path.join(root, "other", "results", "pope.json"), '{"benchmark": "sqa", "value": 1}');
+    const other = llava(["eval", "report", "--results", "other"], { cwd: root });
+    assert.equal(other.status, 1);
+    assert.match(other.stderr, /other\/results\/pope\.json is not a result of llava eval run/);
+    assert.ok(!fs.existsSync(path.join(root, "report.md")), "no report from bad results");
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
