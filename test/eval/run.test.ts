@@ -70,6 +70,14 @@ function textvqaSample(dir: string): void {
   write(path.join(dir, "TextVQA_0.5.1_val.json"), JSON.stringify({ dataset_name: "textvqa", data }));
 }
 
+/** VQAv2: two test-dev questions of the three of test2015 (the upload has all three). */
+function vqav2Sample(dir: string): void {
+  write(path.join(dir, "test2015", "q.png"), fs.readFileSync(path.join(IMAGES, "gradient_640x480.png")));
+  const questions = [7, 8, 9].map((id) => ({ question_id: id, image: "q.png", text: `Question ${id}?${SHORT_ANSWER}` }));
+  write(path.join(dir, "llava_vqav2_mscoco_test-dev2015.jsonl"), jsonl(questions.slice(0, 2)));
+  write(path.join(dir, "llava_vqav2_mscoco_test2015.jsonl"), jsonl(questions));
+}
+
 /** ScienceQA: one question with an image, one text-only. */
 function scienceQaSample(dir: string): void {
   write(path.join(dir, "images", "test", "1", "image.png"), fs.readFileSync(path.join(IMAGES, "gradient_640x480.png")));
@@ -90,6 +98,7 @@ function sample(): { root: string; data: string } {
   mmeSample(path.join(data, "MME"));
   mmvetSample(path.join(data, "mm-vet"));
   textvqaSample(path.join(data, "textvqa"));
+  vqav2Sample(path.join(data, "vqav2"));
   return { root, data };
 }
 
@@ -182,10 +191,10 @@ test("a run killed while it answers resumes, on rerun, to the results of a run n
   }
 });
 
-test("MME's tools run in their folders as mme.sh runs them; TextVQA is scored; MM-Vet's file is written for its grader", () => {
+test("MME's tools run in their folders as mme.sh runs them; TextVQA is scored; VQAv2's and MM-Vet's files are written for their servers", () => {
   const { root, data } = sample();
   try {
-    runOk(root, ["eval", "run", "--benchmark", "mme,textvqa,mmvet", "--model-path", MODEL, "--max-new-tokens", "2", "--out", "out"]);
+    runOk(root, ["eval", "run", "--benchmark", "mme,textvqa,vqav2,mmvet", "--model-path", MODEL, "--max-new-tokens", "2", "--out", "out"]);
     const mme = readResult(root, "mme");
     const alone = llava(["eval", "calculation", "--results_dir", path.join("answers", EXPERIMENT)], { cwd: path.join(data, "MME", "eval_tool") });
     assert.equal(alone.status, 0, alone.stderr);
@@ -201,6 +210,14 @@ test("MME's tools run in their folders as mme.sh runs them; TextVQA is scored; M
     assert.equal(scorer.status, 0, scorer.stderr);
     assert.equal(fs.readFileSync(path.join(root, "out", "results", "textvqa.txt"), "utf8"), scorer.stdout);
     assert.equal(textvqa.value, Number(/Accuracy: ([\d.]+)%/.exec(scorer.stdout)![1]));
+
+    const vqav2 = readResult(root, "vqav2");
+    const upload = path.join(data, "vqav2", "answers_upload", "llava_vqav2_mscoco_test-dev2015", `${EXPERIMENT}.json`);
+    assert.deepEqual(vqav2.submission, { file: upload, to: "the EvalAI VQAv2 server, test-dev phase (VQA accuracy)" });
+    const uploaded = JSON.parse(fs.readFileSync(upload, "utf8"));
+    assert.deepEqual(uploaded.map((a: { question_id: number }) => a.question_id), [7, 8, 9]);
+    assert.equal(uploaded[2].answer, "", "a test2015 question outside test-dev is submitted empty");
+    assert.match(fs.readFileSync(path.join(root, "out", "results", "vqav2.txt"), "utf8"), /^total results: 2, total split: 3, error_line: 0\n$/);
 
     const mmvet = readResult(root, "mmvet");
     const dst = path.join(data, "mm-vet", "results", `${EXPERIMENT}.json`);
