@@ -19,6 +19,8 @@ import { mmeCalculation } from "./mme-calculation.js";
 import { modelVqa, modelVqaLoader } from "./model-vqa.js";
 import { modelVqaMmbench } from "./model-vqa-mmbench.js";
 import { modelVqaScience } from "./model-vqa-science.js";
+import { evalRun } from "./run.js";
+import { evalReport } from "./report.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -50,4 +52,6 @@ export const EVAL_COMMANDS: EvalCommand[] = [
   evalGptReviewBench,
   evalGptReviewVisual,
   summarizeGptReview,
+  evalRun,
+  evalReport,
 ];
