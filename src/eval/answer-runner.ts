@@ -93,16 +93,17 @@ export async function runAnswers(script: AnswerScript, args: ArgValues): Promise
   try {
     const order = matchExisting(slots, answersFile, modelName); // the slot of each line, in file order
     const lines = new Map(answersFile.existing.map((a, k) => [order[k], a.line]));
-    const loaded = await loadLlava(modelPath, { modelBase: args.model_base === null ? undefined : expandUser(String(args.model_base)) });
     const problems = slots.flatMap((s) => ("problem" in s ? [`${s.label}: ${s.problem}`] : []));
     const todo = slots.flatMap((s, i) => ("question" in s && !lines.has(i) ? [i] : []));
+    // a finished file costs no model load
+    const loaded = todo.length ? await loadLlava(modelPath, { modelBase: args.model_base === null ? undefined : expandUser(String(args.model_base)) }) : null;
     if (answersFile.existing.length) process.stderr.write(`resuming ${answersFile.file}: ${answersFile.existing.length} answer(s) kept, ${todo.length} to go\n`);
     const progress = new Progress(slots.length - todo.length - problems.length, slots.length - problems.length);
     for (const i of todo) {
       const slot = slots[i] as { label: string; question: Question };
       let text: string;
       try {
-        text = await answer(loaded, convMode, slot.question, { temperature, topP, maxNewTokens });
+        text = await answer(loaded!, convMode, slot.question, { temperature, topP, maxNewTokens });
       } catch (err) {
         if (!(err instanceof LlavaError)) throw err;
         problems.push(`${slot.label}: ${err.message}`);
