@@ -33,7 +33,7 @@ export function containerOf(file: string): WeightContainer {
  * or the only weight file there (safetensors before .bin), never a LoRA's or projector's file.
  * `only` restricts it to one container, where any weight file is a candidate.
  */
-export function resolveWeightsInDirectory(dir: string, only?: WeightContainer): string {
+export function resolveWeightsInDirectory(dir: string, only?: WeightContainer, what = "weights directory"): string {
   const kinds: WeightContainer[] = only ? [only] : ["safetensors", "bin"];
   for (const kind of kinds) {
     const n = NAMES[kind];
@@ -61,7 +61,7 @@ export function resolveWeightsInDirectory(dir: string, only?: WeightContainer): 
   const expected = kinds.map((k) => `${NAMES[k].single}, ${NAMES[k].single.slice(0, -NAMES[k].extension.length)}${NAMES[k].indexSuffix}`).join(", ");
   const other = kinds.map((k) => `*${NAMES[k].extension}`).join(" or ");
   throw new LlavaError(
-    `weights directory ${dir}: ` +
+    `${what} ${dir}: ` +
       (found.length === 0
         ? `no model weights (${expected} or other ${other} file)` + (side.length ? `; ${side.join(", ")} belong to a LoRA or projector-only checkpoint, which needs --model-base` : "")
         : `no ${expected}, and several candidates (${found.join(", ")}); pass the file to use`),

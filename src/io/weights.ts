@@ -34,14 +34,7 @@ export interface WeightReader {
 export function openWeights(pathOrDir: string, what = "model folder"): WeightReader {
   const target = path.resolve(pathOrDir);
   if (!fs.existsSync(target)) throw new LlavaError(`${what} ${target} does not exist`);
-  let file = target;
-  if (isDirectory(target)) {
-    try {
-      file = resolveWeightsInDirectory(target);
-    } catch (err) {
-      throw err instanceof LlavaError ? new LlavaError(`${what} ${err.message.replace(/^weights directory /, "")}`) : err;
-    }
-  }
+  const file = isDirectory(target) ? resolveWeightsInDirectory(target, undefined, what) : target;
   return containerOf(file) === "safetensors" ? WeightStore.open(file) : TorchBinStore.open(file);
 }
 
