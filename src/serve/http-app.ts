@@ -4,6 +4,7 @@
  * and a one-line `{"error": ...}`, and listens and shuts down gracefully.
  */
 import Fastify, { type FastifyInstance } from "fastify";
+import type { ServerResponse } from "node:http";
 import type { z } from "zod";
 import { LlavaError } from "../util/errors.js";
 
@@ -27,7 +28,7 @@ export function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infe
 }
 
 export function createJsonApp(): FastifyInstance {
-  const app = Fastify({ bodyLimit: MAX_BODY_BYTES, forceCloseConnections: "idle" });
+  const app = Fastify({ bodyLimit: MAX_BODY_BYTES });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "string" }, (_req, text, done) => {
     if (text === "") return done(null, undefined);
@@ -42,8 +43,32 @@ export function createJsonApp(): FastifyInstance {
     if (status === 500) req.log.error(err);
     return reply.code(status).send({ error: status === 500 ? "internal error" : err.message });
   });
+  closeConnectionsWhenDone(app);
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url}` }));
   return app;
+}
+
+/**
+ * Lets `app.close()` finish as soon as the requests in progress have: then every connection left
+ * (kept alive, or opened and never used, which Node would hold for its 60 s headers timeout) is closed.
+ */
+function closeConnectionsWhenDone(app: FastifyInstance): void {
+  let active = 0;
+  let closing = false;
+  const closeAllIfDone = () => {
+    if (closing && active === 0) app.server.closeAllConnections();
+  };
+  app.server.on("request", (_req, res: ServerResponse) => {
+    active++;
+    res.on("close", () => {
+      active--;
+      closeAllIfDone();
+    });
+  });
+  app.addHook("preClose", async () => {
+    closing = true;
+    closeAllIfDone();
+  });
 }
 
 /** Listens on host:port; returns the URL it listens on (port 0 picks a free one). */
