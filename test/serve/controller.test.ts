@@ -192,3 +192,22 @@ test("llava serve controller listens, serves and stops on SIGTERM", async () => 
     child.kill("SIGKILL");
   }
 });
+
+test("closing the controller lets a stream in progress finish, then stops at once", async () => {
+  const { app } = buildControllerApp({ workerTimeoutMs: 5000 });
+  const url = await listen(app, "127.0.0.1", 0);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const w = await worker(["m"], { kind: "stream", texts: ["a", "a b"], gate: () => gate });
+  await post(`${url}/register_worker`, { worker_name: w.url, check_heart_beat: true });
+  const res = await fetch(`${url}/worker_generate_stream`, { method: "POST", body: JSON.stringify({ model: "m" }), signal: AbortSignal.timeout(10_000) });
+  const reader = res.body!.getReader();
+  let text = Buffer.from((await reader.read()).value!).toString("utf8");
+  const closed = app.close();
+  release();
+  for (let r = await reader.read(); !r.done; r = await reader.read()) text += Buffer.from(r.value).toString("utf8");
+  assert.equal(text, workerChunk("a") + workerChunk("a b"));
+  const started = Date.now();
+  await closed;
+  assert.ok(Date.now() - started < 2000, "no wait on kept-alive connections");
+});
