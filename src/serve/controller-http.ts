@@ -6,17 +6,10 @@
 import type { FastifyInstance } from "fastify";
 import { Readable } from "node:stream";
 import { z } from "zod";
-import { dumpJson, fromJs } from "../io/python.js";
-import { Controller, type ControllerOptions, workerStatusSchema } from "./controller.js";
+import { Controller, type ControllerOptions } from "./controller.js";
 import { createJsonApp, parseBody } from "./http-app.js";
 import { nulDelimited, postForJson, postJson } from "./http-client.js";
-
-/** The reference's server_error_msg, the text of the error chunks the controller emits. */
-export const SERVER_ERROR_MSG = "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**";
-/** The reference's error codes on the stream: no worker serves the model; the worker failed. */
-export const ErrorCode = { NO_WORKER: 2, WORKER_FAILED: 3 } as const;
-/** The reference's `timeout=5` on every request to a worker. */
-export const WORKER_TIMEOUT_MS = 5000;
+import { ErrorCode, errorChunk, REQUEST_TIMEOUT_MS, workerStatusSchema } from "./protocol.js";
 
 const workerUrl = z.string().refine((s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol), "must be an http(s) URL");
 
@@ -33,12 +26,6 @@ const schemas = {
   heartBeat: z.object({ worker_name: z.string(), queue_length: z.number().finite() }),
 };
 
-/** One chunk of the stream as the reference writes it: Python's json.dumps, then NUL. */
-function streamChunk(value: Record<string, unknown>): Buffer {
-  return Buffer.from(dumpJson(fromJs(value)) + "\0");
-}
-const errorChunk = (code: number) => streamChunk({ text: SERVER_ERROR_MSG, error_code: code });
-
 export interface ControllerHttpOptions extends Omit<ControllerOptions, "fetchStatus"> {
   /** the wait for a worker to connect or to send its next bytes */
   workerTimeoutMs?: number;
@@ -46,7 +33,7 @@ export interface ControllerHttpOptions extends Omit<ControllerOptions, "fetchSta
 
 /** The controller with its routes, not yet listening. */
 export function buildControllerApp(opts: ControllerHttpOptions = {}): { app: FastifyInstance; controller: Controller } {
-  const idleTimeoutMs = opts.workerTimeoutMs ?? WORKER_TIMEOUT_MS;
+  const idleTimeoutMs = opts.workerTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const fetchStatus = async (worker: string) => {
     const parsed = workerStatusSchema.safeParse(await postForJson(`${worker}/worker_get_status`, {}, { idleTimeoutMs }));
     return parsed.success ? parsed.data : undefined;

@@ -3,21 +3,13 @@
  * serve which models, how fast and how busy each is, when each last beat. It dispatches requests
  * to workers and drops workers whose heart stopped. No HTTP here (see controller-http.ts).
  */
-import { z } from "zod";
+import type { WorkerStatus } from "./protocol.js";
 
 export const DISPATCH_METHODS = ["lottery", "shortest_queue"] as const;
 export type DispatchMethod = (typeof DISPATCH_METHODS)[number];
 
 /** The reference's CONTROLLER_HEART_BEAT_EXPIRATION: a worker silent this long is dropped, checked this often. */
 export const HEART_BEAT_EXPIRATION_S = 30;
-
-/** What a worker (or a lower controller) answers on /worker_get_status. */
-export const workerStatusSchema = z.object({
-  model_names: z.array(z.string()),
-  speed: z.number().nonnegative(),
-  queue_length: z.number().finite(),
-});
-export type WorkerStatus = z.infer<typeof workerStatusSchema>;
 
 export interface WorkerInfo {
   modelNames: string[];

@@ -5,6 +5,7 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { streamChunk } from "../../src/serve/protocol.js";
 
 export type StreamBehaviour =
   | { kind: "stream"; texts: string[]; /** waits for this before each chunk after the first */ gate?: () => Promise<void> }
@@ -24,7 +25,7 @@ export interface FakeWorker {
 }
 
 /** The reference worker's chunk: json.dumps({"text": ..., "error_code": 0}) + NUL. */
-export const workerChunk = (text: string) => `${JSON.stringify({ text, error_code: 0 }).replace('","error_code":', '", "error_code": ')}\0`;
+export const workerChunk = (text: string) => streamChunk({ text, error_code: 0 }).toString("utf8");
 
 export async function startFakeWorker(modelNames: string[], behaviour: StreamBehaviour = { kind: "stream", texts: ["Hi", "Hi there"] }, speed = 1): Promise<FakeWorker> {
   let onAbort!: () => void;

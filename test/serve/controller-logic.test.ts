@@ -1,7 +1,8 @@
 /** The controller's state without HTTP: registration, both dispatch methods, heart beats and expiry. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Controller, type ControllerOptions, lotteryPick, type WorkerStatus } from "../../src/serve/controller.js";
+import { Controller, type ControllerOptions, lotteryPick } from "../../src/serve/controller.js";
+import type { WorkerStatus } from "../../src/serve/protocol.js";
 
 const status = (model_names: string[], queue_length = 0, speed = 1): WorkerStatus => ({ model_names, speed, queue_length });
 

@@ -6,7 +6,8 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { buildControllerApp, type ControllerHttpOptions, SERVER_ERROR_MSG } from "../../src/serve/controller-http.js";
+import { buildControllerApp, type ControllerHttpOptions } from "../../src/serve/controller-http.js";
+import { SERVER_ERROR_MSG } from "../../src/serve/protocol.js";
 import { lotteryPick } from "../../src/serve/controller.js";
 import { listen } from "../../src/serve/http-app.js";
 import { CLI } from "../helpers/cli.js";
