@@ -39,7 +39,7 @@ export function buildControllerApp(opts: ControllerHttpOptions = {}): { app: Fas
     return parsed.success ? parsed.data : undefined;
   };
   const controller = new Controller({ ...opts, fetchStatus });
-  const app = createJsonApp();
+  const app = createJsonApp(opts.log);
 
   // FastAPI answers a handler that returns nothing with JSON null
   app.post("/register_worker", async (req) => {

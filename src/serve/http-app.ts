@@ -27,7 +27,8 @@ export function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infe
   throw new HttpError(400, `${where}${issue.message}`);
 }
 
-export function createJsonApp(): FastifyInstance {
+/** `log` takes the server's own failures (a 500), one line each. */
+export function createJsonApp(log: (line: string) => void = () => {}): FastifyInstance {
   const app = Fastify({ bodyLimit: MAX_BODY_BYTES });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "string" }, (_req, text, done) => {
@@ -40,7 +41,7 @@ export function createJsonApp(): FastifyInstance {
   });
   app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
     const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    if (status === 500) req.log.error(err);
+    if (status === 500) log(`internal error on ${req.url}: ${err.message}`);
     return reply.code(status).send({ error: status === 500 ? "internal error" : err.message });
   });
   closeConnectionsWhenDone(app);
