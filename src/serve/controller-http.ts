@@ -23,6 +23,8 @@ const schemas = {
     worker_status: z.preprocess(noEmptyObject, workerStatusSchema.nullish()),
   }),
   model: z.object({ model: z.string() }),
+  /** the worker's own fields go through as sent */
+  generate: z.looseObject({ model: z.string() }),
   heartBeat: z.object({ worker_name: z.string(), queue_length: z.number().finite() }),
 };
 
@@ -60,7 +62,7 @@ export function buildControllerApp(opts: ControllerHttpOptions = {}): { app: Fas
   app.post("/worker_get_status", async () => controller.aggregateStatus());
 
   app.post("/worker_generate_stream", async (req, reply) => {
-    const params = parseBody(z.looseObject(schemas.model.shape), req.body);
+    const params = parseBody(schemas.generate, req.body);
     // a client that goes away takes the worker's request with it
     const abort = new AbortController();
     reply.raw.on("close", () => abort.abort());

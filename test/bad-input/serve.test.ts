@@ -13,9 +13,9 @@ const { app, controller } = buildControllerApp({ workerTimeoutMs: 300 });
 const url = await listen(app, "127.0.0.1", 0);
 after(() => app.close());
 
-async function rawPost(path: string, body: string | undefined, contentType = "application/json"): Promise<{ status: number; json: { error?: string } }> {
+async function rawPost(path: string, body: string | undefined, contentType = "application/json"): Promise<{ status: number; json: { error?: string } | null }> {
   const res = await fetch(`${url}${path}`, { method: "POST", body, headers: body === undefined ? {} : { "content-type": contentType }, signal: AbortSignal.timeout(10_000) });
-  return { status: res.status, json: (await res.json()) as { error?: string } };
+  return { status: res.status, json: (await res.json()) as { error?: string } | null };
 }
 
 const status = { model_names: ["m"], speed: 1, queue_length: 0 };
@@ -40,11 +40,26 @@ test("malformed JSON and wrong field types get a 400 with one line naming the pr
   for (const [path, body, message] of badRequests) {
     const r = await rawPost(path, body);
     assert.equal(r.status, 400, `${path} ${body}`);
-    assert.match(r.json.error ?? "", message, `${path} ${body}`);
-    assert.doesNotMatch(r.json.error ?? "", /\n/);
+    assert.match(r.json?.error ?? "", message, `${path} ${body}`);
+    assert.doesNotMatch(r.json?.error ?? "", /\n/);
   }
   assert.equal(controller.workers.size, 0, "nothing was registered");
   assert.deepEqual((await rawPost("/list_models", undefined)).json, { models: [] }, "the server keeps serving");
+});
+
+test("a worker that never answers its status request is not registered, after the timeout", async () => {
+  const silent = net.createServer(() => {}); // accepts, reads nothing, answers nothing
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  try {
+    const worker = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    const started = Date.now();
+    const r = await rawPost("/register_worker", JSON.stringify({ worker_name: worker, check_heart_beat: true }));
+    assert.deepEqual(r, { status: 200, json: null }, "the reference's answer either way");
+    assert.ok(Date.now() - started >= 250 && Date.now() - started < 5000, "gave up after the 300 ms timeout");
+    assert.equal(controller.workers.size, 0);
+  } finally {
+    silent.close();
+  }
 });
 
 test("any content type is read as JSON, as FastAPI's request.json() does; unknown routes are a 404", async () => {
@@ -57,7 +72,7 @@ test("any content type is read as JSON, as FastAPI's request.json() does; unknow
 test("a body over the size limit is a 413 and the server keeps serving", async () => {
   const r = await rawPost("/worker_generate_stream", JSON.stringify({ model: "m", prompt: "x".repeat(65 * 1024 * 1024) }));
   assert.equal(r.status, 413);
-  assert.ok(r.json.error);
+  assert.ok(r.json?.error);
   assert.deepEqual((await rawPost("/list_models", undefined)).json, { models: [] });
 });
 
