@@ -7,6 +7,7 @@ import type { ParseArgsConfig } from "node:util";
 import { chatRequestFromArgs, runChat } from "./chat.js";
 import { runConvert } from "./convert.js";
 import { runEval } from "./eval.js";
+import { runServe } from "./serve.js";
 import { inspectCommand } from "./inspect.js";
 import { dumpOptionsFromArgs, runDump } from "./dump.js";
 import { generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values } from "./common.js";
@@ -32,6 +33,8 @@ commands:
          shapes, settings, parameter counts and memory needs, read from configs and headers only
   eval <script> [options]
          the reference's evaluation scripts (scorers, converters, reviews) with their own options (llava eval --help)
+  serve controller [--host H] [--port 21001] [--dispatch-method shortest_queue|lottery]
+         the reference's serving controller, which model workers register with (llava serve --help)
 
 common options:
   --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint
@@ -102,8 +105,9 @@ async function main(argv: string[]): Promise<void> {
   }
   if (name === "convert") return runConvert(rest); // has its own sub-commands and options
   if (name === "eval") return runEval(rest); // the reference scripts' own options
+  if (name === "serve") return runServe(rest); // has its own parts and options
   const command = commands[name];
-  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, eval; see llava --help)`);
+  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, eval, serve; see llava --help)`);
   const values = parseCommandArgs(name, rest, command.options);
   if (values.help) {
     process.stdout.write(USAGE);

@@ -1,0 +1,55 @@
+/** `llava serve <part>`: the reference's serving processes (src/serve). */
+import { buildControllerApp } from "../serve/controller-http.js";
+import { DISPATCH_METHODS, type DispatchMethod } from "../serve/controller.js";
+import { closeOnSignal, listen } from "../serve/http-app.js";
+import { LlavaError } from "../util/errors.js";
+import { parseCommandArgs, type Values } from "./common.js";
+
+const USAGE = `usage: llava serve controller [--host localhost] [--port 21001] [--dispatch-method shortest_queue|lottery]
+
+  the reference's controller: model workers register with it and it sends each request to one of them
+  (shortest_queue: the least busy for its speed; lottery: at random, weighted by speed); a worker that
+  checks its heart beat and is silent for 30 s is dropped. It runs until SIGINT or SIGTERM.
+`;
+
+function portFrom(v: Values): number {
+  const raw = v.port ?? "21001";
+  const port = Number(raw);
+  if (typeof raw !== "string" || !/^\d+$/.test(raw) || port > 65535) throw new LlavaError(`--port must be a whole number from 0 to 65535, got "${String(raw)}"`);
+  return port;
+}
+
+function dispatchMethodFrom(v: Values): DispatchMethod {
+  const method = v["dispatch-method"] ?? "shortest_queue";
+  if (!DISPATCH_METHODS.includes(method as DispatchMethod)) {
+    throw new LlavaError(`--dispatch-method must be ${DISPATCH_METHODS.join(" or ")}, got "${String(method)}"`);
+  }
+  return method as DispatchMethod;
+}
+
+async function runController(args: string[]): Promise<void> {
+  const v = parseCommandArgs("serve controller", args, { host: { type: "string" }, port: { type: "string" }, "dispatch-method": { type: "string" } });
+  if (v.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const port = portFrom(v);
+  const dispatchMethod = dispatchMethodFrom(v);
+  const log = (line: string) => process.stderr.write(`controller: ${line}\n`);
+  const { app, controller } = buildControllerApp({ dispatchMethod, log });
+  const url = await listen(app, typeof v.host === "string" ? v.host : "localhost", port);
+  const stopExpiry = controller.startExpiryChecks();
+  log(`listening on ${url} (dispatch: ${dispatchMethod})`);
+  await closeOnSignal(app, stopExpiry);
+  log("stopped");
+}
+
+export async function runServe(argv: string[]): Promise<void> {
+  const [part, ...rest] = argv;
+  if (!part || part === "-h" || part === "--help") {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (part !== "controller") throw new LlavaError(`serve: unknown part "${part}" (parts: controller; see llava serve --help)`);
+  await runController(rest);
+}

@@ -1,0 +1,30 @@
+/**
+ * The reference's serving wire protocol, shared by the controller and the workers: the status a
+ * worker reports, the NUL-delimited JSON chunks of a generation stream, their error codes and text.
+ */
+import { z } from "zod";
+import { dumpJson, fromJs } from "../io/python.js";
+
+/** The reference's server_error_msg, the text of every error chunk. */
+export const SERVER_ERROR_MSG = "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**";
+
+/** `error_code` on the stream: the worker failed to generate; no worker serves the model; the worker could not be reached or failed mid-stream. */
+export const ErrorCode = { GENERATION_FAILED: 1, NO_WORKER: 2, WORKER_FAILED: 3 } as const;
+
+/** The reference's `timeout=5` on every request the controller and workers make to each other. */
+export const REQUEST_TIMEOUT_MS = 5000;
+
+/** What a worker (or a controller seen as one) answers on /worker_get_status. */
+export const workerStatusSchema = z.object({
+  model_names: z.array(z.string()),
+  speed: z.number().nonnegative(),
+  queue_length: z.number().finite(),
+});
+export type WorkerStatus = z.infer<typeof workerStatusSchema>;
+
+/** One chunk of a generation stream as the reference writes it: Python's json.dumps, then NUL. */
+export function streamChunk(value: { text: string; error_code: number }): Buffer {
+  return Buffer.from(dumpJson(fromJs(value)) + "\0");
+}
+
+export const errorChunk = (code: number): Buffer => streamChunk({ text: SERVER_ERROR_MSG, error_code: code });
