@@ -5,7 +5,8 @@
  */
 import path from "node:path";
 import type { EvalCommand } from "./commands.js";
-import { formatFixed, pathStem, pyKey, typeName, type PyValue } from "../io/python.js";
+import { formatFixed, pyKey, typeName, type PyValue } from "../io/python.js";
+import { pathStem } from "./pypath.js";
 import { duplicates, field, givenPath, listIds, readJson, readJsonLines, referenceStops, sortedListing, textField, warn } from "./script-io.js";
 import { HUMAN_ANSWERS, meanSoftScore } from "./vqa-accuracy.js";
 

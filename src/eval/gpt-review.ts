@@ -13,6 +13,7 @@ import type { ArgSpec, ArgValues } from "./args.js";
 import { dumpJson, loadJson, numberOf, parsePyFloat, PyFloat, pyFloat, pyRepr, pyStr, typeName, type PyDict, type PyValue } from "../io/python.js";
 import { describeFsError, writeFileAtomic, writeFully } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
+import { readJson, readLines } from "./script-io.js";
 
 /** The reference's judge settings. */
 const REVIEW_MODEL = "gpt-4-0314";
@@ -72,19 +73,6 @@ export function joinLines(value: PyValue, what: string): string {
   return value.join("\n");
 }
 
-/** A file's lines as Python's text-mode iteration gives them (universal newlines). */
-function readLines(file: string, what: string): string[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (err) {
-    throw new LlavaError(`${what} ${file}: ${describeFsError(err)}`);
-  }
-  const lines = text.split(/\r\n|\r|\n/);
-  if (lines[lines.length - 1] === "") lines.pop();
-  return lines;
-}
-
 function parseLine(line: string, where: string): PyValue {
   try {
     return loadJson(line, where);
@@ -130,7 +118,7 @@ function prepare(args: ArgValues, flavour: ReviewFlavour): ReviewItem[] {
   const questions = readLines(args.question as string, "question file");
   const answers1 = readLines(answerFiles[0], "answer file");
   const answers2 = readLines(answerFiles[1], "answer file");
-  const rules = readWhole(args.rule as string, "rule file");
+  const rules = readJson(args.rule as string, "rule file");
   if (!(rules instanceof Map)) throw new LlavaError(`rule file ${args.rule}: a JSON ${typeName(rules)}, expected an object of rules`);
   const contexts = readLines(args.context as string, "context file").map((line, n) => {
     try {
@@ -211,16 +199,6 @@ function prepare(args: ArgValues, flavour: ReviewFlavour): ReviewItem[] {
   if (mismatched.length > 0) warn(`the answer files' question ids differ from the question file's on the lines of questions ${listIds(mismatched)}: the reference pairs answers by line, so these reviews compare answers to other questions`);
   if (duplicates.length > 0) warn(`duplicate question ids in the question file: ${listIds(duplicates)}`);
   return items;
-}
-
-function readWhole(file: string, what: string): PyValue {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (err) {
-    throw new LlavaError(`${what} ${file}: ${describeFsError(err)}`);
-  }
-  return loadJson(text, `${what} ${file}`);
 }
 
 /** The reviews an existing output file holds, by id (the bench script resumes from them). */

@@ -9,7 +9,8 @@ import { type AnswerScript, type Question, runAnswers, runnerOptions, SAMPLING_O
 import type { ArgValues } from "./args.js";
 import type { EvalCommand } from "./commands.js";
 import { dumpJson, PyFloat, type PyValue } from "../io/python.js";
-import { QuestionError, readText, SINGLE_PRED_PROMPT, withImage } from "./questions.js";
+import { QuestionError, SINGLE_PRED_PROMPT, withImage } from "./questions.js";
+import { readText } from "./script-io.js";
 import { type Cell, readTable } from "./tsv.js";
 
 const ALL_OPTIONS = ["A", "B", "C", "D"];
@@ -82,7 +83,7 @@ function mmbenchSlots(entries: unknown[], args: ArgValues): Slot[] {
 
 /** The rows of the table, each read by column name. */
 function readRows(file: string): Row[] {
-  const { columns, rows } = readTable(readText(file), `question file ${file}`);
+  const { columns, rows } = readTable(readText(file, "question file"), `question file ${file}`);
   return rows.map((cells) => (column) => {
     const c = columns.indexOf(column);
     if (c < 0) throw new QuestionError(`the table has no column "${column}" (KeyError)`);

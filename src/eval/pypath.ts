@@ -18,3 +18,10 @@ export function dirName(p: string): string {
   const head = p.slice(0, i);
   return head && !/^\/+$/.test(head) ? head.replace(/\/+$/, "") : head;
 }
+
+/** os.path.splitext(os.path.basename(file))[0]: leading dots do not start an extension. */
+export function pathStem(file: string): string {
+  const base = file.slice(file.lastIndexOf("/") + 1);
+  const dot = base.lastIndexOf(".");
+  return dot > 0 && /[^.]/.test(base.slice(0, dot)) ? base.slice(0, dot) : base;
+}

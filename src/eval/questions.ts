@@ -1,18 +1,8 @@
 /** Reading the answer scripts' question files as the reference reads them, and the prompt rules they share. */
-import fs from "node:fs";
 import { dumpJson, loadJson, type PyValue, typeName } from "../io/python.js";
 import { IMAGE_TOKEN } from "../llava/spec.js";
-import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
-
-/** Reads a question file as text, or fails naming it. */
-export function readText(file: string): string {
-  try {
-    return fs.readFileSync(file, "utf8");
-  } catch (err) {
-    throw new LlavaError(`question file ${file}: ${describeFsError(err)}`);
-  }
-}
+import { readJson, readLines } from "./script-io.js";
 
 /** The multiple-choice suffix of `--single-pred-prompt` (ScienceQA and MMBench in English). */
 export const SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly.";
@@ -26,8 +16,7 @@ export const withImage = (text: string) => `${IMAGE_TOKEN}\n${text}`;
  * are listed at once, before anything runs.
  */
 export function readJsonLines(file: string): PyValue[] {
-  const lines = readText(file).split(/\r\n|\r|\n/);
-  if (lines[lines.length - 1] === "") lines.pop();
+  const lines = readLines(file, "question file");
   const bad: string[] = [];
   const entries = lines.map((line, n) => {
     try {
@@ -43,7 +32,7 @@ export function readJsonLines(file: string): PyValue[] {
 
 /** A JSON question file holding a list (`json.load`, then chunked as a list). */
 export function readJsonList(file: string): PyValue[] {
-  const value = loadJson(readText(file), `question file ${file}`);
+  const value = readJson(file, "question file");
   if (!Array.isArray(value)) throw new LlavaError(`question file ${file}: holds a ${typeName(value)}, not a list of questions (the reference fails chunking it)`);
   return value;
 }

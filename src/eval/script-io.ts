@@ -29,6 +29,13 @@ export function readText(file: string, what: string): string {
   }
 }
 
+/** A text file's lines as `for line in open(file)` gives them, without their line ends. */
+export function readLines(file: string, what: string): string[] {
+  const lines = readText(file, what).split("\n");
+  if (lines[lines.length - 1] === "") lines.pop();
+  return lines;
+}
+
 export const readJson = (file: string, what: string): PyValue => loadJson(readText(file, what), `${what} ${file}`);
 
 /** One line of a jsonl file: its 1-based number and its JSON object. */

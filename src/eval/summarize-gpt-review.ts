@@ -11,6 +11,7 @@ import type { ArgValues } from "./args.js";
 import { floatRepr, loadJson, numberOf, parsePyInt, PyFloat, pyRepr, pyRound, pyStr, typeName, type PyValue } from "../io/python.js";
 import { describeFsError } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
+import { readLines } from "./script-io.js";
 
 /** The number a question id is equal to in Python (ints, floats and bools compare as numbers), or null. */
 function numericId(v: PyValue): number | null {
@@ -45,14 +46,7 @@ function reviewFiles(args: ArgValues): string[] {
 
 /** The score pairs of one file by category ('all' too), in file order. */
 function readScores(file: string, ignore: number[]): { scores: Map<string, PyValue[]>; unscored: PyValue[] } {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (err) {
-    throw new LlavaError(`review file ${file}: ${describeFsError(err)}`);
-  }
-  const lines = text.split(/\r\n|\r|\n/);
-  if (lines[lines.length - 1] === "") lines.pop();
+  const lines = readLines(file, "review file");
   const scores = new Map<string, PyValue[]>();
   const add = (key: string, v: PyValue) => scores.set(key, [...(scores.get(key) ?? []), v]);
   const unscored: PyValue[] = [];

@@ -367,13 +367,6 @@ export function pyKey(v: PyValue): string {
   return "n" + (Number.isInteger(x) ? BigInt(x).toString() : String(x));
 }
 
-/** os.path.splitext(os.path.basename(file))[0]: leading dots do not start an extension. */
-export function pathStem(file: string): string {
-  const base = file.slice(file.lastIndexOf("/") + 1);
-  const dot = base.lastIndexOf(".");
-  return dot > 0 && /[^.]/.test(base.slice(0, dot)) ? base.slice(0, dot) : base;
-}
-
 /** Python's `a == b` of two JSON values. */
 export function pyEquals(a: PyValue, b: PyValue): boolean {
   if (Array.isArray(a) || Array.isArray(b)) {

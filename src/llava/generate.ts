@@ -143,7 +143,7 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
   private started = false;
 
   constructor(private readonly loaded: LoadedLlava, private readonly embeds: Tensor, private readonly opts: GenerationOptions) {
-    const context = opts.contextLength ?? loaded.textConfig.maxPositionEmbeddings;
+    const context = opts.contextLength ?? loaded.spec.text.maxPositionEmbeddings;
     this.promptTokens = embeds.dim(1);
     if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 1)) {
       throw new LlavaError(`maxNewTokens must be a whole number >= 1, got ${opts.maxNewTokens}`);

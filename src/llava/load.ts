@@ -10,7 +10,7 @@ import { checkMemory, keptFormat, type PrecisionOptions, residentBytes } from ".
 import { type CheckpointFormat, IM_END, IM_START, IMAGE_TOKEN, type ModelSpec, readModelSpec, requireTower } from "./spec.js";
 import { blockingProblem, checkTensors, declaredTensors, listed } from "./tensors.js";
 import { openCheckpointWeights } from "./weights.js";
-import type { ClipVisionConfig, LlamaConfig } from "../io/config.js";
+import type { ClipVisionConfig } from "../io/config.js";
 import { isFile } from "../io/files.js";
 import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig } from "../image/processor.js";
 import { attachLora, checkAdapterUsed } from "../nn/lora.js";
@@ -41,11 +41,8 @@ export interface LoadedLlava {
   format: CheckpointFormat;
   /** the folder that was loaded */
   dir: string;
+  /** what its configs say (spec.text: the LLM's config, spec.config: config.json as read) */
   spec: ModelSpec;
-  /** config.json as read */
-  config: Record<string, unknown>;
-  textConfig: LlamaConfig;
-  visionConfig: ClipVisionConfig;
 }
 
 /** Image processor settings of a folder, or CLIP's defaults at the tower's resolution. */
@@ -109,5 +106,5 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
     weights.close();
   }
   const imageProcessor = await imageProcessorFor(spec.tower.dir ?? spec.dir, vision);
-  return { model, tokenizer, imageProcessor, format: spec.format, dir: spec.dir, spec, config: spec.config, textConfig: spec.text, visionConfig: vision };
+  return { model, tokenizer, imageProcessor, format: spec.format, dir: spec.dir, spec };
 }

@@ -7,7 +7,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { pathStem, pyFloat, pyKey, pyLines, pySplit, pyStrip, type PyValue } from "../../src/io/python.js";
+import { pyFloat, pyKey, pyLines, pySplit, pyStrip, type PyValue } from "../../src/io/python.js";
+import { pathStem } from "../../src/eval/pypath.js";
 import { ROOT } from "../helpers/paths.js";
 
 const cases = JSON.parse(fs.readFileSync(path.join(ROOT, "test", "eval", "python-strings-cases.json"), "utf8")) as {

@@ -110,7 +110,7 @@ test("an EOS id ends the answer after that token; sampling with a seed repeats i
 test("prompt + answer stay within the context: the budget is capped, a full prompt is refused", async () => {
   const { llava, embeds } = await promptEmbeds();
   const t = embeds.dim(1);
-  assert.equal(llava.textConfig.maxPositionEmbeddings, 512);
+  assert.equal(llava.spec.text.maxPositionEmbeddings, 512);
   const capped = await new Generation(llava, embeds, { maxNewTokens: 3e8, temperature: 0, eosTokenIds: [], contextLength: t + 3 }).complete();
   assert.deepEqual(capped.tokens, GREEDY.slice(0, 3));
   assert.equal(capped.finishReason, "length");
