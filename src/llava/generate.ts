@@ -47,6 +47,9 @@ export interface GenerationOptions extends SamplingOptions {
   hooks?: GenerationHooks;
 }
 
+/** The prompt leaves no room for an answer in the context (servers answer it as the reference does). */
+export class PromptTooLongError extends LlavaError {}
+
 /** "eos": an EOS id; "stop": a stop string; "length": the token budget or the context is used up. */
 export type FinishReason = "eos" | "stop" | "length";
 
@@ -149,7 +152,7 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
       throw new LlavaError(`maxNewTokens must be a whole number >= 1, got ${opts.maxNewTokens}`);
     }
     if (this.promptTokens >= context) {
-      throw new LlavaError(
+      throw new PromptTooLongError(
         `the prompt fills ${this.promptTokens} positions (text tokens and image features) but the context holds ${context} ` +
           `(${opts.contextLength === undefined ? "max_position_embeddings" : "the context length asked for"}), leaving no room for an answer`,
       );
