@@ -117,7 +117,7 @@ function checkFinite(logits: Float32Array, step: number, position: number): void
 }
 
 /** Length of the longest suffix of `text` that is a proper prefix of a stop string. */
-function heldBack(text: string, stops: string[]): number {
+export function heldBack(text: string, stops: string[]): number {
   let keep = 0;
   for (const s of stops) {
     for (let n = Math.min(s.length - 1, text.length); n > keep; n--) {

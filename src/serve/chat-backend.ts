@@ -1,0 +1,156 @@
+/**
+ * What the OpenAI and Ollama APIs ask of a server: the models it serves and an answer to a
+ * rendered prompt. Two ways to give it: a loaded model's engine in this process, or the model
+ * workers registered with a controller in this process (through their reference
+ * /worker_generate_stream protocol).
+ */
+import type { FinishReason } from "../llava/generate.js";
+import { heldBack, PromptTooLongError } from "../llava/generate.js";
+import { encodePng } from "../image/decode.js";
+import type { Controller } from "./controller.js";
+import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
+import { nulDelimited, postJson } from "./http-client.js";
+import { REQUEST_TIMEOUT_MS } from "./protocol.js";
+
+export interface ChatBackend {
+  /** the models served, by the names clients ask for */
+  models(): Promise<string[]>;
+  /**
+   * The answer of `model` to `request`. Besides the engine's errors, the iteration (or this call)
+   * throws ModelNotFoundError, ServerBusyError or WorkerError.
+   */
+  generate(model: string, request: EngineRequest): EngineOutput;
+}
+
+export class ModelNotFoundError extends Error {
+  constructor(readonly model: string) {
+    super(`the model "${model}" is not served here`);
+  }
+}
+
+/** Too many requests are waiting; the client should come back after `retryAfterS`. */
+export class ServerBusyError extends Error {
+  constructor(readonly retryAfterS: number) {
+    super("the server is busy: too many requests are waiting; retry later");
+  }
+}
+
+/** The model worker behind the controller failed or could not be reached. */
+export class WorkerError extends Error {}
+
+/** The token budget of a request that sets none: the context ends the answer (a reference worker caps it at 1024). */
+export const NO_TOKEN_LIMIT = 2 ** 31 - 1;
+
+/** Requests waiting or running that an engine backend admits before it answers "busy". */
+export const DEFAULT_MAX_QUEUE = 64;
+/** The wait suggested to a client turned away as busy: about one answer's time. */
+const BUSY_RETRY_AFTER_S = 5;
+
+/** `engine` serving the model named `modelName`. */
+export function engineBackend(engine: Engine, modelName: string, opts: { maxQueue?: number } = {}): ChatBackend {
+  const maxQueue = opts.maxQueue ?? DEFAULT_MAX_QUEUE;
+  return {
+    models: async () => [modelName],
+    generate(model, request) {
+      if (model !== modelName) throw new ModelNotFoundError(model);
+      if (engine.queueLength >= maxQueue) throw new ServerBusyError(BUSY_RETRY_AFTER_S);
+      return engine.generate(request);
+    },
+  };
+}
+
+/**
+ * The models of the workers registered with `controller` (an in-process Controller: the model
+ * list and the dispatch are method calls, and the answer comes straight from the chosen worker
+ * without a relay through the controller's own HTTP endpoint).
+ */
+export function controllerBackend(controller: Controller, opts: { workerTimeoutMs?: number } = {}): ChatBackend {
+  const idleTimeoutMs = opts.workerTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  return {
+    models: async () => controller.listModels(),
+    generate: (model, request) => new WorkerAnswer(controller, model, request, idleTimeoutMs),
+  };
+}
+
+/** The reference worker's answer to a prompt that leaves no room in the context (error code 0). */
+export const EXCEEDS_CONTEXT_TEXT = "Exceeds max token length. Please start a new conversation, thanks.";
+
+/**
+ * A worker's answer as engine output. The reference protocol sends the prompt and the whole
+ * answer so far in every chunk and no token counts: the pieces are the differences, the stop
+ * strings are applied here (the reference worker only trims one at the very end), each chunk
+ * counts as one completion token (a worker sends one per token) and the prompt's count is 0.
+ */
+class WorkerAnswer implements EngineOutput {
+  promptTokens = 0;
+  completionTokens = 0;
+  finishReason: FinishReason | null = null;
+
+  constructor(private readonly controller: Controller, private readonly model: string, private readonly request: EngineRequest, private readonly idleTimeoutMs: number) {}
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<string> {
+    const { request, model } = this;
+    const address = this.controller.getWorkerAddress(model);
+    if (!address) throw new ModelNotFoundError(model);
+    const images = await Promise.all(request.images.map(async (image) => (await encodePng(image)).toString("base64")));
+    const params = {
+      model,
+      prompt: request.prompt,
+      images,
+      temperature: request.temperature ?? 0,
+      top_p: request.topP ?? 1,
+      max_new_tokens: request.maxNewTokens,
+      // the reference protocol takes one stop string: the template's comes first
+      stop: request.stop?.[0],
+      seed: request.seed,
+    };
+    const res = await postJson(`${address}/worker_generate_stream`, params, { idleTimeoutMs: this.idleTimeoutMs, signal: request.signal }).catch((err: Error) => {
+      request.signal?.throwIfAborted();
+      throw new WorkerError(`the model worker ${address} cannot be reached: ${err.message}`);
+    });
+    if (res.statusCode !== 200) {
+      res.resume();
+      throw new WorkerError(`the model worker ${address} answered HTTP ${res.statusCode}`);
+    }
+    const stops = (request.stop ?? []).filter((s) => s.length > 0);
+    let released = 0;
+    let answer = "";
+    try {
+      for await (const raw of nulDelimited(res)) {
+        const chunk = parseChunk(raw, address);
+        if (chunk.error_code !== 0) throw new WorkerError(`the model worker ${address} failed (error code ${chunk.error_code})`);
+        answer = chunk.text.startsWith(request.prompt) ? chunk.text.slice(request.prompt.length) : chunk.text;
+        if (this.completionTokens === 0 && answer === EXCEEDS_CONTEXT_TEXT) throw new PromptTooLongError(`the prompt leaves no room for an answer in the context of ${model}`);
+        this.completionTokens++;
+        const hit = Math.min(...stops.map((s) => answer.indexOf(s)).filter((i) => i >= 0));
+        const end = Number.isFinite(hit) ? hit : answer.length - heldBack(answer, stops);
+        if (end > released) yield answer.slice(released, end);
+        released = Math.max(released, end);
+        if (Number.isFinite(hit)) {
+          this.finishReason = "stop";
+          return;
+        }
+      }
+    } catch (err) {
+      request.signal?.throwIfAborted();
+      if (err instanceof WorkerError || err instanceof PromptTooLongError) throw err;
+      throw new WorkerError(`the model worker ${address} failed mid-answer: ${(err as Error).message}`);
+    } finally {
+      res.destroy();
+    }
+    if (answer.length > released) yield answer.slice(released);
+    this.finishReason = this.completionTokens >= request.maxNewTokens ? "length" : "eos";
+  }
+}
+
+function parseChunk(raw: Buffer, address: string): { text: string; error_code: number } {
+  let chunk: unknown;
+  try {
+    chunk = JSON.parse(raw.toString("utf8"));
+  } catch {
+    throw new WorkerError(`the model worker ${address} sent a chunk that is not JSON`);
+  }
+  const { text, error_code } = (chunk ?? {}) as Record<string, unknown>;
+  if (typeof text !== "string" || typeof error_code !== "number") throw new WorkerError(`the model worker ${address} sent a chunk without text and error_code`);
+  return { text, error_code };
+}
