@@ -30,7 +30,7 @@ export function tinyModel(): Promise<{ loaded: LoadedLlava; image: RgbImage }> {
   return model;
 }
 
-/** An engine that notes how each request ended: "done", or the error's message. */
+/** An engine that notes how each request ended: "done", the abort's reason, or the error's message. */
 export class WatchedEngine implements Engine {
   readonly outcomes: string[] = [];
   constructor(private readonly inner: Engine) {}
@@ -54,12 +54,17 @@ export class WatchedEngine implements Engine {
         return output.finishReason;
       },
       async *[Symbol.asyncIterator]() {
+        let outcome = "left early";
         try {
           yield* output;
-          outcomes.push("done");
+          outcome = "done";
         } catch (err) {
-          outcomes.push((err as Error).message);
+          outcome = (err as Error).message;
           throw err;
+        } finally {
+          // an abort may end the request by its error or by the consumer leaving between pieces
+          const reason = request.signal?.aborted ? (request.signal.reason as Error).message : undefined;
+          outcomes.push(outcome === "done" ? outcome : (reason ?? outcome));
         }
       },
     };
