@@ -176,6 +176,16 @@ test("through a controller: the worker gets the reference request (prompt, base6
     assert.deepEqual(pieces.filter(Boolean), ["A", " grad", "ient."]);
 
     await assert.rejects(c.chat.completions.create({ model: "llava-v1.5-13b", messages: imageQuestion }), (err: InstanceType<typeof OpenAI.APIError>) => err.status === 404);
+    served.worker.behaviour = { kind: "die-after-first", text: prompt + "A" };
+    const broken = await c.chat.completions.create({ model: "llava-v1.5-7b", messages: imageQuestion, stream: true });
+    const seen: string[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const chunk of broken) seen.push(chunk.choices[0]?.delta.content ?? "");
+      })(),
+      (err: InstanceType<typeof OpenAI.APIError>) => /worker .* failed mid-answer/.test(err.message),
+    );
+    assert.deepEqual(seen, ["", "A"], "the text before the failure arrives, then the error event");
     served.worker.behaviour = { kind: "status", code: 500 };
     await assert.rejects(c.chat.completions.create({ model: "llava-v1.5-7b", messages: imageQuestion }), (err: InstanceType<typeof OpenAI.APIError>) => err.status === 502 && /worker/.test(err.message));
   } finally {
