@@ -6,6 +6,7 @@
 import cors from "@fastify/cors";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { timingSafeEqual } from "node:crypto";
+import { imageLimits } from "../image/decode.js";
 import { PromptTooLongError } from "../llava/generate.js";
 import { LlavaError } from "../util/errors.js";
 import { ModelNotFoundError, ServerBusyError, WorkerError } from "./chat-backend.js";
@@ -36,9 +37,18 @@ export interface ApiFailure {
   retryAfterS?: number;
 }
 
+/** Why a request was aborted: its client closed the connection before the answer was whole. */
+export class ClientGoneError extends Error {
+  constructor() {
+    super("the client went away");
+  }
+}
+
 /** The status and code of `err`; the server's own failures are logged and reported without detail. */
 export function failureOf(err: unknown, log: (line: string) => void): ApiFailure {
   const message = (err as Error)?.message ?? String(err);
+  // nobody reads the answer: nothing to log (499: nginx's "client closed request")
+  if (err instanceof ClientGoneError) return { status: 499, message, code: null };
   if (err instanceof ModelNotFoundError) return { status: 404, message, code: "model_not_found" };
   if (err instanceof ServerBusyError) return { status: 503, message, code: "server_busy", retryAfterS: err.retryAfterS };
   if (err instanceof PromptTooLongError) return { status: 400, message, code: "context_length_exceeded" };
@@ -98,6 +108,7 @@ export function imageOptionsOf(opts: ApiOptions, signal: AbortSignal): ImageInpu
     maxImageBytes: opts.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
     allowPrivateUrls: opts.allowPrivateUrls ?? false,
     urlTimeoutMs: opts.imageUrlTimeoutMs ?? DEFAULT_URL_TIMEOUT_MS,
+    pixelBudget: { left: imageLimits().maxPixels },
     signal,
   };
 }
@@ -106,7 +117,7 @@ export function imageOptionsOf(opts: ApiOptions, signal: AbortSignal): ImageInpu
 export function clientGoneSignal(reply: FastifyReply): AbortSignal {
   const abort = new AbortController();
   reply.raw.on("close", () => {
-    if (!reply.raw.writableFinished) abort.abort(new Error("the client went away"));
+    if (!reply.raw.writableFinished) abort.abort(new ClientGoneError());
   });
   return abort.signal;
 }

@@ -20,6 +20,8 @@ export interface ImageInputOptions {
   allowPrivateUrls: boolean;
   /** the whole download of one URL, redirects included */
   urlTimeoutMs: number;
+  /** decoded pixels the request's images may still take, shared by all of them */
+  pixelBudget: { left: number };
   /** the client went away */
   signal?: AbortSignal;
 }
@@ -32,22 +34,26 @@ const MAX_REDIRECTS = 5;
 export async function imageFromBase64(base64: string, what: string, opts: ImageInputOptions): Promise<RgbImage> {
   if (/^data:/i.test(base64)) return imageFromUrl(base64, what, opts);
   checkSize(base64Bytes(base64), what, opts.maxImageBytes);
-  return decode(Buffer.from(base64, "base64"), what);
+  return decode(Buffer.from(base64, "base64"), what, opts.pixelBudget);
 }
 
 /** Decodes the image at a data: or http(s): URL. */
 export async function imageFromUrl(url: string, what: string, opts: ImageInputOptions): Promise<RgbImage> {
   if (/^data:/i.test(url)) {
     checkSize(base64Bytes(url.slice(url.indexOf(",") + 1)), what, opts.maxImageBytes);
-    return decode(url, what);
+    return decode(url, what, opts.pixelBudget);
   }
   if (!/^https?:\/\//i.test(url)) throw new HttpError(400, `${what}: expected a data: or http(s): URL`);
-  return decode(await download(url, what, opts), what);
+  return decode(await download(url, what, opts), what, opts.pixelBudget);
 }
 
-async function decode(source: string | Buffer, what: string): Promise<RgbImage> {
+/** Decodes within the pixels the request has left (so many images cannot add up to too much memory). */
+async function decode(source: string | Buffer, what: string, budget: { left: number }): Promise<RgbImage> {
+  if (budget.left < 1) throw new HttpError(400, `${what}: the request's images already use all the pixels a request may take`);
   try {
-    return await loadImage(source, { what });
+    const image = await loadImage(source, { what, maxPixels: budget.left });
+    budget.left -= image.width * image.height;
+    return image;
   } catch (err) {
     if (err instanceof LlavaError) throw new HttpError(400, err.message);
     throw err;

@@ -68,6 +68,12 @@ test("bad images: not an image, undecodable, a bad scheme, oversized, too many f
   const tooMany = await send(server.url, "/v1/chat/completions", many);
   assert.equal(tooMany.json.error.code, "context_length_exceeded");
   await assertOpenAiError(tooMany, 400, /the prompt fills \d+ positions .* context holds 512/);
+  process.env.LLAVA_MAX_IMAGE_PIXELS = "100";
+  try {
+    await assertOpenAiError(await send(server.url, "/v1/chat/completions", many), 400, /content\.1\.image_url: 8x8 is 64 pixels, over the limit of 36 pixels per request/);
+  } finally {
+    delete process.env.LLAVA_MAX_IMAGE_PIXELS;
+  }
   const long = await send(server.url, "/v1/chat/completions", chat({ messages: user("word ".repeat(3000)) }));
   assert.equal(long.json.error.code, "context_length_exceeded");
 
@@ -158,15 +164,36 @@ async function leaveMidStream(url: string, path: string, body: object): Promise<
   abort.abort();
 }
 
-test("a client that goes away mid-stream ends its request: the engine's queue is empty again", async () => {
+test("a client that goes away mid-answer ends its request: the engine's queue is empty again, and nothing is logged as a failure", async () => {
+  const logged: string[] = [];
+  const watched = await startApiServer({ log: (line) => logged.push(line) });
+  const { engine } = watched;
   const long = { model: MODEL, messages: user("Tell me a long story."), stream: true, temperature: 0 };
-  for (const [path, body] of [["/v1/chat/completions", long], ["/api/chat", { ...long, options: { temperature: 0 } }]] as const) {
-    const before = server.engine.outcomes.length;
-    await leaveMidStream(server.url, path, body);
-    await eventually(() => server.engine.outcomes.length > before && server.engine.queueLength === 0, "the request leaves the engine");
-    assert.equal(server.engine.outcomes[before], "the client went away", "the answer was cut short, not finished");
+  const leaveWhole = async (path: string, body: object) => {
+    const abort = new AbortController();
+    const res = fetch(`${watched.url}${path}`, { method: "POST", body: JSON.stringify(body), signal: abort.signal }).catch(() => undefined);
+    await eventually(() => engine.queueLength > 0, "the answer starts");
+    abort.abort();
+    await res;
+  };
+  const ways: Array<() => Promise<void>> = [
+    () => leaveMidStream(watched.url, "/v1/chat/completions", long),
+    () => leaveMidStream(watched.url, "/api/chat", { ...long, options: { temperature: 0 } }),
+    () => leaveWhole("/v1/chat/completions", { ...long, stream: false }),
+    () => leaveWhole("/api/generate", { model: MODEL, prompt: "Tell me a long story.", stream: false, options: { temperature: 0 } }),
+  ];
+  try {
+    for (const leave of ways) {
+      const before = engine.outcomes.length;
+      await leave();
+      await eventually(() => engine.outcomes.length > before && engine.queueLength === 0, "the request leaves the engine");
+      assert.equal(engine.outcomes[before], "the client went away", "the answer was cut short, not finished");
+    }
+    assert.equal((await send(watched.url, "/v1/chat/completions", chat({}))).status, 200);
+    assert.deepEqual(logged, []);
+  } finally {
+    await watched.close();
   }
-  assert.equal((await send(server.url, "/v1/chat/completions", chat({}))).status, 200);
 });
 
 test("a full queue is a 503 with Retry-After", async () => {
