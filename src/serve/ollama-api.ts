@@ -57,8 +57,6 @@ const errorBody = (failure: ApiFailure) => ({ error: failure.message });
 
 /** Mounts GET /api/tags, GET /api/version, POST /api/show, POST /api/chat and POST /api/generate on `app`. */
 export async function registerOllamaApi(app: FastifyInstance, backend: ChatBackend, opts: ApiOptions = {}): Promise<void> {
-  const log = opts.log ?? (() => {});
-
   /** The served model a client's name means ("name" and "name:latest" alike). */
   const servedModel = async (name: string): Promise<string> => {
     const models = await backend.models();
@@ -66,33 +64,6 @@ export async function registerOllamaApi(app: FastifyInstance, backend: ChatBacke
     const found = [name, bare].find((n) => models.includes(n));
     if (found === undefined) throw new ModelNotFoundError(name);
     return found;
-  };
-
-  /** Answers with `request` built from the turns (or the raw prompt), whole or streamed. */
-  const answer = async (reply: FastifyReply, model: string, body: z.infer<typeof chatRequest> | z.infer<typeof generateRequest>, build: (opts: ImageInputOptions) => Promise<Pick<EngineRequest, "prompt" | "images" | "stop">>, shape: (text: string) => object) => {
-    const started = process.hrtime.bigint();
-    const signal = clientGoneSignal(reply);
-    const { prompt, images, stop } = await build(imageOptionsOf(opts, signal));
-    const o = body.options ?? {};
-    const output = backend.generate(model, {
-      prompt,
-      images,
-      maxNewTokens: o.num_predict !== undefined && o.num_predict > 0 ? o.num_predict : NO_TOKEN_LIMIT,
-      temperature: o.temperature ?? DEFAULT_TEMPERATURE,
-      topP: o.top_p ?? DEFAULT_TOP_P,
-      seed: o.seed,
-      stop: [...(stop ?? []), ...(o.stop ?? [])],
-      signal,
-    });
-    const pieces = await startAnswer(output);
-    const timing = { started, firstPiece: process.hrtime.bigint() };
-    const head = () => ({ model: body.model, created_at: new Date().toISOString() });
-    if (body.stream === false) {
-      const text = await collectAnswer(pieces);
-      return { ...head(), ...shape(text), ...finalFields(output, timing) };
-    }
-    reply.header("content-type", "application/x-ndjson");
-    return reply.send(Readable.from(lines(pieces, output, timing, head, shape, signal, log)));
   };
 
   await app.register(async (scope) => {
@@ -115,7 +86,7 @@ export async function registerOllamaApi(app: FastifyInstance, backend: ChatBacke
         }
         return renderChat(model, turns);
       };
-      return answer(reply, model, body, build, (content) => ({ message: { role: "assistant", content } }));
+      return answer(backend, opts, reply, { model, body, build, shape: (content) => ({ message: { role: "assistant", content } }) });
     });
 
     scope.post("/generate", async (req, reply) => {
@@ -127,9 +98,45 @@ export async function registerOllamaApi(app: FastifyInstance, backend: ChatBacke
         const system: ChatTurn<RgbImage>[] = body.system !== undefined ? [{ role: "system", text: body.system, images: [] }] : [];
         return renderChat(model, [...system, { role: "user", text: body.prompt, images }]);
       };
-      return answer(reply, model, body, build, (response) => ({ response }));
+      return answer(backend, opts, reply, { model, body, build, shape: (response) => ({ response }) });
     });
   }, { prefix: "/api" });
+}
+
+/** One chat or generate request, as the shared answering code sees it. */
+interface Asked {
+  /** the served model */
+  model: string;
+  body: { model: string; stream?: boolean; options?: z.infer<typeof options> };
+  /** the prompt, images and stop strings, once the images are decoded */
+  build: (images: ImageInputOptions) => Promise<Pick<EngineRequest, "prompt" | "images" | "stop">>;
+  /** the endpoint's field for (a piece of) the answer: chat's `message`, generate's `response` */
+  shape: (text: string) => object;
+}
+
+/** Answers a chat or generate request, whole or streamed. */
+async function answer(backend: ChatBackend, opts: ApiOptions, reply: FastifyReply, asked: Asked): Promise<unknown> {
+  const { body, shape } = asked;
+  const started = process.hrtime.bigint();
+  const signal = clientGoneSignal(reply);
+  const { prompt, images, stop } = await asked.build(imageOptionsOf(opts, signal));
+  const o = body.options ?? {};
+  const output = backend.generate(asked.model, {
+    prompt,
+    images,
+    maxNewTokens: o.num_predict !== undefined && o.num_predict > 0 ? o.num_predict : NO_TOKEN_LIMIT,
+    temperature: o.temperature ?? DEFAULT_TEMPERATURE,
+    topP: o.top_p ?? DEFAULT_TOP_P,
+    seed: o.seed,
+    stop: [...(stop ?? []), ...(o.stop ?? [])],
+    signal,
+  });
+  const pieces = await startAnswer(output);
+  const timing = { started, firstPiece: process.hrtime.bigint() };
+  const head = () => ({ model: body.model, created_at: new Date().toISOString() });
+  if (body.stream === false) return { ...head(), ...shape(await collectAnswer(pieces)), ...finalFields(output, timing) };
+  reply.header("content-type", "application/x-ndjson");
+  return reply.send(Readable.from(lines(pieces, output, timing, { head, shape, signal, log: opts.log ?? (() => {}) })));
 }
 
 function details() {
@@ -163,7 +170,8 @@ function finalFields(output: EngineOutput, timing: Timing) {
 }
 
 /** The streamed answer: one JSON line per piece, then the final one; a failure mid-answer is an error line. */
-async function* lines(pieces: AsyncGenerator<string>, output: EngineOutput, timing: Timing, head: () => object, shape: (text: string) => object, signal: AbortSignal, log: (line: string) => void): AsyncGenerator<string> {
+async function* lines(pieces: AsyncGenerator<string>, output: EngineOutput, timing: Timing, how: { head: () => object; shape: (text: string) => object; signal: AbortSignal; log: (line: string) => void }): AsyncGenerator<string> {
+  const { head, shape, signal, log } = how;
   const line = (value: object) => `${JSON.stringify(value)}\n`;
   try {
     for await (const piece of pieces) yield line({ ...head(), ...shape(piece), done: false });
