@@ -93,17 +93,26 @@ test("image URLs: a loopback address is refused unless allowed; a server that ne
   const images = http.createServer((req, res) => {
     if (req.url === "/hang") return; // never answers
     if (req.url === "/redirect") return res.writeHead(302, { location: "/image.png" }).end();
+    if (req.url === "/missing") return res.writeHead(404).end();
+    if (req.url === "/big") return res.writeHead(200, { "content-length": 5000 }).end(Buffer.alloc(5000));
+    if (req.url === "/big-chunked") {
+      res.writeHead(200);
+      for (let i = 0; i < 5; i++) res.write(Buffer.alloc(1000));
+      return res.end();
+    }
     res.writeHead(200, { "content-type": "image/png" }).end(png);
   });
   await new Promise<void>((resolve) => images.listen(0, "127.0.0.1", resolve));
   const port = (images.address() as AddressInfo).port;
   const image = (url: string) => chat({ messages: user([{ type: "image_url", image_url: { url } }]) });
-  const open = await startApiServer({ allowPrivateUrls: true, imageUrlTimeoutMs: 300 });
+  const open = await startApiServer({ allowPrivateUrls: true, imageUrlTimeoutMs: 300, maxImageBytes: 1000 });
   try {
     await assertOpenAiError(await send(server.url, "/v1/chat/completions", image(`http://127.0.0.1:${port}/image.png`)), 400, /127\.0\.0\.1 is a private address/);
     await assertOpenAiError(await send(server.url, "/v1/chat/completions", image(`http://[::ffff:127.0.0.1]:${port}/image.png`)), 400, /is a private address/);
     await assertOpenAiError(await send(server.url, "/v1/chat/completions", image(`http://localhost:${port}/image.png`)), 400, /localhost resolves to the private address/);
     for (const path of ["/image.png", "/redirect"]) assert.equal((await send(open.url, "/v1/chat/completions", image(`http://localhost:${port}${path}`))).status, 200, path);
+    for (const path of ["/big", "/big-chunked"]) await assertOpenAiError(await send(open.url, "/v1/chat/completions", image(`http://localhost:${port}${path}`)), 413, /over the limit of 1000 bytes per image/, open.url);
+    await assertOpenAiError(await send(open.url, "/v1/chat/completions", image(`http://localhost:${port}/missing`)), 400, /the image server answered HTTP 404/, open.url);
     const started = Date.now();
     await assertOpenAiError(await send(open.url, "/v1/chat/completions", image(`http://127.0.0.1:${port}/hang`)), 400, /did not arrive within 300 ms/, open.url);
     assert.ok(Date.now() - started < 5000);
