@@ -4,16 +4,18 @@ import { DISPATCH_METHODS, type DispatchMethod } from "../serve/controller.js";
 import { closeOnSignal, listen } from "../serve/http-app.js";
 import { LlavaError } from "../util/errors.js";
 import { parseCommandArgs, type Values } from "./common.js";
+import { runOpenAIWorker, runWorker, WORKER_USAGE } from "./serve-worker.js";
 
 const USAGE = `usage: llava serve controller [--host localhost] [--port 21001] [--dispatch-method shortest_queue|lottery]
 
   the reference's controller: model workers register with it and it sends each request to one of them
   (shortest_queue: the least busy for its speed; lottery: at random, weighted by speed); a worker that
   checks its heart beat and is silent for 30 s is dropped. It runs until SIGINT or SIGTERM.
-`;
 
-function portFrom(v: Values): number {
-  const raw = v.port ?? "21001";
+${WORKER_USAGE}`;
+
+export function portFrom(v: Values, fallback = "21001"): number {
+  const raw = v.port ?? fallback;
   const port = Number(raw);
   if (typeof raw !== "string" || !/^\d+$/.test(raw) || port > 65535) throw new LlavaError(`--port must be a whole number from 0 to 65535, got "${String(raw)}"`);
   return port;
@@ -50,6 +52,7 @@ export async function runServe(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  if (part !== "controller") throw new LlavaError(`serve: unknown part "${part}" (parts: controller; see llava serve --help)`);
-  await runController(rest);
+  const parts: Record<string, (args: string[]) => Promise<void>> = { controller: runController, worker: runWorker, "openai-worker": runOpenAIWorker };
+  if (!Object.hasOwn(parts, part)) throw new LlavaError(`serve: unknown part "${part}" (parts: ${Object.keys(parts).join(", ")}; see llava serve --help)`);
+  await parts[part](rest);
 }
