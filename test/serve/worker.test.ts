@@ -1,20 +1,23 @@
 /**
  * The model worker over HTTP with the tiny fixture model, on loopback, registered with a real
  * controller: the reference's stream directly and through the controller, two workers with
- * dispatch, a worker that dies, a controller that restarts, a client that goes away mid-stream.
+ * dispatch, a worker that dies, a controller that restarts, a client that goes away mid-stream,
+ * and the command's graceful stop.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { buildControllerApp, type ControllerHttpOptions } from "../../src/serve/controller-http.js";
 import { SerialEngine } from "../../src/serve/engine.js";
 import { listen } from "../../src/serve/http-app.js";
-import { PROMPT_TOO_LONG_MSG } from "../../src/serve/protocol.js";
+import { PROMPT_TOO_LONG_MSG, type StreamChunk } from "../../src/serve/protocol.js";
 import { startWorker, type StartWorkerOptions } from "../../src/serve/worker-http.js";
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import { loadImage } from "../../src/image/decode.js";
 import { streamAnswer } from "../../src/llava/pipeline.js";
+import { CLI } from "../helpers/cli.js";
 import { post, streamChunks } from "../helpers/fake-worker.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
 import { assertCumulative, pacedEngine, streamJson, waitFor } from "../helpers/worker-client.js";
@@ -84,7 +87,7 @@ test("a worker registers and streams the prompt plus the greedy answer, directly
 });
 
 test("two workers share the requests; one that dies is dropped after the expiry and the survivor answers", async () => {
-  const { url: controllerUrl, controller } = await startController({ expirationS: 0.4 });
+  const { url: controllerUrl, controller } = await startController({ expirationS: 1.5 });
   const stopChecks = controller.startExpiryChecks(50);
   cleanups.push(async () => stopChecks());
   const beats = { heartBeatIntervalMs: 100, retryIntervalMs: 100 };
@@ -146,4 +149,27 @@ test("requests beyond the concurrency limit wait; a client that goes away, runni
 
   // the slot is free again
   assert.equal(assertCumulative(await streamJson(`${w.url}/worker_generate_stream`, request({ max_new_tokens: 2 })), PROMPT).length > PROMPT.length, true);
+});
+
+test("llava serve worker: SIGTERM lets the stream in flight end, then the worker stops", async () => {
+  const child = spawn(process.execPath, [CLI, "serve", "worker", "--model-path", path.join(MODELS, "tiny-llava-1.5-mha"), "--no-register", "--host", "127.0.0.1", "--port", "0"], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  try {
+    await waitFor("the worker to listen", () => /serving tiny-llava-1\.5-mha on (\S+)/.test(stderr), 20_000);
+    const url = /serving \S+ on (\S+)/.exec(stderr)![1];
+    const res = await fetch(`${url}/worker_generate_stream`, { method: "POST", body: JSON.stringify({ prompt: "USER: Hello ASSISTANT:", temperature: 0, max_new_tokens: 200 }) });
+    const reader = res.body!.getReader();
+    await reader.read(); // the stream has started
+    child.kill("SIGTERM");
+    let text = "";
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += Buffer.from(r.value).toString("utf8");
+    const last = JSON.parse(text.split("\0").filter(Boolean).at(-1)!) as StreamChunk;
+    assert.equal(last.usage?.completion_tokens, 200, "the stream ran to its end");
+    assert.equal(await exited, 0, stderr);
+    assert.match(stderr, /worker: stopped\n$/);
+  } finally {
+    child.kill("SIGKILL");
+  }
 });
