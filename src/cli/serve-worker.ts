@@ -4,7 +4,7 @@ import { SerialEngine } from "../serve/engine.js";
 import { closeOnSignal } from "../serve/http-app.js";
 import { OpenAIEngine } from "../serve/openai-worker.js";
 import type { WorkerEngine } from "../serve/worker.js";
-import { startWorker } from "../serve/worker-http.js";
+import { startWorker, type StartWorkerOptions } from "../serve/worker-http.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs, type Values } from "./common.js";
 import { portFrom } from "./serve.js";
@@ -20,6 +20,7 @@ export const WORKER_USAGE = `usage: llava serve worker --model-path DIR [--model
 
 usage: llava serve openai-worker --api-base URL --model NAME [--api-key K] [--controller-address URL]
                                  [--host localhost] [--port 21002] [--worker-address URL] [--limit-model-concurrency 5]
+                                 [--no-register]
 
   a worker whose answers come from an OpenAI-compatible server (SGLang, vLLM, llama.cpp, Ollama, llava-ts),
   as the reference's SGLang worker: --api-base is its API root (e.g. http://localhost:30000/v1), --model the
@@ -33,6 +34,7 @@ const workerOptions = {
   "worker-address": { type: "string" },
   "controller-address": { type: "string" },
   "limit-model-concurrency": { type: "string" },
+  "no-register": { type: "boolean" },
 } as const;
 
 function concurrencyFrom(v: Values): number {
@@ -49,43 +51,39 @@ function urlFrom(v: Values, name: string, fallback?: string): string | undefined
   return raw.replace(/\/+$/, "");
 }
 
-/** Serves `engine` until SIGINT or SIGTERM; the options are checked by the caller before the engine exists. */
-async function serveEngine(name: string, v: Values, engine: WorkerEngine, modelName: string): Promise<void> {
-  const log = (line: string) => process.stderr.write(`${name}: ${line}\n`);
-  const running = await startWorker({
-    engine,
-    modelName,
+type ServeOptions = Omit<StartWorkerOptions, "engine" | "modelName">;
+
+/** Where the worker listens and whom it registers with, checked before the slow part (loading a model, asking the upstream). */
+function serveOptionsFrom(v: Values): ServeOptions {
+  return {
     limitModelConcurrency: concurrencyFrom(v),
     host: typeof v.host === "string" ? v.host : "localhost",
     port: portFrom(v, "21002"),
     workerUrl: urlFrom(v, "worker-address"),
     controllerUrl: v["no-register"] ? undefined : urlFrom(v, "controller-address", "http://localhost:21001"),
-    log,
-  });
+  };
+}
+
+/** Serves `engine` as `modelName` until SIGINT or SIGTERM, then lets the streams in flight end. */
+async function serveEngine(name: string, opts: ServeOptions, engine: WorkerEngine, modelName: string): Promise<void> {
+  const log = (line: string) => process.stderr.write(`${name}: ${line}\n`);
+  const running = await startWorker({ ...opts, engine, modelName, log });
   log(`serving ${modelName} on ${running.url}`);
   await closeOnSignal(running.app, () => running.link?.stop());
   await engine.close();
   log("stopped");
 }
 
-/** Checks what can be checked before the slow part (loading a model, asking the upstream). */
-function checkWorkerOptions(v: Values): void {
-  portFrom(v, "21002");
-  concurrencyFrom(v);
-  urlFrom(v, "worker-address");
-  urlFrom(v, "controller-address");
-}
-
 export async function runWorker(args: string[]): Promise<void> {
-  const v = parseCommandArgs("serve worker", args, { ...loadOptions, ...workerOptions, "model-name": { type: "string" }, "no-register": { type: "boolean" } });
+  const v = parseCommandArgs("serve worker", args, { ...loadOptions, ...workerOptions, "model-name": { type: "string" } });
   if (v.help) {
     process.stdout.write(WORKER_USAGE);
     return;
   }
-  checkWorkerOptions(v);
+  const serve = serveOptionsFrom(v);
   const loaded = await loadModelFromArgs(v);
   const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
-  await serveEngine("worker", v, new SerialEngine(loaded), modelName);
+  await serveEngine("worker", serve, new SerialEngine(loaded), modelName);
 }
 
 export async function runOpenAIWorker(args: string[]): Promise<void> {
@@ -94,11 +92,11 @@ export async function runOpenAIWorker(args: string[]): Promise<void> {
     process.stdout.write(WORKER_USAGE);
     return;
   }
-  checkWorkerOptions(v);
+  const serve = serveOptionsFrom(v);
   const apiBase = urlFrom(v, "api-base");
   if (apiBase === undefined) throw new LlavaError("--api-base URL is required");
   if (typeof v.model !== "string" || v.model === "") throw new LlavaError("--model NAME is required");
   const engine = new OpenAIEngine({ apiBase, model: v.model, apiKey: typeof v["api-key"] === "string" ? v["api-key"] : process.env.OPENAI_API_KEY });
   await engine.check((line) => process.stderr.write(`[WARNING] ${line}\n`));
-  await serveEngine("openai-worker", v, engine, v.model);
+  await serveEngine("openai-worker", serve, engine, v.model);
 }

@@ -1,9 +1,11 @@
 /** Clients and engines for the model workers' tests. */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Engine, EngineOutput, EngineRequest } from "../../src/serve/engine.js";
 import type { StreamChunk } from "../../src/serve/protocol.js";
 import type { WorkerEngine } from "../../src/serve/worker.js";
+import { CLI } from "./cli.js";
 import { streamChunks } from "./fake-worker.js";
 
 /** The parsed chunks of a /worker_generate_stream answer. */
@@ -67,4 +69,26 @@ export function pacedEngine(engine: Engine, delayMs: number): WorkerEngine & { o
       return out;
     },
   };
+}
+
+export interface ServerProcess {
+  /** the address it said it serves on */
+  url: string;
+  /** everything it wrote to stderr so far */
+  stderr(): string;
+  exited: Promise<number | null>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** Starts `llava ...args` and waits (up to 20 s) for its "serving ... on URL" line. */
+export async function spawnServer(args: string[]): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  let done = false;
+  void exited.then(() => (done = true));
+  await waitFor("the server to listen", () => done || / on (http\S+)\n/.test(stderr), 20_000);
+  if (done) assert.fail(`the server exited: ${stderr}`);
+  return { url: / on (http\S+)\n/.exec(stderr)![1], stderr: () => stderr, exited, kill: (signal) => child.kill(signal) };
 }

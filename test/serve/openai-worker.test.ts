@@ -1,7 +1,7 @@
 /**
  * The OpenAI-backed worker in front of a fake OpenAI-compatible server (a real node:http server on
  * loopback that streams chat completions as server-sent events and records what it was asked),
- * registered with a real controller.
+ * registered with a real controller, in-process and as the `llava serve openai-worker` command.
  */
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
@@ -17,7 +17,7 @@ import { startWorker } from "../../src/serve/worker-http.js";
 import { loadImage } from "../../src/image/decode.js";
 import { post } from "../helpers/fake-worker.js";
 import { IMAGES } from "../helpers/paths.js";
-import { assertCumulative, streamJson, waitFor } from "../helpers/worker-client.js";
+import { assertCumulative, spawnServer, streamJson, waitFor } from "../helpers/worker-client.js";
 
 const IMAGE_FILE = path.join(IMAGES, "gradient_640x480.png");
 const IMAGE_B64 = fs.readFileSync(IMAGE_FILE).toString("base64");
@@ -167,4 +167,23 @@ test("the upstream's models are checked at start; the prompt's pieces and images
     { type: "image_url", image_url: { url: "u3" } },
   ]);
   assert.throws(() => chatContent("<image>", []), /0 images for 1 <image> markers/);
+});
+
+test("llava serve openai-worker registers with the controller and relays the upstream's answer", async () => {
+  const upstream = await startUpstream({ kind: "stream", pieces: ["Hi", "!"] });
+  cleanups.push(() => upstream.close());
+  const { app, controller } = buildControllerApp({ workerTimeoutMs: 5000 });
+  const controllerUrl = await listen(app, "127.0.0.1", 0);
+  cleanups.push(() => app.close());
+  const server = await spawnServer(["serve", "openai-worker", "--api-base", `${upstream.url}/v1`, "--model", MODEL, "--api-key", "sk-test", "--controller-address", controllerUrl, "--host", "127.0.0.1", "--port", "0"]);
+  try {
+    assert.ok(controller.workers.has(server.url), server.stderr());
+    const chunks = await streamJson(`${controllerUrl}/worker_generate_stream`, { model: MODEL, prompt: "USER: Hello ASSISTANT:", temperature: 0 });
+    assert.equal(assertCumulative(chunks, "USER: Hello ASSISTANT:"), "USER: Hello ASSISTANT:Hi!");
+    assert.equal(upstream.requests.length, 1);
+    server.kill("SIGTERM");
+    assert.equal(await server.exited, 0, server.stderr());
+  } finally {
+    server.kill("SIGKILL");
+  }
 });

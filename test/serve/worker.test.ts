@@ -6,7 +6,6 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { buildControllerApp, type ControllerHttpOptions } from "../../src/serve/controller-http.js";
@@ -17,10 +16,9 @@ import { startWorker, type StartWorkerOptions } from "../../src/serve/worker-htt
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import { loadImage } from "../../src/image/decode.js";
 import { streamAnswer } from "../../src/llava/pipeline.js";
-import { CLI } from "../helpers/cli.js";
 import { post, streamChunks } from "../helpers/fake-worker.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
-import { assertCumulative, pacedEngine, streamJson, waitFor } from "../helpers/worker-client.js";
+import { assertCumulative, pacedEngine, spawnServer, streamJson, waitFor } from "../helpers/worker-client.js";
 
 const PROMPT = fs.readFileSync(path.join(CASES, "tiny-llava-1.5-mha", "gradient", "prompt.txt"), "utf8");
 const IMAGE_FILE = path.join(IMAGES, "gradient_640x480.png");
@@ -152,24 +150,19 @@ test("requests beyond the concurrency limit wait; a client that goes away, runni
 });
 
 test("llava serve worker: SIGTERM lets the stream in flight end, then the worker stops", async () => {
-  const child = spawn(process.execPath, [CLI, "serve", "worker", "--model-path", path.join(MODELS, "tiny-llava-1.5-mha"), "--no-register", "--host", "127.0.0.1", "--port", "0"], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  const server = await spawnServer(["serve", "worker", "--model-path", path.join(MODELS, "tiny-llava-1.5-mha"), "--no-register", "--host", "127.0.0.1", "--port", "0"]);
   try {
-    await waitFor("the worker to listen", () => /serving tiny-llava-1\.5-mha on (\S+)/.test(stderr), 20_000);
-    const url = /serving \S+ on (\S+)/.exec(stderr)![1];
-    const res = await fetch(`${url}/worker_generate_stream`, { method: "POST", body: JSON.stringify({ prompt: "USER: Hello ASSISTANT:", temperature: 0, max_new_tokens: 200 }) });
+    const res = await fetch(`${server.url}/worker_generate_stream`, { method: "POST", body: JSON.stringify({ prompt: "USER: Hello ASSISTANT:", temperature: 0, max_new_tokens: 200 }) });
     const reader = res.body!.getReader();
     await reader.read(); // the stream has started
-    child.kill("SIGTERM");
+    server.kill("SIGTERM");
     let text = "";
     for (let r = await reader.read(); !r.done; r = await reader.read()) text += Buffer.from(r.value).toString("utf8");
     const last = JSON.parse(text.split("\0").filter(Boolean).at(-1)!) as StreamChunk;
     assert.equal(last.usage?.completion_tokens, 200, "the stream ran to its end");
-    assert.equal(await exited, 0, stderr);
-    assert.match(stderr, /worker: stopped\n$/);
+    assert.equal(await server.exited, 0, server.stderr());
+    assert.match(server.stderr(), /worker: stopped\n$/);
   } finally {
-    child.kill("SIGKILL");
+    server.kill("SIGKILL");
   }
 });
