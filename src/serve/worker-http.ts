@@ -14,6 +14,12 @@ import { ControllerLink, type ControllerLinkOptions } from "./worker-registratio
 /** The worker's routes on a new app, not yet listening. */
 export function buildWorkerApp(worker: ModelWorker, log?: (line: string) => void): FastifyInstance {
   const app = createJsonApp(log);
+  addWorkerRoutes(app, worker);
+  return app;
+}
+
+/** Adds the worker's routes to `app` (a `createJsonApp`, possibly serving more than the worker). */
+export function addWorkerRoutes(app: FastifyInstance, worker: ModelWorker): void {
   app.post("/worker_get_status", async () => worker.status());
   app.post("/worker_generate_stream", async (req, reply) => {
     const params = parseBody(generateParamsSchema, req.body);
@@ -24,7 +30,6 @@ export function buildWorkerApp(worker: ModelWorker, log?: (line: string) => void
     });
     return reply.send(Readable.from(worker.stream(request)));
   });
-  return app;
 }
 
 export interface StartWorkerOptions extends Omit<ModelWorkerOptions, "onRequestEdge"> {

@@ -111,10 +111,10 @@ export class ModelWorker {
   }
 
   private async *chunks(request: EngineRequest): AsyncGenerator<Buffer> {
-    const tooLong = streamChunk({ text: request.prompt + PROMPT_TOO_LONG_MSG, error_code: 0 });
+    const tooLong = () => streamChunk({ text: request.prompt + PROMPT_TOO_LONG_MSG, error_code: 0 });
     // the reference's budget check: max_new_tokens < 1 gets the same message as a full context
     if (request.maxNewTokens < 1) {
-      yield tooLong;
+      yield tooLong();
       return;
     }
     let text = request.prompt;
@@ -128,7 +128,7 @@ export class ModelWorker {
     } catch (err) {
       if (request.signal?.aborted) return;
       if (err instanceof PromptTooLongError) {
-        yield tooLong;
+        yield tooLong();
         return;
       }
       this.opts.log?.(`generation failed: ${(err as Error).message}`);
