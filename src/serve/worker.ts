@@ -82,8 +82,9 @@ export class ModelWorker {
     const temperature = params.temperature > GREEDY_TEMPERATURE ? params.temperature : 0;
     // Python's int() truncates toward zero
     const maxNewTokens = Math.min(Math.trunc(params.max_new_tokens), MAX_NEW_TOKENS_CAP);
-    // the reference only trims a stop string that ends the text and runs on to EOS; ending the
-    // answer at it gives the same text without generating past it
+    // the reference runs on to EOS and only trims a stop string that ends the text; ending the
+    // answer at the stop string is what a client sending one (the web UI sends the template's
+    // separator) asks for, and spares the tokens past it
     const stop = params.stop ? [params.stop] : undefined;
     return { prompt: params.prompt, images, maxNewTokens, temperature, topP: params.top_p, stop, signal };
   }
