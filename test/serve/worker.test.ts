@@ -89,12 +89,15 @@ test("two workers share the requests; one that dies is dropped after the expiry 
   const stopChecks = controller.startExpiryChecks(50);
   cleanups.push(async () => stopChecks());
   const beats = { heartBeatIntervalMs: 100, retryIntervalMs: 100 };
-  const engines = [pacedEngine(new SerialEngine(loaded), 0), pacedEngine(new SerialEngine(loaded), 0)];
+  // answers that take a while, so the requests sent together are all dispatched before one ends
+  const engines = [pacedEngine(new SerialEngine(loaded), 50), pacedEngine(new SerialEngine(loaded), 50)];
   const [a, b] = [await worker({ controllerUrl, engine: engines[0], heartBeat: beats }), await worker({ controllerUrl, engine: engines[1], heartBeat: beats })];
 
   const answers = await Promise.all([0, 1, 2, 3].map(() => streamJson(`${controllerUrl}/worker_generate_stream`, request())));
   for (const chunks of answers) assert.equal(assertCumulative(chunks, PROMPT), PROMPT + answer);
-  assert.deepEqual(engines.map((e) => e.outputs.length), [2, 2], "shortest queue alternates between the workers");
+  // heart beats overwrite the controller's own count with each worker's, so the split is not always 2 + 2
+  const served = engines.map((e) => e.outputs.length);
+  assert.ok(served[0] >= 1 && served[1] >= 1 && served[0] + served[1] === 4, `shortest queue uses both workers: ${served}`);
 
   await a.close();
   await waitFor("the controller to drop the dead worker", () => !controller.workers.has(a.url));
@@ -102,7 +105,7 @@ test("two workers share the requests; one that dies is dropped after the expiry 
   for (let i = 0; i < 2; i++) {
     assert.equal(assertCumulative(await streamJson(`${controllerUrl}/worker_generate_stream`, request()), PROMPT), PROMPT + answer);
   }
-  assert.equal(engines[1].outputs.length, 4);
+  assert.equal(engines[1].outputs.length, served[1] + 2, "the survivor answered");
 });
 
 test("a restarted controller gets its worker back on the worker's next heart beat", async () => {
