@@ -35,6 +35,10 @@ commands:
          the reference's evaluation scripts (scorers, converters, reviews) with their own options (llava eval --help)
   serve controller [--host H] [--port 21001] [--dispatch-method shortest_queue|lottery]
          the reference's serving controller, which model workers register with (llava serve --help)
+  serve worker --model-path DIR [--controller-address URL] [--port 21002] [--worker-address URL]
+         the reference's model worker: registers with the controller and streams answers
+  serve openai-worker --api-base URL --model NAME [--api-key K] [--controller-address URL] [--port 21002]
+         a worker whose answers come from an OpenAI-compatible server
 
 common options:
   --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint

@@ -8,6 +8,7 @@ import { registerOllamaApi } from "../serve/ollama-api.js";
 import { registerOpenAiApi } from "../serve/openai-api.js";
 import { LlavaError } from "../util/errors.js";
 import { parseCommandArgs, type Values } from "./common.js";
+import { runOpenAIWorker, runWorker, WORKER_USAGE } from "./serve-worker.js";
 
 const USAGE = `usage: llava serve controller [--host localhost] [--port 21001] [--dispatch-method shortest_queue|lottery]
                               [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...] [--allow-private-urls]
@@ -20,7 +21,8 @@ const USAGE = `usage: llava serve controller [--host localhost] [--port 21001] [
   unless --no-api: --api-key makes them require "Authorization: Bearer KEY"; --cors-origin lets browser
   pages from ORIGIN ("*": any; repeatable) call them; --allow-private-urls lets image URLs point at
   private and loopback addresses.
-`;
+
+${WORKER_USAGE}`;
 
 const apiArgs = {
   "no-api": { type: "boolean" },
@@ -37,8 +39,8 @@ function apiOptionsFrom(v: Values, log: (line: string) => void): ApiOptions | un
   return { apiKey, corsOrigins: v["cors-origin"] as string[] | undefined, allowPrivateUrls: v["allow-private-urls"] === true, log };
 }
 
-function portFrom(v: Values): number {
-  const raw = v.port ?? "21001";
+export function portFrom(v: Values, fallback = "21001"): number {
+  const raw = v.port ?? fallback;
   const port = Number(raw);
   if (typeof raw !== "string" || !/^\d+$/.test(raw) || port > 65535) throw new LlavaError(`--port must be a whole number from 0 to 65535, got "${String(raw)}"`);
   return port;
@@ -81,6 +83,7 @@ export async function runServe(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  if (part !== "controller") throw new LlavaError(`serve: unknown part "${part}" (parts: controller; see llava serve --help)`);
-  await runController(rest);
+  const parts: Record<string, (args: string[]) => Promise<void>> = { controller: runController, worker: runWorker, "openai-worker": runOpenAIWorker };
+  if (!Object.hasOwn(parts, part)) throw new LlavaError(`serve: unknown part "${part}" (parts: ${Object.keys(parts).join(", ")}; see llava serve --help)`);
+  await parts[part](rest);
 }

@@ -22,8 +22,23 @@ export const workerStatusSchema = z.object({
 });
 export type WorkerStatus = z.infer<typeof workerStatusSchema>;
 
+/** The reference worker's answer (after the prompt, with error code 0) when the prompt leaves no room in the context. */
+export const PROMPT_TOO_LONG_MSG = "Exceeds max token length. Please start a new conversation, thanks.";
+
+/**
+ * One chunk of a generation stream. `text` is the prompt and all the answer so far; the last chunk
+ * of a llava-ts worker also says why the answer ended and how many tokens it took (keys the
+ * reference's clients ignore).
+ */
+export interface StreamChunk {
+  text: string;
+  error_code: number;
+  finish_reason?: string;
+  usage?: { prompt_tokens: number; completion_tokens: number };
+}
+
 /** One chunk of a generation stream as the reference writes it: Python's json.dumps, then NUL. */
-export function streamChunk(value: { text: string; error_code: number }): Buffer {
+export function streamChunk(value: StreamChunk): Buffer {
   return Buffer.from(dumpJson(fromJs(value)) + "\0");
 }
 
