@@ -10,7 +10,7 @@ import { encodePng } from "../image/decode.js";
 import type { Controller } from "./controller.js";
 import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
 import { nulDelimited, postJson } from "./http-client.js";
-import { REQUEST_TIMEOUT_MS } from "./protocol.js";
+import { PROMPT_TOO_LONG_MSG, REQUEST_TIMEOUT_MS, streamChunkSchema, type StreamChunk } from "./protocol.js";
 
 export interface ChatBackend {
   /** the models served, by the names clients ask for */
@@ -72,14 +72,12 @@ export function controllerBackend(controller: Controller, opts: { workerTimeoutM
   };
 }
 
-/** The reference worker's answer to a prompt that leaves no room in the context (error code 0). */
-export const EXCEEDS_CONTEXT_TEXT = "Exceeds max token length. Please start a new conversation, thanks.";
-
 /**
  * A worker's answer as engine output. The reference protocol sends the prompt and the whole
- * answer so far in every chunk and no token counts: the pieces are the differences, the stop
- * strings are applied here (the reference worker only trims one at the very end), each chunk
- * counts as one completion token (a worker sends one per token) and the prompt's count is 0.
+ * answer so far in every chunk: the pieces are the differences, and the stop strings are applied
+ * here (the reference worker only trims one at the very end). A llava-ts worker's last chunk says
+ * the token counts and why the answer ended; for a reference worker, which says neither, each
+ * chunk counts as one completion token (it sends one per token) and the prompt's count is 0.
  */
 class WorkerAnswer implements EngineOutput {
   promptTokens = 0;
@@ -115,12 +113,13 @@ class WorkerAnswer implements EngineOutput {
     const stops = (request.stop ?? []).filter((s) => s.length > 0);
     let released = 0;
     let answer = "";
+    let last: StreamChunk | undefined;
     try {
       for await (const raw of nulDelimited(res)) {
-        const chunk = parseChunk(raw, address);
+        const chunk = (last = parseChunk(raw, address));
         if (chunk.error_code !== 0) throw new WorkerError(`the model worker ${address} failed (error code ${chunk.error_code})`);
         answer = chunk.text.startsWith(request.prompt) ? chunk.text.slice(request.prompt.length) : chunk.text;
-        if (this.completionTokens === 0 && answer === EXCEEDS_CONTEXT_TEXT) throw new PromptTooLongError(`the prompt leaves no room for an answer in the context of ${model}`);
+        if (this.completionTokens === 0 && answer === PROMPT_TOO_LONG_MSG) throw new PromptTooLongError(`the prompt leaves no room for an answer in the context of ${model}`);
         this.completionTokens++;
         const hit = Math.min(...stops.map((s) => answer.indexOf(s)).filter((i) => i >= 0));
         const end = Number.isFinite(hit) ? hit : answer.length - heldBack(answer, stops);
@@ -140,17 +139,22 @@ class WorkerAnswer implements EngineOutput {
     }
     if (answer.length > released) yield answer.slice(released);
     this.finishReason = this.completionTokens >= request.maxNewTokens ? "length" : "eos";
+    if (last?.usage) {
+      this.promptTokens = last.usage.prompt_tokens;
+      this.completionTokens = last.usage.completion_tokens;
+    }
+    if (last?.finish_reason) this.finishReason = last.finish_reason;
   }
 }
 
-function parseChunk(raw: Buffer, address: string): { text: string; error_code: number } {
+function parseChunk(raw: Buffer, address: string): StreamChunk {
   let chunk: unknown;
   try {
     chunk = JSON.parse(raw.toString("utf8"));
   } catch {
     throw new WorkerError(`the model worker ${address} sent a chunk that is not JSON`);
   }
-  const { text, error_code } = (chunk ?? {}) as Record<string, unknown>;
-  if (typeof text !== "string" || typeof error_code !== "number") throw new WorkerError(`the model worker ${address} sent a chunk without text and error_code`);
-  return { text, error_code };
+  const parsed = streamChunkSchema.safeParse(chunk);
+  if (!parsed.success) throw new WorkerError(`the model worker ${address} sent a chunk without text and error_code`);
+  return parsed.data;
 }

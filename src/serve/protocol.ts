@@ -28,14 +28,15 @@ export const PROMPT_TOO_LONG_MSG = "Exceeds max token length. Please start a new
 /**
  * One chunk of a generation stream. `text` is the prompt and all the answer so far; the last chunk
  * of a llava-ts worker also says why the answer ended and how many tokens it took (keys the
- * reference's clients ignore).
+ * reference's clients ignore, and that a reference worker does not send: unreadable ones count as absent).
  */
-export interface StreamChunk {
-  text: string;
-  error_code: number;
-  finish_reason?: string;
-  usage?: { prompt_tokens: number; completion_tokens: number };
-}
+export const streamChunkSchema = z.object({
+  text: z.string(),
+  error_code: z.number(),
+  finish_reason: z.enum(["eos", "stop", "length"]).optional().catch(undefined),
+  usage: z.object({ prompt_tokens: z.number().int().nonnegative(), completion_tokens: z.number().int().nonnegative() }).optional().catch(undefined),
+});
+export type StreamChunk = z.infer<typeof streamChunkSchema>;
 
 /** One chunk of a generation stream as the reference writes it: Python's json.dumps, then NUL. */
 export function streamChunk(value: StreamChunk): Buffer {

@@ -9,7 +9,8 @@ import { spawn } from "node:child_process";
 import OpenAI from "openai";
 import { answerGeneration } from "../../src/llava/pipeline.js";
 import { loadImage } from "../../src/image/decode.js";
-import { controllerBackend, EXCEEDS_CONTEXT_TEXT } from "../../src/serve/chat-backend.js";
+import { controllerBackend } from "../../src/serve/chat-backend.js";
+import { PROMPT_TOO_LONG_MSG } from "../../src/serve/protocol.js";
 import { renderChat } from "../../src/serve/chat-prompt.js";
 import { buildControllerApp } from "../../src/serve/controller-http.js";
 import { listen } from "../../src/serve/http-app.js";
@@ -186,7 +187,7 @@ test("through a controller: the worker gets the reference request (prompt, base6
       (err: InstanceType<typeof OpenAI.APIError>) => /worker .* failed mid-answer/.test(err.message),
     );
     assert.deepEqual(seen, ["", "A"], "the text before the failure arrives, then the error event");
-    served.worker.behaviour = { kind: "stream", texts: [prompt + EXCEEDS_CONTEXT_TEXT] };
+    served.worker.behaviour = { kind: "stream", texts: [prompt + PROMPT_TOO_LONG_MSG] };
     await assert.rejects(c.chat.completions.create({ model: "llava-v1.5-7b", messages: imageQuestion }), (err: InstanceType<typeof OpenAI.APIError>) => err.status === 400 && err.code === "context_length_exceeded");
     served.worker.behaviour = { kind: "status", code: 500 };
     await assert.rejects(c.chat.completions.create({ model: "llava-v1.5-7b", messages: imageQuestion }), (err: InstanceType<typeof OpenAI.APIError>) => err.status === 502 && /answered HTTP 500/.test(err.message));
