@@ -67,7 +67,7 @@ const schemas = {
   vote: z.object({ session: z.string(), model: z.string(), type: z.enum(VOTE_TYPES) }),
 };
 
-const megabytes = (bytes: number) => `${Math.round((bytes / 2 ** 20) * 10) / 10} MB`;
+const size = (bytes: number) => (bytes >= 2 ** 20 ? `${Math.round((bytes / 2 ** 20) * 10) / 10} MB` : `${bytes.toLocaleString("en-US")} bytes`);
 
 export async function buildWebApp(opts: WebServerOptions): Promise<FastifyInstance> {
   const log = opts.log ?? (() => {});
@@ -173,8 +173,8 @@ function lineFor(id: string, chat: WebChat, update: ChatUpdate) {
 /** An uploaded image (a data URL), refused when over the limit or not an image. */
 async function decodeUpload(dataUrl: string, maxBytes: number) {
   const comma = dataUrl.indexOf(",");
-  const size = Buffer.byteLength(comma >= 0 ? dataUrl.slice(comma + 1) : dataUrl, "base64");
-  if (size > maxBytes) throw new HttpError(413, `the image is ${megabytes(size)}, over the upload limit of ${megabytes(maxBytes)}`);
+  const bytes = Buffer.byteLength(comma >= 0 ? dataUrl.slice(comma + 1) : dataUrl, "base64");
+  if (bytes > maxBytes) throw new HttpError(413, `the image is ${size(bytes)}, over the upload limit of ${size(maxBytes)}`);
   try {
     return await loadImage(dataUrl, { what: "upload" });
   } catch (err) {
