@@ -217,8 +217,8 @@ function setButtons(status: Status | "idle" | "cleared"): void {
 
 let lastStatus: Status | "idle" | "cleared" = "idle";
 
-/** Posts a chat or regenerate request and shows its answer as it streams; true if it started. */
-async function streamAnswer(path: string, body: object): Promise<boolean> {
+/** Posts a chat or regenerate request and shows its answer as it streams; `onAccepted` runs once the server took it. */
+async function streamAnswer(path: string, body: object, onAccepted = () => {}): Promise<void> {
   notify(undefined);
   const before = lastStatus;
   setButtons("streaming");
@@ -230,8 +230,9 @@ async function streamAnswer(path: string, body: object): Promise<boolean> {
       const error = ((await res.json().catch(() => ({}))) as { error?: string }).error;
       notify(error ?? `The server answered HTTP ${res.status}.`);
       setButtons((lastStatus = before));
-      return false;
+      return;
     }
+    onAccepted();
     let buffered = "";
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     for (;;) {
@@ -264,7 +265,6 @@ async function streamAnswer(path: string, body: object): Promise<boolean> {
   } finally {
     inFlight = undefined;
   }
-  return true;
 }
 
 ui.composer.addEventListener("submit", (e) => {
@@ -272,11 +272,9 @@ ui.composer.addEventListener("submit", (e) => {
   const text = ui.text.value;
   if (text === "" && pendingImage === undefined) return;
   const body = { ...settings(), text, image: pendingImage };
-  void streamAnswer("api/web/chat", body).then((started) => {
-    if (started) {
-      ui.text.value = "";
-      showPendingImage(undefined);
-    }
+  void streamAnswer("api/web/chat", body, () => {
+    ui.text.value = "";
+    showPendingImage(undefined);
   });
 });
 ui.text.addEventListener("keydown", (e) => {
