@@ -6,6 +6,7 @@
  */
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
@@ -14,6 +15,7 @@ import { SERVER_ERROR_MSG } from "../../src/serve/protocol.js";
 import { imageMd5 } from "../../src/serve/web-image.js";
 import { ConversationLog } from "../../src/serve/web-log.js";
 import { sortModels } from "../../src/serve/web-chat.js";
+import { CLI } from "../helpers/cli.js";
 import { DEFAULT_SETTINGS, startWebStack, testImage, webPost, type WebStack } from "../helpers/web-stack.js";
 
 const stacks: WebStack[] = [];
@@ -195,4 +197,31 @@ test("failures show in the chat with a reason: an error chunk, a failing worker,
   assert.equal(logLines(s).length, 0, "failed answers are not logged, as in the reference");
   // and the server keeps serving
   assert.equal((await fetch(`${s.webUrl}/api/web/config`)).status, 200);
+});
+
+test("llava serve web lists the controller's models, logs into --log-dir and stops on SIGTERM", async () => {
+  const s = await stack(["model-a"], { kind: "answer", pieces: ["Yes."] });
+  const child = spawn(process.execPath, [CLI, "serve", "web", "--controller-url", s.controllerUrl, "--host", "127.0.0.1", "--port", "0", "--log-dir", s.logDir, "--model-list-mode", "reload"], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  const listening = new Promise<string>((resolve, reject) => {
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      const m = /web: open (http:\/\/\S+)/.exec(stderr);
+      if (m) resolve(m[1]);
+    });
+    setTimeout(() => reject(new Error(`no "open" line: ${stderr}`)), 10_000).unref();
+  });
+  try {
+    const url = await listening;
+    assert.deepEqual(((await (await fetch(`${url}/api/web/config`)).json()) as { models: string[] }).models, ["model-a"]);
+    const { lines } = await webPost(`${url}/api/web/chat`, { ...DEFAULT_SETTINGS, model: "model-a", text: "Is it?" });
+    assert.equal(lines.at(-1)!.rows[0].assistant, "Yes.");
+    assert.equal(logLines(s).length, 1);
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0, stderr);
+    assert.match(stderr, /web: stopped/);
+  } finally {
+    child.kill("SIGKILL");
+  }
 });
