@@ -225,3 +225,18 @@ test("llava serve web lists the controller's models, logs into --log-dir and sto
     child.kill("SIGKILL");
   }
 });
+
+test("the reference's cut-offs: 1536 characters of text, 1200 with an image; a new image starts a new conversation", async () => {
+  const s = await stack([MODEL], { kind: "answer", pieces: ["ok"] });
+  const long = "é".repeat(2000);
+  const { lines } = await webPost(`${s.webUrl}/api/web/chat`, { ...DEFAULT_SETTINGS, model: MODEL, text: long });
+  const session = lines[0].session;
+  assert.equal(lines.at(-1)!.rows[0].user, "é".repeat(1536));
+  const { dataUrl } = await testImage();
+  const withImage = await webPost(`${s.webUrl}/api/web/chat`, { ...DEFAULT_SETTINGS, session, model: MODEL, text: long, image: dataUrl });
+  assert.equal(withImage.lines.at(-1)!.rows.length, 1, "the earlier turns are gone");
+  assert.equal(withImage.lines.at(-1)!.rows[0].user, "é".repeat(1200));
+  assert.equal(withImage.lines.at(-1)!.rows[0].image, `api/web/sessions/${session}/image?v=1`);
+  assert.equal(s.worker.requests[1].prompt, `${S_HUMAN} USER: <image>\n${"é".repeat(1200)} ASSISTANT:`);
+  assert.deepEqual((logLines(s)[1].state as { messages: unknown }).messages, [["USER", `${"é".repeat(1200)}\n<image>`], ["ASSISTANT", "ok"]]);
+});
