@@ -33,8 +33,9 @@ export type ModelListMode = (typeof MODEL_LIST_MODES)[number];
 /** The largest image upload taken by default. */
 export const DEFAULT_MAX_UPLOAD_BYTES = 20 * 2 ** 20;
 
-/** Sessions kept at most; the least recently used idle one goes first. */
+/** Sessions kept at most, and the image bytes they hold at most; the least recently used idle ones go first. */
 const MAX_SESSIONS = 1000;
+const MAX_HELD_IMAGE_BYTES = 2 * 2 ** 30;
 
 /** Where the build puts the page: dist/web beside dist/src. */
 const BUILT_PAGE_DIR = fileURLToPath(new URL("../../web", import.meta.url));
@@ -98,6 +99,7 @@ export async function buildWebApp(opts: WebServerOptions): Promise<FastifyInstan
     const { id, chat } = body.session === undefined ? sessions.create() : sessions.get(body.session);
     refuseWhileBusy(chat);
     if (!chat.addText(body.text, image)) throw new HttpError(400, "type a message or add an image");
+    sessions.trim(id);
     return streamAnswer(req, reply, id, chat, settings);
   });
 
@@ -217,22 +219,32 @@ class ModelList {
 }
 
 /** The conversations of the open pages, least recently used first. */
-class Sessions {
+export class Sessions {
   private readonly chats = new Map<string, WebChat>();
 
+  constructor(private readonly maxSessions = MAX_SESSIONS, private readonly maxHeldImageBytes = MAX_HELD_IMAGE_BYTES) {}
+
+  get size(): number {
+    return this.chats.size;
+  }
+
   create(): { id: string; chat: WebChat } {
-    if (this.chats.size >= MAX_SESSIONS) {
-      for (const [id, chat] of this.chats) {
-        if (!chat.busy) {
-          this.chats.delete(id);
-          break;
-        }
-      }
-    }
     const id = randomUUID();
     const chat = new WebChat();
     this.chats.set(id, chat);
     return { id, chat };
+  }
+
+  /** Drops the least recently used idle sessions (never `keep`) while there are too many or they hold too much. */
+  trim(keep: string): void {
+    const held = (chat: WebChat) => chat.displayImage()?.image.data.length ?? 0;
+    let bytes = [...this.chats.values()].reduce((sum, chat) => sum + held(chat), 0);
+    for (const [id, chat] of this.chats) {
+      if (this.chats.size <= this.maxSessions && bytes <= this.maxHeldImageBytes) break;
+      if (id === keep || chat.busy) continue;
+      bytes -= held(chat);
+      this.chats.delete(id);
+    }
   }
 
   get(id: string): { id: string; chat: WebChat } {

@@ -15,6 +15,7 @@ import { SERVER_ERROR_MSG } from "../../src/serve/protocol.js";
 import { imageMd5 } from "../../src/serve/web-image.js";
 import { ConversationLog } from "../../src/serve/web-log.js";
 import { sortModels } from "../../src/serve/web-chat.js";
+import { Sessions } from "../../src/serve/web-server.js";
 import { CLI } from "../helpers/cli.js";
 import { DEFAULT_SETTINGS, startWebStack, testImage, webPost, type WebStack } from "../helpers/web-stack.js";
 
@@ -239,4 +240,20 @@ test("the reference's cut-offs: 1536 characters of text, 1200 with an image; a n
   assert.equal(withImage.lines.at(-1)!.rows[0].image, `api/web/sessions/${session}/image?v=1`);
   assert.equal(s.worker.requests[1].prompt, `${S_HUMAN} USER: <image>\n${"é".repeat(1200)} ASSISTANT:`);
   assert.deepEqual((logLines(s)[1].state as { messages: unknown }).messages, [["USER", `${"é".repeat(1200)}\n<image>`], ["ASSISTANT", "ok"]]);
+});
+
+test("sessions: the least recently used idle ones go when there are too many or their images hold too much", async () => {
+  const sessions = new Sessions(3, 40 * 20 * 3 * 2);
+  const { image } = await testImage(40, 20);
+  const ids = [0, 1, 2, 3].map(() => sessions.create().id);
+  sessions.get(ids[0]);
+  sessions.get(ids[1]).chat.busy = true;
+  sessions.trim(ids[3]);
+  assert.equal(sessions.size, 3);
+  assert.throws(() => sessions.get(ids[2]), /unknown session/, "the least recently used idle one went");
+  for (const id of [ids[0], ids[1], ids[3]]) sessions.get(id).chat.addText("look", { image, mode: "Default" });
+  sessions.trim(ids[3]);
+  // three images are over the budget of two: the oldest idle one goes, the busy one stays
+  assert.throws(() => sessions.get(ids[0]), /unknown session/);
+  assert.deepEqual([sessions.get(ids[1]).id, sessions.get(ids[3]).id], [ids[1], ids[3]]);
 });
