@@ -70,7 +70,15 @@ const schemas = {
 
 const size = (bytes: number) => (bytes >= 2 ** 20 ? `${Math.round((bytes / 2 ** 20) * 10) / 10} MB` : `${bytes.toLocaleString("en-US")} bytes`);
 
+/** The web UI as a server of its own. */
 export async function buildWebApp(opts: WebServerOptions): Promise<FastifyInstance> {
+  const app = createJsonApp(opts.log);
+  await registerWebUi(app, opts);
+  return app;
+}
+
+/** Adds the page and its API to `app` (one made by createJsonApp), e.g. beside other APIs on one port. */
+export async function registerWebUi(app: FastifyInstance, opts: WebServerOptions): Promise<void> {
   const log = opts.log ?? (() => {});
   const maxUploadBytes = opts.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const staticDir = opts.staticDir ?? BUILT_PAGE_DIR;
@@ -80,7 +88,6 @@ export async function buildWebApp(opts: WebServerOptions): Promise<FastifyInstan
   await models.startUp();
   const sessions = new Sessions();
 
-  const app = createJsonApp(log);
   await app.register(fastifyStatic, { root: staticDir });
 
   app.get("/api/web/config", async () => ({
@@ -158,8 +165,6 @@ export async function buildWebApp(opts: WebServerOptions): Promise<FastifyInstan
   function refuseWhileBusy(chat: WebChat): void {
     if (chat.busy) throw new HttpError(409, "an answer is still being generated; stop it first");
   }
-
-  return app;
 }
 
 /** A line of the answer stream: the rows with the image as a URL the page can show. */
