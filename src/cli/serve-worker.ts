@@ -7,7 +7,7 @@ import type { WorkerEngine } from "../serve/worker.js";
 import { startWorker, type StartWorkerOptions } from "../serve/worker-http.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs, type Values } from "./common.js";
-import { portFrom } from "./serve.js";
+import { portFrom } from "./serve-options.js";
 
 export const WORKER_USAGE = `usage: llava serve worker --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
                           [--controller-address http://localhost:21001] [--host localhost] [--port 21002]

@@ -9,6 +9,9 @@ import { streamChunk } from "../../src/serve/protocol.js";
 
 export type StreamBehaviour =
   | { kind: "stream"; texts: string[]; /** waits for this before each chunk after the first */ gate?: () => Promise<void> }
+  /** as the reference's worker answers: the request's prompt followed by the pieces so far */
+  | { kind: "answer"; pieces: string[]; gate?: () => Promise<void> }
+  | { kind: "error-chunk"; text: string; code: number }
   | { kind: "hang-after-first"; text: string }
   | { kind: "die-after-first"; text: string }
   | { kind: "status"; code: number };
@@ -62,8 +65,10 @@ export async function startFakeWorker(modelNames: string[], behaviour: StreamBeh
     if (b.kind === "status") {
       res.statusCode = b.code;
       res.end("Internal Server Error");
-    } else if (b.kind === "stream") {
-      for (const [i, text] of b.texts.entries()) {
+    } else if (b.kind === "stream" || b.kind === "answer") {
+      const prompt = String(worker.requests[worker.requests.length - 1].prompt);
+      const texts = b.kind === "stream" ? b.texts : b.pieces.map((_, i) => prompt + b.pieces.slice(0, i + 1).join(""));
+      for (const [i, text] of texts.entries()) {
         if (i > 0) await b.gate?.();
         if (res.destroyed) return;
         const bytes = Buffer.from(workerChunk(text));
@@ -72,6 +77,8 @@ export async function startFakeWorker(modelNames: string[], behaviour: StreamBeh
         res.write(bytes.subarray(5));
       }
       res.end();
+    } else if (b.kind === "error-chunk") {
+      res.end(streamChunk({ text: b.text, error_code: b.code }));
     } else {
       res.write(workerChunk(b.text));
       if (b.kind === "die-after-first") setTimeout(() => res.socket?.destroy(), 20);

@@ -1,0 +1,55 @@
+/** The command-line options the `llava serve` parts share, each checked once the same way. */
+import type { ApiOptions } from "../serve/api-common.js";
+import { LlavaError } from "../util/errors.js";
+import type { Values } from "./common.js";
+
+export function portFrom(v: Values, fallback: string): number {
+  const raw = v.port ?? fallback;
+  const port = Number(raw);
+  if (typeof raw !== "string" || !/^\d+$/.test(raw) || port > 65535) throw new LlavaError(`--port must be a whole number from 0 to 65535, got "${String(raw)}"`);
+  return port;
+}
+
+export function hostFrom(v: Values, fallback: string): string {
+  return typeof v.host === "string" ? v.host : fallback;
+}
+
+export function choiceFrom<T extends string>(v: Values, option: string, choices: readonly T[], fallback: T): T {
+  const value = v[option] ?? fallback;
+  if (!choices.includes(value as T)) throw new LlavaError(`--${option} must be ${choices.join(" or ")}, got "${String(value)}"`);
+  return value as T;
+}
+
+export function httpUrlFrom(v: Values, option: string, fallback: string): string {
+  const raw = v[option] ?? fallback;
+  if (typeof raw !== "string" || !/^https?:\/\/[^/]/i.test(raw) || !URL.canParse(raw)) throw new LlavaError(`--${option} must be an http(s) URL, got "${String(raw)}"`);
+  return raw.replace(/\/+$/, "");
+}
+
+export function megabytesFrom(v: Values, option: string, fallbackBytes: number): number {
+  const raw = v[option];
+  if (raw === undefined) return fallbackBytes;
+  const mb = Number(raw);
+  if (typeof raw !== "string" || !(mb > 0) || !Number.isFinite(mb)) throw new LlavaError(`--${option} must be a positive number of megabytes, got "${String(raw)}"`);
+  return Math.round(mb * 2 ** 20);
+}
+
+/** The OpenAI / Ollama API options of every server that mounts them. */
+export const apiArgs = {
+  "no-api": { type: "boolean" },
+  "api-key": { type: "string" },
+  "cors-origin": { type: "string", multiple: true },
+  "allow-private-urls": { type: "boolean" },
+} as const;
+
+export const API_USAGE = `  The OpenAI-compatible API (/v1) and Ollama's API (/api) are served unless --no-api: --api-key makes
+  them require "Authorization: Bearer KEY"; --cors-origin lets browser pages from ORIGIN ("*": any;
+  repeatable) call them; --allow-private-urls lets image URLs point at private and loopback addresses.`;
+
+/** The API options the command line asks for; undefined with --no-api. */
+export function apiOptionsFrom(v: Values, log: (line: string) => void): ApiOptions | undefined {
+  if (v["no-api"]) return undefined;
+  const apiKey = v["api-key"] as string | undefined;
+  if (apiKey !== undefined && apiKey.trim() === "") throw new LlavaError("--api-key must not be empty");
+  return { apiKey, corsOrigins: v["cors-origin"] as string[] | undefined, allowPrivateUrls: v["allow-private-urls"] === true, log };
+}
