@@ -35,13 +35,18 @@ export interface ControllerHttpOptions extends Omit<ControllerOptions, "fetchSta
 
 /** The controller with its routes, not yet listening. */
 export function buildControllerApp(opts: ControllerHttpOptions = {}): { app: FastifyInstance; controller: Controller } {
+  const app = createJsonApp(opts.log);
+  return { app, controller: addControllerRoutes(app, opts) };
+}
+
+/** A controller whose routes are added to `app` (one made by createJsonApp), e.g. beside a worker and the UI on one port. */
+export function addControllerRoutes(app: FastifyInstance, opts: ControllerHttpOptions = {}): Controller {
   const idleTimeoutMs = opts.workerTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const fetchStatus = async (worker: string) => {
     const parsed = workerStatusSchema.safeParse(await postForJson(`${worker}/worker_get_status`, {}, { idleTimeoutMs }));
     return parsed.success ? parsed.data : undefined;
   };
   const controller = new Controller({ ...opts, fetchStatus });
-  const app = createJsonApp(opts.log);
 
   // FastAPI answers a handler that returns nothing with JSON null
   app.post("/register_worker", async (req) => {
@@ -70,7 +75,7 @@ export function buildControllerApp(opts: ControllerHttpOptions = {}): { app: Fas
     return reply.send(Readable.from(relay(address, params, idleTimeoutMs, abort.signal, opts.log)));
   });
 
-  return { app, controller };
+  return controller;
 }
 
 /**

@@ -13,7 +13,7 @@ import {
   webConvModeForModelName,
 } from "../llava/conversation.js";
 import { postForJson, postJson, nulDelimited } from "./http-client.js";
-import { REQUEST_TIMEOUT_MS, SERVER_ERROR_MSG } from "./protocol.js";
+import { REQUEST_TIMEOUT_MS, SERVER_ERROR_MSG, streamChunkSchema } from "./protocol.js";
 import { processImage, transportBase64, type ImageProcessMode, type WebImage } from "./web-image.js";
 import type { ConversationLog } from "./web-log.js";
 import { compareCodePoints, pyStrip } from "../io/python.js";
@@ -70,7 +70,6 @@ export interface AnswerContext {
   serverLog: (line: string) => void;
 }
 
-const chunkSchema = z.object({ text: z.string(), error_code: z.number() });
 const addressSchema = z.object({ address: z.string() });
 
 export class WebChat {
@@ -167,7 +166,7 @@ export class WebChat {
         throw new Error(`it answered HTTP ${res.statusCode}`);
       }
       for await (const raw of nulDelimited(res)) {
-        const chunk = chunkSchema.safeParse(JSON.parse(raw.toString("utf8")));
+        const chunk = streamChunkSchema.safeParse(JSON.parse(raw.toString("utf8")));
         if (!chunk.success) throw new Error("it sent a chunk that is not the reference's {text, error_code}");
         if (chunk.data.error_code !== 0) {
           yield fail(`${chunk.data.text} (error_code: ${chunk.data.error_code})`);

@@ -41,7 +41,8 @@ const MAX_HELD_IMAGE_BYTES = 2 * 2 ** 30;
 const BUILT_PAGE_DIR = fileURLToPath(new URL("../../web", import.meta.url));
 
 export interface WebServerOptions {
-  controllerUrl: string;
+  /** the controller's URL, or where to ask for it (a server that is its own controller knows its URL only once it listens) */
+  controllerUrl: string | (() => string);
   /** where the conversation log and its images go */
   logDir: string;
   /** once: the model list is fetched at start (again only while it is empty); reload: on every page load */
@@ -84,7 +85,9 @@ export async function registerWebUi(app: FastifyInstance, opts: WebServerOptions
   const staticDir = opts.staticDir ?? BUILT_PAGE_DIR;
   if (!existsSync(`${staticDir}/index.html`)) throw new LlavaError(`the web UI is not built (no ${staticDir}/index.html): run npm run build`);
   const convLog = new ConversationLog(opts.logDir);
-  const models = new ModelList(opts.controllerUrl, opts.modelListMode ?? "once", log);
+  const given = opts.controllerUrl;
+  const controllerUrl = typeof given === "string" ? () => given : given;
+  const models = new ModelList(controllerUrl, opts.modelListMode ?? "once", log);
   await models.startUp();
   const sessions = new Sessions();
 
@@ -151,7 +154,7 @@ export async function registerWebUi(app: FastifyInstance, opts: WebServerOptions
       if (!reply.raw.destroyed) reply.raw.write(JSON.stringify(lineFor(id, chat, update)) + "\n");
     };
     try {
-      for await (const update of chat.answer(settings, { controllerUrl: opts.controllerUrl, log: convLog, ip: req.ip, signal: abort.signal, serverLog: log })) send(update);
+      for await (const update of chat.answer(settings, { controllerUrl: controllerUrl(), log: convLog, ip: req.ip, signal: abort.signal, serverLog: log })) send(update);
     } catch (err) {
       log(`internal error while answering: ${(err as Error).message}`);
       send({ rows: chat.rows(), status: "error", notice: "internal error of the web server" });
@@ -194,10 +197,11 @@ async function decodeUpload(dataUrl: string, maxBytes: number) {
 class ModelList {
   private models: string[] = [];
 
-  constructor(private readonly controllerUrl: string, private readonly mode: ModelListMode, private readonly log: (line: string) => void) {}
+  constructor(private readonly controllerUrl: () => string, private readonly mode: ModelListMode, private readonly log: (line: string) => void) {}
 
+  /** "once" fetches the list now; "reload" at each page load */
   async startUp(): Promise<void> {
-    await this.refresh();
+    if (this.mode === "once") await this.refresh();
   }
 
   async forPageLoad(): Promise<string[]> {
@@ -216,9 +220,9 @@ class ModelList {
 
   private async refresh(): Promise<void> {
     try {
-      this.models = await fetchModelList(this.controllerUrl);
+      this.models = await fetchModelList(this.controllerUrl());
     } catch (err) {
-      this.log(`cannot get the model list from the controller at ${this.controllerUrl}: ${(err as Error).message}`);
+      this.log(`cannot get the model list from the controller at ${this.controllerUrl()}: ${(err as Error).message}`);
     }
   }
 }
