@@ -20,10 +20,22 @@ export function choiceFrom<T extends string>(v: Values, option: string, choices:
   return value as T;
 }
 
-export function httpUrlFrom(v: Values, option: string, fallback: string): string {
+/** An http(s) URL without its trailing slashes; undefined when neither given nor defaulted. */
+export function httpUrlFrom(v: Values, option: string, fallback: string): string;
+export function httpUrlFrom(v: Values, option: string): string | undefined;
+export function httpUrlFrom(v: Values, option: string, fallback?: string): string | undefined {
   const raw = v[option] ?? fallback;
+  if (raw === undefined) return undefined;
   if (typeof raw !== "string" || !/^https?:\/\/[^/]/i.test(raw) || !URL.canParse(raw)) throw new LlavaError(`--${option} must be an http(s) URL, got "${String(raw)}"`);
   return raw.replace(/\/+$/, "");
+}
+
+/** The reference's --limit-model-concurrency (default 5). */
+export function concurrencyFrom(v: Values): number {
+  const raw = v["limit-model-concurrency"] ?? "5";
+  const n = Number(raw);
+  if (typeof raw !== "string" || !/^\d+$/.test(raw) || n < 1) throw new LlavaError(`--limit-model-concurrency must be a whole number >= 1, got "${String(raw)}"`);
+  return n;
 }
 
 export function megabytesFrom(v: Values, option: string, fallbackBytes: number): number {

@@ -7,7 +7,7 @@ import type { WorkerEngine } from "../serve/worker.js";
 import { startWorker, type StartWorkerOptions } from "../serve/worker-http.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs, type Values } from "./common.js";
-import { portFrom } from "./serve-options.js";
+import { concurrencyFrom, hostFrom, httpUrlFrom, portFrom } from "./serve-options.js";
 
 export const WORKER_USAGE = `usage: llava serve worker --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
                           [--controller-address http://localhost:21001] [--host localhost] [--port 21002]
@@ -37,30 +37,16 @@ const workerOptions = {
   "no-register": { type: "boolean" },
 } as const;
 
-function concurrencyFrom(v: Values): number {
-  const raw = v["limit-model-concurrency"] ?? "5";
-  const n = Number(raw);
-  if (typeof raw !== "string" || !/^\d+$/.test(raw) || n < 1) throw new LlavaError(`--limit-model-concurrency must be a whole number >= 1, got "${String(raw)}"`);
-  return n;
-}
-
-function urlFrom(v: Values, name: string, fallback?: string): string | undefined {
-  const raw = v[name] ?? fallback;
-  if (raw === undefined) return undefined;
-  if (typeof raw !== "string" || !URL.canParse(raw) || !/^https?:$/.test(new URL(raw).protocol)) throw new LlavaError(`--${name} must be an http(s) URL, got "${String(raw)}"`);
-  return raw.replace(/\/+$/, "");
-}
-
 type ServeOptions = Omit<StartWorkerOptions, "engine" | "modelName">;
 
 /** Where the worker listens and whom it registers with, checked before the slow part (loading a model, asking the upstream). */
 function serveOptionsFrom(v: Values): ServeOptions {
   return {
     limitModelConcurrency: concurrencyFrom(v),
-    host: typeof v.host === "string" ? v.host : "localhost",
+    host: hostFrom(v, "localhost"),
     port: portFrom(v, "21002"),
-    workerUrl: urlFrom(v, "worker-address"),
-    controllerUrl: v["no-register"] ? undefined : urlFrom(v, "controller-address", "http://localhost:21001"),
+    workerUrl: httpUrlFrom(v, "worker-address"),
+    controllerUrl: v["no-register"] ? undefined : httpUrlFrom(v, "controller-address", "http://localhost:21001"),
   };
 }
 
@@ -93,7 +79,7 @@ export async function runOpenAIWorker(args: string[]): Promise<void> {
     return;
   }
   const serve = serveOptionsFrom(v);
-  const apiBase = urlFrom(v, "api-base");
+  const apiBase = httpUrlFrom(v, "api-base");
   if (apiBase === undefined) throw new LlavaError("--api-base URL is required");
   if (typeof v.model !== "string" || v.model === "") throw new LlavaError("--model NAME is required");
   const engine = new OpenAIEngine({ apiBase, model: v.model, apiKey: typeof v["api-key"] === "string" ? v["api-key"] : process.env.OPENAI_API_KEY });
