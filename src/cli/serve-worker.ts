@@ -1,7 +1,7 @@
 /** `llava serve worker` and `llava serve openai-worker`: model workers that register with a controller. */
 import { modelNameFromPath } from "../llava/conversation.js";
 import { SerialEngine } from "../serve/engine.js";
-import { closeOnSignal } from "../serve/http-app.js";
+import { untilStopSignal } from "../serve/http-app.js";
 import { OpenAIEngine } from "../serve/openai-worker.js";
 import type { WorkerEngine } from "../serve/worker.js";
 import { startWorker, type StartWorkerOptions } from "../serve/worker-http.js";
@@ -55,8 +55,8 @@ async function serveEngine(name: string, opts: ServeOptions, engine: WorkerEngin
   const log = (line: string) => process.stderr.write(`${name}: ${line}\n`);
   const running = await startWorker({ ...opts, engine, modelName, log });
   log(`serving ${modelName} on ${running.url}`);
-  await closeOnSignal(running.app, () => running.link?.stop());
-  await engine.close();
+  await untilStopSignal();
+  await running.close();
   log("stopped");
 }
 

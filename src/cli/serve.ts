@@ -1,17 +1,28 @@
 /** `llava serve <part>`: the reference's serving processes (src/serve). */
+import { modelNameFromPath } from "../llava/conversation.js";
+import { startAllInOne } from "../serve/all-in-one.js";
 import { controllerBackend } from "../serve/chat-backend.js";
+import { SerialEngine } from "../serve/engine.js";
 import { buildControllerApp } from "../serve/controller-http.js";
 import { DISPATCH_METHODS, type DispatchMethod } from "../serve/controller.js";
-import { closeOnSignal, listen } from "../serve/http-app.js";
+import { listen, untilStopSignal } from "../serve/http-app.js";
 import { registerOllamaApi } from "../serve/ollama-api.js";
 import { registerOpenAiApi } from "../serve/openai-api.js";
 import { buildWebApp, DEFAULT_MAX_UPLOAD_BYTES, MODEL_LIST_MODES, type ModelListMode } from "../serve/web-server.js";
 import { LlavaError } from "../util/errors.js";
-import { parseCommandArgs } from "./common.js";
-import { API_USAGE, apiArgs, apiOptionsFrom, choiceFrom, hostFrom, httpUrlFrom, megabytesFrom, portFrom } from "./serve-options.js";
+import { loadModelFromArgs, loadOptions, parseCommandArgs } from "./common.js";
+import { API_USAGE, apiArgs, apiOptionsFrom, choiceFrom, concurrencyFrom, hostFrom, httpUrlFrom, megabytesFrom, portFrom } from "./serve-options.js";
 import { runOpenAIWorker, runWorker, WORKER_USAGE } from "./serve-worker.js";
 
-const USAGE = `usage: llava serve controller [--host localhost] [--port 21001] [--dispatch-method shortest_queue|lottery]
+const USAGE = `usage: llava serve --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
+                   [--host 127.0.0.1] [--port 8000] [--limit-model-concurrency 5] [--log-dir .] [--embed]
+                   [--max-upload-mb 20] [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...] [--allow-private-urls]
+
+  everything in one process on one port: the web UI (at /), the OpenAI API (/v1), Ollama's API (/api),
+  a controller that more workers can register with, and the model's own worker (/worker). It prints
+  the URL to open and runs until SIGINT or SIGTERM, letting the answers in progress finish.
+
+usage: llava serve controller [--host localhost] [--port 21001] [--dispatch-method shortest_queue|lottery]
                               [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...] [--allow-private-urls]
 
   the reference's controller: model workers register with it and it sends each request to one of them
@@ -48,7 +59,9 @@ async function runController(args: string[]): Promise<void> {
   const url = await listen(app, hostFrom(v, "localhost"), port);
   const stopExpiry = controller.startExpiryChecks();
   log(`listening on ${url} (dispatch: ${dispatchMethod}${api ? `; OpenAI API at ${url}/v1, Ollama API at ${url}/api` : ""})`);
-  await closeOnSignal(app, stopExpiry);
+  await untilStopSignal();
+  stopExpiry();
+  await app.close();
   log("stopped");
 }
 
@@ -71,7 +84,32 @@ async function runWeb(args: string[]): Promise<void> {
   });
   const url = await listen(app, hostFrom(v, "127.0.0.1"), port);
   log(`open ${url} (models from ${controllerUrl})`);
-  await closeOnSignal(app);
+  await untilStopSignal();
+  await app.close();
+  log("stopped");
+}
+
+async function runAllInOne(args: string[]): Promise<void> {
+  const v = parseCommandArgs("serve", args, {
+    ...loadOptions, "model-name": { type: "string" }, host: { type: "string" }, port: { type: "string" }, "limit-model-concurrency": { type: "string" },
+    "log-dir": { type: "string" }, embed: { type: "boolean" }, "max-upload-mb": { type: "string" }, ...apiArgs,
+  });
+  const host = hostFrom(v, "127.0.0.1");
+  const port = portFrom(v, "8000");
+  const limitModelConcurrency = concurrencyFrom(v);
+  const maxUploadBytes = megabytesFrom(v, "max-upload-mb", DEFAULT_MAX_UPLOAD_BYTES);
+  const log = (line: string) => process.stderr.write(`serve: ${line}\n`);
+  const api = apiOptionsFrom(v, log);
+  const loaded = await loadModelFromArgs(v);
+  const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
+  const server = await startAllInOne({
+    engine: new SerialEngine(loaded), modelName, host, port, limitModelConcurrency, api, log,
+    web: { logDir: typeof v["log-dir"] === "string" ? v["log-dir"] : ".", embed: v.embed === true, maxUploadBytes },
+  });
+  if (api) log(`OpenAI API at ${server.url}/v1, Ollama API at ${server.url}/api`);
+  log(`serving ${modelName}: open the chat page on ${server.url}`);
+  await untilStopSignal();
+  await server.close();
   log("stopped");
 }
 
@@ -81,6 +119,7 @@ export async function runServe(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  if (part.startsWith("-")) return runAllInOne(argv);
   const parts: Record<string, (args: string[]) => Promise<void>> = { controller: runController, worker: runWorker, "openai-worker": runOpenAIWorker, web: runWeb };
   if (!Object.hasOwn(parts, part)) throw new LlavaError(`serve: unknown part "${part}" (parts: ${Object.keys(parts).join(", ")}; see llava serve --help)`);
   await parts[part](rest);

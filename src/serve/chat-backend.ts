@@ -72,6 +72,21 @@ export function controllerBackend(controller: Controller, opts: { workerTimeoutM
   };
 }
 
+/** `local`'s models answered by `local`, every other model by `others` (a server with its own engine that is also a controller). */
+export function combinedBackend(local: ChatBackend, others: ChatBackend): ChatBackend {
+  return {
+    models: async () => [...new Set([...(await local.models()), ...(await others.models())])],
+    generate(model, request) {
+      try {
+        return local.generate(model, request);
+      } catch (err) {
+        if (err instanceof ModelNotFoundError) return others.generate(model, request);
+        throw err;
+      }
+    },
+  };
+}
+
 /**
  * A worker's answer as engine output. The reference protocol sends the prompt and the whole
  * answer so far in every chunk: the pieces are the differences, and the stop strings are applied

@@ -86,14 +86,21 @@ export async function listen(app: FastifyInstance, host: string, port: number): 
   return `http://${host.includes(":") ? `[${host}]` : host}:${actualPort}`;
 }
 
-/** Resolves once SIGINT or SIGTERM arrived and the app closed (in-flight requests finished). */
-export function closeOnSignal(app: FastifyInstance, onClose: () => void = () => {}): Promise<void> {
-  return new Promise((resolve, reject) => {
+/** The URL a server listening on every address (0.0.0.0, ::) reaches itself at; other URLs as they are. */
+export function loopbackOf(url: string): string {
+  return url.replace(/\/\/0\.0\.0\.0(?=:)/, "//127.0.0.1").replace(/\/\/\[::\](?=:)/, "//[::1]");
+}
+
+/**
+ * Resolves at the first SIGINT or SIGTERM; the caller then closes what it started (a fastify
+ * app's close lets the requests in flight, streams included, finish first).
+ */
+export function untilStopSignal(): Promise<void> {
+  return new Promise((resolve) => {
     const stop = () => {
       process.off("SIGINT", stop);
       process.off("SIGTERM", stop);
-      onClose();
-      app.close().then(resolve, reject);
+      resolve();
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);

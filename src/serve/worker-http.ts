@@ -7,7 +7,7 @@
 import type { FastifyInstance } from "fastify";
 import { Readable } from "node:stream";
 import { LlavaError } from "../util/errors.js";
-import { createJsonApp, HttpError, listen, parseBody } from "./http-app.js";
+import { createJsonApp, HttpError, listen, loopbackOf, parseBody } from "./http-app.js";
 import { generateParamsSchema, ModelWorker, type ModelWorkerOptions } from "./worker.js";
 import { ControllerLink, type ControllerLinkOptions } from "./worker-registration.js";
 
@@ -68,7 +68,7 @@ export async function startWorker(opts: StartWorkerOptions): Promise<RunningWork
     await worker.engine.close();
   };
   if (opts.controllerUrl !== undefined) {
-    const workerUrl = opts.workerUrl ?? url.replace(/\/\/(0\.0\.0\.0|\[::\])(?=:)/, "//localhost");
+    const workerUrl = opts.workerUrl ?? loopbackOf(url);
     link = new ControllerLink({ controllerUrl: opts.controllerUrl, workerUrl, status: () => worker.status(), log: opts.log, ...opts.heartBeat });
     try {
       await link.register();
