@@ -37,9 +37,10 @@ export interface EngineStats {
   prefilled: number;
   /** positions taken from kept KV caches instead */
   reused: number;
-  /** decode steps and the sequences they carried */
+  /** decode steps, the sequences they carried and the milliseconds they took */
   steps: number;
   stepRows: number;
+  stepMs: number;
 }
 
 /** One request in the engine, from waiting to finished. */
@@ -87,7 +88,7 @@ class Sequence {
 export class BatchEngine implements Engine {
   readonly maxBatch: number;
   readonly maxQueue: number;
-  readonly stats: EngineStats = { prefilled: 0, reused: 0, steps: 0, stepRows: 0 };
+  readonly stats: EngineStats = { prefilled: 0, reused: 0, steps: 0, stepRows: 0, stepMs: 0 };
   private readonly reuse: Reuse;
   private readonly waiting: Sequence[] = [];
   private active: Sequence[] = [];
@@ -192,6 +193,7 @@ export class BatchEngine implements Engine {
   private step(): void {
     const llm = this.loaded.model.llm;
     const seqs = this.active;
+    const started = performance.now();
     const tokens = Int32Array.from(seqs, (s) => s.answer!.tokens.at(-1)!);
     const embeds = llm.embedTokens.forward(tokens);
     let logits: Float32Array;
@@ -204,6 +206,7 @@ export class BatchEngine implements Engine {
     }
     this.stats.steps++;
     this.stats.stepRows += seqs.length;
+    this.stats.stepMs += performance.now() - started;
     const vocab = logits.length / seqs.length;
     seqs.forEach((seq, i) => {
       try {
