@@ -220,9 +220,9 @@ static void gemm_blocked(const Exec& ex, int64_t m, int64_t n, int64_t k, const 
 
 // ---- few rows of A: stream B once ----
 
-template <int MB>
+// U accumulators per row of A; each row's sums are the same for any MB with the same U.
+template <int MB, int U = MB == 1 ? 4 : 2>
 static void f32_row_dots(const float* b, int64_t k, const float* const* a, float* out) {
-  constexpr int U = MB == 1 ? 4 : 2;
   vf acc[MB][U];
   for (int i = 0; i < MB; i++)
     for (int u = 0; u < U; u++) acc[i][u] = vf{};
@@ -252,6 +252,19 @@ static void f32_row_dots_n(int mb, const float* b, int64_t k, const float* const
     case 2: f32_row_dots<2>(b, k, a, out); break;
     case 3: f32_row_dots<3>(b, k, a, out); break;
     default: f32_row_dots<4>(b, k, a, out); break;
+  }
+}
+
+// Rows of A that the rowwise path dots with one row of B at a time: 4 accumulators each, as one
+// row alone has (as many rows as the registers hold).
+constexpr int ROWWISE_MB = W >= 16 ? 4 : 2;
+
+static void f32_row_dots_rowwise(int mb, const float* b, int64_t k, const float* const* a, float* out) {
+  switch (mb) {
+    case 1: f32_row_dots<1, 4>(b, k, a, out); break;
+    case 2: f32_row_dots<2, 4>(b, k, a, out); break;
+    case 3: f32_row_dots<3, 4>(b, k, a, out); break;
+    default: f32_row_dots<ROWWISE_MB, 4>(b, k, a, out); break;
   }
 }
 
@@ -315,14 +328,15 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
   const bool dots = B.w ? !B.wtrans : B.trans;
   if (dots) {
     // C[i, j] = dot(op(A) row i, B row j)
-    // f32 rows dotted together sum in another order than one row alone; packed ones do not
-    const int64_t group = rowwise && !B.w ? 1 : 4;
+    // f32 rows dotted together sum in another order than one row alone unless rowwise; packed ones never do
+    const int64_t group = rowwise && !B.w ? ROWWISE_MB : 4;
     run(ex, ceil_div(n, kRowChunk), [&](int64_t t, int) {
       float out[4];
       for (int64_t j = t * kRowChunk; j < imin(n, (t + 1) * kRowChunk); j++) {
         for (int64_t i0 = 0; i0 < m; i0 += group) {
           const int mb = int(imin(group, m - i0));
           if (B.w) packed_row_dots_any(B.w->fmt, mb, B.w->data + j * B.w->row_bytes, k, arow + i0, out);
+          else if (rowwise) f32_row_dots_rowwise(mb, B.p + j * B.ld, k, arow + i0, out);
           else f32_row_dots_n(mb, B.p + j * B.ld, k, arow + i0, out);
           for (int i = 0; i < mb; i++) put(i0 + i, j, out[i]);
         }

@@ -98,13 +98,17 @@ export class BatchEngine implements Engine {
   constructor(readonly loaded: LoadedLlava, opts: BatchEngineOptions = {}) {
     this.maxBatch = opts.maxBatch ?? 8;
     this.maxQueue = opts.maxQueue ?? 64;
-    for (const [name, v] of Object.entries({ maxBatch: this.maxBatch, maxQueue: this.maxQueue })) {
-      if (!(Number.isInteger(v) && v >= (name === "maxBatch" ? 1 : 0))) throw new LlavaError(`${name} must be a whole number >= ${name === "maxBatch" ? 1 : 0}, got ${v}`);
-    }
-    this.reuse = {
-      images: new ImageFeatureCache(opts.imageCacheBytes ?? 256 * 2 ** 20),
-      prefixes: new PrefixCache(opts.prefixCacheBytes ?? 2 ** 30),
+    const imageCacheBytes = opts.imageCacheBytes ?? 256 * 2 ** 20;
+    const prefixCacheBytes = opts.prefixCacheBytes ?? 2 ** 30;
+    const wholeAtLeast = (name: string, v: number, min: number) => {
+      if (!(Number.isInteger(v) && v >= min)) throw new LlavaError(`${name} must be a whole number >= ${min}, got ${v}`);
     };
+    wholeAtLeast("maxBatch", this.maxBatch, 1);
+    wholeAtLeast("maxQueue", this.maxQueue, 0);
+    for (const [name, v] of Object.entries({ imageCacheBytes, prefixCacheBytes })) {
+      if (!(v >= 0)) throw new LlavaError(`${name} must be a number of bytes >= 0, got ${v}`);
+    }
+    this.reuse = { images: new ImageFeatureCache(imageCacheBytes), prefixes: new PrefixCache(prefixCacheBytes) };
   }
 
   get queueLength(): number {
