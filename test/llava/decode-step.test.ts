@@ -4,7 +4,10 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
+import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
 import { loadLlava } from "../../src/llava/load.js";
 import type { KVCache, LlamaForCausalLM } from "../../src/llava/llama.js";
 import { reshape, slice } from "../../src/tensor/ops.js";
@@ -18,9 +21,26 @@ function prefilled(llm: LlamaForCausalLM, ids: number[], capacity: number): KVCa
 
 const lastLogits = (llm: LlamaForCausalLM, hidden: ReturnType<LlamaForCausalLM["decodeStep"]>) => llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data;
 
-for (const quantize of [undefined, "q8_0", "q4_0"] as const) {
-  test(`decodeStep of 6 sequences equals each step alone, bit for bit (${quantize ?? "f32"})`, async () => {
-    const { model } = await loadLlava(path.join(MODELS, "tiny-llava-1.5-mha"), { quantize });
+/** Wider than the fixtures, so that the products run their full vector loops and tails. */
+function wideModel(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-wide-"));
+  return writeRandomLlava(dir, {
+    format: "hf", seed: 5, tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
+    text: { hidden_size: 160, intermediate_size: 224, num_hidden_layers: 2, num_attention_heads: 5, num_key_value_heads: 1, vocab_size: 32001, max_position_embeddings: 256 },
+    vision: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+  }).modelDir;
+}
+const WIDE = wideModel();
+
+for (const [name, dir, quantize] of [
+  ["tiny-llava-1.5-mha", path.join(MODELS, "tiny-llava-1.5-mha"), undefined],
+  ["tiny-llava-1.5-mha", path.join(MODELS, "tiny-llava-1.5-mha"), "q8_0"],
+  ["tiny-llava-1.5-mha", path.join(MODELS, "tiny-llava-1.5-mha"), "q4_0"],
+  ["wide GQA", WIDE, undefined],
+  ["wide GQA", WIDE, "q4_0"],
+] as const) {
+  test(`${name}: decodeStep of 6 sequences equals each step alone, bit for bit (${quantize ?? "f32"})`, async () => {
+    const { model } = await loadLlava(dir, { quantize });
     const llm = model.llm;
     const prompts = [3, 9, 1, 17, 5, 12].map((n, s) => Array.from({ length: n }, (_, i) => 1 + ((i * 37 + s * 101) % 500)));
     const next = Int32Array.from([5, 77, 300, 12, 9, 400]);
