@@ -47,8 +47,8 @@ export interface EngineStats {
 class Sequence {
   answer: AnswerTokens | null = null;
   cache: KVCache | null = null;
+  /** what each prompt position holds (for the prefix cache) */
   keys: PositionKey[] = [];
-  promptTokens = 0;
   /** released text not yet taken by the iteration */
   readonly pieces: string[] = [];
   done = false;
@@ -56,6 +56,13 @@ class Sequence {
   private wake: (() => void) | null = null;
 
   constructor(readonly request: EngineRequest) {}
+
+  /** The prompt ran: the sequence decodes into `cache` from now on. */
+  start(answer: AnswerTokens, cache: KVCache, keys: PositionKey[]): void {
+    this.answer = answer;
+    this.cache = cache;
+    this.keys = keys;
+  }
 
   get aborted(): boolean {
     return this.request.signal?.aborted ?? false;
@@ -184,7 +191,7 @@ export class BatchEngine implements Engine {
       const budget = answerBudget(loaded, t, r);
       const { cache, reused } = this.reuse.prefixes.take(llm, keys, t + budget);
       const { hidden } = llm.forward(reused ? slice(embeds, 1, reused, t) : embeds, { cache });
-      Object.assign(seq, { cache, keys, promptTokens: t, answer: new AnswerTokens(loaded, { ...r, temperature: r.temperature ?? 0 }, t, budget) });
+      seq.start(new AnswerTokens(loaded, { ...r, temperature: r.temperature ?? 0 }, t, budget), cache, keys);
       this.stats.prefilled += t - reused;
       this.stats.reused += reused;
       this.accept(seq, llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data);
@@ -240,7 +247,7 @@ function output(seq: Sequence, abandon: () => void): EngineOutput {
   let started = false;
   return {
     get promptTokens() {
-      return seq.promptTokens;
+      return seq.answer?.promptTokens ?? 0;
     },
     get completionTokens() {
       return seq.answer?.tokens.length ?? 0;
