@@ -8,8 +8,6 @@
  *   node dist/bench/run.js [--models bench-small,bench-1b] [--precisions f32,bf16,q8_0,q4_0] [--threads 1,2] [--skip-train]
  */
 import { spawnSync } from "node:child_process";
-import fs from "node:fs";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { createBackend } from "../src/tensor/backends.js";
@@ -18,29 +16,13 @@ import { seededRandom } from "../src/util/random.js";
 import { loadLlava, type LoadOptions } from "../src/llava/load.js";
 import { Generation } from "../src/llava/generate.js";
 import { buildInputs, prepareImages } from "../src/llava/pipeline.js";
-import { writeRandomLlava } from "../src/llava/random-checkpoint.js";
 import { addLoraAdapters } from "../src/nn/lora.js";
 import { AdamW } from "../src/tensor/optim.js";
 import { crossEntropy, reshape, slice } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
-import type { RgbImage } from "../src/image/decode.js";
+import { ensureCheckpoint, type ModelName, noiseImage, SHAPES } from "./checkpoints.js";
 import { emit, measureRooflines } from "./machine.js";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const CACHE = path.join(ROOT, "bench", ".cache");
-const TOKENIZER = path.resolve(ROOT, "../shared/fixtures/models/tiny-llava-1.5-mha");
-
-const SHAPES = {
-  "bench-small": {
-    text: { hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 8, num_attention_heads: 16, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 2048 },
-    vision: { hidden_size: 768, intermediate_size: 3072, num_hidden_layers: 12, num_attention_heads: 12, image_size: 224, patch_size: 16 },
-  },
-  "bench-1b": {
-    text: { hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 2048 },
-    vision: { hidden_size: 1024, intermediate_size: 4096, num_hidden_layers: 24, num_attention_heads: 16, image_size: 336, patch_size: 14 },
-  },
-} as const;
-type ModelName = keyof typeof SHAPES;
 type Precision = "f32" | "bf16" | "q8_0" | "q4_0";
 
 const PROMPT_TEXT_TOKENS = 40;
@@ -61,22 +43,6 @@ function time<T>(fn: () => T): [T, number] {
   const t = performance.now();
   const r = fn();
   return [r, performance.now() - t];
-}
-
-function ensureCheckpoint(name: ModelName): string {
-  const dir = path.join(CACHE, name);
-  if (fs.existsSync(path.join(dir, "config.json"))) return dir;
-  process.stderr.write(`writing random checkpoint ${dir} ...\n`);
-  const tmp = `${dir}.partial`;
-  fs.rmSync(tmp, { recursive: true, force: true });
-  writeRandomLlava(tmp, { format: "hf", seed: 7, dtype: "BF16", tokenizerFrom: TOKENIZER, ...SHAPES[name] });
-  fs.renameSync(tmp, dir);
-  return dir;
-}
-
-function noiseImage(width: number, height: number): RgbImage {
-  const r = seededRandom(3);
-  return { width, height, data: Uint8Array.from({ length: width * height * 3 }, () => Math.floor(r() * 256)) };
 }
 
 /** Parameter count of the LLM's Linear layers (what decode streams and prefill multiplies). */

@@ -200,12 +200,12 @@ napi_value bind_gemm(Call& c) {
   CHECK(c.need(nb >= k * n, "b has %lld values, needs k*n = %lld", nb, k * n));
   CHECK(c.need(nc >= m * n, "c has %lld values, needs m*n = %lld", nc, m * n));
   c.kernels().gemm(c.pool(), m, n, k, a, c.flag(c.prop(p, "transA")), b, c.flag(c.prop(p, "transB")), out,
-                   c.flag(c.prop(p, "accumulate")));
+                   c.flag(c.prop(p, "accumulate")), c.flag(c.prop(p, "rowwise")));
   return c.undefined();
 }
 
 napi_value bind_packed_matmul(Call& c) {
-  // (a, {data, format, rows, cols}, c, {m, transposed, accumulate, exactQuant, bf16Dot})
+  // (a, {data, format, rows, cols}, c, {m, transposed, accumulate, exactQuant, bf16Dot, rowwise})
   float *a, *out;
   uint8_t* data;
   int64_t na, nd, nc, rows, cols, m;
@@ -216,6 +216,7 @@ napi_value bind_packed_matmul(Call& c) {
   CHECK(c.typed(c.prop(w, "data"), napi_uint8_array, data, nd) && c.choice(c.prop(w, "format"), kFmtNames, fmt) &&
         c.count(c.prop(w, "rows"), rows) && c.count(c.prop(w, "cols"), cols) && c.count(c.prop(p, "m"), m));
   const bool transposed = c.flag(c.prop(p, "transposed")), acc = c.flag(c.prop(p, "accumulate"));
+  const bool rowwise = c.flag(c.prop(p, "rowwise"));
   const bool quant = fmt == FMT_Q8_0 || fmt == FMT_Q4_0;
   CHECK(c.need(!quant || cols % 32 == 0, "a q format needs a column count that is a multiple of 32, got %lld", cols));
   const int64_t row_bytes = quant ? cols / 32 * (fmt == FMT_Q8_0 ? 34 : 18) : cols * 2;
@@ -227,12 +228,12 @@ napi_value bind_packed_matmul(Call& c) {
   const PackedW pw{fmt, rows, cols, row_bytes, data};
   const KernelTable& k = c.kernels();
   // the bf16 dot product pays off for prefill-sized m; decode is bound by memory either way
-  if (c.flag(c.prop(p, "bf16Dot")) && k.packed_matmul_bf16dot && fmt == FMT_BF16 && !transposed && m > 4 && cols % 2 == 0)
+  if (c.flag(c.prop(p, "bf16Dot")) && k.packed_matmul_bf16dot && fmt == FMT_BF16 && !transposed && m > 4 && !rowwise && cols % 2 == 0)
     k.packed_matmul_bf16dot(c.pool(), a, pw, out, m, acc);
-  else if (quant && !transposed && !c.flag(c.prop(p, "exactQuant")))  // the input gradient stays exact
+  else if (quant && !transposed && !c.flag(c.prop(p, "exactQuant")))  // the input gradient stays exact; rows are independent
     k.packed_matmul_qdot(c.pool(), a, pw, out, m, acc);
   else
-    k.packed_matmul(c.pool(), a, pw, out, m, transposed, acc);
+    k.packed_matmul(c.pool(), a, pw, out, m, transposed, acc, rowwise);
   return c.undefined();
 }
 

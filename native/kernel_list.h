@@ -10,10 +10,10 @@
 
 #define LLAVA_KERNELS(K, ALT) \
   K(gemm, gemm, void, \
-    (Pool*, int64_t m, int64_t n, int64_t k, const float* a, bool ta, const float* b, bool tb, float* c, bool acc)) \
+    (Pool*, int64_t m, int64_t n, int64_t k, const float* a, bool ta, const float* b, bool tb, float* c, bool acc, bool rowwise)) \
   /* exact: packed weights decoded to f32, f32 activations (impl/packed.h, impl/gemm.h) */ \
   K(packed_matmul, packedMatmul, void, \
-    (Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc)) \
+    (Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc, bool rowwise)) \
   /* q8_0/q4_0 forward with integer-quantized activations and integer block dot products (impl/qdot.h) */ \
   ALT(packed_matmul_qdot, void, (Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool acc)) \
   /* bf16 W, forward, activations rounded to bf16 (kern_avx512bf16.cc; only where the CPU has AVX512-BF16) */ \

@@ -220,9 +220,9 @@ static void gemm_blocked(const Exec& ex, int64_t m, int64_t n, int64_t k, const 
 
 // ---- few rows of A: stream B once ----
 
-template <int MB>
+// U accumulators per row of A; each row's sums are the same for any MB with the same U.
+template <int MB, int U = MB == 1 ? 4 : 2>
 static void f32_row_dots(const float* b, int64_t k, const float* const* a, float* out) {
-  constexpr int U = MB == 1 ? 4 : 2;
   vf acc[MB][U];
   for (int i = 0; i < MB; i++)
     for (int u = 0; u < U; u++) acc[i][u] = vf{};
@@ -252,6 +252,19 @@ static void f32_row_dots_n(int mb, const float* b, int64_t k, const float* const
     case 2: f32_row_dots<2>(b, k, a, out); break;
     case 3: f32_row_dots<3>(b, k, a, out); break;
     default: f32_row_dots<4>(b, k, a, out); break;
+  }
+}
+
+// Rows of A that the rowwise path dots with one row of B at a time: 4 accumulators each, as one
+// row alone has (as many rows as the registers hold).
+constexpr int ROWWISE_MB = W >= 16 ? 4 : 2;
+
+static void f32_row_dots_rowwise(int mb, const float* b, int64_t k, const float* const* a, float* out) {
+  switch (mb) {
+    case 1: f32_row_dots<1, 4>(b, k, a, out); break;
+    case 2: f32_row_dots<2, 4>(b, k, a, out); break;
+    case 3: f32_row_dots<3, 4>(b, k, a, out); break;
+    default: f32_row_dots<ROWWISE_MB, 4>(b, k, a, out); break;
   }
 }
 
@@ -295,10 +308,14 @@ constexpr int64_t kColChunk = 1024;
 constexpr int64_t kMinRowBlock = 64, kMaxRowBlocks = 32;
 constexpr int64_t kRowChunk = 16;   // rows of B per task of the dot-product paths
 
+// `rowwise` (dot-product path only, any m): each row of C is computed as the one-row product would
+// compute it, so a batch of decode steps gives each sequence the results it gets alone.
 static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& A, const BSrc& B, float* C,
-                       int64_t ldc, bool acc) {
+                       int64_t ldc, bool acc, bool rowwise = false) {
   // the rows of op(A), contiguous
-  const float* arow[SMALL_M];
+  const float* arow_small[SMALL_M];
+  std::vector<const float*> arow_many(m > SMALL_M ? m : 0);
+  const float** arow = m > SMALL_M ? arow_many.data() : arow_small;
   if (A.trans) {
     float* t = scratch<float>(ex, ex.tid, SLOT_T, m * k);
     for (int64_t l = 0; l < k; l++)
@@ -311,12 +328,15 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
   const bool dots = B.w ? !B.wtrans : B.trans;
   if (dots) {
     // C[i, j] = dot(op(A) row i, B row j)
+    // f32 rows dotted together sum in another order than one row alone unless rowwise; packed ones never do
+    const int64_t group = rowwise && !B.w ? ROWWISE_MB : 4;
     run(ex, ceil_div(n, kRowChunk), [&](int64_t t, int) {
       float out[4];
       for (int64_t j = t * kRowChunk; j < imin(n, (t + 1) * kRowChunk); j++) {
-        for (int64_t i0 = 0; i0 < m; i0 += 4) {
-          const int mb = int(imin(4, m - i0));
+        for (int64_t i0 = 0; i0 < m; i0 += group) {
+          const int mb = int(imin(group, m - i0));
           if (B.w) packed_row_dots_any(B.w->fmt, mb, B.w->data + j * B.w->row_bytes, k, arow + i0, out);
+          else if (rowwise) f32_row_dots_rowwise(mb, B.p + j * B.ld, k, arow + i0, out);
           else f32_row_dots_n(mb, B.p + j * B.ld, k, arow + i0, out);
           for (int i = 0; i < mb; i++) put(i0 + i, j, out[i]);
         }
@@ -381,7 +401,7 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
 }
 
 static void matmul(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& A, const BSrc& B, float* C, int64_t ldc,
-                   bool acc) {
+                   bool acc, bool rowwise = false) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (!acc)
@@ -389,23 +409,25 @@ static void matmul(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& 
         for (int64_t j = 0; j < n; j++) C[i * ldc + j] = 0.f;
     return;
   }
-  if (m <= SMALL_M) gemv_small(ex, m, n, k, A, B, C, ldc, acc);
+  const bool dots = (B.w ? !B.wtrans : B.trans) && !A.trans;
+  if (m <= SMALL_M || (rowwise && dots)) gemv_small(ex, m, n, k, A, B, C, ldc, acc, rowwise && dots);
   else gemm_blocked(ex, m, n, k, A, B, C, ldc, acc);
 }
 
 static void k_gemm(Pool* pool, int64_t m, int64_t n, int64_t k, const float* a, bool ta, const float* b, bool tb, float* c,
-                   bool acc) {
+                   bool acc, bool rowwise) {
   Exec ex{pool, 0, m * n * k >= (int64_t(1) << 18)};
   ASrc A{a, ta ? m : k, ta};
   BSrc B{b, tb ? k : n, tb, nullptr, false};
-  matmul(ex, m, n, k, A, B, c, n, acc);
+  matmul(ex, m, n, k, A, B, c, n, acc, rowwise);
 }
 
-static void k_packed_matmul(Pool* pool, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc) {
+static void k_packed_matmul(Pool* pool, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc,
+                            bool rowwise) {
   // forward: C[m, rows] = A[m, cols] Wᵀ; transposed: C[m, cols] = A[m, rows] W
   const int64_t n = transposed ? w.cols : w.rows, k = transposed ? w.rows : w.cols;
   Exec ex{pool, 0, m * n * k >= (int64_t(1) << 16)};
   ASrc A{a, k, false};
   BSrc B{nullptr, 0, false, &w, transposed};
-  matmul(ex, m, n, k, A, B, c, n, acc);
+  matmul(ex, m, n, k, A, B, c, n, acc, rowwise);
 }

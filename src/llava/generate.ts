@@ -10,6 +10,7 @@
  * room left is capped, and the answer then ends with finish reason "length".
  */
 import type { LoadedLlava } from "./load.js";
+import type { PositionKey, PrefixCache } from "./prefix-cache.js";
 import { reshape, slice } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { StreamingDetokenizer } from "../tokenizer/stream.js";
@@ -26,8 +27,8 @@ export interface SamplingOptions {
 }
 
 export interface GenerationHooks {
-  /** the prompt went through the model; `maxNewTokens` is the budget after the context cap */
-  onPrefill?: (info: { promptTokens: number; maxNewTokens: number }) => void;
+  /** the prompt went through the model (all but its first `reused` positions, taken from a kept cache); `maxNewTokens` is the budget after the context cap */
+  onPrefill?: (info: { promptTokens: number; maxNewTokens: number; reused: number }) => void;
   /** the logits that choose token `step` (step 0: from the last prompt position) */
   onLogits?: (logits: Float32Array, step: number) => void;
   /** each chosen token, before the stop rules look at it */
@@ -44,6 +45,8 @@ export interface GenerationOptions extends SamplingOptions {
   contextLength?: number;
   /** cancels the generation between two tokens; the loop then throws `signal.reason` */
   signal?: AbortSignal;
+  /** start from the longest prefix of `keys` (what each prompt position holds) kept in `cache`, and keep this sequence's cache there at the end */
+  prefix?: { cache: PrefixCache; keys: PositionKey[] };
   hooks?: GenerationHooks;
 }
 
@@ -130,34 +133,99 @@ export function heldBack(text: string, stops: string[]): number {
   return keep;
 }
 
+/** The token budget of an answer after a prompt of `promptTokens` positions: `maxNewTokens` capped by the context. */
+export function answerBudget(loaded: LoadedLlava, promptTokens: number, opts: Pick<GenerationOptions, "maxNewTokens" | "contextLength">): number {
+  const context = opts.contextLength ?? loaded.spec.text.maxPositionEmbeddings;
+  if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 1)) {
+    throw new LlavaError(`maxNewTokens must be a whole number >= 1, got ${opts.maxNewTokens}`);
+  }
+  if (promptTokens >= context) {
+    throw new PromptTooLongError(
+      `the prompt fills ${promptTokens} positions (text tokens and image features) but the context holds ${context} ` +
+        `(${opts.contextLength === undefined ? "max_position_embeddings" : "the context length asked for"}), leaving no room for an answer`,
+    );
+  }
+  return Math.min(opts.maxNewTokens, context - promptTokens);
+}
+
 /**
- * A generation after the prompt embeddings `embeds` [1, T, D]. Iterate it (once) for the pieces;
- * afterwards `tokens`, `text` and `finishReason` describe the answer. Text that might be the start
- * of a stop string is held back until it is not.
+ * One answer's rules, step by step: each step's logits give a token (greedy or sampled with the
+ * answer's own random numbers), which may end the answer (EOS, the budget, a stop string); text
+ * that might be the start of a stop string is held back until it is not. The generation loop
+ * and the batching engine both feed it, one logits row per step.
  */
-export class Generation implements AsyncIterable<GeneratedPiece> {
-  readonly promptTokens: number;
-  /** the token budget after the context cap */
-  readonly maxNewTokens: number;
+export class AnswerTokens {
   readonly tokens: number[] = [];
   /** the answer released so far */
   text = "";
   finishReason: FinishReason | null = null;
+  private decoded = ""; // the answer as decoded so far; `text` is its released part
+  private readonly eos: Set<number>;
+  private readonly stops: string[];
+  private readonly detok: StreamingDetokenizer;
+  private readonly random: () => number;
+
+  /** `maxNewTokens`: the budget after the context cap (answerBudget) */
+  constructor(loaded: LoadedLlava, private readonly opts: GenerationOptions, readonly promptTokens: number, readonly maxNewTokens: number) {
+    this.eos = new Set(opts.eosTokenIds ?? (loaded.tokenizer.eosTokenId === undefined ? [] : [loaded.tokenizer.eosTokenId]));
+    this.stops = (opts.stop ?? []).filter((s) => s.length > 0);
+    this.detok = new StreamingDetokenizer(loaded.tokenizer);
+    this.random = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+  }
+
+  /** Chooses the next token from its logits and applies the stop rules. */
+  next(logits: Float32Array): GeneratedPiece {
+    const hooks = this.opts.hooks ?? {};
+    const step = this.tokens.length;
+    hooks.onLogits?.(logits, step);
+    checkFinite(logits, step, this.promptTokens + step - 1);
+    const token = sampleToken(logits, this.opts.temperature ?? 0, this.opts.topP ?? 1, this.random);
+    this.tokens.push(token);
+    hooks.onToken?.(token, step);
+    if (this.eos.has(token)) this.finishReason = "eos";
+    else if (step === this.maxNewTokens - 1) this.finishReason = "length";
+    this.decoded += this.detok.push(token) + (this.finishReason ? this.detok.flush() : "");
+
+    const { decoded, stops } = this;
+    const hit = stops.map((s) => decoded.indexOf(s)).filter((i) => i >= 0);
+    if (hit.length) this.finishReason = "stop";
+    const end = hit.length ? Math.min(...hit) : this.finishReason ? decoded.length : decoded.length - heldBack(decoded, stops);
+    const text = end > this.text.length ? decoded.slice(this.text.length, end) : "";
+    this.text += text;
+    return { token, step, text };
+  }
+}
+
+/**
+ * A generation after the prompt embeddings `embeds` [1, T, D]. Iterate it (once) for the pieces;
+ * afterwards `tokens`, `text` and `finishReason` describe the answer.
+ */
+export class Generation implements AsyncIterable<GeneratedPiece> {
+  /** the token budget after the context cap */
+  readonly maxNewTokens: number;
+  private readonly answer: AnswerTokens;
   private started = false;
 
   constructor(private readonly loaded: LoadedLlava, private readonly embeds: Tensor, private readonly opts: GenerationOptions) {
-    const context = opts.contextLength ?? loaded.spec.text.maxPositionEmbeddings;
-    this.promptTokens = embeds.dim(1);
-    if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 1)) {
-      throw new LlavaError(`maxNewTokens must be a whole number >= 1, got ${opts.maxNewTokens}`);
-    }
-    if (this.promptTokens >= context) {
-      throw new PromptTooLongError(
-        `the prompt fills ${this.promptTokens} positions (text tokens and image features) but the context holds ${context} ` +
-          `(${opts.contextLength === undefined ? "max_position_embeddings" : "the context length asked for"}), leaving no room for an answer`,
-      );
-    }
-    this.maxNewTokens = Math.min(opts.maxNewTokens, context - this.promptTokens);
+    this.maxNewTokens = answerBudget(loaded, embeds.dim(1), opts);
+    this.answer = new AnswerTokens(loaded, opts, embeds.dim(1), this.maxNewTokens);
+  }
+
+  get promptTokens(): number {
+    return this.answer.promptTokens;
+  }
+
+  get tokens(): number[] {
+    return this.answer.tokens;
+  }
+
+  /** the answer released so far */
+  get text(): string {
+    return this.answer.text;
+  }
+
+  get finishReason(): FinishReason | null {
+    return this.answer.finishReason;
   }
 
   /** Runs the generation to its end without looking at the pieces. */
@@ -173,40 +241,23 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
   }
 
   private async *run(): AsyncGenerator<GeneratedPiece> {
-    const { opts, loaded } = this;
-    const llm = loaded.model.llm;
-    const hooks = opts.hooks ?? {};
-    const eos = new Set(opts.eosTokenIds ?? (loaded.tokenizer.eosTokenId === undefined ? [] : [loaded.tokenizer.eosTokenId]));
-    const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-    const detok = new StreamingDetokenizer(loaded.tokenizer);
-    const random = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
-    let decoded = ""; // the answer as decoded so far; `this.text` is its released part
-
+    const { opts, answer } = this;
+    const llm = this.loaded.model.llm;
     opts.signal?.throwIfAborted();
-    const cache = llm.newCache(1, this.promptTokens + this.maxNewTokens);
-    let { hidden } = llm.forward(this.embeds, { cache });
-    hooks.onPrefill?.({ promptTokens: this.promptTokens, maxNewTokens: this.maxNewTokens });
-    for (let step = 0; ; step++) {
-      const logits = llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data;
-      hooks.onLogits?.(logits, step);
-      checkFinite(logits, step, this.promptTokens + step - 1);
-      const token = sampleToken(logits, opts.temperature ?? 0, opts.topP ?? 1, random);
-      this.tokens.push(token);
-      hooks.onToken?.(token, step);
-      if (eos.has(token)) this.finishReason = "eos";
-      else if (step === this.maxNewTokens - 1) this.finishReason = "length";
-      decoded += detok.push(token) + (this.finishReason ? detok.flush() : "");
-
-      const hit = stops.map((s) => decoded.indexOf(s)).filter((i) => i >= 0);
-      if (hit.length) this.finishReason = "stop";
-      const end = hit.length ? Math.min(...hit) : this.finishReason ? decoded.length : decoded.length - heldBack(decoded, stops);
-      const text = end > this.text.length ? decoded.slice(this.text.length, end) : "";
-      this.text += text;
-      yield { token, step, text };
-      if (this.finishReason) return;
+    const capacity = this.promptTokens + this.maxNewTokens;
+    const { cache, reused } = opts.prefix ? opts.prefix.cache.take(llm, opts.prefix.keys, capacity) : { cache: llm.newCache(1, capacity), reused: 0 };
+    let { hidden } = llm.forward(reused ? slice(this.embeds, 1, reused, this.promptTokens) : this.embeds, { cache });
+    opts.hooks?.onPrefill?.({ promptTokens: this.promptTokens, maxNewTokens: this.maxNewTokens, reused });
+    for (;;) {
+      const piece = answer.next(llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data);
+      yield piece;
+      if (answer.finishReason) {
+        opts.prefix?.cache.keep([...opts.prefix.keys, ...answer.tokens], cache);
+        return;
+      }
 
       opts.signal?.throwIfAborted();
-      const next = llm.embedTokens.forward(Int32Array.of(token));
+      const next = llm.embedTokens.forward(Int32Array.of(piece.token));
       hidden = llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache }).hidden;
       // let other work (a server's sockets, a terminal's signals, an abort) run between tokens
       await new Promise<void>((resolve) => setImmediate(resolve));

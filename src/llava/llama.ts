@@ -1,14 +1,15 @@
 /**
  * The LLaMA-family decoder (LLaMA, Vicuna, Mistral): RMSNorm, rotary embeddings in the
- * rotate-half layout, grouped-query attention, SwiGLU MLP; with a preallocated KV cache for
- * generation and a plain causal path for training.
+ * rotate-half layout, grouped-query attention, SwiGLU MLP; with a KV cache preallocated to each
+ * sequence's prompt and budget for generation, a decode step of several sequences at once, and a
+ * plain causal path for training.
  */
 import os from "node:os";
 import type { LlamaConfig } from "../io/config.js";
 import { activationByName, childParameters, Embedding, type HasLinears, Linear, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
-import { activation, add, attention, mul, reshape, rope } from "../tensor/ops.js";
+import { activation, add, attention, concat, mul, reshape, rope, slice } from "../tensor/ops.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -28,6 +29,28 @@ export class KVCache {
     }
     this.keys = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
     this.values = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
+  }
+
+  /** bytes of keys and values held */
+  get bytes(): number {
+    return 2 * this.keys.length * this.keys[0].size * 4;
+  }
+
+  /**
+   * A one-row cache of `capacity` positions holding this one-row cache's first `length`
+   * positions: keys and values at a position depend only on the inputs up to it, so a sequence
+   * that shares them continues from there.
+   */
+  prefix(length: number, capacity: number): KVCache {
+    if (this.batch !== 1 || length > this.length || length > capacity) {
+      throw new LlavaError(`cannot take ${length} positions of a ${this.batch}-row cache of ${this.length} into ${capacity}`);
+    }
+    const copy = new KVCache(this.cfg, 1, capacity, this.keys[0].backend);
+    const n = length * this.cfg.numKeyValueHeads * this.cfg.headDim;
+    this.keys.forEach((k, i) => copy.keys[i].data.set(k.data.subarray(0, n)));
+    this.values.forEach((v, i) => copy.values[i].data.set(v.data.subarray(0, n)));
+    copy.length = length;
+    return copy;
   }
 
   /** Copies k, v [B, T, Hkv, D] of `layer` into the cache at the current length. */
@@ -97,23 +120,38 @@ class LlamaLayer implements Module, HasLinears {
   }
 
   forward(x: Tensor, positions: Int32Array, invFreq: Float64Array, cache: KVCache | null, index: number): Tensor {
+    const window = this.cfg.slidingWindow;
+    return this.run(x, positions, invFreq, {}, (q, k, v) => {
+      if (!cache) return attention(q, k, v, { causal: true, window });
+      cache.write(index, k, v);
+      return attention(q, cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + q.dim(1), window });
+    });
+  }
+
+  /** One new position of each of N sequences, x [N, 1, D], row i attending to caches[i] only. */
+  decode(x: Tensor, positions: Int32Array, invFreq: Float64Array, caches: KVCache[], index: number): Tensor {
+    const window = this.cfg.slidingWindow;
+    const row = (t: Tensor, i: number) => slice(t, 0, i, i + 1);
+    return this.run(x, positions, invFreq, { rowwise: true }, (q, k, v) =>
+      concat(caches.map((cache, i) => {
+        cache.write(index, row(k, i), row(v, i));
+        return attention(row(q, i), cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + 1, window });
+      }), 0),
+    );
+  }
+
+  /** The layer around `attend` (q, k, v [B, T, heads, D] → [B, T, H, D]). */
+  private run(x: Tensor, positions: Int32Array, invFreq: Float64Array, opts: { rowwise?: boolean }, attend: (q: Tensor, k: Tensor, v: Tensor) => Tensor): Tensor {
     const [b, t] = x.shape;
     const { numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd } = this.cfg;
     const { q: wq, k: wk, v: wv, o: wo, gate, up, down } = this.linears;
     const hn = this.inputNorm.forward(x);
-    const q = rope(reshape(wq.forward(hn), [b, t, h, hd]), positions, invFreq);
-    const k = rope(reshape(wk.forward(hn), [b, t, kvh, hd]), positions, invFreq);
-    const v = reshape(wv.forward(hn), [b, t, kvh, hd]);
-    let a: Tensor;
-    if (cache) {
-      cache.write(index, k, v);
-      a = attention(q, cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + t, window: this.cfg.slidingWindow });
-    } else {
-      a = attention(q, k, v, { causal: true, window: this.cfg.slidingWindow });
-    }
-    x = add(x, wo.forward(reshape(a, [b, t, h * hd])));
+    const q = rope(reshape(wq.forward(hn, opts), [b, t, h, hd]), positions, invFreq);
+    const k = rope(reshape(wk.forward(hn, opts), [b, t, kvh, hd]), positions, invFreq);
+    const v = reshape(wv.forward(hn, opts), [b, t, kvh, hd]);
+    x = add(x, wo.forward(reshape(attend(q, k, v), [b, t, h * hd]), opts));
     const m = this.postNorm.forward(x);
-    return add(x, down.forward(mul(activation(gate.forward(m), this.act), up.forward(m))));
+    return add(x, down.forward(mul(activation(gate.forward(m, opts), this.act), up.forward(m, opts)), opts));
   }
 
   namedLinears(prefix = ""): Array<[string, Linear]> {
@@ -185,8 +223,28 @@ export class LlamaForCausalLM implements Module, HasLinears {
     return { hidden, hiddenStates: states };
   }
 
-  logits(hidden: Tensor): Tensor {
-    return this.lmHead.forward(hidden);
+  /**
+   * One decode step of N sequences: embeds [N, 1, D] holds each one's next input, caches[i] its
+   * keys and values so far. Every Linear reads its weight once for all N rows, computing each row
+   * exactly as the step alone would; each row takes its own position and attends to its own
+   * cache, which grows by one. Returns the final hidden states [N, 1, D].
+   */
+  decodeStep(embeds: Tensor, caches: KVCache[]): Tensor {
+    const [n, t] = embeds.shape;
+    if (t !== 1 || n !== caches.length) throw new LlavaError(`a decode step takes [${caches.length}, 1, D] embeddings, got [${embeds.shape.join(", ")}]`);
+    for (const cache of caches) {
+      if (cache.batch !== 1 || cache.length + 1 > cache.capacity) throw new LlavaError(`a decode step needs one-row caches with room for a position`);
+    }
+    const positions = Int32Array.from(caches, (c) => c.length);
+    let x = embeds;
+    this.layers.forEach((layer, i) => (x = layer.decode(x, positions, this.invFreq, caches, i)));
+    for (const cache of caches) cache.length++;
+    return this.norm.forward(x);
+  }
+
+  /** `rowwise`: each row exactly as alone (decode steps of several sequences) */
+  logits(hidden: Tensor, opts: { rowwise?: boolean } = {}): Tensor {
+    return this.lmHead.forward(hidden, opts);
   }
 
   /** Linear layers by their names in a LlamaForCausalLM (`model.layers.0.self_attn.q_proj`, `lm_head`). */

@@ -7,6 +7,8 @@ import { IM_END, IM_START, IMAGE_TOKEN } from "./spec.js";
 import type { AnyresLayout } from "./anyres.js";
 import type { EncodedImages } from "./model.js";
 import { Generation, type GenerationOptions } from "./generate.js";
+import type { ImageFeatureCache } from "./image-cache.js";
+import type { PositionKey, PrefixCache } from "./prefix-cache.js";
 import type { RgbImage } from "../image/decode.js";
 import { anyresPreprocess, clipPreprocess, padPreprocess, type PixelTensor } from "../image/processor.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -77,6 +79,46 @@ export function buildInputs(loaded: LoadedLlava, prompt: string, images: Prepare
   return { ids, encoded, imageFeatures, embeds: loaded.model.embedPrompt(ids, imageFeatures) };
 }
 
+/** Each image's feature rows [M_i, D], the images through the tower together. */
+export function encodeImageFeatures(loaded: LoadedLlava, images: RgbImage[]): Tensor[] {
+  const prepared = prepareImages(loaded, images);
+  return loaded.model.imageFeatures(loaded.model.encodeImages(prepared.pixels).projected, prepared.layouts);
+}
+
+/** What decides an image's features besides its pixels. */
+function preprocessingMode(loaded: LoadedLlava): string {
+  const { imageAspectMode, anyres } = loaded.model.settings;
+  return anyres ? `${imageAspectMode}:${anyres.convention}:${JSON.stringify(anyres.pinpoints)}` : imageAspectMode;
+}
+
+/** Caches that let a request skip work an earlier one did: image features, and KV caches of shared prefixes. */
+export interface Reuse {
+  images: ImageFeatureCache;
+  prefixes: PrefixCache;
+}
+
+export interface ReusableInputs {
+  /** [1, T, D] */
+  embeds: Tensor;
+  /** what each of the T positions holds, for the prefix cache */
+  keys: PositionKey[];
+}
+
+/** The prompt's embeddings and what each position holds, with the image features from `imageCache`. */
+export function reusableInputs(loaded: LoadedLlava, prompt: string, images: RgbImage[], imageCache: ImageFeatureCache): ReusableInputs {
+  const ids = promptIds(loaded, prompt);
+  const { hashes, features } = imageCache.lookup(images, preprocessingMode(loaded), (missing) => encodeImageFeatures(loaded, missing));
+  const embeds = loaded.model.embedPrompt(ids, features);
+  const marker = loaded.model.settings.imageTokenId;
+  const keys: PositionKey[] = [];
+  let image = 0;
+  for (const id of ids) {
+    if (id !== marker) keys.push(id);
+    else for (let row = 0, n = features[image].dim(0), h = hashes[image++]; row < n; row++) keys.push(`${h}#${row}`);
+  }
+  return { embeds, keys: keys.slice(0, embeds.dim(1)) };
+}
+
 /** HF processor ids: each image token repeated once per feature row of its image. */
 export function expandedIds(loaded: LoadedLlava, ids: number[], imageFeatures: Tensor[]): number[] {
   return expandImageTokens(ids, loaded.model.settings.imageTokenId, imageFeatures.map((f) => f.dim(0)));
@@ -86,12 +128,16 @@ export function expandedIds(loaded: LoadedLlava, ids: number[], imageFeatures: T
  * The generation of the answer to `prompt`: stops at EOS (the tokenizer's unless
  * `eosTokenIds` says otherwise), a stop string, `maxNewTokens` or the end of the context.
  */
-export function answerGeneration(loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: GenerationOptions): Generation {
+export function answerGeneration(loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: GenerationOptions, reuse?: Reuse): Generation {
+  if (reuse) {
+    const { embeds, keys } = reusableInputs(loaded, prompt, images, reuse.images);
+    return new Generation(loaded, embeds, { ...opts, prefix: { cache: reuse.prefixes, keys } });
+  }
   const { embeds } = buildInputs(loaded, prompt, images.length ? prepareImages(loaded, images) : null);
   return new Generation(loaded, embeds, opts);
 }
 
 /** Streams the answer to `prompt` as text pieces (see answerGeneration). */
-export async function* streamAnswer(loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: GenerationOptions): AsyncGenerator<string> {
-  for await (const { text } of answerGeneration(loaded, prompt, images, opts)) if (text) yield text;
+export async function* streamAnswer(loaded: LoadedLlava, prompt: string, images: RgbImage[], opts: GenerationOptions, reuse?: Reuse): AsyncGenerator<string> {
+  for await (const { text } of answerGeneration(loaded, prompt, images, opts, reuse)) if (text) yield text;
 }

@@ -44,11 +44,12 @@ export class Linear implements Module {
     return this.weight.shape[0];
   }
 
-  forward(x: Tensor): Tensor {
-    const y = linear(x, this.weight, this.bias);
+  /** `rowwise`: each row of x gets exactly its result alone (see ops.linear) */
+  forward(x: Tensor, opts: { rowwise?: boolean } = {}): Tensor {
+    const y = linear(x, this.weight, this.bias, opts);
     if (!this.adapter) return y;
     const { a, b, scale: s } = this.adapter;
-    return add(y, scale(linear(linear(x, a), b), s));
+    return add(y, scale(linear(linear(x, a, null, opts), b, null, opts), s));
   }
 
   namedParameters(prefix = ""): NamedParameters {

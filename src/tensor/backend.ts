@@ -24,6 +24,8 @@ export interface GemmParams {
   transB?: boolean;
   /** C += op(A) op(B) instead of C = op(A) op(B) */
   accumulate?: boolean;
+  /** with transB: each row of C exactly as the product of that row alone would be (batched decode) */
+  rowwise?: boolean;
 }
 
 export interface AttentionParams {
@@ -54,8 +56,9 @@ export interface Backend {
    * With a packed W [rows, cols] (bf16, f16, q8_0, q4_0; see packed.ts):
    * transposed = false: C[m, rows] (+)= A[m, cols] · Wᵀ (a linear layer's forward);
    * transposed = true:  C[m, cols] (+)= A[m, rows] · W  (its input gradient).
+   * `rowwise` (forward): each row of C exactly as the product of that row alone would be.
    */
-  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean): void;
+  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean, rowwise?: boolean): void;
 
   /** out = x + y (same length) */
   add(x: Float32Array, y: Float32Array, out: Float32Array): void;

@@ -54,6 +54,7 @@ export interface PackedMatmulParams {
   accumulate: boolean;
   exactQuant: boolean;
   bf16Dot: boolean;
+  rowwise?: boolean;
 }
 
 /**
@@ -148,8 +149,8 @@ export class NativeBackend implements Backend {
     this.addon.gemm(a, b, c, p);
   }
 
-  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean): void {
-    this.addon.packedMatmul(a, w, c, { m, transposed, accumulate, exactQuant: this.exactQuant, bf16Dot: this.bf16Dot });
+  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean, rowwise = false): void {
+    this.addon.packedMatmul(a, w, c, { m, transposed, accumulate, exactQuant: this.exactQuant, bf16Dot: this.bf16Dot, rowwise });
   }
 
   add(x: Float32Array, y: Float32Array, out: Float32Array): void {

@@ -188,17 +188,18 @@ export function scale(x: Tensor, s: number): Tensor {
 
 /**
  * y = x Wᵀ + b with x [..., in], W [out, in] (PyTorch Linear layout), b [out]. W may be packed
- * (bf16 / f16 / quantized), in which case it is frozen but gradients still reach x.
+ * (bf16 / f16 / quantized), in which case it is frozen but gradients still reach x. `rowwise`:
+ * each row of y exactly as x's row alone would give it (the rows of a batched decode step).
  */
-export function linear(x: Tensor, w: Tensor | PackedTensor, b?: Tensor | null): Tensor {
+export function linear(x: Tensor, w: Tensor | PackedTensor, b?: Tensor | null, opts: { rowwise?: boolean } = {}): Tensor {
   const [nOut, nIn] = w.shape;
   if (w.shape.length !== 2 || x.dim(-1) !== nIn) fail("linear", `input ${shapeStr(x.shape)} does not fit weight ${shapeStr(w.shape)}`);
   if (b && (b.ndim !== 1 || b.size !== nOut)) fail("linear", `bias ${shapeStr(b.shape)} does not fit weight ${shapeStr(w.shape)}`);
   const be = x.backend;
   const m = x.size / nIn;
   const out = new Float32Array(m * nOut);
-  if (w instanceof PackedTensor) be.packedMatmul(x.data, w.matrix, out, m, false, false);
-  else be.gemm(x.data, w.data, out, { m, n: nOut, k: nIn, transB: true });
+  if (w instanceof PackedTensor) be.packedMatmul(x.data, w.matrix, out, m, false, false, opts.rowwise);
+  else be.gemm(x.data, w.data, out, { m, n: nOut, k: nIn, transB: true, rowwise: opts.rowwise });
   if (b) be.addBroadcast(out, b.data, out);
   const inputs = [x, ...(w instanceof Tensor ? [w] : []), ...(b ? [b] : [])];
   return result(out, [...x.shape.slice(0, -1), nOut], inputs, (g) => {
