@@ -1,6 +1,6 @@
 /** `llava serve worker` and `llava serve openai-worker`: model workers that register with a controller. */
 import { modelNameFromPath } from "../llava/conversation.js";
-import { SerialEngine } from "../serve/engine.js";
+import { BatchEngine } from "../serve/batch-engine.js";
 import { untilStopSignal } from "../serve/http-app.js";
 import { OpenAIEngine } from "../serve/openai-worker.js";
 import type { WorkerEngine } from "../serve/worker.js";
@@ -69,7 +69,7 @@ export async function runWorker(args: string[]): Promise<void> {
   const serve = serveOptionsFrom(v);
   const loaded = await loadModelFromArgs(v);
   const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
-  await serveEngine("worker", serve, new SerialEngine(loaded), modelName);
+  await serveEngine("worker", serve, new BatchEngine(loaded), modelName);
 }
 
 export async function runOpenAIWorker(args: string[]): Promise<void> {

@@ -2,7 +2,7 @@
 import { modelNameFromPath } from "../llava/conversation.js";
 import { startAllInOne } from "../serve/all-in-one.js";
 import { controllerBackend } from "../serve/chat-backend.js";
-import { SerialEngine } from "../serve/engine.js";
+import { BatchEngine } from "../serve/batch-engine.js";
 import { buildControllerApp } from "../serve/controller-http.js";
 import { DISPATCH_METHODS, type DispatchMethod } from "../serve/controller.js";
 import { listen, untilStopSignal } from "../serve/http-app.js";
@@ -103,7 +103,7 @@ async function runAllInOne(args: string[]): Promise<void> {
   const loaded = await loadModelFromArgs(v);
   const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
   const server = await startAllInOne({
-    engine: new SerialEngine(loaded), modelName, host, port, limitModelConcurrency, api, log,
+    engine: new BatchEngine(loaded), modelName, host, port, limitModelConcurrency, api, log,
     web: { logDir: typeof v["log-dir"] === "string" ? v["log-dir"] : ".", embed: v.embed === true, maxUploadBytes },
   });
   if (api) log(`OpenAI API at ${server.url}/v1, Ollama API at ${server.url}/api`);

@@ -9,7 +9,8 @@ import { timingSafeEqual } from "node:crypto";
 import { imageLimits } from "../image/decode.js";
 import { PromptTooLongError } from "../llava/generate.js";
 import { LlavaError } from "../util/errors.js";
-import { ModelNotFoundError, ServerBusyError, WorkerError } from "./chat-backend.js";
+import { ModelNotFoundError, WorkerError } from "./chat-backend.js";
+import { QueueFullError } from "./engine.js";
 import { HttpError } from "./http-app.js";
 import { DEFAULT_MAX_IMAGE_BYTES, DEFAULT_URL_TIMEOUT_MS, type ImageInputOptions } from "./image-input.js";
 
@@ -44,13 +45,16 @@ export class ClientGoneError extends Error {
   }
 }
 
+/** The wait suggested to a client turned away as busy: about one answer's time. */
+const BUSY_RETRY_AFTER_S = 5;
+
 /** The status and code of `err`; the server's own failures are logged and reported without detail. */
 export function failureOf(err: unknown, log: (line: string) => void): ApiFailure {
   const message = (err as Error)?.message ?? String(err);
   // nobody reads the answer: nothing to log (499: nginx's "client closed request")
   if (err instanceof ClientGoneError) return { status: 499, message, code: null };
   if (err instanceof ModelNotFoundError) return { status: 404, message, code: "model_not_found" };
-  if (err instanceof ServerBusyError) return { status: 503, message, code: "server_busy", retryAfterS: err.retryAfterS };
+  if (err instanceof QueueFullError) return { status: 503, message, code: "server_busy", retryAfterS: BUSY_RETRY_AFTER_S };
   if (err instanceof PromptTooLongError) return { status: 400, message, code: "context_length_exceeded" };
   if (err instanceof WorkerError) {
     log(message);

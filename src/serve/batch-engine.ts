@@ -7,7 +7,7 @@
  * Image features are cached by image content, and finished sequences' KV caches are kept for
  * requests that start the same way (a chat's next turn prefills only its new tokens).
  */
-import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
+import { type Engine, type EngineOutput, type EngineRequest, QueueFullError } from "./engine.js";
 import { answerBudget, AnswerTokens, type FinishReason } from "../llava/generate.js";
 import { ImageFeatureCache } from "../llava/image-cache.js";
 import type { KVCache } from "../llava/llama.js";
@@ -23,7 +23,7 @@ export interface BatchEngineOptions {
    * aggregate than 8, and waited about twice as long for their first token)
    */
   maxBatch?: number;
-  /** requests waiting for a place in the batch; beyond it `generate` throws QueueFullError (default 64) */
+  /** requests waiting for a place in a full batch; beyond it `generate` throws QueueFullError (default 64) */
   maxQueue?: number;
   /** bytes of projected image features kept (default 256 MiB; 0 keeps none) */
   imageCacheBytes?: number;
@@ -35,9 +35,6 @@ export interface BatchEngineOptions {
    */
   prefixCacheBytes?: number;
 }
-
-/** The waiting queue is full: servers answer 503 with Retry-After. */
-export class QueueFullError extends LlavaError {}
 
 /** Counts of the work done, for tests and benchmarks. */
 export interface EngineStats {
@@ -126,13 +123,14 @@ export class BatchEngine implements Engine {
     this.reuse = { images: new ImageFeatureCache(imageCacheBytes), prefixes: new PrefixCache(prefixCacheBytes) };
   }
 
+  /** a sequence that ended counts no more, though it leaves the batch only at the next step */
   get queueLength(): number {
-    return this.waiting.length + this.active.length;
+    return this.waiting.length + this.active.filter((seq) => !seq.done).length;
   }
 
   generate(request: EngineRequest): EngineOutput {
     if (this.closed) throw new LlavaError("the engine is closed");
-    if (this.waiting.length >= this.maxQueue) throw new QueueFullError(`the queue is full (${this.maxQueue} requests waiting); try again later`);
+    if (this.queueLength >= this.maxBatch + this.maxQueue) throw new QueueFullError(`the server is busy: ${this.maxQueue} requests are waiting already; retry later`);
     const seq = new Sequence(request);
     request.signal?.addEventListener("abort", () => this.drop(seq), { once: true });
     this.waiting.push(seq);

@@ -17,7 +17,7 @@ export interface ChatBackend {
   models(): Promise<string[]>;
   /**
    * The answer of `model` to `request`. Besides the engine's errors, the iteration (or this call)
-   * throws ModelNotFoundError, ServerBusyError or WorkerError.
+   * throws ModelNotFoundError or WorkerError.
    */
   generate(model: string, request: EngineRequest): EngineOutput;
 }
@@ -28,32 +28,18 @@ export class ModelNotFoundError extends Error {
   }
 }
 
-/** Too many requests are waiting; the client should come back after `retryAfterS`. */
-export class ServerBusyError extends Error {
-  constructor(readonly retryAfterS: number) {
-    super("the server is busy: too many requests are waiting; retry later");
-  }
-}
-
 /** The model worker behind the controller failed or could not be reached. */
 export class WorkerError extends Error {}
 
 /** The token budget of a request that sets none: the context ends the answer (a reference worker caps it at 1024). */
 export const NO_TOKEN_LIMIT = 2 ** 31 - 1;
 
-/** Requests waiting or running that an engine backend admits before it answers "busy". */
-export const DEFAULT_MAX_QUEUE = 64;
-/** The wait suggested to a client turned away as busy: about one answer's time. */
-const BUSY_RETRY_AFTER_S = 5;
-
-/** `engine` serving the model named `modelName`. */
-export function engineBackend(engine: Engine, modelName: string, opts: { maxQueue?: number } = {}): ChatBackend {
-  const maxQueue = opts.maxQueue ?? DEFAULT_MAX_QUEUE;
+/** `engine` serving the model named `modelName` (its QueueFullError is the API's 503). */
+export function engineBackend(engine: Engine, modelName: string): ChatBackend {
   return {
     models: async () => [modelName],
     generate(model, request) {
       if (model !== modelName) throw new ModelNotFoundError(model);
-      if (engine.queueLength >= maxQueue) throw new ServerBusyError(BUSY_RETRY_AFTER_S);
       return engine.generate(request);
     },
   };

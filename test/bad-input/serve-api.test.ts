@@ -206,7 +206,7 @@ test("a client that goes away mid-answer ends its request: the engine's queue is
 });
 
 test("a full queue is a 503 with Retry-After", async () => {
-  const busy = await startApiServer({ maxQueue: 1 });
+  const busy = await startApiServer({ engine: { maxBatch: 1, maxQueue: 0 } });
   try {
     const abort = new AbortController();
     const res = await fetch(`${busy.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: MODEL, messages: user("Tell me a long story."), stream: true, temperature: 0 }), signal: abort.signal });

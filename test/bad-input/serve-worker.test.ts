@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { loadLlava } from "../../src/llava/load.js";
-import { SerialEngine, type EngineOutput } from "../../src/serve/engine.js";
+import { BatchEngine } from "../../src/serve/batch-engine.js";
+import type { EngineOutput } from "../../src/serve/engine.js";
 import { PROMPT_TOO_LONG_MSG, SERVER_ERROR_MSG } from "../../src/serve/protocol.js";
 import { startWorker } from "../../src/serve/worker-http.js";
 import type { WorkerEngine } from "../../src/serve/worker.js";
@@ -19,7 +20,7 @@ import { streamJson } from "../helpers/worker-client.js";
 const TINY = path.join(MODELS, "tiny-llava-1.5-mha");
 const IMAGE_B64 = fs.readFileSync(path.join(IMAGES, "gradient_640x480.png")).toString("base64");
 const loaded = await loadLlava(TINY);
-const w = await startWorker({ engine: new SerialEngine(loaded), modelName: "tiny", host: "127.0.0.1", port: 0 });
+const w = await startWorker({ engine: new BatchEngine(loaded), modelName: "tiny", host: "127.0.0.1", port: 0 });
 after(() => w.close());
 
 async function rawPost(url: string, body: string): Promise<{ status: number; json: { error?: string } }> {
@@ -67,7 +68,7 @@ test("a prompt that leaves no room in the context gets the reference's message a
 test("a generation that fails is one error chunk with code 1, its cause on the worker's log", async () => {
   const logged: string[] = [];
   // a real engine that breaks after its first piece
-  const real = new SerialEngine(loaded);
+  const real = new BatchEngine(loaded);
   const breaking: WorkerEngine = {
     get queueLength() {
       return real.queueLength;

@@ -8,7 +8,8 @@ import { loadImage, type RgbImage } from "../../src/image/decode.js";
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import type { ApiOptions } from "../../src/serve/api-common.js";
 import { type ChatBackend, engineBackend } from "../../src/serve/chat-backend.js";
-import { type Engine, type EngineOutput, type EngineRequest, SerialEngine } from "../../src/serve/engine.js";
+import { BatchEngine, type BatchEngineOptions } from "../../src/serve/batch-engine.js";
+import type { Engine, EngineOutput, EngineRequest } from "../../src/serve/engine.js";
 import { createJsonApp, listen } from "../../src/serve/http-app.js";
 import { registerOllamaApi } from "../../src/serve/ollama-api.js";
 import { registerOpenAiApi } from "../../src/serve/openai-api.js";
@@ -80,11 +81,11 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-/** Both APIs over `backend` (default: the tiny model's serial engine as MODEL) on 127.0.0.1, port 0. */
-export async function startApiServer(opts: ApiOptions & { maxQueue?: number; backend?: ChatBackend } = {}): Promise<ApiServer> {
+/** Both APIs over `backend` (default: the tiny model's batching engine as MODEL) on 127.0.0.1, port 0. */
+export async function startApiServer(opts: ApiOptions & { engine?: BatchEngineOptions; backend?: ChatBackend } = {}): Promise<ApiServer> {
   const { loaded } = await tinyModel();
-  const engine = new WatchedEngine(new SerialEngine(loaded));
-  const backend = opts.backend ?? engineBackend(engine, MODEL, { maxQueue: opts.maxQueue });
+  const engine = new WatchedEngine(new BatchEngine(loaded, opts.engine));
+  const backend = opts.backend ?? engineBackend(engine, MODEL);
   const app = createJsonApp();
   await registerOpenAiApi(app, backend, opts);
   await registerOllamaApi(app, backend, opts);

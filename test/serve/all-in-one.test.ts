@@ -13,7 +13,7 @@ import OpenAI from "openai";
 import { Ollama } from "ollama";
 import { startAllInOne, type AllInOne } from "../../src/serve/all-in-one.js";
 import { buildControllerApp } from "../../src/serve/controller-http.js";
-import { SerialEngine } from "../../src/serve/engine.js";
+import { BatchEngine } from "../../src/serve/batch-engine.js";
 import { listen } from "../../src/serve/http-app.js";
 import { OpenAIEngine } from "../../src/serve/openai-worker.js";
 import type { StreamChunk } from "../../src/serve/protocol.js";
@@ -38,7 +38,7 @@ before(async () => {
   await generation.complete();
   expected = { text: generation.text, promptTokens: generation.promptTokens };
   logDir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-all-in-one-"));
-  engine = new WatchedEngine(new SerialEngine(loaded));
+  engine = new WatchedEngine(new BatchEngine(loaded));
   server = await startAllInOne({ engine, modelName: MODEL, host: "127.0.0.1", port: 0, api: {}, web: { logDir } });
 });
 after(async () => {

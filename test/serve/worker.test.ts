@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { buildControllerApp, type ControllerHttpOptions } from "../../src/serve/controller-http.js";
-import { SerialEngine } from "../../src/serve/engine.js";
+import { BatchEngine } from "../../src/serve/batch-engine.js";
 import { listen } from "../../src/serve/http-app.js";
 import { PROMPT_TOO_LONG_MSG, type StreamChunk } from "../../src/serve/protocol.js";
 import { startWorker, type StartWorkerOptions } from "../../src/serve/worker-http.js";
@@ -45,7 +45,7 @@ async function startController(opts: ControllerHttpOptions = {}, port = 0) {
 }
 
 async function worker(opts: Partial<StartWorkerOptions> = {}) {
-  const w = await startWorker({ engine: new SerialEngine(loaded), modelName: MODEL, host: "127.0.0.1", port: 0, ...opts });
+  const w = await startWorker({ engine: new BatchEngine(loaded), modelName: MODEL, host: "127.0.0.1", port: 0, ...opts });
   cleanups.push(() => w.close());
   return w;
 }
@@ -90,7 +90,7 @@ test("two workers share the requests; one that dies is dropped after the expiry 
   cleanups.push(async () => stopChecks());
   const beats = { heartBeatIntervalMs: 100, retryIntervalMs: 100 };
   // answers that take a while, so the requests sent together are all dispatched before one ends
-  const engines = [pacedEngine(new SerialEngine(loaded), 50), pacedEngine(new SerialEngine(loaded), 50)];
+  const engines = [pacedEngine(new BatchEngine(loaded), 50), pacedEngine(new BatchEngine(loaded), 50)];
   const [a, b] = [await worker({ controllerUrl, engine: engines[0], heartBeat: beats }), await worker({ controllerUrl, engine: engines[1], heartBeat: beats })];
 
   const answers = await Promise.all([0, 1, 2, 3].map(() => streamJson(`${controllerUrl}/worker_generate_stream`, request())));
@@ -122,7 +122,7 @@ test("a restarted controller gets its worker back on the worker's next heart bea
 
 test("requests beyond the concurrency limit wait; a client that goes away, running or waiting, leaves the queue", async () => {
   const { url: controllerUrl, controller } = await startController();
-  const engine = pacedEngine(new SerialEngine(loaded), 20);
+  const engine = pacedEngine(new BatchEngine(loaded), 20);
   // no periodic beats: what the controller knows comes from the beats at each request's start and end
   const w = await worker({ controllerUrl, engine, limitModelConcurrency: 1, heartBeat: { heartBeatIntervalMs: 60_000 } });
   const status = async () => ((await post(`${w.url}/worker_get_status`)).json as { queue_length: number }).queue_length;
