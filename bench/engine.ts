@@ -17,14 +17,10 @@ import { BatchEngine } from "../src/serve/batch-engine.js";
 import type { EngineRequest } from "../src/serve/engine.js";
 import { ensureCheckpoint, noiseImage } from "./checkpoints.js";
 import { emit } from "./machine.js";
+import { quantile } from "./stats.js";
 
 const MODEL = "bench-small";
 const WORDS = ["red", "blue", "cat", "sky", "boat", "tree", "road", "lamp"];
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
 
 /** Stream i's request: its own image and question, so no cache helps it. */
 function request(i: number, tokens: number): EngineRequest {

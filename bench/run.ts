@@ -22,16 +22,12 @@ import { crossEntropy, reshape, slice } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { ensureCheckpoint, type ModelName, noiseImage, SHAPES } from "./checkpoints.js";
 import { emit, measureRooflines } from "./machine.js";
+import { median } from "./stats.js";
 
 type Precision = "f32" | "bf16" | "q8_0" | "q4_0";
 
 const PROMPT_TEXT_TOKENS = 40;
 const DECODE_TOKENS = 64;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** Median time of `runs` calls after one untimed warm-up call (first-touch page faults, JIT). */
 function timed(fn: () => unknown, runs = 3): number {
