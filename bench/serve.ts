@@ -3,10 +3,12 @@
  * precision and thread count it starts the server on the bench-small shape, then sends 1, 4, 8
  * and 16 concurrent streamed OpenAI chat completions (each its own image and question, 64 greedy
  * tokens) and prints one JSON line per concurrency: requests/s, time to first token (median, p95)
- * as the clients see it, aggregate decode tokens/s (the tokens after each stream's first, over the
- * time from the first stream's first token to the last stream's end) and its ratio to one stream,
- * and whether every stream's answer equals its answer alone. The baseline (one stream) runs in the
- * same server, so every ratio compares figures of the same run on the same machine.
+ * as the clients see it, aggregate decode tokens/s (while every stream decodes: see decodeRate)
+ * and its ratio to one stream, output tokens/s over the whole run,
+ * and whether every stream's answer equals its answer alone (the server keeps no prefix caches,
+ * whose reuse sums in another order: the check is of batching alone). The single-stream baseline (three
+ * requests one after the other) runs in the same server, so every ratio compares figures of the
+ * same run on the same machine.
  *
  *   node dist/bench/serve.js [--precisions f32,q4_0] [--threads 1,2] [--streams 1,4,8,16] [--tokens 64]
  */
@@ -40,8 +42,9 @@ async function body(i: number, tokens: number): Promise<string> {
 interface StreamResult {
   text: string;
   tokens: number;
-  /** ms since the batch was sent */
+  /** ms since the batch was sent: the first piece, each piece, the end */
   first: number;
+  pieces: number[];
   last: number;
 }
 
@@ -49,7 +52,7 @@ interface StreamResult {
 async function stream(url: string, payload: string, t0: number): Promise<StreamResult> {
   const res = await fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: payload });
   if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-  const result: StreamResult = { text: "", tokens: 0, first: 0, last: 0 };
+  const result: StreamResult = { text: "", tokens: 0, first: 0, pieces: [], last: 0 };
   let buffered = "";
   const decoder = new TextDecoder();
   for await (const bytes of res.body!) {
@@ -62,7 +65,8 @@ async function stream(url: string, payload: string, t0: number): Promise<StreamR
       const chunk = JSON.parse(event) as { choices: Array<{ delta: { content?: string } }>; usage?: { completion_tokens: number } };
       const piece = chunk.choices[0]?.delta.content;
       if (piece) {
-        result.first ||= performance.now() - t0;
+        result.pieces.push(performance.now() - t0);
+        result.first ||= result.pieces[0];
         result.text += piece;
       }
       if (chunk.usage) result.tokens = chunk.usage.completion_tokens;
@@ -78,11 +82,17 @@ async function concurrently(url: string, payloads: string[]): Promise<{ results:
   return { results, wallMs: performance.now() - t0 };
 }
 
-/** Decode tokens per second over the span in which the streams decoded. */
-function decodeRate(results: StreamResult[]): number {
-  const tokens = results.reduce((n, r) => n + r.tokens - 1, 0);
-  const span = Math.max(...results.map((r) => r.last)) - Math.min(...results.map((r) => r.first));
-  return tokens / (span / 1000);
+/**
+ * Pieces (a token each, but for the few a stop-string hold-back merges) per second while every
+ * stream was decoding: from the last stream's first piece to the first stream's end, so neither
+ * the prompts' prefills before nor the stragglers after count.
+ */
+function decodeRate(results: StreamResult[]): number | null {
+  const from = Math.max(...results.map((r) => r.first));
+  const to = Math.min(...results.map((r) => r.last));
+  if (to <= from) return null; // more streams than one batch holds: they never all decoded at once
+  const pieces = results.reduce((n, r) => n + r.pieces.filter((t) => t > from && t <= to).length, 0);
+  return pieces / ((to - from) / 1000);
 }
 
 /** Starts `llava serve` and resolves with its URL once it listens. */
@@ -104,24 +114,30 @@ function startServer(args: string[]): Promise<{ url: string; stop: () => Promise
 
 async function measure(precision: string, threads: number, streams: number[], tokens: number): Promise<void> {
   const load = precision === "f32" ? [] : precision === "q4_0" ? ["--load-4bit"] : precision === "q8_0" ? ["--load-8bit"] : ["--dtype", precision];
-  const server = await startServer(["--model-path", ensureCheckpoint(MODEL), "--model-name", MODEL, "--port", "0", "--threads", String(threads), ...load]);
+  const server = await startServer(["--model-path", ensureCheckpoint(MODEL), "--model-name", MODEL, "--port", "0", "--threads", String(threads), "--prefix-cache-mb", "0", ...load]);
   try {
-    const most = Math.max(...streams);
-    const payloads = await Promise.all(Array.from({ length: most }, (_, i) => body(i, tokens)));
-    await concurrently(server.url, [await body(most, 2)]); // warm-up
-    // each request alone: the single-stream figures and the answers every batch must reproduce
-    const alone: StreamResult[] = [];
-    for (const p of payloads) alone.push((await concurrently(server.url, [p])).results[0]);
-    const single = alone.reduce((n, r) => n + r.tokens - 1, 0) / (alone.reduce((t, r) => t + r.last - r.first, 0) / 1000);
+    // every request has its own image and question, so the server's image and prefix caches
+    // never help a measured one: each level is measured cold
+    let next = 0;
+    const fresh = (n: number) => Promise.all(Array.from({ length: n }, () => body(next++, tokens)));
+    await concurrently(server.url, await fresh(1)); // warm-up
+    const singles: StreamResult[] = [];
+    for (const p of await fresh(3)) singles.push((await concurrently(server.url, [p])).results[0]);
+    const single = quantile(singles.map((r) => decodeRate([r])!), 0.5);
     for (const n of streams) {
-      const { results, wallMs } = n === 1 ? { results: [alone[0]], wallMs: alone[0].last } : await concurrently(server.url, payloads.slice(0, n));
+      const payloads = await fresh(n);
+      const { results, wallMs } = await concurrently(server.url, payloads);
       const decode = n === 1 ? single : decodeRate(results);
+      // the same requests again one at a time: a batched answer must equal the answer alone
+      const alone: string[] = [];
+      for (const p of payloads) alone.push((await concurrently(server.url, [p])).results[0].text);
       emit(threads, {
         bench: "serve", model: MODEL, precision, streams: n, tokens,
         requests_per_s: n / (wallMs / 1000),
         ttft_ms_median: quantile(results.map((r) => r.first), 0.5), ttft_ms_p95: quantile(results.map((r) => r.first), 0.95),
-        decode_tokens_per_s: decode, decode_ratio_to_single: decode / single,
-        greedy_equal_to_alone: results.every((r, i) => r.text === alone[i].text),
+        decode_tokens_per_s: decode, decode_ratio_to_single: decode === null ? null : decode / single,
+        output_tokens_per_s: results.reduce((n, r) => n + r.tokens, 0) / (wallMs / 1000),
+        greedy_equal_to_alone: results.every((r, i) => r.text === alone[i]),
       });
     }
   } finally {

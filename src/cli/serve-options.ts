@@ -1,5 +1,6 @@
 /** The command-line options the `llava serve` parts share, each checked once the same way. */
 import type { ApiOptions } from "../serve/api-common.js";
+import type { BatchEngineOptions } from "../serve/batch-engine.js";
 import { LlavaError } from "../util/errors.js";
 import type { Values } from "./common.js";
 
@@ -64,4 +65,23 @@ export function apiOptionsFrom(v: Values, log: (line: string) => void): ApiOptio
   const apiKey = v["api-key"] as string | undefined;
   if (apiKey !== undefined && apiKey.trim() === "") throw new LlavaError("--api-key must not be empty");
   return { apiKey, corsOrigins: v["cors-origin"] as string[] | undefined, allowPrivateUrls: v["allow-private-urls"] === true, log };
+}
+
+/** The batching engine's options of the servers that run a local model. */
+export const engineArgs = {
+  "max-batch": { type: "string" },
+  "prefix-cache-mb": { type: "string" },
+} as const;
+
+export const ENGINE_USAGE = `  Up to --max-batch requests (default 8) are decoded together. --prefix-cache-mb (default 1024; 0: off)
+  keeps finished requests' KV caches so a request that starts the same way (a chat's next turn) runs
+  only its new tokens; that sums in another order than a whole prompt, so a greedy answer can differ
+  in a near tie from the one computed without it.`;
+
+export function engineOptionsFrom(v: Values): BatchEngineOptions {
+  const raw = v["max-batch"] ?? "8";
+  const maxBatch = Number(raw);
+  if (typeof raw !== "string" || !/^\d+$/.test(raw) || maxBatch < 1) throw new LlavaError(`--max-batch must be a whole number >= 1, got "${String(raw)}"`);
+  const prefixCacheBytes = v["prefix-cache-mb"] === "0" ? 0 : megabytesFrom(v, "prefix-cache-mb", 2 ** 30);
+  return { maxBatch, prefixCacheBytes };
 }

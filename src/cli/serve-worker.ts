@@ -7,16 +7,18 @@ import type { WorkerEngine } from "../serve/worker.js";
 import { startWorker, type StartWorkerOptions } from "../serve/worker-http.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs, type Values } from "./common.js";
-import { concurrencyFrom, hostFrom, httpUrlFrom, portFrom } from "./serve-options.js";
+import { concurrencyFrom, ENGINE_USAGE, engineArgs, engineOptionsFrom, hostFrom, httpUrlFrom, portFrom } from "./serve-options.js";
 
 export const WORKER_USAGE = `usage: llava serve worker --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
                           [--controller-address http://localhost:21001] [--host localhost] [--port 21002]
-                          [--worker-address URL] [--limit-model-concurrency 5] [--no-register]
+                          [--worker-address URL] [--limit-model-concurrency 5] [--no-register] [--max-batch 8]
+                          [--prefix-cache-mb 1024]
 
   the reference's model worker: loads the model, registers with the controller (unless --no-register),
   beats every 15 s and answers /worker_generate_stream and /worker_get_status. The model is named after
   its folder unless --model-name says otherwise; --worker-address (default: the address it listens on)
   is where the controller reaches it; requests beyond --limit-model-concurrency wait their turn.
+${ENGINE_USAGE}
 
 usage: llava serve openai-worker --api-base URL --model NAME [--api-key K] [--controller-address URL]
                                  [--host localhost] [--port 21002] [--worker-address URL] [--limit-model-concurrency 5]
@@ -61,15 +63,16 @@ async function serveEngine(name: string, opts: ServeOptions, engine: WorkerEngin
 }
 
 export async function runWorker(args: string[]): Promise<void> {
-  const v = parseCommandArgs("serve worker", args, { ...loadOptions, ...workerOptions, "model-name": { type: "string" } });
+  const v = parseCommandArgs("serve worker", args, { ...loadOptions, ...workerOptions, ...engineArgs, "model-name": { type: "string" } });
   if (v.help) {
     process.stdout.write(WORKER_USAGE);
     return;
   }
   const serve = serveOptionsFrom(v);
+  const engineOptions = engineOptionsFrom(v);
   const loaded = await loadModelFromArgs(v);
   const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
-  await serveEngine("worker", serve, new BatchEngine(loaded), modelName);
+  await serveEngine("worker", serve, new BatchEngine(loaded, engineOptions), modelName);
 }
 
 export async function runOpenAIWorker(args: string[]): Promise<void> {

@@ -11,16 +11,18 @@ import { registerOpenAiApi } from "../serve/openai-api.js";
 import { buildWebApp, DEFAULT_MAX_UPLOAD_BYTES, MODEL_LIST_MODES, type ModelListMode } from "../serve/web-server.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs } from "./common.js";
-import { API_USAGE, apiArgs, apiOptionsFrom, choiceFrom, concurrencyFrom, hostFrom, httpUrlFrom, megabytesFrom, portFrom } from "./serve-options.js";
+import { API_USAGE, apiArgs, apiOptionsFrom, choiceFrom, concurrencyFrom, ENGINE_USAGE, engineArgs, engineOptionsFrom, hostFrom, httpUrlFrom, megabytesFrom, portFrom } from "./serve-options.js";
 import { runOpenAIWorker, runWorker, WORKER_USAGE } from "./serve-worker.js";
 
 const USAGE = `usage: llava serve --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
-                   [--host 127.0.0.1] [--port 8000] [--limit-model-concurrency 5] [--log-dir .] [--embed]
-                   [--max-upload-mb 20] [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...] [--allow-private-urls]
+                   [--host 127.0.0.1] [--port 8000] [--limit-model-concurrency 5] [--max-batch 8] [--prefix-cache-mb 1024]
+                   [--log-dir .] [--embed] [--max-upload-mb 20] [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...]
+                   [--allow-private-urls]
 
   everything in one process on one port: the web UI (at /), the OpenAI API (/v1), Ollama's API (/api),
   a controller that more workers can register with, and the model's own worker (/worker). It prints
   the URL to open and runs until SIGINT or SIGTERM, letting the answers in progress finish.
+${ENGINE_USAGE}
 
 usage: llava serve controller [--host localhost] [--port 21001] [--dispatch-method shortest_queue|lottery]
                               [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...] [--allow-private-urls]
@@ -92,18 +94,19 @@ async function runWeb(args: string[]): Promise<void> {
 async function runAllInOne(args: string[]): Promise<void> {
   const v = parseCommandArgs("serve", args, {
     ...loadOptions, "model-name": { type: "string" }, host: { type: "string" }, port: { type: "string" }, "limit-model-concurrency": { type: "string" },
-    "log-dir": { type: "string" }, embed: { type: "boolean" }, "max-upload-mb": { type: "string" }, ...apiArgs,
+    "log-dir": { type: "string" }, embed: { type: "boolean" }, "max-upload-mb": { type: "string" }, ...apiArgs, ...engineArgs,
   });
   const host = hostFrom(v, "127.0.0.1");
   const port = portFrom(v, "8000");
   const limitModelConcurrency = concurrencyFrom(v);
+  const engineOptions = engineOptionsFrom(v);
   const maxUploadBytes = megabytesFrom(v, "max-upload-mb", DEFAULT_MAX_UPLOAD_BYTES);
   const log = (line: string) => process.stderr.write(`serve: ${line}\n`);
   const api = apiOptionsFrom(v, log);
   const loaded = await loadModelFromArgs(v);
   const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
   const server = await startAllInOne({
-    engine: new BatchEngine(loaded), modelName, host, port, limitModelConcurrency, api, log,
+    engine: new BatchEngine(loaded, engineOptions), modelName, host, port, limitModelConcurrency, api, log,
     web: { logDir: typeof v["log-dir"] === "string" ? v["log-dir"] : ".", embed: v.embed === true, maxUploadBytes },
   });
   if (api) log(`OpenAI API at ${server.url}/v1, Ollama API at ${server.url}/api`);

@@ -31,7 +31,8 @@ export interface BatchEngineOptions {
    * bytes of finished sequences' KV caches kept for prefix reuse (default 1 GiB; 0 keeps none).
    * The part of a prompt after a reused prefix runs on its own, which sums in another order than
    * a whole prompt (and a previous answer's positions came from decode steps): greedy answers
-   * agreed on the fixtures, a seeded sample may differ from the one drawn without reuse.
+   * agreed on the fixtures, but in a near tie (seen at q4_0 on a random-weight model) a greedy
+   * token, like a seeded sample, can differ from the one chosen without reuse.
    */
   prefixCacheBytes?: number;
 }

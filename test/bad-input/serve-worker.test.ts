@@ -102,6 +102,8 @@ test("a generation that fails is one error chunk with code 1, its cause on the w
 test("the worker commands refuse bad command lines, a model that does not load and a controller they cannot reach", () => {
   assertCleanError(llava(["serve", "worker"]), /--model-path DIR is required/);
   assertCleanError(llava(["serve", "worker", "--model-path", TINY, "--limit-model-concurrency", "0"]), /--limit-model-concurrency must be a whole number >= 1, got "0"/);
+  assertCleanError(llava(["serve", "worker", "--model-path", TINY, "--max-batch", "0"]), /--max-batch must be a whole number >= 1, got "0"/);
+  assertCleanError(llava(["serve", "--model-path", TINY, "--prefix-cache-mb", "lots"]), /--prefix-cache-mb must be a positive number of megabytes, got "lots"/);
   assertCleanError(llava(["serve", "worker", "--model-path", TINY, "--worker-address", "localhost:40000"]), /--worker-address must be an http\(s\) URL/);
   assertCleanError(llava(["serve", "worker", "--model-path", TINY, "--port", "99999"]), /--port must be a whole number/);
   assertCleanError(llava(["serve", "worker", "--model-path", "no-such-model-folder"]), /no-such-model-folder/);
