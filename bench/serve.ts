@@ -101,14 +101,17 @@ function startServer(args: string[]): Promise<{ url: string; stop: () => Promise
   let stderr = "";
   return new Promise((resolve, reject) => {
     child.on("exit", (code) => reject(new Error(`llava serve exited with ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`)));
-    child.stderr.on("data", (d: Buffer) => {
+    const listening = (d: Buffer) => {
       stderr += d.toString("utf8");
       const m = / on (http\S+)\n/.exec(stderr);
       if (m) {
+        child.stderr.off("data", listening);
+        child.stderr.resume();
         child.removeAllListeners("exit");
         resolve({ url: m[1], stop: () => new Promise((done) => (child.on("exit", () => done()), child.kill("SIGTERM"))) });
       }
-    });
+    };
+    child.stderr.on("data", listening);
   });
 }
 
