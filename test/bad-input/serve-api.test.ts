@@ -226,6 +226,39 @@ test("a full queue is a 503 with Retry-After", async () => {
   }
 });
 
+test("1,000 concurrent connections are each answered, 200 or 503 with Retry-After, and the server keeps serving", async () => {
+  const crowded = await startApiServer({ engine: { maxBatch: 8, maxQueue: 8 } });
+  try {
+    const agent = new http.Agent({ maxSockets: Infinity });
+    const one = () =>
+      new Promise<{ status: number; retryAfter?: string; body: string }>((resolve, reject) => {
+        const req = http.request(`${crowded.url}/v1/chat/completions`, { method: "POST", agent, headers: { "content-type": "application/json" } }, (res) => {
+          let body = "";
+          res.on("data", (d: Buffer) => (body += d.toString("utf8")));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers["retry-after"] as string | undefined, body }));
+        });
+        req.setTimeout(60_000, () => req.destroy(new Error("no answer within 60 s")));
+        req.on("error", reject);
+        req.end(chat({ temperature: 0 }));
+      });
+    const answers = await Promise.all(Array.from({ length: 1000 }, one));
+    const served = answers.filter((a) => a.status === 200);
+    const refused = answers.filter((a) => a.status === 503);
+    assert.equal(served.length + refused.length, 1000, `other statuses: ${[...new Set(answers.map((a) => a.status))].join(", ")}`);
+    assert.ok(served.length >= 8, `at least a batch was served (${served.length})`);
+    for (const r of refused) {
+      assert.match(r.retryAfter ?? "", /^\d+$/);
+      assert.match(JSON.parse(r.body).error.message, /busy/);
+    }
+    assert.equal(JSON.parse(served[0].body).choices[0].message.role, "assistant");
+    agent.destroy();
+    await eventually(() => crowded.engine.queueLength === 0, "the crowd is served", 30_000);
+    assert.equal((await send(crowded.url, "/v1/chat/completions", chat({}))).status, 200);
+  } finally {
+    await crowded.close();
+  }
+});
+
 test("bad command lines for the APIs are refused with one line", () => {
   assertCleanError(llava(["serve", "controller", "--api-key", " "]), /--api-key must not be empty/);
   assertCleanError(llava(["serve", "controller", "--cors-origin"]), /serve controller: Option '--cors-origin <value>' argument missing/);
