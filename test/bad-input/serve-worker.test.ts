@@ -9,13 +9,12 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadLlava } from "../../src/llava/load.js";
 import { BatchEngine } from "../../src/serve/batch-engine.js";
-import type { EngineOutput } from "../../src/serve/engine.js";
 import { PROMPT_TOO_LONG_MSG, SERVER_ERROR_MSG } from "../../src/serve/protocol.js";
 import { startWorker } from "../../src/serve/worker-http.js";
 import type { WorkerEngine } from "../../src/serve/worker.js";
 import { assertCleanError, llava } from "../helpers/cli.js";
 import { IMAGES, MODELS } from "../helpers/paths.js";
-import { streamJson } from "../helpers/worker-client.js";
+import { streamJson, throughPieces } from "../helpers/worker-client.js";
 
 const TINY = path.join(MODELS, "tiny-llava-1.5-mha");
 const IMAGE_B64 = fs.readFileSync(path.join(IMAGES, "gradient_640x480.png")).toString("base64");
@@ -75,14 +74,11 @@ test("a generation that fails is one error chunk with code 1, its cause on the w
     },
     close: () => real.close(),
     generate(request) {
-      const inner = real.generate(request);
-      return Object.assign(Object.create(inner) as EngineOutput, {
-        async *[Symbol.asyncIterator]() {
-          for await (const piece of inner) {
-            yield piece;
-            throw new Error("the accelerator caught fire");
-          }
-        },
+      return throughPieces(real.generate(request), async function* (inner) {
+        for await (const piece of inner) {
+          yield piece;
+          throw new Error("the accelerator caught fire");
+        }
       });
     },
   };

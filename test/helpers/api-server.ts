@@ -14,6 +14,7 @@ import { createJsonApp, listen } from "../../src/serve/http-app.js";
 import { registerOllamaApi } from "../../src/serve/ollama-api.js";
 import { registerOpenAiApi } from "../../src/serve/openai-api.js";
 import { CASES, IMAGES, MODELS } from "./paths.js";
+import { throughPieces } from "./worker-client.js";
 
 /** A name that picks the llava_v1 template, the one the fixtures' prompts were rendered with. */
 export const MODEL = "llava-v1.5-tiny";
@@ -42,33 +43,21 @@ export class WatchedEngine implements Engine {
     return this.inner.queueLength;
   }
   generate(request: EngineRequest): EngineOutput {
-    const output = this.inner.generate(request);
     const outcomes = this.outcomes;
-    return {
-      get promptTokens() {
-        return output.promptTokens;
-      },
-      get completionTokens() {
-        return output.completionTokens;
-      },
-      get finishReason() {
-        return output.finishReason;
-      },
-      async *[Symbol.asyncIterator]() {
-        let outcome = "left early";
-        try {
-          yield* output;
-          outcome = "done";
-        } catch (err) {
-          outcome = (err as Error).message;
-          throw err;
-        } finally {
-          // an abort may end the request by its error or by the consumer leaving between pieces
-          const reason = request.signal?.aborted ? (request.signal.reason as Error).message : undefined;
-          outcomes.push(outcome === "done" ? outcome : (reason ?? outcome));
-        }
-      },
-    };
+    return throughPieces(this.inner.generate(request), async function* (output) {
+      let outcome = "left early";
+      try {
+        yield* output;
+        outcome = "done";
+      } catch (err) {
+        outcome = (err as Error).message;
+        throw err;
+      } finally {
+        // an abort may end the request by its error or by the consumer leaving between pieces
+        const reason = request.signal?.aborted ? (request.signal.reason as Error).message : undefined;
+        outcomes.push(outcome === "done" ? outcome : (reason ?? outcome));
+      }
+    });
   }
   close() {
     return this.inner.close();

@@ -34,6 +34,11 @@ export async function waitFor(what: string, condition: () => boolean | Promise<b
   }
 }
 
+/** `inner` with its pieces passed through `pieces`; the counts and the finish reason are read from `inner` as they change. */
+export function throughPieces(inner: EngineOutput, pieces: (inner: EngineOutput) => AsyncGenerator<string>): EngineOutput {
+  return Object.assign(Object.create(inner) as EngineOutput, { [Symbol.asyncIterator]: () => pieces(inner) });
+}
+
 /**
  * A real engine whose pieces come out `delayMs` apart (so a test can act mid-stream), counting
  * the requests it got and keeping their outputs.
@@ -47,24 +52,12 @@ export function pacedEngine(engine: Engine, delayMs: number): WorkerEngine & { o
     },
     close: () => engine.close(),
     generate(request: EngineRequest): EngineOutput {
-      const inner = engine.generate(request);
-      const out = {
-        get promptTokens() {
-          return inner.promptTokens;
-        },
-        get completionTokens() {
-          return inner.completionTokens;
-        },
-        get finishReason() {
-          return inner.finishReason;
-        },
-        async *[Symbol.asyncIterator]() {
-          for await (const piece of inner) {
-            yield piece;
-            await sleep(delayMs);
-          }
-        },
-      };
+      const out = throughPieces(engine.generate(request), async function* (inner) {
+        for await (const piece of inner) {
+          yield piece;
+          await sleep(delayMs);
+        }
+      });
       outputs.push(out);
       return out;
     },
@@ -80,7 +73,10 @@ export interface ServerProcess {
   kill(signal: NodeJS.Signals): void;
 }
 
-/** Starts `llava ...args` and waits (up to 20 s) for its "serving ... on URL" line. */
+/** The address in a server's "... on URL" line (a controller's, a worker's, llava serve's). */
+const LISTENING = / on (https?:\/\/[^\s;)]+)/;
+
+/** Starts `llava ...args` and waits (up to 20 s) for its "... on URL" line. */
 export async function spawnServer(args: string[]): Promise<ServerProcess> {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
@@ -88,7 +84,7 @@ export async function spawnServer(args: string[]): Promise<ServerProcess> {
   const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
   let done = false;
   void exited.then(() => (done = true));
-  await waitFor("the server to listen", () => done || / on (http\S+)\n/.test(stderr), 20_000);
+  await waitFor("the server to listen", () => done || LISTENING.test(stderr), 20_000);
   if (done) assert.fail(`the server exited: ${stderr}`);
-  return { url: / on (http\S+)\n/.exec(stderr)![1], stderr: () => stderr, exited, kill: (signal) => child.kill(signal) };
+  return { url: LISTENING.exec(stderr)![1], stderr: () => stderr, exited, kill: (signal) => child.kill(signal) };
 }

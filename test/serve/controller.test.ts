@@ -5,12 +5,11 @@
  */
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { buildControllerApp, type ControllerHttpOptions } from "../../src/serve/controller-http.js";
 import { SERVER_ERROR_MSG } from "../../src/serve/protocol.js";
 import { lotteryPick } from "../../src/serve/controller.js";
 import { listen } from "../../src/serve/http-app.js";
-import { CLI } from "../helpers/cli.js";
+import { spawnServer } from "../helpers/worker-client.js";
 import { type FakeWorker, post, startFakeWorker, streamChunks, workerChunk } from "../helpers/fake-worker.js";
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -172,23 +171,13 @@ test("lottery dispatch draws from the injected random source, weighted by speed"
 });
 
 test("llava serve controller listens, serves and stops on SIGTERM", async () => {
-  const child = spawn(process.execPath, [CLI, "serve", "controller", "--host", "127.0.0.1", "--port", "0", "--dispatch-method", "lottery"], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-  const listening = new Promise<string>((resolve, reject) => {
-    child.stderr.on("data", (d) => {
-      stderr += d;
-      const m = /listening on (http:\/\/\S+)/.exec(stderr);
-      if (m) resolve(m[1]);
-    });
-    setTimeout(() => reject(new Error(`no listening line: ${stderr}`)), 10_000).unref();
-  });
+  const child = await spawnServer(["serve", "controller", "--host", "127.0.0.1", "--port", "0", "--dispatch-method", "lottery"]);
   try {
-    const url = await listening;
+    const url = child.url;
     assert.deepEqual(await post(`${url}/list_models`), { status: 200, json: { models: [] } });
     child.kill("SIGTERM");
-    assert.equal(await exited, 0, stderr);
-    assert.doesNotMatch(stderr, /llava:/);
+    assert.equal(await child.exited, 0, child.stderr());
+    assert.doesNotMatch(child.stderr(), /llava:/);
   } finally {
     child.kill("SIGKILL");
   }

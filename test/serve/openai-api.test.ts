@@ -5,7 +5,6 @@
  */
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import OpenAI from "openai";
 import { answerGeneration } from "../../src/llava/pipeline.js";
 import { loadImage } from "../../src/image/decode.js";
@@ -16,7 +15,7 @@ import { buildControllerApp } from "../../src/serve/controller-http.js";
 import { listen } from "../../src/serve/http-app.js";
 import { registerOpenAiApi } from "../../src/serve/openai-api.js";
 import { GRADIENT_PROMPT, IMAGE_DATA_URL, MODEL, startApiServer, tinyModel } from "../helpers/api-server.js";
-import { CLI } from "../helpers/cli.js";
+import { spawnServer } from "../helpers/worker-client.js";
 import { startFakeWorker, type FakeWorker } from "../helpers/fake-worker.js";
 
 const { loaded, image } = await tinyModel();
@@ -199,24 +198,14 @@ test("through a controller: the worker gets the reference request (prompt, base6
 });
 
 test("llava serve controller serves the APIs, with the API key it is given", async () => {
-  const child = spawn(process.execPath, [CLI, "serve", "controller", "--host", "127.0.0.1", "--port", "0", "--api-key", "k1"], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-  const listening = new Promise<string>((resolve, reject) => {
-    child.stderr.on("data", (d) => {
-      stderr += d;
-      const m = /listening on (http:\/\/\S+)/.exec(stderr);
-      if (m) resolve(m[1]);
-    });
-    setTimeout(() => reject(new Error(`no listening line: ${stderr}`)), 10_000).unref();
-  });
+  const child = await spawnServer(["serve", "controller", "--host", "127.0.0.1", "--port", "0", "--api-key", "k1"]);
   try {
-    const url = await listening;
+    const url = child.url;
     assert.deepEqual((await new OpenAI({ baseURL: `${url}/v1`, apiKey: "k1", maxRetries: 0 }).models.list()).data, []);
     assert.equal((await fetch(`${url}/api/tags`)).status, 401);
     assert.deepEqual(await (await fetch(`${url}/api/tags`, { headers: { authorization: "Bearer k1" } })).json(), { models: [] });
     child.kill("SIGTERM");
-    assert.equal(await exited, 0, stderr);
+    assert.equal(await child.exited, 0, child.stderr());
   } finally {
     child.kill("SIGKILL");
   }
