@@ -4,6 +4,11 @@ import type { BatchEngineOptions } from "../serve/batch-engine.js";
 import { LlavaError } from "../util/errors.js";
 import type { Values } from "./common.js";
 
+/** A server's log: one line on stderr each, after its name. */
+export function serverLog(name: string): (line: string) => void {
+  return (line) => process.stderr.write(`${name}: ${line}\n`);
+}
+
 export function portFrom(v: Values, fallback: string): number {
   const raw = v.port ?? fallback;
   const port = Number(raw);

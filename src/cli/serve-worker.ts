@@ -7,18 +7,19 @@ import type { WorkerEngine } from "../serve/worker.js";
 import { startWorker, type StartWorkerOptions } from "../serve/worker-http.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs, type Values } from "./common.js";
-import { concurrencyFrom, ENGINE_USAGE, engineArgs, engineOptionsFrom, hostFrom, httpUrlFrom, portFrom } from "./serve-options.js";
+import { API_USAGE, apiArgs, apiOptionsFrom, concurrencyFrom, ENGINE_USAGE, engineArgs, engineOptionsFrom, hostFrom, httpUrlFrom, portFrom, serverLog } from "./serve-options.js";
 
 export const WORKER_USAGE = `usage: llava serve worker --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
                           [--controller-address http://localhost:21001] [--host localhost] [--port 21002]
                           [--worker-address URL] [--limit-model-concurrency 5] [--no-register] [--max-batch 8]
-                          [--prefix-cache-mb 1024]
+                          [--prefix-cache-mb 1024] [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...] [--allow-private-urls]
 
   the reference's model worker: loads the model, registers with the controller (unless --no-register),
   beats every 15 s and answers /worker_generate_stream and /worker_get_status. The model is named after
   its folder unless --model-name says otherwise; --worker-address (default: the address it listens on)
   is where the controller reaches it; requests beyond --limit-model-concurrency wait their turn.
 ${ENGINE_USAGE}
+${API_USAGE}
 
 usage: llava serve openai-worker --api-base URL --model NAME [--api-key K] [--controller-address URL]
                                  [--host localhost] [--port 21002] [--worker-address URL] [--limit-model-concurrency 5]
@@ -54,7 +55,7 @@ function serveOptionsFrom(v: Values): ServeOptions {
 
 /** Serves `engine` as `modelName` until SIGINT or SIGTERM, then lets the streams in flight end. */
 async function serveEngine(name: string, opts: ServeOptions, engine: WorkerEngine, modelName: string): Promise<void> {
-  const log = (line: string) => process.stderr.write(`${name}: ${line}\n`);
+  const log = serverLog(name);
   const running = await startWorker({ ...opts, engine, modelName, log });
   log(`serving ${modelName} on ${running.url}`);
   await untilStopSignal();
@@ -63,12 +64,12 @@ async function serveEngine(name: string, opts: ServeOptions, engine: WorkerEngin
 }
 
 export async function runWorker(args: string[]): Promise<void> {
-  const v = parseCommandArgs("serve worker", args, { ...loadOptions, ...workerOptions, ...engineArgs, "model-name": { type: "string" } });
+  const v = parseCommandArgs("serve worker", args, { ...loadOptions, ...workerOptions, ...engineArgs, ...apiArgs, "model-name": { type: "string" } });
   if (v.help) {
     process.stdout.write(WORKER_USAGE);
     return;
   }
-  const serve = serveOptionsFrom(v);
+  const serve = { ...serveOptionsFrom(v), api: apiOptionsFrom(v, serverLog("worker")) };
   const engineOptions = engineOptionsFrom(v);
   const loaded = await loadModelFromArgs(v);
   const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);

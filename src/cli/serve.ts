@@ -1,17 +1,16 @@
 /** `llava serve <part>`: the reference's serving processes (src/serve). */
 import { modelNameFromPath } from "../llava/conversation.js";
 import { startAllInOne } from "../serve/all-in-one.js";
+import { registerChatApis } from "../serve/chat-apis.js";
 import { controllerBackend } from "../serve/chat-backend.js";
 import { BatchEngine } from "../serve/batch-engine.js";
 import { buildControllerApp } from "../serve/controller-http.js";
 import { DISPATCH_METHODS, type DispatchMethod } from "../serve/controller.js";
 import { listen, untilStopSignal } from "../serve/http-app.js";
-import { registerOllamaApi } from "../serve/ollama-api.js";
-import { registerOpenAiApi } from "../serve/openai-api.js";
 import { buildWebApp, DEFAULT_MAX_UPLOAD_BYTES, MODEL_LIST_MODES, type ModelListMode } from "../serve/web-server.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs } from "./common.js";
-import { API_USAGE, apiArgs, apiOptionsFrom, choiceFrom, concurrencyFrom, ENGINE_USAGE, engineArgs, engineOptionsFrom, hostFrom, httpUrlFrom, megabytesFrom, portFrom } from "./serve-options.js";
+import { API_USAGE, apiArgs, apiOptionsFrom, choiceFrom, concurrencyFrom, ENGINE_USAGE, engineArgs, engineOptionsFrom, hostFrom, httpUrlFrom, megabytesFrom, portFrom, serverLog } from "./serve-options.js";
 import { runOpenAIWorker, runWorker, WORKER_USAGE } from "./serve-worker.js";
 
 const USAGE = `usage: llava serve --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
@@ -50,13 +49,11 @@ async function runController(args: string[]): Promise<void> {
   }
   const port = portFrom(v, "21001");
   const dispatchMethod = choiceFrom<DispatchMethod>(v, "dispatch-method", DISPATCH_METHODS, "shortest_queue");
-  const log = (line: string) => process.stderr.write(`controller: ${line}\n`);
+  const log = serverLog("controller");
   const api = apiOptionsFrom(v, log);
   const { app, controller } = buildControllerApp({ dispatchMethod, log });
   if (api) {
-    const backend = controllerBackend(controller);
-    await registerOpenAiApi(app, backend, api);
-    await registerOllamaApi(app, backend, api);
+    await registerChatApis(app, controllerBackend(controller), api);
   }
   const url = await listen(app, hostFrom(v, "localhost"), port);
   const stopExpiry = controller.startExpiryChecks();
@@ -80,7 +77,7 @@ async function runWeb(args: string[]): Promise<void> {
   const controllerUrl = httpUrlFrom(v, "controller-url", "http://localhost:21001");
   const modelListMode = choiceFrom<ModelListMode>(v, "model-list-mode", MODEL_LIST_MODES, "once");
   const maxUploadBytes = megabytesFrom(v, "max-upload-mb", DEFAULT_MAX_UPLOAD_BYTES);
-  const log = (line: string) => process.stderr.write(`web: ${line}\n`);
+  const log = serverLog("web");
   const app = await buildWebApp({
     controllerUrl, modelListMode, maxUploadBytes, log, embed: v.embed === true, logDir: typeof v["log-dir"] === "string" ? v["log-dir"] : ".",
   });
@@ -101,7 +98,7 @@ async function runAllInOne(args: string[]): Promise<void> {
   const limitModelConcurrency = concurrencyFrom(v);
   const engineOptions = engineOptionsFrom(v);
   const maxUploadBytes = megabytesFrom(v, "max-upload-mb", DEFAULT_MAX_UPLOAD_BYTES);
-  const log = (line: string) => process.stderr.write(`serve: ${line}\n`);
+  const log = serverLog("serve");
   const api = apiOptionsFrom(v, log);
   const loaded = await loadModelFromArgs(v);
   const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);

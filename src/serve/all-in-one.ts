@@ -6,13 +6,12 @@
  */
 import type { FastifyInstance } from "fastify";
 import type { ApiOptions } from "./api-common.js";
+import { registerChatApis } from "./chat-apis.js";
 import { combinedBackend, controllerBackend, engineBackend } from "./chat-backend.js";
 import { addControllerRoutes } from "./controller-http.js";
 import type { Controller } from "./controller.js";
 import type { Engine } from "./engine.js";
 import { createJsonApp, listen, loopbackOf } from "./http-app.js";
-import { registerOllamaApi } from "./ollama-api.js";
-import { registerOpenAiApi } from "./openai-api.js";
 import { registerWebUi, type WebServerOptions } from "./web-server.js";
 import { ModelWorker } from "./worker.js";
 import { addWorkerRoutes } from "./worker-http.js";
@@ -52,9 +51,7 @@ export async function startAllInOne(opts: AllInOneOptions): Promise<AllInOne> {
   const worker = new ModelWorker({ engine: opts.engine, modelName: opts.modelName, limitModelConcurrency: opts.limitModelConcurrency, log, onRequestEdge: () => link?.beatSoon() });
   await app.register(async (scope) => addWorkerRoutes(scope, worker), { prefix: EMBEDDED_WORKER_PATH });
   if (opts.api) {
-    const backend = combinedBackend(engineBackend(opts.engine, opts.modelName), controllerBackend(controller));
-    await registerOpenAiApi(app, backend, opts.api);
-    await registerOllamaApi(app, backend, opts.api);
+    await registerChatApis(app, combinedBackend(engineBackend(opts.engine, opts.modelName), controllerBackend(controller)), opts.api);
   }
   // the server talks to itself on loopback, whatever address it listens on
   let self = "";

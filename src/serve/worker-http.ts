@@ -7,6 +7,9 @@
 import type { FastifyInstance } from "fastify";
 import { Readable } from "node:stream";
 import { LlavaError } from "../util/errors.js";
+import type { ApiOptions } from "./api-common.js";
+import { registerChatApis } from "./chat-apis.js";
+import { engineBackend } from "./chat-backend.js";
 import { createJsonApp, HttpError, listen, loopbackOf, parseBody } from "./http-app.js";
 import { generateParamsSchema, ModelWorker, type ModelWorkerOptions } from "./worker.js";
 import { ControllerLink, type ControllerLinkOptions } from "./worker-registration.js";
@@ -40,6 +43,8 @@ export interface StartWorkerOptions extends Omit<ModelWorkerOptions, "onRequestE
   /** the controller to register with and beat to; none: the worker serves on its own */
   controllerUrl?: string;
   heartBeat?: Pick<ControllerLinkOptions, "heartBeatIntervalMs" | "retryIntervalMs">;
+  /** the OpenAI and Ollama APIs over the worker's engine; none: not served */
+  api?: ApiOptions;
 }
 
 export interface RunningWorker {
@@ -61,6 +66,7 @@ export async function startWorker(opts: StartWorkerOptions): Promise<RunningWork
   let link: ControllerLink | undefined;
   const worker = new ModelWorker({ ...opts, onRequestEdge: () => link?.beatSoon() });
   const app = buildWorkerApp(worker, opts.log);
+  if (opts.api) await registerChatApis(app, engineBackend(opts.engine, opts.modelName), opts.api);
   const url = await listen(app, opts.host, opts.port);
   const close = async () => {
     link?.stop();

@@ -11,8 +11,7 @@ import { type ChatBackend, engineBackend } from "../../src/serve/chat-backend.js
 import { BatchEngine, type BatchEngineOptions } from "../../src/serve/batch-engine.js";
 import type { Engine, EngineOutput, EngineRequest } from "../../src/serve/engine.js";
 import { createJsonApp, listen } from "../../src/serve/http-app.js";
-import { registerOllamaApi } from "../../src/serve/ollama-api.js";
-import { registerOpenAiApi } from "../../src/serve/openai-api.js";
+import { registerChatApis } from "../../src/serve/chat-apis.js";
 import { CASES, IMAGES, MODELS } from "./paths.js";
 import { throughPieces } from "./worker-client.js";
 
@@ -76,8 +75,7 @@ export async function startApiServer(opts: ApiOptions & { engine?: BatchEngineOp
   const engine = new WatchedEngine(new BatchEngine(loaded, opts.engine));
   const backend = opts.backend ?? engineBackend(engine, MODEL);
   const app = createJsonApp();
-  await registerOpenAiApi(app, backend, opts);
-  await registerOllamaApi(app, backend, opts);
+  await registerChatApis(app, backend, opts);
   const url = await listen(app, "127.0.0.1", 0);
   return { url, engine, close: () => app.close() };
 }

@@ -6,6 +6,7 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import OpenAI from "openai";
 import fs from "node:fs";
 import path from "node:path";
 import { buildControllerApp, type ControllerHttpOptions } from "../../src/serve/controller-http.js";
@@ -150,6 +151,21 @@ test("requests beyond the concurrency limit wait; a client that goes away, runni
 
   // the slot is free again
   assert.equal(assertCumulative(await streamJson(`${w.url}/worker_generate_stream`, request({ max_new_tokens: 2 })), PROMPT).length > PROMPT.length, true);
+});
+
+test("a single worker serves the OpenAI and Ollama APIs over its own engine", async () => {
+  // a llava_v1 name, so the API renders the fixture's prompt with its template
+  const w = await worker({ api: {}, modelName: "llava-v1.5-tiny" });
+  const client = new OpenAI({ baseURL: `${w.url}/v1`, apiKey: "none", maxRetries: 0 });
+  assert.deepEqual((await client.models.list()).data.map((m) => m.id), ["llava-v1.5-tiny"]);
+  const reply = await client.chat.completions.create({
+    model: "llava-v1.5-tiny",
+    temperature: 0,
+    max_tokens: 12,
+    messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: `data:image/png;base64,${IMAGE_B64}` } }, { type: "text", text: "What is shown?" }] }],
+  });
+  assert.equal(reply.choices[0].message.content, answer);
+  assert.equal((await fetch(`${w.url}/api/tags`)).status, 200);
 });
 
 test("llava serve worker: SIGTERM lets the stream in flight end, then the worker stops", async () => {
