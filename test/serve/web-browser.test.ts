@@ -2,7 +2,8 @@
  * The web UI in headless Chromium (Debian's chromium, driven by playwright-core; no browser is
  * downloaded) against a real controller, a fake worker and the web server on loopback: upload an
  * image, ask, watch the answer stream, vote, regenerate, stop, clear, and the examples, drag and
- * drop, and paste. Screenshots go to a temporary folder named in the test's output.
+ * drop, and paste; and against `llava serve` with the tiny model, whose answer must be the
+ * model's. Screenshots go to a temporary folder named in the test's output.
  */
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,6 +14,11 @@ import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { ConversationLog } from "../../src/serve/web-log.js";
 import { startWebStack, testImage, type WebStack } from "../helpers/web-stack.js";
+import { GRADIENT_PROMPT, IMAGE_PATH, MODEL as MODEL_V1, tinyModel } from "../helpers/api-server.js";
+import { answerGeneration } from "../../src/llava/pipeline.js";
+import { pyStrip } from "../../src/io/python.js";
+import { startAllInOne } from "../../src/serve/all-in-one.js";
+import { BatchEngine } from "../../src/serve/batch-engine.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -155,4 +161,36 @@ test("the page works without its model list and embedded, saying why nothing can
   await page.press("#text", "Enter");
   await textIs("#notice", "model: choose a model");
   assert.equal(await page.locator("#chat .message").count(), 0);
+});
+
+test("llava serve: the chat page answers with the real model, as the model answers the same prompt", { skip, timeout: 120_000 }, async (t) => {
+  const { loaded, image } = await tinyModel();
+  // the page renders the fixture's prompt: a llava_v1 name, an image and "What is shown?", greedy
+  const expected = answerGeneration(loaded, GRADIENT_PROMPT, [image], { maxNewTokens: 512 });
+  await expected.complete();
+  const logDir = await mkdtemp(path.join(tmpdir(), "llava-serve-web-"));
+  const server = await startAllInOne({ engine: new BatchEngine(loaded), modelName: MODEL_V1, host: "127.0.0.1", port: 0, web: { logDir } });
+  cleanups.push(() => server.close());
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  cleanups.unshift(() => browser.close());
+  const page: Page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(30_000);
+  const { holds } = conditions(page);
+
+  await page.goto(server.url);
+  await holds('document.querySelectorAll("#model option").length === 1');
+  await page.evaluate('(() => { const t = document.querySelector("#temperature"); t.value = "0"; t.dispatchEvent(new Event("input")); t.dispatchEvent(new Event("change")); })()');
+  await page.setInputFiles("#image-input", IMAGE_PATH);
+  await page.locator("#image-preview").waitFor({ state: "visible" });
+  await page.fill("#text", "What is shown?");
+  await page.press("#text", "Enter");
+  await holds('!document.querySelector("#upvote").disabled');
+  const shown = await page.locator(".message.assistant").last().textContent();
+  assert.equal(shown, pyStrip(expected.text));
+  const shots = await mkdtemp(path.join(tmpdir(), "llava-web-screenshots-"));
+  await page.screenshot({ path: path.join(shots, "llava-serve.png"), fullPage: true });
+  t.diagnostic(`screenshot in ${shots}`);
+  const chat = readFileSync(new ConversationLog(logDir).fileFor(), "utf8").trim().split("\n").map((l) => JSON.parse(l)).at(-1);
+  assert.equal(chat.type, "chat");
+  assert.deepEqual(chat.state.messages.at(-1), ["ASSISTANT", pyStrip(expected.text)]);
 });
