@@ -1,9 +1,9 @@
 /** `llava serve worker` and `llava serve openai-worker`: model workers that register with a controller. */
 import { modelNameFromPath } from "../llava/conversation.js";
 import { BatchEngine } from "../serve/batch-engine.js";
+import type { Engine } from "../serve/engine.js";
 import { untilStopSignal } from "../serve/http-app.js";
 import { OpenAIEngine } from "../serve/openai-worker.js";
-import type { WorkerEngine } from "../serve/worker.js";
 import { startWorker, type StartWorkerOptions } from "../serve/worker-http.js";
 import { LlavaError } from "../util/errors.js";
 import { loadModelFromArgs, loadOptions, parseCommandArgs, type Values } from "./common.js";
@@ -54,7 +54,7 @@ function serveOptionsFrom(v: Values): ServeOptions {
 }
 
 /** Serves `engine` as `modelName` until SIGINT or SIGTERM, then lets the streams in flight end. */
-async function serveEngine(name: string, opts: ServeOptions, engine: WorkerEngine, modelName: string): Promise<void> {
+async function serveEngine(name: string, opts: ServeOptions, engine: Engine, modelName: string): Promise<void> {
   const log = serverLog(name);
   const running = await startWorker({ ...opts, engine, modelName, log });
   log(`serving ${modelName} on ${running.url}`);

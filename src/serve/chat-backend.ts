@@ -35,7 +35,7 @@ export class WorkerError extends Error {}
 export const NO_TOKEN_LIMIT = 2 ** 31 - 1;
 
 /** `engine` serving the model named `modelName` (its QueueFullError is the API's 503). */
-export function engineBackend(engine: Pick<Engine, "generate">, modelName: string): ChatBackend {
+export function engineBackend(engine: Engine, modelName: string): ChatBackend {
   return {
     models: async () => [modelName],
     generate(model, request) {

@@ -6,7 +6,6 @@
  */
 import type { RgbImage } from "../image/decode.js";
 import type { FinishReason } from "../llava/generate.js";
-import type { LoadedLlava } from "../llava/load.js";
 import { LlavaError } from "../util/errors.js";
 
 export interface EngineRequest {
@@ -39,7 +38,6 @@ export interface EngineOutput extends AsyncIterable<string> {
 export class QueueFullError extends LlavaError {}
 
 export interface Engine {
-  readonly loaded: LoadedLlava;
   /** requests admitted and not yet finished, running or waiting (a worker's queue_length) */
   readonly queueLength: number;
   /** throws QueueFullError when too many requests wait */

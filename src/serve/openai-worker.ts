@@ -14,8 +14,7 @@ import { encodePng } from "../image/decode.js";
 import type { FinishReason } from "../llava/generate.js";
 import { IMAGE_TOKEN } from "../llava/spec.js";
 import { LlavaError } from "../util/errors.js";
-import type { EngineOutput, EngineRequest } from "./engine.js";
-import type { WorkerEngine } from "./worker.js";
+import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
 
 export interface OpenAIEngineOptions {
   /** the upstream's API root, e.g. http://localhost:30000/v1 */
@@ -26,7 +25,7 @@ export interface OpenAIEngineOptions {
 }
 
 /** An OpenAI-compatible server as a worker's engine: one streamed chat completion per request. */
-export class OpenAIEngine implements WorkerEngine {
+export class OpenAIEngine implements Engine {
   readonly client: OpenAI;
   readonly model: string;
   private running = 0;

@@ -13,9 +13,6 @@ import { LlavaError } from "../util/errors.js";
 import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
 import { ErrorCode, errorChunk, PROMPT_TOO_LONG_MSG, streamChunk, type WorkerStatus } from "./protocol.js";
 
-/** What a worker asks of whatever generates its answers. */
-export type WorkerEngine = Pick<Engine, "generate" | "queueLength" | "close">;
-
 /** The reference's --limit-model-concurrency: requests generating at once; later ones wait. */
 export const DEFAULT_CONCURRENCY = 5;
 /** The reference's cap on max_new_tokens, whatever the request asks. */
@@ -35,7 +32,7 @@ export const generateParamsSchema = z.looseObject({
 export type GenerateParams = z.infer<typeof generateParamsSchema>;
 
 export interface ModelWorkerOptions {
-  engine: WorkerEngine;
+  engine: Engine;
   modelName: string;
   limitModelConcurrency?: number;
   imageLimits?: Partial<ImageLimits>;
@@ -47,7 +44,7 @@ export interface ModelWorkerOptions {
 
 export class ModelWorker {
   readonly modelName: string;
-  readonly engine: WorkerEngine;
+  readonly engine: Engine;
   private readonly slots: Semaphore;
   private readonly opts: ModelWorkerOptions;
 

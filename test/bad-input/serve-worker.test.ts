@@ -11,7 +11,7 @@ import { loadLlava } from "../../src/llava/load.js";
 import { BatchEngine } from "../../src/serve/batch-engine.js";
 import { PROMPT_TOO_LONG_MSG, SERVER_ERROR_MSG } from "../../src/serve/protocol.js";
 import { startWorker } from "../../src/serve/worker-http.js";
-import type { WorkerEngine } from "../../src/serve/worker.js";
+import type { Engine } from "../../src/serve/engine.js";
 import { assertCleanError, llava } from "../helpers/cli.js";
 import { IMAGES, MODELS } from "../helpers/paths.js";
 import { streamJson, throughPieces } from "../helpers/worker-client.js";
@@ -68,7 +68,7 @@ test("a generation that fails is one error chunk with code 1, its cause on the w
   const logged: string[] = [];
   // a real engine that breaks after its first piece
   const real = new BatchEngine(loaded);
-  const breaking: WorkerEngine = {
+  const breaking: Engine = {
     get queueLength() {
       return real.queueLength;
     },

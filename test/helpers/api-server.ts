@@ -35,9 +35,6 @@ export function tinyModel(): Promise<{ loaded: LoadedLlava; image: RgbImage }> {
 export class WatchedEngine implements Engine {
   readonly outcomes: string[] = [];
   constructor(private readonly inner: Engine) {}
-  get loaded() {
-    return this.inner.loaded;
-  }
   get queueLength() {
     return this.inner.queueLength;
   }

@@ -4,7 +4,6 @@ import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Engine, EngineOutput, EngineRequest } from "../../src/serve/engine.js";
 import type { StreamChunk } from "../../src/serve/protocol.js";
-import type { WorkerEngine } from "../../src/serve/worker.js";
 import { CLI } from "./cli.js";
 import { streamChunks } from "./fake-worker.js";
 
@@ -43,7 +42,7 @@ export function throughPieces(inner: EngineOutput, pieces: (inner: EngineOutput)
  * A real engine whose pieces come out `delayMs` apart (so a test can act mid-stream), counting
  * the requests it got and keeping their outputs.
  */
-export function pacedEngine(engine: Engine, delayMs: number): WorkerEngine & { outputs: EngineOutput[] } {
+export function pacedEngine(engine: Engine, delayMs: number): Engine & { outputs: EngineOutput[] } {
   const outputs: EngineOutput[] = [];
   return {
     outputs,
