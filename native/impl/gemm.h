@@ -255,15 +255,18 @@ static void f32_dot_tile(const float* const* a, const float* const* b, int64_t k
     }
 }
 
-// Rows of B per tile and the most rows of A the registers hold beside them. One row of A takes
-// one row of B at a time instead: one stream from memory, which the hardware prefetcher follows
-// best (measured, one thread, 32001 x 1024 from memory: 3.7 ms against 4.2-4.8 with 4 streams,
-// before the software prefetch). An 8 x 3 tile (AVX-512) was twice as slow as 4 x 4 by 2 passes.
+// Rows of B per tile and the most rows of A the registers hold beside them. One row of A with
+// AVX2 or AVX-512 takes one row of B at a time instead: one stream from memory, which the
+// hardware prefetcher follows best (measured, one thread, 32001 x 1024 from memory, AVX-512
+// 3.2 ms against 4.0 with 4 rows of B, AVX2 2.8 against 3.6; in cache, AVX2 loses 40% on the
+// latency of the one chain). Narrower vectors need the 4 chains. An 8 x 3 tile (AVX-512) took
+// twice as long as two passes of 4 x 4.
 constexpr int DOT_NB = 4;
 constexpr int DOT_MB = W >= 16 ? 4 : 2;
+constexpr int DOT_NB_ONE_ROW = W >= 8 ? 1 : DOT_NB;
 
 // out[i * ldo + j] = dot(a[i], b[j]) for mb <= DOT_MB rows and nb <= DOT_NB columns
-template <int MB, int NB = MB == 1 ? 1 : DOT_NB>
+template <int MB, int NB = MB == 1 ? DOT_NB_ONE_ROW : DOT_NB>
 static void f32_dot_rows(int nb, const float* const* a, const float* const* b, int64_t k, float* out, int64_t ldo) {
   int j = 0;
   for (; j + NB <= nb; j += NB) f32_dot_tile<MB, NB>(a, b + j, k, out + j, ldo);
