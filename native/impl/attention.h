@@ -71,7 +71,8 @@ static void masked_softmax(const AttnView& v, int64_t i0, int64_t rows, int64_t 
 }
 
 
-static inline float dot(const float* a, const float* b, int64_t n) {
+// The vector part of dot(): two accumulators along n, added; *tail = where the scalar tail starts.
+static inline vf dot_vec(const float* a, const float* b, int64_t n, int64_t* tail) {
   vf acc0 = vf{}, acc1 = vf{};
   int64_t j = 0;
   for (; j + 2 * W <= n; j += 2 * W) {
@@ -79,9 +80,37 @@ static inline float dot(const float* a, const float* b, int64_t n) {
     acc1 += vload(a + j + W) * vload(b + j + W);
   }
   for (; j + W <= n; j += W) acc0 += vload(a + j) * vload(b + j);
-  float s = hsum(acc0 + acc1);
+  *tail = j;
+  return acc0 + acc1;
+}
+
+static inline float dot(const float* a, const float* b, int64_t n) {
+  int64_t j;
+  float s = hsum(dot_vec(a, b, n, &j));
   for (; j < n; j++) s += a[j] * b[j];
   return s;
+}
+
+// out[x] = dot(a[x], b[x], n) for W pairs, bit for bit, with one vectorized lane sum
+static inline void dots(const float* const* a, const float* const* b, int64_t n, float* out) {
+  vf v[W];
+  int64_t j = 0;
+  for (int x = 0; x < W; x++) v[x] = dot_vec(a[x], b[x], n, &j);
+  vstore(out, hsum_many(v));
+  for (int x = 0; x < W; x++)
+    for (int64_t t = j; t < n; t++) out[x] += a[x][t] * b[x][t];
+}
+
+// o[0 .. C·W) += p[j] · v[j · ld + (0 .. C·W)] for j = 0 .. n in order
+template <int C>
+static inline void pv_columns(const float* p, int64_t n, const float* v, int64_t ld, float* o) {
+  vf acc[C];
+  for (int c = 0; c < C; c++) acc[c] = vload(o + c * W);
+  for (int64_t j = 0; j < n; j++) {
+    const vf pv = vset(p[j]);
+    for (int c = 0; c < C; c++) acc[c] += pv * vload(v + j * ld + c * W);
+  }
+  for (int c = 0; c < C; c++) vstore(o + c * W, acc[c]);
 }
 
 // Few query rows (decode), split over keys like flash-decoding: each task takes a block of
@@ -110,33 +139,47 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
       float* S = scratch<float>(ex, tid, SLOT_S, H * nj);
       for (int64_t j = 0; j < nj; j++) {
         const float* kr = k + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
-        for (int64_t h = 0; h < H; h++) S[h * nj + j] = dot(qi + h * D, kr + (h / av.group) * D, D) * s.scale;
+        int64_t h = 0;
+        for (; h + W <= H; h += W) {  // W heads' lane sums at once
+          const float *qa[W], *ka[W];
+          for (int x = 0; x < W; x++) {
+            qa[x] = qi + (h + x) * D;
+            ka[x] = kr + ((h + x) / av.group) * D;
+          }
+          float sc[W];
+          dots(qa, ka, D, sc);
+          for (int x = 0; x < W; x++) S[(h + x) * nj + j] = sc[x] * s.scale;
+        }
+        for (; h < H; h++) S[h * nj + j] = dot(qi + h * D, kr + (h / av.group) * D, D) * s.scale;
       }
       float* pt = part + t * H * stride;
       for (int64_t h = 0; h < H; h++) {
         float* row = S + h * nj;
         float m = row[0];
         for (int64_t j = 1; j < nj; j++) m = row[j] > m ? row[j] : m;
+        // exp a vector at a time (the same values as one at a time: vexp works per lane)
+        const vf mv = vset(m);
+        int64_t j = 0;
+        for (; j + W <= nj; j += W) vstore(row + j, vexp(vload(row + j) - mv));
+        for (; j < nj; j++) row[j] = sexp(row[j] - m);
         double sum = 0.0;
-        for (int64_t j = 0; j < nj; j++) {
-          row[j] = sexp(row[j] - m);
-          sum += row[j];
-        }
+        for (j = 0; j < nj; j++) sum += row[j];
         pt[h * stride] = m;
         pt[h * stride + 1] = float(sum);
         for (int64_t e = 0; e < D; e++) pt[h * stride + 2 + e] = 0.f;
       }
-      for (int64_t j = 0; j < nj; j++) {
-        const float* vr = v + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
-        for (int64_t h = 0; h < H; h++) {
-          const float p = S[h * nj + j];
-          const vf pv = vset(p);
-          const float* vh = vr + (h / av.group) * D;
-          float* o = pt + h * stride + 2;
-          int64_t e = 0;
-          for (; e + W <= D; e += W) vstore(o + e, vload(o + e) + pv * vload(vh + e));
-          for (; e < D; e++) o[e] += p * vh[e];
-        }
+      // o += p_j v_j in order of j, up to 8 vectors of a head's output held in registers
+      const float* v0 = v + av.kv_off(b, 0) + j0 * av.kvrow;
+      for (int64_t h = 0; h < H; h++) {
+        const float* ph = S + h * nj;
+        const float* vh = v0 + (h / av.group) * D;
+        float* o = pt + h * stride + 2;
+        int64_t e = 0;
+        for (; e + 8 * W <= D; e += 8 * W) pv_columns<8>(ph, nj, vh + e, av.kvrow, o + e);
+        for (; e + 4 * W <= D; e += 4 * W) pv_columns<4>(ph, nj, vh + e, av.kvrow, o + e);
+        for (; e + W <= D; e += W) pv_columns<1>(ph, nj, vh + e, av.kvrow, o + e);
+        for (; e < D; e++)
+          for (int64_t j = 0; j < nj; j++) o[e] += ph[j] * vh[j * av.kvrow + e];
       }
     });
     for (int64_t b = 0; b < s.batch; b++)

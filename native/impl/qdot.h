@@ -248,14 +248,6 @@ static inline void transpose8_ps(v8f* v) {
 
 constexpr int CH = 8;                 // blocks per chunk
 constexpr int64_t kDecodeRows = 64;   // weight rows per task
-// Rows of A the decode kernel takes, a pass of MB rows at a time over weights in L1, before
-// panels win: measured (one thread, 2816 x 1024) q4_0 with VNNI 0.14 ms for 4 rows against 0.29
-// with panels, 0.28 against 0.32 for 8, 0.40 against 0.36 for 12 (AVX2 0.45 against 0.63 for 8);
-// q8_0 with VNNI 0.21 against 0.32 for 4, even for 8 (AVX2 0.75 against 0.66 for 8).
-template <int FMT>
-constexpr int64_t decode_max_rows() {
-  return FMT == FMT_Q4_0 ? 8 : 4;
-}
 // Software prefetch into L2 this far ahead of the weights being read: measured on the Zen 4 VM
 // (one thread, from memory), 8-32 KiB take q8_0 from 0.64 to 0.78 and q4_0 from 0.61 to 0.66
 // of the read bandwidth.
@@ -485,39 +477,27 @@ static __m256 group_sums(const v8f* ts, const v8f* ti, int64_t nb) {
 
 // RB weight rows at a time share the loads of the activations: measured (one thread, from
 // memory, 4096 x 4096) q4_0 0.62 -> 0.71 of the read bandwidth with 4 rows for m = 1.
-// m rows of A, MB at a time while a group of 8 weight rows sits in L1 (so the weights are read
-// from memory once); each row is summed as alone either way. The last pass may have fewer rows.
 template <int FMT, int MB, int RB = MB == 1 ? 4 : 2>
-static void qmatmul_decode(const Exec& ex, const QActs& A, int64_t m, const PackedW& w, float* c, bool acc) {
+static void qmatmul_decode(const Exec& ex, const QActs& A, const PackedW& w, float* c, bool acc) {
   const int64_t n = w.rows, whole = A.nb / CH, chunks = ceil_div(A.nb, CH);
   // arranged activations, [row][digit][chunk]
   constexpr int D = digits<FMT>();
-  int8_t* xa = scratch<int8_t>(ex, ex.tid, SLOT_T, m * D * whole * 256);
-  for (int64_t i = 0; i < m; i++)
+  int8_t* xa = scratch<int8_t>(ex, ex.tid, SLOT_T, MB * D * whole * 256);
+  for (int i = 0; i < MB; i++)
     for (int dg = 0; dg < D; dg++) arrange_chunks((dg == 0 ? A.q : A.lo) + i * A.k, whole, xa + (i * D + dg) * whole * 256);
-  // rows i0 .. of A as a QActs of their own
-  const auto from = [&](int64_t i0) { return QActs{A.q + i0 * A.k, A.lo ? A.lo + i0 * A.k : nullptr, A.d + i0 * A.nb, A.sum + i0 * A.nb, A.k, A.nb}; };
   run(ex, ceil_div(n, kDecodeRows), [&](int64_t task, int tid) {
     v8f* ts = scratch<v8f>(ex, tid, SLOT_P, 2 * MB * chunks * 8);
     v8f* ti = ts + MB * chunks * 8;
     for (int64_t j0 = task * kDecodeRows; j0 < imin(n, (task + 1) * kDecodeRows); j0 += 8) {
-      const uint8_t* group[8];
-      for (int r = 0; r < 8; r++) group[r] = w.data + imin(j0 + r, n - 1) * w.row_bytes;  // a short group repeats its last row
-      for (int64_t i0 = 0; i0 < m; i0 += MB) {
-        const int mb = int(imin(MB, m - i0));
-        for (int r0 = 0; r0 < 8; r0 += RB) {
-          if (mb == MB) {
-            decode_rows<FMT, MB, RB>(group + r0, r0, from(i0), xa + i0 * D * whole * 256, ts, ti);
-          } else {
-            for (int i = 0; i < mb; i++)  // the last rows one at a time
-              decode_rows<FMT, 1, RB>(group + r0, r0, from(i0 + i), xa + (i0 + i) * D * whole * 256, ts + i * chunks * 8, ti + i * chunks * 8);
-          }
-        }
-        for (int i = 0; i < mb; i++) {
-          alignas(32) float out[8];
-          _mm256_store_ps(out, group_sums(ts + i * chunks * 8, ti + i * chunks * 8, A.nb));
-          for (int r = 0; r < imin(8, n - j0); r++) put_out(c + (i0 + i) * n + j0 + r, out[r], acc);
-        }
+      for (int r0 = 0; r0 < 8; r0 += RB) {
+        const uint8_t* rows[RB];
+        for (int rb = 0; rb < RB; rb++) rows[rb] = w.data + imin(j0 + r0 + rb, n - 1) * w.row_bytes;  // a short group repeats its last row
+        decode_rows<FMT, MB, RB>(rows, r0, A, xa, ts, ti);
+      }
+      for (int i = 0; i < MB; i++) {
+        alignas(32) float out[8];
+        _mm256_store_ps(out, group_sums(ts + i * chunks * 8, ti + i * chunks * 8, A.nb));
+        for (int r = 0; r < imin(8, n - j0); r++) put_out(c + i * n + j0 + r, out[r], acc);
       }
     }
   });
@@ -587,11 +567,17 @@ static inline void block_int16(const uint8_t* q, __m256i& lo, __m256i& hi) {
   }
 }
 
+// `ahead`: the bytes from a weight row to the same row of the next panel, whose blocks are
+// prefetched as this panel's are packed: 16 short streams defeat the hardware prefetcher.
+// Measured (one thread, 32001 x 1024 from memory, 8 rows, VNNI): q4_0 2.9 -> 1.5 ms (the decode
+// kernel a pass per 2 rows before), q8_0 4.5 -> 2.7 ms.
 template <int FMT>
-static void pack_panel(const uint8_t* const* rowp, int64_t nb, uint8_t* panel, float* scales) {
+static void pack_panel(const uint8_t* const* rowp, int64_t nb, int64_t ahead, uint8_t* panel, float* scales) {
   for (int64_t b = 0; b < nb; b++) {
     const int64_t off = b * block_size<FMT>();
     uint8_t* pb = panel + b * kPanelBlockBytes;
+    if (off % 64 < block_size<FMT>())  // once per cache line of each row
+      for (int r = 0; r < PANEL; r++) __builtin_prefetch(rowp[r] + ahead + off, 0, 3);
     for (int h = 0; h < 2; h++) {  // rows 0-7, 8-15
       const uint8_t* const* rp = rowp + 8 * h;
       if (kVnni) {
@@ -749,7 +735,7 @@ static void qmatmul_panels(const Exec& ex, const QActs& A, int64_t m, const Pack
     for (int r = 0; r < PANEL; r++) rowp[r] = w.data + imin(j0 + r, n - 1) * w.row_bytes;  // repeats the last row
     uint8_t* panel = scratch<uint8_t>(ex, tid, SLOT_B, A.nb * kPanelBlockBytes);
     float* scales = scratch<float>(ex, tid, SLOT_S, A.nb * PANEL);
-    pack_panel<FMT>(rowp, A.nb, panel, scales);
+    pack_panel<FMT>(rowp, A.nb, PANEL * w.row_bytes, panel, scales);
     const int nr = int(imin(PANEL, n - j0));
     for (int64_t i0 = 0; i0 < m; i0 += kPanelRows) {
       const int mr = int(imin(kPanelRows, m - i0));
@@ -763,17 +749,17 @@ static void qmatmul_panels(const Exec& ex, const QActs& A, int64_t m, const Pack
 
 template <int FMT>
 static void qmatmul_x86(const Exec& ex, const QActs& A, int64_t m, const PackedW& w, float* c, bool acc) {
-  // one decode pass takes 1-2 rows with VNNI, 1-4 without; up to decode_max_rows (a batch of
-  // decode steps), several passes over weights in L1 beat repacking the weights into panels
+  // measured on 4096 x 4096: panels win from 3 rows with VNNI, from 5 without (a batch of decode
+  // steps too, the next panel prefetched: 8 rows of 2816 x 1024 q4_0 0.13 ms against 0.26 for
+  // the decode kernel a pass per 2 rows over weights in L1)
   if (m <= (kVnni ? 2 : 4)) {
     switch (m) {
-      case 1: return qmatmul_decode<FMT, 1>(ex, A, m, w, c, acc);
-      case 2: return qmatmul_decode<FMT, 2>(ex, A, m, w, c, acc);
-      case 3: return qmatmul_decode<FMT, 3>(ex, A, m, w, c, acc);
-      default: return qmatmul_decode<FMT, 4>(ex, A, m, w, c, acc);
+      case 1: return qmatmul_decode<FMT, 1>(ex, A, w, c, acc);
+      case 2: return qmatmul_decode<FMT, 2>(ex, A, w, c, acc);
+      case 3: return qmatmul_decode<FMT, 3>(ex, A, w, c, acc);
+      default: return qmatmul_decode<FMT, 4>(ex, A, w, c, acc);
     }
   }
-  if (m <= decode_max_rows<FMT>()) return qmatmul_decode<FMT, kVnni ? 2 : 4>(ex, A, m, w, c, acc);
   qmatmul_panels<FMT>(ex, A, m, w, c, acc);
 }
 

@@ -50,6 +50,25 @@ static inline float hsum(vf v) {
     for (int i = 0; i < w; i++) s[i] += s[i + w];
   return s[0];
 }
+// hsum of W vectors at once: out lane x = hsum(v[x]) bit for bit (the same pairs added in the
+// same order), a shuffle pair and an add per level and pair of vectors instead of W scalar
+// adds per vector. At level SZ each vector holds W/SZ sums of SZ partials; two vectors' groups
+// halve into one vector (the first vector's groups, then the second's).
+constexpr int hsum_lane(int sz, bool hi, int l) {
+  const int g = l / (sz / 2), i = l % (sz / 2), per = W / sz;
+  return (g < per ? g * sz : W + (g - per) * sz) + i + (hi ? sz / 2 : 0);
+}
+template <int SZ, bool HI, int... L>
+static inline vf hsum_pick(vf a, vf b, std::integer_sequence<int, L...>) {
+  return __builtin_shuffle(a, b, vi{hsum_lane(SZ, HI, L)...});
+}
+template <int SZ = W>
+static inline vf hsum_many(vf* v, int n = W) {
+  const auto lanes = std::make_integer_sequence<int, W>{};
+  for (int x = 0; x < n / 2; x++) v[x] = hsum_pick<SZ, false>(v[2 * x], v[2 * x + 1], lanes) + hsum_pick<SZ, true>(v[2 * x], v[2 * x + 1], lanes);
+  if constexpr (SZ > 2) return hsum_many<SZ / 2>(v, n / 2);
+  return v[0];
+}
 static inline double hsum(vdw v) {
   double s[W];
   __builtin_memcpy(s, &v, sizeof v);
