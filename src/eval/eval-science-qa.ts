@@ -7,13 +7,13 @@
  */
 import path from "node:path";
 import type { EvalCommand } from "./commands.js";
+import { IMAGE_TOKEN } from "../llava/spec.js";
 import { dumpJson, formatFixed, pyFloat, pyKey, typeName, type PyDict, type PyValue } from "../io/python.js";
 import { duplicates, field, givenPath, listIds, readJson, readJsonLines, referenceStops, textField, warn, writeText } from "./script-io.js";
 
 const SCRIPT = "eval_science_qa";
 const DEFAULT_OPTIONS = ["A", "B", "C", "D", "E"];
 const FAILED = "FAILED";
-const IMAGE_TOKEN = "<image>";
 const ANSWER_IS = /The answer is ([A-Z])[^\n]/gu;
 
 /** The option letter an answer gives, or FAILED. */

@@ -12,6 +12,7 @@
  * as `(text, PIL image, process_mode)`, a message here is `{ text, images }`; a serving layer that
  * needs the process mode keeps it inside its own image type.
  */
+import { IMAGE_TOKEN } from "./spec.js";
 import { pyStrip } from "../io/python.js";
 import { LlavaError, check } from "../util/errors.js";
 
@@ -59,8 +60,6 @@ export interface ConversationInit<I> {
   version?: string;
   skipNext?: boolean;
 }
-
-const IMAGE_MARKER = "<image>";
 
 export function isImageMessage<I>(content: MessageContent<I>): content is ImageMessage<I> {
   return content !== null && typeof content === "object";
@@ -164,7 +163,7 @@ export class Conversation<I = unknown> {
     this.messages.slice(this.offset).forEach(([, content], i) => {
       if (i % 2 === 0) {
         const user = isImageMessage(content)
-          ? content.images.map(renderImage).join("") + pyStrip(content.text.replaceAll(IMAGE_MARKER, ""))
+          ? content.images.map(renderImage).join("") + pyStrip(content.text.replaceAll(IMAGE_TOKEN, ""))
           : content;
         rows.push([user, null]);
       } else if (rows.length > 0) {
@@ -215,7 +214,7 @@ export class Conversation<I = unknown> {
     const messages: Message<I>[] = this.messages.slice();
     const first = messages[0];
     if (first !== undefined && isImageMessage(first[1])) {
-      const text = pyStrip(first[1].text.replaceAll(IMAGE_MARKER, ""));
+      const text = pyStrip(first[1].text.replaceAll(IMAGE_TOKEN, ""));
       // The reference holds exactly one image per message; one marker per image generalises it.
       const count = first[1].images.length;
       check(count > 0, "conversation: a message with images must carry at least one image");

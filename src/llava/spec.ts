@@ -17,6 +17,7 @@ import { isDirectory, isFile, readJsonFile } from "../io/files.js";
 import { parsePinpoints } from "../image/processor.js";
 import { activationByName } from "../nn/layers.js";
 import type { Activation } from "../tensor/backend.js";
+import { DEFAULT_IMAGE_TOKEN } from "../tokenizer/image-tokens.js";
 import { LlavaError } from "../util/errors.js";
 
 type Json = Record<string, unknown>;
@@ -33,7 +34,7 @@ export const HF_DEFAULT_VISION: Json = {
 export const HF_DEFAULT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
 
 /** The reference's DEFAULT_IMAGE_TOKEN: where an image goes in a prompt. */
-export const IMAGE_TOKEN = "<image>";
+export const IMAGE_TOKEN = DEFAULT_IMAGE_TOKEN;
 
 /** The reference's DEFAULT_IM_START_TOKEN / DEFAULT_IM_END_TOKEN, wrapped around each image when `mm_use_im_start_end`. */
 export const IM_START = "<im_start>";

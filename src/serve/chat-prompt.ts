@@ -6,6 +6,7 @@
  */
 import { convModeForModelName, getConvTemplate, stopString } from "../llava/conversation.js";
 import { pyStrip } from "../io/python.js";
+import { IMAGE_TOKEN } from "../llava/spec.js";
 import { HttpError } from "./http-app.js";
 
 export type ChatRole = "system" | "user" | "assistant";
@@ -25,7 +26,6 @@ export interface RenderedChat<I> {
   stop: string[];
 }
 
-const IMAGE_MARKER = "<image>";
 /** MPT-style templates keep their system text inside this header */
 const CHATML_SYSTEM = "<|im_start|>system\n";
 
@@ -44,9 +44,9 @@ export function renderChat<I>(model: string, turns: ChatTurn<I>[]): RenderedChat
   for (const turn of dialogue) {
     if (turn.role === "assistant" && turn.images.length > 0) throw new HttpError(400, "messages: images are taken only in user messages");
     // markers come only from images: a literal `<image>` in the text would leave one without its image
-    const text = pyStrip(turn.text.replaceAll(IMAGE_MARKER, ""));
+    const text = pyStrip(turn.text.replaceAll(IMAGE_TOKEN, ""));
     const role = conv.roles[turn.role === "user" ? 0 : 1];
-    conv.appendMessage(role, turn.images.length > 0 ? { text: `${IMAGE_MARKER}\n`.repeat(turn.images.length) + text, images: turn.images } : text);
+    conv.appendMessage(role, turn.images.length > 0 ? { text: `${IMAGE_TOKEN}\n`.repeat(turn.images.length) + text, images: turn.images } : text);
   }
   conv.appendMessage(conv.roles[1], null);
   return { prompt: conv.getPrompt(), images: conv.getImages(), stop: [stopString(conv)] };

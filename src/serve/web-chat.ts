@@ -17,6 +17,7 @@ import { REQUEST_TIMEOUT_MS, SERVER_ERROR_MSG, streamChunkSchema } from "./proto
 import { processImage, transportBase64, type ImageProcessMode, type WebImage } from "./web-image.js";
 import type { ConversationLog } from "./web-log.js";
 import { compareCodePoints, pyStrip } from "../io/python.js";
+import { IMAGE_TOKEN } from "../llava/spec.js";
 
 /** The reference's sliders: range, step and default. */
 export const PARAMETERS = {
@@ -86,7 +87,7 @@ export class WebChat {
     if (typed.length === 0 && !image) return false;
     let text = Array.from(typed).slice(0, image ? MAX_TEXT_CHARS_WITH_IMAGE : MAX_TEXT_CHARS).join("");
     if (image) {
-      if (!text.includes("<image>")) text += "\n<image>";
+      if (!text.includes(IMAGE_TOKEN)) text += `\n${IMAGE_TOKEN}`;
       // one image per conversation: an upload starts a new one
       this.conv = defaultConversation<WebImage>();
       this.imageVersion++;
