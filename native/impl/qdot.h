@@ -12,10 +12,12 @@
 //
 // Integer dot products take bytes, so 16-bit activations are split into two int8 digits,
 // Q = 255·hi + lo with hi, lo in [-127, 127], dotted separately and combined exactly.
-// x86 (AVX2 and up): few activation rows (decode) read the weight rows in order and dot 8
-// blocks at a time (two blocks share a 256-bit vector); more rows (prefill) repack 16 weight
-// rows into a panel whose vectors hold a 4-byte group (VNNI) or a 2-value pair (AVX2) of each
-// row, so broadcast activations accumulate whole block dot products in registers. With VNNI
+// x86 (AVX2 and up): more rows than a decode batch (prefill) repack 16 weight rows into a panel
+// whose vectors hold a 4-byte group (VNNI) or a 2-value pair (AVX2) of each row, so broadcast
+// activations accumulate whole block dot products in registers. With VNNI, up to 8 rows
+// (decode, one sequence or a batch) build the same vectors in registers per block and use them
+// at once; without, up to 4 rows read the weight rows in order and dot 8 blocks at a time (two
+// blocks share a 256-bit vector). With VNNI
 // (LLAVA_VNNI: kern_avx512.cc compiles this file again under target("avx512vnni")) weights
 // enter vpdpbusd as unsigned bytes (q4_0: the nibble w + 8; q8_0: w + 128) and the bias times
 // ΣQ of the activation block is subtracted; AVX2 uses vpmaddubsw with llama.cpp's sign trick
@@ -237,7 +239,7 @@ static inline void transpose8_ps(v8f* v) {
   stage(1);
 }
 
-// ---- few activation rows (decode): the weight rows are read in order, one sequential stream ----
+// ---- few activation rows without VNNI (decode): the weight rows are read in order, one stream ----
 //
 // Each weight row is taken on its own, a chunk of 8 blocks at a time: blocks p and p + 4 of a
 // chunk share a 256-bit vector, so one reduction gives the chunk's 8 block dot products in block
@@ -288,27 +290,10 @@ static inline __m256 chunk_scales(const uint8_t* ch) {
 #endif
 }
 
-#ifdef LLAVA_VNNI
-// z[0] = blocks [0 4 1 5], z[1] = blocks [2 6 3 7], 4 partial sums each  ->  lane b = block b
-// (integer sums: any order is exact)
-static inline __m256i hsum_quads(const __m512i* z) {
-  typedef int32_t v16i __attribute__((vector_size(64)));
-  v16i ia, ib;
-  constexpr int base[8] = {0, 8, 16, 24, 4, 12, 20, 28};  // where block b starts in z[0]:z[1]
-  for (int l = 0; l < 16; l++) {
-    ia[l] = base[l % 8] + (l < 8 ? 0 : 2);
-    ib[l] = ia[l] + 1;
-  }
-  const __m512i s = _mm512_add_epi32(_mm512_permutex2var_epi32(z[0], (__m512i)ia, z[1]),
-                                     _mm512_permutex2var_epi32(z[0], (__m512i)ib, z[1]));
-  return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
-}
-#else
 // v[p] = [block p: 4 partial sums | block p + 4: 4 partial sums]  ->  lane b = block b
 static inline __m256i hsum_pairs(const __m256i* v) {
   return _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
 }
-#endif
 
 // The raw dot products (see raw_bias) of the 8 blocks of a chunk of RB weight rows (ch[r])
 // with MB activation rows: out[r * MB + i] lane b = block b. xc[i * digits + digit] points at
@@ -316,46 +301,6 @@ static inline __m256i hsum_pairs(const __m256i* v) {
 template <int FMT, int MB, int RB>
 static inline void chunk_dots(const uint8_t* const* ch, const int8_t* const* xc, __m256i* out) {
   constexpr int64_t BB = block_size<FMT>();
-#ifdef LLAVA_VNNI
-  // 512 bits: blocks [0 4 1 5] and [2 6 3 7], i.e. the pairs 0, 1 and 2, 3
-  __m512i lo[RB][2], hi[RB][2];  // the weights that meet xlo, xhi
-  for (int rb = 0; rb < RB; rb++) {
-    const auto load4 = [&](int h, int64_t o) {  // bytes o .. o+15 of each of the 4 blocks
-      __m512i v = _mm512_castsi128_si512(load128(ch[rb] + (2 * h) * BB + o));
-      v = _mm512_inserti32x4(v, load128(ch[rb] + (2 * h + 4) * BB + o), 1);
-      v = _mm512_inserti32x4(v, load128(ch[rb] + (2 * h + 1) * BB + o), 2);
-      return _mm512_inserti32x4(v, load128(ch[rb] + (2 * h + 5) * BB + o), 3);
-    };
-    for (int h = 0; h < 2; h++) {
-      if (FMT == FMT_Q4_0) {
-        const __m512i z = load4(h, 2), m = _mm512_set1_epi8(15);
-        lo[rb][h] = _mm512_and_si512(z, m);
-        hi[rb][h] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m);
-      } else {
-        const __m512i bias = _mm512_set1_epi8(char(0x80));
-        lo[rb][h] = _mm512_xor_si512(load4(h, 2), bias);
-        hi[rb][h] = _mm512_xor_si512(load4(h, 18), bias);
-      }
-    }
-  }
-  constexpr int D = digits<FMT>();
-  for (int i = 0; i < MB; i++) {
-    __m512i r[D][RB][2];
-    for (int dg = 0; dg < D; dg++)
-      for (int h = 0; h < 2; h++) {
-        const int8_t* x = xc[i * D + dg] + h * 128;
-        const __m512i xlo = _mm512_load_si512(x), xhi = _mm512_load_si512(x + 64);
-        for (int rb = 0; rb < RB; rb++)
-          r[dg][rb][h] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[rb][h], xlo), hi[rb][h], xhi);
-      }
-    for (int rb = 0; rb < RB; rb++) {
-      if (D == 2)  // 255·hi + lo
-        for (int h = 0; h < 2; h++)
-          r[0][rb][h] = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(r[0][rb][h], 8), r[0][rb][h]), r[D - 1][rb][h]);
-      out[rb * MB + i] = hsum_quads(r[0][rb]);
-    }
-  }
-#else
   const __m256i ones = _mm256_set1_epi16(1);
   for (int rb = 0; rb < RB; rb++) {
     __m256i v[MB][4];
@@ -394,7 +339,6 @@ static inline void chunk_dots(const uint8_t* const* ch, const int8_t* const* xc,
     }
     for (int i = 0; i < MB; i++) out[rb * MB + i] = hsum_pairs(v[i]);
   }
-#endif
 }
 
 // Scales and dot products of blocks [b0, b1) of one weight row, one block at a time (the
@@ -747,12 +691,111 @@ static void qmatmul_panels(const Exec& ex, const QActs& A, int64_t m, const Pack
   });
 }
 
+#ifdef LLAVA_VNNI
+// ---- a batch of decode rows (VNNI): panels of 16 weight rows built in registers ----
+//
+// Like the panels above, one 512-bit vector holds a 4-byte group of 16 weight rows, so the
+// activations are broadcast and each block's dot product lands in a lane with no reduction; but
+// the vectors are built per block from the rows as read (16-byte loads and a 4x4 dword
+// transpose) and used at once for all MB activation rows, never stored. The transpose leaves
+// lane p holding row kStreamRow[p].
+constexpr int kStreamRow[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+
+// dword u (0-3) of the 16 bytes at offset o of each block b of the 16 rows, lane p = row kStreamRow[p]
+static inline void stream_dwords(const uint8_t* const* rowp, int64_t o, __m512i* v) {
+  __m512i z[4], t[4];
+  for (int k = 0; k < 4; k++) {  // z[k]: rows 4k .. 4k+3, one per 128-bit lane
+    z[k] = _mm512_castsi128_si512(load128(rowp[4 * k] + o));
+    for (int j = 1; j < 4; j++) z[k] = _mm512_inserti32x4(z[k], load128(rowp[4 * k + j] + o), j);
+  }
+  t[0] = _mm512_unpacklo_epi32(z[0], z[1]);
+  t[1] = _mm512_unpackhi_epi32(z[0], z[1]);
+  t[2] = _mm512_unpacklo_epi32(z[2], z[3]);
+  t[3] = _mm512_unpackhi_epi32(z[2], z[3]);
+  v[0] = _mm512_unpacklo_epi64(t[0], t[2]);
+  v[1] = _mm512_unpackhi_epi64(t[0], t[2]);
+  v[2] = _mm512_unpacklo_epi64(t[1], t[3]);
+  v[3] = _mm512_unpackhi_epi64(t[1], t[3]);
+}
+
+template <int FMT, int MB>
+static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, float* c, bool acc) {
+  constexpr int64_t BB = block_size<FMT>();
+  constexpr int D = digits<FMT>();
+  const int64_t n = w.rows;
+  run(ex, ceil_div(n, PANEL), [&](int64_t t, int) {
+    const int64_t j0 = t * PANEL;
+    const uint8_t* rowp[PANEL];
+    for (int p = 0; p < PANEL; p++) rowp[p] = w.data + imin(j0 + kStreamRow[p], n - 1) * w.row_bytes;  // repeats the last row
+    const uint8_t* rows[PANEL];  // in row order, for stream_dwords
+    for (int r = 0; r < PANEL; r++) rows[r] = w.data + imin(j0 + r, n - 1) * w.row_bytes;
+    __m512 sum[MB];
+    for (int i = 0; i < MB; i++) sum[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < A.nb; b++) {
+      const int64_t off = b * BB;
+      if (off % 64 < BB)  // once per cache line of each row: the same rows of the next panel
+        for (int r = 0; r < PANEL; r++) __builtin_prefetch(rows[r] + PANEL * w.row_bytes + off, 0, 3);
+      __m512i wg[8];  // group g (values 4g .. 4g+3) as unsigned bytes (see raw_bias)
+      if (FMT == FMT_Q4_0) {
+        __m512i v[4];
+        stream_dwords(rows, off + 2, v);
+        const __m512i mask = _mm512_set1_epi8(15);
+        for (int u = 0; u < 4; u++) {
+          wg[u] = _mm512_and_si512(v[u], mask);
+          wg[u + 4] = _mm512_and_si512(_mm512_srli_epi16(v[u], 4), mask);
+        }
+      } else {
+        const __m512i bias = _mm512_set1_epi8(char(0x80));
+        stream_dwords(rows, off + 2, wg);
+        stream_dwords(rows, off + 18, wg + 4);
+        for (int g = 0; g < 8; g++) wg[g] = _mm512_xor_si512(wg[g], bias);
+      }
+      const __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(rows_scales8(rowp, off))),
+                                                                _mm256_castps_pd(rows_scales8(rowp + 8, off)), 1));
+      for (int i = 0; i < MB; i++) {
+        const int64_t e = i * A.k + b * QK;
+        __m512i ia = _mm512_set1_epi32(-raw_bias<FMT>() * A.sum[i * A.nb + b]), ih = _mm512_setzero_si512();
+        for (int g = 0; g < 8; g++) {
+          if (D == 2) ih = _mm512_dpbusd_epi32(ih, wg[g], _mm512_set1_epi32(load32(A.q + e + 4 * g)));
+          ia = _mm512_dpbusd_epi32(ia, wg[g], _mm512_set1_epi32(load32((D == 2 ? A.lo : A.q) + e + 4 * g)));
+        }
+        if (D == 2) ia = _mm512_add_epi32(ia, _mm512_sub_epi32(_mm512_slli_epi32(ih, 8), ih));
+        sum[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(A.d[i * A.nb + b]), dw), _mm512_cvtepi32_ps(ia), sum[i]);
+      }
+    }
+    const int nr = int(imin(PANEL, n - j0));
+    for (int i = 0; i < MB; i++) {
+      alignas(64) float out[PANEL];
+      _mm512_store_ps(out, sum[i]);
+      for (int p = 0; p < PANEL; p++)
+        if (kStreamRow[p] < nr) put_out(c + i * n + j0 + kStreamRow[p], out[p], acc);
+    }
+  });
+}
+#endif
+
 template <int FMT>
 static void qmatmul_x86(const Exec& ex, const QActs& A, int64_t m, const PackedW& w, float* c, bool acc) {
-  // measured on 4096 x 4096: panels win from 3 rows with VNNI, from 5 without (a batch of decode
-  // steps too, the next panel prefetched: 8 rows of 2816 x 1024 q4_0 0.13 ms against 0.26 for
-  // the decode kernel a pass per 2 rows over weights in L1)
-  if (m <= (kVnni ? 2 : 4)) {
+#ifdef LLAVA_VNNI
+  // measured (one thread, 2816 x 1024 q4_0 in cache / 32001 x 1024 from memory): against the
+  // decode kernel below, 1 row 0.039 / 0.44 ms against 0.043 / 0.50, 2 rows 0.050 against 0.068;
+  // against the panels, 4 rows 0.064 against 0.099, 8 rows 0.106 / 1.18 against 0.127 / 1.42
+  if (m <= 8) {
+    switch (m) {
+      case 1: return qmatmul_stream<FMT, 1>(ex, A, w, c, acc);
+      case 2: return qmatmul_stream<FMT, 2>(ex, A, w, c, acc);
+      case 3: return qmatmul_stream<FMT, 3>(ex, A, w, c, acc);
+      case 4: return qmatmul_stream<FMT, 4>(ex, A, w, c, acc);
+      case 5: return qmatmul_stream<FMT, 5>(ex, A, w, c, acc);
+      case 6: return qmatmul_stream<FMT, 6>(ex, A, w, c, acc);
+      case 7: return qmatmul_stream<FMT, 7>(ex, A, w, c, acc);
+      default: return qmatmul_stream<FMT, 8>(ex, A, w, c, acc);
+    }
+  }
+#else
+  // measured on 4096 x 4096: panels win from 5 rows (a batch of decode steps too, the next panel
+  // prefetched)
+  if (m <= 4) {
     switch (m) {
       case 1: return qmatmul_decode<FMT, 1>(ex, A, w, c, acc);
       case 2: return qmatmul_decode<FMT, 2>(ex, A, w, c, acc);
@@ -760,6 +803,7 @@ static void qmatmul_x86(const Exec& ex, const QActs& A, int64_t m, const PackedW
       default: return qmatmul_decode<FMT, 4>(ex, A, w, c, acc);
     }
   }
+#endif
   qmatmul_panels<FMT>(ex, A, m, w, c, acc);
 }
 

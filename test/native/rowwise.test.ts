@@ -23,7 +23,7 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
             const formats: Array<PackedFormat | "f32"> = ["f32", "bf16", "f16", ...(k % 32 === 0 ? (["q8_0", "q4_0"] as const) : [])];
             for (const format of formats) {
               const packed = format === "f32" ? null : packMatrix(w, n, k, format);
-              for (const m of [2, 3, 5, 8, 17]) {
+              for (const m of [2, 3, 4, 5, 6, 7, 8, 17]) {
                 const a = randn(m * k, m * 7 + k);
                 const mul = (x: Float32Array, rows: number, c: Float32Array, rowwise: boolean) =>
                   packed ? be.packedMatmul(x, packed, c, rows, false, false, rowwise) : be.gemm(x, w, c, { m: rows, n, k, transB: true, rowwise });
