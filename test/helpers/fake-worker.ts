@@ -3,9 +3,8 @@
  * /worker_get_status and streams NUL-delimited JSON on /worker_generate_stream the way the
  * reference's worker does, or misbehaves (hangs, dies, fails) as told.
  */
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { streamChunk } from "../../src/serve/protocol.js";
+import { startLoopbackServer } from "./loopback-server.js";
 
 export type StreamBehaviour =
   | { kind: "stream"; texts: string[]; /** waits for this before each chunk after the first */ gate?: () => Promise<void> }
@@ -39,14 +38,9 @@ export async function startFakeWorker(modelNames: string[], behaviour: StreamBeh
     behaviour,
     requests: [],
     aborted,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
+    close: () => server.close(),
   };
-  const server = http.createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
+  const server = await startLoopbackServer(async (req, body, res) => {
     if (req.url === "/worker_get_status") {
       res.setHeader("content-type", "application/json");
       res.end(JSON.stringify(worker.status));
@@ -57,7 +51,7 @@ export async function startFakeWorker(modelNames: string[], behaviour: StreamBeh
       res.end();
       return;
     }
-    worker.requests.push(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+    worker.requests.push(JSON.parse(body.toString("utf8")));
     res.on("close", () => {
       if (!res.writableFinished) onAbort();
     });
@@ -85,8 +79,7 @@ export async function startFakeWorker(modelNames: string[], behaviour: StreamBeh
       // hang: never ends, until the controller gives up and closes the connection
     }
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  worker.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  worker.url = server.url;
   return worker;
 }
 

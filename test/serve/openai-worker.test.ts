@@ -6,8 +6,6 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { buildControllerApp } from "../../src/serve/controller-http.js";
 import { listen } from "../../src/serve/http-app.js";
@@ -17,6 +15,7 @@ import { startWorker } from "../../src/serve/worker-http.js";
 import { loadImage } from "../../src/image/decode.js";
 import { post } from "../helpers/fake-worker.js";
 import { IMAGES } from "../helpers/paths.js";
+import { startLoopbackServer } from "../helpers/loopback-server.js";
 import { assertCumulative, spawnServer, streamJson, waitFor } from "../helpers/worker-client.js";
 
 const IMAGE_FILE = path.join(IMAGES, "gradient_640x480.png");
@@ -43,16 +42,8 @@ const delta = (content: string | null, finish: string | null = null) => ({
 });
 
 async function startUpstream(behaviour: Behaviour): Promise<FakeUpstream> {
-  const upstream: FakeUpstream = {
-    url: "", behaviour, requests: [], cutOff: 0,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-  const server = http.createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
+  const upstream: FakeUpstream = { url: "", behaviour, requests: [], cutOff: 0, close: () => server.close() };
+  const server = await startLoopbackServer((req, body, res) => {
     res.setHeader("content-type", "application/json");
     if (req.method === "GET" && req.url === "/v1/models") {
       res.end(JSON.stringify({ object: "list", data: [{ id: MODEL, object: "model", created: 0, owned_by: "test" }] }));
@@ -63,7 +54,7 @@ async function startUpstream(behaviour: Behaviour): Promise<FakeUpstream> {
       res.end(JSON.stringify({ error: { message: "not found", type: "invalid_request_error" } }));
       return;
     }
-    upstream.requests.push(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+    upstream.requests.push(JSON.parse(body.toString("utf8")));
     res.on("close", () => {
       if (!res.writableFinished) upstream.cutOff++;
     });
@@ -83,8 +74,7 @@ async function startUpstream(behaviour: Behaviour): Promise<FakeUpstream> {
     res.write(sse({ ...delta(null), choices: [], usage: { prompt_tokens: 601, completion_tokens: b.pieces.length, total_tokens: 601 + b.pieces.length } }));
     res.end("data: [DONE]\n\n");
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  upstream.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  upstream.url = server.url;
   return upstream;
 }
 
