@@ -119,8 +119,18 @@ function checkFinite(logits: Float32Array, step: number, position: number): void
   );
 }
 
+/**
+ * How much of the answer `decoded` may be released: up to its first stop string (`stopped`), all
+ * of it when the answer is `over`, else all but a tail that might be the start of a stop string.
+ */
+export function releasable(decoded: string, stops: string[], over: boolean): { end: number; stopped: boolean } {
+  const hits = stops.map((s) => decoded.indexOf(s)).filter((i) => i >= 0);
+  if (hits.length) return { end: Math.min(...hits), stopped: true };
+  return { end: over ? decoded.length : decoded.length - heldBack(decoded, stops), stopped: false };
+}
+
 /** Length of the longest suffix of `text` that is a proper prefix of a stop string. */
-export function heldBack(text: string, stops: string[]): number {
+function heldBack(text: string, stops: string[]): number {
   let keep = 0;
   for (const s of stops) {
     for (let n = Math.min(s.length - 1, text.length); n > keep; n--) {
@@ -186,11 +196,9 @@ export class AnswerTokens {
     else if (step === this.maxNewTokens - 1) this.finishReason = "length";
     this.decoded += this.detok.push(token) + (this.finishReason ? this.detok.flush() : "");
 
-    const { decoded, stops } = this;
-    const hit = stops.map((s) => decoded.indexOf(s)).filter((i) => i >= 0);
-    if (hit.length) this.finishReason = "stop";
-    const end = hit.length ? Math.min(...hit) : this.finishReason ? decoded.length : decoded.length - heldBack(decoded, stops);
-    const text = end > this.text.length ? decoded.slice(this.text.length, end) : "";
+    const { end, stopped } = releasable(this.decoded, this.stops, this.finishReason !== null);
+    if (stopped) this.finishReason = "stop";
+    const text = end > this.text.length ? this.decoded.slice(this.text.length, end) : "";
     this.text += text;
     return { token, step, text };
   }

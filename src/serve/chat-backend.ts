@@ -5,7 +5,7 @@
  * /worker_generate_stream protocol).
  */
 import type { FinishReason } from "../llava/generate.js";
-import { heldBack, PromptTooLongError } from "../llava/generate.js";
+import { PromptTooLongError, releasable } from "../llava/generate.js";
 import { encodePng } from "../image/decode.js";
 import type { Controller } from "./controller.js";
 import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
@@ -122,11 +122,11 @@ class WorkerAnswer implements EngineOutput {
         answer = chunk.text.startsWith(request.prompt) ? chunk.text.slice(request.prompt.length) : chunk.text;
         if (this.completionTokens === 0 && answer === PROMPT_TOO_LONG_MSG) throw new PromptTooLongError(`the prompt leaves no room for an answer in the context of ${model}`);
         this.completionTokens++;
-        const hit = Math.min(...stops.map((s) => answer.indexOf(s)).filter((i) => i >= 0));
-        const end = Number.isFinite(hit) ? hit : answer.length - heldBack(answer, stops);
+        // until the stream ends, a tail that may start a stop string waits
+        const { end, stopped } = releasable(answer, stops, false);
         if (end > released) yield answer.slice(released, end);
         released = Math.max(released, end);
-        if (Number.isFinite(hit)) {
+        if (stopped) {
           this.finishReason = "stop";
           return;
         }
