@@ -39,3 +39,11 @@ export function noiseImage(width: number, height: number, seed = 3): RgbImage {
   const r = seededRandom(seed);
   return { width, height, data: Uint8Array.from({ length: width * height * 3 }, () => Math.floor(r() * 256)) };
 }
+
+const WORDS = ["red", "blue", "cat", "sky", "boat", "tree", "road", "lamp"];
+
+/** Concurrent client i's question (40 words) and image, each its own, so no cache helps one client from another's work. */
+export function clientRequest(i: number): { question: string; image: RgbImage } {
+  const question = Array.from({ length: 40 }, (_, j) => WORDS[(i * 3 + j * (i + 1)) % WORDS.length]).join(" ");
+  return { question, image: noiseImage(640, 480, 100 + i) };
+}

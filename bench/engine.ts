@@ -15,17 +15,16 @@ import { createBackend } from "../src/tensor/backends.js";
 import { loadLlava, type LoadOptions } from "../src/llava/load.js";
 import { BatchEngine } from "../src/serve/batch-engine.js";
 import type { EngineRequest } from "../src/serve/engine.js";
-import { ensureCheckpoint, noiseImage } from "./checkpoints.js";
+import { clientRequest, ensureCheckpoint } from "./checkpoints.js";
 import { emit } from "./machine.js";
 import { quantile } from "./stats.js";
 
 const MODEL = "bench-small";
-const WORDS = ["red", "blue", "cat", "sky", "boat", "tree", "road", "lamp"];
 
 /** Stream i's request: its own image and question, so no cache helps it. */
 function request(i: number, tokens: number): EngineRequest {
-  const words = Array.from({ length: 40 }, (_, j) => WORDS[(i * 3 + j * (i + 1)) % WORDS.length]).join(" ");
-  return { prompt: `USER: <image>\n${words} ASSISTANT:`, images: [noiseImage(640, 480, 100 + i)], maxNewTokens: tokens };
+  const { question, image } = clientRequest(i);
+  return { prompt: `USER: <image>\n${question} ASSISTANT:`, images: [image], maxNewTokens: tokens };
 }
 
 interface Run {

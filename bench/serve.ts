@@ -17,25 +17,24 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { encodePng } from "../src/image/decode.js";
-import { ensureCheckpoint, noiseImage } from "./checkpoints.js";
+import { clientRequest, ensureCheckpoint } from "./checkpoints.js";
 import { emit } from "./machine.js";
 import { quantile } from "./stats.js";
 
 const MODEL = "bench-small";
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/llava.js");
-const WORDS = ["red", "blue", "cat", "sky", "boat", "tree", "road", "lamp"];
 
 /** Client i's request: its own image and 40-word question, so no cache helps it. */
 async function body(i: number, tokens: number): Promise<string> {
-  const words = Array.from({ length: 40 }, (_, j) => WORDS[(i * 3 + j * (i + 1)) % WORDS.length]).join(" ");
-  const png = (await encodePng(noiseImage(640, 480, 100 + i))).toString("base64");
+  const { question, image } = clientRequest(i);
+  const png = (await encodePng(image)).toString("base64");
   return JSON.stringify({
     model: MODEL,
     stream: true,
     temperature: 0,
     max_tokens: tokens,
     stream_options: { include_usage: true },
-    messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: `data:image/png;base64,${png}` } }, { type: "text", text: words }] }],
+    messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: `data:image/png;base64,${png}` } }, { type: "text", text: question }] }],
   });
 }
 
