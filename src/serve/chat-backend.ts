@@ -6,11 +6,10 @@
  */
 import type { FinishReason } from "../llava/generate.js";
 import { PromptTooLongError, releasable } from "../llava/generate.js";
-import { encodePng } from "../image/decode.js";
 import type { Controller } from "./controller.js";
 import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
 import { nulDelimited, postJson } from "./http-client.js";
-import { PROMPT_TOO_LONG_MSG, REQUEST_TIMEOUT_MS, streamChunkSchema, type StreamChunk } from "./protocol.js";
+import { PROMPT_TOO_LONG_MSG, REQUEST_TIMEOUT_MS, streamChunkSchema, type StreamChunk, transportBase64 } from "./protocol.js";
 
 export interface ChatBackend {
   /** the models served, by the names clients ask for */
@@ -91,7 +90,7 @@ class WorkerAnswer implements EngineOutput {
     const { request, model } = this;
     const address = this.controller.getWorkerAddress(model);
     if (!address) throw new ModelNotFoundError(model);
-    const images = await Promise.all(request.images.map(async (image) => (await encodePng(image)).toString("base64")));
+    const images = await Promise.all(request.images.map(transportBase64));
     const params = {
       model,
       prompt: request.prompt,

@@ -10,11 +10,11 @@
  */
 import OpenAI from "openai";
 import type { ChatCompletionContentPart } from "openai/resources/chat/completions";
-import { encodePng } from "../image/decode.js";
 import type { FinishReason } from "../llava/generate.js";
 import { IMAGE_TOKEN } from "../llava/spec.js";
 import { LlavaError } from "../util/errors.js";
 import type { Engine, EngineOutput, EngineRequest } from "./engine.js";
+import { transportBase64 } from "./protocol.js";
 
 export interface OpenAIEngineOptions {
   /** the upstream's API root, e.g. http://localhost:30000/v1 */
@@ -63,7 +63,7 @@ export class OpenAIEngine implements Engine {
       async *[Symbol.asyncIterator](): AsyncGenerator<string> {
         engine.running++;
         try {
-          const imageUrls = await Promise.all(request.images.map(async (img) => `data:image/png;base64,${(await encodePng(img)).toString("base64")}`));
+          const imageUrls = await Promise.all(request.images.map(async (img) => `data:image/png;base64,${await transportBase64(img)}`));
           const stream = await engine.client.chat.completions.create(
             {
               model: engine.model,

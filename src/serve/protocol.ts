@@ -3,6 +3,7 @@
  * worker reports, the NUL-delimited JSON chunks of a generation stream, their error codes and text.
  */
 import { z } from "zod";
+import { encodePng, type RgbImage } from "../image/decode.js";
 import { dumpJson, fromJs } from "../io/python.js";
 
 /** The reference's server_error_msg, the text of every error chunk. */
@@ -37,6 +38,11 @@ export const streamChunkSchema = z.object({
   usage: z.object({ prompt_tokens: z.number().int().nonnegative(), completion_tokens: z.number().int().nonnegative() }).optional().catch(undefined),
 });
 export type StreamChunk = z.infer<typeof streamChunkSchema>;
+
+/** An image as a worker receives it in `images`: PNG, base64 (the reference's serving transport). */
+export async function transportBase64(img: RgbImage): Promise<string> {
+  return (await encodePng(img)).toString("base64");
+}
 
 /** One chunk of a generation stream as the reference writes it: Python's json.dumps, then NUL. */
 export function streamChunk(value: StreamChunk): Buffer {

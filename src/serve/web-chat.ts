@@ -13,8 +13,8 @@ import {
   webConvModeForModelName,
 } from "../llava/conversation.js";
 import { postForJson, postJson, nulDelimited } from "./http-client.js";
-import { REQUEST_TIMEOUT_MS, SERVER_ERROR_MSG, streamChunkSchema } from "./protocol.js";
-import { processImage, transportBase64, type ImageProcessMode, type WebImage } from "./web-image.js";
+import { REQUEST_TIMEOUT_MS, SERVER_ERROR_MSG, streamChunkSchema, transportBase64 } from "./protocol.js";
+import { processImage, type ImageProcessMode, type WebImage } from "./web-image.js";
 import type { ConversationLog } from "./web-log.js";
 import { compareCodePoints, pyStrip } from "../io/python.js";
 import { IMAGE_TOKEN } from "../llava/spec.js";

@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import sharp from "sharp";
-import { encodePng, type RgbImage } from "../image/decode.js";
+import type { RgbImage } from "../image/decode.js";
 import { resizeBicubic } from "../image/resample.js";
 import { expandToSquare, type Rgb } from "../image/transforms.js";
 
@@ -44,11 +44,6 @@ export function processImage(img: RgbImage, mode: ImageProcessMode): RgbImage {
 /** md5 of the pixels (PIL's `image.tobytes()`), the name the reference saves an image under. */
 export function imageMd5(img: RgbImage): string {
   return createHash("md5").update(img.data).digest("hex");
-}
-
-/** The base64 PNG a worker receives. */
-export async function transportBase64(img: RgbImage): Promise<string> {
-  return (await encodePng(img)).toString("base64");
 }
 
 /** JPEG, as the reference saves logged images (PIL's default quality 75) and shows them in the chat. */
