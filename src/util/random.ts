@@ -1,11 +1,24 @@
-/** A small, fast seeded PRNG (mulberry32) returning numbers in [0, 1); each user owns its own. */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
+/**
+ * A small, fast seeded PRNG (mulberry32). Its whole state is one 32-bit integer, so a training
+ * run can save it in a checkpoint and resume with the same random stream.
+ */
+export class Rng {
+  constructor(public state: number) {
+    this.state = state >>> 0;
+  }
+
+  /** a number in [0, 1) */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }
+}
+
+/** The same stream as a function returning numbers in [0, 1); each user owns its own. */
+export function seededRandom(seed: number): () => number {
+  const rng = new Rng(seed);
+  return () => rng.next();
 }
