@@ -36,6 +36,16 @@ export interface PreprocessOptions {
   imageFolder?: string;
 }
 
+/** What can be wrong with a sample; the first seven make it unusable, the rest are worth a warning. */
+export const PROBLEM_KINDS = ["mismatch", "no-labels", "out-of-order", "image-count", "plain-shape", "missing-image", "bad-image"] as const;
+export const WARNING_KINDS = ["dropped-turn", "empty-turn", "truncated", "model-cut"] as const;
+export type IssueKind = (typeof PROBLEM_KINDS)[number] | (typeof WARNING_KINDS)[number];
+
+export interface Issue {
+  kind: IssueKind;
+  message: string;
+}
+
 export interface TokenizedSample {
   index: number;
   id: string;
@@ -45,9 +55,9 @@ export interface TokenizedSample {
   labels: number[];
   imagePaths: string[];
   /** what makes the sample unusable for training: the reference crashes on it or trains on nothing */
-  problems: string[];
+  problems: Issue[];
   /** what the reference accepts silently but a user should know (a dropped turn, an empty turn, a cut) */
-  warnings: string[];
+  warnings: Issue[];
   /** the collator's cut at modelMaxLength removed tokens */
   truncated: boolean;
   /** tokens before the cut */
@@ -106,12 +116,12 @@ export function preprocessMultimodal(turns: Turn[], imageCount: number, version:
 export function tokenizeSample(record: TrainingRecord, opts: PreprocessOptions): TokenizedSample {
   const conv = trainingTemplate(opts.version);
   const kind = maskingKind(conv);
-  const problems: string[] = [];
-  const warnings: string[] = [];
+  const problems: Issue[] = [];
+  const warnings: Issue[] = [];
   const hasImage = record.images.length > 0;
   let turns = record.conversations;
   turns.forEach((t, i) => {
-    if (t.value.trim() === "") warnings.push(`turn ${i} (${t.from}) is empty`);
+    if (t.value.trim() === "") warnings.push({ kind: "empty-turn", message: `turn ${i} (${t.from}) is empty` });
   });
   if (opts.multimodal && hasImage) turns = preprocessMultimodal(turns, record.images.length, conv.version, opts.imageStartEnd);
 
@@ -119,7 +129,7 @@ export function tokenizeSample(record: TrainingRecord, opts: PreprocessOptions):
   let ids: number[];
   if (kind === "plain") {
     if (turns.length !== 2 || !turns[0].value.includes(IMAGE_TOKEN)) {
-      problems.push(`the plain template needs exactly 2 turns with ${IMAGE_TOKEN} in the first (has ${turns.length} turn(s)${turns.length ? `, ${IMAGE_TOKEN} ${turns[0].value.includes(IMAGE_TOKEN) ? "present" : "absent"}` : ""})`);
+      problems.push({ kind: "plain-shape", message: `the plain template needs exactly 2 turns with ${IMAGE_TOKEN} in the first (has ${turns.length} turn(s)${turns.length ? `, ${IMAGE_TOKEN} ${turns[0].value.includes(IMAGE_TOKEN) ? "present" : "absent"}` : ""})` });
       return finish(record, opts, [], [], problems, warnings);
     }
     // the human text is replaced by the bare <image> (any <im_start>/<im_end> wrapping goes with it)
@@ -136,11 +146,11 @@ export function tokenizeSample(record: TrainingRecord, opts: PreprocessOptions):
   } else {
     // v1, llama_2, mpt: a leading gpt turn is dropped, then the turns must alternate
     const dropped = turns[0].from !== "human" ? 1 : 0;
-    if (dropped) warnings.push("the first turn is from gpt; it is dropped, as the reference does");
+    if (dropped) warnings.push({ kind: "dropped-turn", message: "the first turn is from gpt; it is dropped, as the reference does" });
     turns = turns.slice(dropped);
     const order = turns.findIndex((t, j) => t.from !== (j % 2 === 0 ? "human" : "gpt"));
     if (order >= 0) {
-      problems.push(`turns out of order: turn ${order + dropped} is from ${turns[order].from} where the reference expects ${order % 2 === 0 ? "human" : "gpt"}`);
+      problems.push({ kind: "out-of-order", message: `turns out of order: turn ${order + dropped} is from ${turns[order].from} where the reference expects ${order % 2 === 0 ? "human" : "gpt"}` });
       return finish(record, opts, [], [], problems, warnings);
     }
     const c = conv.copy();
@@ -151,23 +161,24 @@ export function tokenizeSample(record: TrainingRecord, opts: PreprocessOptions):
   }
   if (masked.mismatch) {
     const { counted, total } = masked.mismatch;
-    problems.push(`tokenization mismatch: ${counted} vs. ${total} (the reference zeroes this sample's labels and trains on nothing)`);
+    problems.push({ kind: "mismatch", message: `tokenization mismatch: ${counted} vs. ${total} (the reference zeroes this sample's labels and trains on nothing)` });
   }
   if (opts.multimodal) {
     const markers = ids.filter((id) => id === opts.imageTokenId).length;
-    if (markers !== record.images.length) problems.push(`${markers} ${IMAGE_TOKEN} marker(s) for ${record.images.length} image(s)`);
+    if (markers !== record.images.length) problems.push({ kind: "image-count", message: `${markers} ${IMAGE_TOKEN} marker(s) for ${record.images.length} image(s)` });
   }
   return finish(record, opts, ids, masked.labels, problems, warnings);
 }
 
 /** The collator's cut at model_max_length, and the check that some label is left. */
-function finish(record: TrainingRecord, opts: PreprocessOptions, ids: number[], labels: number[], problems: string[], warnings: string[]): TokenizedSample {
+function finish(record: TrainingRecord, opts: PreprocessOptions, ids: number[], labels: number[], problems: Issue[], warnings: Issue[]): TokenizedSample {
   const fullLength = ids.length;
   const truncated = fullLength > opts.modelMaxLength;
-  if (truncated) warnings.push(`cut at model_max_length ${opts.modelMaxLength} (of ${fullLength} tokens)`);
+  if (truncated) warnings.push({ kind: "truncated", message: `cut at model_max_length ${opts.modelMaxLength} (of ${fullLength} tokens)` });
   const kept = labels.slice(0, opts.modelMaxLength);
   if (!problems.length && !kept.some((l) => l !== IGNORE_INDEX)) {
-    problems.push(truncated ? `no supervised token is left after the cut at model_max_length ${opts.modelMaxLength}` : "no supervised tokens (every label is masked)");
+    const message = truncated ? `no supervised token is left after the cut at model_max_length ${opts.modelMaxLength}` : "no supervised tokens (every label is masked)";
+    problems.push({ kind: "no-labels", message });
   }
   const folder = opts.imageFolder ?? "";
   return {

@@ -83,34 +83,34 @@ test("v1 with a non-legacy tokenizer: the reference's -1 per later round (a mism
   const { opts } = optionsFor("tiny-llava-1.5-orig", "v1");
   const s = tokenizeSample(record(twoRounds), { ...opts, legacy: false });
   assert.equal(s.problems.length, 1);
-  assert.match(s.problems[0], /tokenization mismatch: \d+ vs\. \d+/);
+  assert.match(s.problems[0].message, /tokenization mismatch: \d+ vs\. \d+/);
   assert.ok(s.labels.every((l) => l === IGNORE_INDEX), "the reference zeroes the labels");
 });
 
 test("a conversation ending on a human turn is the reference's mismatch, a named problem", () => {
   const { opts } = optionsFor("tiny-llava-1.5-orig", "v1");
   const s = tokenizeSample(record([human("<image>\nHi"), gpt("Hello."), human("Bye")]), opts);
-  assert.match(s.problems.join(";"), /tokenization mismatch/);
+  assert.match(s.problems.map((p) => p.message).join(";"), /tokenization mismatch/);
 });
 
 test("a leading gpt turn is dropped with a warning; turns out of order are a problem", () => {
   const { opts, tokenizer } = optionsFor("tiny-llava-1.5-orig", "v1");
   const dropped = tokenizeSample(record([gpt("Hello!"), human("<image>\nWhat?"), gpt("A dog.")]), opts);
   assert.deepEqual(dropped.problems, []);
-  assert.match(dropped.warnings.join(";"), /first turn is from gpt/);
+  assert.match(dropped.warnings.map((p) => p.message).join(";"), /first turn is from gpt/);
   assert.deepEqual(supervised(tokenizer, dropped.ids, dropped.labels), ["A dog.</s>"]);
   const disordered = tokenizeSample(record([human("<image>\nWhat?"), human("Well?"), gpt("A dog.")]), opts);
-  assert.match(disordered.problems.join(";"), /turns out of order: turn 1 is from human/);
+  assert.match(disordered.problems.map((p) => p.message).join(";"), /turns out of order: turn 1 is from human/);
 });
 
 test("<image> count must equal the images; empty turns are warned about", () => {
   const { opts } = optionsFor("tiny-llava-1.5-orig", "v1");
   const noMarker = tokenizeSample(record([human("What?"), gpt("A dog.")]), opts);
-  assert.match(noMarker.problems.join(";"), /0 <image> marker\(s\) for 1 image\(s\)/);
+  assert.match(noMarker.problems.map((p) => p.message).join(";"), /0 <image> marker\(s\) for 1 image\(s\)/);
   const textWithMarker = tokenizeSample(record([human("<image>\nWhat?"), gpt("A dog.")], []), opts);
-  assert.match(textWithMarker.problems.join(";"), /1 <image> marker\(s\) for 0 image\(s\)/);
+  assert.match(textWithMarker.problems.map((p) => p.message).join(";"), /1 <image> marker\(s\) for 0 image\(s\)/);
   const empty = tokenizeSample(record([human("<image>\nWhat?"), gpt("")]), opts);
-  assert.match(empty.warnings.join(";"), /turn 1 \(gpt\) is empty/);
+  assert.match(empty.warnings.map((p) => p.message).join(";"), /turn 1 \(gpt\) is empty/);
 });
 
 test("truncation: cut at model_max_length as the collator cuts, and a sample cut before its answer is a problem", () => {
@@ -123,9 +123,9 @@ test("truncation: cut at model_max_length as the collator cuts, and a sample cut
   assert.deepEqual(cut.ids, full.ids.slice(0, cutAt));
   assert.deepEqual(cut.labels, full.labels.slice(0, cutAt));
   assert.deepEqual(cut.problems, []);
-  assert.match(cut.warnings.join(";"), /cut at model_max_length/);
+  assert.match(cut.warnings.map((p) => p.message).join(";"), /cut at model_max_length/);
   const tooShort = tokenizeSample(record(twoRounds), optionsFor("tiny-llava-1.5-orig", "v1", 8).opts);
-  assert.match(tooShort.problems.join(";"), /no supervised token is left after the cut/);
+  assert.match(tooShort.problems.map((p) => p.message).join(";"), /no supervised token is left after the cut/);
 });
 
 test("plain (stage 1): the human text becomes the bare <image>, loss on the caption and \\n", () => {
@@ -137,7 +137,7 @@ test("plain (stage 1): the human text becomes the bare <image>, loss on the capt
   assert.deepEqual(s.labels.slice(2), s.ids.slice(2));
   assert.equal(tokenizer.decode(s.ids.slice(2)), "A cat on a mat.\n");
   const three = tokenizeSample(record([human("<image>"), gpt("a"), gpt("b")]), opts);
-  assert.match(three.problems.join(";"), /plain template needs exactly 2 turns/);
+  assert.match(three.problems.map((p) => p.message).join(";"), /plain template needs exactly 2 turns/);
 });
 
 test("llama_2 (llava_llama_2): loss on each answer, its trailing space and </s>", () => {
@@ -150,7 +150,7 @@ test("llama_2 (llava_llama_2): loss on each answer, its trailing space and </s>"
 test("mpt with the LLaMA tokenizer (BOS, <|im_end|> not a token) is the reference's mismatch", () => {
   const { opts } = optionsFor("tiny-llava-1.5-orig", "chatml_direct");
   const s = tokenizeSample(record(twoRounds), opts);
-  assert.match(s.problems.join(";"), /tokenization mismatch/);
+  assert.match(s.problems.map((p) => p.message).join(";"), /tokenization mismatch/);
 });
 
 /**
@@ -177,7 +177,7 @@ test("hand-checked with a character tokenizer: v1 and llama_2 (instruction - 2 l
   const v1 = tokenizeSample(record(twoRounds), charOptions("v1", true));
   assert.deepEqual(v1.problems, []);
   assert.deepEqual(charSpans(v1), [" A cat.</s>", " Black and white.</s>"]);
-  assert.match(tokenizeSample(record(twoRounds), charOptions("v1", false)).problems.join(";"), /mismatch/);
+  assert.match(tokenizeSample(record(twoRounds), charOptions("v1", false)).problems.map((p) => p.message).join(";"), /mismatch/);
   const llama2 = tokenizeSample(record(twoRounds), charOptions("llava_llama_2", true));
   assert.deepEqual(llama2.problems, []);
   assert.deepEqual(charSpans(llama2), [" A cat. </s>", " Black and white. </s>"]);
@@ -189,7 +189,7 @@ test("hand-checked with a character tokenizer: mpt counts from 0, instruction - 
   // round 1: the instruction counts BOS + chars - 1, so its last "\n" is supervised; round 2's mask starts on
   // round 1's <|im_end|> and (+1) covers its whole instruction; the final <|im_end|> is supervised
   assert.deepEqual(charSpans(s), ["\nA cat.", "Black and white.<|im_end|>"]);
-  assert.match(tokenizeSample(record(twoRounds), charOptions("chatml_direct", false)).problems.join(";"), /mismatch: \d+ vs/);
+  assert.match(tokenizeSample(record(twoRounds), charOptions("chatml_direct", false)).problems.map((p) => p.message).join(";"), /mismatch: \d+ vs/);
 });
 
 test("hand-checked with a character tokenizer: the legacy path (llava_v0) masks [start+2, start+len) of human turns, each piece counting a BOS", () => {
