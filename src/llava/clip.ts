@@ -6,7 +6,7 @@ import type { ClipVisionConfig } from "../io/config.js";
 import { activationByName, childParameters, LayerNorm, Linear, type Module, type NamedParameters } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
-import { activation, add, attention, concat, permute, reshape } from "../tensor/ops.js";
+import { activation, add, attention, checkpoint, concat, permute, reshape } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { loadLinear } from "./llama.js";
@@ -95,9 +95,10 @@ export class ClipVisionModel implements Module {
 
   /**
    * Runs the tower on pixels [n, C, S, S] and returns the hidden states: [0] after
-   * pre_layrnorm, [i] after encoder layer i, for i up to `layers` (default all).
+   * pre_layrnorm, [i] after encoder layer i, for i up to `layers` (default all). With
+   * `checkpointed`, each layer's activations are recomputed in the backward pass.
    */
-  forward(pixels: Tensor, layers = this.layers.length): Tensor[] {
+  forward(pixels: Tensor, layers = this.layers.length, checkpointed = false): Tensor[] {
     const { imageSize, numChannels } = this.cfg;
     const [n, c, h, w] = pixels.shape;
     if (pixels.ndim !== 4 || c !== numChannels || h !== imageSize || w !== imageSize) {
@@ -110,7 +111,8 @@ export class ClipVisionModel implements Module {
     let x = this.preLayernorm.forward(add(tokens, this.positionEmbedding));
     const states = [x];
     for (let i = 0; i < layers; i++) {
-      x = this.layers[i].forward(x);
+      const layer = this.layers[i];
+      x = checkpointed ? checkpoint((input) => layer.forward(input), [x]) : layer.forward(x);
       states.push(x);
     }
     return states;
