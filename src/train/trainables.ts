@@ -46,7 +46,7 @@ export function defaultLoraTargets(loaded: LoadedLlava): string[] {
   return [...new Set(leaves)].filter((n) => n !== "lm_head").sort();
 }
 
-/** The decoder proper (model.model without the projector, tower and newline are not in it for this purpose). */
+/** The reference's model.model as freeze_backbone freezes it: embeddings, decoder layers, final norm (the projector and tower are built after that freeze). */
 const inBackbone = (name: string) => partOf(name) === "llm" && name.startsWith(PREFIX.llm);
 
 /** Fails when the parameters that are to train include weights kept packed (quantized or 16-bit): those cannot take updates. */
