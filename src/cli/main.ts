@@ -6,6 +6,7 @@
 import type { ParseArgsConfig } from "node:util";
 import { chatRequestFromArgs, runChat } from "./chat.js";
 import { runConvert } from "./convert.js";
+import { runData } from "./data.js";
 import { runEval } from "./eval.js";
 import { runServe } from "./serve.js";
 import { inspectCommand } from "./inspect.js";
@@ -31,6 +32,8 @@ commands:
          convert checkpoints between the original LLaVA and HF formats (llava convert --help)
   inspect --model-path DIR [--model-base DIR] [--json]
          shapes, settings, parameter counts and memory needs, read from configs and headers only
+  data check --data-path FILE --model-path DIR [--image-folder DIR] [--version V] [--model-max-length N] [--json]
+         validate a training dataset before training: images, <image> markers, turn order, label masks, lengths
   eval <script> [options]
          the reference's evaluation scripts (scorers, converters, reviews) with their own options (llava eval --help)
   serve controller [--host H] [--port 21001] [--dispatch-method shortest_queue|lottery]
@@ -110,8 +113,9 @@ async function main(argv: string[]): Promise<void> {
   if (name === "convert") return runConvert(rest); // has its own sub-commands and options
   if (name === "eval") return runEval(rest); // the reference scripts' own options
   if (name === "serve") return runServe(rest); // has its own parts and options
+  if (name === "data") return runData(rest); // has its own sub-commands and options
   const command = commands[name];
-  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, eval, serve; see llava --help)`);
+  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, data, eval, serve; see llava --help)`);
   const values = parseCommandArgs(name, rest, command.options);
   if (values.help) {
     process.stdout.write(USAGE);

@@ -6,7 +6,7 @@ import type { ClipVisionConfig } from "../io/config.js";
 import { activationByName, childParameters, LayerNorm, Linear, type Module, type NamedParameters } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
-import { activation, add, attention, concat, permute, reshape } from "../tensor/ops.js";
+import { activation, add, attention, checkpoint, concat, linear, permute, reshape } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { loadLinear } from "./llama.js";
@@ -60,7 +60,6 @@ class ClipEncoderLayer implements Module {
 export class ClipVisionModel implements Module {
   /** the conv weight [D, C, p, p], as stored */
   readonly patchConv: Tensor;
-  readonly patchEmbedding: Linear;
   readonly classEmbedding: Tensor;
   readonly positionEmbedding: Tensor;
   readonly preLayernorm: LayerNorm;
@@ -73,8 +72,6 @@ export class ClipVisionModel implements Module {
     const patch = cfg.patchSize;
     const positions = (cfg.imageSize / patch) ** 2 + 1;
     this.patchConv = p.tensor("embeddings.patch_embedding.weight", [d, cfg.numChannels, patch, patch]);
-    // a stride-patch convolution is a linear map of each flattened (channel, y, x) patch
-    this.patchEmbedding = new Linear(reshape(this.patchConv, [d, cfg.numChannels * patch * patch]));
     this.classEmbedding = p.tensor("embeddings.class_embedding", [d]);
     this.positionEmbedding = p.tensor("embeddings.position_embedding.weight", [positions, d]);
     this.preLayernorm = loadLayerNorm(p, "pre_layrnorm", d, cfg.layerNormEps);
@@ -95,22 +92,26 @@ export class ClipVisionModel implements Module {
 
   /**
    * Runs the tower on pixels [n, C, S, S] and returns the hidden states: [0] after
-   * pre_layrnorm, [i] after encoder layer i, for i up to `layers` (default all).
+   * pre_layrnorm, [i] after encoder layer i, for i up to `layers` (default all). With
+   * `checkpointed`, each layer's activations are recomputed in the backward pass.
    */
-  forward(pixels: Tensor, layers = this.layers.length): Tensor[] {
+  forward(pixels: Tensor, layers = this.layers.length, checkpointed = false): Tensor[] {
     const { imageSize, numChannels } = this.cfg;
     const [n, c, h, w] = pixels.shape;
     if (pixels.ndim !== 4 || c !== numChannels || h !== imageSize || w !== imageSize) {
       throw new LlavaError(`vision tower expects pixels [n, ${numChannels}, ${imageSize}, ${imageSize}], got [${pixels.shape.join(", ")}]`);
     }
     const d = this.cfg.hiddenSize;
-    const patches = this.patchEmbedding.forward(this.patchify(pixels));
+    // a stride-patch convolution is a linear map of each flattened (channel, y, x) patch; the
+    // view is taken per call so that gradients reach the conv weight when the tower trains
+    const patches = linear(this.patchify(pixels), reshape(this.patchConv, [d, c * this.cfg.patchSize ** 2]));
     const cls = reshape(this.classEmbedding, [1, 1, d]);
     const tokens = concat([concat(Array(n).fill(cls), 0), patches], 1);
     let x = this.preLayernorm.forward(add(tokens, this.positionEmbedding));
     const states = [x];
     for (let i = 0; i < layers; i++) {
-      x = this.layers[i].forward(x);
+      const layer = this.layers[i];
+      x = checkpointed ? checkpoint((input) => layer.forward(input), [x]) : layer.forward(x);
       states.push(x);
     }
     return states;

@@ -6,12 +6,13 @@
  */
 import os from "node:os";
 import type { LlamaConfig } from "../io/config.js";
-import { activationByName, childParameters, Embedding, type HasLinears, Linear, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
+import { activationByName, childParameters, Embedding, type HasLinears, Linear, type LinearForwardOptions, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
-import { activation, add, attention, concat, mul, reshape, rope, slice } from "../tensor/ops.js";
+import { activation, add, attention, checkpoint, concat, mul, reshape, rope, slice } from "../tensor/ops.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
+import type { Rng } from "../util/random.js";
 
 /** Keys and values of every layer, preallocated for `capacity` positions of `batch` rows. */
 export class KVCache {
@@ -119,9 +120,9 @@ class LlamaLayer implements Module, HasLinears {
     this.postNorm = new RMSNorm(p.tensor(`${NORMS.postNorm}.weight`, [cfg.hiddenSize]), cfg.rmsNormEps);
   }
 
-  forward(x: Tensor, positions: Int32Array, invFreq: Float64Array, cache: KVCache | null, index: number): Tensor {
+  forward(x: Tensor, positions: Int32Array, invFreq: Float64Array, cache: KVCache | null, index: number, linear: LinearForwardOptions = {}): Tensor {
     const window = this.cfg.slidingWindow;
-    return this.run(x, positions, invFreq, {}, (q, k, v) => {
+    return this.run(x, positions, invFreq, linear, (q, k, v) => {
       if (!cache) return attention(q, k, v, { causal: true, window });
       cache.write(index, k, v);
       return attention(q, cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + q.dim(1), window });
@@ -141,7 +142,7 @@ class LlamaLayer implements Module, HasLinears {
   }
 
   /** The layer around `attend` (q, k, v [B, T, heads, D] → [B, T, H, D]). */
-  private run(x: Tensor, positions: Int32Array, invFreq: Float64Array, opts: { rowwise?: boolean }, attend: (q: Tensor, k: Tensor, v: Tensor) => Tensor): Tensor {
+  private run(x: Tensor, positions: Int32Array, invFreq: Float64Array, opts: LinearForwardOptions, attend: (q: Tensor, k: Tensor, v: Tensor) => Tensor): Tensor {
     const [b, t] = x.shape;
     const { numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd } = this.cfg;
     const { q: wq, k: wk, v: wv, o: wo, gate, up, down } = this.linears;
@@ -162,6 +163,12 @@ class LlamaLayer implements Module, HasLinears {
   namedParameters(prefix = ""): NamedParameters {
     return childParameters(prefix, [...this.namedLinears(), [NORMS.inputNorm, this.inputNorm], [NORMS.postNorm, this.postNorm]]);
   }
+}
+
+/** How a training forward runs: LoRA dropout drawn from `rng`; with `checkpoint`, each layer's activations recomputed in the backward pass. */
+export interface TrainingForward {
+  rng?: Rng | null;
+  checkpoint?: boolean;
 }
 
 export interface DecoderOutput {
@@ -203,7 +210,7 @@ export class LlamaForCausalLM implements Module, HasLinears {
    * Runs the decoder on embeddings [B, T, D]. With a cache, the new positions follow the
    * cached ones and the cache grows by T.
    */
-  forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean } = {}): DecoderOutput {
+  forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean; training?: TrainingForward } = {}): DecoderOutput {
     const [b, t] = inputsEmbeds.shape;
     const cache = opts.cache ?? null;
     const start = cache?.length ?? 0;
@@ -213,8 +220,11 @@ export class LlamaForCausalLM implements Module, HasLinears {
     const positions = opts.positions ?? Int32Array.from({ length: b * t }, (_, i) => start + (i % t));
     let x = inputsEmbeds;
     const states = opts.collectHidden ? [x] : undefined;
+    const rng = opts.training?.rng ?? null;
+    const checkpointed = opts.training?.checkpoint === true && !cache;
     this.layers.forEach((layer, i) => {
-      x = layer.forward(x, positions, this.invFreq, cache, i);
+      const run = (input: Tensor) => layer.forward(input, positions, this.invFreq, cache, i, { rng });
+      x = checkpointed ? checkpoint(run, [x], { rng }) : run(x);
       states?.push(x);
     });
     if (cache) cache.length += t;

@@ -84,11 +84,12 @@ export class LlavaModel implements Module {
 
   /**
    * Vision tower + projector on pixels [n, 3, S, S]. With `allLayers` every tower layer runs
-   * (for inspection); otherwise the tower stops at the selected layer.
+   * (for inspection); otherwise the tower stops at the selected layer. `checkpointed`: gradient
+   * checkpointing of the tower's layers (when it trains).
    */
-  encodeImages(pixels: Tensor, allLayers = false): EncodedImages {
+  encodeImages(pixels: Tensor, allLayers = false, checkpointed = false): EncodedImages {
     const index = this.selectIndex();
-    const states = this.vision.forward(pixels, allLayers ? this.vision.layers.length : index);
+    const states = this.vision.forward(pixels, allLayers ? this.vision.layers.length : index, checkpointed);
     const selected = states[index];
     const features = this.settings.visionSelectFeature === "patch" ? slice(selected, 1, 1, selected.dim(1)) : selected;
     return { visionHiddenStates: states, features, projected: this.projector.forward(features) };
@@ -113,9 +114,10 @@ export class LlavaModel implements Module {
 
   /**
    * Embeds prompt ids that carry one image marker per image, replacing each marker with that
-   * image's feature rows [N_i, D]. Returns [1, T, D] (truncated to maxSequenceLength if set).
+   * image's feature rows [N_i, D]. Returns [1, T, D] truncated to `maxLength` (default the
+   * config's maxSequenceLength; training truncates to its own model_max_length).
    */
-  embedPrompt(ids: number[], imageFeatures: Tensor[]): Tensor {
+  embedPrompt(ids: number[], imageFeatures: Tensor[], maxLength = this.settings.maxSequenceLength): Tensor {
     const marker = this.settings.imageTokenId;
     const markers = ids.filter((id) => id === marker).length;
     if (markers !== imageFeatures.length) {
@@ -139,8 +141,7 @@ export class LlavaModel implements Module {
     flush();
     if (!pieces.length) throw new LlavaError("empty prompt");
     let embeds = pieces.length === 1 ? pieces[0] : concat(pieces, 0);
-    const max = this.settings.maxSequenceLength;
-    if (max !== null && embeds.dim(0) > max) embeds = slice(embeds, 0, 0, max);
+    if (maxLength !== null && embeds.dim(0) > maxLength) embeds = slice(embeds, 0, 0, maxLength);
     return reshape(embeds, [1, embeds.dim(0), embeds.dim(1)]);
   }
 

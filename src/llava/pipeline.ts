@@ -13,6 +13,7 @@ import type { RgbImage } from "../image/decode.js";
 import { anyresPreprocess, clipPreprocess, padPreprocess, type PixelTensor } from "../image/processor.js";
 import { Tensor } from "../tensor/tensor.js";
 import { expandImageTokens, tokenizerImageToken } from "../tokenizer/image-tokens.js";
+import type { LlavaTokenizer } from "../tokenizer/tokenizer.js";
 
 /** Images as the model's pixel input: all tiles stacked, and each image's AnyRes layout. */
 export interface PreparedImages {
@@ -48,6 +49,15 @@ export function prepareImages(loaded: LoadedLlava, images: RgbImage[]): Prepared
   return { pixels: new Tensor(data, [data.length / per, ...tail], loaded.model.backend), layouts };
 }
 
+/** What decides how a prompt becomes ids besides the tokenizer. */
+export interface PromptTokenization {
+  format: LoadedLlava["format"];
+  /** the id that marks an image */
+  imageTokenId: number;
+  /** wrap each bare `<image>` as `<im_start><image><im_end>` */
+  imageStartEnd: boolean;
+}
+
 /**
  * Prompt ids with one image marker per `<image>`: the reference's chunk-wise
  * tokenizer_image_token (-200) for the original format, the tokenizer's own `<image>` token for HF.
@@ -55,9 +65,13 @@ export function prepareImages(loaded: LoadedLlava, images: RgbImage[]): Prepared
  * CLI, run_llava and evaluation scripts write it.
  */
 export function promptIds(loaded: LoadedLlava, prompt: string): number[] {
-  const { imageTokenId: marker, imageStartEnd } = loaded.model.settings;
-  const text = imageStartEnd ? prompt.replace(UNWRAPPED_IMAGE, IM_START + IMAGE_TOKEN + IM_END) : prompt;
-  return loaded.format === "original" ? tokenizerImageToken(loaded.tokenizer, text, marker) : loaded.tokenizer.encode(text);
+  return tokenizePrompt(loaded.tokenizer, { ...loaded.model.settings, format: loaded.format }, prompt);
+}
+
+/** promptIds for a tokenizer and settings, without a loaded model. */
+export function tokenizePrompt(tokenizer: LlavaTokenizer, how: PromptTokenization, prompt: string): number[] {
+  const text = how.imageStartEnd ? prompt.replace(UNWRAPPED_IMAGE, IM_START + IMAGE_TOKEN + IM_END) : prompt;
+  return how.format === "original" ? tokenizerImageToken(tokenizer, text, how.imageTokenId) : tokenizer.encode(text);
 }
 
 const UNWRAPPED_IMAGE = new RegExp(`(?<!${IM_START})${IMAGE_TOKEN}(?!${IM_END})`, "g");

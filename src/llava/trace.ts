@@ -7,7 +7,7 @@
 import path from "node:path";
 import { type Conversation, getConvTemplate } from "./conversation.js";
 import { argmax, Generation } from "./generate.js";
-import { expandLabels, IGNORE_INDEX, maskTargetsV1 } from "./labels.js";
+import { expandLabels, IGNORE_INDEX, maskRounds } from "./labels.js";
 import type { LoadedLlava } from "./load.js";
 import { buildInputs, expandedIds, prepareImages, promptIds, type PreparedImages } from "./pipeline.js";
 import { IMAGE_TOKEN } from "./spec.js";
@@ -131,7 +131,7 @@ export function traceTraining(loaded: LoadedLlava, conv: Conversation<unknown>, 
   try {
     const { ids, embeds, imageFeatures } = buildInputs(loaded, prompt, prepareTraced(loaded, images, trace));
     trace.ints("input_ids", ids);
-    const labels = maskTargetsV1(conv, prompt, ids, (text) => promptIds(loaded, text));
+    const { labels } = maskRounds(conv, prompt, ids, (text) => promptIds(loaded, text), loaded.tokenizer.legacy);
     trace.ints("labels", labels);
     const full = expandLabels(ids, labels, model.settings.imageTokenId, imageFeatures.map((f) => f.dim(0)));
     if (model.settings.expandImageTokens) {

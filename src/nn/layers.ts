@@ -2,11 +2,12 @@
  * Parameterised building blocks shared by every model. Each holds its parameters as tensors
  * and lists them with PyTorch-style dotted names, so training, saving and LoRA can walk them.
  */
-import { activation, add, embedding, layerNorm, linear, rmsNorm, scale } from "../tensor/ops.js";
+import { activation, add, dropout, embedding, layerNorm, linear, rmsNorm, scale } from "../tensor/ops.js";
 import type { Activation } from "../tensor/backend.js";
 import { unpackRow } from "../tensor/packed.js";
 import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
+import type { Rng } from "../util/random.js";
 
 export type NamedParameters = Array<[string, Tensor]>;
 
@@ -21,6 +22,15 @@ export interface LoraAdapter {
   /** [out, r] */
   b: Tensor;
   scale: number;
+  /** PEFT's lora_dropout: applied to the adapter's input only, in training only */
+  dropout?: number;
+}
+
+export interface LinearForwardOptions {
+  /** each row of x gets exactly its result alone (see ops.linear) */
+  rowwise?: boolean;
+  /** training: the random stream of LoRA dropout (without it, dropout is off, as in eval mode) */
+  rng?: Rng | null;
 }
 
 export const join = (prefix: string, name: string) => (prefix && name ? `${prefix}.${name}` : prefix || name);
@@ -44,12 +54,12 @@ export class Linear implements Module {
     return this.weight.shape[0];
   }
 
-  /** `rowwise`: each row of x gets exactly its result alone (see ops.linear) */
-  forward(x: Tensor, opts: { rowwise?: boolean } = {}): Tensor {
+  forward(x: Tensor, opts: LinearForwardOptions = {}): Tensor {
     const y = linear(x, this.weight, this.bias, opts);
     if (!this.adapter) return y;
-    const { a, b, scale: s } = this.adapter;
-    return add(y, scale(linear(linear(x, a, null, opts), b, null, opts), s));
+    const { a, b, scale: s, dropout: p = 0 } = this.adapter;
+    const input = opts.rng && p > 0 ? dropout(x, p, opts.rng) : x;
+    return add(y, scale(linear(linear(input, a, null, opts), b, null, opts), s));
   }
 
   namedParameters(prefix = ""): NamedParameters {

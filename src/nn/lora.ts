@@ -17,6 +17,8 @@ export interface LoraConfig {
   useRslora: boolean;
   /** the base model the adapter was trained on, if recorded */
   baseModel: string | null;
+  /** lora_dropout, on the adapter's input in training (default 0) */
+  dropout?: number;
 }
 
 export function parseLoraConfig(json: unknown, file: string): LoraConfig {
@@ -36,6 +38,7 @@ export function parseLoraConfig(json: unknown, file: string): LoraConfig {
     targetModules: targets as string[] | string,
     useRslora: j.use_rslora === true,
     baseModel: typeof j.base_model_name_or_path === "string" ? j.base_model_name_or_path : null,
+    dropout: typeof j.lora_dropout === "number" ? j.lora_dropout : 0,
   };
 }
 
@@ -115,7 +118,7 @@ export function addLoraAdapters(linears: Array<[string, Linear]>, cfg: LoraConfi
     const bound = 1 / Math.sqrt(inp);
     const a = new Tensor(Float32Array.from({ length: cfg.r * inp }, () => (2 * random() - 1) * bound), [cfg.r, inp], linear.weight.backend, true);
     const b = new Tensor(new Float32Array(out * cfg.r), [out, cfg.r], linear.weight.backend, true);
-    linear.adapter = { a, b, scale: loraScale(cfg) };
+    linear.adapter = { a, b, scale: loraScale(cfg), dropout: cfg.dropout ?? 0 };
     params.push(a, b);
   }
   return params;

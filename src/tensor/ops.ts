@@ -4,6 +4,7 @@
  */
 import type { Activation, AttentionParams } from "./backend.js";
 import { numel, PackedTensor, result, Tensor, type Shape } from "./tensor.js";
+import type { Rng } from "../util/random.js";
 
 function fail(op: string, message: string): never {
   throw new Error(`${op}: ${message}`);
@@ -332,4 +333,79 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, ignoreIndex = 
     be.scale(dlogits, g[0], tmp);
     be.accumulate(logits.gradBuffer(), tmp);
   });
+}
+
+/** Rows of x [N, ...] at `rows` (a copy), as [rows.length, ...]; gradients scatter back. */
+export function gatherRows(x: Tensor, rows: Int32Array): Tensor {
+  const n = x.dim(0);
+  const inner = x.size / n;
+  for (const r of rows) if (r < 0 || r >= n) fail("gatherRows", `row ${r} outside ${n}`);
+  const out = new Float32Array(rows.length * inner);
+  rows.forEach((r, i) => out.set(x.data.subarray(r * inner, (r + 1) * inner), i * inner));
+  return result(out, [rows.length, ...x.shape.slice(1)], [x], (g) => {
+    if (!x.requiresGrad) return;
+    const gx = x.gradBuffer();
+    rows.forEach((r, i) => x.backend.accumulate(gx.subarray(r * inner, (r + 1) * inner), g.subarray(i * inner, (i + 1) * inner)));
+  });
+}
+
+/**
+ * Inverted dropout as torch's in training: each element is zeroed with probability p, the rest
+ * scaled by 1/(1-p). The mask comes from `rng`, one draw per element in order, so a run that
+ * restores the stream's state draws the same mask.
+ */
+export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
+  if (!(p >= 0 && p < 1)) fail("dropout", `probability ${p} outside [0, 1)`);
+  if (p === 0) return x;
+  const keep = 1 / (1 - p);
+  const mask = new Float32Array(x.size);
+  for (let i = 0; i < mask.length; i++) mask[i] = rng.next() < p ? 0 : keep;
+  const be = x.backend;
+  const out = new Float32Array(x.size);
+  be.mul(x.data, mask, out);
+  return result(out, x.shape, [x], (g) => {
+    if (!x.requiresGrad) return;
+    const tmp = new Float32Array(g.length);
+    be.mul(g, mask, tmp);
+    be.accumulate(x.gradBuffer(), tmp);
+  });
+}
+
+export interface CheckpointOptions {
+  /** a random stream `fn` draws from (dropout): its state is restored for the recomputation, as torch's preserve_rng_state */
+  rng?: Rng | null;
+}
+
+/**
+ * Gradient checkpointing (torch.utils.checkpoint): runs `fn` on `inputs` keeping only its
+ * output; the backward pass runs `fn` again with a graph and back-propagates through that, so
+ * the activations inside `fn` live only while one segment is differentiated. `fn` must be a
+ * pure function of `inputs`, the parameters it closes over, and `rng`'s state: then the
+ * recomputation repeats the forward exactly and the gradients are those without checkpointing.
+ */
+export function checkpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts: CheckpointOptions = {}): Tensor {
+  const rng = opts.rng ?? null;
+  const before = rng?.state;
+  // the inner graph is dropped as soon as the output's data is taken
+  const inner = fn(...inputs.map((x) => x.detach()));
+  const out = new Tensor(inner.data, inner.shape, inner.backend, inner.requiresGrad || inputs.some((x) => x.requiresGrad));
+  if (!out.requiresGrad) return out;
+  out.node = {
+    inputs,
+    backward: (g) => {
+      const after = rng?.state;
+      if (rng) rng.state = before!;
+      const leaves = inputs.map((x) => new Tensor(x.data, x.shape, x.backend, x.requiresGrad));
+      try {
+        const again = fn(...leaves);
+        if (again.requiresGrad) again.backward(g);
+      } finally {
+        if (rng) rng.state = after!;
+      }
+      leaves.forEach((leaf, i) => {
+        if (leaf.grad) inputs[i].backend.accumulate(inputs[i].gradBuffer(), leaf.grad);
+      });
+    },
+  };
+  return out;
 }

@@ -237,6 +237,11 @@ export class LlavaTokenizer {
     return this.idOf(this.settings.eosToken);
   }
 
+  /** LlamaTokenizer's `legacy` flag (the training masks count tokens differently without it). */
+  get legacy(): boolean {
+    return this.settings.legacy;
+  }
+
   get bosTokenId(): number | undefined {
     return this.idOf(this.settings.bosToken);
   }

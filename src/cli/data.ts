@@ -1,0 +1,92 @@
+/** `llava data check`: a training dataset validated against a model's tokenizer and settings, without loading weights. */
+import path from "node:path";
+import { parseCommandArgs, type Values } from "./common.js";
+import { readModelSpec, requireTower } from "../llava/spec.js";
+import { isDirectory } from "../io/files.js";
+import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
+import { checkDataset, formatDataReport, imageTokenCounter, problemLines, renderMasked } from "../train/data-check.js";
+import { readTrainingData } from "../train/dataset.js";
+import { preprocessOptionsFor } from "../train/preprocess.js";
+import { LlavaError, UsageError } from "../util/errors.js";
+
+const USAGE = `usage: llava data check --data-path FILE --model-path DIR [--image-folder DIR] [options]
+
+Checks a LLaVA training dataset (JSON array or JSON lines) as the trainer will preprocess it:
+missing or undecodable images, <image> markers that do not match the images, turns out of
+order, samples whose labels are all masked (the reference's silent "tokenization mismatch"),
+samples cut by the length limit. Prints counts, token-length statistics and one example with
+its label mask; exits 1 when a sample has a problem the trainer would refuse.
+
+options:
+  --data-path FILE          the dataset
+  --image-folder DIR        what image paths are relative to (needed when samples have images)
+  --model-path DIR          the model to train (its tokenizer and config; no weights are read)
+  --vision-tower DIR        CLIP folder for an original-format model (default: mm_vision_tower)
+  --version V               conversation template, as the reference's --version (default v1)
+  --model-max-length N      the length limit (default 2048)
+  --image-aspect-ratio pad|square|anyres  how images are preprocessed (default: the model's)
+  --json                    the report as JSON
+`;
+
+const options = {
+  "data-path": { type: "string" },
+  "image-folder": { type: "string" },
+  "model-path": { type: "string" },
+  "vision-tower": { type: "string" },
+  version: { type: "string" },
+  "model-max-length": { type: "string" },
+  "image-aspect-ratio": { type: "string" },
+  json: { type: "boolean" },
+} as const;
+
+export async function runData(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === "-h" || sub === "--help") {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (sub !== "check") throw new UsageError(`data: unknown sub-command "${sub}" (data check; see llava data --help)`);
+  const v = parseCommandArgs("data check", rest, options);
+  if (v.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  await checkCommand(v);
+}
+
+function required(v: Values, name: string): string {
+  const value = v[name];
+  if (typeof value !== "string" || value === "") throw new UsageError(`data check needs --${name} (see llava data --help)`);
+  return value;
+}
+
+async function checkCommand(v: Values): Promise<void> {
+  const dataPath = required(v, "data-path");
+  const modelPath = required(v, "model-path");
+  const maxText = (v["model-max-length"] as string | undefined) ?? "2048";
+  const modelMaxLength = Number(maxText);
+  if (!/^\d+$/.test(maxText) || modelMaxLength < 1) throw new UsageError(`--model-max-length must be a whole number >= 1, got "${maxText}"`);
+  const aspect = v["image-aspect-ratio"] as string | undefined;
+  if (aspect !== undefined && !["pad", "square", "anyres"].includes(aspect)) throw new UsageError(`--image-aspect-ratio must be pad, square or anyres, got "${aspect}"`);
+  const imageFolder = v["image-folder"] as string | undefined;
+  if (imageFolder !== undefined && !isDirectory(imageFolder)) throw new LlavaError(`--image-folder ${imageFolder}: not a folder`);
+
+  const spec = readModelSpec(modelPath, { visionTower: v["vision-tower"] as string | undefined });
+  const vision = requireTower(spec);
+  if (aspect === "anyres" && !spec.settings.anyres) throw new LlavaError(`--image-aspect-ratio anyres: ${spec.configFile} has no image_grid_pinpoints`);
+  const tokenizer = LlavaTokenizer.load(spec.dir);
+  const preprocess = preprocessOptionsFor(tokenizer, { ...spec.settings, format: spec.format }, (v.version as string | undefined) ?? "v1", modelMaxLength, imageFolder);
+  const records = readTrainingData(dataPath);
+  const withImages = records.find((r) => r.images.length);
+  if (withImages && imageFolder === undefined) throw new UsageError(`data check needs --image-folder: record ${withImages.index} (id ${JSON.stringify(withImages.id)}) has images`);
+  const imageTokens = imageTokenCounter({ ...spec.settings, anyres: aspect === undefined || aspect === "anyres" ? spec.settings.anyres : null }, vision);
+
+  const report = await checkDataset(records, { preprocess, imageTokens });
+  const dim = process.stdout.isTTY ? (s: string) => `\x1b[2m${s}\x1b[22m` : undefined;
+  const example = report.example ? renderMasked(report.example, tokenizer, preprocess.imageTokenId, dim) : null;
+  if (v.json) process.stdout.write(`${JSON.stringify({ dataPath: path.resolve(dataPath), ...report, example: report.example && { ...report.example, rendered: renderMasked(report.example, tokenizer, preprocess.imageTokenId) } }, null, 2)}\n`);
+  else process.stdout.write(formatDataReport(report, example));
+  if (report.bad.length) {
+    throw new LlavaError(`${dataPath}: ${report.bad.length} of ${report.samples} samples have problems the trainer refuses (first: ${problemLines(report, 1)[0]})`);
+  }
+}
