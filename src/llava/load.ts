@@ -74,7 +74,7 @@ function checkImageTokens(spec: ModelSpec, tokenizer: LlavaTokenizer): void {
 }
 
 export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Promise<LoadedLlava> {
-  const spec = readModelSpec(modelPath, { visionTower: opts.visionTower });
+  const spec = readModelSpec(modelPath, { visionTower: opts.visionTower, modelBase: opts.modelBase });
   const vision = requireTower(spec);
   const backend = opts.backend ?? createBackend({ bf16Dot: opts.dtype === "bf16" });
   // everything is checked before any weight data is read: the files' headers, the tokenizer, the memory

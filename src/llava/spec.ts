@@ -64,6 +64,11 @@ export interface ModelSpec {
   settings: LlavaSettings;
   /** the folder named with --vision-tower, if any (for messages) */
   visionTowerOption: string | null;
+  /**
+   * A PEFT adapter folder applied over this folder, when --model-path named an adapter without a
+   * config.json of its own (as PEFT saves one on llava-hf) and --model-base this folder.
+   */
+  peftAdapter: string | null;
 }
 
 export function detectFormat(config: Json, configFile: string): CheckpointFormat {
@@ -102,16 +107,32 @@ export function readModelConfig(modelPath: string): { dir: string; config: Json;
 export interface SpecOptions {
   /** folder of the CLIP vision tower, overriding `mm_vision_tower` (original format) */
   visionTower?: string;
+  /** the base model under a LoRA or projector checkpoint; the spec of a bare PEFT adapter folder is its base's */
+  modelBase?: string;
+}
+
+/** A PEFT adapter folder with no config.json: the model it applies to is its base's. */
+function isBareAdapter(dir: string): boolean {
+  return isFile(path.join(dir, "adapter_config.json")) && !isFile(path.join(dir, "config.json"));
 }
 
 /** Reads and validates a checkpoint folder's configs. A wrongly typed field fails naming the file and the field. */
 export function readModelSpec(modelPath: string, opts: SpecOptions = {}): ModelSpec {
+  const adapterDir = path.resolve(modelPath);
+  if (isBareAdapter(adapterDir)) {
+    if (!opts.modelBase) {
+      const named = (readJsonFile(path.join(adapterDir, "adapter_config.json"), "LoRA adapter config") as Json | null)?.base_model_name_or_path;
+      throw new LlavaError(`${adapterDir}: a PEFT adapter without config.json; pass the model it was trained on with --model-base${typeof named === "string" ? ` (it names "${named}")` : ""}`);
+    }
+    if (isBareAdapter(path.resolve(opts.modelBase))) throw new LlavaError(`--model-base ${path.resolve(opts.modelBase)}: a PEFT adapter, not a model`);
+    return { ...readModelSpec(opts.modelBase, { visionTower: opts.visionTower }), peftAdapter: adapterDir };
+  }
   const { dir, config, configFile } = readModelConfig(modelPath);
   const format = detectFormat(config, configFile);
   const f = new FieldReader(config, configFile);
   const text = parseLlamaConfig(config, configFile);
   const visionTowerOption = opts.visionTower ? path.resolve(opts.visionTower) : null;
-  const base = { dir, configFile, config, format, text, visionTowerOption };
+  const base = { dir, configFile, config, format, text, visionTowerOption, peftAdapter: null };
   return format === "original" ? { ...base, ...originalParts(f, dir, visionTowerOption) } : { ...base, ...hfParts(f, config, configFile, format === "hf-llava-next") };
 }
 

@@ -5,7 +5,7 @@
  * loader, `llava inspect` and `llava convert merge-lora` all read a checkpoint through this.
  */
 import path from "node:path";
-import { canonicalName, hfLayoutOf, PREFIX, storedName } from "./keys.js";
+import { canonicalName, hfLayoutOf, partOf, PREFIX, storedName } from "./keys.js";
 import type { ModelSpec } from "./spec.js";
 import { hasModelWeights } from "../io/checkpoint-files.js";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
@@ -75,17 +75,54 @@ function partialParts(dir: string, kind: "lora" | "projector", opened: WeightRea
   return { overlayReader: trainables && renamed(trainables, trainableName), adapter: { config, weights } };
 }
 
+const PEFT_LORA = /^base_model\.model\.(.+)\.(lora_[AB])(?:\.default)?\.weight$/;
+
+/**
+ * A PEFT adapter folder made for the base `spec` describes (no config.json of its own, as PEFT
+ * saves it on transformers' llava-hf models or on an original LLaVA): the LoRA factors renamed to
+ * the canonical layer names the model attaches them by, and PEFT's `modules_to_save` (the trained
+ * projector, or any other full tensor) as canonical tensors laid over the base. Names of both HF
+ * layouts (`language_model.model.*` before transformers 4.52, `model.language_model.*` since) are
+ * read. The layers that take an adapter are those the file holds factors for: target_modules
+ * speaks of the HF model's module names.
+ */
+function peftAdapterParts(dir: string, original: boolean, opened: WeightReader[]) {
+  const adapterFile = path.join(dir, "adapter_config.json");
+  const config = parseLoraConfig(readJsonFile(adapterFile, "LoRA adapter config"), adapterFile);
+  const store = openWeightFile(dir, "adapter_model");
+  if (!store) throw new LlavaError(`${dir}: has adapter_config.json but no adapter_model.safetensors or adapter_model.bin`);
+  opened.push(store);
+  const canonical = (stored: string) => (original ? stored : canonicalName(stored, "hf"));
+  const modules = new Set<string>();
+  const lora = renamed(store, (n) => {
+    const m = PEFT_LORA.exec(n);
+    if (!m) return null;
+    const module = canonical(`${m[1]}.weight`)?.slice(0, -".weight".length) ?? m[1];
+    if (partOf(module) !== "llm") throw new LlavaError(`${store.source}: "${n}" is a LoRA layer outside the language model; only LoRA on the LLM's layers is supported`);
+    modules.add(module);
+    return `base_model.model.${module}.${m[2]}.weight`;
+  });
+  const saved = renamed(store, (n) => (PEFT_LORA.test(n) || !n.startsWith("base_model.model.") ? null : canonical(n.slice("base_model.model.".length))));
+  return { overlayReader: saved.names().length ? saved : null, adapter: { config: { ...config, targetModules: [...modules] }, weights: lora } };
+}
+
 /** Opens the weights `spec`'s folder stands for; on error, every file opened so far is closed. */
 export function openCheckpointWeights(spec: ModelSpec, opts: WeightOptions = {}): CheckpointWeights {
   const dir = spec.dir;
   const original = spec.format === "original";
-  const kind = checkpointKind(dir);
+  const kind = spec.peftAdapter ? "lora" : checkpointKind(dir);
   const opened: WeightReader[] = [];
   const closeAll = () => opened.forEach((r) => r.close());
   try {
     let layers: WeightReader[];
     let adapter: CheckpointWeights["adapter"] = null;
-    if (kind === "full") {
+    if (spec.peftAdapter) {
+      const parts = peftAdapterParts(spec.peftAdapter, original, opened);
+      adapter = parts.adapter;
+      const main = fullModel(dir, original, "--model-base");
+      opened.push(main);
+      layers = parts.overlayReader ? [parts.overlayReader, main] : [main];
+    } else if (kind === "full") {
       if (opts.modelBase) {
         throw new LlavaError(hasModelWeights(dir)
           ? `${dir}: holds a full model; --model-base is only for LoRA adapters and projector-only checkpoints`

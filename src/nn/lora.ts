@@ -27,6 +27,7 @@ export function parseLoraConfig(json: unknown, file: string): LoraConfig {
   const r = j.r;
   if (typeof r !== "number" || !Number.isInteger(r) || r < 1) throw new LlavaError(`${file}: "r" must be a positive whole number`);
   if (j.bias !== undefined && j.bias !== "none") throw new LlavaError(`${file}: LoRA bias "${String(j.bias)}" is not supported (only "none")`);
+  if (j.use_dora === true) throw new LlavaError(`${file}: DoRA adapters (use_dora) are not supported`);
   if (j.fan_in_fan_out === true) throw new LlavaError(`${file}: fan_in_fan_out adapters (Conv1D layers) are not supported`);
   const targets = j.target_modules;
   if (!(typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")))) {
