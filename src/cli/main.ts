@@ -9,6 +9,7 @@ import { runConvert } from "./convert.js";
 import { runData } from "./data.js";
 import { runEval } from "./eval.js";
 import { runServe } from "./serve.js";
+import { runTrain } from "./train.js";
 import { inspectCommand } from "./inspect.js";
 import { dumpOptionsFromArgs, runDump } from "./dump.js";
 import { generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values } from "./common.js";
@@ -36,6 +37,9 @@ commands:
          validate a training dataset before training: images, <image> markers, turn order, label masks, lengths
   eval <script> [options]
          the reference's evaluation scripts (scorers, converters, reviews) with their own options (llava eval --help)
+  train --stage pretrain|finetune --model-name-or-path DIR --data-path FILE --output-dir DIR [...]
+         LLaVA's two-stage training recipe with the reference's options (llava train --help);
+         --print-reference-command prints the reference trainer's equivalent deepspeed command
   serve controller [--host H] [--port 21001] [--dispatch-method shortest_queue|lottery]
          the reference's serving controller, which model workers register with (llava serve --help)
   serve worker --model-path DIR [--controller-address URL] [--port 21002] [--worker-address URL]
@@ -114,8 +118,9 @@ async function main(argv: string[]): Promise<void> {
   if (name === "eval") return runEval(rest); // the reference scripts' own options
   if (name === "serve") return runServe(rest); // has its own parts and options
   if (name === "data") return runData(rest); // has its own sub-commands and options
+  if (name === "train") return runTrain(rest); // the reference trainer's option names
   const command = commands[name];
-  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, data, eval, serve; see llava --help)`);
+  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, data, eval, serve, train; see llava --help)`);
   const values = parseCommandArgs(name, rest, command.options);
   if (values.help) {
     process.stdout.write(USAGE);

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { TrainOptions } from "./options.js";
+import type { TrainingConfigKeys } from "./save.js";
 import { PREFIX } from "../llava/keys.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { projectorLinearNames } from "../llava/projector.js";
@@ -24,7 +25,7 @@ import { Rng } from "../util/random.js";
 type Json = Record<string, unknown>;
 
 /** The config keys train.py records from the data and training arguments (spec 6.5), for any start. */
-export function trainingConfigKeys(opts: TrainOptions): Json {
+export function trainingConfigKeys(opts: TrainOptions): TrainingConfigKeys {
   return {
     image_aspect_ratio: opts.image_aspect_ratio,
     tokenizer_padding_side: "right",
@@ -110,9 +111,8 @@ function towerOf(name: string, modelDir: string): { dir: string; hidden: number 
 }
 
 export interface InitializedModel {
+  /** `loaded.spec.config` is the LLaVA config a saved model starts from */
   loaded: LoadedLlava;
-  /** the config.json a saved model gets: a real LLaVA config (original format) or the HF checkpoint's own */
-  config: Json;
   /** the folder the tokenizer files (and the LLM's other files) come from */
   sourceDir: string;
 }
@@ -129,9 +129,10 @@ export async function initTrainingModel(opts: TrainOptions): Promise<Initialized
   if (startOf(config, configFile) === "llava") {
     if (opts.pretrain_mm_mlp_adapter) throw new LlavaError(`--pretrain-mm-mlp-adapter: ${modelDir} is a LLaVA checkpoint with its own projector; start from its LLM folder to use a stage-1 projector`);
     const loaded = await loadLlava(modelDir, { backend, visionTower: opts.vision_tower ?? undefined, quantize });
-    // HF configs keep their own keys; an original config records the run's settings as train.py does
-    const saved = loaded.format === "original" ? { ...config, ...trainingConfigKeys(opts) } : config;
-    return { loaded, config: saved, sourceDir: modelDir };
+    // the images are preprocessed as the checkpoint says; a run that asks otherwise would train on other inputs
+    const aspect = loaded.model.settings.imageAspectMode;
+    if (aspect !== opts.image_aspect_ratio) throw new LlavaError(`${configFile}: the checkpoint's image_aspect_ratio is ${aspect}; pass --image-aspect-ratio ${aspect}`);
+    return { loaded, sourceDir: modelDir };
   }
   if (!opts.vision_tower) throw new LlavaError(`--vision-tower is required: ${modelDir} is an LLM without one (stage 1 joins a CLIP tower to it)`);
   if (opts.image_aspect_ratio === "anyres") throw new LlavaError("--image-aspect-ratio anyres needs a LLaVA checkpoint that names its image_grid_pinpoints, not a bare LLM");
@@ -152,7 +153,7 @@ export async function initTrainingModel(opts: TrainOptions): Promise<Initialized
     fs.writeFileSync(path.join(staging, "config.json"), JSON.stringify(llavaConfig, null, 2));
     writeSafetensors(path.join(staging, "mm_projector.safetensors"), projector, { format: "pt" });
     const loaded = await loadLlava(staging, { backend, visionTower: tower.dir, modelBase: modelDir, quantize });
-    return { loaded: { ...loaded, dir: modelDir }, config: llavaConfig, sourceDir: modelDir };
+    return { loaded: { ...loaded, dir: modelDir }, sourceDir: modelDir };
   } finally {
     fs.rmSync(staging, { recursive: true, force: true });
   }

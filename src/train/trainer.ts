@@ -25,6 +25,11 @@ import { AdamW, clipGradNorm, parameterGroups } from "./optimizer.js";
 import { checkSchedulerType, lrFactor, stepMicroBatches, trainingPlan, warmupSteps } from "./schedule.js";
 
 /** What to train: the trainer knows nothing of models or data beyond this. */
+interface LossResult {
+  loss: Tensor;
+  supervisedTokens: number;
+}
+
 export interface TrainerTask {
   /** the trainable parameters by canonical name */
   parameters: NamedParameters;
@@ -32,7 +37,7 @@ export interface TrainerTask {
   /** the sample indices of an epoch, in training order: a pure function of the epoch (and the run's seed) */
   order(epoch: number): number[];
   /** the mean loss over the supervised tokens of these samples; `rng` drives any randomness (dropout) */
-  loss(indices: number[], rng: Rng): { loss: Tensor; supervisedTokens: number };
+  loss(indices: number[], rng: Rng): LossResult | Promise<LossResult>;
   /** writes the model files of a checkpoint or of the final output into `dir` */
   saveModel(dir: string): void | Promise<void>;
   /** a sample's id for messages */
@@ -235,7 +240,7 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
       for (const [a, b] of stepMicroBatches(plan, state.stepInEpoch, accum, opts.perDeviceTrainBatchSize, order!.length)) {
         const indices = order!.slice(a, b);
         stepIndices.push(...indices);
-        const { loss, supervisedTokens } = task.loss(indices, rng);
+        const { loss, supervisedTokens } = await task.loss(indices, rng);
         const value = loss.data[0];
         if (!Number.isFinite(value)) throw nonFinite(`the loss is ${value}`, indices);
         loss.backward(new Float32Array([1 / accum]));

@@ -1,7 +1,7 @@
 /** Shared setup of the training-loss tests: the tiny fixture model and v1-masked training examples. */
 import path from "node:path";
 import { loadImages, type RgbImage } from "../../src/image/decode.js";
-import { maskTargetsV1 } from "../../src/llava/labels.js";
+import { maskRounds } from "../../src/llava/labels.js";
 import { loadLlava, type LoadedLlava, type LoadOptions } from "../../src/llava/load.js";
 import { promptIds } from "../../src/llava/pipeline.js";
 import { tracePrompt } from "../../src/llava/trace.js";
@@ -24,7 +24,7 @@ export async function fixtureImages(): Promise<{ checker: RgbImage; gradient: Rg
 export function example(loaded: LoadedLlava, query: string, answer: string, images: RgbImage[]): TrainingExample {
   const { conv, prompt } = tracePrompt({ convMode: "llava_v1", query, answer, imageCount: images.length, maxNewTokens: 0 });
   const ids = promptIds(loaded, prompt);
-  return { ids, labels: maskTargetsV1(conv, prompt, ids, (text) => promptIds(loaded, text)), images };
+  return { ids, labels: maskRounds(conv, prompt, ids, (text) => promptIds(loaded, text), loaded.tokenizer.legacy).labels, images };
 }
 
 /** A copy of every trainable parameter's gradient, by name (zeros where none arrived). */

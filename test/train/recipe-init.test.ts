@@ -21,7 +21,8 @@ function options(extra: string[]): TrainOptions {
 const params = (named: Array<[string, { data: Float32Array }]>) => new Map(named.map(([n, t]) => [n, t.data]));
 
 test("stage 1 from an LLM folder + a CLIP tower: a fresh projector, torch's nn.Linear init from the seed", async () => {
-  const { loaded, config, sourceDir } = await initTrainingModel(options(["--seed", "3"]));
+  const { loaded, sourceDir } = await initTrainingModel(options(["--seed", "3"]));
+  const config = loaded.spec.config;
   assert.equal(sourceDir, llmDir);
   assert.equal(loaded.dir, llmDir);
   const got = params(loaded.model.namedParameters());
@@ -60,11 +61,12 @@ test("a stage-1 projector file (--pretrain-mm-mlp-adapter) rebuilds the fixture'
   assert.deepEqual(loaded.model.settings, { ...fixture.model.settings, imageAspectMode: "square" });
 });
 
-test("a LLaVA checkpoint starts as it is, its config recording the run's settings", async () => {
-  const { loaded, config } = await initTrainingModel(parseTrainOptions(["--stage", "finetune", "--model_name_or_path", FIXTURE_LLAVA, "--vision_tower", FIXTURE_TOWER, "--data_path", "d", "--output_dir", "o", "--model_max_length", "64"]));
+test("a LLaVA checkpoint starts as it is", async () => {
+  const finetune = (extra: string[]) => parseTrainOptions(["--stage", "finetune", "--model_name_or_path", FIXTURE_LLAVA, "--vision_tower", FIXTURE_TOWER, "--data_path", "d", "--output_dir", "o", ...extra]);
+  const { loaded } = await initTrainingModel(finetune([]));
   assert.equal(loaded.format, "original");
-  assert.equal(config.tokenizer_model_max_length, 64);
-  assert.equal(config.mm_vision_tower, "tiny-clip-vit-56");
+  assert.equal(loaded.model.settings.imageAspectMode, "pad");
+  await assert.rejects(initTrainingModel(finetune(["--image_aspect_ratio", "square"])), /the checkpoint's image_aspect_ratio is pad; pass --image-aspect-ratio pad/);
   const reader = openWeights(FIXTURE_LLAVA);
   try {
     assert.deepEqual(params(loaded.model.namedParameters()).get("model.mm_projector.2.bias"), reader.readF32("model.mm_projector.2.bias"));

@@ -8,7 +8,7 @@
 import path from "node:path";
 import { loadImages, type RgbImage } from "../../src/image/decode.js";
 import { writeSafetensors } from "../../src/io/safetensors.js";
-import { expandLabels, IGNORE_INDEX, maskTargetsV1 } from "../../src/llava/labels.js";
+import { expandLabels, IGNORE_INDEX, maskRounds } from "../../src/llava/labels.js";
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import { buildInputs, prepareImages, promptIds } from "../../src/llava/pipeline.js";
 import { tracePrompt } from "../../src/llava/trace.js";
@@ -29,7 +29,7 @@ interface Example {
 function exampleLoss(loaded: LoadedLlava, ex: Example, question: string): { loss: Tensor; tokens: number } {
   const { conv, prompt } = tracePrompt({ query: question, answer: ex.answer, convMode: "llava_v1", imageCount: 1, maxNewTokens: 0 });
   const { ids, embeds, imageFeatures } = buildInputs(loaded, prompt, prepareImages(loaded, [ex.image]));
-  const labels = maskTargetsV1(conv, prompt, ids, (text) => promptIds(loaded, text));
+  const labels = maskRounds(conv, prompt, ids, (text) => promptIds(loaded, text), loaded.tokenizer.legacy).labels;
   const full = expandLabels(ids, labels, loaded.model.settings.imageTokenId, imageFeatures.map((f) => f.dim(0)));
   const { hidden } = loaded.model.llm.forward(embeds);
   const logits = loaded.model.llm.logits(reshape(hidden, [hidden.dim(1), hidden.dim(2)]));
