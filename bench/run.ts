@@ -5,6 +5,9 @@
  * thread count (bench/machine.ts). Each configuration runs in its own process, so peak RSS is
  * that configuration's.
  *
+ * Training steps (projector only, LoRA r=128, the whole LLM in f32), each with and without
+ * gradient checkpointing, run one configuration per process too.
+ *
  *   node dist/bench/run.js [--models bench-small,bench-1b] [--precisions f32,bf16,q8_0,q4_0] [--threads 1,2] [--skip-train]
  */
 import { spawnSync } from "node:child_process";
@@ -12,14 +15,14 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { createBackend } from "../src/tensor/backends.js";
 import type { NativeBackend } from "../src/tensor/native-backend.js";
-import { seededRandom } from "../src/util/random.js";
+import { Rng } from "../src/util/random.js";
 import { loadLlava, type LoadOptions } from "../src/llava/load.js";
 import { Generation } from "../src/llava/generate.js";
-import { buildInputs, prepareImages } from "../src/llava/pipeline.js";
-import { addLoraAdapters } from "../src/nn/lora.js";
+import { IGNORE_INDEX } from "../src/llava/labels.js";
+import { buildInputs, prepareImages, promptIds } from "../src/llava/pipeline.js";
 import { AdamW } from "../src/tensor/optim.js";
-import { crossEntropy, reshape, slice } from "../src/tensor/ops.js";
-import { Tensor } from "../src/tensor/tensor.js";
+import { batchLoss } from "../src/train/batch.js";
+import { setTrainables, type TrainablesOptions } from "../src/train/trainables.js";
 import { ensureCheckpoint, type ModelName, noiseImage, SHAPES } from "./checkpoints.js";
 import { emit, measureRooflines } from "./machine.js";
 import { median } from "./stats.js";
@@ -50,20 +53,25 @@ function llmLinearParams(t: (typeof SHAPES)[ModelName]["text"]): number {
 
 const BYTES_PER_WEIGHT: Record<Precision, number> = { f32: 4, bf16: 2, q8_0: 34 / 32, q4_0: 18 / 32 };
 
-/** Runs one configuration in this process and prints its figures (raw, without rooflines). */
-async function child(model: ModelName, precision: Precision, threads: number, train: boolean): Promise<void> {
+/** The model at a precision on the native backend with `threads`. */
+function loadBenchModel(model: ModelName, precision: Precision, threads: number) {
   // bf16 runs like PyTorch's bf16 matmuls: activations rounded to bf16 in prefill-sized products
   const backend = createBackend({ name: "native", threads, bf16Dot: precision === "bf16" });
   const opts: LoadOptions = { backend, ...(precision === "bf16" ? { dtype: "bf16" } : precision === "f32" ? {} : { quantize: precision }) };
+  return loadLlava(ensureCheckpoint(model), opts);
+}
+
+const PROMPT = `USER: <image>\n${Array.from({ length: PROMPT_TEXT_TOKENS }, (_, i) => ["red", "blue", "cat", "sky"][i % 4]).join(" ")} ASSISTANT:`;
+
+/** Runs one configuration in this process and prints its figures (raw, without rooflines). */
+async function child(model: ModelName, precision: Precision, threads: number): Promise<void> {
   const started = performance.now();
-  const loaded = await loadLlava(ensureCheckpoint(model), opts);
+  const loaded = await loadBenchModel(model, precision, threads);
   const loadMs = performance.now() - started;
   const images = prepareImages(loaded, [noiseImage(640, 480)]);
   const encodeMs = timed(() => loaded.model.encodeImages(images.pixels));
 
-  const words = Array.from({ length: PROMPT_TEXT_TOKENS }, (_, i) => ["red", "blue", "cat", "sky"][i % 4]).join(" ");
-  const prompt = `USER: <image>\n${words} ASSISTANT:`;
-  const inputs = buildInputs(loaded, prompt, images);
+  const inputs = buildInputs(loaded, PROMPT, images);
   const llm = loaded.model.llm;
   const T = inputs.embeds.dim(1);
   const prefillMs = timed(() => llm.forward(inputs.embeds, { cache: llm.newCache(1, T + DECODE_TOKENS) }));
@@ -73,35 +81,41 @@ async function child(model: ModelName, precision: Precision, threads: number, tr
   for await (const _ of new Generation(loaded, inputs.embeds, { maxNewTokens: DECODE_TOKENS + 1, temperature: 0, eosTokenIds: [] })) stamps.push(performance.now());
   const decodeMs = stamps[DECODE_TOKENS] - stamps[0];
 
-  // one optimizer step on a 20-token answer after the prompt
-  const trainStep = (params: Tensor[]) => {
-    const opt = new AdamW(params, { lr: 1e-4 });
-    return timed(() => {
-      opt.zeroGrad();
-      const { embeds } = buildInputs(loaded, prompt, images);
-      const { hidden: h } = llm.forward(embeds);
-      // logits only where the loss looks (the 20 answer positions): the same loss and gradients
-      const t = h.dim(1);
-      const logits = llm.logits(reshape(slice(h, 1, t - 21, t - 1), [20, h.dim(2)]));
-      const targets = Int32Array.from({ length: 20 }, (_, i) => ((t - 21 + i) * 7919) % 32000);
-      crossEntropy(logits, targets).backward();
-      opt.update();
-    });
-  };
-  if (!train) {
-    emit(threads, { model, precision, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
-    return;
-  }
-  const projector = loaded.model.projector.namedParameters().map(([, t]) => t);
-  for (const p of projector) p.requiresGrad = true;
-  const projectorMs = trainStep(projector);
-  const lora = addLoraAdapters(llm.namedLinears().filter(([n]) => n !== "lm_head"), { r: 8, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], useRslora: false, baseModel: null }, seededRandom(1));
-  const loraMs = trainStep([...projector, ...lora]);
+  emit(threads, { model, precision, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
+}
 
-  emit(threads, {
-    model, precision, loadMs, encodeMs, promptTokens: T, prefillMs, decodeMs,
-    trainProjectorMs: projectorMs, trainLoraMs: loraMs, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+/** What a training step trains: the projector alone (stage 1), LoRA adapters + projector, or the whole LLM + projector (stage 2). */
+type TrainMode = "projector" | "lora" | "full";
+const TRAIN_MODES: TrainMode[] = ["projector", "lora", "full"];
+const TRAINABLES: Record<TrainMode, Omit<TrainablesOptions, "rng">> = {
+  projector: { tuneMmMlpAdapter: true },
+  lora: { lora: { r: 128, alpha: 256, dropout: 0.05 } },
+  full: {},
+};
+const ANSWER_TOKENS = 64;
+
+/**
+ * One training configuration in this process: the median time of a step (zero grad, forward
+ * with the frozen tower, loss on the 64 answer tokens after the image and the prompt, backward,
+ * AdamW update) and the resident memory before the first step and at its peak.
+ */
+async function trainChild(model: ModelName, precision: Precision, threads: number, mode: TrainMode, gradientCheckpointing: boolean): Promise<void> {
+  const loaded = await loadBenchModel(model, precision, threads);
+  const rng = new Rng(1);
+  const params = setTrainables(loaded, { ...TRAINABLES[mode], rng }).map(([, t]) => t);
+  const opt = new AdamW(params, { lr: 1e-5 });
+  const prompt = promptIds(loaded, PROMPT);
+  const answer = Array.from({ length: ANSWER_TOKENS }, (_, i) => 1000 + ((i * 7919) % 30000));
+  const example = { ids: [...prompt, ...answer], labels: [...prompt.map(() => IGNORE_INDEX), ...answer], images: [noiseImage(640, 480)] };
+  (globalThis as { gc?: () => void }).gc?.();
+  const rssBeforeStep = process.memoryUsage().rss;
+  const stepMs = timed(() => {
+    opt.zeroGrad();
+    const { loss } = batchLoss(loaded, [example], { modelMaxLength: 2048, gradientCheckpointing, rng });
+    loss.backward();
+    opt.update();
   });
+  emit(threads, { model, precision, mode, gradientCheckpointing, stepMs, trainableParams: params.reduce((n, t) => n + t.size, 0), rssBeforeStep, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
 }
 
 async function main(): Promise<void> {
@@ -115,8 +129,9 @@ async function main(): Promise<void> {
     },
   });
   if (values.child) {
-    const [model, precision, threads, train] = values.child.split(":");
-    await child(model as ModelName, precision as Precision, Number(threads), train === "train");
+    const [model, precision, threads, mode, checkpointing] = values.child.split(":");
+    if (mode === "infer") await child(model as ModelName, precision as Precision, Number(threads));
+    else await trainChild(model as ModelName, precision as Precision, Number(threads), mode as TrainMode, checkpointing === "checkpointing");
     return;
   }
   const threadCounts = values.threads!.split(",").map(Number);
@@ -128,12 +143,8 @@ async function main(): Promise<void> {
     const linear = llmLinearParams(text);
     for (const precision of values.precisions!.split(",") as Precision[]) {
       for (const threads of threadCounts) {
-        const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", `${model}:${precision}:${threads}:${values["skip-train"] ? "no-train" : "train"}`], { encoding: "utf8", maxBuffer: 1 << 24 });
-        if (run.status !== 0) {
-          emit(threads, { model, precision, error: (run.stderr || "").trim().split("\n").slice(-3).join(" | ") });
-          continue;
-        }
-        const r = JSON.parse(run.stdout.trim().split("\n").pop()!) as Record<string, number>;
+        const r = runChild(`${model}:${precision}:${threads}:infer`, threads, { model, precision });
+        if (!r) continue;
         const { gemmGflops: gflops, readGBps: gbPerS } = limits.get(threads)!;
         const v = SHAPES[model].vision;
         const vt = (v.image_size / v.patch_size) ** 2 + 1;
@@ -149,14 +160,31 @@ async function main(): Promise<void> {
         emit(threads, { ...base, metric: "encode_ms", value: r.encodeMs, roofline: encodeRoofMs, fraction_of_roofline: encodeRoofMs / r.encodeMs });
         emit(threads, { ...base, metric: "prefill_tokens_per_s", value: prefillTps, tokens: r.promptTokens, roofline: prefillRoof, fraction_of_roofline: prefillTps / prefillRoof });
         emit(threads, { ...base, metric: "decode_tokens_per_s", value: decodeTps, roofline: decodeRoof, fraction_of_roofline: decodeTps / decodeRoof });
-        if (r.trainProjectorMs !== undefined) {
-          emit(threads, { ...base, metric: "train_projector_ms", value: r.trainProjectorMs });
-          emit(threads, { ...base, metric: "train_lora_ms", value: r.trainLoraMs });
-        }
         emit(threads, { ...base, metric: "peak_rss_bytes", value: r.peakRssBytes });
+        if (values["skip-train"]) continue;
+        // the whole LLM trains only in f32: packed weights take no updates
+        for (const mode of TRAIN_MODES.filter((m) => m !== "full" || precision === "f32")) {
+          for (const checkpointing of [false, true]) {
+            const t = runChild(`${model}:${precision}:${threads}:${mode}:${checkpointing ? "checkpointing" : "plain"}`, threads, { model, precision, mode, gradientCheckpointing: checkpointing });
+            if (!t) continue;
+            const train = { ...base, trainables: mode, gradient_checkpointing: checkpointing, trainable_params: t.trainableParams };
+            emit(threads, { ...train, metric: "train_step_ms", value: t.stepMs, answer_tokens: ANSWER_TOKENS });
+            emit(threads, { ...train, metric: "train_peak_rss_bytes", value: t.peakRssBytes, rss_before_step_bytes: t.rssBeforeStep, step_peak_over_start_bytes: t.peakRssBytes - t.rssBeforeStep });
+          }
+        }
       }
     }
   }
+}
+
+/** Runs one configuration in a child process (its own peak RSS) and returns its figures, or emits its error and returns null. */
+function runChild(spec: string, threads: number, label: Record<string, unknown>): Record<string, number> | null {
+  const run = spawnSync(process.execPath, ["--expose-gc", fileURLToPath(import.meta.url), "--child", spec], { encoding: "utf8", maxBuffer: 1 << 24 });
+  if (run.status !== 0) {
+    emit(threads, { ...label, error: (run.stderr || "").trim().split("\n").slice(-3).join(" | ") });
+    return null;
+  }
+  return JSON.parse(run.stdout.trim().split("\n").pop()!) as Record<string, number>;
 }
 
 main().catch((err: unknown) => {

@@ -175,7 +175,8 @@ function finish(record: TrainingRecord, opts: PreprocessOptions, ids: number[], 
   const fullLength = ids.length;
   const truncated = fullLength > opts.modelMaxLength;
   if (truncated) warnings.push({ kind: "truncated", message: `cut at model_max_length ${opts.modelMaxLength} (of ${fullLength} tokens)` });
-  const kept = labels.slice(0, opts.modelMaxLength);
+  // image positions never carry a loss (the model gives their features IGNORE_INDEX labels)
+  const kept = labels.slice(0, opts.modelMaxLength).map((l, i) => (ids[i] === opts.imageTokenId ? IGNORE_INDEX : l));
   if (!problems.length && !kept.some((l) => l !== IGNORE_INDEX)) {
     const message = truncated ? `no supervised token is left after the cut at model_max_length ${opts.modelMaxLength}` : "no supervised tokens (every label is masked)";
     problems.push({ kind: "no-labels", message });

@@ -219,7 +219,7 @@ function llmReport(c: LlamaConfig): InspectReport["llm"] {
 }
 
 export function inspectModel(modelPath: string, opts: InspectOptions = {}): InspectReport {
-  const spec = readModelSpec(modelPath, { visionTower: opts.visionTower });
+  const spec = readModelSpec(modelPath, { visionTower: opts.visionTower, modelBase: opts.modelBase });
   const { dir, config, format, text } = spec;
   const sources = readSources(spec, opts.modelBase);
   const v = visionReport(spec, sources);

@@ -64,8 +64,11 @@ function towerNameFor(name: unknown, dir: string, out: string, notes: string[]):
 
 export async function mergeLora(opts: MergeLoraOptions): Promise<ConvertResult> {
   checkShardSize(opts);
-  const spec = readModelSpec(opts.modelPath);
+  const spec = readModelSpec(opts.modelPath, { modelBase: opts.modelBase });
   const { dir, config, configFile } = spec;
+  if (spec.peftAdapter) {
+    throw new LlavaError(`${spec.peftAdapter}: a PEFT adapter without config.json; merge-lora merges the reference's LoRA folders (with config.json); such an adapter loads unmerged with --model-base`);
+  }
   if (spec.format !== "original") {
     throw new LlavaError(`${configFile}: merge-lora needs an original-format LLaVA config (with mm_vision_tower), as LoRA and projector checkpoints have`);
   }

@@ -7,12 +7,12 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { batchLoss, type TrainingExample } from "../../src/train/batch.js";
 import { setTrainables } from "../../src/train/trainables.js";
-import type { LoadedLlava } from "../../src/llava/load.js";
+import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import type { NamedParameters } from "../../src/nn/layers.js";
 import { Rng } from "../../src/util/random.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { readNpyFile } from "../helpers/npy-reader.js";
-import { CASES } from "../helpers/paths.js";
+import { CASES, MODELS } from "../helpers/paths.js";
 import { example, fixtureImages, gradients, loadTiny, randomize, zeroGrad } from "./loss-helpers.js";
 
 const CASE = path.join(CASES, "tiny-llava-1.5-mha/train_grad");
@@ -126,4 +126,13 @@ test("batchLoss refuses mismatched samples with a clear error", async () => {
   fails([{ ...ex, labels: ex.labels.slice(1) }], /ids but .* labels/);
   fails([{ ...ex, images: [] }], /1 image marker\(s\) but 0 image/);
   fails([{ ...ex, labels: ex.labels.map(() => -100) }], /no supervised tokens/);
+});
+
+test("an AnyRes (LLaVA-NeXT) batch equals its samples one by one, image_newline included", async () => {
+  const loaded = await loadLlava(path.join(MODELS, "tiny-llava-next"), { warn: () => {} });
+  const { checker, gradient } = await fixtureImages();
+  const params = setTrainables(loaded, { rng: new Rng(1) });
+  assert.ok(params.some(([name]) => name === "model.image_newline"));
+  const examples = [example(loaded, "What is shown?", "A red square.", [checker]), example(loaded, "And here?", "A gradient, from dark to light.", [gradient])];
+  checkBatchEqualsSamples(loaded, params, examples, ["model.image_newline", "model.mm_projector.0.weight", "model.layers.0.self_attn.v_proj.weight"]);
 });

@@ -38,7 +38,7 @@ function exampleLoss(loaded: LoadedLlava, ex: Example, question: string): { loss
 }
 
 /** A seeded shuffle per epoch (a pure function of seed and epoch, as the trainer requires). */
-function shuffled(n: number, seed: number): number[] {
+export function shuffled(n: number, seed: number): number[] {
   const rng = new Rng(seed);
   const out = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
