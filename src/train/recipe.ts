@@ -10,7 +10,7 @@ import { checkDataset, type DataReport, imageTokenCounter, problemLines } from "
 import { readTrainingData, type TrainingRecord } from "./dataset.js";
 import { initTrainingModel, trainingConfigKeys } from "./init.js";
 import type { TrainOptions } from "./options.js";
-import { preprocessOptions, tokenizeSample } from "./preprocess.js";
+import { type Issue, preprocessOptions, tokenizeSample } from "./preprocess.js";
 import { batchLoss } from "./batch.js";
 import { sampleLengths, trainingOrder } from "./sampler.js";
 import { saveFullModel, saveLora, saveProjector } from "./save.js";
@@ -55,11 +55,17 @@ function usableRecords(records: TrainingRecord[], report: DataReport, opts: Trai
   }
   const usable = records.filter((r) => !bad.has(r.index));
   if (!usable.length) throw new LlavaError(`${opts.data_path}: none of its ${records.length} samples is usable: ${problemLines(report, 3).join("; ")}`);
-  if (bad.size) {
-    const counts = Object.entries(report.counts).map(([kind, n]) => `${kind} ${n}`).join(", ");
-    warn(`skipping ${bad.size} of ${records.length} samples with problems (${counts})`);
-  }
+  if (bad.size) warn(`skipping ${bad.size} of ${records.length} samples with problems (${kindCounts(report.bad.flatMap((s) => s.problems))})`);
+  // what trains but not as written (cut by the length limit, turns dropped): counted, not silent
+  if (report.warned.length) warn(`${report.warned.length} samples train with warnings (${kindCounts(report.warned.flatMap((s) => s.warnings))}); llava data check shows them`);
   return usable;
+}
+
+/** "missing-image 2, truncated 1": how many issues of each kind. */
+function kindCounts(issues: Issue[]): string {
+  const counts = new Map<string, number>();
+  for (const { kind } of issues) counts.set(kind, (counts.get(kind) ?? 0) + 1);
+  return [...counts].map(([kind, n]) => `${kind} ${n}`).join(", ");
 }
 
 /** Writes the stage's model files: the projector (stage 1), the LoRA adapter, or the whole model. */

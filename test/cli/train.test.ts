@@ -79,7 +79,7 @@ test("stage 2 from the stage-1 projector: a full model folder, and a LoRA adapte
   answers(["--model-path", lora, "--model-base", llm]);
 });
 
-test("a dataset with a missing image stops before step 1, or trains without it with --skip-bad-samples", () => {
+test("a dataset with a missing image stops before step 1, or trains without it with --skip-bad-samples; cut samples are counted", () => {
   const records = JSON.parse(fs.readFileSync(path.join(data, "pretrain.json"), "utf8"));
   records[2].image = "gone.png";
   const file = path.join(work, "broken.json");
@@ -91,6 +91,10 @@ test("a dataset with a missing image stops before step 1, or trains without it w
   const skipped = llava([...args, "--skip-bad-samples"]);
   assert.equal(skipped.status, 0, skipped.stderr);
   assert.match(skipped.stderr, /llava: warning: skipping 1 of 8 samples with problems \(missing-image 1\)/);
+  // samples cut by the length limit still train, counted
+  const cut = llava(["train", ...common(), "--stage", "finetune", "--data-path", path.join(data, "finetune.json"), "--output-dir", path.join(work, "cut-run"), "--max-steps", "1", "--model-max-length", "80"]);
+  assert.equal(cut.status, 0, cut.stderr);
+  assert.match(cut.stderr, /llava: warning: 8 samples train with warnings \(model-cut 8\); llava data check shows them/);
 });
 
 test("--print-reference-command prints the deepspeed line without loading anything; bad options exit 2", () => {
