@@ -8,7 +8,7 @@ const TRAIN_USAGE = `usage: llava train --stage pretrain|finetune --model-name-o
 Trains as the reference's llava/train/train.py does, with its option names (--name or --name_with_underscores;
 booleans as --flag or --flag True/False; values may also come from --config FILE.yaml|.json). Stage 1
 (pretrain) trains a new projector between a frozen CLIP tower and a frozen LLM and writes config.json +
-mm_projector.safetensors (load with --model-base LLM); stage 2 (finetune) trains the projector and the
+mm_projector.bin (load with --model-base LLM); stage 2 (finetune) trains the projector and the
 LLM, or LoRA adapters with --lora-enable. Checkpoints go to output_dir/checkpoint-N; --resume continues.
 
 options:

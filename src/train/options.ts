@@ -10,8 +10,8 @@ import fs from "node:fs";
 import path from "node:path";
 import YAML from "yaml";
 import { z } from "zod";
-import { convTemplateNames, convTemplates } from "../llava/conversation.js";
 import { projectorDepth } from "../llava/projector.js";
+import { trainingTemplate } from "./preprocess.js";
 import { editDistance, similarNames } from "../io/suggest.js";
 import { LlavaError, UsageError } from "../util/errors.js";
 
@@ -53,7 +53,7 @@ export const OPTION_SPECS = {
   mm_vision_select_layer: { kind: "int", default: -1, help: "CLIP hidden state the projector reads" },
   pretrain_mm_mlp_adapter: { kind: "string", default: null, nullable: true, help: "stage-1 mm_projector.bin / .safetensors to start from" },
   mm_projector_type: { kind: "string", default: "linear", help: "linear, mlp{N}x_gelu or identity" },
-  mm_use_im_start_end: { kind: "bool", default: false, help: "wrap images in <im_start> <im_end>" },
+  mm_use_im_start_end: { kind: "bool", default: false, help: "wrap images in <im_start> <im_end> (refused: it adds tokens to the vocabulary)" },
   mm_use_im_patch_token: { kind: "bool", default: true, help: "add the <im_patch> token" },
   mm_patch_merge_type: { kind: ["flat", "spatial", "spatial_unpad"], default: "flat", help: "how AnyRes tiles are merged" },
   mm_vision_select_feature: { kind: ["patch", "cls_patch"], default: "patch", help: "drop (patch) or keep (cls_patch) CLIP's CLS token" },
@@ -216,8 +216,10 @@ function crossChecks(o: TrainOptions): string[] {
   need("model_name_or_path");
   need("data_path");
   need("output_dir");
-  if (!Object.hasOwn(convTemplates, o.version)) {
-    problems.push(`--version "${o.version}" is not a conversation template (${similarNames(o.version, convTemplateNames(), 3).join(", ")}, ...)`);
+  try {
+    trainingTemplate(o.version);
+  } catch (err) {
+    problems.push((err as Error).message);
   }
   try {
     projectorDepth(o.mm_projector_type);
@@ -227,7 +229,6 @@ function crossChecks(o: TrainOptions): string[] {
   if (o.stage === "pretrain" && o.lora_enable) problems.push("--lora-enable applies to --stage finetune (stage 1 trains the projector only)");
   if (o.bits !== 16 && !o.lora_enable) problems.push(`--bits ${o.bits} quantizes a frozen base: it needs --lora-enable`);
   if (o.tune_mm_mlp_adapter && o.freeze_mm_mlp_adapter) problems.push("--tune-mm-mlp-adapter and --freeze-mm-mlp-adapter exclude each other");
-  if (o.tune_mm_mlp_adapter && o.mm_use_im_start_end) problems.push("--mm-use-im-start-end with --tune-mm-mlp-adapter is not implemented by the reference");
   if (o.mm_use_im_start_end) problems.push("--mm-use-im-start-end is not supported for training here (it adds tokens to the vocabulary)");
   return problems;
 }
@@ -265,23 +266,37 @@ export function parseTrainOptions(argv: string[]): TrainOptions {
 export function optionsHelp(): string {
   const rows = optionNames.filter((n) => !(OPTION_SPECS[n] as OptionSpec).ignored).map((n) => {
     const spec = OPTION_SPECS[n] as OptionSpec;
-    const flag = `--${n.replaceAll("_", "-")}${spec.kind === "bool" ? "" : " V"}`;
-    const shown = spec.default === null ? "" : ` (default ${String(spec.default)})`;
-    return `  ${flag.padEnd(32)} ${spec.help}${shown}`;
+    const value = spec.kind === "bool" ? "" : spec.kind === "number" || spec.kind === "int" ? " N" : spec.kind === "string" ? " V" : ` ${spec.kind.join("|")}`;
+    const shown = spec.default === null || spec.default === false ? "" : ` (default ${String(spec.default)})`;
+    return `  ${`--${n.replaceAll("_", "-")}${value}`.padEnd(34)} ${spec.help}${shown}`;
   });
-  const presets = Object.entries(STAGE_PRESETS).map(([stage, preset]) => `  --stage ${stage}: ${presetText(preset)}`);
+  const ignored = optionNames.filter((n) => (OPTION_SPECS[n] as OptionSpec).ignored).map((n) => `--${n}`);
   return [
     ...rows,
     "",
     "stage presets (the reference's v1.5 scripts; options given on the command line or in --config win):",
-    ...presets,
-    `  --stage finetune --lora-enable: also ${presetText(LORA_PRESET)}`,
-    "  Batch sizes are not taken from the scripts (32 and 16 per GPU on 8 GPUs): the default, 1 sample per pass",
-    "  x 8 accumulated passes, fits one CPU; --print-reference-command splits the global batch over --gpus.",
-    `  Accepted from reference command lines, no effect here: ${optionNames.filter((n) => (OPTION_SPECS[n] as OptionSpec).ignored).map((n) => `--${n}`).join(", ")}.`,
+    ...Object.entries(STAGE_PRESETS).flatMap(([stage, preset]) => wrapped(`--stage ${stage}: ${presetText(preset)}`)),
+    ...wrapped(`--stage finetune --lora-enable: also ${presetText(LORA_PRESET)}`),
+    ...wrapped("Batch sizes are not taken from the scripts (32 and 16 per GPU on 8 GPUs): the default, 1 sample per pass x 8 accumulated passes, fits one CPU; --print-reference-command splits the global batch over --gpus."),
+    ...wrapped(`Accepted from reference command lines, with no effect here: ${ignored.join(" ")}.`),
   ].join("\n");
 }
 
 function presetText(preset: Partial<Record<OptionName, unknown>>): string {
-  return Object.entries(preset).map(([k, v]) => `${k}=${String(v)}`).join(", ");
+  return Object.entries(preset).map(([k, v]) => `${k} ${String(v)}`).join(", ");
+}
+
+/** Text as indented lines of at most `width` characters, broken at spaces. */
+function wrapped(text: string, width = 104): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width - 2) {
+      lines.push(`  ${line}`);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  return line ? [...lines, `  ${line}`] : lines;
 }

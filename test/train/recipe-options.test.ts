@@ -32,6 +32,7 @@ test("--stage presets give the v1.5 scripts' settings, batch sizes excepted", ()
   assert.deepEqual([lora.lora_r, lora.lora_alpha, lora.lora_dropout, lora.learning_rate, lora.mm_projector_lr], [128, 256, 0.05, 2e-4, 2e-5]);
   // the command line wins over the preset
   assert.equal(parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--lora-enable", "--learning_rate", "1e-4"]).learning_rate, 1e-4);
+  assert.equal(parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--version", "v0"]).version, "v0");
 });
 
 test("--config YAML and JSON: over the preset, under the command line", () => {
@@ -69,7 +70,7 @@ test("bad options: one message each, unknown ones with a suggestion", () => {
   assert.throws(() => parseTrainOptions([]), /--stage pretrain\|finetune is required; --model-name-or-path is required; --data-path is required; --output-dir is required/);
   assert.throws(() => parseTrainOptions(["--stage", "pretrain", ...REQUIRED, "--lora_enable"]), /--lora-enable applies to --stage finetune/);
   assert.throws(() => parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--bits", "4"]), /--bits 4 quantizes a frozen base: it needs --lora-enable/);
-  assert.throws(() => parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--version", "vicuna_v2"]), /--version "vicuna_v2" is not a conversation template \(vicuna_v1/);
+  assert.throws(() => parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--version", "vicuna_v2"]), /--version vicuna_v2: no such template \(default, v0, v1, vicuna_v1/);
   assert.throws(() => parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--mm_projector_type", "mlp"]), /--mm-projector-type "mlp" is not linear/);
   assert.throws(() => parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--seed"]), /--seed needs a value/);
   assert.throws(() => parseTrainOptions(["--stage", "finetune", "stray"]), /unexpected argument "stray"/);
