@@ -107,6 +107,6 @@ test("--print-reference-command prints the deepspeed line without loading anythi
   assert.match(bad.stderr, /^llava: train: unknown option --lerning-rate; did you mean --learning-rate\?/);
   const help = llava(["train", "--help"]);
   assert.equal(help.status, 0);
-  assert.match(help.stdout, /--per-device-train-batch-size V +samples per forward pass \(default 1\)/);
+  assert.match(help.stdout, /--per-device-train-batch-size N +samples per forward pass \(default 1\)/);
   assert.match(help.stdout, /fits one CPU/);
 });
