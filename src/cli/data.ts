@@ -81,11 +81,15 @@ async function checkCommand(v: Values): Promise<void> {
   if (withImages && imageFolder === undefined) throw new UsageError(`data check needs --image-folder: record ${withImages.index} (id ${JSON.stringify(withImages.id)}) has images`);
   const imageTokens = imageTokenCounter({ ...spec.settings, anyres: aspect === undefined || aspect === "anyres" ? spec.settings.anyres : null }, vision);
 
-  const report = await checkDataset(records, { preprocess, imageTokens });
-  const dim = process.stdout.isTTY ? (s: string) => `\x1b[2m${s}\x1b[22m` : undefined;
-  const example = report.example ? renderMasked(report.example, tokenizer, preprocess.imageTokenId, dim) : null;
-  if (v.json) process.stdout.write(`${JSON.stringify({ dataPath: path.resolve(dataPath), ...report, example: report.example && { ...report.example, rendered: renderMasked(report.example, tokenizer, preprocess.imageTokenId) } }, null, 2)}\n`);
-  else process.stdout.write(formatDataReport(report, example));
+  const progress = process.stderr.isTTY ? (done: number) => process.stderr.write(`\rchecked ${done}/${records.length}${done === records.length ? "\n" : ""}`) : undefined;
+  const report = await checkDataset(records, { preprocess, imageTokens }, progress);
+  const render = (dim?: (s: string) => string) => report.example && renderMasked(report.example, tokenizer, preprocess.imageTokenId, dim);
+  if (v.json) {
+    const example = report.example && { ...report.example, rendered: render() };
+    process.stdout.write(`${JSON.stringify({ dataPath: path.resolve(dataPath), ...report, example }, null, 2)}\n`);
+  } else {
+    process.stdout.write(formatDataReport(report, render(process.stdout.isTTY ? (s) => `\x1b[2m${s}\x1b[22m` : undefined)));
+  }
   if (report.bad.length) {
     throw new LlavaError(`${dataPath}: ${report.bad.length} of ${report.samples} samples have problems the trainer refuses (first: ${problemLines(report, 1)[0]})`);
   }

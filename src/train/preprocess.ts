@@ -99,75 +99,80 @@ export function preprocessOptionsFor(
 
 /** The reference's `preprocess_multimodal` for a sample with images: each `<image>` moves to the front of its turn. */
 export function preprocessMultimodal(turns: Turn[], imageCount: number, version: string, imageStartEnd: boolean): Turn[] {
-  const image = imageStartEnd ? IM_START + IMAGE_TOKEN + IM_END : IMAGE_TOKEN;
   return turns.map(({ from, value }) => {
+    const markers = value.split(IMAGE_TOKEN).length - 1;
+    if (markers === 0) return { from, value };
     let text = value;
-    const markers = text.split(IMAGE_TOKEN).length - 1;
     // LLaVA-1.5 gathers a turn's markers into one; with several images (LLaVA-NeXT's data) they stay in place
-    if (markers > 0 && (imageCount <= 1 || markers === 1)) {
-      text = pyStrip(IMAGE_TOKEN + "\n" + pyStrip(text.replaceAll(IMAGE_TOKEN, "")));
-      if (version.includes("mmtag")) text = text.replaceAll(IMAGE_TOKEN, `<Image>${IMAGE_TOKEN}</Image>`);
-    }
-    return { from, value: text.replaceAll(IMAGE_TOKEN, image) };
+    if (imageCount <= 1 || markers === 1) text = pyStrip(IMAGE_TOKEN + "\n" + pyStrip(text.replaceAll(IMAGE_TOKEN, "")));
+    if (version.includes("mmtag")) text = text.replaceAll(IMAGE_TOKEN, `<Image>${IMAGE_TOKEN}</Image>`);
+    return { from, value: imageStartEnd ? text.replaceAll(IMAGE_TOKEN, IM_START + IMAGE_TOKEN + IM_END) : text };
   });
 }
+
+/** A rendered and masked sample, or why the reference cannot make one. */
+type Rendered = { ids: number[]; masked: Masked } | Issue;
 
 /** The reference's preprocessing of one record, with its problems named. */
 export function tokenizeSample(record: TrainingRecord, opts: PreprocessOptions): TokenizedSample {
   const conv = trainingTemplate(opts.version);
-  const kind = maskingKind(conv);
-  const problems: Issue[] = [];
   const warnings: Issue[] = [];
-  const hasImage = record.images.length > 0;
-  let turns = record.conversations;
-  turns.forEach((t, i) => {
+  record.conversations.forEach((t, i) => {
     if (t.value.trim() === "") warnings.push({ kind: "empty-turn", message: `turn ${i} (${t.from}) is empty` });
   });
-  if (opts.multimodal && hasImage) turns = preprocessMultimodal(turns, record.images.length, conv.version, opts.imageStartEnd);
-
-  let masked: Masked;
-  let ids: number[];
-  if (kind === "plain") {
-    if (turns.length !== 2 || !turns[0].value.includes(IMAGE_TOKEN)) {
-      problems.push({ kind: "plain-shape", message: `the plain template needs exactly 2 turns with ${IMAGE_TOKEN} in the first (has ${turns.length} turn(s)${turns.length ? `, ${IMAGE_TOKEN} ${turns[0].value.includes(IMAGE_TOKEN) ? "present" : "absent"}` : ""})` });
-      return finish(record, opts, [], [], problems, warnings);
-    }
-    // the human text is replaced by the bare <image> (any <im_start>/<im_end> wrapping goes with it)
-    ids = opts.promptIds(IMAGE_TOKEN + turns[1].value + conv.sep);
-    masked = { labels: maskPlain(ids, opts.promptIds), mismatch: null };
-  } else if (kind === "legacy") {
-    const header = `${conv.system}\n\n`;
-    const pieces = turns.map((t) => legacyTurn(conv, t.from, t.value));
-    ids = opts.promptIds(header + pieces.join("") + LEGACY_BEGIN);
-    // text-only pieces go through the tokenizer with truncation, images through tokenizer_image_token
-    const pieceLength = (text: string) => (hasImage ? opts.promptIds(text).length : Math.min(opts.promptIds(text).length, opts.modelMaxLength));
-    const speakers = turns.map((t, i) => ({ from: t.from, text: pieces[i] }));
-    masked = { labels: maskLegacy(ids, header, speakers, pieceLength), mismatch: null };
-  } else {
-    // v1, llama_2, mpt: a leading gpt turn is dropped, then the turns must alternate
-    const dropped = turns[0].from !== "human" ? 1 : 0;
-    if (dropped) warnings.push({ kind: "dropped-turn", message: "the first turn is from gpt; it is dropped, as the reference does" });
-    turns = turns.slice(dropped);
-    const order = turns.findIndex((t, j) => t.from !== (j % 2 === 0 ? "human" : "gpt"));
-    if (order >= 0) {
-      problems.push({ kind: "out-of-order", message: `turns out of order: turn ${order + dropped} is from ${turns[order].from} where the reference expects ${order % 2 === 0 ? "human" : "gpt"}` });
-      return finish(record, opts, [], [], problems, warnings);
-    }
-    const c = conv.copy();
-    for (const [j, t] of turns.entries()) c.appendMessage(c.roles[j % 2], t.value);
-    const prompt = c.getPrompt();
-    ids = opts.promptIds(prompt);
-    masked = maskRounds(conv, prompt, ids, opts.promptIds, opts.legacy, opts.modelMaxLength);
-  }
+  const hasImage = record.images.length > 0;
+  const turns = opts.multimodal && hasImage ? preprocessMultimodal(record.conversations, record.images.length, conv.version, opts.imageStartEnd) : record.conversations;
+  const kind = maskingKind(conv);
+  const rendered = kind === "plain" ? renderPlain(conv, turns, opts)
+    : kind === "legacy" ? renderLegacy(conv, turns, hasImage, opts)
+    : renderRounds(conv, turns, opts, warnings);
+  if ("kind" in rendered) return finish(record, opts, [], [], [rendered], warnings);
+  const { ids, masked } = rendered;
+  const problems: Issue[] = [];
   if (masked.mismatch) {
     const { counted, total } = masked.mismatch;
     problems.push({ kind: "mismatch", message: `tokenization mismatch: ${counted} vs. ${total} (the reference zeroes this sample's labels and trains on nothing)` });
   }
-  if (opts.multimodal) {
-    const markers = ids.filter((id) => id === opts.imageTokenId).length;
-    if (markers !== record.images.length) problems.push({ kind: "image-count", message: `${markers} ${IMAGE_TOKEN} marker(s) for ${record.images.length} image(s)` });
+  const markers = ids.filter((id) => id === opts.imageTokenId).length;
+  if (opts.multimodal && markers !== record.images.length) {
+    problems.push({ kind: "image-count", message: `${markers} ${IMAGE_TOKEN} marker(s) for ${record.images.length} image(s)` });
   }
   return finish(record, opts, ids, masked.labels, problems, warnings);
+}
+
+/** `preprocess_plain`: `<image>` + caption + sep; the human text is replaced by the bare `<image>` (any wrapping goes with it). */
+function renderPlain(conv: Conversation<unknown>, turns: Turn[], opts: PreprocessOptions): Rendered {
+  if (turns.length !== 2 || !turns[0].value.includes(IMAGE_TOKEN)) {
+    return { kind: "plain-shape", message: `the plain template needs 2 turns, the first with ${IMAGE_TOKEN} (got ${turns.length} turn(s))` };
+  }
+  const ids = opts.promptIds(IMAGE_TOKEN + turns[1].value + conv.sep);
+  return { ids, masked: { labels: maskPlain(ids, opts.promptIds), mismatch: null } };
+}
+
+/** The legacy path: `{system}\n\n`, then `### Role: text\n` per turn, then `### `. */
+function renderLegacy(conv: Conversation<unknown>, turns: Turn[], hasImage: boolean, opts: PreprocessOptions): Rendered {
+  const header = `${conv.system}\n\n`;
+  const pieces = turns.map((t) => ({ from: t.from, text: legacyTurn(conv, t.from, t.value) }));
+  const ids = opts.promptIds(header + pieces.map((p) => p.text).join("") + LEGACY_BEGIN);
+  // text-only pieces go through the tokenizer with truncation, images through tokenizer_image_token
+  const pieceLength = (text: string) => (hasImage ? opts.promptIds(text).length : Math.min(opts.promptIds(text).length, opts.modelMaxLength));
+  return { ids, masked: { labels: maskLegacy(ids, header, pieces, pieceLength), mismatch: null } };
+}
+
+/** v1, llama_2, mpt: a leading gpt turn is dropped, the rest must alternate, the template renders them. */
+function renderRounds(conv: Conversation<unknown>, turns: Turn[], opts: PreprocessOptions, warnings: Issue[]): Rendered {
+  const dropped = turns[0].from !== "human" ? 1 : 0;
+  if (dropped) warnings.push({ kind: "dropped-turn", message: "the first turn is from gpt; it is dropped, as the reference does" });
+  const kept = turns.slice(dropped);
+  const order = kept.findIndex((t, j) => t.from !== (j % 2 === 0 ? "human" : "gpt"));
+  if (order >= 0) {
+    return { kind: "out-of-order", message: `turns out of order: turn ${order + dropped} is from ${kept[order].from} where the reference expects ${order % 2 === 0 ? "human" : "gpt"}` };
+  }
+  const c = conv.copy();
+  kept.forEach((t, j) => c.appendMessage(c.roles[j % 2], t.value));
+  const prompt = c.getPrompt();
+  const ids = opts.promptIds(prompt);
+  return { ids, masked: maskRounds(conv, prompt, ids, opts.promptIds, opts.legacy, opts.modelMaxLength) };
 }
 
 /** The collator's cut at model_max_length, and the check that some label is left. */

@@ -137,7 +137,7 @@ test("plain (stage 1): the human text becomes the bare <image>, loss on the capt
   assert.deepEqual(s.labels.slice(2), s.ids.slice(2));
   assert.equal(tokenizer.decode(s.ids.slice(2)), "A cat on a mat.\n");
   const three = tokenizeSample(record([human("<image>"), gpt("a"), gpt("b")]), opts);
-  assert.match(three.problems.map((p) => p.message).join(";"), /plain template needs exactly 2 turns/);
+  assert.match(three.problems.map((p) => p.message).join(";"), /plain template needs 2 turns, the first with <image> \(got 3 turn\(s\)\)/);
 });
 
 test("llama_2 (llava_llama_2): loss on each answer, its trailing space and </s>", () => {
@@ -206,6 +206,17 @@ test("mm_use_im_start_end wraps the image; mmtag versions tag it first", () => {
   assert.match(charText(s.ids), /USER: <Image><im_start><image><im_end><\/Image>\nWhat is it\? ASSISTANT:/);
   const plain = tokenizeSample(record([human("<image>\nHi"), gpt("A cat.")]), { ...charOptions("plain", true), imageStartEnd: true });
   assert.equal(charText(plain.ids), "<s><image>A cat.\n", "plain drops the wrapping with the human text");
+});
+
+test("one image: a turn's markers gather at its front (LLaVA-1.5); several images: markers stay in place", () => {
+  const one = tokenizeSample(record([human("Left <image> and right <image>?"), gpt("Same.")]), charOptions("v1", true));
+  assert.match(charText(one.ids), /USER: <image>\nLeft  and right \? ASSISTANT:/);
+  assert.deepEqual(one.problems, []);
+  const two = tokenizeSample(record([human("Left <image> and right <image>?"), gpt("Same.")], ["a.png", "b.png"]), charOptions("v1", true));
+  assert.match(charText(two.ids), /USER: Left <image> and right <image>\? ASSISTANT:/);
+  assert.deepEqual(two.problems, []);
+  const short = tokenizeSample(record([human("<image>\nWhich?"), gpt("Same.")], ["a.png", "b.png"]), charOptions("v1", true));
+  assert.match(short.problems.map((p) => p.message).join(";"), /1 <image> marker\(s\) for 2 image\(s\)/);
 });
 
 test("v0 and v0.5 keep vicuna_v1 as the reference does; an unknown version is refused", () => {
