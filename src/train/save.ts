@@ -24,9 +24,11 @@ import { writeTorchBin } from "../io/torch-write.js";
 import { partOf, requireStoredName } from "../llava/keys.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { declaredTensors } from "../llava/tensors.js";
-import { type LoraConfig } from "../nn/lora.js";
+import { ADAPTER_PREFIX, type LoraConfig } from "../nn/lora.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
+import { copyIfPresent } from "../zoo/common.js";
+import { copyTokenizerFiles } from "../zoo/tokenizer-files.js";
 
 /** The keys a LLaVA training run records in config.json (spec 6.5), as the reference names them. */
 export interface TrainingConfigKeys {
@@ -40,12 +42,8 @@ export interface TrainingConfigKeys {
   mm_use_im_patch_token?: boolean;
 }
 
-/** PEFT's prefix of every tensor of a saved adapter. */
-export const PEFT_PREFIX = "base_model.model.";
-
 /** Files the HF processor of a llava-hf model needs besides the tokenizer. */
 const HF_SIDE_FILES = ["preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja"];
-const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "added_tokens.json"];
 
 function makeFolder(dir: string): void {
   try {
@@ -152,9 +150,9 @@ export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig & { d
   const config = trainingConfig(loaded, opts.keys);
   makeFolder(dir);
   unmark(path.join(dir, "config.json"));
-  writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(lora.map(([n, t]) => [PEFT_PREFIX + n, t])), { format: "pt" });
+  writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(lora.map(([n, t]) => [ADAPTER_PREFIX + n, t])), { format: "pt" });
   // the reference's get_peft_state_non_lora_maybe_zero_3 keeps PeftModel's names: base_model.model.model.mm_projector.0.weight
-  writeTorchBin(path.join(dir, "non_lora_trainables.bin"), toWrite(others.map(([n, t]) => [PEFT_PREFIX + n, t])));
+  writeTorchBin(path.join(dir, "non_lora_trainables.bin"), toWrite(others.map(([n, t]) => [ADAPTER_PREFIX + n, t])));
   writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { dropout, base, targets: cfg.targetModules, modulesToSave: null }), false);
   writeJsonAtomic(path.join(dir, "config.json"), config);
 }
@@ -193,9 +191,9 @@ function saveHfAdapter(
   const tensors = [
     ...parts.lora.map(([n, t]): [string, Tensor] => {
       const m = /^(.*)\.(lora_[AB])\.weight$/.exec(n)!;
-      return [`${PEFT_PREFIX}${hfName(loaded, `${m[1]}.weight`).slice(0, -".weight".length)}.${m[2]}.weight`, t];
+      return [`${ADAPTER_PREFIX}${hfName(loaded, `${m[1]}.weight`).slice(0, -".weight".length)}.${m[2]}.weight`, t];
     }),
-    ...parts.others.map(([n, t]): [string, Tensor] => [PEFT_PREFIX + hfName(loaded, n), t]),
+    ...parts.others.map(([n, t]): [string, Tensor] => [ADAPTER_PREFIX + hfName(loaded, n), t]),
   ];
   makeFolder(dir);
   unmark(path.join(dir, "adapter_config.json"));
@@ -246,11 +244,8 @@ export function saveFullModel(dir: string, loaded: LoadedLlava, opts: SaveFullOp
   makeFolder(dir);
   unmark(path.join(dir, "config.json"));
   writeShardedSafetensors(dir, tensors, { maxShardBytes: opts.maxShardSize ?? "5GB" });
-  for (const f of [...TOKENIZER_FILES, ...(original ? [] : HF_SIDE_FILES)]) {
-    if (isFile(path.join(from, f))) fs.copyFileSync(path.join(from, f), path.join(dir, f));
-  }
-  const generation = path.join(from, "generation_config.json");
-  if (isFile(generation)) fs.copyFileSync(generation, path.join(dir, "generation_config.json"));
-  else writeJsonAtomic(path.join(dir, "generation_config.json"), generationConfig(loaded));
+  copyTokenizerFiles(from, dir);
+  copyIfPresent(from, dir, original ? ["generation_config.json"] : ["generation_config.json", ...HF_SIDE_FILES]);
+  if (!isFile(path.join(from, "generation_config.json"))) writeJsonAtomic(path.join(dir, "generation_config.json"), generationConfig(loaded));
   writeJsonAtomic(path.join(dir, "config.json"), config);
 }
