@@ -17,6 +17,8 @@ export interface LoraConfig {
   useRslora: boolean;
   /** the base model the adapter was trained on, if recorded */
   baseModel: string | null;
+  /** PEFT's lora_dropout (training only; default 0) */
+  dropout?: number;
 }
 
 export function parseLoraConfig(json: unknown, file: string): LoraConfig {
@@ -37,6 +39,7 @@ export function parseLoraConfig(json: unknown, file: string): LoraConfig {
     targetModules: targets as string[] | string,
     useRslora: j.use_rslora === true,
     baseModel: typeof j.base_model_name_or_path === "string" ? j.base_model_name_or_path : null,
+    dropout: typeof j.lora_dropout === "number" ? j.lora_dropout : 0,
   };
 }
 

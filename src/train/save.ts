@@ -18,7 +18,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describeFsError, isFile, writeFileAtomic, writeFully } from "../io/files.js";
-import { dumpJson, fromJs, type PyValue } from "../io/python.js";
+import { dumpJson, fromJs, pyFloat, type PyValue } from "../io/python.js";
 import { type TensorToWrite, writeSafetensors, writeShardedSafetensors } from "../io/safetensors-write.js";
 import { writeTorchBin } from "../io/torch-write.js";
 import { partOf, requireStoredName } from "../llava/keys.js";
@@ -79,7 +79,7 @@ export function trainingConfig(loaded: LoadedLlava, keys: TrainingConfigKeys = {
     mm_vision_select_layer: s.visionSelectLayer,
     mm_vision_select_feature: s.visionSelectFeature,
     mm_patch_merge_type: spec.mergeType,
-    image_aspect_ratio: spec.config.image_aspect_ratio ?? s.imageAspectMode,
+    image_aspect_ratio: s.imageAspectMode,
     tokenizer_model_max_length: s.maxSequenceLength,
     tokenizer_padding_side: "right",
     tune_mm_mlp_adapter: false,
@@ -119,11 +119,11 @@ export interface SaveLoraOptions {
 }
 
 /** adapter_config.json as PEFT's LoraConfig writes it for these settings. */
-function adapterConfig(cfg: LoraConfig, lora: { dropout: number; base: string; targets: string[] | string; modulesToSave: string[] | null }): PyValue {
+function adapterConfig(cfg: LoraConfig, lora: { base: string; targets: string[] | string; modulesToSave: string[] | null }): PyValue {
   return fromJs({
     alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: lora.base, bias: "none", fan_in_fan_out: false,
     inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null, lora_alpha: cfg.alpha,
-    lora_dropout: lora.dropout, modules_to_save: lora.modulesToSave, peft_type: "LORA", r: cfg.r, rank_pattern: {}, revision: null,
+    lora_dropout: pyFloat(cfg.dropout ?? 0), modules_to_save: lora.modulesToSave, peft_type: "LORA", r: cfg.r, rank_pattern: {}, revision: null,
     target_modules: lora.targets, task_type: "CAUSAL_LM", use_dora: false, use_rslora: cfg.useRslora,
   });
 }
@@ -142,18 +142,17 @@ function loraParts(loaded: LoadedLlava) {
  * adapter_config.json, adapter_model.safetensors, non_lora_trainables.bin). HF base: PEFT's
  * adapter folder for transformers' model (see hfAdapter below).
  */
-export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig & { dropout?: number }, opts: SaveLoraOptions = {}): void {
+export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig, opts: SaveLoraOptions = {}): void {
   const base = opts.baseModelPath ?? cfg.baseModel ?? loaded.dir;
   const { lora, others } = loraParts(loaded);
-  const dropout = cfg.dropout ?? 0.05;
-  if (loaded.format !== "original") return saveHfAdapter(dir, loaded, cfg, { base, dropout, lora, others });
+  if (loaded.format !== "original") return saveHfAdapter(dir, loaded, cfg, { base, lora, others });
   const config = trainingConfig(loaded, opts.keys);
   makeFolder(dir);
   unmark(path.join(dir, "config.json"));
   writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(lora.map(([n, t]) => [ADAPTER_PREFIX + n, t])), { format: "pt" });
   // the reference's get_peft_state_non_lora_maybe_zero_3 keeps PeftModel's names: base_model.model.model.mm_projector.0.weight
   writeTorchBin(path.join(dir, "non_lora_trainables.bin"), toWrite(others.map(([n, t]) => [ADAPTER_PREFIX + n, t])));
-  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { dropout, base, targets: cfg.targetModules, modulesToSave: null }), false);
+  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { base, targets: cfg.targetModules, modulesToSave: null }), false);
   writeJsonAtomic(path.join(dir, "config.json"), config);
 }
 
@@ -179,7 +178,7 @@ function hfModulePattern(hfModule: string): string {
  */
 function saveHfAdapter(
   dir: string, loaded: LoadedLlava, cfg: LoraConfig,
-  parts: { base: string; dropout: number; lora: Array<[string, Tensor]>; others: Array<[string, Tensor]> },
+  parts: { base: string; lora: Array<[string, Tensor]>; others: Array<[string, Tensor]> },
 ): void {
   const outside = parts.others.filter(([n]) => partOf(n) !== "projector");
   if (outside.length) {
@@ -199,7 +198,7 @@ function saveHfAdapter(
   unmark(path.join(dir, "adapter_config.json"));
   writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(tensors), { format: "pt" });
   const modulesToSave = parts.others.length ? ["multi_modal_projector"] : null;
-  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { dropout: parts.dropout, base: parts.base, targets, modulesToSave }), false);
+  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { base: parts.base, targets, modulesToSave }), false);
 }
 
 export interface SaveFullOptions {

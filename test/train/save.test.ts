@@ -138,7 +138,10 @@ test("a LoRA on an llava-hf base is PEFT's adapter folder (HF names, projector a
   const out = path.join(tmp, "hf-lora");
   saveLora(out, loaded, LORA, { baseModelPath: "llava-hf/llava-1.5-7b-hf" });
   assert.deepEqual(fs.readdirSync(out).sort(), ["adapter_config.json", "adapter_model.safetensors"]);
-  const config = JSON.parse(fs.readFileSync(path.join(out, "adapter_config.json"), "utf8"));
+  const configText = fs.readFileSync(path.join(out, "adapter_config.json"), "utf8");
+  assert.match(configText, /^\{\n  "alpha_pattern": \{\},\n/, "json.dumps(indent=2, sort_keys=True), as PEFT writes it");
+  assert.match(configText, /"lora_dropout": 0\.0,/);
+  const config = JSON.parse(configText);
   assert.equal(config.base_model_name_or_path, "llava-hf/llava-1.5-7b-hf");
   assert.deepEqual(config.modules_to_save, ["multi_modal_projector"]);
   // target_modules catches the LLM's layers in either HF layout, and not the tower's q_proj
