@@ -28,6 +28,7 @@ import { ADAPTER_PREFIX, type LoraConfig } from "../nn/lora.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { copyIfPresent } from "../zoo/common.js";
+import { towerNameFor } from "../zoo/merge-lora.js";
 import { copyTokenizerFiles } from "../zoo/tokenizer-files.js";
 
 /** The keys a LLaVA training run records in config.json (spec 6.5), as the reference names them. */
@@ -65,10 +66,11 @@ function unmark(file: string): void {
 }
 
 /**
- * The LLaVA config a training run saves: the model's config with the multimodal keys of the
- * model in memory and the training keys the run sets (the reference's defaults otherwise).
+ * The LLaVA config a training run saves into `dir`: the model's config with the multimodal keys
+ * of the model in memory and the training keys the run sets (the reference's defaults
+ * otherwise); mm_vision_tower still reaches the same CLIP folder from `dir`.
  */
-export function trainingConfig(loaded: LoadedLlava, keys: TrainingConfigKeys = {}): PyValue {
+export function trainingConfig(dir: string, loaded: LoadedLlava, keys: TrainingConfigKeys = {}): PyValue {
   const { spec } = loaded;
   if (spec.format !== "original") throw new LlavaError(`${spec.configFile}: a LLaVA training config is the original format's; this model is ${spec.format}`);
   const s = spec.settings;
@@ -88,7 +90,7 @@ export function trainingConfig(loaded: LoadedLlava, keys: TrainingConfigKeys = {
     mm_projector_lr: null,
     mm_use_im_patch_token: false,
   };
-  const config = { ...spec.config };
+  const config: Record<string, unknown> = { ...spec.config, mm_vision_tower: towerNameFor(spec.config.mm_vision_tower, spec.dir, dir, []) };
   for (const [k, v] of Object.entries(defaults)) if (config[k] === undefined) config[k] = v;
   for (const [k, v] of Object.entries(keys)) if (v !== undefined) config[k] = v;
   return fromJs(config);
@@ -103,7 +105,7 @@ const isLora = (name: string) => /\.lora_[AB]\.weight$/.test(name);
 
 /** Stage 1's output: config.json and mm_projector.bin with `model.mm_projector.*`, as LLaVATrainer saves it. */
 export function saveProjector(dir: string, loaded: LoadedLlava, keys: TrainingConfigKeys = {}): void {
-  const config = trainingConfig(loaded, { tune_mm_mlp_adapter: true, ...keys });
+  const config = trainingConfig(dir, loaded, { tune_mm_mlp_adapter: true, ...keys });
   const projector = loaded.model.namedParameters().filter(([n]) => partOf(n) === "projector");
   if (!projector.length) throw new LlavaError(`the model's projector (${loaded.spec.projector.type}) has no weights to save`);
   makeFolder(dir);
@@ -146,7 +148,7 @@ export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig, opts
   const base = opts.baseModelPath ?? cfg.baseModel ?? loaded.dir;
   const { lora, others } = loraParts(loaded);
   if (loaded.format !== "original") return saveHfAdapter(dir, loaded, cfg, { base, lora, others });
-  const config = trainingConfig(loaded, opts.keys);
+  const config = trainingConfig(dir, loaded, opts.keys);
   makeFolder(dir);
   unmark(path.join(dir, "config.json"));
   writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(lora.map(([n, t]) => [ADAPTER_PREFIX + n, t])), { format: "pt" });
@@ -236,7 +238,7 @@ export function saveFullModel(dir: string, loaded: LoadedLlava, opts: SaveFullOp
     throw new LlavaError(`"${packed[0].name}" is held in 16-bit or quantized form; a full model is saved from a model loaded in f32`);
   }
   const original = spec.format === "original";
-  const config = original ? trainingConfig(loaded, opts.keys) : fromJs({ ...spec.config, torch_dtype: "float32" });
+  const config = original ? trainingConfig(dir, loaded, opts.keys) : fromJs({ ...spec.config, torch_dtype: "float32" });
   const tensors = toWrite(original ? params : params.map(([n, t]) => [hfName(loaded, n), t]));
   if (original) (config as Map<string, PyValue>).set("torch_dtype", "float32");
   const from = opts.filesFrom ?? loaded.dir;

@@ -83,6 +83,19 @@ test("a projector-only checkpoint (config.json + mm_projector.bin) loads over it
   assert.deepEqual(logits(back), expected);
 });
 
+test("saved next to nothing, a checkpoint of the fixture (mm_vision_tower relative to its folder) still finds its CLIP folder", async () => {
+  const fixture = path.join(MODELS, "tiny-llava-1.5-orig");
+  const loaded = await loadLlava(fixture);
+  perturb(loaded, false);
+  const expected = logits(loaded);
+  const out = path.join(tmp, "fixture-stage1");
+  saveProjector(out, loaded);
+  const config = JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"));
+  assert.equal(config.mm_vision_tower, path.join(MODELS, "tiny-clip-vit-56"));
+  assert.equal(config.image_aspect_ratio, "pad");
+  assert.deepEqual(logits(await loadLlava(out, { modelBase: fixture, ...quiet })), expected);
+});
+
 test("a LoRA checkpoint on an original base loads with --model-base with the same logits, and merges to the same model", async () => {
   const loaded = await loadLlava(original);
   perturb(loaded, true);
