@@ -68,7 +68,8 @@ function unmark(file: string): void {
 /**
  * The LLaVA config a training run saves into `dir`: the model's config with the multimodal keys
  * of the model in memory and the training keys the run sets (the reference's defaults
- * otherwise); mm_vision_tower still reaches the same CLIP folder from `dir`.
+ * otherwise); mm_vision_tower still reaches the same CLIP folder from `dir`, and torch_dtype
+ * says float32, the dtype of every tensor written here.
  */
 export function trainingConfig(dir: string, loaded: LoadedLlava, keys: TrainingConfigKeys = {}): PyValue {
   const { spec } = loaded;
@@ -90,7 +91,9 @@ export function trainingConfig(dir: string, loaded: LoadedLlava, keys: TrainingC
     mm_projector_lr: null,
     mm_use_im_patch_token: false,
   };
-  const config: Record<string, unknown> = { ...spec.config, mm_vision_tower: towerNameFor(spec.config.mm_vision_tower, spec.dir, dir, []) };
+  const config: Record<string, unknown> = {
+    ...spec.config, mm_vision_tower: towerNameFor(spec.config.mm_vision_tower, spec.dir, dir, []), torch_dtype: "float32",
+  };
   for (const [k, v] of Object.entries(defaults)) if (config[k] === undefined) config[k] = v;
   for (const [k, v] of Object.entries(keys)) if (v !== undefined) config[k] = v;
   return fromJs(config);
@@ -105,6 +108,9 @@ const isLora = (name: string) => /\.lora_[AB]\.weight$/.test(name);
 
 /** Stage 1's output: config.json and mm_projector.bin with `model.mm_projector.*`, as LLaVATrainer saves it. */
 export function saveProjector(dir: string, loaded: LoadedLlava, keys: TrainingConfigKeys = {}): void {
+  if (loaded.format !== "original") {
+    throw new LlavaError(`${loaded.dir}: a projector-only checkpoint is the original LLaVA format's; convert the base with "llava convert to-original" first`);
+  }
   const config = trainingConfig(dir, loaded, { tune_mm_mlp_adapter: true, ...keys });
   const projector = loaded.model.namedParameters().filter(([n]) => partOf(n) === "projector");
   if (!projector.length) throw new LlavaError(`the model's projector (${loaded.spec.projector.type}) has no weights to save`);
@@ -142,7 +148,7 @@ function loraParts(loaded: LoadedLlava) {
 /**
  * A LoRA run's output. Original-format base: the reference's folder (config.json,
  * adapter_config.json, adapter_model.safetensors, non_lora_trainables.bin). HF base: PEFT's
- * adapter folder for transformers' model (see hfAdapter below).
+ * adapter folder for transformers' model (saveHfAdapter).
  */
 export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig, opts: SaveLoraOptions = {}): void {
   const base = opts.baseModelPath ?? cfg.baseModel ?? loaded.dir;
@@ -240,7 +246,6 @@ export function saveFullModel(dir: string, loaded: LoadedLlava, opts: SaveFullOp
   const original = spec.format === "original";
   const config = original ? trainingConfig(dir, loaded, opts.keys) : fromJs({ ...spec.config, torch_dtype: "float32" });
   const tensors = toWrite(original ? params : params.map(([n, t]) => [hfName(loaded, n), t]));
-  if (original) (config as Map<string, PyValue>).set("torch_dtype", "float32");
   const from = opts.filesFrom ?? loaded.dir;
   makeFolder(dir);
   unmark(path.join(dir, "config.json"));

@@ -219,8 +219,10 @@ test("what cannot be saved faithfully is refused before anything is written", as
   const loaded = await loadLlava(original);
   assert.throws(() => saveLora(path.join(tmp, "no-lora"), loaded, LORA), /no LoRA adapters to save/);
   const half = await loadLlava(original, { dtype: "bf16" });
+  const hfModel = await loadLlava(hf);
   assert.throws(() => saveFullModel(path.join(tmp, "half"), half), /held in 16-bit or quantized form/);
   perturb(loaded, true);
   assert.throws(() => saveFullModel(path.join(tmp, "unmerged"), loaded), /unmerged LoRA adapters/);
-  for (const d of ["no-lora", "half", "unmerged"]) assert.equal(fs.existsSync(path.join(tmp, d)), false);
+  assert.throws(() => saveProjector(path.join(tmp, "hf-stage1"), hfModel), /projector-only checkpoint is the original LLaVA format's/);
+  for (const d of ["no-lora", "half", "unmerged", "hf-stage1"]) assert.equal(fs.existsSync(path.join(tmp, d)), false);
 });
