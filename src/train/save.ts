@@ -182,7 +182,9 @@ function hfModulePattern(hfModule: string): string {
  * list like ["q_proj"] would also catch the CLIP tower's q_proj in transformers' model); the trained
  * projector saved as PEFT saves `modules_to_save = ["multi_modal_projector"]` (its full weights,
  * `base_model.model.multi_modal_projector.linear_1.weight`). Names follow the llava-hf layout
- * (`language_model.model.layers...`), which every transformers version loads.
+ * (`language_model.model.layers...`): transformers before 4.52 loads it as it is, and newer ones
+ * with PEFT map it through the model's _checkpoint_conversion_mapping (PEFT #2574); an adapter
+ * in the new layout would not load on the older versions.
  */
 function saveHfAdapter(
   dir: string, loaded: LoadedLlava, cfg: LoraConfig,
