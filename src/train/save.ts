@@ -24,7 +24,7 @@ import { writeTorchBin } from "../io/torch-write.js";
 import { partOf, requireStoredName } from "../llava/keys.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { declaredTensors } from "../llava/tensors.js";
-import { ADAPTER_PREFIX, type LoraConfig } from "../nn/lora.js";
+import { ADAPTER_PREFIX, isLoraTarget, type LoraConfig } from "../nn/lora.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { copyIfPresent } from "../zoo/common.js";
@@ -136,11 +136,13 @@ function adapterConfig(cfg: LoraConfig, lora: { base: string; targets: string[] 
   });
 }
 
-/** The LoRA factors and the other trainables (requiresGrad) of the model, by canonical name. */
-function loraParts(loaded: LoadedLlava) {
+/** The LoRA factors and the other trainables (requiresGrad) of the model, by canonical name; `cfg` must target every adapted layer. */
+function loraParts(loaded: LoadedLlava, cfg: LoraConfig) {
   const params = loaded.model.namedParameters();
   const lora = params.filter(([n]) => isLora(n));
   if (!lora.length) throw new LlavaError("the model has no LoRA adapters to save");
+  const untargeted = lora.map(([n]) => n.replace(/\.lora_[AB]\.weight$/, "")).find((m) => !isLoraTarget(m, cfg.targetModules));
+  if (untargeted) throw new LlavaError(`the LoRA config's target_modules (${JSON.stringify(cfg.targetModules)}) do not name "${untargeted}", which has an adapter`);
   const others = params.filter(([n, t]) => !isLora(n) && t.requiresGrad);
   return { lora, others };
 }
@@ -152,7 +154,7 @@ function loraParts(loaded: LoadedLlava) {
  */
 export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig, opts: SaveLoraOptions = {}): void {
   const base = opts.baseModelPath ?? cfg.baseModel ?? loaded.dir;
-  const { lora, others } = loraParts(loaded);
+  const { lora, others } = loraParts(loaded, cfg);
   if (loaded.format !== "original") return saveHfAdapter(dir, loaded, cfg, { base, lora, others });
   const config = trainingConfig(dir, loaded, opts.keys);
   makeFolder(dir);

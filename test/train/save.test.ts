@@ -223,6 +223,7 @@ test("what cannot be saved faithfully is refused before anything is written", as
   assert.throws(() => saveFullModel(path.join(tmp, "half"), half), /held in 16-bit or quantized form/);
   perturb(loaded, true);
   assert.throws(() => saveFullModel(path.join(tmp, "unmerged"), loaded), /unmerged LoRA adapters/);
+  assert.throws(() => saveLora(path.join(tmp, "untargeted"), loaded, { ...LORA, targetModules: ["q_proj"] }), /do not name "model\.layers\.0\.self_attn\.k_proj", which has an adapter/);
   assert.throws(() => saveProjector(path.join(tmp, "hf-stage1"), hfModel), /projector-only checkpoint is the original LLaVA format's/);
-  for (const d of ["no-lora", "half", "unmerged", "hf-stage1"]) assert.equal(fs.existsSync(path.join(tmp, d)), false);
+  for (const d of ["no-lora", "half", "unmerged", "hf-stage1", "untargeted"]) assert.equal(fs.existsSync(path.join(tmp, d)), false);
 });
