@@ -48,7 +48,8 @@ commands:
          a worker whose answers come from an OpenAI-compatible server
 
 common options:
-  --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint
+  --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint,
+                       or the model a PEFT adapter folder without config.json was trained on
   --dtype f32|bf16|f16 precision of the Linear weights in memory (default f32; bf16/f16 as stored, no f32 copy)
   --load-8bit          quantize the language model's Linear weights to 8 bits (q8_0) at load time
   --load-4bit          the same with 4 bits (q4_0; lm_head 8 bits); the tower runs in f16, the projector in f32

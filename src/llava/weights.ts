@@ -10,7 +10,7 @@ import type { ModelSpec } from "./spec.js";
 import { hasModelWeights } from "../io/checkpoint-files.js";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
 import { openWeightFile, openWeights, overlay, renamed, type WeightReader } from "../io/weights.js";
-import { type LoraConfig, parseLoraConfig } from "../nn/lora.js";
+import { ADAPTER_PREFIX, type LoraConfig, parseLoraConfig } from "../nn/lora.js";
 import { LlavaError } from "../util/errors.js";
 
 /** What a folder holds: a full model, or a partial checkpoint that needs --model-base. */
@@ -75,7 +75,7 @@ function partialParts(dir: string, kind: "lora" | "projector", opened: WeightRea
   return { overlayReader: trainables && renamed(trainables, trainableName), adapter: { config, weights } };
 }
 
-const PEFT_LORA = /^base_model\.model\.(.+)\.(lora_[AB])(?:\.default)?\.weight$/;
+const PEFT_LORA = new RegExp(`^${ADAPTER_PREFIX.replaceAll(".", "\\.")}(.+)\\.(lora_[AB])(?:\\.default)?\\.weight$`);
 
 /**
  * A PEFT adapter folder made for the base `spec` describes (no config.json of its own, as PEFT
@@ -100,9 +100,9 @@ function peftAdapterParts(dir: string, original: boolean, opened: WeightReader[]
     const module = canonical(`${m[1]}.weight`)?.slice(0, -".weight".length) ?? m[1];
     if (partOf(module) !== "llm") throw new LlavaError(`${store.source}: "${n}" is a LoRA layer outside the language model; only LoRA on the LLM's layers is supported`);
     modules.add(module);
-    return `base_model.model.${module}.${m[2]}.weight`;
+    return `${ADAPTER_PREFIX}${module}.${m[2]}.weight`;
   });
-  const saved = renamed(store, (n) => (PEFT_LORA.test(n) || !n.startsWith("base_model.model.") ? null : canonical(n.slice("base_model.model.".length))));
+  const saved = renamed(store, (n) => (PEFT_LORA.test(n) || !n.startsWith(ADAPTER_PREFIX) ? null : canonical(n.slice(ADAPTER_PREFIX.length))));
   return { overlayReader: saved.names().length ? saved : null, adapter: { config: { ...config, targetModules: [...modules] }, weights: lora } };
 }
 

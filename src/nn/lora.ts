@@ -52,7 +52,7 @@ export function isLoraTarget(name: string, targets: string[] | string): boolean 
 }
 
 /** PEFT's prefix of adapter tensor names in a saved LLaVA LoRA. */
-const ADAPTER_PREFIX = "base_model.model.";
+export const ADAPTER_PREFIX = "base_model.model.";
 
 /** Layer `name`'s A and B tensors in the adapter (PEFT saves them with or without `.default`); fails, naming the file, when it has none. */
 export function loraKeys(adapter: TensorSource, name: string): { a: string; b: string } {

@@ -18,15 +18,18 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describeFsError, isFile, writeFileAtomic, writeFully } from "../io/files.js";
-import { dumpJson, fromJs, type PyValue } from "../io/python.js";
+import { dumpJson, fromJs, pyFloat, type PyValue } from "../io/python.js";
 import { type TensorToWrite, writeSafetensors, writeShardedSafetensors } from "../io/safetensors-write.js";
 import { writeTorchBin } from "../io/torch-write.js";
 import { partOf, requireStoredName } from "../llava/keys.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { declaredTensors } from "../llava/tensors.js";
-import { type LoraConfig } from "../nn/lora.js";
+import { ADAPTER_PREFIX, isLoraTarget, type LoraConfig } from "../nn/lora.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
+import { copyIfPresent } from "../zoo/common.js";
+import { towerNameFor } from "../zoo/merge-lora.js";
+import { copyTokenizerFiles } from "../zoo/tokenizer-files.js";
 
 /** The keys a LLaVA training run records in config.json (spec 6.5), as the reference names them. */
 export interface TrainingConfigKeys {
@@ -40,12 +43,8 @@ export interface TrainingConfigKeys {
   mm_use_im_patch_token?: boolean;
 }
 
-/** PEFT's prefix of every tensor of a saved adapter. */
-export const PEFT_PREFIX = "base_model.model.";
-
 /** Files the HF processor of a llava-hf model needs besides the tokenizer. */
 const HF_SIDE_FILES = ["preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja"];
-const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "added_tokens.json"];
 
 function makeFolder(dir: string): void {
   try {
@@ -67,10 +66,12 @@ function unmark(file: string): void {
 }
 
 /**
- * The LLaVA config a training run saves: the model's config with the multimodal keys of the
- * model in memory and the training keys the run sets (the reference's defaults otherwise).
+ * The LLaVA config a training run saves into `dir`: the model's config with the multimodal keys
+ * of the model in memory and the training keys the run sets (the reference's defaults
+ * otherwise); mm_vision_tower still reaches the same CLIP folder from `dir`, and torch_dtype
+ * says float32, the dtype of every tensor written here.
  */
-export function trainingConfig(loaded: LoadedLlava, keys: TrainingConfigKeys = {}): PyValue {
+export function trainingConfig(dir: string, loaded: LoadedLlava, keys: TrainingConfigKeys = {}): PyValue {
   const { spec } = loaded;
   if (spec.format !== "original") throw new LlavaError(`${spec.configFile}: a LLaVA training config is the original format's; this model is ${spec.format}`);
   const s = spec.settings;
@@ -81,7 +82,7 @@ export function trainingConfig(loaded: LoadedLlava, keys: TrainingConfigKeys = {
     mm_vision_select_layer: s.visionSelectLayer,
     mm_vision_select_feature: s.visionSelectFeature,
     mm_patch_merge_type: spec.mergeType,
-    image_aspect_ratio: spec.config.image_aspect_ratio ?? s.imageAspectMode,
+    image_aspect_ratio: s.imageAspectMode,
     tokenizer_model_max_length: s.maxSequenceLength,
     tokenizer_padding_side: "right",
     tune_mm_mlp_adapter: false,
@@ -90,7 +91,9 @@ export function trainingConfig(loaded: LoadedLlava, keys: TrainingConfigKeys = {
     mm_projector_lr: null,
     mm_use_im_patch_token: false,
   };
-  const config = { ...spec.config };
+  const config: Record<string, unknown> = {
+    ...spec.config, mm_vision_tower: towerNameFor(spec.config.mm_vision_tower, spec.dir, dir, []), torch_dtype: "float32",
+  };
   for (const [k, v] of Object.entries(defaults)) if (config[k] === undefined) config[k] = v;
   for (const [k, v] of Object.entries(keys)) if (v !== undefined) config[k] = v;
   return fromJs(config);
@@ -105,7 +108,10 @@ const isLora = (name: string) => /\.lora_[AB]\.weight$/.test(name);
 
 /** Stage 1's output: config.json and mm_projector.bin with `model.mm_projector.*`, as LLaVATrainer saves it. */
 export function saveProjector(dir: string, loaded: LoadedLlava, keys: TrainingConfigKeys = {}): void {
-  const config = trainingConfig(loaded, { tune_mm_mlp_adapter: true, ...keys });
+  if (loaded.format !== "original") {
+    throw new LlavaError(`${loaded.dir}: a projector-only checkpoint is the original LLaVA format's; convert the base with "llava convert to-original" first`);
+  }
+  const config = trainingConfig(dir, loaded, { tune_mm_mlp_adapter: true, ...keys });
   const projector = loaded.model.namedParameters().filter(([n]) => partOf(n) === "projector");
   if (!projector.length) throw new LlavaError(`the model's projector (${loaded.spec.projector.type}) has no weights to save`);
   makeFolder(dir);
@@ -121,20 +127,22 @@ export interface SaveLoraOptions {
 }
 
 /** adapter_config.json as PEFT's LoraConfig writes it for these settings. */
-function adapterConfig(cfg: LoraConfig, lora: { dropout: number; base: string; targets: string[] | string; modulesToSave: string[] | null }): PyValue {
+function adapterConfig(cfg: LoraConfig, lora: { base: string; targets: string[] | string; modulesToSave: string[] | null }): PyValue {
   return fromJs({
     alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: lora.base, bias: "none", fan_in_fan_out: false,
     inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null, lora_alpha: cfg.alpha,
-    lora_dropout: lora.dropout, modules_to_save: lora.modulesToSave, peft_type: "LORA", r: cfg.r, rank_pattern: {}, revision: null,
+    lora_dropout: pyFloat(cfg.dropout ?? 0), modules_to_save: lora.modulesToSave, peft_type: "LORA", r: cfg.r, rank_pattern: {}, revision: null,
     target_modules: lora.targets, task_type: "CAUSAL_LM", use_dora: false, use_rslora: cfg.useRslora,
   });
 }
 
-/** The LoRA factors and the other trainables (requiresGrad) of the model, by canonical name. */
-function loraParts(loaded: LoadedLlava) {
+/** The LoRA factors and the other trainables (requiresGrad) of the model, by canonical name; `cfg` must target every adapted layer. */
+function loraParts(loaded: LoadedLlava, cfg: LoraConfig) {
   const params = loaded.model.namedParameters();
   const lora = params.filter(([n]) => isLora(n));
   if (!lora.length) throw new LlavaError("the model has no LoRA adapters to save");
+  const untargeted = lora.map(([n]) => n.replace(/\.lora_[AB]\.weight$/, "")).find((m) => !isLoraTarget(m, cfg.targetModules));
+  if (untargeted) throw new LlavaError(`the LoRA config's target_modules (${JSON.stringify(cfg.targetModules)}) do not name "${untargeted}", which has an adapter`);
   const others = params.filter(([n, t]) => !isLora(n) && t.requiresGrad);
   return { lora, others };
 }
@@ -142,20 +150,19 @@ function loraParts(loaded: LoadedLlava) {
 /**
  * A LoRA run's output. Original-format base: the reference's folder (config.json,
  * adapter_config.json, adapter_model.safetensors, non_lora_trainables.bin). HF base: PEFT's
- * adapter folder for transformers' model (see hfAdapter below).
+ * adapter folder for transformers' model (saveHfAdapter).
  */
-export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig & { dropout?: number }, opts: SaveLoraOptions = {}): void {
+export function saveLora(dir: string, loaded: LoadedLlava, cfg: LoraConfig, opts: SaveLoraOptions = {}): void {
   const base = opts.baseModelPath ?? cfg.baseModel ?? loaded.dir;
-  const { lora, others } = loraParts(loaded);
-  const dropout = cfg.dropout ?? 0.05;
-  if (loaded.format !== "original") return saveHfAdapter(dir, loaded, cfg, { base, dropout, lora, others });
-  const config = trainingConfig(loaded, opts.keys);
+  const { lora, others } = loraParts(loaded, cfg);
+  if (loaded.format !== "original") return saveHfAdapter(dir, loaded, cfg, { base, lora, others });
+  const config = trainingConfig(dir, loaded, opts.keys);
   makeFolder(dir);
   unmark(path.join(dir, "config.json"));
-  writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(lora.map(([n, t]) => [PEFT_PREFIX + n, t])), { format: "pt" });
+  writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(lora.map(([n, t]) => [ADAPTER_PREFIX + n, t])), { format: "pt" });
   // the reference's get_peft_state_non_lora_maybe_zero_3 keeps PeftModel's names: base_model.model.model.mm_projector.0.weight
-  writeTorchBin(path.join(dir, "non_lora_trainables.bin"), toWrite(others.map(([n, t]) => [PEFT_PREFIX + n, t])));
-  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { dropout, base, targets: cfg.targetModules, modulesToSave: null }), false);
+  writeTorchBin(path.join(dir, "non_lora_trainables.bin"), toWrite(others.map(([n, t]) => [ADAPTER_PREFIX + n, t])));
+  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { base, targets: cfg.targetModules, modulesToSave: null }), false);
   writeJsonAtomic(path.join(dir, "config.json"), config);
 }
 
@@ -177,11 +184,13 @@ function hfModulePattern(hfModule: string): string {
  * list like ["q_proj"] would also catch the CLIP tower's q_proj in transformers' model); the trained
  * projector saved as PEFT saves `modules_to_save = ["multi_modal_projector"]` (its full weights,
  * `base_model.model.multi_modal_projector.linear_1.weight`). Names follow the llava-hf layout
- * (`language_model.model.layers...`), which every transformers version loads.
+ * (`language_model.model.layers...`): transformers before 4.52 loads it as it is, and newer ones
+ * with PEFT map it through the model's _checkpoint_conversion_mapping (PEFT #2574); an adapter
+ * in the new layout would not load on the older versions.
  */
 function saveHfAdapter(
   dir: string, loaded: LoadedLlava, cfg: LoraConfig,
-  parts: { base: string; dropout: number; lora: Array<[string, Tensor]>; others: Array<[string, Tensor]> },
+  parts: { base: string; lora: Array<[string, Tensor]>; others: Array<[string, Tensor]> },
 ): void {
   const outside = parts.others.filter(([n]) => partOf(n) !== "projector");
   if (outside.length) {
@@ -193,15 +202,15 @@ function saveHfAdapter(
   const tensors = [
     ...parts.lora.map(([n, t]): [string, Tensor] => {
       const m = /^(.*)\.(lora_[AB])\.weight$/.exec(n)!;
-      return [`${PEFT_PREFIX}${hfName(loaded, `${m[1]}.weight`).slice(0, -".weight".length)}.${m[2]}.weight`, t];
+      return [`${ADAPTER_PREFIX}${hfName(loaded, `${m[1]}.weight`).slice(0, -".weight".length)}.${m[2]}.weight`, t];
     }),
-    ...parts.others.map(([n, t]): [string, Tensor] => [PEFT_PREFIX + hfName(loaded, n), t]),
+    ...parts.others.map(([n, t]): [string, Tensor] => [ADAPTER_PREFIX + hfName(loaded, n), t]),
   ];
   makeFolder(dir);
   unmark(path.join(dir, "adapter_config.json"));
   writeSafetensors(path.join(dir, "adapter_model.safetensors"), toWrite(tensors), { format: "pt" });
   const modulesToSave = parts.others.length ? ["multi_modal_projector"] : null;
-  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { dropout: parts.dropout, base: parts.base, targets, modulesToSave }), false);
+  writeJsonAtomic(path.join(dir, "adapter_config.json"), adapterConfig(cfg, { base: parts.base, targets, modulesToSave }), false);
 }
 
 export interface SaveFullOptions {
@@ -239,18 +248,14 @@ export function saveFullModel(dir: string, loaded: LoadedLlava, opts: SaveFullOp
     throw new LlavaError(`"${packed[0].name}" is held in 16-bit or quantized form; a full model is saved from a model loaded in f32`);
   }
   const original = spec.format === "original";
-  const config = original ? trainingConfig(loaded, opts.keys) : fromJs({ ...spec.config, torch_dtype: "float32" });
+  const config = original ? trainingConfig(dir, loaded, opts.keys) : fromJs({ ...spec.config, torch_dtype: "float32" });
   const tensors = toWrite(original ? params : params.map(([n, t]) => [hfName(loaded, n), t]));
-  if (original) (config as Map<string, PyValue>).set("torch_dtype", "float32");
   const from = opts.filesFrom ?? loaded.dir;
   makeFolder(dir);
   unmark(path.join(dir, "config.json"));
   writeShardedSafetensors(dir, tensors, { maxShardBytes: opts.maxShardSize ?? "5GB" });
-  for (const f of [...TOKENIZER_FILES, ...(original ? [] : HF_SIDE_FILES)]) {
-    if (isFile(path.join(from, f))) fs.copyFileSync(path.join(from, f), path.join(dir, f));
-  }
-  const generation = path.join(from, "generation_config.json");
-  if (isFile(generation)) fs.copyFileSync(generation, path.join(dir, "generation_config.json"));
-  else writeJsonAtomic(path.join(dir, "generation_config.json"), generationConfig(loaded));
+  copyTokenizerFiles(from, dir);
+  copyIfPresent(from, dir, original ? ["generation_config.json"] : ["generation_config.json", ...HF_SIDE_FILES]);
+  if (!isFile(path.join(from, "generation_config.json"))) writeJsonAtomic(path.join(dir, "generation_config.json"), generationConfig(loaded));
   writeJsonAtomic(path.join(dir, "config.json"), config);
 }

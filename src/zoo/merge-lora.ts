@@ -49,8 +49,8 @@ function targetedModule(name: string, adapter: Adapter | null): string | null {
   return adapter && LLM_LINEAR_MODULE.test(module) && isLoraTarget(module, adapter.config.targetModules) ? module : null;
 }
 
-/** mm_vision_tower as the merged folder must say it to reach the same CLIP folder. */
-function towerNameFor(name: unknown, dir: string, out: string, notes: string[]): unknown {
+/** mm_vision_tower as a folder written at `out` must say it to reach the same CLIP folder. */
+export function towerNameFor(name: unknown, dir: string, out: string, notes: string[]): unknown {
   if (typeof name !== "string") return name;
   const found = resolveVisionTower(name, dir);
   if (!found) {

@@ -7,7 +7,7 @@ import { type TorchTensorToWrite, writeTorchBin } from "../../src/io/torch-write
 import { bf16ToF32Array, f16ToF32Array, f32ToBf16Array, f32ToF16Array } from "../../src/tensor/dtypes.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { tempDir } from "./tmp.js";
-import { Dict, tensor, torchSaveZip, type Tensor } from "./torch-save.js";
+import { Dict, pyBytes, tensor, torchSaveZip, type Tensor } from "./torch-save.js";
 
 const dir = tempDir("llava-torchwrite-");
 const values = (n: number, step = 0.37) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * step) * 3);
@@ -44,6 +44,22 @@ test("writeTorchBin writes what torch.save writes for a dict of tensors, byte fo
     assert.equal(written.length, expected.length);
     assert.deepEqual(before(written, ".data/serialization_id"), before(expected, ".data/serialization_id"));
   }
+});
+
+test("the pickle of a one-tensor dict is torch's own: a real torch.save pickle with the outer dict taken away", () => {
+  // torch.save({'state_dict': {'positions': tensor([0., 1., 2.])}}) as quoted in torch-bin.test.ts, for
+  // the inner dict alone: the same opcodes with memo indices counted from 0
+  const expected = pyBytes(
+    "\\x80\\x02}q\\x00X\\t\\x00\\x00\\x00positionsq\\x01ctorch._utils\\n_rebuild_tensor_v2\\nq\\x02((X\\x07\\x00\\x00\\x00storageq\\x03" +
+      "ctorch\\nFloatStorage\\nq\\x04X\\x01\\x00\\x00\\x000q\\x05X\\x03\\x00\\x00\\x00cpuq\\x06K\\x03tq\\x07QK\\x00K\\x03\\x85q\\x08" +
+      "K\\x01\\x85q\\t\\x89ccollections\\nOrderedDict\\nq\\n)Rq\\x0btq\\x0cRq\\rs.",
+  );
+  const file = path.join(dir, "positions.bin");
+  writeTorchBin(file, [{ name: "positions", dtype: "F32", shape: [3], data: Float32Array.from([0, 1, 2]) }]);
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  // the first record's data starts at byte 64 (the local header, "positions/data.pkl" and the "FB" padding before it)
+  assert.deepEqual(bytes.subarray(64, 64 + expected.length), expected);
+  assert.deepEqual([...bytes.subarray(64 + expected.length, 68 + expected.length)], [0x50, 0x4b, 0x07, 0x08], "a data descriptor follows");
 });
 
 test("a written file reads back through the project's torch reader with the same names, dtypes, shapes and values", () => {

@@ -83,6 +83,19 @@ test("a projector-only checkpoint (config.json + mm_projector.bin) loads over it
   assert.deepEqual(logits(back), expected);
 });
 
+test("saved next to nothing, a checkpoint of the fixture (mm_vision_tower relative to its folder) still finds its CLIP folder", async () => {
+  const fixture = path.join(MODELS, "tiny-llava-1.5-orig");
+  const loaded = await loadLlava(fixture);
+  perturb(loaded, false);
+  const expected = logits(loaded);
+  const out = path.join(tmp, "fixture-stage1");
+  saveProjector(out, loaded);
+  const config = JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"));
+  assert.equal(config.mm_vision_tower, path.join(MODELS, "tiny-clip-vit-56"));
+  assert.equal(config.image_aspect_ratio, "pad");
+  assert.deepEqual(logits(await loadLlava(out, { modelBase: fixture, ...quiet })), expected);
+});
+
 test("a LoRA checkpoint on an original base loads with --model-base with the same logits, and merges to the same model", async () => {
   const loaded = await loadLlava(original);
   perturb(loaded, true);
@@ -138,7 +151,10 @@ test("a LoRA on an llava-hf base is PEFT's adapter folder (HF names, projector a
   const out = path.join(tmp, "hf-lora");
   saveLora(out, loaded, LORA, { baseModelPath: "llava-hf/llava-1.5-7b-hf" });
   assert.deepEqual(fs.readdirSync(out).sort(), ["adapter_config.json", "adapter_model.safetensors"]);
-  const config = JSON.parse(fs.readFileSync(path.join(out, "adapter_config.json"), "utf8"));
+  const configText = fs.readFileSync(path.join(out, "adapter_config.json"), "utf8");
+  assert.match(configText, /^\{\n  "alpha_pattern": \{\},\n/, "json.dumps(indent=2, sort_keys=True), as PEFT writes it");
+  assert.match(configText, /"lora_dropout": 0\.0,/);
+  const config = JSON.parse(configText);
   assert.equal(config.base_model_name_or_path, "llava-hf/llava-1.5-7b-hf");
   assert.deepEqual(config.modules_to_save, ["multi_modal_projector"]);
   // target_modules catches the LLM's layers in either HF layout, and not the tower's q_proj
@@ -203,8 +219,11 @@ test("what cannot be saved faithfully is refused before anything is written", as
   const loaded = await loadLlava(original);
   assert.throws(() => saveLora(path.join(tmp, "no-lora"), loaded, LORA), /no LoRA adapters to save/);
   const half = await loadLlava(original, { dtype: "bf16" });
+  const hfModel = await loadLlava(hf);
   assert.throws(() => saveFullModel(path.join(tmp, "half"), half), /held in 16-bit or quantized form/);
   perturb(loaded, true);
   assert.throws(() => saveFullModel(path.join(tmp, "unmerged"), loaded), /unmerged LoRA adapters/);
-  for (const d of ["no-lora", "half", "unmerged"]) assert.equal(fs.existsSync(path.join(tmp, d)), false);
+  assert.throws(() => saveLora(path.join(tmp, "untargeted"), loaded, { ...LORA, targetModules: ["q_proj"] }), /do not name "model\.layers\.0\.self_attn\.k_proj", which has an adapter/);
+  assert.throws(() => saveProjector(path.join(tmp, "hf-stage1"), hfModel), /projector-only checkpoint is the original LLaVA format's/);
+  for (const d of ["no-lora", "half", "unmerged", "hf-stage1", "untargeted"]) assert.equal(fs.existsSync(path.join(tmp, d)), false);
 });
