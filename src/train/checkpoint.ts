@@ -56,7 +56,7 @@ export function writeJson(file: string, value: unknown): void {
 /** Writes `checkpoint-<step>` in `outputDir`, complete or not at all; returns its path. */
 export async function writeCheckpoint(outputDir: string, c: CheckpointContents): Promise<string> {
   const target = path.join(outputDir, checkpointName(c.state.globalStep));
-  await writeOutputFolder(target, false, async (dir) => {
+  await writeOutputFolder(target, false, async (dir, interrupt) => {
     await c.saveModel(dir);
     writeSafetensors(path.join(dir, PARAMETERS_FILE), c.parameters.map(([name, t]) => ({ name, dtype: "F32", shape: [...t.shape], data: t.data })));
     const moments = [...c.optimizerState].flatMap(([name, s]) => [
@@ -68,6 +68,8 @@ export async function writeCheckpoint(outputDir: string, c: CheckpointContents):
     writeJson(path.join(dir, TRAINER_STATE_FILE), c.trainerState);
     writeJson(path.join(dir, RESUME_FILE), c.state);
     await c.beforeCommit?.(dir);
+    // Ctrl-C during the write stops the run here, without the half-written folder
+    await interrupt();
   });
   return target;
 }

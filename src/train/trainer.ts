@@ -256,7 +256,7 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
         loss: stepLoss,
         learning_rate: optimizer.groups[0].lr * factor,
         grad_norm: gradNorm,
-        tokens_per_second: tokens / seconds,
+        tokens_per_second: seconds > 0 ? tokens / seconds : 0,
         seconds_per_step: seconds,
       };
       metrics.append(m);
