@@ -17,9 +17,9 @@ import { loadLlava, type LoadOptions } from "../src/llava/load.js";
 import { Generation } from "../src/llava/generate.js";
 import { buildInputs, prepareImages } from "../src/llava/pipeline.js";
 import { addLoraAdapters } from "../src/nn/lora.js";
-import { AdamW } from "../src/tensor/optim.js";
 import { crossEntropy, reshape, slice } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
+import { AdamW } from "../src/train/optimizer.js";
 import { ensureCheckpoint, type ModelName, noiseImage, SHAPES } from "./checkpoints.js";
 import { emit, measureRooflines } from "./machine.js";
 import { median } from "./stats.js";
@@ -75,7 +75,7 @@ async function child(model: ModelName, precision: Precision, threads: number, tr
 
   // one optimizer step on a 20-token answer after the prompt
   const trainStep = (params: Tensor[]) => {
-    const opt = new AdamW(params, { lr: 1e-4 });
+    const opt = new AdamW([{ params: params.map((t, i) => [String(i), t]), lr: 1e-4, weightDecay: 0 }]);
     return timed(() => {
       opt.zeroGrad();
       const { embeds } = buildInputs(loaded, prompt, images);
@@ -85,7 +85,7 @@ async function child(model: ModelName, precision: Precision, threads: number, tr
       const logits = llm.logits(reshape(slice(h, 1, t - 21, t - 1), [20, h.dim(2)]));
       const targets = Int32Array.from({ length: 20 }, (_, i) => ((t - 21 + i) * 7919) % 32000);
       crossEntropy(logits, targets).backward();
-      opt.update();
+      opt.step(1);
     });
   };
   if (!train) {
