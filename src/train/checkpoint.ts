@@ -113,6 +113,16 @@ export interface LoadedCheckpoint {
   trainerState: Record<string, unknown>;
 }
 
+function checkedResumeState(json: unknown, file: string): ResumeState {
+  const s = json as ResumeState;
+  const ok = typeof s === "object" && s !== null &&
+    [s.globalStep, s.epoch, s.stepInEpoch, s.stepsSinceLog].every((v) => Number.isInteger(v) && v >= 0) &&
+    typeof s.lossSinceLog === "number" && typeof s.rngStates === "object" && s.rngStates !== null &&
+    typeof s.fingerprint === "object" && s.fingerprint !== null;
+  if (!ok) throw new LlavaError(`resume state ${file} is malformed`);
+  return s;
+}
+
 /** Reads back what writeCheckpoint wrote. */
 export function readCheckpoint(dir: string): LoadedCheckpoint {
   for (const f of [PARAMETERS_FILE, OPTIMIZER_FILE, RESUME_FILE, TRAINER_STATE_FILE]) {
@@ -140,7 +150,7 @@ export function readCheckpoint(dir: string): LoadedCheckpoint {
     dir,
     parameters,
     optimizerState,
-    state: readJsonFile(path.join(dir, RESUME_FILE), "resume state") as ResumeState,
+    state: checkedResumeState(readJsonFile(path.join(dir, RESUME_FILE), "resume state"), path.join(dir, RESUME_FILE)),
     trainerState: readJsonFile(path.join(dir, TRAINER_STATE_FILE), "trainer state") as Record<string, unknown>,
   };
 }

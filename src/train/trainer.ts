@@ -35,6 +35,8 @@ export interface TrainerTask {
   loss(indices: number[], rng: Rng): { loss: Tensor; supervisedTokens: number };
   /** writes the model files of a checkpoint or of the final output into `dir` */
   saveModel(dir: string): void | Promise<void>;
+  /** any other random streams the task keeps (augmentation, say): saved in checkpoints and restored on resume */
+  rngs?: Record<string, Rng>;
   /** a sample's id for messages */
   sampleId?(index: number): string;
   /** what else the run depends on (data, model, preprocessing): a resume with other values is refused */
@@ -136,6 +138,30 @@ function makeOutputFolder(dir: string): void {
   }
 }
 
+/**
+ * Loads checkpoint `dir` into the parameters, the optimizer and the random streams, after
+ * checking it was made with the same settings; returns the run's position and log.
+ */
+function restore(dir: string, task: TrainerTask, optimizer: AdamW, streams: Record<string, Rng>, print: Record<string, unknown>) {
+  const saved = readCheckpoint(dir);
+  const diff = fingerprintDifferences(saved.state.fingerprint, print);
+  if (diff.length) {
+    throw new LlavaError(`cannot resume from ${dir}: it was made with other settings (${diff.join("; ")}); rerun with the same settings or use another output folder`);
+  }
+  for (const [name, t] of task.parameters) {
+    const data = saved.parameters.get(name);
+    if (!data || data.length !== t.size) throw new LlavaError(`cannot resume from ${dir}: it holds no ${name} of ${t.size} values`);
+    t.data.set(data);
+  }
+  optimizer.loadState(saved.optimizerState);
+  for (const [name, r] of Object.entries(streams)) {
+    const state = saved.state.rngStates[name];
+    if (!Number.isInteger(state)) throw new LlavaError(`cannot resume from ${dir}: it holds no state of the random stream "${name}"`);
+    r.state = state;
+  }
+  return { state: saved.state, logHistory: (saved.trainerState.log_history ?? []) as Array<Record<string, number>> };
+}
+
 /** Trains `task` with `opts`; see the module comment. */
 export async function train(task: TrainerTask, opts: TrainerOptions, hooks: TrainerHooks = {}): Promise<TrainResult> {
   checkOptions(opts);
@@ -151,29 +177,16 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
   const optimizer = new AdamW(parameterGroups(task.parameters, opts));
   const params = optimizer.parameters();
   const rng = new Rng(opts.seed);
+  const streams: Record<string, Rng> = { ...task.rngs, loss: rng };
+  const rngStates = () => Object.fromEntries(Object.entries(streams).map(([name, r]) => [name, r.state]));
   const print = fingerprint(task, opts);
-  let state: ResumeState = { globalStep: 0, epoch: 0, stepInEpoch: 0, rngStates: { loss: rng.state }, fingerprint: print, lossSinceLog: 0, stepsSinceLog: 0 };
+  let state: ResumeState = { globalStep: 0, epoch: 0, stepInEpoch: 0, rngStates: rngStates(), fingerprint: print, lossSinceLog: 0, stepsSinceLog: 0 };
   let logHistory: Array<Record<string, number>> = [];
 
   const checkpoints = listCheckpoints(outputDir);
   if (opts.resume && !checkpoints.length) throw new LlavaError(`--resume: no checkpoint in ${outputDir}`);
   const resumedFrom = checkpoints.length ? checkpoints[checkpoints.length - 1].dir : null;
-  if (resumedFrom) {
-    const saved = readCheckpoint(resumedFrom);
-    const diff = fingerprintDifferences(saved.state.fingerprint, print);
-    if (diff.length) {
-      throw new LlavaError(`cannot resume from ${resumedFrom}: it was made with other settings (${diff.join("; ")}); rerun with the same settings or use another output folder`);
-    }
-    for (const [name, t] of task.parameters) {
-      const data = saved.parameters.get(name);
-      if (!data || data.length !== t.size) throw new LlavaError(`cannot resume from ${resumedFrom}: it holds no ${name} of ${t.size} values`);
-      t.data.set(data);
-    }
-    optimizer.loadState(saved.optimizerState);
-    rng.state = saved.state.rngStates.loss;
-    state = saved.state;
-    logHistory = (saved.trainerState.log_history as Array<Record<string, number>>) ?? [];
-  }
+  if (resumedFrom) ({ state, logHistory } = restore(resumedFrom, task, optimizer, streams, print));
 
   const metrics = new MetricsLog(outputDir, state.globalStep);
   const progress = hooks.progress === null ? null : new Progress(hooks.progress ?? process.stderr, plan.totalSteps, opts.loggingSteps);
@@ -200,7 +213,7 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
   const epochNow = () => state.epoch + state.stepInEpoch / plan.stepsPerEpoch;
 
   const saveCheckpoint = async () => {
-    state.rngStates = { loss: rng.state };
+    state.rngStates = rngStates();
     const step = state.globalStep;
     lastCheckpoint = await writeCheckpoint(outputDir, {
       parameters: task.parameters,
