@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { NamedParameters } from "../nn/layers.js";
-import { isDirectory, readJsonFile, writeFileAtomic, writeFully } from "../io/files.js";
+import { describeFsError, isDirectory, readJsonFile, writeFileAtomic, writeFully } from "../io/files.js";
 import { writeOutputFolder } from "../io/output.js";
 import { WeightStore, writeSafetensors } from "../io/safetensors.js";
 import { LlavaError } from "../util/errors.js";
@@ -100,8 +100,12 @@ export function rotateCheckpoints(outputDir: string, limit: number | null | unde
   const all = listCheckpoints(outputDir);
   for (const { step, dir } of all.slice(0, Math.max(0, all.length - limit))) {
     const doomed = path.join(outputDir, `.${checkpointName(step)}.removing-${process.pid}`);
-    fs.renameSync(dir, doomed);
-    fs.rmSync(doomed, { recursive: true, force: true });
+    try {
+      fs.renameSync(dir, doomed);
+      fs.rmSync(doomed, { recursive: true, force: true });
+    } catch (err) {
+      throw new LlavaError(`cannot remove the old checkpoint ${dir} (save_total_limit ${limit}): ${describeFsError(err)}`);
+    }
   }
 }
 

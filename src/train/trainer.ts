@@ -162,6 +162,24 @@ function restore(dir: string, task: TrainerTask, optimizer: AdamW, streams: Reco
   return { state: saved.state, logHistory: (saved.trainerState.log_history ?? []) as Array<Record<string, number>> };
 }
 
+/**
+ * Back-propagates each micro-batch's mean loss divided by the accumulation steps (HF's
+ * scaling), so the parameters' gradients sum to the step's; returns the step's loss and tokens.
+ */
+function accumulateGradients(task: TrainerTask, microBatches: number[][], accum: number, rng: Rng, nonFinite: (what: string, indices: number[]) => Error) {
+  let loss = 0;
+  let tokens = 0;
+  for (const indices of microBatches) {
+    const out = task.loss(indices, rng);
+    const value = out.loss.data[0];
+    if (!Number.isFinite(value)) throw nonFinite(`the loss is ${value}`, indices);
+    out.loss.backward(new Float32Array([1 / accum]));
+    loss += value / accum;
+    tokens += out.supervisedTokens;
+  }
+  return { loss, tokens };
+}
+
 /** Trains `task` with `opts`; see the module comment. */
 export async function train(task: TrainerTask, opts: TrainerOptions, hooks: TrainerHooks = {}): Promise<TrainResult> {
   checkOptions(opts);
@@ -242,21 +260,11 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
       }
       if (orderEpoch !== state.epoch) [order, orderEpoch] = [checkedOrder(task, state.epoch), state.epoch];
       const started = performance.now();
-      let stepLoss = 0;
-      let tokens = 0;
-      const stepIndices: number[] = [];
-      for (const [a, b] of stepMicroBatches(plan, state.stepInEpoch, accum, opts.perDeviceTrainBatchSize, order!.length)) {
-        const indices = order!.slice(a, b);
-        stepIndices.push(...indices);
-        const { loss, supervisedTokens } = task.loss(indices, rng);
-        const value = loss.data[0];
-        if (!Number.isFinite(value)) throw nonFinite(`the loss is ${value}`, indices);
-        loss.backward(new Float32Array([1 / accum]));
-        stepLoss += value / accum;
-        tokens += supervisedTokens;
-      }
+      const micro = stepMicroBatches(plan, state.stepInEpoch, accum, opts.perDeviceTrainBatchSize, order!.length).map(([a, b]) => order!.slice(a, b));
+      const { loss: stepLoss, tokens } = accumulateGradients(task, micro, accum, rng, nonFinite);
       const gradNorm = clipGradNorm(params, opts.maxGradNorm);
-      if (!Number.isFinite(gradNorm)) throw nonFinite(`the gradient norm is ${gradNorm}`, stepIndices);
+      if (!Number.isFinite(gradNorm)) throw nonFinite(`the gradient norm is ${gradNorm}`, micro.flat());
+      if (!params.some((p) => p.grad)) throw new LlavaError("the loss does not depend on any trainable parameter: nothing would train");
       const factor = lrFactor(schedulerType, state.globalStep, warmup, plan.totalSteps);
       optimizer.step(factor);
       optimizer.zeroGrad();

@@ -153,6 +153,8 @@ test("bad settings are refused before any step", async () => {
     assert.ok(!fs.existsSync(out));
   }
   await assert.rejects(train({ ...regressionTask(), parameters: [] }, { ...OPTIONS, outputDir: freshDir() }, quiet), /nothing to train/);
+  const unused: [string, Tensor] = ["model.layers.0.mlp.up_proj.weight", new Tensor(new Float32Array(2), [2], be, true)];
+  await assert.rejects(train({ ...regressionTask(), parameters: [unused] }, { ...OPTIONS, outputDir: freshDir() }, quiet), /the loss does not depend on any trainable parameter/);
   await assert.rejects(train({ ...regressionTask(), order: () => [0, 9] }, { ...OPTIONS, outputDir: freshDir() }, quiet), /order of epoch 0 holds 9, not an index below 8/);
 });
 
