@@ -20,5 +20,5 @@ export { createBackend, type BackendOptions } from "./tensor/backends.js";
 export type { Backend } from "./tensor/backend.js";
 export { Tensor, PackedTensor } from "./tensor/tensor.js";
 export * as ops from "./tensor/ops.js";
-export { AdamW } from "./tensor/optim.js";
+export { AdamW } from "./train/optimizer.js";
 export { LlavaError } from "./util/errors.js";

@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { NamedParameters } from "../nn/layers.js";
-import { isDirectory, readJsonFile, writeFileAtomic, writeFully } from "../io/files.js";
+import { describeFsError, isDirectory, readJsonFile, writeFileAtomic, writeFully } from "../io/files.js";
 import { writeOutputFolder } from "../io/output.js";
 import { WeightStore, writeSafetensors } from "../io/safetensors.js";
 import { LlavaError } from "../util/errors.js";
@@ -56,7 +56,7 @@ export function writeJson(file: string, value: unknown): void {
 /** Writes `checkpoint-<step>` in `outputDir`, complete or not at all; returns its path. */
 export async function writeCheckpoint(outputDir: string, c: CheckpointContents): Promise<string> {
   const target = path.join(outputDir, checkpointName(c.state.globalStep));
-  await writeOutputFolder(target, false, async (dir) => {
+  await writeOutputFolder(target, false, async (dir, interrupt) => {
     await c.saveModel(dir);
     writeSafetensors(path.join(dir, PARAMETERS_FILE), c.parameters.map(([name, t]) => ({ name, dtype: "F32", shape: [...t.shape], data: t.data })));
     const moments = [...c.optimizerState].flatMap(([name, s]) => [
@@ -68,6 +68,8 @@ export async function writeCheckpoint(outputDir: string, c: CheckpointContents):
     writeJson(path.join(dir, TRAINER_STATE_FILE), c.trainerState);
     writeJson(path.join(dir, RESUME_FILE), c.state);
     await c.beforeCommit?.(dir);
+    // Ctrl-C during the write stops the run here, without the half-written folder
+    await interrupt();
   });
   return target;
 }
@@ -98,8 +100,12 @@ export function rotateCheckpoints(outputDir: string, limit: number | null | unde
   const all = listCheckpoints(outputDir);
   for (const { step, dir } of all.slice(0, Math.max(0, all.length - limit))) {
     const doomed = path.join(outputDir, `.${checkpointName(step)}.removing-${process.pid}`);
-    fs.renameSync(dir, doomed);
-    fs.rmSync(doomed, { recursive: true, force: true });
+    try {
+      fs.renameSync(dir, doomed);
+      fs.rmSync(doomed, { recursive: true, force: true });
+    } catch (err) {
+      throw new LlavaError(`cannot remove the old checkpoint ${dir} (save_total_limit ${limit}): ${describeFsError(err)}`);
+    }
   }
 }
 
@@ -109,6 +115,16 @@ export interface LoadedCheckpoint {
   optimizerState: Map<string, ParamState>;
   state: ResumeState;
   trainerState: Record<string, unknown>;
+}
+
+function checkedResumeState(json: unknown, file: string): ResumeState {
+  const s = json as ResumeState;
+  const ok = typeof s === "object" && s !== null &&
+    [s.globalStep, s.epoch, s.stepInEpoch, s.stepsSinceLog].every((v) => Number.isInteger(v) && v >= 0) &&
+    typeof s.lossSinceLog === "number" && typeof s.rngStates === "object" && s.rngStates !== null &&
+    typeof s.fingerprint === "object" && s.fingerprint !== null;
+  if (!ok) throw new LlavaError(`resume state ${file} is malformed`);
+  return s;
 }
 
 /** Reads back what writeCheckpoint wrote. */
@@ -138,7 +154,7 @@ export function readCheckpoint(dir: string): LoadedCheckpoint {
     dir,
     parameters,
     optimizerState,
-    state: readJsonFile(path.join(dir, RESUME_FILE), "resume state") as ResumeState,
+    state: checkedResumeState(readJsonFile(path.join(dir, RESUME_FILE), "resume state"), path.join(dir, RESUME_FILE)),
     trainerState: readJsonFile(path.join(dir, TRAINER_STATE_FILE), "trainer state") as Record<string, unknown>,
   };
 }

@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { describeFsError } from "../io/files.js";
+import { describeFsError, writeFileAtomic, writeFully } from "../io/files.js";
 import { LlavaError } from "../util/errors.js";
 
 export const METRICS_FILE = "metrics.jsonl";
@@ -32,16 +32,12 @@ export class MetricsLog {
   constructor(outputDir: string, resumedStep: number) {
     this.file = path.join(outputDir, METRICS_FILE);
     const kept = readMetrics(this.file).filter((m) => m.step <= resumedStep);
-    this.write(() => fs.writeFileSync(this.file, kept.map((m) => JSON.stringify(m) + "\n").join("")));
+    writeFileAtomic(this.file, (fd) => writeFully(fd, Buffer.from(kept.map((m) => JSON.stringify(m) + "\n").join(""), "utf8")));
   }
 
   append(m: StepMetrics): void {
-    this.write(() => fs.appendFileSync(this.file, JSON.stringify(m) + "\n"));
-  }
-
-  private write(op: () => void): void {
     try {
-      op();
+      fs.appendFileSync(this.file, JSON.stringify(m) + "\n");
     } catch (err) {
       throw new LlavaError(`cannot write ${this.file}: ${describeFsError(err)}`);
     }

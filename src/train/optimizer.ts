@@ -119,8 +119,9 @@ export function gradNorm(params: Tensor[]): number {
   let sq = 0;
   for (const p of params) {
     if (!p.grad) continue;
+    const g = p.grad;
     let s = 0;
-    for (const x of p.grad) s += x * x;
+    for (let j = 0; j < g.length; j++) s += g[j] * g[j];
     sq += Math.fround(Math.sqrt(s)) ** 2;
   }
   return Math.fround(Math.sqrt(sq));

@@ -50,7 +50,8 @@ export function trainingPlan(p: PlanInput): TrainingPlan {
  * order. A step takes `accum` micro-batches; when an epoch has no more than `accum`, its one step
  * takes them all (HF's "last step with fewer steps than gradient accumulation"). The fewer than
  * `accum` micro-batches left at the end of a longer epoch train no step: the step count above
- * already leaves them out.
+ * already leaves them out (HF 4.37 folds their gradients into the next epoch's first step, with
+ * accumulation windows that then straddle epochs; with no remainder, the usual case, both agree).
  */
 export function stepMicroBatches(plan: TrainingPlan, stepInEpoch: number, accum: number, batchSize: number, numSamples: number): Array<[number, number]> {
   const first = stepInEpoch * accum;

@@ -40,6 +40,8 @@ export interface TrainerTask {
   loss(indices: number[], rng: Rng): LossResult | Promise<LossResult>;
   /** writes the model files of a checkpoint or of the final output into `dir` */
   saveModel(dir: string): void | Promise<void>;
+  /** any other random streams the task keeps (augmentation, say): saved in checkpoints and restored on resume */
+  rngs?: Record<string, Rng>;
   /** a sample's id for messages */
   sampleId?(index: number): string;
   /** what else the run depends on (data, model, preprocessing): a resume with other values is refused */
@@ -141,6 +143,48 @@ function makeOutputFolder(dir: string): void {
   }
 }
 
+/**
+ * Loads checkpoint `dir` into the parameters, the optimizer and the random streams, after
+ * checking it was made with the same settings; returns the run's position and log.
+ */
+function restore(dir: string, task: TrainerTask, optimizer: AdamW, streams: Record<string, Rng>, print: Record<string, unknown>) {
+  const saved = readCheckpoint(dir);
+  const diff = fingerprintDifferences(saved.state.fingerprint, print);
+  if (diff.length) {
+    throw new LlavaError(`cannot resume from ${dir}: it was made with other settings (${diff.join("; ")}); rerun with the same settings or use another output folder`);
+  }
+  for (const [name, t] of task.parameters) {
+    const data = saved.parameters.get(name);
+    if (!data || data.length !== t.size) throw new LlavaError(`cannot resume from ${dir}: it holds no ${name} of ${t.size} values`);
+    t.data.set(data);
+  }
+  optimizer.loadState(saved.optimizerState);
+  for (const [name, r] of Object.entries(streams)) {
+    const state = saved.state.rngStates[name];
+    if (!Number.isInteger(state)) throw new LlavaError(`cannot resume from ${dir}: it holds no state of the random stream "${name}"`);
+    r.state = state;
+  }
+  return { state: saved.state, logHistory: (saved.trainerState.log_history ?? []) as Array<Record<string, number>> };
+}
+
+/**
+ * Back-propagates each micro-batch's mean loss divided by the accumulation steps (HF's
+ * scaling), so the parameters' gradients sum to the step's; returns the step's loss and tokens.
+ */
+async function accumulateGradients(task: TrainerTask, microBatches: number[][], accum: number, rng: Rng, nonFinite: (what: string, indices: number[]) => Error) {
+  let loss = 0;
+  let tokens = 0;
+  for (const indices of microBatches) {
+    const out = await task.loss(indices, rng);
+    const value = out.loss.data[0];
+    if (!Number.isFinite(value)) throw nonFinite(`the loss is ${value}`, indices);
+    out.loss.backward(new Float32Array([1 / accum]));
+    loss += value / accum;
+    tokens += out.supervisedTokens;
+  }
+  return { loss, tokens };
+}
+
 /** Trains `task` with `opts`; see the module comment. */
 export async function train(task: TrainerTask, opts: TrainerOptions, hooks: TrainerHooks = {}): Promise<TrainResult> {
   checkOptions(opts);
@@ -156,29 +200,16 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
   const optimizer = new AdamW(parameterGroups(task.parameters, opts));
   const params = optimizer.parameters();
   const rng = new Rng(opts.seed);
+  const streams: Record<string, Rng> = { ...task.rngs, loss: rng };
+  const rngStates = () => Object.fromEntries(Object.entries(streams).map(([name, r]) => [name, r.state]));
   const print = fingerprint(task, opts);
-  let state: ResumeState = { globalStep: 0, epoch: 0, stepInEpoch: 0, rngStates: { loss: rng.state }, fingerprint: print, lossSinceLog: 0, stepsSinceLog: 0 };
+  let state: ResumeState = { globalStep: 0, epoch: 0, stepInEpoch: 0, rngStates: rngStates(), fingerprint: print, lossSinceLog: 0, stepsSinceLog: 0 };
   let logHistory: Array<Record<string, number>> = [];
 
   const checkpoints = listCheckpoints(outputDir);
   if (opts.resume && !checkpoints.length) throw new LlavaError(`--resume: no checkpoint in ${outputDir}`);
   const resumedFrom = checkpoints.length ? checkpoints[checkpoints.length - 1].dir : null;
-  if (resumedFrom) {
-    const saved = readCheckpoint(resumedFrom);
-    const diff = fingerprintDifferences(saved.state.fingerprint, print);
-    if (diff.length) {
-      throw new LlavaError(`cannot resume from ${resumedFrom}: it was made with other settings (${diff.join("; ")}); rerun with the same settings or use another output folder`);
-    }
-    for (const [name, t] of task.parameters) {
-      const data = saved.parameters.get(name);
-      if (!data || data.length !== t.size) throw new LlavaError(`cannot resume from ${resumedFrom}: it holds no ${name} of ${t.size} values`);
-      t.data.set(data);
-    }
-    optimizer.loadState(saved.optimizerState);
-    rng.state = saved.state.rngStates.loss;
-    state = saved.state;
-    logHistory = (saved.trainerState.log_history as Array<Record<string, number>>) ?? [];
-  }
+  if (resumedFrom) ({ state, logHistory } = restore(resumedFrom, task, optimizer, streams, print));
 
   const metrics = new MetricsLog(outputDir, state.globalStep);
   const progress = hooks.progress === null ? null : new Progress(hooks.progress ?? process.stderr, plan.totalSteps, opts.loggingSteps);
@@ -205,7 +236,7 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
   const epochNow = () => state.epoch + state.stepInEpoch / plan.stepsPerEpoch;
 
   const saveCheckpoint = async () => {
-    state.rngStates = { loss: rng.state };
+    state.rngStates = rngStates();
     const step = state.globalStep;
     lastCheckpoint = await writeCheckpoint(outputDir, {
       parameters: task.parameters,
@@ -234,21 +265,11 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
       }
       if (orderEpoch !== state.epoch) [order, orderEpoch] = [checkedOrder(task, state.epoch), state.epoch];
       const started = performance.now();
-      let stepLoss = 0;
-      let tokens = 0;
-      const stepIndices: number[] = [];
-      for (const [a, b] of stepMicroBatches(plan, state.stepInEpoch, accum, opts.perDeviceTrainBatchSize, order!.length)) {
-        const indices = order!.slice(a, b);
-        stepIndices.push(...indices);
-        const { loss, supervisedTokens } = await task.loss(indices, rng);
-        const value = loss.data[0];
-        if (!Number.isFinite(value)) throw nonFinite(`the loss is ${value}`, indices);
-        loss.backward(new Float32Array([1 / accum]));
-        stepLoss += value / accum;
-        tokens += supervisedTokens;
-      }
+      const micro = stepMicroBatches(plan, state.stepInEpoch, accum, opts.perDeviceTrainBatchSize, order!.length).map(([a, b]) => order!.slice(a, b));
+      const { loss: stepLoss, tokens } = await accumulateGradients(task, micro, accum, rng, nonFinite);
       const gradNorm = clipGradNorm(params, opts.maxGradNorm);
-      if (!Number.isFinite(gradNorm)) throw nonFinite(`the gradient norm is ${gradNorm}`, stepIndices);
+      if (!Number.isFinite(gradNorm)) throw nonFinite(`the gradient norm is ${gradNorm}`, micro.flat());
+      if (!params.some((p) => p.grad)) throw new LlavaError("the loss does not depend on any trainable parameter: nothing would train");
       const factor = lrFactor(schedulerType, state.globalStep, warmup, plan.totalSteps);
       optimizer.step(factor);
       optimizer.zeroGrad();
@@ -261,7 +282,7 @@ export async function train(task: TrainerTask, opts: TrainerOptions, hooks: Trai
         loss: stepLoss,
         learning_rate: optimizer.groups[0].lr * factor,
         grad_norm: gradNorm,
-        tokens_per_second: tokens / seconds,
+        tokens_per_second: seconds > 0 ? tokens / seconds : 0,
         seconds_per_step: seconds,
       };
       metrics.append(m);

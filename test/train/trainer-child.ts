@@ -8,7 +8,7 @@ import fs from "node:fs";
 import { train, type TrainerOptions } from "../../src/train/trainer.js";
 import { tinyProjectorTask } from "./trainer-task.js";
 
-export const CHILD_OPTIONS: Omit<TrainerOptions, "outputDir"> = {
+const CHILD_OPTIONS: Omit<TrainerOptions, "outputDir"> = {
   numTrainEpochs: 2, perDeviceTrainBatchSize: 1, gradientAccumulationSteps: 2, learningRate: 1e-2, mmProjectorLr: 2e-2,
   weightDecay: 0.1, warmupRatio: 0.2, lrSchedulerType: "cosine", maxGradNorm: 1.0, saveSteps: 2, saveTotalLimit: 2, loggingSteps: 1, seed: 3,
 };
@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   fs.writeSync(1, "done\n");
 }
 
-if (process.argv[1]?.endsWith("trainer-child.js")) {
+if (process.argv[1]?.endsWith("trainer-child.js") && process.argv[2]) {
   main().catch((err) => {
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

@@ -11,6 +11,7 @@ import { Tensor } from "../../src/tensor/tensor.js";
 import { readMetrics } from "../../src/train/metrics.js";
 import { train, type TrainerOptions, type TrainerTask } from "../../src/train/trainer.js";
 import { LlavaError } from "../../src/util/errors.js";
+import { Rng } from "../../src/util/random.js";
 import { shuffled } from "./trainer-task.js";
 
 const be = new RefBackend();
@@ -26,7 +27,7 @@ const inputs = Float32Array.from({ length: N * IN }, (_, i) => Math.sin(i * 1.7)
 const labels = Int32Array.from({ length: N }, (_, i) => (i * 3) % CLASSES);
 
 /** Softmax regression over N fixed points: weight [CLASSES, IN] as a projector weight, bias without decay. */
-function regressionTask(opts: { nanAtCall?: number } = {}): TrainerTask & { weight: Tensor; bias: Tensor } {
+function regressionTask(opts: { nanAtCall?: number; jitter?: Rng } = {}): TrainerTask & { weight: Tensor; bias: Tensor } {
   const weight = new Tensor(Float32Array.from({ length: CLASSES * IN }, (_, i) => 0.1 * Math.cos(i)), [CLASSES, IN], be, true);
   const bias = new Tensor(new Float32Array(CLASSES), [CLASSES], be, true);
   let calls = 0;
@@ -38,7 +39,9 @@ function regressionTask(opts: { nanAtCall?: number } = {}): TrainerTask & { weig
     order: (epoch) => shuffled(N, 100 + epoch),
     loss(indices) {
       calls++;
-      const x = new Tensor(Float32Array.from(indices.flatMap((i) => [...inputs.subarray(i * IN, (i + 1) * IN)])), [indices.length, IN], be);
+      const jitter = opts.jitter;
+      const point = (i: number) => [...inputs.subarray(i * IN, (i + 1) * IN)].map((v) => (jitter ? v + 0.1 * jitter.next() : v));
+      const x = new Tensor(Float32Array.from(indices.flatMap(point)), [indices.length, IN], be);
       const loss = crossEntropy(linear(x, weight, bias), Int32Array.from(indices, (i) => labels[i]));
       if (calls === opts.nanAtCall) loss.data[0] = NaN;
       return { loss, supervisedTokens: indices.length };
@@ -47,6 +50,7 @@ function regressionTask(opts: { nanAtCall?: number } = {}): TrainerTask & { weig
       writeSafetensors(path.join(dir, "weights.safetensors"), [{ name: "w", dtype: "F32", shape: [CLASSES, IN], data: weight.data }]);
     },
     sampleId: (i) => `s${i}`,
+    rngs: opts.jitter ? { jitter: opts.jitter } : undefined,
   };
 }
 
@@ -149,6 +153,8 @@ test("bad settings are refused before any step", async () => {
     assert.ok(!fs.existsSync(out));
   }
   await assert.rejects(train({ ...regressionTask(), parameters: [] }, { ...OPTIONS, outputDir: freshDir() }, quiet), /nothing to train/);
+  const unused: [string, Tensor] = ["model.layers.0.mlp.up_proj.weight", new Tensor(new Float32Array(2), [2], be, true)];
+  await assert.rejects(train({ ...regressionTask(), parameters: [unused] }, { ...OPTIONS, outputDir: freshDir() }, quiet), /the loss does not depend on any trainable parameter/);
   await assert.rejects(train({ ...regressionTask(), order: () => [0, 9] }, { ...OPTIONS, outputDir: freshDir() }, quiet), /order of epoch 0 holds 9, not an index below 8/);
 });
 
@@ -162,4 +168,31 @@ test("progress: a line per logging step off a terminal, redrawn in place on one,
   assert.equal(tty.length, 13);
   assert.ok(tty.slice(0, 12).every((s) => s.startsWith("\r\x1b[2K[")));
   assert.equal(tty[12], "\n");
+});
+
+test("a run stopped after a checkpoint continues in-process to the same weights, the task's own random streams restored", async () => {
+  const whole = regressionTask({ jitter: new Rng(9) });
+  await train(whole, { ...OPTIONS, outputDir: freshDir() }, quiet);
+  const out = freshDir();
+  const stop = (m: { step: number }) => {
+    if (m.step === 7) throw new Error("stopped");
+  };
+  await assert.rejects(train(regressionTask({ jitter: new Rng(9) }), { ...OPTIONS, outputDir: out }, { ...quiet, onStep: stop }), /stopped/);
+  const resumed = regressionTask({ jitter: new Rng(9) });
+  const result = await train(resumed, { ...OPTIONS, outputDir: out }, quiet);
+  assert.match(result.resumedFrom!, /checkpoint-5$/);
+  assert.deepEqual(Array.from(resumed.weight.data), Array.from(whole.weight.data));
+  assert.deepEqual(Array.from(resumed.bias.data), Array.from(whole.bias.data));
+  assert.deepEqual(readMetrics(path.join(out, "metrics.jsonl")).map((m) => m.step), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+});
+
+test("a checkpoint folder this trainer did not write, or a damaged one, is refused with the reason", async () => {
+  const foreign = freshDir();
+  fs.mkdirSync(path.join(foreign, "checkpoint-3"), { recursive: true });
+  fs.writeFileSync(path.join(foreign, "checkpoint-3", "config.json"), "{}");
+  await assert.rejects(train(regressionTask(), { ...OPTIONS, outputDir: foreign }, quiet), /checkpoint .*checkpoint-3 has no trainable_parameters\.safetensors: it was not written by this trainer/);
+  const damaged = freshDir();
+  await train(regressionTask(), { ...OPTIONS, outputDir: damaged, numTrainEpochs: 1 }, quiet);
+  fs.writeFileSync(path.join(damaged, "checkpoint-4", "resume_state.json"), '{"globalStep": "four"}');
+  await assert.rejects(train(regressionTask(), { ...OPTIONS, outputDir: damaged, numTrainEpochs: 1 }, quiet), /resume state .*resume_state\.json is malformed/);
 });
