@@ -14,6 +14,7 @@ import { PREFIX } from "../llava/keys.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { projectorLinearNames } from "../llava/projector.js";
 import { resolveVisionTower } from "../llava/spec.js";
+import { checkpointKind } from "../llava/weights.js";
 import { isObject, parseClipVisionConfig } from "../io/config.js";
 import { isDirectory, isFile, readJsonFile } from "../io/files.js";
 import { type TensorToWrite, writeSafetensors } from "../io/safetensors.js";
@@ -128,6 +129,9 @@ export async function initTrainingModel(opts: TrainOptions): Promise<Initialized
   const quantize = opts.bits === 4 ? "q4_0" : opts.bits === 8 ? "q8_0" : undefined;
   if (startOf(config, configFile) === "llava") {
     if (opts.pretrain_mm_mlp_adapter) throw new LlavaError(`--pretrain-mm-mlp-adapter: ${modelDir} is a LLaVA checkpoint with its own projector; start from its LLM folder to use a stage-1 projector`);
+    const kind = checkpointKind(modelDir);
+    if (kind === "projector") throw new LlavaError(`--model-name-or-path ${modelDir} is a stage-1 output (a projector alone): pass its LLM as --model-name-or-path and its mm_projector file as --pretrain-mm-mlp-adapter`);
+    if (kind === "lora") throw new LlavaError(`--model-name-or-path ${modelDir} is a LoRA adapter: merge it into its base first (llava convert merge-lora) and train from the merged model`);
     const loaded = await loadLlava(modelDir, { backend, visionTower: opts.vision_tower ?? undefined, quantize });
     // the images are preprocessed as the checkpoint says; a run that asks otherwise would train on other inputs
     const aspect = loaded.model.settings.imageAspectMode;

@@ -90,4 +90,10 @@ test("bad starts: one clear line each", async () => {
   await assert.rejects(initTrainingModel({ ...options([]), image_aspect_ratio: "anyres" }), /anyres needs a LLaVA checkpoint/);
   await assert.rejects(initTrainingModel(parseTrainOptions(["--stage", "finetune", "--model_name_or_path", FIXTURE_LLAVA, "--vision_tower", FIXTURE_TOWER, "--data_path", "d", "--output_dir", "o", "--pretrain_mm_mlp_adapter", file])), /is a LLaVA checkpoint with its own projector/);
   await assert.rejects(initTrainingModel({ ...options([]), model_name_or_path: FIXTURE_TOWER }), /neither a LLaVA checkpoint nor a LLaMA-family LLM \(model_type "clip_vision_model"\)/);
+  // a stage-1 output is a projector over its LLM, not a model to start from
+  const stage1 = path.join(work, "stage1");
+  fs.mkdirSync(stage1);
+  fs.copyFileSync(path.join(FIXTURE_LLAVA, "config.json"), path.join(stage1, "config.json"));
+  writeFixtureProjector(path.join(stage1, "mm_projector.safetensors"));
+  await assert.rejects(initTrainingModel({ ...options([]), model_name_or_path: stage1 }), /is a stage-1 output \(a projector alone\): pass its LLM as --model-name-or-path and its mm_projector file as --pretrain-mm-mlp-adapter/);
 });
