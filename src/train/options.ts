@@ -84,7 +84,7 @@ export const OPTION_SPECS = {
   bits: { kind: ["4", "8", "16"], default: "16", help: "4 or 8: LoRA over a --load-4bit / --load-8bit base" },
   lora_enable: { kind: "bool", default: false, help: "train LoRA adapters instead of the LLM's weights" },
   lora_r: { kind: "int", default: 64, min: 1, help: "LoRA rank" },
-  lora_alpha: { kind: "number", default: 16, min: Number.MIN_VALUE, help: "LoRA scale numerator" },
+  lora_alpha: { kind: "int", default: 16, min: 1, help: "LoRA scale numerator (scale = alpha / r)" },
   lora_dropout: { kind: "number", default: 0.05, min: 0, max: 0.999, help: "dropout on the LoRA input" },
   freeze_mm_mlp_adapter: { kind: "bool", default: false, help: "keep the projector frozen" },
   // reference command-line options with no effect here: a reference script's line runs as it is
