@@ -12,6 +12,7 @@ import YAML from "yaml";
 import { z } from "zod";
 import { projectorDepth } from "../llava/projector.js";
 import { trainingTemplate } from "./preprocess.js";
+import { describeFsError } from "../io/files.js";
 import { editDistance, similarNames } from "../io/suggest.js";
 import { LlavaError, UsageError } from "../util/errors.js";
 
@@ -168,7 +169,7 @@ export function readConfigFile(file: string): Partial<Record<OptionName, unknown
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (err) {
-    throw new LlavaError(`--config ${file}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new LlavaError(`--config ${file}: ${describeFsError(err)}`);
   }
   let parsed: unknown;
   try {
