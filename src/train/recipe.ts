@@ -73,8 +73,8 @@ function modelSaver(loaded: LoadedLlava, opts: TrainOptions, sourceDir: string):
   const keys = trainingConfigKeys(opts);
   if (opts.tune_mm_mlp_adapter) return (dir) => saveProjector(dir, loaded, keys);
   if (opts.lora_enable) {
-    const lora = { r: opts.lora_r, alpha: opts.lora_alpha, dropout: opts.lora_dropout, targetModules: loraTargets(loaded), useRslora: false, baseModel: sourceDir };
-    return (dir) => saveLora(dir, loaded, lora, { keys });
+    const lora = { r: opts.lora_r, alpha: opts.lora_alpha, dropout: opts.lora_dropout, useRslora: false, baseModel: sourceDir };
+    return (dir) => saveLora(dir, loaded, { ...lora, targetModules: loraTargets(loaded) }, { keys });
   }
   return (dir) => saveFullModel(dir, loaded, { keys, filesFrom: sourceDir });
 }
