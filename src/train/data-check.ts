@@ -6,10 +6,14 @@
  */
 import fs from "node:fs";
 import type { TrainingRecord } from "./dataset.js";
-import { type Issue, type IssueKind, PROBLEM_KINDS, type PreprocessOptions, type TokenizedSample, tokenizeSample, WARNING_KINDS } from "./preprocess.js";
+import {
+  type Issue, type IssueKind, PROBLEM_KINDS, type PreprocessOptions, preprocessOptions, type TokenizedSample, tokenizeSample, WARNING_KINDS,
+} from "./preprocess.js";
 import { unpaddedRange } from "../llava/anyres.js";
 import { expandLabels, IGNORE_INDEX } from "../llava/labels.js";
+import type { LoadedLlava } from "../llava/load.js";
 import type { LlavaSettings } from "../llava/model.js";
+import { requireTower } from "../llava/spec.js";
 import type { ClipVisionConfig } from "../io/config.js";
 import { describeFsError } from "../io/files.js";
 import { loadImage } from "../image/decode.js";
@@ -41,6 +45,14 @@ export function imageTokenCounter(settings: Pick<LlavaSettings, "visionSelectFea
 export interface CheckOptions {
   preprocess: PreprocessOptions;
   imageTokens: ImageTokenCount;
+}
+
+/** The check of a dataset for training a loaded model. */
+export function checkOptionsFor(loaded: LoadedLlava, version: string, modelMaxLength: number, imageFolder?: string): CheckOptions {
+  return {
+    preprocess: preprocessOptions(loaded, version, modelMaxLength, imageFolder),
+    imageTokens: imageTokenCounter(loaded.model.settings, requireTower(loaded.spec)),
+  };
 }
 
 export interface SampleReport {

@@ -6,7 +6,8 @@ import path from "node:path";
 import { test } from "node:test";
 import { readModelSpec, requireTower } from "../../src/llava/spec.js";
 import { LlavaTokenizer } from "../../src/tokenizer/tokenizer.js";
-import { checkDataset, imageTokenCounter, renderMasked } from "../../src/train/data-check.js";
+import { loadLlava } from "../../src/llava/load.js";
+import { checkDataset, checkOptionsFor, imageTokenCounter, renderMasked } from "../../src/train/data-check.js";
 import { readTrainingData } from "../../src/train/dataset.js";
 import { preprocessOptionsFor } from "../../src/train/preprocess.js";
 import { assertCleanError, llava } from "../helpers/cli.js";
@@ -85,6 +86,13 @@ test("the example shows its label mask: masked text in brackets, images as <imag
   const report = await checkDataset(readTrainingData(dataset("good.jsonl", GOOD)), opts);
   const text = renderMasked(report.example!, tokenizer, -200);
   assert.match(text, /^\[<s> A chat .* USER: \]\[<image×16>\]\[\s*\nWhat is shown\? ASSISTANT:\] A red square\.<\/s>\[ USER: Colour\? ASSISTANT:\] Red\.<\/s>$/s);
+});
+
+test("checkOptionsFor a loaded model gives the report the model folder alone gives", async () => {
+  const loaded = await loadLlava(ORIG);
+  const records = readTrainingData(dataset("mixed.jsonl", [...GOOD, ...BAD]));
+  const fromModel = await checkDataset(records, checkOptionsFor(loaded, "v1", 2048, IMAGES));
+  assert.deepEqual(fromModel, await checkDataset(records, checkOptions("tiny-llava-1.5-orig").opts));
 });
 
 test("llava data check: a clean dataset prints counts, statistics and the example, exit 0", () => {
