@@ -11,6 +11,7 @@
  *   node dist/bench/run.js [--models bench-small,bench-1b] [--precisions f32,bf16,q8_0,q4_0] [--threads 1,2] [--skip-train]
  */
 import { spawnSync } from "node:child_process";
+import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { createBackend } from "../src/tensor/backends.js";
@@ -103,6 +104,10 @@ async function trainChild(model: ModelName, precision: Precision, threads: numbe
   const loaded = await loadBenchModel(model, precision, threads);
   const rng = new Rng(1);
   const params = setTrainables(loaded, { ...TRAINABLES[mode], rng }).map(([, t]) => t);
+  const trainable = params.reduce((n, t) => n + t.size, 0);
+  // gradients and AdamW's two moments: refuse up front rather than swap or be killed
+  const need = process.memoryUsage().rss + 3 * 4 * trainable;
+  if (need > 0.9 * os.totalmem()) throw new Error(`training ${mode} needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this machine has`);
   const opt = new AdamW(params, { lr: 1e-5 });
   const prompt = promptIds(loaded, PROMPT);
   const answer = Array.from({ length: ANSWER_TOKENS }, (_, i) => 1000 + ((i * 7919) % 30000));
@@ -131,7 +136,7 @@ async function trainChild(model: ModelName, precision: Precision, threads: numbe
   });
   const stepMs = median(steps.map((s) => s.wall));
   const stepCpuMs = median(steps.map((s) => s.cpu));
-  emit(threads, { model, precision, mode, gradientCheckpointing, stepMs, stepCpuMs, trainableParams: params.reduce((n, t) => n + t.size, 0), rssBeforeStep, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
+  emit(threads, { model, precision, mode, gradientCheckpointing, stepMs, stepCpuMs, trainableParams: trainable, rssBeforeStep, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
 }
 
 async function main(): Promise<void> {
