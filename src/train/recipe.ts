@@ -6,11 +6,11 @@
  */
 import { createHash } from "node:crypto";
 import path from "node:path";
-import { checkDataset, type DataReport, imageTokenCounter, problemLines } from "./data-check.js";
+import { checkDataset, checkOptionsFor, type DataReport, problemLines } from "./data-check.js";
 import { readTrainingData, type TrainingRecord } from "./dataset.js";
 import { initTrainingModel, trainingConfigKeys } from "./init.js";
 import type { TrainOptions } from "./options.js";
-import { type Issue, preprocessOptions, tokenizeSample } from "./preprocess.js";
+import { type Issue, tokenizeSample } from "./preprocess.js";
 import { batchLoss } from "./batch.js";
 import { sampleLengths, trainingOrder } from "./sampler.js";
 import { saveFullModel, saveLora, saveProjector } from "./save.js";
@@ -18,7 +18,6 @@ import { setTrainables } from "./trainables.js";
 import { train, type TrainerHooks, type TrainerOptions, type TrainerTask, type TrainResult } from "./trainer.js";
 import { loadImages } from "../image/decode.js";
 import type { LoadedLlava } from "../llava/load.js";
-import { requireTower } from "../llava/spec.js";
 import { LlavaError } from "../util/errors.js";
 import { Rng } from "../util/random.js";
 
@@ -94,8 +93,8 @@ export async function runTraining(opts: TrainOptions, hooks: RunHooks = {}): Pro
   const warn = hooks.warn ?? ((line: string) => process.stderr.write(`llava: warning: ${line}\n`));
   const records = readTrainingData(opts.data_path!);
   const { loaded, sourceDir } = await initTrainingModel(opts);
-  const preprocess = preprocessOptions(loaded, opts.version, opts.model_max_length, opts.image_folder ?? undefined);
-  const report = await checkDataset(records, { preprocess, imageTokens: imageTokenCounter(loaded.model.settings, requireTower(loaded.spec)) });
+  const check = checkOptionsFor(loaded, opts.version, opts.model_max_length, opts.image_folder ?? undefined);
+  const report = await checkDataset(records, check);
   const usable = usableRecords(records, report, opts, warn);
   const parameters = setTrainables(loaded, {
     tuneMmMlpAdapter: opts.tune_mm_mlp_adapter,
@@ -118,7 +117,7 @@ export async function runTraining(opts: TrainOptions, hooks: RunHooks = {}): Pro
     // each sample is read and preprocessed when its batch comes, as the reference's lazy dataset does
     async loss(indices, rng) {
       const examples = await Promise.all(indices.map(async (i) => {
-        const sample = tokenizeSample(usable[i], preprocess);
+        const sample = tokenizeSample(usable[i], check.preprocess);
         return { ids: sample.ids, labels: sample.labels, images: await loadImages(sample.imagePaths) };
       }));
       return batchLoss(loaded, examples, { modelMaxLength: opts.model_max_length, gradientCheckpointing: opts.gradient_checkpointing, rng });
