@@ -21,4 +21,7 @@ export type { Backend } from "./tensor/backend.js";
 export { Tensor, PackedTensor } from "./tensor/tensor.js";
 export * as ops from "./tensor/ops.js";
 export { AdamW } from "./train/optimizer.js";
+export { parseTrainOptions, type TrainOptions } from "./train/options.js";
+export { runTraining } from "./train/recipe.js";
+export { referenceCommand } from "./train/reference-command.js";
 export { LlavaError } from "./util/errors.js";
