@@ -17,7 +17,7 @@ import {
 } from "./language.js";
 import { renderScene } from "./render.js";
 import { sampleScene, type Scene } from "./scene.js";
-import { BACKGROUND_TONES, CELLS, COLORS, heldOutPairs, MAX_OBJECTS, MIN_OBJECTS, type Pair, pairKey, pick, randomInt, SHAPES, shuffled, SIZES } from "./world.js";
+import { BACKGROUND_TONES, CELLS, COLORS, heldOutPairs, MAX_OBJECTS, MIN_OBJECTS, type Pair, pairKey, pick, randomInt, SHAPES, shuffled, SIZES, SYNTH_FILES } from "./world.js";
 
 export interface SynthOptions {
   out: string;
@@ -29,17 +29,6 @@ export interface SynthOptions {
 }
 
 export const SYNTH_DEFAULTS = { seed: 0, train: 1000, test: 100, imageSize: 224 };
-
-/** The file names `data synth` writes under `--out`. */
-export const SYNTH_FILES = {
-  images: "images",
-  pretrain: "pretrain.json",
-  finetune: "finetune.json",
-  questions: "test.jsonl",
-  answers: "test_answers.jsonl",
-  scenes: "scenes.json",
-  world: "world.json",
-} as const;
 
 interface Turn {
   from: "human" | "gpt";

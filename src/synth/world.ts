@@ -42,6 +42,17 @@ export const BACKGROUND_TONES = {
 export type Tone = keyof typeof BACKGROUND_TONES;
 export const TONE_NAMES = Object.keys(BACKGROUND_TONES) as Tone[];
 
+/** The file names `data synth` writes under `--out`. */
+export const SYNTH_FILES = {
+  images: "images",
+  pretrain: "pretrain.json",
+  finetune: "finetune.json",
+  questions: "test.jsonl",
+  answers: "test_answers.jsonl",
+  scenes: "scenes.json",
+  world: "world.json",
+} as const;
+
 export const MIN_OBJECTS = 1;
 export const MAX_OBJECTS = 4;
 
