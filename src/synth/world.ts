@@ -8,7 +8,7 @@ import { Rng } from "../util/random.js";
 export const SHAPES = ["circle", "square", "triangle", "star", "diamond", "cross", "hexagon", "ring"] as const;
 export type Shape = (typeof SHAPES)[number];
 
-/** Saturated colours, each one LLaMA token, far from every (grey) background. */
+/** Saturated colours, far from every (grey) background; each name starts with its own LLaMA token. */
 export const COLORS = {
   red: [220, 30, 30],
   green: [30, 160, 50],
