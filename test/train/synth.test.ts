@@ -49,6 +49,8 @@ function answerFromScene(question: string, scene: Scene): string {
   if ((m = q.match(/^Is the (\w+) (\w+) (to the left of|to the right of|above|below) the (\w+) (\w+)\?$/))) {
     const a = find(m[1], m[2]), b = find(m[4], m[5]);
     const holds = { "to the left of": col(a) < col(b), "to the right of": col(a) > col(b), above: row(a) < row(b), below: row(a) > row(b) }[m[3]]!;
+    const opposite = { "to the left of": col(a) > col(b), "to the right of": col(a) < col(b), above: row(a) > row(b), below: row(a) < row(b) }[m[3]]!;
+    assert.ok(holds || opposite, `"${q}": a no only where the opposite holds`);
     return holds ? "yes" : "no";
   }
   if (q === "Describe the image briefly.") {
