@@ -181,7 +181,7 @@ describe("llava data synth", () => {
   });
 
   it("never paints a background in an object colour", () => {
-    for (const tone of Object.values(BACKGROUND_TONES)) assert.ok(Math.max(...tone) - Math.min(...tone) <= 5, "backgrounds are grey");
+    for (const tone of Object.values(BACKGROUND_TONES)) assert.ok(Math.max(...tone) - Math.min(...tone) <= 40, "backgrounds are grey or faintly tinted");
     for (const color of Object.values(COLORS)) assert.ok(Math.max(...color) - Math.min(...color) >= 100, "object colours are saturated");
     assert.ok(SHAPES.length >= 8 && COLOR_NAMES.length >= 8);
   });
