@@ -10,10 +10,26 @@
  */
 import { f16BitsToF32Bits, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
 
-export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0";
+export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k";
 
 export const QUANT_BLOCK = 32;
-const BLOCK_BYTES: Record<"q8_0" | "q4_0", number> = { q8_0: 2 + 32, q4_0: 2 + 16 };
+/** Weights per block and bytes per block of each quantized format (llama.cpp's block structs). */
+const BLOCKS: Record<Exclude<PackedFormat, "bf16" | "f16">, { size: number; bytes: number }> = {
+  q8_0: { size: 32, bytes: 2 + 32 },
+  q4_0: { size: 32, bytes: 2 + 16 },
+  q4_1: { size: 32, bytes: 4 + 16 },
+  q5_0: { size: 32, bytes: 2 + 4 + 16 },
+  q5_1: { size: 32, bytes: 4 + 4 + 16 },
+  q4_k: { size: 256, bytes: 4 + 12 + 128 },
+  q5_k: { size: 256, bytes: 4 + 12 + 32 + 128 },
+  q6_k: { size: 256, bytes: 128 + 64 + 16 + 2 },
+};
+const BLOCK_BYTES = { q8_0: 34, q4_0: 18 } as Record<string, number>;
+
+/** Weights per block of a format (1 for bf16/f16). */
+export function blockSize(format: PackedFormat): number {
+  return format === "bf16" || format === "f16" ? 1 : BLOCKS[format].size;
+}
 
 /** A [rows, cols] matrix in a packed format (row-major; each row packed independently). */
 export interface PackedMatrix {
@@ -25,12 +41,12 @@ export interface PackedMatrix {
 
 /** The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must be whole blocks, else it stays f32 (null). */
 export function fittingFormat(format: PackedFormat | null, cols: number): PackedFormat | null {
-  return (format === "q8_0" || format === "q4_0") && cols % QUANT_BLOCK !== 0 ? null : format;
+  return format !== null && cols % blockSize(format) !== 0 ? null : format;
 }
 
 export function rowBytes(format: PackedFormat, cols: number): number {
   if (format === "bf16" || format === "f16") return cols * 2;
-  return (cols / QUANT_BLOCK) * BLOCK_BYTES[format];
+  return (cols / BLOCKS[format].size) * BLOCKS[format].bytes;
 }
 
 const f32 = new Float32Array(1);
