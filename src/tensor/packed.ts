@@ -43,9 +43,18 @@ export interface PackedMatrix {
   readonly data: Uint8Array;
 }
 
-/** The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must be whole blocks, else it stays f32 (null). */
+/** llama.cpp's fallback for a K format whose rows are not whole super-blocks (llama-quant.cpp). */
+const K_FALLBACK: Partial<Record<PackedFormat, PackedFormat>> = { q4_k: "q5_0", q5_k: "q5_1", q6_k: "q8_0" };
+
+/**
+ * The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must
+ * be whole blocks; a K format falls back as llama.cpp's does (q4_k -> q5_0, q5_k -> q5_1,
+ * q6_k -> q8_0); what still does not fit stays f32 (null).
+ */
 export function fittingFormat(format: PackedFormat | null, cols: number): PackedFormat | null {
-  return format !== null && cols % blockSize(format) !== 0 ? null : format;
+  if (format === null || cols % blockSize(format) === 0) return format;
+  const fallback = K_FALLBACK[format];
+  return fallback && cols % blockSize(fallback) === 0 ? fallback : null;
 }
 
 export function rowBytes(format: PackedFormat, cols: number): number {
