@@ -51,3 +51,31 @@ test("native quantize refuses bad arguments with one-line errors", { skip }, () 
   assert.throws(() => quantize(x, "q8_0", 1, 64, new Uint8Array(10)), /out has 10 bytes, needs 68/);
   assert.throws(() => quantize(x, "q8_0", 2, 64, new Uint8Array(200)), /x has 64 values, needs 128/);
 });
+
+test("every kernel variant decodes each block format to the reference backend's values, bit for bit", { skip }, async () => {
+  const { NativeBackend } = await import("../../src/tensor/native-backend.js");
+  const { unpackMatrix } = await import("../../src/tensor/packed.js");
+  const before = addon!.settings();
+  try {
+    for (const isa of before.isas) {
+      addon!.configure({ isa });
+      const be = new NativeBackend(addon!, { exactQuant: true });
+      for (const format of ["q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"] as PackedFormat[]) {
+        const [rows, cols] = [5, 512];
+        const w = packMatrix(weights("normal", rows * cols, 3), rows, cols, format);
+        // one-hot activations: C[i, r] = W[r, i] exactly, through the decode and prefill paths
+        for (const m of [1, cols]) {
+          const a = new Float32Array(m * cols);
+          for (let i = 0; i < m; i++) a[i * cols + i] = 1;
+          const c = new Float32Array(m * rows);
+          be.packedMatmul(a, w, c, m, false, false);
+          const want = unpackMatrix(w);
+          for (let i = 0; i < m; i++)
+            for (let r = 0; r < rows; r++) assert.ok(c[i * rows + r] === want[r * cols + i], `${isa} ${format} m=${m} [${r}, ${i}]: ${c[i * rows + r]} vs ${want[r * cols + i]}`);
+        }
+      }
+    }
+  } finally {
+    addon!.configure({ isa: before.isa });
+  }
+});
