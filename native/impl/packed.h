@@ -21,9 +21,10 @@ static inline uint32_t rd32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2
 // The decoders below work W lanes at a time (u8_to_i32 widens W bytes); each lane computes what
 // dequantize_row_* computes for its weight.
 static inline vi bit_lanes(uint32_t bits, int first) {  // lane i: bit first + i of bits
-  vi v;
-  for (int i = 0; i < W; i++) v[i] = int32_t((bits >> (first + i)) & 1);
-  return v;
+  vi lane;
+  for (int i = 0; i < W; i++) lane[i] = i;  // folded to a constant
+  const vu shifted = vu{} + bits >> (__builtin_convertvector(lane, vu) + uint32_t(first));
+  return __builtin_convertvector(shifted & 1u, vi);
 }
 
 // q4_1 (no qh) and q5_0 / q5_1: w = d·(q − 16) or d·q + m
@@ -36,7 +37,7 @@ static inline void decode_q32(int fmt, const uint8_t* b, float* out) {
   for (int o = 0; o < 16; o += W) {
     const vi bytes = u8_to_i32(qs + o);
     const vi lo = ((bytes & 15) | (bit_lanes(qh, o) << 4)) - bias;
-    const vi hi = ((bytes >> 4) | (bit_lanes(qh, o + 16) << 4)) - bias;
+    const vi hi = ((bytes >> 4) | (bit_lanes(qh, o + 16) << 4)) - bias;  // (qh = 0 for q4_1)
     vstore(out + o, __builtin_convertvector(lo, vf) * d + m);
     vstore(out + o + 16, __builtin_convertvector(hi, vf) * d + m);
   }
@@ -91,15 +92,10 @@ static inline void decode_q6k(const uint8_t* b, float* out) {
       const vi q2 = ((hi & 15) | (((h >> 2) & 3) << 4)) - 32;
       const vi q3 = ((lo >> 4) | (((h >> 4) & 3) << 4)) - 32;
       const vi q4 = ((hi >> 4) | (((h >> 6) & 3) << 4)) - 32;
-      // the scale changes every 16 weights: per lane, scale index l / 16
-      vf s1, s2, s3, s4;
-      for (int i = 0; i < W; i++) {
-        const int is = (l + i) / 16;
-        s1[i] = d * float(sc[is]);
-        s2[i] = d * float(sc[is + 2]);
-        s3[i] = d * float(sc[is + 4]);
-        s4[i] = d * float(sc[is + 6]);
-      }
+      // the scale changes every 16 weights, and W divides 16: one scale per W lanes
+      const int is = l / 16;
+      const vf s1 = vset(d * float(sc[is])), s2 = vset(d * float(sc[is + 2]));
+      const vf s3 = vset(d * float(sc[is + 4])), s4 = vset(d * float(sc[is + 6]));
       vstore(out + n + l, s1 * __builtin_convertvector(q1, vf));
       vstore(out + n + l + 32, s2 * __builtin_convertvector(q2, vf));
       vstore(out + n + l + 64, s3 * __builtin_convertvector(q3, vf));

@@ -52,3 +52,39 @@ test("K formats on rows that are not whole super-blocks fall back as llama.cpp's
   assert.equal(keptBytes([10, 4096], "q4_k"), 10 * 16 * 144);
   assert.equal(keptBytes([10, 96], "q4_k"), 10 * 3 * 22);
 });
+
+test("loading with --quant q4_k_m packs each LLM weight in its llama.cpp type", async () => {
+  const fs = await import("node:fs");
+  const os = await import("node:os");
+  const path = await import("node:path");
+  const { writeRandomLlava } = await import("../../src/llava/random-checkpoint.js");
+  const { loadLlava } = await import("../../src/llava/load.js");
+  const { PackedTensor } = await import("../../src/tensor/tensor.js");
+  const { MODELS } = await import("../helpers/paths.js");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-quant-mix-"));
+  try {
+    writeRandomLlava(dir, {
+      format: "hf", seed: 3, tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
+      text: { hidden_size: 256, intermediate_size: 288, num_hidden_layers: 8, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 32001, max_position_embeddings: 128 },
+      vision: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, image_size: 28, patch_size: 14 },
+    });
+    const { model } = await loadLlava(dir, { quant: "q4_k_m" });
+    const formats = Object.fromEntries(model.llm.namedLinears().map(([name, l]) => [name, l.weight instanceof PackedTensor ? l.weight.matrix.format : "f32"]));
+    // use_more_bits(i, 8): layers 0, 3, 6, 7
+    assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].map((i) => formats[`model.layers.${i}.self_attn.v_proj`]), ["q6_k", "q4_k", "q4_k", "q6_k", "q4_k", "q4_k", "q6_k", "q6_k"]);
+    // down_proj rows have 288 columns: q6_k falls back to q8_0, q4_k to q5_0
+    assert.deepEqual([0, 1].map((i) => formats[`model.layers.${i}.mlp.down_proj`]), ["q8_0", "q5_0"]);
+    assert.equal(formats["model.layers.1.mlp.up_proj"], "q4_k");
+    assert.equal(formats.lm_head, "q6_k");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the CLI refuses an unknown --quant and --quant with --load-4bit in one line", async () => {
+  const { llava, assertCleanError } = await import("../helpers/cli.js");
+  const { MODELS } = await import("../helpers/paths.js");
+  const model = `${MODELS}/tiny-llava-1.5-mha`;
+  assertCleanError(llava(["run", "--model-path", model, "--quant", "q3_k_m", "--query", "hi"]), /--quant must be one of q4_k_m, q5_k_m/);
+  assertCleanError(llava(["run", "--model-path", model, "--quant", "q4_k_m", "--load-4bit", "--query", "hi"]), /--quant excludes --load-8bit and --load-4bit/);
+});
