@@ -96,8 +96,9 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
       if (opts.strict) throw new LlavaError(`${message} (--strict)`);
       (opts.warn ?? ((m) => process.stderr.write(`llava: warning: ${m}\n`)))(message);
     }
-    checkMemory(residentBytes(declared.flatMap(({ name, shape }) => (shape && reader.has(name) ? [{ name, shape }] : [])), opts), opts);
-    model = LlavaModel.load(new ParamLoader(reader, backend, "", (name) => keptFormat(name, opts)), spec);
+    const precision = { ...opts, llmLayers: spec.text.numHiddenLayers };
+    checkMemory(residentBytes(declared.flatMap(({ name, shape }) => (shape && reader.has(name) ? [{ name, shape }] : [])), precision), precision);
+    model = LlavaModel.load(new ParamLoader(reader, backend, "", (name) => keptFormat(name, precision)), spec);
     if (weights.adapter) {
       const { weights: adapterWeights, config } = weights.adapter;
       checkAdapterUsed(adapterWeights, attachLora(model.llm.namedLinears(), adapterWeights, config, backend));
