@@ -37,25 +37,8 @@ export function llmKey(key: keyof typeof LLM_KEY, arch: string): string {
   return LLM_KEY[key].replace("{arch}", arch);
 }
 
-/** Metadata keys of the tokenizer (in the LLM file). */
-export const TOKENIZER_KEY = {
-  model: "tokenizer.ggml.model",
-  tokens: "tokenizer.ggml.tokens",
-  scores: "tokenizer.ggml.scores",
-  tokenType: "tokenizer.ggml.token_type",
-  merges: "tokenizer.ggml.merges",
-  bos: "tokenizer.ggml.bos_token_id",
-  eos: "tokenizer.ggml.eos_token_id",
-  unk: "tokenizer.ggml.unknown_token_id",
-  pad: "tokenizer.ggml.padding_token_id",
-  addBos: "tokenizer.ggml.add_bos_token",
-  addEos: "tokenizer.ggml.add_eos_token",
-  addSpacePrefix: "tokenizer.ggml.add_space_prefix",
-  chatTemplate: "tokenizer.chat_template",
-} as const;
-
-/** llama.cpp's token types (llama_token_type / gguf TokenType). */
-export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
+/** The tokenizer's keys live with the tokenizer, which may not import this layer; re-exported so every key is found here. */
+export { TOKENIZER_KEY, TOKEN_TYPE } from "../tokenizer/gguf-tokenizer.js";
 
 /** Metadata keys of the vision (mmproj) file, as clip.cpp reads them. */
 export const CLIP_KEY = {
