@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
   convModeForModelName, convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, type Conversation,
 } from "../llava/conversation.js";
+import { ggufConvMode } from "../llava/gguf-load.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { bf16DotUnavailable, createBackend } from "../tensor/backends.js";
 import type { GenerationOptions } from "../llava/generate.js";
@@ -15,6 +16,7 @@ export const loadOptions: ParseArgsConfig["options"] = {
   "model-path": { type: "string" },
   "model-base": { type: "string" },
   "vision-tower": { type: "string" },
+  mmproj: { type: "string" },
   dtype: { type: "string" },
   backend: { type: "string" },
   threads: { type: "string" },
@@ -109,6 +111,7 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
     backend,
     visionTower: v["vision-tower"] as string | undefined,
     modelBase: v["model-base"] as string | undefined,
+    mmproj: v.mmproj as string | undefined,
     dtype,
     quantize: v["load-8bit"] ? "q8_0" : v["load-4bit"] ? "q4_0" : undefined,
     strict: v.strict === true,
@@ -122,7 +125,8 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
  * says otherwise (the reference warns when the two differ).
  */
 export function conversationFor(loaded: LoadedLlava, chosen: string | undefined): Conversation<unknown> {
-  const inferred = convModeForModelName(modelNameFromPath(loaded.dir));
+  const gguf = loaded.spec.gguf;
+  const inferred = gguf ? ggufConvMode(gguf) : convModeForModelName(modelNameFromPath(loaded.dir));
   if (chosen !== undefined && chosen !== inferred) {
     process.stderr.write(`[WARNING] the auto inferred conversation mode is ${inferred}, while --conv-mode is ${chosen}, using ${chosen}\n`);
   }

@@ -56,6 +56,8 @@ common options:
   --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
   --threads N          native kernel threads, one pool for the process (default: the CPU's hardware threads)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)
+  --mmproj FILE        the vision (mmproj) GGUF of a GGUF language model given as --model-path FILE.gguf
+                       (default: the one *mmproj*.gguf beside it; a folder of such a pair needs neither)
   --strict             refuse a checkpoint holding tensors the model does not use (default: one warning)
   -h, --help           this help
 

@@ -7,6 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { canonicalFromGguf, CLIP_KEY, GGUF_CLIP_ARCHITECTURE, GGUF_LLM_ARCHITECTURES, ggufFromCanonical, llmKey, permutedHeads, permuteRows, TOKENIZER_KEY } from "./gguf-names.js";
+import { convModeForModelName } from "./conversation.js";
 import type { ModelSpec } from "./spec.js";
 import { projectorDepth } from "./projector.js";
 import type { PatchMergeType } from "./anyres.js";
@@ -272,4 +273,22 @@ function ggufImageProcessor(vision: GgufFile, spec: ModelSpec): ImageProcessorCo
   if (mean) json.image_mean = mean;
   if (std) json.image_std = std;
   return parseImageProcessorConfig(json, vision.source);
+}
+
+/**
+ * The conversation template of a GGUF model, as the project picks one from a model's name: the
+ * first of general.name, the file's name and the folder's name that names a template, else the
+ * one tokenizer.chat_template is written for, else the name-based default.
+ */
+export function ggufConvMode(gguf: NonNullable<ModelSpec["gguf"]>): string {
+  const names = [gguf.name, path.basename(gguf.model, ".gguf"), path.basename(path.dirname(gguf.model))].filter((n): n is string => !!n);
+  const fallback = convModeForModelName(names[names.length - 1]);
+  const named = names.map(convModeForModelName).find((m) => m !== fallback);
+  if (named) return named;
+  const t = gguf.chatTemplate ?? "";
+  if (t.includes("<|im_start|>")) return "chatml_direct";
+  if (t.includes("<<SYS>>")) return "llava_llama_2";
+  if (t.includes("[INST]")) return "mistral_instruct";
+  if (t.includes("USER:") && t.includes("ASSISTANT:")) return "llava_v1";
+  return fallback;
 }
