@@ -251,6 +251,7 @@ function projectorType(vision: GgufFile): string {
   if (type === null) vision.fail(`has no LLaVA projector (${CLIP_KEY.projectorType} is missing)`);
   if (type !== "mlp") vision.fail(`projector type "${type}" is not supported (only "mlp", LLaVA's MLP projector)`);
   const linears = [...vision.tensors.keys()].filter((n) => /^mm\.\d+\.weight$/.test(n)).length;
+  if (!linears) vision.fail(`has no projector tensors (mm.0.weight, ...)`);
   const name = linears === 1 ? "linear" : `mlp${linears}x_gelu`;
   projectorDepth(name);
   return name;
@@ -259,7 +260,6 @@ function projectorType(vision: GgufFile): string {
 /** The projector must take the tower's width and give the LLM's. */
 function checkFits(vision: GgufFile, towerHidden: number, llmHidden: number): void {
   const layers = [...vision.tensors.values()].filter((t) => /^mm\.\d+\.weight$/.test(t.name)).sort((a, b) => Number(a.name.split(".")[1]) - Number(b.name.split(".")[1]));
-  if (!layers.length) vision.fail(`has no projector tensors (mm.0.weight, ...)`);
   const [first, last] = [layers[0], layers[layers.length - 1]];
   if (first.ne[0] !== towerHidden) vision.fail(`projector "${first.name}" takes ${first.ne[0]} features but the vision tower's hidden size is ${towerHidden}`);
   if (last.ne[1] !== llmHidden) vision.fail(`does not fit the language model: its projector gives ${last.ne[1]} features but the language model's hidden size is ${llmHidden}`);
@@ -282,7 +282,8 @@ function ggufImageProcessor(vision: GgufFile, spec: ModelSpec): ImageProcessorCo
  */
 export function ggufConvMode(gguf: NonNullable<ModelSpec["gguf"]>): string {
   const names = [gguf.name, path.basename(gguf.model, ".gguf"), path.basename(path.dirname(gguf.model))].filter((n): n is string => !!n);
-  const fallback = convModeForModelName(names[names.length - 1]);
+  // what a name that says nothing gets
+  const fallback = convModeForModelName("");
   const named = names.map(convModeForModelName).find((m) => m !== fallback);
   if (named) return named;
   const t = gguf.chatTemplate ?? "";
