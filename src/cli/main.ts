@@ -31,7 +31,7 @@ commands:
          (greedy ids only: no sampling options; --force replaces a non-empty --out)
   convert <to-hf|to-original|merge-lora|extract-projector> ...
          convert checkpoints between the original LLaVA and HF formats (llava convert --help)
-  inspect --model-path DIR [--model-base DIR] [--json]
+  inspect --model-path DIR|FILE.gguf [--mmproj FILE.gguf] [--model-base DIR] [--json]
          shapes, settings, parameter counts and memory needs, read from configs and headers only
   data check --data-path FILE --model-path DIR [--image-folder DIR] [--version V] [--model-max-length N] [--json]
          validate a training dataset before training: images, <image> markers, turn order, label masks, lengths
