@@ -116,7 +116,7 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
     quantize: v["load-8bit"] ? "q8_0" : v["load-4bit"] ? "q4_0" : undefined,
     strict: v.strict === true,
   });
-  process.stderr.write(`loaded ${modelPath} (${loaded.format}) in ${Date.now() - started} ms\n`);
+  process.stderr.write(`loaded ${modelPath} (${loaded.spec.gguf ? "GGUF" : loaded.format}) in ${Date.now() - started} ms\n`);
   return loaded;
 }
 
