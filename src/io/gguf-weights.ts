@@ -5,6 +5,7 @@
  * memory; `readF32` dequantizes them for the few tensors read whole as f32.
  */
 import type { GgufFile, GgufTensorInfo } from "./gguf.js";
+import { INT_ARRAYS } from "./safetensors.js";
 import type { WeightDtype, WeightReader } from "./weights.js";
 import { bf16ToF32Array, f16ToF32Array } from "../tensor/dtypes.js";
 import { type PackedFormat, unpackRow } from "../tensor/packed.js";
@@ -21,12 +22,8 @@ export function packedFormatOfGgml(typeName: string): PackedFormat | null {
   return PACKED[typeName] ?? null;
 }
 
-const INTS: Record<string, { new (buffer: ArrayBuffer): Int8Array | Int16Array | Int32Array | BigInt64Array }> = {
-  I8: Int8Array,
-  I16: Int16Array,
-  I32: Int32Array,
-  I64: BigInt64Array,
-};
+/** GGML's integer types, which safetensors names alike */
+const INTS: Partial<Record<string, (typeof INT_ARRAYS)[keyof typeof INT_ARRAYS]>> = { I8: INT_ARRAYS.I8, I16: INT_ARRAYS.I16, I32: INT_ARRAYS.I32, I64: INT_ARRAYS.I64 };
 
 export function ggufWeightReader(file: GgufFile): WeightReader<WeightDtype> {
   const info = (name: string): GgufTensorInfo => {
@@ -82,7 +79,7 @@ export function ggufWeightReader(file: GgufFile): WeightReader<WeightDtype> {
       const t = loadable(info(name));
       const ctor = INTS[t.type.name];
       if (!ctor) throw new LlavaError(`${file.source}: tensor "${name}" has floating-point type ${t.type.name}; read it with readF32, not readInt`);
-      return new ctor(ownBytes(name).slice().buffer);
+      return new ctor(ownBytes(name).slice().buffer as ArrayBuffer);
     },
     filePaths: () => [file.source],
     close: () => file.close(),

@@ -224,7 +224,7 @@ export class GgufFile {
     if (version !== 2 && version !== 3) {
       // a big-endian file's small version number reads, little-endian, as a multiple of 2^24
       fail(version === 1 ? "GGUF version 1 is not supported (versions 2 and 3 are)"
-        : version % 2 ** 24 === 0 ? `version field reads ${version}: a big-endian GGUF, which is not supported`
+        : version >= 2 ** 24 && version % 2 ** 24 === 0 ? `version field reads ${version}: a big-endian GGUF, which is not supported`
         : `unknown GGUF version ${version} (versions 2 and 3 are supported)`);
     }
     const tensorCount = c.count("tensor count", 24);
