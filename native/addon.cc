@@ -217,9 +217,10 @@ napi_value bind_packed_matmul(Call& c) {
         c.count(c.prop(w, "rows"), rows) && c.count(c.prop(w, "cols"), cols) && c.count(c.prop(p, "m"), m));
   const bool transposed = c.flag(c.prop(p, "transposed")), acc = c.flag(c.prop(p, "accumulate"));
   const bool rowwise = c.flag(c.prop(p, "rowwise"));
-  const bool quant = fmt == FMT_Q8_0 || fmt == FMT_Q4_0;
-  CHECK(c.need(!quant || cols % 32 == 0, "a q format needs a column count that is a multiple of 32, got %lld", cols));
-  const int64_t row_bytes = quant ? cols / 32 * (fmt == FMT_Q8_0 ? 34 : 18) : cols * 2;
+  const bool quant = fmt == FMT_Q8_0 || fmt == FMT_Q4_0;  // the formats with integer products
+  const int64_t block = kFmtBlock[fmt];
+  CHECK(c.need(cols % block == 0, "a q format needs a column count that is a multiple of %lld, got %lld", block, cols));
+  const int64_t row_bytes = cols / block * kFmtBlockBytes[fmt];
   CHECK(c.need(Call::mul_ok(rows, row_bytes) && Call::mul_ok(m, rows) && Call::mul_ok(m, cols), "sizes too large"));
   CHECK(c.need(nd >= rows * row_bytes, "packed data has %lld bytes, needs %lld", nd, rows * row_bytes));
   const int64_t in = transposed ? rows : cols, outc = transposed ? cols : rows;
@@ -545,6 +546,25 @@ napi_value bind_read_sum(Call& c) {
   return c.number(double(n) * 4.0 * double(reps) / secs / 1e9);
 }
 
+napi_value bind_quantize(Call& c) {
+  // (x, format, rows, cols, out): x [rows, cols] f32 packed into out in a q format
+  float* x;
+  uint8_t* out;
+  int64_t nx, rows, cols, nout;
+  int fmt;
+  CHECK(c.f32(c.arg(0, "x"), x, nx) && c.choice(c.arg(1, "format"), kFmtNames, fmt) && c.count(c.arg(2, "rows"), rows) &&
+        c.count(c.arg(3, "cols"), cols) && c.typed(c.arg(4, "out"), napi_uint8_array, out, nout));
+  CHECK(c.need(fmt >= FMT_Q8_0, "quantize: the format must be a q format"));
+  const int64_t block = kFmtBlock[fmt];
+  CHECK(c.need(cols % block == 0, "a q format needs a column count that is a multiple of %lld, got %lld", block, cols));
+  CHECK(c.need(Call::mul_ok(rows, cols), "sizes too large"));
+  CHECK(c.need(nx >= rows * cols, "x has %lld values, needs %lld", nx, rows * cols));
+  CHECK(c.need(nout >= rows * (cols / block) * kFmtBlockBytes[fmt], "out has %lld bytes, needs %lld", nout,
+               rows * (cols / block) * kFmtBlockBytes[fmt]));
+  quantize_rows(c.pool(), fmt, x, rows, cols, out);
+  return c.undefined();
+}
+
 // ---- the process-wide settings ----
 
 constexpr int64_t kMaxThreads = 1024;
@@ -615,6 +635,7 @@ const Binding kBindings[] = {
     LLAVA_KERNELS(LLAVA_BINDING, LLAVA_KERNEL_IGNORE)  // the kernels
     {"settings", bind_settings},
     {"configure", bind_configure},
+    {"quantize", bind_quantize},
 };
 
 napi_value enter(napi_env env, napi_callback_info info) {

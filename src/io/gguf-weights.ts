@@ -1,25 +1,25 @@
 /**
  * A GGUF file's tensors as a WeightReader, under the names the file gives them and the shapes
  * PyTorch would give them (outermost dimension first). Tensors in a packed format the backend
- * multiplies (packed.ts) are handed over as their stored bytes, so a Q4_0 file stays Q4_0 in
- * memory; `readF32` dequantizes them for the few tensors read whole as f32.
+ * multiplies (packed.ts; ggml-types.ts says which GGML type each holds) are handed over as their
+ * stored bytes, so a Q4_K file stays Q4_K in memory; `readF32` dequantizes them for the few
+ * tensors read whole as f32.
  */
 import type { GgufFile, GgufTensorInfo } from "./gguf.js";
 import { INT_ARRAYS } from "./safetensors.js";
 import type { WeightDtype, WeightReader } from "./weights.js";
 import { bf16ToF32Array, f16ToF32Array } from "../tensor/dtypes.js";
+import { GGML_TYPES } from "../tensor/ggml-types.js";
 import { type PackedFormat, unpackRow } from "../tensor/packed.js";
 import { LlavaError } from "../util/errors.js";
 
-/** The GGML types kept packed, as the packed formats that have the same block layout. */
-const PACKED: Record<string, PackedFormat> = { F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0" };
-
-/** The GGML types this project can load: f32 and the packed formats. */
-export const LOADABLE_GGML_TYPES = ["F32", ...Object.keys(PACKED)];
+/** The GGML types this project can load: f32 and those a packed format holds byte for byte. */
+export const LOADABLE_GGML_TYPES = GGML_TYPES.filter((t) => t.packed !== null).map((t) => t.name);
 
 /** The packed format a GGML type is kept in; null for F32 (and types that cannot be loaded). */
 export function packedFormatOfGgml(typeName: string): PackedFormat | null {
-  return PACKED[typeName] ?? null;
+  const packed = GGML_TYPES.find((t) => t.name === typeName)?.packed ?? null;
+  return packed === "f32" ? null : packed;
 }
 
 /** GGML's integer types, which safetensors names alike */

@@ -15,7 +15,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describeFsError, openForRead, readFully } from "./files.js";
-import { GGML_TYPES, type GgmlType, ggmlRowBytes } from "../tensor/ggml-types.js";
+import { type GgmlType, ggmlBytes, ggmlTypeById } from "../tensor/ggml-types.js";
 import { LlavaError } from "../util/errors.js";
 
 export const GGUF_MAGIC = "GGUF";
@@ -252,7 +252,7 @@ export class GgufFile {
       const ne: number[] = [];
       for (let d = 0; d < nDims; d++) ne.push(c.u64(`dimension ${d} of tensor "${name}"`));
       const typeId = c.u32(`type of tensor "${name}"`);
-      const type = GGML_TYPES.get(typeId) ?? fail(`tensor "${name}" has unknown GGML type id ${typeId}`);
+      const type = ggmlTypeById(typeId) ?? fail(`tensor "${name}" has unknown GGML type id ${typeId}`);
       infos.push({ name, type, ne, shape: [...ne].reverse(), offset: c.u64(`offset of tensor "${name}"`) });
     }
     const dataStart = Math.ceil(c.pos / alignment) * alignment;
@@ -265,7 +265,7 @@ export class GgufFile {
         fail(`${where}: its rows of ${info.ne[0]} are not whole ${info.type.name} blocks of ${info.type.blockSize}`);
       }
       const rows = info.ne.slice(1).reduce((a, b) => a * b, 1);
-      const byteLength = ggmlRowBytes(info.type, info.ne[0]) * rows;
+      const byteLength = ggmlBytes(info.type, info.ne[0]) * rows;
       if (!Number.isSafeInteger(byteLength)) fail(`${where}: shape [${info.ne.join(", ")}] is absurdly large`);
       if (info.offset % alignment !== 0) fail(`${where}: offset ${info.offset} is not a multiple of the alignment ${alignment}`);
       if (info.offset + byteLength > dataLength) {

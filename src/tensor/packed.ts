@@ -5,15 +5,35 @@
  * - `q4_0`: blocks of 32 weights: an f16 scale d, then 16 bytes of 4-bit q (weight j of the
  *   block in the low nibble of byte j for j < 16, the high nibble of byte j - 16 otherwise);
  *   w = d * (q - 8).
- * The q formats are llama.cpp's Q8_0 and Q4_0 block layouts, so rows are a whole number of
- * blocks: the column count must be a multiple of 32.
+ * - `q4_1`, `q5_0`, `q5_1` (blocks of 32) and `q4_k`, `q5_k`, `q6_k` (super-blocks of 256):
+ *   llama.cpp's Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, byte for byte (layouts and the rounding
+ *   rules of their encoders in quant-blocks.ts).
+ * The q formats are llama.cpp's block layouts, so rows are a whole number of blocks: the column
+ * count must be a multiple of the block size (32, or 256 for the K formats).
  */
+import { loadNativeAddon } from "./native-backend.js";
+import { decode32, decodeK, encodeQ5_0, encodeQ6K, encodeQx1, encodeQxK } from "./quant-blocks.js";
 import { f16BitsToF32Bits, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
 
-export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0";
+export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k";
 
 export const QUANT_BLOCK = 32;
-const BLOCK_BYTES: Record<"q8_0" | "q4_0", number> = { q8_0: 2 + 32, q4_0: 2 + 16 };
+/** Weights per block and bytes per block of each quantized format (llama.cpp's block structs). */
+const BLOCKS: Record<Exclude<PackedFormat, "bf16" | "f16">, { size: number; bytes: number }> = {
+  q8_0: { size: 32, bytes: 2 + 32 },
+  q4_0: { size: 32, bytes: 2 + 16 },
+  q4_1: { size: 32, bytes: 4 + 16 },
+  q5_0: { size: 32, bytes: 2 + 4 + 16 },
+  q5_1: { size: 32, bytes: 4 + 4 + 16 },
+  q4_k: { size: 256, bytes: 4 + 12 + 128 },
+  q5_k: { size: 256, bytes: 4 + 12 + 32 + 128 },
+  q6_k: { size: 256, bytes: 128 + 64 + 16 + 2 },
+};
+
+/** Weights per block of a format (1 for bf16/f16). */
+export function blockSize(format: PackedFormat): number {
+  return format === "bf16" || format === "f16" ? 1 : BLOCKS[format].size;
+}
 
 /** A [rows, cols] matrix in a packed format (row-major; each row packed independently). */
 export interface PackedMatrix {
@@ -23,14 +43,23 @@ export interface PackedMatrix {
   readonly data: Uint8Array;
 }
 
-/** The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must be whole blocks, else it stays f32 (null). */
+/** llama.cpp's fallback for a K format whose rows are not whole super-blocks (llama-quant.cpp). */
+const K_FALLBACK: Partial<Record<PackedFormat, PackedFormat>> = { q4_k: "q5_0", q5_k: "q5_1", q6_k: "q8_0" };
+
+/**
+ * The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must
+ * be whole blocks; a K format falls back as llama.cpp's does (q4_k -> q5_0, q5_k -> q5_1,
+ * q6_k -> q8_0); what still does not fit stays f32 (null).
+ */
 export function fittingFormat(format: PackedFormat | null, cols: number): PackedFormat | null {
-  return (format === "q8_0" || format === "q4_0") && cols % QUANT_BLOCK !== 0 ? null : format;
+  if (format === null || cols % blockSize(format) === 0) return format;
+  const fallback = K_FALLBACK[format];
+  return fallback && cols % blockSize(fallback) === 0 ? fallback : null;
 }
 
 export function rowBytes(format: PackedFormat, cols: number): number {
   if (format === "bf16" || format === "f16") return cols * 2;
-  return (cols / QUANT_BLOCK) * BLOCK_BYTES[format];
+  return (cols / BLOCKS[format].size) * BLOCKS[format].bytes;
 }
 
 const f32 = new Float32Array(1);
@@ -46,12 +75,49 @@ const floatToHalf = (x: number, format: "bf16" | "f16") => {
   return format === "bf16" ? f32BitsToBf16Bits(u32[0]) : f32BitsToF16Bits(u32[0]);
 };
 
-/** Packs a row-major f32 matrix. q formats use llama.cpp's scale choice (max |w| -> ±127 or -8). */
-export function packMatrix(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
-  if (w.length !== rows * cols) throw new Error(`packMatrix: ${w.length} values for [${rows}, ${cols}]`);
-  if ((format === "q8_0" || format === "q4_0") && cols % QUANT_BLOCK !== 0) {
-    throw new Error(`packMatrix: ${format} needs a column count that is a multiple of ${QUANT_BLOCK}, got ${cols}`);
+type NativeQuantize = (x: Float32Array, format: PackedFormat, rows: number, cols: number, out: Uint8Array) => void;
+let nativeQuantize: NativeQuantize | null | undefined;
+
+/** The addon's threaded quantizers (bit-identical to packPortable), or null without the addon. */
+function nativeQuantizer(): NativeQuantize | null {
+  if (nativeQuantize === undefined) {
+    try {
+      nativeQuantize = (loadNativeAddon() as unknown as { quantize: NativeQuantize }).quantize;
+    } catch {
+      nativeQuantize = null;
+    }
   }
+  return nativeQuantize;
+}
+
+/**
+ * Packs a row-major f32 matrix. q formats round exactly as llama.cpp's quantize_row_*_ref does
+ * (q8_0: max |w| -> ±127; q4_0: the signed max -> -8; the others in quant-blocks.ts), with the
+ * native addon's threaded quantizers when it is built, else in TypeScript (packPortable).
+ */
+export function packMatrix(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
+  checkPack(w, rows, cols, format);
+  const quantize = format === "bf16" || format === "f16" ? null : nativeQuantizer();
+  if (!quantize) return packPortable(w, rows, cols, format);
+  const data = new Uint8Array(rows * rowBytes(format, cols));
+  quantize(w, format, rows, cols, data);
+  return { format, rows, cols, data };
+}
+
+function checkPack(w: Float32Array, rows: number, cols: number, format: PackedFormat): void {
+  if (w.length !== rows * cols) throw new Error(`packMatrix: ${w.length} values for [${rows}, ${cols}]`);
+  if (cols % blockSize(format) !== 0) {
+    throw new Error(`packMatrix: ${format} needs a column count that is a multiple of ${blockSize(format)}, got ${cols}`);
+  }
+}
+
+const fr = Math.fround;
+/** C's roundf: half away from zero. */
+const roundf = (x: number) => Math.sign(x) * Math.round(Math.abs(x));
+
+/** packMatrix in TypeScript alone: the oracle the native quantizers are tested against. */
+export function packPortable(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
+  checkPack(w, rows, cols, format);
   const rb = rowBytes(format, cols);
   const data = new Uint8Array(rows * rb);
   const view = new DataView(data.buffer);
@@ -62,34 +128,50 @@ export function packMatrix(w: Float32Array, rows: number, cols: number, format: 
       for (let j = 0; j < cols; j++) view.setUint16(o + 2 * j, floatToHalf(w[r * cols + j], format), true);
       continue;
     }
+    if (format !== "q8_0" && format !== "q4_0") {
+      const { size, bytes } = BLOCKS[format];
+      for (let b = 0; b < cols / size; b++) encodeBlock(format, w, r * cols + b * size, data, o + b * bytes);
+      continue;
+    }
     // plain index loops: this runs over every weight of a 7B model at load time
-    const bb = BLOCK_BYTES[format];
+    const bb = BLOCKS[format].bytes;
     for (let b = 0; b < cols / QUANT_BLOCK; b++) {
       const x0 = r * cols + b * QUANT_BLOCK;
       const bo = o + b * bb;
       if (format === "q8_0") {
         let amax = 0;
         for (let j = 0; j < QUANT_BLOCK; j++) amax = Math.max(amax, Math.abs(w[x0 + j]));
-        const d = amax / 127;
-        const id = d ? 1 / d : 0;
+        const d = fr(amax / 127);
+        const id = d ? fr(1 / d) : 0;
         view.setUint16(bo, floatToHalf(d, "f16"), true);
-        for (let j = 0; j < QUANT_BLOCK; j++) signed[bo + 2 + j] = Math.round(w[x0 + j] * id);
+        for (let j = 0; j < QUANT_BLOCK; j++) signed[bo + 2 + j] = roundf(fr(w[x0 + j] * id));
       } else {
-        // the value of largest magnitude, kept with its sign, maps to -8
+        // the value of largest magnitude, kept with its sign (the first of equal magnitudes), maps to -8
         let max = 0;
         for (let j = 0; j < QUANT_BLOCK; j++) if (Math.abs(w[x0 + j]) > Math.abs(max)) max = w[x0 + j];
-        const d = max / -8;
-        const id = d ? 1 / d : 0;
+        const d = fr(max / -8);
+        const id = d ? fr(1 / d) : 0;
         view.setUint16(bo, floatToHalf(d, "f16"), true);
         for (let j = 0; j < 16; j++) {
-          const lo = Math.min(15, Math.trunc(w[x0 + j] * id + 8.5));
-          const hi = Math.min(15, Math.trunc(w[x0 + j + 16] * id + 8.5));
+          const lo = Math.min(15, Math.trunc(fr(fr(w[x0 + j] * id) + 8.5)));
+          const hi = Math.min(15, Math.trunc(fr(fr(w[x0 + j + 16] * id) + 8.5)));
           data[bo + 2 + j] = lo | (hi << 4);
         }
       }
     }
   }
   return { format, rows, cols, data };
+}
+
+function encodeBlock(format: "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k", w: Float32Array, x: number, y: Uint8Array, p: number) {
+  switch (format) {
+    case "q4_1": return encodeQx1(4, w, x, y, p);
+    case "q5_1": return encodeQx1(5, w, x, y, p);
+    case "q5_0": return encodeQ5_0(w, x, y, p);
+    case "q4_k": return encodeQxK(4, w, x, y, p);
+    case "q5_k": return encodeQxK(5, w, x, y, p);
+    case "q6_k": return encodeQ6K(w, x, y, p);
+  }
 }
 
 /** Row `r` of a packed matrix as f32 values, into `out` (length cols). */
@@ -101,7 +183,15 @@ export function unpackRow(m: PackedMatrix, r: number, out: Float32Array): void {
     for (let j = 0; j < m.cols; j++) out[j] = halfToFloat(view.getUint16(o + 2 * j, true), m.format);
     return;
   }
-  const bb = BLOCK_BYTES[m.format];
+  if (m.format !== "q8_0" && m.format !== "q4_0") {
+    const { size, bytes } = BLOCKS[m.format];
+    for (let b = 0; b < m.cols / size; b++) {
+      if (size === 32) decode32(m.format as "q4_1" | "q5_0" | "q5_1", m.data, o + b * bytes, out, b * size);
+      else decodeK(m.format as "q4_k" | "q5_k" | "q6_k", m.data, o + b * bytes, out, b * size);
+    }
+    return;
+  }
+  const bb = BLOCKS[m.format].bytes;
   for (let b = 0; b < m.cols / QUANT_BLOCK; b++) {
     const bo = o + b * bb;
     const d = halfToFloat(view.getUint16(bo, true), "f16");

@@ -3,7 +3,9 @@
  * with knobs to make it wrong (version, offsets, counts) for the bad-input tests.
  */
 import { GgufValueType, type GgufValue } from "../../src/io/gguf.js";
-import { GGML_TYPES, type GgmlType, ggmlTypeByName } from "../../src/tensor/ggml-types.js";
+import { GGML_TYPES, type GgmlType, ggmlTypeById } from "../../src/tensor/ggml-types.js";
+
+const ggmlTypeByName = (name: string) => GGML_TYPES.find((t) => t.name === name);
 
 export interface KvIn {
   key: string;
@@ -141,4 +143,4 @@ export function buildGguf(opts: BuildOptions): Buffer {
   return file;
 }
 
-export const F32 = GGML_TYPES.get(0)!;
+export const F32 = ggmlTypeById(0)!;
