@@ -1,0 +1,260 @@
+/**
+ * `llava convert to-gguf`: a LLaVA checkpoint (any format this project reads) to the pair of
+ * GGUF files llama.cpp's multimodal tools (tools/mtmd) and Ollama load: the LLaMA LLM as
+ * `<name>-<TYPE>.gguf` (convert_hf_to_gguf.py's names, metadata and Q/K row order) and the
+ * CLIP tower with the projector as `mmproj-<name>-f16.gguf` (clip.cpp's `clip.*` keys).
+ */
+import path from "node:path";
+import { isFile } from "../io/files.js";
+import { type GgufTensorToWrite, type GgufValue, gguf, writeGguf } from "../io/gguf-write.js";
+import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
+import type { WeightReader } from "../io/weights.js";
+import { clipLayerOf, GGUF_KEY, llmGgufName, mmprojGgufName } from "../llava/gguf-names.js";
+import { partOf } from "../llava/keys.js";
+import { type ModelSpec, readModelSpec, requireTower } from "../llava/spec.js";
+import { openCheckpointWeights } from "../llava/weights.js";
+import { loadImageProcessorConfig, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD } from "../image/processor.js";
+import { f32ToF16Array } from "../tensor/dtypes.js";
+import { type GgmlTypeName, GGML_TYPES, ggmlTensorBytes } from "../tensor/ggml-types.js";
+import { packMatrix, QUANT_BLOCK } from "../tensor/packed.js";
+import { LlavaError } from "../util/errors.js";
+import type { ConvertResult } from "./common.js";
+import { llamaGgufVocab } from "./gguf-vocab.js";
+import { type ProgressSink, silentProgress } from "./progress.js";
+
+/** The --type choices: one weight type for the whole LLM file. */
+export const GGUF_FILE_TYPES = {
+  f32: { ftype: 0, weights: "F32" },
+  f16: { ftype: 1, weights: "F16" },
+  q8_0: { ftype: 7, weights: "Q8_0" },
+  q4_0: { ftype: 2, weights: "Q4_0" },
+} as const satisfies Record<string, { ftype: number; weights: GgmlTypeName }>;
+
+export type GgufFileType = keyof typeof GGUF_FILE_TYPES;
+
+export interface ToGgufOptions {
+  modelPath: string;
+  visionTower?: string;
+  out: string;
+  type?: GgufFileType;
+  force?: boolean;
+  progress?: ProgressSink;
+}
+
+const OUTPUT = "output.weight";
+
+/** The file's type for one LLM tensor: vectors stay F32; rows that are not whole blocks fall back to F16 (as convert_hf_to_gguf.py does). */
+function llmTensorType(ggufName: string, shape: number[], type: GgufFileType): GgmlTypeName {
+  if (shape.length < 2 || type === "f32") return "F32";
+  const wanted: GgmlTypeName = GGUF_FILE_TYPES[type].weights;
+  // llama.cpp keeps the output matrix more precise than Q4_0 (it picks Q6_K); Q8_0 is the closest type this writer has
+  const chosen: GgmlTypeName = ggufName === OUTPUT && wanted === "Q4_0" ? "Q8_0" : wanted;
+  return (chosen === "Q8_0" || chosen === "Q4_0") && shape[shape.length - 1] % QUANT_BLOCK !== 0 ? "F16" : chosen;
+}
+
+/**
+ * convert_hf_to_gguf.py's LlamaModel.permute: within each head, rows (first half, second half)
+ * become interleaved pairs, the order llama.cpp's rope rotates (adjacent pairs, not halves).
+ */
+export function permuteRopeRows(w: Float32Array, rows: number, heads: number): Float32Array {
+  const cols = w.length / rows;
+  const headDim = rows / heads;
+  const half = headDim / 2;
+  const out = new Float32Array(w.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const to = h * headDim + 2 * i + j;
+        const from = h * headDim + j * half + i;
+        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/** The bytes of an f32 tensor (shape as in torch) in a GGML type. */
+function encode(values: Float32Array, shape: number[], type: GgmlTypeName): Uint8Array {
+  if (type === "F32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  if (type === "F16") return new Uint8Array(f32ToF16Array(values).buffer);
+  const cols = shape[shape.length - 1];
+  return packMatrix(values, values.length / cols, cols, type === "Q8_0" ? "q8_0" : "q4_0").data;
+}
+
+const ggmlDims = (shape: number[]) => (shape.length ? [...shape].reverse() : [1]);
+
+function tensor(reader: WeightReader, canonical: string, name: string, type: GgmlTypeName, transform?: (w: Float32Array) => Float32Array): GgufTensorToWrite {
+  const { shape } = reader.info(canonical);
+  return { name, type, ne: ggmlDims(shape), data: () => encode((transform ?? ((w) => w))(reader.readF32(canonical)), shape, type) };
+}
+
+/** The LLM file's tensors, in llama.cpp's order (embedding, blocks, norm, output). */
+function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType): GgufTensorToWrite[] {
+  const { numAttentionHeads, numKeyValueHeads } = spec.text;
+  const tensors: Array<GgufTensorToWrite & { order: number[] }> = [];
+  for (const canonical of reader.names()) {
+    if (partOf(canonical) !== "llm") continue;
+    const name = llmGgufName(canonical);
+    if (!name) throw new LlavaError(`${reader.source}: tensor "${canonical}" has no place in llama.cpp's LLaMA`);
+    const { shape } = reader.info(canonical);
+    const heads = /\.attn_q\./.test(name) ? numAttentionHeads : /\.attn_k\./.test(name) ? numKeyValueHeads : 0;
+    const permute = heads ? (w: Float32Array) => permuteRopeRows(w, shape[0], heads) : undefined;
+    const block = /^blk\.(\d+)\./.exec(name);
+    const order = name === "token_embd.weight" ? [0, 0] : block ? [1, Number(block[1])] : [2, name === OUTPUT ? 1 : 0];
+    tensors.push({ ...tensor(reader, canonical, name, llmTensorType(name, shape, type), permute), order });
+  }
+  if (!tensors.some((t) => t.name === "token_embd.weight")) throw new LlavaError(`${reader.source}: no token embedding (model.embed_tokens.weight)`);
+  tensors.sort((a, b) => a.order[0] - b.order[0] || a.order[1] - b.order[1] || (a.name < b.name ? -1 : 1));
+  return tensors.map(({ order: _, ...t }) => t);
+}
+
+function llmMetadata(spec: ModelSpec, name: string, type: GgufFileType, rows: number): Array<[string, GgufValue]> {
+  const t = spec.text;
+  if (t.modelType !== "llama") throw new LlavaError(`${spec.configFile}: the LLM is ${t.modelType}; to-gguf writes llama.cpp's "llama" architecture only`);
+  if (t.hiddenAct !== "silu") throw new LlavaError(`${spec.configFile}: hidden_act "${t.hiddenAct}"; llama.cpp's LLaMA uses silu`);
+  if (t.ropeScaling && t.ropeScaling.ropeType !== "linear") throw new LlavaError(`${spec.configFile}: rope_scaling "${t.ropeScaling.ropeType}" is not written to GGUF by this converter (linear only)`);
+  const vocab = llamaGgufVocab(spec.dir, rows);
+  const K = GGUF_KEY, L = K.llama, T = K.tokenizer;
+  const md: Array<[string, GgufValue]> = [
+    [K.architecture, gguf.str("llama")],
+    [K.name, gguf.str(name)],
+    [L.contextLength, gguf.u32(t.maxPositionEmbeddings)],
+    [L.embeddingLength, gguf.u32(t.hiddenSize)],
+    [L.blockCount, gguf.u32(t.numHiddenLayers)],
+    [L.feedForwardLength, gguf.u32(t.intermediateSize)],
+    [L.ropeDimensionCount, gguf.u32(t.headDim)],
+    [L.headCount, gguf.u32(t.numAttentionHeads)],
+    [L.headCountKv, gguf.u32(t.numKeyValueHeads)],
+    [L.rmsEps, gguf.f32(t.rmsNormEps)],
+    [L.ropeFreqBase, gguf.f32(t.ropeTheta)],
+    [K.fileType, gguf.u32(GGUF_FILE_TYPES[type].ftype)],
+    [L.vocabSize, gguf.u32(rows)],
+  ];
+  if (t.headDim !== t.hiddenSize / t.numAttentionHeads) md.push([L.keyLength, gguf.u32(t.headDim)], [L.valueLength, gguf.u32(t.headDim)]);
+  if (t.ropeScaling) md.push([L.ropeScalingType, gguf.str("linear")], [L.ropeScalingFactor, gguf.f32(t.ropeScaling.factor ?? 1)]);
+  if (type !== "f32" && type !== "f16") md.push([K.quantizationVersion, gguf.u32(2)]);
+  md.push(
+    [T.model, gguf.str("llama")],
+    [T.tokens, gguf.array("string", vocab.tokens)],
+    [T.scores, gguf.array("f32", vocab.scores)],
+    [T.tokenType, gguf.array("i32", vocab.types)],
+  );
+  for (const [key, id] of [[T.bos, vocab.bos], [T.eos, vocab.eos], [T.unknown, vocab.unk], [T.padding, vocab.pad]] as const) if (id !== null) md.push([key, gguf.u32(id)]);
+  md.push([T.addBos, gguf.bool(vocab.addBos)], [T.addEos, gguf.bool(vocab.addEos)]);
+  if (vocab.chatTemplate !== null) md.push([T.chatTemplate, gguf.str(vocab.chatTemplate)]);
+  return md;
+}
+
+/** The hidden state LLaVA takes from the tower, as a count of encoder layers run (hidden_states index). */
+function featureLayerOf(spec: ModelSpec, layers: number): number {
+  const select = spec.settings.visionSelectLayer;
+  const k = select < 0 ? layers + 1 + select : select;
+  if (k < 1 || k > layers) throw new LlavaError(`${spec.configFile}: vision select layer ${select} is outside the tower's ${layers} layers`);
+  if (spec.settings.visionSelectFeature !== "patch") throw new LlavaError(`${spec.configFile}: clip.cpp drops the CLS feature; a model that keeps it (cls_patch / full) cannot be written as mmproj`);
+  return k;
+}
+
+/** The mmproj tensors: the tower up to the feature layer (clip.cpp runs every block it finds), the projector, image_newline. */
+function mmprojTensors(reader: WeightReader, featureLayer: number): GgufTensorToWrite[] {
+  const tensors: GgufTensorToWrite[] = [];
+  for (const canonical of reader.names()) {
+    if (partOf(canonical) === "llm") continue;
+    const layer = clipLayerOf(canonical);
+    if ((layer !== null && layer >= featureLayer) || /post_layernorm/.test(canonical)) continue;
+    const name = mmprojGgufName(canonical);
+    if (!name) throw new LlavaError(`${reader.source}: tensor "${canonical}" has no place in a llama.cpp mmproj file`);
+    const { shape } = reader.info(canonical);
+    // as the reference converter: matrices and the patch convolution in f16, vectors in f32
+    const type: GgmlTypeName = shape.length >= 2 && name.endsWith(".weight") ? "F16" : "F32";
+    tensors.push(tensor(reader, canonical, name, type));
+  }
+  return tensors;
+}
+
+async function mmprojMetadata(spec: ModelSpec, name: string, featureLayer: number): Promise<Array<[string, GgufValue]>> {
+  const v = requireTower(spec);
+  if (spec.projector.type !== "mlp2x_gelu") throw new LlavaError(`${spec.configFile}: projector "${spec.projector.type}"; clip.cpp's LLaVA projector ("mlp") is mlp2x_gelu`);
+  const processorDir = [spec.dir, spec.tower.dir].find((d) => d && isFile(path.join(d, "preprocessor_config.json")));
+  const processor = processorDir ? await loadImageProcessorConfig(processorDir) : { imageMean: [...OPENAI_CLIP_MEAN], imageStd: [...OPENAI_CLIP_STD] };
+  const K = GGUF_KEY, C = K.clip;
+  const md: Array<[string, GgufValue]> = [
+    [K.architecture, gguf.str("clip")],
+    [C.hasTextEncoder, gguf.bool(false)],
+    [C.hasVisionEncoder, gguf.bool(true)],
+    [C.hasLlavaProjector, gguf.bool(true)],
+    [K.fileType, gguf.u32(1)],
+    [K.name, gguf.str(name)],
+    [C.projectorType, gguf.str("mlp")],
+    [C.useGelu, gguf.bool(v.hiddenAct === "gelu")],
+    [C.imageSize, gguf.u32(v.imageSize)],
+    [C.patchSize, gguf.u32(v.patchSize)],
+    [C.embeddingLength, gguf.u32(v.hiddenSize)],
+    [C.feedForwardLength, gguf.u32(v.intermediateSize)],
+    [C.projectionDim, gguf.u32(v.projectionDim)],
+    [C.headCount, gguf.u32(v.numAttentionHeads)],
+    [C.layerNormEps, gguf.f32(v.layerNormEps)],
+    [C.blockCount, gguf.u32(featureLayer)],
+    [C.featureLayer, gguf.array("i32", [featureLayer])],
+    [C.imageMean, gguf.array("f32", [...processor.imageMean])],
+    [C.imageStd, gguf.array("f32", [...processor.imageStd])],
+  ];
+  const anyres = spec.settings.anyres;
+  if (anyres) {
+    // clip.cpp reads pinpoints as (width, height) pairs
+    const wh = anyres.pinpoints.map(([a, b]) => (anyres.convention === "hf" ? [b, a] : [a, b]));
+    md.push(
+      [C.imageGridPinpoints, gguf.array("i32", wh.flat())],
+      [C.imageCropResolution, gguf.u32(v.imageSize)],
+      [C.mmPatchMergeType, gguf.str(anyres.mergeType)],
+    );
+  }
+  return md;
+}
+
+export interface ToGgufResult extends ConvertResult {
+  llmFile: string;
+  mmprojFile: string;
+}
+
+export async function convertToGguf(opts: ToGgufOptions): Promise<ToGgufResult> {
+  const type = opts.type ?? "f16";
+  if (!(type in GGUF_FILE_TYPES)) throw new LlavaError(`--type ${type} is not supported (${Object.keys(GGUF_FILE_TYPES).join(", ")})`);
+  const spec = readModelSpec(opts.modelPath, { visionTower: opts.visionTower });
+  const tower = requireTower(spec);
+  checkOutsideInputs(opts.out, [spec.dir, spec.tower.dir]);
+  const name = path.basename(spec.dir);
+  const llmFile = `${name}-${type.toUpperCase()}.gguf`;
+  const mmprojFile = `mmproj-${name}-f16.gguf`;
+  const weights = openCheckpointWeights(spec);
+  try {
+    const { reader } = weights;
+    if (weights.kind !== "full") throw new LlavaError(`${spec.dir}: holds no full model weights (a LoRA or projector-only checkpoint?); merge it first with "llava convert merge-lora"`);
+    const featureLayer = featureLayerOf(spec, tower.numHiddenLayers);
+    const llm = llmTensors(reader, spec, type);
+    const rows = llm.find((t) => t.name === "token_embd.weight")!.ne[1];
+    const mmproj = mmprojTensors(reader, featureLayer);
+    const llmMd = llmMetadata(spec, name, type, rows);
+    const mmprojMd = await mmprojMetadata(spec, name, featureLayer);
+    const notes = [`vision tower written up to layer ${featureLayer} of ${tower.numHiddenLayers} (the feature layer LLaVA reads)`];
+    if (type === "q4_0" && llm.some((t) => t.name === OUTPUT && t.type === "Q8_0")) notes.push("output.weight kept as Q8_0 (llama.cpp's Q4_0 files keep it more precise)");
+    const fallback = llm.filter((t) => t.type === "F16" && type.startsWith("q")).map((t) => t.name);
+    if (fallback.length) notes.push(`kept as F16, rows not whole ${QUANT_BLOCK}-blocks: ${fallback.join(", ")}`);
+    const count = llm.length + mmproj.length;
+    const progress = opts.progress ?? silentProgress;
+    const counted = (ts: GgufTensorToWrite[]) => ts.map((t) => ({ ...t, data: () => {
+      const bytes = t.data();
+      progress.tensorDone(t.name, bytes.length);
+      return bytes;
+    } }));
+    progress.start(count, [...llm, ...mmproj].reduce((n, t) => n + ggmlTensorBytes(GGML_TYPES[t.type], t.ne), 0));
+    const written = await writeOutputFolder(opts.out, opts.force ?? false, async (tmp, interrupt) => {
+      const a = await writeGguf(path.join(tmp, llmFile), { metadata: llmMd, tensors: counted(llm) }, interrupt);
+      const b = await writeGguf(path.join(tmp, mmprojFile), { metadata: mmprojMd, tensors: counted(mmproj) }, interrupt);
+      return a + b;
+    });
+    progress.finish();
+    return { out: path.resolve(opts.out), files: [llmFile, mmprojFile], tensors: count, bytes: written, notes, llmFile, mmprojFile };
+  } finally {
+    weights.close();
+  }
+}
