@@ -44,7 +44,7 @@ export interface ToGgufOptions {
 const OUTPUT = "output.weight";
 
 /** The file's type for one LLM tensor: vectors stay F32; rows that are not whole blocks fall back to F16 (as convert_hf_to_gguf.py does). */
-function llmTensorType(ggufName: string, shape: number[], type: GgufFileType): GgmlTypeName {
+export function llmTensorType(ggufName: string, shape: number[], type: GgufFileType): GgmlTypeName {
   if (shape.length < 2 || type === "f32") return "F32";
   const wanted: GgmlTypeName = GGUF_FILE_TYPES[type].weights;
   // llama.cpp keeps the output matrix more precise than Q4_0 (it picks Q6_K); Q8_0 is the closest type this writer has
@@ -74,7 +74,7 @@ export function permuteRopeRows(w: Float32Array, rows: number, heads: number): F
 }
 
 /** The bytes of an f32 tensor (shape as in torch) in a GGML type. */
-function encode(values: Float32Array, shape: number[], type: GgmlTypeName): Uint8Array {
+export function encodeTensor(values: Float32Array, shape: number[], type: GgmlTypeName): Uint8Array {
   if (type === "F32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   if (type === "F16") return new Uint8Array(f32ToF16Array(values).buffer);
   const cols = shape[shape.length - 1];
@@ -85,7 +85,7 @@ const ggmlDims = (shape: number[]) => (shape.length ? [...shape].reverse() : [1]
 
 function tensor(reader: WeightReader, canonical: string, name: string, type: GgmlTypeName, transform?: (w: Float32Array) => Float32Array): GgufTensorToWrite {
   const { shape } = reader.info(canonical);
-  return { name, type, ne: ggmlDims(shape), data: () => encode((transform ?? ((w) => w))(reader.readF32(canonical)), shape, type) };
+  return { name, type, ne: ggmlDims(shape), data: () => encodeTensor((transform ?? ((w) => w))(reader.readF32(canonical)), shape, type) };
 }
 
 /** The LLM file's tensors, in llama.cpp's order (embedding, blocks, norm, output). */
