@@ -217,9 +217,10 @@ napi_value bind_packed_matmul(Call& c) {
         c.count(c.prop(w, "rows"), rows) && c.count(c.prop(w, "cols"), cols) && c.count(c.prop(p, "m"), m));
   const bool transposed = c.flag(c.prop(p, "transposed")), acc = c.flag(c.prop(p, "accumulate"));
   const bool rowwise = c.flag(c.prop(p, "rowwise"));
-  const bool quant = fmt == FMT_Q8_0 || fmt == FMT_Q4_0;
-  CHECK(c.need(!quant || cols % 32 == 0, "a q format needs a column count that is a multiple of 32, got %lld", cols));
-  const int64_t row_bytes = quant ? cols / 32 * (fmt == FMT_Q8_0 ? 34 : 18) : cols * 2;
+  const bool quant = fmt == FMT_Q8_0 || fmt == FMT_Q4_0;  // the formats with integer products
+  const int64_t block = kFmtBlock[fmt];
+  CHECK(c.need(cols % block == 0, "a q format needs a column count that is a multiple of %lld, got %lld", block, cols));
+  const int64_t row_bytes = cols / block * kFmtBlockBytes[fmt];
   CHECK(c.need(Call::mul_ok(rows, row_bytes) && Call::mul_ok(m, rows) && Call::mul_ok(m, cols), "sizes too large"));
   CHECK(c.need(nd >= rows * row_bytes, "packed data has %lld bytes, needs %lld", nd, rows * row_bytes));
   const int64_t in = transposed ? rows : cols, outc = transposed ? cols : rows;

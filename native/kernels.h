@@ -25,10 +25,17 @@ constexpr int kScratchSlots = 7;
 
 // ---- kernel parameters ----
 enum Act : int { ACT_GELU = 0, ACT_QUICK_GELU = 1, ACT_SILU = 2, ACT_GELU_TANH = 3, ACT_RELU = 4 };
-enum Fmt : int { FMT_BF16 = 0, FMT_F16 = 1, FMT_Q8_0 = 2, FMT_Q4_0 = 3 };
+enum Fmt : int {
+  FMT_BF16 = 0, FMT_F16 = 1, FMT_Q8_0 = 2, FMT_Q4_0 = 3,
+  // llama.cpp's other block formats, decoded to f32 for the products (impl/packed.h)
+  FMT_Q4_1 = 4, FMT_Q5_0 = 5, FMT_Q5_1 = 6, FMT_Q4_K = 7, FMT_Q5_K = 8, FMT_Q6_K = 9
+};
 // their names in JavaScript (Activation in backend.ts, PackedFormat in packed.ts), by code
 constexpr const char* kActNames[] = {"gelu", "quick_gelu", "silu", "gelu_tanh", "relu"};
-constexpr const char* kFmtNames[] = {"bf16", "f16", "q8_0", "q4_0"};
+constexpr const char* kFmtNames[] = {"bf16", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"};
+// weights per block and bytes per block, by code (the 16-bit formats: one weight of 2 bytes)
+constexpr int kFmtBlock[] = {1, 1, 32, 32, 32, 32, 32, 256, 256, 256};
+constexpr int kFmtBlockBytes[] = {2, 2, 34, 18, 20, 22, 24, 144, 176, 210};
 
 struct PackedW {
   int fmt;

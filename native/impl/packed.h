@@ -1,6 +1,9 @@
-// Packed weight rows (bf16, f16, q8_0, q4_0; layouts in src/tensor/packed.ts) decoded to f32.
-// Every decoded weight is exact in f32 (a q weight is an f16 scale times a small integer), so a
-// product over decoded weights differs from the reference backend only in summation order.
+// Packed weight rows (layouts in src/tensor/packed.ts and quant-blocks.ts) decoded to f32.
+// bf16, f16, q8_0, q4_0: every decoded weight is exact in f32 (a q weight is an f16 scale times a
+// small integer). q4_1 ... q6_k: decoded as llama.cpp's dequantize_row_* computes them in f32,
+// bit for bit the reference backend's values (the products d·q are exact, so whether the compiler
+// fuses the following add changes nothing). A product over decoded weights therefore differs
+// from the reference backend only in summation order.
 
 static inline float f16s(uint16_t h) {
 #if LLAVA_X86_SIMD && defined(__F16C__)
@@ -10,7 +13,84 @@ static inline float f16s(uint16_t h) {
 #endif
 }
 
-static inline int64_t block_bytes(int fmt) { return fmt == FMT_Q8_0 ? 34 : 18; }
+static inline int64_t block_bytes(int fmt) { return kFmtBlockBytes[fmt]; }
+// the formats decoded a whole block at a time (decode_block): blocks of 32 or 256 weights
+static inline bool block_decoded(int fmt) { return fmt >= FMT_Q4_1; }
+static inline uint32_t rd32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24); }
+
+// q4_1 (bits 4: no qh) and q5_0 / q5_1: w = d·(q − 16) or d·q + m
+static inline void decode_q32(int fmt, const uint8_t* b, float* out) {
+  const float d = f16s(rd16(b));
+  const bool has_min = fmt != FMT_Q5_0;
+  const float m = has_min ? f16s(rd16(b + 2)) : 0.f;
+  const uint32_t qh = fmt == FMT_Q4_1 ? 0 : rd32(b + (fmt == FMT_Q5_1 ? 4 : 2));
+  const uint8_t* qs = b + (fmt == FMT_Q4_1 ? 4 : fmt == FMT_Q5_0 ? 6 : 8);
+  const int bias = fmt == FMT_Q5_0 ? 16 : 0;
+  for (int j = 0; j < 16; j++) {
+    const int lo = int((qs[j] & 15) | (((qh >> j) & 1) << 4)) - bias;
+    const int hi = int((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - bias;
+    out[j] = float(lo) * d + m;
+    out[j + 16] = float(hi) * d + m;
+  }
+}
+
+// get_scale_min_k4: 6-bit scale and min of sub-block j
+static inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// q4_k / q5_k: w = (d·sc)·q − dmin·m per sub-block of 32
+static inline void decode_qk(int fmt, const uint8_t* b, float* out) {
+  const float d = f16s(rd16(b)), dmin = f16s(rd16(b + 2));
+  const bool five = fmt == FMT_Q5_K;
+  const uint8_t* qh = b + 16;
+  const uint8_t* ql = b + (five ? 48 : 16);
+  for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
+    int sc1, m1, sc2, m2;
+    scale_min_k4(is, b + 4, sc1, m1);
+    scale_min_k4(is + 1, b + 4, sc2, m2);
+    const float d1 = d * float(sc1), dm1 = dmin * float(m1), d2 = d * float(sc2), dm2 = dmin * float(m2);
+    for (int l = 0; l < 32; l++) {
+      const int h = five ? qh[l] >> is : 0;
+      out[j + l] = d1 * float((ql[j / 2 + l] & 15) + (h & 1 ? 16 : 0)) - dm1;
+      out[j + l + 32] = d2 * float((ql[j / 2 + l] >> 4) + (h & 2 ? 16 : 0)) - dm2;
+    }
+  }
+}
+
+// q6_k: w = (d·sc)·(q − 32) per 16 weights
+static inline void decode_q6k(const uint8_t* b, float* out) {
+  const float d = f16s(rd16(b + 208));
+  for (int n = 0; n < 256; n += 128) {
+    const uint8_t* ql = b + n / 2;
+    const uint8_t* qh = b + 128 + n / 4;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + n / 16);
+    for (int l = 0; l < 32; l++) {
+      const int is = l / 16;
+      const int q1 = int((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32;
+      const int q2 = int((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      out[n + l] = (d * float(sc[is])) * float(q1);
+      out[n + l + 32] = (d * float(sc[is + 2])) * float(q2);
+      out[n + l + 64] = (d * float(sc[is + 4])) * float(q3);
+      out[n + l + 96] = (d * float(sc[is + 6])) * float(q4);
+    }
+  }
+}
+
+// One block of a block_decoded format into out[0 .. kFmtBlock[fmt]).
+static inline void decode_block(int fmt, const uint8_t* b, float* out) {
+  if (fmt == FMT_Q6_K) decode_q6k(b, out);
+  else if (fmt >= FMT_Q4_K) decode_qk(fmt, b, out);
+  else decode_q32(fmt, b, out);
+}
 
 static inline float q_scalar(int fmt, const uint8_t* blk, int j) {
   const uint8_t* q = blk + 2;
@@ -28,6 +108,20 @@ static void dequant_range(int fmt, const uint8_t* row, int64_t c0, int64_t c1, f
     } else {
       for (; j + W <= c1; j += W) vstore(out + (j - c0), load_f16(row + 2 * j));
       for (; j < c1; j++) out[j - c0] = f16s(rd16(row + 2 * j));
+    }
+    return;
+  }
+  if (block_decoded(fmt)) {
+    const int64_t bs = kFmtBlock[fmt], bb = block_bytes(fmt);
+    alignas(64) float tmp[256];
+    for (int64_t b = c0 / bs; b * bs < c1; b++) {
+      const int64_t base = b * bs;
+      if (base >= c0 && base + bs <= c1) {
+        decode_block(fmt, row + b * bb, out + (base - c0));
+      } else {
+        decode_block(fmt, row + b * bb, tmp);
+        for (int64_t j = imax(c0, base); j < imin(c1, base + bs); j++) out[j - c0] = tmp[j - base];
+      }
     }
     return;
   }
@@ -101,6 +195,27 @@ static void packed_row_dots(const uint8_t* row, int64_t cols, const float* const
   for (int i = 0; i < MB; i++) out[i] = hsum(acc[i][0] + acc[i][1]);
 }
 
+// The block_decoded formats: each block decoded to f32 once, then dotted with MB activation rows;
+// each row's sums run in the same order whatever MB is.
+template <int MB>
+static void decoded_row_dots(int fmt, const uint8_t* row, int64_t cols, const float* const* a, float* out) {
+  const int64_t bs = kFmtBlock[fmt], bb = block_bytes(fmt);
+  alignas(64) float w[256];
+  vf acc[MB][2];
+  for (int i = 0; i < MB; i++) acc[i][0] = acc[i][1] = vf{};
+  for (int64_t b = 0; b < cols / bs; b++) {
+    decode_block(fmt, row + b * bb, w);
+    for (int i = 0; i < MB; i++) {
+      const float* ai = a[i] + b * bs;
+      for (int64_t v = 0; v < bs; v += 2 * W) {
+        acc[i][0] += vload(w + v) * vload(ai + v);
+        acc[i][1] += vload(w + v + W) * vload(ai + v + W);
+      }
+    }
+  }
+  for (int i = 0; i < MB; i++) out[i] = hsum(acc[i][0] + acc[i][1]);
+}
+
 template <int FMT>
 static void packed_row_dots_n(int mb, const uint8_t* row, int64_t cols, const float* const* a, float* out) {
   switch (mb) {
@@ -116,7 +231,14 @@ static void packed_row_dots_any(int fmt, int mb, const uint8_t* row, int64_t col
     case FMT_BF16: packed_row_dots_n<FMT_BF16>(mb, row, cols, a, out); break;
     case FMT_F16: packed_row_dots_n<FMT_F16>(mb, row, cols, a, out); break;
     case FMT_Q8_0: packed_row_dots_n<FMT_Q8_0>(mb, row, cols, a, out); break;
-    default: packed_row_dots_n<FMT_Q4_0>(mb, row, cols, a, out); break;
+    case FMT_Q4_0: packed_row_dots_n<FMT_Q4_0>(mb, row, cols, a, out); break;
+    default:
+      switch (mb) {
+        case 1: decoded_row_dots<1>(fmt, row, cols, a, out); break;
+        case 2: decoded_row_dots<2>(fmt, row, cols, a, out); break;
+        case 3: decoded_row_dots<3>(fmt, row, cols, a, out); break;
+        default: decoded_row_dots<4>(fmt, row, cols, a, out); break;
+      }
   }
 }
 
@@ -152,11 +274,28 @@ static void packed_row_axpy(int64_t m, const float* a, const uint8_t* row, int64
   }
 }
 
+// part[i][0 .. cols) += a[i] * (row of a block_decoded format), one block decoded at a time.
+static void decoded_row_axpy(int fmt, int64_t m, const float* a, const uint8_t* row, int64_t cols, float* part, int64_t ld) {
+  const int64_t bs = kFmtBlock[fmt], bb = block_bytes(fmt);
+  alignas(64) float w[256];
+  for (int64_t b = 0; b < cols / bs; b++) {
+    decode_block(fmt, row + b * bb, w);
+    for (int64_t v = 0; v < bs; v += W) {
+      const vf wv = vload(w + v);
+      for (int64_t i = 0; i < m; i++) {
+        float* o = part + i * ld + b * bs + v;
+        vstore(o, vload(o) + vset(a[i]) * wv);
+      }
+    }
+  }
+}
+
 static void packed_row_axpy_any(int fmt, int64_t m, const float* a, const uint8_t* row, int64_t cols, float* part, int64_t ld) {
   switch (fmt) {
     case FMT_BF16: packed_row_axpy<FMT_BF16>(m, a, row, cols, part, ld); break;
     case FMT_F16: packed_row_axpy<FMT_F16>(m, a, row, cols, part, ld); break;
     case FMT_Q8_0: packed_row_axpy<FMT_Q8_0>(m, a, row, cols, part, ld); break;
-    default: packed_row_axpy<FMT_Q4_0>(m, a, row, cols, part, ld); break;
+    case FMT_Q4_0: packed_row_axpy<FMT_Q4_0>(m, a, row, cols, part, ld); break;
+    default: decoded_row_axpy(fmt, m, a, row, cols, part, ld); break;
   }
 }

@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import { describeFsError, writeFully } from "./files.js";
 import type { Interrupt } from "./output.js";
-import { type GgmlTypeName, GGML_TYPES, ggmlTensorBytes } from "../tensor/ggml-types.js";
+import { GGML_TYPES, type GgmlType } from "../tensor/ggml-types.js";
 import { LlavaError } from "../util/errors.js";
 
 export const GGUF_MAGIC = "GGUF";
@@ -38,7 +38,8 @@ export const gguf = {
 
 export interface GgufTensorToWrite {
   name: string;
-  type: GgmlTypeName;
+  /** the GGML type's name ("F16", "Q4_K", ...) */
+  type: string;
   /** GGML dims: ne[0] is the row length (a torch [rows, cols] weight is [cols, rows]) */
   ne: number[];
   /** the tensor's bytes, made when the writer reaches it */
@@ -123,6 +124,19 @@ class ByteSink {
   }
 }
 
+function ggmlTypeNamed(name: string, tensor: string): GgmlType {
+  const type = GGML_TYPES.find((t) => t.name === name);
+  if (!type) throw new LlavaError(`GGUF tensor ${tensor}: unknown GGML type ${name}`);
+  return type;
+}
+
+/** Bytes of a tensor's data: rows of ne[0] values in whole blocks of its type. */
+export function tensorBytes(t: Pick<GgufTensorToWrite, "name" | "type" | "ne">): number {
+  const type = ggmlTypeNamed(t.type, t.name);
+  if (t.ne[0] % type.blockSize !== 0) throw new LlavaError(`GGUF tensor ${t.name}: ${type.name} rows are whole blocks of ${type.blockSize}, but a row has ${t.ne[0]} values`);
+  return (t.ne[0] / type.blockSize) * type.blockBytes * t.ne.slice(1).reduce((a, b) => a * b, 1);
+}
+
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /** The alignment the metadata asks for (general.alignment, a power of two), else 32. */
@@ -156,10 +170,9 @@ export function ggufLayout(content: GgufContent): { header: Uint8Array; alignmen
   for (const t of content.tensors) {
     if (names.has(t.name)) throw new LlavaError(`GGUF tensor ${t.name} given twice`);
     names.add(t.name);
-    const type = GGML_TYPES[t.type];
-    if (!type) throw new LlavaError(`GGUF tensor ${t.name}: unknown type ${t.type}`);
     if (t.ne.length < 1 || t.ne.length > 4 || t.ne.some((d) => !Number.isSafeInteger(d) || d < 1)) throw new LlavaError(`GGUF tensor ${t.name}: bad dims [${t.ne.join(", ")}]`);
-    const bytes = ggmlTensorBytes(type, t.ne);
+    const bytes = tensorBytes(t);
+    const type = ggmlTypeNamed(t.type, t.name);
     sink.scalar("string", t.name, t.name);
     sink.scalar("u32", t.ne.length, t.name);
     for (const d of t.ne) sink.scalar("u64", d, t.name);

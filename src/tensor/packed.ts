@@ -5,15 +5,34 @@
  * - `q4_0`: blocks of 32 weights: an f16 scale d, then 16 bytes of 4-bit q (weight j of the
  *   block in the low nibble of byte j for j < 16, the high nibble of byte j - 16 otherwise);
  *   w = d * (q - 8).
- * The q formats are llama.cpp's Q8_0 and Q4_0 block layouts, so rows are a whole number of
- * blocks: the column count must be a multiple of 32.
+ * - `q4_1`, `q5_0`, `q5_1` (blocks of 32) and `q4_k`, `q5_k`, `q6_k` (super-blocks of 256):
+ *   llama.cpp's Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, byte for byte (layouts and the rounding
+ *   rules of their encoders in quant-blocks.ts).
+ * The q formats are llama.cpp's block layouts, so rows are a whole number of blocks: the column
+ * count must be a multiple of the block size (32, or 256 for the K formats).
  */
+import { decode32, decodeK, encodeQ5_0, encodeQ6K, encodeQx1, encodeQxK } from "./quant-blocks.js";
 import { f16BitsToF32Bits, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
 
-export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0";
+export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k";
 
 export const QUANT_BLOCK = 32;
-const BLOCK_BYTES: Record<"q8_0" | "q4_0", number> = { q8_0: 2 + 32, q4_0: 2 + 16 };
+/** Weights per block and bytes per block of each quantized format (llama.cpp's block structs). */
+const BLOCKS: Record<Exclude<PackedFormat, "bf16" | "f16">, { size: number; bytes: number }> = {
+  q8_0: { size: 32, bytes: 2 + 32 },
+  q4_0: { size: 32, bytes: 2 + 16 },
+  q4_1: { size: 32, bytes: 4 + 16 },
+  q5_0: { size: 32, bytes: 2 + 4 + 16 },
+  q5_1: { size: 32, bytes: 4 + 4 + 16 },
+  q4_k: { size: 256, bytes: 4 + 12 + 128 },
+  q5_k: { size: 256, bytes: 4 + 12 + 32 + 128 },
+  q6_k: { size: 256, bytes: 128 + 64 + 16 + 2 },
+};
+
+/** Weights per block of a format (1 for bf16/f16). */
+export function blockSize(format: PackedFormat): number {
+  return format === "bf16" || format === "f16" ? 1 : BLOCKS[format].size;
+}
 
 /** A [rows, cols] matrix in a packed format (row-major; each row packed independently). */
 export interface PackedMatrix {
@@ -25,12 +44,12 @@ export interface PackedMatrix {
 
 /** The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must be whole blocks, else it stays f32 (null). */
 export function fittingFormat(format: PackedFormat | null, cols: number): PackedFormat | null {
-  return (format === "q8_0" || format === "q4_0") && cols % QUANT_BLOCK !== 0 ? null : format;
+  return format !== null && cols % blockSize(format) !== 0 ? null : format;
 }
 
 export function rowBytes(format: PackedFormat, cols: number): number {
   if (format === "bf16" || format === "f16") return cols * 2;
-  return (cols / QUANT_BLOCK) * BLOCK_BYTES[format];
+  return (cols / BLOCKS[format].size) * BLOCKS[format].bytes;
 }
 
 const f32 = new Float32Array(1);
@@ -49,8 +68,8 @@ const floatToHalf = (x: number, format: "bf16" | "f16") => {
 /** Packs a row-major f32 matrix. q formats use llama.cpp's scale choice (max |w| -> ±127 or -8). */
 export function packMatrix(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
   if (w.length !== rows * cols) throw new Error(`packMatrix: ${w.length} values for [${rows}, ${cols}]`);
-  if ((format === "q8_0" || format === "q4_0") && cols % QUANT_BLOCK !== 0) {
-    throw new Error(`packMatrix: ${format} needs a column count that is a multiple of ${QUANT_BLOCK}, got ${cols}`);
+  if (cols % blockSize(format) !== 0) {
+    throw new Error(`packMatrix: ${format} needs a column count that is a multiple of ${blockSize(format)}, got ${cols}`);
   }
   const rb = rowBytes(format, cols);
   const data = new Uint8Array(rows * rb);
@@ -62,8 +81,13 @@ export function packMatrix(w: Float32Array, rows: number, cols: number, format: 
       for (let j = 0; j < cols; j++) view.setUint16(o + 2 * j, floatToHalf(w[r * cols + j], format), true);
       continue;
     }
+    if (format !== "q8_0" && format !== "q4_0") {
+      const { size, bytes } = BLOCKS[format];
+      for (let b = 0; b < cols / size; b++) encodeBlock(format, w, r * cols + b * size, data, o + b * bytes);
+      continue;
+    }
     // plain index loops: this runs over every weight of a 7B model at load time
-    const bb = BLOCK_BYTES[format];
+    const bb = BLOCKS[format].bytes;
     for (let b = 0; b < cols / QUANT_BLOCK; b++) {
       const x0 = r * cols + b * QUANT_BLOCK;
       const bo = o + b * bb;
@@ -92,6 +116,17 @@ export function packMatrix(w: Float32Array, rows: number, cols: number, format: 
   return { format, rows, cols, data };
 }
 
+function encodeBlock(format: "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k", w: Float32Array, x: number, y: Uint8Array, p: number) {
+  switch (format) {
+    case "q4_1": return encodeQx1(4, w, x, y, p);
+    case "q5_1": return encodeQx1(5, w, x, y, p);
+    case "q5_0": return encodeQ5_0(w, x, y, p);
+    case "q4_k": return encodeQxK(4, w, x, y, p);
+    case "q5_k": return encodeQxK(5, w, x, y, p);
+    case "q6_k": return encodeQ6K(w, x, y, p);
+  }
+}
+
 /** Row `r` of a packed matrix as f32 values, into `out` (length cols). */
 export function unpackRow(m: PackedMatrix, r: number, out: Float32Array): void {
   const rb = rowBytes(m.format, m.cols);
@@ -101,7 +136,15 @@ export function unpackRow(m: PackedMatrix, r: number, out: Float32Array): void {
     for (let j = 0; j < m.cols; j++) out[j] = halfToFloat(view.getUint16(o + 2 * j, true), m.format);
     return;
   }
-  const bb = BLOCK_BYTES[m.format];
+  if (m.format !== "q8_0" && m.format !== "q4_0") {
+    const { size, bytes } = BLOCKS[m.format];
+    for (let b = 0; b < m.cols / size; b++) {
+      if (size === 32) decode32(m.format as "q4_1" | "q5_0" | "q5_1", m.data, o + b * bytes, out, b * size);
+      else decodeK(m.format as "q4_k" | "q5_k" | "q6_k", m.data, o + b * bytes, out, b * size);
+    }
+    return;
+  }
+  const bb = BLOCKS[m.format].bytes;
   for (let b = 0; b < m.cols / QUANT_BLOCK; b++) {
     const bo = o + b * bb;
     const d = halfToFloat(view.getUint16(bo, true), "f16");

@@ -6,7 +6,7 @@
  */
 import path from "node:path";
 import { isFile } from "../io/files.js";
-import { type GgufTensorToWrite, type GgufValue, gguf, writeGguf } from "../io/gguf-write.js";
+import { type GgufTensorToWrite, type GgufValue, gguf, tensorBytes, writeGguf } from "../io/gguf-write.js";
 import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
 import type { WeightReader } from "../io/weights.js";
 import { clipLayerOf, GGUF_KEY, llmGgufName, mmprojGgufName } from "../llava/gguf-names.js";
@@ -14,21 +14,32 @@ import { partOf } from "../llava/keys.js";
 import { type ModelSpec, readModelSpec, requireTower } from "../llava/spec.js";
 import { openCheckpointWeights } from "../llava/weights.js";
 import { loadImageProcessorConfig, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD } from "../image/processor.js";
-import { f32ToF16Array } from "../tensor/dtypes.js";
-import { type GgmlTypeName, GGML_TYPES, ggmlTensorBytes } from "../tensor/ggml-types.js";
-import { packMatrix, QUANT_BLOCK } from "../tensor/packed.js";
+import { ggmlTypeOf } from "../tensor/ggml-types.js";
+import { blockSize, packMatrix, type PackedFormat } from "../tensor/packed.js";
 import { LlavaError } from "../util/errors.js";
 import type { ConvertResult } from "./common.js";
 import { llamaGgufVocab } from "./gguf-vocab.js";
 import { type ProgressSink, silentProgress } from "./progress.js";
 
-/** The --type choices: one weight type for the whole LLM file. */
+type Stored = PackedFormat | "f32";
+
+/**
+ * The --type choices: the llama_ftype number written as general.file_type, the type of the
+ * LLM's matrices, and for the K-quant mixes the base type that llama-quant.cpp raises to Q6_K
+ * for some layers' attn_v and ffn_down.
+ */
 export const GGUF_FILE_TYPES = {
-  f32: { ftype: 0, weights: "F32" },
-  f16: { ftype: 1, weights: "F16" },
-  q8_0: { ftype: 7, weights: "Q8_0" },
-  q4_0: { ftype: 2, weights: "Q4_0" },
-} as const satisfies Record<string, { ftype: number; weights: GgmlTypeName }>;
+  f32: { ftype: 0, base: "f32", mix: false },
+  f16: { ftype: 1, base: "f16", mix: false },
+  q8_0: { ftype: 7, base: "q8_0", mix: false },
+  q4_0: { ftype: 2, base: "q4_0", mix: false },
+  q4_1: { ftype: 3, base: "q4_1", mix: false },
+  q5_0: { ftype: 8, base: "q5_0", mix: false },
+  q5_1: { ftype: 9, base: "q5_1", mix: false },
+  q4_k_m: { ftype: 15, base: "q4_k", mix: true },
+  q5_k_m: { ftype: 17, base: "q5_k", mix: true },
+  q6_k: { ftype: 18, base: "q6_k", mix: false },
+} as const satisfies Record<string, { ftype: number; base: Stored; mix: boolean }>;
 
 export type GgufFileType = keyof typeof GGUF_FILE_TYPES;
 
@@ -43,13 +54,29 @@ export interface ToGgufOptions {
 
 const OUTPUT = "output.weight";
 
-/** The file's type for one LLM tensor: vectors stay F32; rows that are not whole blocks fall back to F16 (as convert_hf_to_gguf.py does). */
-export function llmTensorType(ggufName: string, shape: number[], type: GgufFileType): GgmlTypeName {
-  if (shape.length < 2 || type === "f32") return "F32";
-  const wanted: GgmlTypeName = GGUF_FILE_TYPES[type].weights;
-  // llama.cpp keeps the output matrix more precise than Q4_0 (it picks Q6_K); Q8_0 is the closest type this writer has
-  const chosen: GgmlTypeName = ggufName === OUTPUT && wanted === "Q4_0" ? "Q8_0" : wanted;
-  return (chosen === "Q8_0" || chosen === "Q4_0") && shape[shape.length - 1] % QUANT_BLOCK !== 0 ? "F16" : chosen;
+/** llama-quant.cpp's use_more_bits: the first and last eighth of the layers and every third between. */
+const useMoreBits = (i: number, n: number) => i < Math.floor(n / 8) || i >= Math.floor((7 * n) / 8) || (i - Math.floor(n / 8)) % 3 === 2;
+
+/** llama-quant.cpp's fallback when a row is not whole blocks of the chosen type. */
+const FALLBACK: Partial<Record<Stored, Stored>> = { q4_k: "q5_0", q5_k: "q5_1", q6_k: "q8_0" };
+
+/**
+ * The type one LLM tensor is stored in (llama-quant.cpp's llama_tensor_get_type for LLaMA):
+ * vectors stay f32; with a quantized type the output matrix is Q6_K (Q8_0 for rows not whole
+ * 256-blocks) unless the type is Q8_0; the K mixes raise attn_v and ffn_down of the
+ * use_more_bits layers to Q6_K; rows that are not whole blocks fall back, finally to f16.
+ */
+export function llmTensorType(ggufName: string, shape: number[], type: GgufFileType, layers: number): Stored {
+  const { base, mix } = GGUF_FILE_TYPES[type];
+  if (shape.length < 2 || base === "f32") return "f32";
+  if (base === "f16") return "f16";
+  const cols = shape[shape.length - 1];
+  const layer = /^blk\.(\d+)\.(attn_v|ffn_down)\./.exec(ggufName);
+  let chosen: Stored = base;
+  if (ggufName === OUTPUT && base !== "q8_0") chosen = cols % 256 === 0 ? "q6_k" : "q8_0";
+  else if (mix && layer && useMoreBits(Number(layer[1]), layers)) chosen = "q6_k";
+  if (cols % blockSize(chosen as PackedFormat) !== 0) chosen = FALLBACK[chosen] ?? chosen;
+  return cols % blockSize(chosen as PackedFormat) !== 0 ? "f16" : chosen;
 }
 
 /**
@@ -73,19 +100,18 @@ export function permuteRopeRows(w: Float32Array, rows: number, heads: number): F
   return out;
 }
 
-/** The bytes of an f32 tensor (shape as in torch) in a GGML type. */
-export function encodeTensor(values: Float32Array, shape: number[], type: GgmlTypeName): Uint8Array {
-  if (type === "F32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  if (type === "F16") return new Uint8Array(f32ToF16Array(values).buffer);
+/** The bytes of an f32 tensor (shape as in torch) stored as `type`. */
+export function encodeTensor(values: Float32Array, shape: number[], type: Stored): Uint8Array {
+  if (type === "f32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const cols = shape[shape.length - 1];
-  return packMatrix(values, values.length / cols, cols, type === "Q8_0" ? "q8_0" : "q4_0").data;
+  return packMatrix(values, values.length / cols, cols, type).data;
 }
 
 const ggmlDims = (shape: number[]) => (shape.length ? [...shape].reverse() : [1]);
 
-function tensor(reader: WeightReader, canonical: string, name: string, type: GgmlTypeName, transform?: (w: Float32Array) => Float32Array): GgufTensorToWrite {
+function tensor(reader: WeightReader, canonical: string, name: string, type: Stored, transform?: (w: Float32Array) => Float32Array): GgufTensorToWrite {
   const { shape } = reader.info(canonical);
-  return { name, type, ne: ggmlDims(shape), data: () => encodeTensor((transform ?? ((w) => w))(reader.readF32(canonical)), shape, type) };
+  return { name, type: ggmlTypeOf(type).name, ne: ggmlDims(shape), data: () => encodeTensor((transform ?? ((w) => w))(reader.readF32(canonical)), shape, type) };
 }
 
 /** The LLM file's tensors, in llama.cpp's order (embedding, blocks, norm, output). */
@@ -101,7 +127,7 @@ function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType): 
     const permute = heads ? (w: Float32Array) => permuteRopeRows(w, shape[0], heads) : undefined;
     const block = /^blk\.(\d+)\./.exec(name);
     const order = name === "token_embd.weight" ? [0, 0] : block ? [1, Number(block[1])] : [2, name === OUTPUT ? 1 : 0];
-    tensors.push({ ...tensor(reader, canonical, name, llmTensorType(name, shape, type), permute), order });
+    tensors.push({ ...tensor(reader, canonical, name, llmTensorType(name, shape, type, spec.text.numHiddenLayers), permute), order });
   }
   if (!tensors.some((t) => t.name === "token_embd.weight")) throw new LlavaError(`${reader.source}: no token embedding (model.embed_tokens.weight)`);
   tensors.sort((a, b) => a.order[0] - b.order[0] || a.order[1] - b.order[1] || (a.name < b.name ? -1 : 1));
@@ -165,7 +191,7 @@ function mmprojTensors(reader: WeightReader, featureLayer: number): GgufTensorTo
     if (!name) throw new LlavaError(`${reader.source}: tensor "${canonical}" has no place in a llama.cpp mmproj file`);
     const { shape } = reader.info(canonical);
     // as the reference converter: matrices and the patch convolution in f16, vectors in f32
-    const type: GgmlTypeName = shape.length >= 2 && name.endsWith(".weight") ? "F16" : "F32";
+    const type: Stored = shape.length >= 2 && name.endsWith(".weight") ? "f16" : "f32";
     tensors.push(tensor(reader, canonical, name, type));
   }
   return tensors;
@@ -236,9 +262,9 @@ export async function convertToGguf(opts: ToGgufOptions): Promise<ToGgufResult> 
     const llmMd = llmMetadata(spec, name, type, rows);
     const mmprojMd = await mmprojMetadata(spec, name, featureLayer);
     const notes = [`vision tower written up to layer ${featureLayer} of ${tower.numHiddenLayers} (the feature layer LLaVA reads)`];
-    if (type === "q4_0" && llm.some((t) => t.name === OUTPUT && t.type === "Q8_0")) notes.push("output.weight kept as Q8_0 (llama.cpp's Q4_0 files keep it more precise)");
-    const fallback = llm.filter((t) => t.type === "F16" && type.startsWith("q")).map((t) => t.name);
-    if (fallback.length) notes.push(`kept as F16, rows not whole ${QUANT_BLOCK}-blocks: ${fallback.join(", ")}`);
+    const base = ggmlTypeOf(GGUF_FILE_TYPES[type].base).name;
+    const others = llm.filter((t) => t.ne.length >= 2 && t.type !== base).map((t) => `${t.name} ${t.type}`);
+    if (others.length) notes.push(`stored in another type than ${base} (llama.cpp's rules): ${others.join(", ")}`);
     const count = llm.length + mmproj.length;
     const progress = opts.progress ?? silentProgress;
     const counted = (ts: GgufTensorToWrite[]) => ts.map((t) => ({ ...t, data: () => {
@@ -246,7 +272,7 @@ export async function convertToGguf(opts: ToGgufOptions): Promise<ToGgufResult> 
       progress.tensorDone(t.name, bytes.length);
       return bytes;
     } }));
-    progress.start(count, [...llm, ...mmproj].reduce((n, t) => n + ggmlTensorBytes(GGML_TYPES[t.type], t.ne), 0));
+    progress.start(count, [...llm, ...mmproj].reduce((n, t) => n + tensorBytes(t), 0));
     const written = await writeOutputFolder(opts.out, opts.force ?? false, async (tmp, interrupt) => {
       const a = await writeGguf(path.join(tmp, llmFile), { metadata: llmMd, tensors: counted(llm) }, interrupt);
       const b = await writeGguf(path.join(tmp, mmprojFile), { metadata: mmprojMd, tensors: counted(mmproj) }, interrupt);

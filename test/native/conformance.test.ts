@@ -62,8 +62,10 @@ function checkPacked(be: Backend) {
   const shapes: Array<[number, number]> = [[33, 64], [5, 32], [40, 544], [520, 96], [17, 96]];
   const oddShapes: Array<[number, number]> = [[3, 17], [20, 33], [9, 1], [70, 515]];
   let seed = 100;
-  for (const format of ["bf16", "f16", "q8_0", "q4_0"] as PackedFormat[]) {
-    for (const [rows, cols] of format[0] === "q" ? shapes : [...shapes, ...oddShapes]) {
+  // the K formats take super-blocks of 256 columns
+  const kShapes: Array<[number, number]> = [[9, 256], [33, 512], [130, 768]];
+  for (const format of ["bf16", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"] as PackedFormat[]) {
+    for (const [rows, cols] of format.endsWith("_k") ? kShapes : format[0] === "q" ? shapes : [...shapes, ...oddShapes]) {
       const w = packMatrix(randn(rows * cols, seed++), rows, cols, format);
       for (const m of [1, 3, 4, 5, 9]) for (const transposed of [false, true]) for (const accumulate of [false, true]) {
         const a = randn(m * (transposed ? rows : cols), seed++);
@@ -264,7 +266,7 @@ function checkCrossEntropy(be: Backend) {
 
 const CHECKS: Array<[string, (be: Backend) => void]> = [
   ["gemm (transA/transB/accumulate, odd sizes)", checkGemm],
-  ["packedMatmul (bf16, f16, q8_0, q4_0; both directions)", checkPacked],
+  ["packedMatmul (bf16, f16 and every q format; both directions)", checkPacked],
   ["elementwise, addBroadcast, sumRows", checkElementwise],
   ["activations and their backward", checkActivations],
   ["layerNorm, rmsNorm and backward", checkNorms],
@@ -301,11 +303,11 @@ function threadedOutputs(be: NativeBackend): Float32Array[] {
   gemm(150, 2100, 40, true, false);
   gemm(1, 5000, 300, false, true);
   gemm(3, 5000, 300, false, false);
-  for (const format of ["bf16", "q8_0", "q4_0"] as PackedFormat[]) {
+  for (const format of ["bf16", "q8_0", "q4_0", "q5_1", "q4_k", "q6_k"] as PackedFormat[]) {
     const w = packMatrix(randn(300 * 512, 5), 300, 512, format);
     for (const m of [1, 2, 9]) {
       // int8 activations (the default for q formats) and exact products
-      for (const b of format === "bf16" ? [be] : [be, exact]) {
+      for (const b of format === "q8_0" || format === "q4_0" ? [be, exact] : [be]) {
         const c = new Float32Array(m * 300);
         b.packedMatmul(randn(m * 512, 6), w, c, m, false, false);
         out.push(c);
@@ -401,6 +403,7 @@ test("native kernels reject bad arguments with JavaScript errors", { skip }, () 
   assert.throws(() => be.embedding(a, Int32Array.of(0, 3), 2, new Float32Array(4)), /id 3 at index 1 is outside \[0, 3\)/);
   assert.throws(() => be.crossEntropy(a, Int32Array.of(7), 6, -100, null), /target 7/);
   assert.throws(() => be.packedMatmul(a, { format: "q4_0", rows: 1, cols: 6, data: new Uint8Array(18) }, a, 1, false, false), /multiple of 32/);
+  assert.throws(() => be.packedMatmul(a, { format: "q4_k", rows: 1, cols: 32, data: new Uint8Array(144) }, a, 1, false, false), /multiple of 256/);
   assert.throws(() => be.attention(a, a, a, a, { batch: 1, tq: 1, tk: 1, heads: 3, kvHeads: 2, headDim: 2, scale: 1 }), /not a multiple of kvHeads/);
   assert.throws(() => addon!.configure({ isa: "sparc" }), /not available/);
   // parameter objects: present, with known names and numbers
