@@ -6,34 +6,36 @@
  */
 import fs from "node:fs";
 import { describeFsError, writeFully } from "./files.js";
+import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from "./gguf.js";
 import type { Interrupt } from "./output.js";
 import { GGML_TYPES, type GgmlType } from "../tensor/ggml-types.js";
 import { LlavaError } from "../util/errors.js";
 
-export const GGUF_MAGIC = "GGUF";
+/** The version written (readers take 2 and 3; 3 allows big-endian files, which this writer never makes). */
 export const GGUF_VERSION = 3;
-export const GGUF_DEFAULT_ALIGNMENT = 32;
 
-/** `enum gguf_type`: the value types of metadata. */
-export const GGUF_VALUE_TYPE = {
-  u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12,
+/** Short names of the metadata value types. */
+const GGUF_VALUE_TYPE = {
+  u8: GgufValueType.UINT8, i8: GgufValueType.INT8, u16: GgufValueType.UINT16, i16: GgufValueType.INT16,
+  u32: GgufValueType.UINT32, i32: GgufValueType.INT32, f32: GgufValueType.FLOAT32, bool: GgufValueType.BOOL,
+  string: GgufValueType.STRING, array: GgufValueType.ARRAY, u64: GgufValueType.UINT64, i64: GgufValueType.INT64, f64: GgufValueType.FLOAT64,
 } as const;
 
 export type GgufScalarType = Exclude<keyof typeof GGUF_VALUE_TYPE, "array">;
 type Scalar = number | bigint | boolean | string;
-export type GgufValue =
+export type GgufValueToWrite =
   | { type: GgufScalarType; value: Scalar }
   | { type: "array"; items: GgufScalarType; values: readonly Scalar[] }
-  | { type: "array"; items: "array"; values: readonly GgufValue[] };
+  | { type: "array"; items: "array"; values: readonly GgufValueToWrite[] };
 
 /** Shorthands for metadata values. */
 export const gguf = {
-  u32: (value: number): GgufValue => ({ type: "u32", value }),
-  i32: (value: number): GgufValue => ({ type: "i32", value }),
-  f32: (value: number): GgufValue => ({ type: "f32", value }),
-  bool: (value: boolean): GgufValue => ({ type: "bool", value }),
-  str: (value: string): GgufValue => ({ type: "string", value }),
-  array: (items: GgufScalarType, values: readonly Scalar[]): GgufValue => ({ type: "array", items, values }),
+  u32: (value: number): GgufValueToWrite => ({ type: "u32", value }),
+  i32: (value: number): GgufValueToWrite => ({ type: "i32", value }),
+  f32: (value: number): GgufValueToWrite => ({ type: "f32", value }),
+  bool: (value: boolean): GgufValueToWrite => ({ type: "bool", value }),
+  str: (value: string): GgufValueToWrite => ({ type: "string", value }),
+  array: (items: GgufScalarType, values: readonly Scalar[]): GgufValueToWrite => ({ type: "array", items, values }),
 };
 
 export interface GgufTensorToWrite {
@@ -47,7 +49,7 @@ export interface GgufTensorToWrite {
 }
 
 export interface GgufContent {
-  metadata: ReadonlyArray<[string, GgufValue]>;
+  metadata: ReadonlyArray<[string, GgufValueToWrite]>;
   tensors: readonly GgufTensorToWrite[];
 }
 
@@ -104,7 +106,7 @@ class ByteSink {
   }
 
   /** A value with its type tag; items of an array of arrays carry none (as gguf-py writes them). */
-  value(v: GgufValue, key: string, tagged = true): void {
+  value(v: GgufValueToWrite, key: string, tagged = true): void {
     if (tagged) this.scalar("u32", GGUF_VALUE_TYPE[v.type], key);
     if (v.type !== "array") return this.scalar(v.type, v.value, key);
     this.scalar("u32", GGUF_VALUE_TYPE[v.items], key);
@@ -113,7 +115,7 @@ class ByteSink {
       for (const x of v.values as readonly Scalar[]) this.scalar(v.items, x, key);
       return;
     }
-    for (const x of v.values as readonly GgufValue[]) {
+    for (const x of v.values as readonly GgufValueToWrite[]) {
       if (x.type !== "array") throw new LlavaError(`GGUF metadata ${key}: an array of arrays holds a ${x.type}`);
       this.value(x, key, false);
     }

@@ -13,14 +13,18 @@ import { type IntArray, type RawTensor, WeightStore } from "./safetensors.js";
 import { TorchBinStore } from "./torch-bin.js";
 import { LlavaError } from "../util/errors.js";
 
-export interface WeightReader {
+/** A tensor's stored type: a safetensors dtype, or a GGML block type of a GGUF file (Q4_0, Q4_K, IQ2_XS, MXFP4...). */
+export type WeightDtype = SafetensorsDtype | `${"Q" | "IQ" | "TQ" | "MX"}${string}`;
+
+/** `D`: the dtypes its tensors can have (a GGUF reader's include GGML block types, which the safetensors converters cannot take). */
+export interface WeightReader<D extends WeightDtype = SafetensorsDtype> {
   /** what was opened, for messages */
   readonly source: string;
   /** tensor names, sorted */
   names(): string[];
   has(name: string): boolean;
-  info(name: string): { dtype: SafetensorsDtype; shape: number[] };
-  readRaw(name: string): RawTensor;
+  info(name: string): { dtype: D; shape: number[] };
+  readRaw(name: string): Omit<RawTensor, "dtype"> & { dtype: D };
   readF32(name: string): Float32Array;
   readInt(name: string): IntArray;
   /** the data files behind the reader */
@@ -48,7 +52,7 @@ export function openWeightFile(dir: string, stem: string): WeightReader | null {
 }
 
 /** Several readers as one: a name is read from the first that has it; closing closes them all. */
-export function overlay(readers: WeightReader[]): WeightReader {
+export function overlay<D extends WeightDtype = SafetensorsDtype>(readers: WeightReader<D>[]): WeightReader<D> {
   const find = (name: string) => readers.find((r) => r.has(name)) ?? readers[0];
   return {
     source: readers.map((r) => r.source).join(" + "),
@@ -69,7 +73,7 @@ export function overlay(readers: WeightReader[]): WeightReader {
  * one, or to null to hide it; `inverse`, when given, names in messages a tensor that is missing.
  * Two stored names may not map to one new name.
  */
-export function renamed(reader: WeightReader, rename: (stored: string) => string | null, inverse?: (name: string) => string | null): WeightReader {
+export function renamed<D extends WeightDtype = SafetensorsDtype>(reader: WeightReader<D>, rename: (stored: string) => string | null, inverse?: (name: string) => string | null): WeightReader<D> {
   const map = new Map<string, string>();
   for (const stored of reader.names()) {
     const name = rename(stored);

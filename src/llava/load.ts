@@ -10,6 +10,10 @@ import { checkMemory, keptFormat, type PrecisionOptions, residentBytes } from ".
 import { type CheckpointFormat, IM_END, IM_START, IMAGE_TOKEN, type ModelSpec, readModelSpec, requireTower } from "./spec.js";
 import { blockingProblem, checkTensors, declaredTensors, listed } from "./tensors.js";
 import { openCheckpointWeights } from "./weights.js";
+import { findGgufPair, type GgufPair, openGgufModel } from "./gguf-load.js";
+import type { WeightDtype, WeightReader } from "../io/weights.js";
+import type { PackedFormat } from "../tensor/packed.js";
+import { loadGgufTokenizer } from "../tokenizer/gguf-tokenizer.js";
 import type { ClipVisionConfig } from "../io/config.js";
 import { isFile } from "../io/files.js";
 import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcessorConfig } from "../image/processor.js";
@@ -32,6 +36,8 @@ export interface LoadOptions extends PrecisionOptions {
   strict?: boolean;
   /** where warnings go (default: one line each on stderr) */
   warn?: (message: string) => void;
+  /** the vision (mmproj) GGUF that goes with a GGUF language model */
+  mmproj?: string;
 }
 
 export interface LoadedLlava {
@@ -74,6 +80,8 @@ function checkImageTokens(spec: ModelSpec, tokenizer: LlavaTokenizer): void {
 }
 
 export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Promise<LoadedLlava> {
+  const pair = findGgufPair(modelPath, opts.mmproj);
+  if (pair) return loadGgufLlava(pair, opts);
   const spec = readModelSpec(modelPath, { visionTower: opts.visionTower, modelBase: opts.modelBase });
   const vision = requireTower(spec);
   const backend = opts.backend ?? createBackend({ bf16Dot: opts.dtype === "bf16" });
@@ -86,18 +94,7 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
     const tokenizerDir = opts.modelBase && isFile(path.join(opts.modelBase, "tokenizer_config.json")) ? path.resolve(opts.modelBase) : spec.dir;
     tokenizer = LlavaTokenizer.load(tokenizerDir);
     checkImageTokens(spec, tokenizer);
-    const { reader } = weights;
-    const declared = declaredTensors(spec, reader);
-    const findings = checkTensors(declared, reader);
-    const problem = blockingProblem(findings, reader.source);
-    if (problem) throw new LlavaError(problem);
-    if (findings.unused.length) {
-      const message = `${reader.source}: ${findings.unused.length} tensor(s) the model does not use: ${listed(findings.unused)}`;
-      if (opts.strict) throw new LlavaError(`${message} (--strict)`);
-      (opts.warn ?? ((m) => process.stderr.write(`llava: warning: ${m}\n`)))(message);
-    }
-    checkMemory(residentBytes(declared.flatMap(({ name, shape }) => (shape && reader.has(name) ? [{ name, shape }] : [])), opts), opts);
-    model = LlavaModel.load(new ParamLoader(reader, backend, "", (name) => keptFormat(name, opts)), spec);
+    model = buildModel(spec, weights.reader, (name) => keptFormat(name, opts), backend, opts);
     if (weights.adapter) {
       const { weights: adapterWeights, config } = weights.adapter;
       checkAdapterUsed(adapterWeights, attachLora(model.llm.namedLinears(), adapterWeights, config, backend));
@@ -107,4 +104,37 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
   }
   const imageProcessor = await imageProcessorFor(spec.tower.dir ?? spec.dir, vision);
   return { model, tokenizer, imageProcessor, format: spec.format, dir: spec.dir, spec };
+}
+
+/**
+ * A GGUF pair (gguf-load.ts): weights kept in the packed type they are stored in (other weights
+ * by the precision options), the tokenizer rebuilt from the metadata.
+ */
+function loadGgufLlava(pair: GgufPair, opts: LoadOptions): LoadedLlava {
+  if (opts.modelBase || opts.visionTower) throw new LlavaError(`${opts.modelBase ? "--model-base" : "--vision-tower"} does not apply to a GGUF model (its vision tower is the --mmproj file)`);
+  const gguf = openGgufModel(pair);
+  try {
+    const { spec } = gguf;
+    const tokenizer = loadGgufTokenizer(gguf.llm);
+    const backend = opts.backend ?? createBackend({ bf16Dot: opts.dtype === "bf16" });
+    const model = buildModel(spec, gguf.reader, (name) => gguf.storedFormat(name) ?? keptFormat(name, opts), backend, opts);
+    return { model, tokenizer, imageProcessor: gguf.imageProcessor, format: spec.format, dir: spec.dir, spec };
+  } finally {
+    gguf.close();
+  }
+}
+
+/** Checks a checkpoint's tensors and the memory they need against the spec, then reads them into the model. */
+function buildModel(spec: ModelSpec, reader: WeightReader<WeightDtype>, format: (name: string) => PackedFormat | null, backend: Backend, opts: LoadOptions): LlavaModel {
+  const declared = declaredTensors(spec, reader);
+  const findings = checkTensors(declared, reader);
+  const problem = blockingProblem(findings, reader.source);
+  if (problem) throw new LlavaError(problem);
+  if (findings.unused.length) {
+    const message = `${reader.source}: ${findings.unused.length} tensor(s) the model does not use: ${listed(findings.unused)}`;
+    if (opts.strict) throw new LlavaError(`${message} (--strict)`);
+    (opts.warn ?? ((m) => process.stderr.write(`llava: warning: ${m}\n`)))(message);
+  }
+  checkMemory(residentBytes(declared.flatMap(({ name, shape }) => (shape && reader.has(name) ? [{ name, shape }] : [])), opts, format), opts);
+  return LlavaModel.load(new ParamLoader(reader, backend, "", format), spec);
 }

@@ -51,10 +51,10 @@ export function keptBytes(shape: number[], format: PackedFormat | null): number 
   return kept === null ? 4 * shape.reduce((a, b) => a * b, 1) : shape[0] * rowBytes(kept, shape[1]);
 }
 
-/** Bytes the weights take once loaded, from canonical names and shapes alone. */
-export function residentBytes(tensors: Iterable<{ name: string; shape: number[] }>, opts: PrecisionOptions): number {
+/** Bytes the weights take once loaded, from canonical names and shapes alone (`format`: the loader's policy when it is not keptFormat's). */
+export function residentBytes(tensors: Iterable<{ name: string; shape: number[] }>, opts: PrecisionOptions, format = (name: string) => keptFormat(name, opts)): number {
   let total = 0;
-  for (const t of tensors) total += keptBytes(t.shape, keptFormat(t.name, opts));
+  for (const t of tensors) total += keptBytes(t.shape, format(t.name));
   return total;
 }
 

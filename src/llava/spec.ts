@@ -69,6 +69,8 @@ export interface ModelSpec {
    * config.json of its own (as PEFT saves one on llava-hf) and --model-base this folder.
    */
   peftAdapter: string | null;
+  /** a GGUF pair's files (gguf-load.ts), with what picks its chat template: general.name and tokenizer.chat_template */
+  gguf?: { model: string; mmproj: string; name: string | null; chatTemplate: string | null };
 }
 
 export function detectFormat(config: Json, configFile: string): CheckpointFormat {

@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { isFile, readJsonFile } from "../io/files.js";
-import { GGUF_TOKEN_TYPE } from "../llava/gguf-names.js";
+import { TOKEN_TYPE } from "../llava/gguf-names.js";
 import { parseSentencePieceModel } from "../tokenizer/sentencepiece-model.js";
 import { readTokenizerSettings } from "../tokenizer/tokenizer-config.js";
 import { LlavaError } from "../util/errors.js";
@@ -46,7 +46,7 @@ function fromTokenizerJson(file: string): Piece[] {
   });
   const pieces: Piece[] = [];
   for (const [piece, id] of Object.entries(model.vocab)) {
-    const type = piece === model.unk_token ? GGUF_TOKEN_TYPE.unknown : /^<0x[0-9A-F]{2}>$/.test(piece) ? GGUF_TOKEN_TYPE.byte : GGUF_TOKEN_TYPE.normal;
+    const type = piece === model.unk_token ? TOKEN_TYPE.unknown : /^<0x[0-9A-F]{2}>$/.test(piece) ? TOKEN_TYPE.byte : TOKEN_TYPE.normal;
     pieces[id] = { piece, score: rank.has(piece) ? -rank.get(piece)! : 0, type };
   }
   for (let i = 0; i < pieces.length; i++) if (!pieces[i]) throw new LlavaError(`${file}: the vocabulary has no token ${i}`);
@@ -70,14 +70,14 @@ export function llamaGgufVocab(dir: string, rows: number): GgufVocab {
   const pieces = isFile(spFile) ? fromSentencePiece(spFile) : fromTokenizerJson(jsonFile);
   const settings = readTokenizerSettings(dir);
   const special = new Set([settings.bosToken, settings.eosToken, settings.unkToken, settings.padToken]);
-  for (const p of pieces) if (p.type === GGUF_TOKEN_TYPE.normal && special.has(p.piece)) p.type = GGUF_TOKEN_TYPE.control;
+  for (const p of pieces) if (p.type === TOKEN_TYPE.normal && special.has(p.piece)) p.type = TOKEN_TYPE.control;
   for (const added of settings.addedTokensDecoder) {
     if (added.id < pieces.length) continue;
     if (added.id !== pieces.length) throw new LlavaError(`${dir}: added token "${added.content}" has id ${added.id}, expected the next free id ${pieces.length}`);
-    pieces.push({ piece: added.content, score: ADDED_SCORE, type: added.special ? GGUF_TOKEN_TYPE.control : GGUF_TOKEN_TYPE.userDefined });
+    pieces.push({ piece: added.content, score: ADDED_SCORE, type: added.special ? TOKEN_TYPE.control : TOKEN_TYPE.userDefined });
   }
   if (pieces.length > rows) throw new LlavaError(`${dir}: the tokenizer has ${pieces.length} tokens but the embedding only ${rows} rows`);
-  for (let i = pieces.length; i < rows; i++) pieces.push({ piece: `[PAD${i}]`, score: ADDED_SCORE, type: GGUF_TOKEN_TYPE.unused });
+  for (let i = pieces.length; i < rows; i++) pieces.push({ piece: `[PAD${i}]`, score: ADDED_SCORE, type: TOKEN_TYPE.unused });
   const idOf = (token: string | undefined) => {
     const i = token === undefined ? -1 : pieces.findIndex((p) => p.piece === token);
     return i < 0 ? null : i;

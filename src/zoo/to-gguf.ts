@@ -6,10 +6,10 @@
  */
 import path from "node:path";
 import { isFile } from "../io/files.js";
-import { type GgufTensorToWrite, type GgufValue, gguf, tensorBytes, writeGguf } from "../io/gguf-write.js";
+import { type GgufTensorToWrite, type GgufValueToWrite, gguf, tensorBytes, writeGguf } from "../io/gguf-write.js";
 import { checkOutsideInputs, writeOutputFolder } from "../io/output.js";
 import type { WeightReader } from "../io/weights.js";
-import { clipLayerOf, GGUF_KEY, llmGgufName, mmprojGgufName } from "../llava/gguf-names.js";
+import { CLIP_KEY, GGUF_CLIP_ARCHITECTURE, ggufFromCanonical, LLM_KEY, llmKey, permutedHeads, permuteRows, TOKENIZER_KEY } from "../llava/gguf-names.js";
 import { partOf } from "../llava/keys.js";
 import { type ModelSpec, readModelSpec, requireTower } from "../llava/spec.js";
 import { openCheckpointWeights } from "../llava/weights.js";
@@ -79,27 +79,6 @@ export function llmTensorType(ggufName: string, shape: number[], type: GgufFileT
   return cols % blockSize(chosen as PackedFormat) !== 0 ? "f16" : chosen;
 }
 
-/**
- * convert_hf_to_gguf.py's LlamaModel.permute: within each head, rows (first half, second half)
- * become interleaved pairs, the order llama.cpp's rope rotates (adjacent pairs, not halves).
- */
-export function permuteRopeRows(w: Float32Array, rows: number, heads: number): Float32Array {
-  const cols = w.length / rows;
-  const headDim = rows / heads;
-  const half = headDim / 2;
-  const out = new Float32Array(w.length);
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const to = h * headDim + 2 * i + j;
-        const from = h * headDim + j * half + i;
-        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
-      }
-    }
-  }
-  return out;
-}
-
 /** The bytes of an f32 tensor (shape as in torch) stored as `type`. */
 export function encodeTensor(values: Float32Array, shape: number[], type: Stored): Uint8Array {
   if (type === "f32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
@@ -120,11 +99,12 @@ function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType): 
   const tensors: Array<GgufTensorToWrite & { order: number[] }> = [];
   for (const canonical of reader.names()) {
     if (partOf(canonical) !== "llm") continue;
-    const name = llmGgufName(canonical);
+    const name = ggufFromCanonical(canonical);
     if (!name) throw new LlavaError(`${reader.source}: tensor "${canonical}" has no place in llama.cpp's LLaMA`);
     const { shape } = reader.info(canonical);
-    const heads = /\.attn_q\./.test(name) ? numAttentionHeads : /\.attn_k\./.test(name) ? numKeyValueHeads : 0;
-    const permute = heads ? (w: Float32Array) => permuteRopeRows(w, shape[0], heads) : undefined;
+    // llama.cpp rotates adjacent pairs, so the query and key rows go in convert_hf_to_gguf.py's order
+    const heads = permutedHeads(canonical, { q: numAttentionHeads, kv: numKeyValueHeads });
+    const permute = heads ? (w: Float32Array) => new Float32Array(permuteRows(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), shape[0], w.byteLength / shape[0], heads, false).buffer) : undefined;
     const block = /^blk\.(\d+)\./.exec(name);
     const order = name === "token_embd.weight" ? [0, 0] : block ? [1, Number(block[1])] : [2, name === OUTPUT ? 1 : 0];
     tensors.push({ ...tensor(reader, canonical, name, llmTensorType(name, shape, type, spec.text.numHiddenLayers), permute), order });
@@ -134,38 +114,40 @@ function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType): 
   return tensors.map(({ order: _, ...t }) => t);
 }
 
-function llmMetadata(spec: ModelSpec, name: string, type: GgufFileType, rows: number): Array<[string, GgufValue]> {
+function llmMetadata(spec: ModelSpec, name: string, type: GgufFileType, rows: number): Array<[string, GgufValueToWrite]> {
   const t = spec.text;
   if (t.modelType !== "llama") throw new LlavaError(`${spec.configFile}: the LLM is ${t.modelType}; to-gguf writes llama.cpp's "llama" architecture only`);
+  if (t.attentionBias || t.mlpBias) throw new LlavaError(`${spec.configFile}: attention_bias / mlp_bias; this converter writes LLaMA without biases`);
   if (t.hiddenAct !== "silu") throw new LlavaError(`${spec.configFile}: hidden_act "${t.hiddenAct}"; llama.cpp's LLaMA uses silu`);
   if (t.ropeScaling && t.ropeScaling.ropeType !== "linear") throw new LlavaError(`${spec.configFile}: rope_scaling "${t.ropeScaling.ropeType}" is not written to GGUF by this converter (linear only)`);
   const vocab = llamaGgufVocab(spec.dir, rows);
-  const K = GGUF_KEY, L = K.llama, T = K.tokenizer;
-  const md: Array<[string, GgufValue]> = [
-    [K.architecture, gguf.str("llama")],
-    [K.name, gguf.str(name)],
-    [L.contextLength, gguf.u32(t.maxPositionEmbeddings)],
-    [L.embeddingLength, gguf.u32(t.hiddenSize)],
-    [L.blockCount, gguf.u32(t.numHiddenLayers)],
-    [L.feedForwardLength, gguf.u32(t.intermediateSize)],
-    [L.ropeDimensionCount, gguf.u32(t.headDim)],
-    [L.headCount, gguf.u32(t.numAttentionHeads)],
-    [L.headCountKv, gguf.u32(t.numKeyValueHeads)],
-    [L.rmsEps, gguf.f32(t.rmsNormEps)],
-    [L.ropeFreqBase, gguf.f32(t.ropeTheta)],
-    [K.fileType, gguf.u32(GGUF_FILE_TYPES[type].ftype)],
-    [L.vocabSize, gguf.u32(rows)],
+  const L = (key: keyof typeof LLM_KEY) => llmKey(key, "llama");
+  const md: Array<[string, GgufValueToWrite]> = [
+    [L("architecture"), gguf.str("llama")],
+    [L("name"), gguf.str(name)],
+    [L("contextLength"), gguf.u32(t.maxPositionEmbeddings)],
+    [L("embeddingLength"), gguf.u32(t.hiddenSize)],
+    [L("blockCount"), gguf.u32(t.numHiddenLayers)],
+    [L("feedForwardLength"), gguf.u32(t.intermediateSize)],
+    [L("ropeDimensionCount"), gguf.u32(t.headDim)],
+    [L("headCount"), gguf.u32(t.numAttentionHeads)],
+    [L("headCountKv"), gguf.u32(t.numKeyValueHeads)],
+    [L("rmsEps"), gguf.f32(t.rmsNormEps)],
+    [L("ropeFreqBase"), gguf.f32(t.ropeTheta)],
+    [L("fileType"), gguf.u32(GGUF_FILE_TYPES[type].ftype)],
+    [L("vocabSize"), gguf.u32(rows)],
   ];
-  if (t.headDim !== t.hiddenSize / t.numAttentionHeads) md.push([L.keyLength, gguf.u32(t.headDim)], [L.valueLength, gguf.u32(t.headDim)]);
-  if (t.ropeScaling) md.push([L.ropeScalingType, gguf.str("linear")], [L.ropeScalingFactor, gguf.f32(t.ropeScaling.factor ?? 1)]);
-  if (type !== "f32" && type !== "f16") md.push([K.quantizationVersion, gguf.u32(2)]);
+  if (t.headDim !== t.hiddenSize / t.numAttentionHeads) md.push([L("keyLength"), gguf.u32(t.headDim)], [L("valueLength"), gguf.u32(t.headDim)]);
+  if (t.ropeScaling) md.push([L("ropeScalingType"), gguf.str("linear")], [L("ropeScalingFactor"), gguf.f32(t.ropeScaling.factor ?? 1)]);
+  if (type !== "f32" && type !== "f16") md.push([L("quantizationVersion"), gguf.u32(2)]);
+  const T = TOKENIZER_KEY;
   md.push(
     [T.model, gguf.str("llama")],
     [T.tokens, gguf.array("string", vocab.tokens)],
     [T.scores, gguf.array("f32", vocab.scores)],
     [T.tokenType, gguf.array("i32", vocab.types)],
   );
-  for (const [key, id] of [[T.bos, vocab.bos], [T.eos, vocab.eos], [T.unknown, vocab.unk], [T.padding, vocab.pad]] as const) if (id !== null) md.push([key, gguf.u32(id)]);
+  for (const [key, id] of [[T.bos, vocab.bos], [T.eos, vocab.eos], [T.unk, vocab.unk], [T.pad, vocab.pad]] as const) if (id !== null) md.push([key, gguf.u32(id)]);
   md.push([T.addBos, gguf.bool(vocab.addBos)], [T.addEos, gguf.bool(vocab.addEos)]);
   if (vocab.chatTemplate !== null) md.push([T.chatTemplate, gguf.str(vocab.chatTemplate)]);
   return md;
@@ -185,10 +167,10 @@ function mmprojTensors(reader: WeightReader, featureLayer: number): GgufTensorTo
   const tensors: GgufTensorToWrite[] = [];
   for (const canonical of reader.names()) {
     if (partOf(canonical) === "llm") continue;
-    const layer = clipLayerOf(canonical);
-    if ((layer !== null && layer >= featureLayer) || /post_layernorm/.test(canonical)) continue;
-    const name = mmprojGgufName(canonical);
+    const name = ggufFromCanonical(canonical);
     if (!name) throw new LlavaError(`${reader.source}: tensor "${canonical}" has no place in a llama.cpp mmproj file`);
+    const layer = /^v\.blk\.(\d+)\./.exec(name);
+    if ((layer && Number(layer[1]) >= featureLayer) || name.startsWith("v.post_ln.")) continue;
     const { shape } = reader.info(canonical);
     // as the reference converter: matrices and the patch convolution in f16, vectors in f32
     const type: Stored = shape.length >= 2 && name.endsWith(".weight") ? "f16" : "f32";
@@ -197,19 +179,19 @@ function mmprojTensors(reader: WeightReader, featureLayer: number): GgufTensorTo
   return tensors;
 }
 
-async function mmprojMetadata(spec: ModelSpec, name: string, featureLayer: number): Promise<Array<[string, GgufValue]>> {
+async function mmprojMetadata(spec: ModelSpec, name: string, featureLayer: number): Promise<Array<[string, GgufValueToWrite]>> {
   const v = requireTower(spec);
   if (spec.projector.type !== "mlp2x_gelu") throw new LlavaError(`${spec.configFile}: projector "${spec.projector.type}"; clip.cpp's LLaVA projector ("mlp") is mlp2x_gelu`);
   const processorDir = [spec.dir, spec.tower.dir].find((d) => d && isFile(path.join(d, "preprocessor_config.json")));
   const processor = processorDir ? await loadImageProcessorConfig(processorDir) : { imageMean: [...OPENAI_CLIP_MEAN], imageStd: [...OPENAI_CLIP_STD] };
-  const K = GGUF_KEY, C = K.clip;
-  const md: Array<[string, GgufValue]> = [
-    [K.architecture, gguf.str("clip")],
+  const C = CLIP_KEY;
+  const md: Array<[string, GgufValueToWrite]> = [
+    [LLM_KEY.architecture, gguf.str(GGUF_CLIP_ARCHITECTURE)],
     [C.hasTextEncoder, gguf.bool(false)],
     [C.hasVisionEncoder, gguf.bool(true)],
     [C.hasLlavaProjector, gguf.bool(true)],
-    [K.fileType, gguf.u32(1)],
-    [K.name, gguf.str(name)],
+    [LLM_KEY.fileType, gguf.u32(1)],
+    [LLM_KEY.name, gguf.str(name)],
     [C.projectorType, gguf.str("mlp")],
     [C.useGelu, gguf.bool(v.hiddenAct === "gelu")],
     [C.imageSize, gguf.u32(v.imageSize)],
@@ -229,9 +211,9 @@ async function mmprojMetadata(spec: ModelSpec, name: string, featureLayer: numbe
     // clip.cpp reads pinpoints as (width, height) pairs
     const wh = anyres.pinpoints.map(([a, b]) => (anyres.convention === "hf" ? [b, a] : [a, b]));
     md.push(
-      [C.imageGridPinpoints, gguf.array("i32", wh.flat())],
-      [C.imageCropResolution, gguf.u32(v.imageSize)],
-      [C.mmPatchMergeType, gguf.str(anyres.mergeType)],
+      [C.pinpoints, gguf.array("i32", wh.flat())],
+      [C.cropResolution, gguf.u32(v.imageSize)],
+      [C.mergeType, gguf.str(anyres.mergeType)],
     );
   }
   return md;

@@ -10,7 +10,7 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { openWeights } from "../../src/io/weights.js";
 import { writeSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
-import { llmGgufName } from "../../src/llava/gguf-names.js";
+import { ggufFromCanonical } from "../../src/llava/gguf-names.js";
 import { canonicalName } from "../../src/llava/keys.js";
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
@@ -63,7 +63,7 @@ function fileWeightsTwin(type: GgufFileType): string {
   const tensors: TensorToWrite[] = store.names().map((stored) => {
     const { shape } = store.info(stored);
     const values = store.readF32(stored);
-    const gguf = llmGgufName(canonicalName(stored, "original") ?? "");
+    const gguf = ggufFromCanonical(canonicalName(stored, "original") ?? "");
     const t = gguf ? llmTensorType(gguf, shape, type, 2) : "f32";
     return { name: stored, dtype: "F32", shape, data: t === "f32" ? values : decode(encodeTensor(values, shape, t), t, shape) };
   });
