@@ -7,11 +7,14 @@
 import type { GgufFile, GgufTensorInfo } from "./gguf.js";
 import type { WeightDtype, WeightReader } from "./weights.js";
 import { bf16ToF32Array, f16ToF32Array } from "../tensor/dtypes.js";
+import { GGML_TYPES } from "../tensor/ggml-types.js";
 import { type PackedFormat, unpackRow } from "../tensor/packed.js";
 import { LlavaError } from "../util/errors.js";
 
 /** The GGML types kept packed, as the packed formats that have the same block layout. */
-const PACKED: Record<string, PackedFormat> = { F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0" };
+const PACKED: Record<string, PackedFormat> = Object.fromEntries(
+  GGML_TYPES.flatMap((t) => (t.packed !== null && t.packed !== "f32" ? [[t.name, t.packed]] : [])),
+);
 
 /** The GGML types this project can load: f32 and the packed formats. */
 export const LOADABLE_GGML_TYPES = ["F32", ...Object.keys(PACKED)];
