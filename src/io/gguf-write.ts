@@ -55,6 +55,12 @@ export interface GgufContent {
 
 const noInterrupt: Interrupt = async () => {};
 
+const bits = (n: number, signed: boolean): [bigint, bigint] => (signed ? [-(2n ** BigInt(n - 1)), 2n ** BigInt(n - 1) - 1n] : [0n, 2n ** BigInt(n) - 1n]);
+const INT_RANGE = {
+  u8: bits(8, false), i8: bits(8, true), u16: bits(16, false), i16: bits(16, true),
+  u32: bits(32, false), i32: bits(32, true), u64: bits(64, false), i64: bits(64, true),
+};
+
 /** A growable little-endian byte buffer for the header. */
 class ByteSink {
   private buf = new Uint8Array(1 << 16);
@@ -90,7 +96,11 @@ class ByteSink {
     }
     const wide = type === "u64" || type === "i64";
     if (wide ? typeof v !== "number" && typeof v !== "bigint" : typeof v !== "number") throw new LlavaError(`GGUF metadata ${key}: expected a number for ${type}, got ${typeof v}`);
-    if (!wide && type !== "f32" && type !== "f64" && !Number.isInteger(v)) throw new LlavaError(`GGUF metadata ${key}: ${String(v)} is not an integer (${type})`);
+    if (type !== "f32" && type !== "f64") {
+      if (typeof v === "number" && !Number.isInteger(v)) throw new LlavaError(`GGUF metadata ${key}: ${String(v)} is not an integer (${type})`);
+      const [lo, hi] = INT_RANGE[type];
+      if (BigInt(v as number | bigint) < lo || BigInt(v as number | bigint) > hi) throw new LlavaError(`GGUF metadata ${key}: ${String(v)} does not fit ${type}`);
+    }
     const size = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 }[type];
     this.room(size);
     const o = this.length;
