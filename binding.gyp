@@ -20,7 +20,15 @@
           "defines": ["LLAVA_X86"],
           "dependencies": ["llava_kern_avx2", "llava_kern_avx512", "llava_kern_avx512bf16"]
         }]
-      ]
+      ],
+      "dependencies": ["llava_quantize"]
+    },
+    {
+      # llama.cpp's quantizers, rounded exactly as its C reference: no fused multiply-adds
+      "target_name": "llava_quantize",
+      "type": "static_library",
+      "sources": ["native/quantize.cc"],
+      "cflags_cc": ["-ffp-contract=off"]
     }
   ],
   "conditions": [

@@ -546,6 +546,25 @@ napi_value bind_read_sum(Call& c) {
   return c.number(double(n) * 4.0 * double(reps) / secs / 1e9);
 }
 
+napi_value bind_quantize(Call& c) {
+  // (x, format, rows, cols, out): x [rows, cols] f32 packed into out in a q format
+  float* x;
+  uint8_t* out;
+  int64_t nx, rows, cols, nout;
+  int fmt;
+  CHECK(c.f32(c.arg(0, "x"), x, nx) && c.choice(c.arg(1, "format"), kFmtNames, fmt) && c.count(c.arg(2, "rows"), rows) &&
+        c.count(c.arg(3, "cols"), cols) && c.typed(c.arg(4, "out"), napi_uint8_array, out, nout));
+  CHECK(c.need(fmt >= FMT_Q8_0, "quantize: the format must be a q format"));
+  const int64_t block = kFmtBlock[fmt];
+  CHECK(c.need(cols % block == 0, "a q format needs a column count that is a multiple of %lld, got %lld", block, cols));
+  CHECK(c.need(Call::mul_ok(rows, cols), "sizes too large"));
+  CHECK(c.need(nx >= rows * cols, "x has %lld values, needs %lld", nx, rows * cols));
+  CHECK(c.need(nout >= rows * (cols / block) * kFmtBlockBytes[fmt], "out has %lld bytes, needs %lld", nout,
+               rows * (cols / block) * kFmtBlockBytes[fmt]));
+  quantize_rows(c.pool(), fmt, x, rows, cols, out);
+  return c.undefined();
+}
+
 // ---- the process-wide settings ----
 
 constexpr int64_t kMaxThreads = 1024;
@@ -616,6 +635,7 @@ const Binding kBindings[] = {
     LLAVA_KERNELS(LLAVA_BINDING, LLAVA_KERNEL_IGNORE)  // the kernels
     {"settings", bind_settings},
     {"configure", bind_configure},
+    {"quantize", bind_quantize},
 };
 
 napi_value enter(napi_env env, napi_callback_info info) {

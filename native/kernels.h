@@ -78,6 +78,10 @@ namespace v_avx512vnni { void fill(KernelTable& t); }  // overlay: VNNI integer 
 namespace v_avx512bf16 { void fill(KernelTable& t); }  // overlay: bf16 dot products
 #endif
 
+// f32 rows [rows, cols] to a q format (FMT_Q8_0 and up), llama.cpp's reference rounding
+// (quantize.cc, compiled without vector ISA flags and without fused multiply-adds).
+void quantize_rows(Pool* pool, int fmt, const float* x, int64_t rows, int64_t cols, uint8_t* out);
+
 // Kernel variants this CPU can run, best first (dispatch.cc). Null-terminated.
 const KernelTable* const* available_kernels();
 

@@ -18,19 +18,28 @@ static inline int64_t block_bytes(int fmt) { return kFmtBlockBytes[fmt]; }
 static inline bool block_decoded(int fmt) { return fmt >= FMT_Q4_1; }
 static inline uint32_t rd32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24); }
 
-// q4_1 (bits 4: no qh) and q5_0 / q5_1: w = d·(q − 16) or d·q + m
+// The decoders below work W lanes at a time (u8_to_i32 widens W bytes); each lane computes what
+// dequantize_row_* computes for its weight.
+static inline vi bit_lanes(uint32_t bits, int first) {  // lane i: bit first + i of bits
+  vi lane;
+  for (int i = 0; i < W; i++) lane[i] = i;  // folded to a constant
+  const vu shifted = vu{} + bits >> (__builtin_convertvector(lane, vu) + uint32_t(first));
+  return __builtin_convertvector(shifted & 1u, vi);
+}
+
+// q4_1 (no qh) and q5_0 / q5_1: w = d·(q − 16) or d·q + m
 static inline void decode_q32(int fmt, const uint8_t* b, float* out) {
-  const float d = f16s(rd16(b));
-  const bool has_min = fmt != FMT_Q5_0;
-  const float m = has_min ? f16s(rd16(b + 2)) : 0.f;
+  const vf d = vset(f16s(rd16(b)));
+  const vf m = vset(fmt == FMT_Q5_0 ? 0.f : f16s(rd16(b + 2)));
   const uint32_t qh = fmt == FMT_Q4_1 ? 0 : rd32(b + (fmt == FMT_Q5_1 ? 4 : 2));
   const uint8_t* qs = b + (fmt == FMT_Q4_1 ? 4 : fmt == FMT_Q5_0 ? 6 : 8);
   const int bias = fmt == FMT_Q5_0 ? 16 : 0;
-  for (int j = 0; j < 16; j++) {
-    const int lo = int((qs[j] & 15) | (((qh >> j) & 1) << 4)) - bias;
-    const int hi = int((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - bias;
-    out[j] = float(lo) * d + m;
-    out[j + 16] = float(hi) * d + m;
+  for (int o = 0; o < 16; o += W) {
+    const vi bytes = u8_to_i32(qs + o);
+    const vi lo = ((bytes & 15) | (bit_lanes(qh, o) << 4)) - bias;
+    const vi hi = ((bytes >> 4) | (bit_lanes(qh, o + 16) << 4)) - bias;  // (qh = 0 for q4_1)
+    vstore(out + o, __builtin_convertvector(lo, vf) * d + m);
+    vstore(out + o + 16, __builtin_convertvector(hi, vf) * d + m);
   }
 }
 
@@ -55,11 +64,17 @@ static inline void decode_qk(int fmt, const uint8_t* b, float* out) {
     int sc1, m1, sc2, m2;
     scale_min_k4(is, b + 4, sc1, m1);
     scale_min_k4(is + 1, b + 4, sc2, m2);
-    const float d1 = d * float(sc1), dm1 = dmin * float(m1), d2 = d * float(sc2), dm2 = dmin * float(m2);
-    for (int l = 0; l < 32; l++) {
-      const int h = five ? qh[l] >> is : 0;
-      out[j + l] = d1 * float((ql[j / 2 + l] & 15) + (h & 1 ? 16 : 0)) - dm1;
-      out[j + l + 32] = d2 * float((ql[j / 2 + l] >> 4) + (h & 2 ? 16 : 0)) - dm2;
+    const vf d1 = vset(d * float(sc1)), dm1 = vset(dmin * float(m1)), d2 = vset(d * float(sc2)), dm2 = vset(dmin * float(m2));
+    for (int l = 0; l < 32; l += W) {
+      const vi bytes = u8_to_i32(ql + j / 2 + l);
+      vi lo = bytes & 15, hi = bytes >> 4;
+      if (five) {
+        const vi h = u8_to_i32(qh + l) >> is;
+        lo += (h & 1) << 4;
+        hi += ((h >> 1) & 1) << 4;
+      }
+      vstore(out + j + l, __builtin_convertvector(lo, vf) * d1 - dm1);
+      vstore(out + j + l + 32, __builtin_convertvector(hi, vf) * d2 - dm2);
     }
   }
 }
@@ -71,16 +86,20 @@ static inline void decode_q6k(const uint8_t* b, float* out) {
     const uint8_t* ql = b + n / 2;
     const uint8_t* qh = b + 128 + n / 4;
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + n / 16);
-    for (int l = 0; l < 32; l++) {
+    for (int l = 0; l < 32; l += W) {
+      const vi lo = u8_to_i32(ql + l), hi = u8_to_i32(ql + l + 32), h = u8_to_i32(qh + l);
+      const vi q1 = ((lo & 15) | ((h & 3) << 4)) - 32;
+      const vi q2 = ((hi & 15) | (((h >> 2) & 3) << 4)) - 32;
+      const vi q3 = ((lo >> 4) | (((h >> 4) & 3) << 4)) - 32;
+      const vi q4 = ((hi >> 4) | (((h >> 6) & 3) << 4)) - 32;
+      // the scale changes every 16 weights, and W divides 16: one scale per W lanes
       const int is = l / 16;
-      const int q1 = int((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32;
-      const int q2 = int((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
-      const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-      const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-      out[n + l] = (d * float(sc[is])) * float(q1);
-      out[n + l + 32] = (d * float(sc[is + 2])) * float(q2);
-      out[n + l + 64] = (d * float(sc[is + 4])) * float(q3);
-      out[n + l + 96] = (d * float(sc[is + 6])) * float(q4);
+      const vf s1 = vset(d * float(sc[is])), s2 = vset(d * float(sc[is + 2]));
+      const vf s3 = vset(d * float(sc[is + 4])), s4 = vset(d * float(sc[is + 6]));
+      vstore(out + n + l, s1 * __builtin_convertvector(q1, vf));
+      vstore(out + n + l + 32, s2 * __builtin_convertvector(q2, vf));
+      vstore(out + n + l + 64, s3 * __builtin_convertvector(q3, vf));
+      vstore(out + n + l + 96, s4 * __builtin_convertvector(q4, vf));
     }
   }
 }

@@ -4,6 +4,7 @@ import {
   convModeForModelName, convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, type Conversation,
 } from "../llava/conversation.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
+import { QUANT_TYPES, type QuantType } from "../llava/precision.js";
 import { bf16DotUnavailable, createBackend } from "../tensor/backends.js";
 import type { GenerationOptions } from "../llava/generate.js";
 import { LlavaError } from "../util/errors.js";
@@ -20,6 +21,7 @@ export const loadOptions: ParseArgsConfig["options"] = {
   threads: { type: "string" },
   "load-8bit": { type: "boolean" },
   "load-4bit": { type: "boolean" },
+  quant: { type: "string" },
   strict: { type: "boolean" },
 };
 
@@ -96,6 +98,13 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
   const dtype = v.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new LlavaError(`--dtype must be f32, bf16 or f16, got "${String(dtype)}"`);
   if (v["load-8bit"] && v["load-4bit"]) throw new LlavaError("--load-8bit and --load-4bit exclude each other");
+  const quant = v.quant;
+  if (quant !== undefined) {
+    if (typeof quant !== "string" || !(QUANT_TYPES as readonly string[]).includes(quant)) {
+      throw new LlavaError(`--quant must be one of ${QUANT_TYPES.join(", ")}, got "${String(quant)}"`);
+    }
+    if (v["load-8bit"] || v["load-4bit"]) throw new LlavaError("--quant excludes --load-8bit and --load-4bit");
+  }
   const backendName = v.backend ?? undefined;
   if (backendName !== undefined && backendName !== "native" && backendName !== "ref" && backendName !== "auto") {
     throw new LlavaError(`--backend must be native, ref or auto, got "${String(backendName)}"`);
@@ -111,6 +120,7 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
     modelBase: v["model-base"] as string | undefined,
     dtype,
     quantize: v["load-8bit"] ? "q8_0" : v["load-4bit"] ? "q4_0" : undefined,
+    quant: quant as QuantType | undefined,
     strict: v.strict === true,
   });
   process.stderr.write(`loaded ${modelPath} (${loaded.format}) in ${Date.now() - started} ms\n`);

@@ -53,6 +53,8 @@ common options:
   --dtype f32|bf16|f16 precision of the Linear weights in memory (default f32; bf16/f16 as stored, no f32 copy)
   --load-8bit          quantize the language model's Linear weights to 8 bits (q8_0) at load time
   --load-4bit          the same with 4 bits (q4_0; lm_head 8 bits); the tower runs in f16, the projector in f32
+  --quant T            quantize the language model's Linear weights with llama.cpp's type or mix T: q4_k_m, q5_k_m,
+                       q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k (lm_head q6_k unless q8_0); the tower in f16
   --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
   --threads N          native kernel threads, one pool for the process (default: the CPU's hardware threads)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)

@@ -94,7 +94,8 @@ export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Prom
     const tokenizerDir = opts.modelBase && isFile(path.join(opts.modelBase, "tokenizer_config.json")) ? path.resolve(opts.modelBase) : spec.dir;
     tokenizer = LlavaTokenizer.load(tokenizerDir);
     checkImageTokens(spec, tokenizer);
-    model = buildModel(spec, weights.reader, (name) => keptFormat(name, opts), backend, opts);
+    const precision = { ...opts, llmLayers: spec.text.numHiddenLayers };
+    model = buildModel(spec, weights.reader, (name) => keptFormat(name, precision), backend, precision);
     if (weights.adapter) {
       const { weights: adapterWeights, config } = weights.adapter;
       checkAdapterUsed(adapterWeights, attachLora(model.llm.namedLinears(), adapterWeights, config, backend));
@@ -117,7 +118,8 @@ function loadGgufLlava(pair: GgufPair, opts: LoadOptions): LoadedLlava {
     const { spec } = gguf;
     const tokenizer = loadGgufTokenizer(gguf.llm);
     const backend = opts.backend ?? createBackend({ bf16Dot: opts.dtype === "bf16" });
-    const model = buildModel(spec, gguf.reader, (name) => gguf.storedFormat(name) ?? keptFormat(name, opts), backend, opts);
+    const precision = { ...opts, llmLayers: spec.text.numHiddenLayers };
+    const model = buildModel(spec, gguf.reader, (name) => gguf.storedFormat(name) ?? keptFormat(name, precision), backend, precision);
     return { model, tokenizer, imageProcessor: gguf.imageProcessor, format: spec.format, dir: spec.dir, spec };
   } finally {
     gguf.close();

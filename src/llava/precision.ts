@@ -1,7 +1,8 @@
 /**
- * The precision policy: which format each weight is kept in under `--dtype`, `--load-8bit` and
- * `--load-4bit`, decided by its canonical name (keys.ts), and the memory that takes. The loader
- * packs by this policy and `llava inspect` estimates by it, so the two cannot disagree.
+ * The precision policy: which format each weight is kept in under `--dtype`, `--load-8bit`,
+ * `--load-4bit` and `--quant`, decided by its canonical name (keys.ts), and the memory that
+ * takes. The loader packs by this policy and `llava inspect` estimates by it, so the two cannot
+ * disagree.
  */
 import os from "node:os";
 import { fittingFormat, type PackedFormat, rowBytes } from "../tensor/packed.js";
@@ -13,8 +14,46 @@ export interface PrecisionOptions {
   dtype?: "f32" | "bf16" | "f16";
   /** quantize the LLM's Linear weights at load time (the reference's --load-8bit / --load-4bit) */
   quantize?: "q8_0" | "q4_0";
+  /** quantize the LLM's Linear weights at load time with one of llama.cpp's mixes (QUANT_TYPES) */
+  quant?: QuantType;
+  /** the LLM's layer count: the q4_k_m / q5_k_m mixes choose by layer */
+  llmLayers?: number;
   /** refuse to load a model needing more bytes than this (default: 90% of the machine's memory) */
   memoryLimit?: number;
+}
+
+/**
+ * The --quant names: llama.cpp's file types (`llama-quantize` ftypes) we can hold. q4_k_m and
+ * q5_k_m are its mixes; the others put every LLM Linear weight in that type, except the output
+ * layer (lm_head), which llama.cpp keeps in q6_k unless the type is q8_0.
+ */
+export const QUANT_TYPES = ["q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k"] as const;
+export type QuantType = (typeof QUANT_TYPES)[number];
+
+/** llama-quant.cpp's use_more_bits: the first and last eighth of the layers and every third between. */
+function useMoreBits(layer: number, layers: number): boolean {
+  const eighth = Math.trunc(layers / 8);
+  return layer < eighth || layer >= Math.trunc((7 * layers) / 8) || (layer - eighth) % 3 === 2;
+}
+
+const MORE_BITS_MODULE = /^model\.layers\.(\d+)\.(self_attn\.v_proj|mlp\.down_proj)\.weight$/;
+
+/**
+ * The type of an LLM Linear weight under --quant, by llama-quant.cpp's llama_tensor_get_type for
+ * a LLaMA model: the output layer takes q6_k (q8_0 stays q8_0); under q4_k_m / q5_k_m, attn_v and
+ * ffn_down take q6_k in the layers use_more_bits picks (attn_v is counted per layer, as there is
+ * one per layer); every other weight takes the base type. Rows that are not whole blocks fall
+ * back as llama.cpp's do (fittingFormat).
+ */
+function quantFormat(name: string, quant: QuantType, layers: number | undefined): PackedFormat {
+  const base: PackedFormat = quant === "q4_k_m" ? "q4_k" : quant === "q5_k_m" ? "q5_k" : quant;
+  if (name === HEAD) return base === "q8_0" ? "q8_0" : "q6_k";
+  const bumped = MORE_BITS_MODULE.exec(name);
+  if (bumped && (quant === "q4_k_m" || quant === "q5_k_m")) {
+    if (!layers) throw new LlavaError(`--quant ${quant} needs the LLM's layer count`);
+    if (useMoreBits(Number(bumped[1]), layers)) return "q6_k";
+  }
+  return base;
 }
 
 /** The tower's Linear weights, in canonical names. */
@@ -28,11 +67,17 @@ const HEAD = `${PREFIX.head}weight`;
  * f16, as the reference runs it (torch_dtype float16 with bitsandbytes on the LLM); the 4-bit
  * model keeps lm_head at 8 bits, as llama.cpp keeps its output layer at higher precision. The
  * frozen embedding table is 16-bit whenever the LLM is not f32 (f16 under --dtype f16, else
- * bf16). The projector, norms, biases and the patch embedding stay f32.
+ * bf16). --quant (quantFormat) quantizes the LLM's Linear weights by llama.cpp's rules and treats
+ * the rest as --load-4bit does. The projector, norms, biases and the patch embedding stay f32.
  */
 export function keptFormat(name: string, opts: PrecisionOptions): PackedFormat | null {
-  const vision: PackedFormat | null = opts.dtype && opts.dtype !== "f32" ? opts.dtype : opts.quantize ? "f16" : null;
-  const llm = opts.quantize ?? vision;
+  const quantized = opts.quantize ?? opts.quant;
+  const vision: PackedFormat | null = opts.dtype && opts.dtype !== "f32" ? opts.dtype : quantized ? "f16" : null;
+  if (opts.quant && partOf(name) === "llm" && name !== EMBEDDING) {
+    const linear = name.endsWith(".weight") && LLM_LINEAR_MODULE.test(name.slice(0, -".weight".length));
+    return linear ? quantFormat(name, opts.quant, opts.llmLayers) : null;
+  }
+  const llm = opts.quantize ?? (opts.quant ? "bf16" : vision);
   switch (partOf(name)) {
     case "vision":
       return VISION_LINEAR.test(name) ? vision : null;

@@ -11,6 +11,7 @@
  * The q formats are llama.cpp's block layouts, so rows are a whole number of blocks: the column
  * count must be a multiple of the block size (32, or 256 for the K formats).
  */
+import { loadNativeAddon } from "./native-backend.js";
 import { decode32, decodeK, encodeQ5_0, encodeQ6K, encodeQx1, encodeQxK } from "./quant-blocks.js";
 import { f16BitsToF32Bits, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
 
@@ -42,9 +43,18 @@ export interface PackedMatrix {
   readonly data: Uint8Array;
 }
 
-/** The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must be whole blocks, else it stays f32 (null). */
+/** llama.cpp's fallback for a K format whose rows are not whole super-blocks (llama-quant.cpp). */
+const K_FALLBACK: Partial<Record<PackedFormat, PackedFormat>> = { q4_k: "q5_0", q5_k: "q5_1", q6_k: "q8_0" };
+
+/**
+ * The format a matrix with `cols` columns is kept in when `format` is asked: quantized rows must
+ * be whole blocks; a K format falls back as llama.cpp's does (q4_k -> q5_0, q5_k -> q5_1,
+ * q6_k -> q8_0); what still does not fit stays f32 (null).
+ */
 export function fittingFormat(format: PackedFormat | null, cols: number): PackedFormat | null {
-  return format !== null && cols % blockSize(format) !== 0 ? null : format;
+  if (format === null || cols % blockSize(format) === 0) return format;
+  const fallback = K_FALLBACK[format];
+  return fallback && cols % blockSize(fallback) === 0 ? fallback : null;
 }
 
 export function rowBytes(format: PackedFormat, cols: number): number {
@@ -65,12 +75,49 @@ const floatToHalf = (x: number, format: "bf16" | "f16") => {
   return format === "bf16" ? f32BitsToBf16Bits(u32[0]) : f32BitsToF16Bits(u32[0]);
 };
 
-/** Packs a row-major f32 matrix. q formats use llama.cpp's scale choice (max |w| -> ±127 or -8). */
+type NativeQuantize = (x: Float32Array, format: PackedFormat, rows: number, cols: number, out: Uint8Array) => void;
+let nativeQuantize: NativeQuantize | null | undefined;
+
+/** The addon's threaded quantizers (bit-identical to packPortable), or null without the addon. */
+function nativeQuantizer(): NativeQuantize | null {
+  if (nativeQuantize === undefined) {
+    try {
+      nativeQuantize = (loadNativeAddon() as unknown as { quantize: NativeQuantize }).quantize;
+    } catch {
+      nativeQuantize = null;
+    }
+  }
+  return nativeQuantize;
+}
+
+/**
+ * Packs a row-major f32 matrix. q formats round exactly as llama.cpp's quantize_row_*_ref does
+ * (q8_0: max |w| -> ±127; q4_0: the signed max -> -8; the others in quant-blocks.ts), with the
+ * native addon's threaded quantizers when it is built, else in TypeScript (packPortable).
+ */
 export function packMatrix(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
+  checkPack(w, rows, cols, format);
+  const quantize = format === "bf16" || format === "f16" ? null : nativeQuantizer();
+  if (!quantize) return packPortable(w, rows, cols, format);
+  const data = new Uint8Array(rows * rowBytes(format, cols));
+  quantize(w, format, rows, cols, data);
+  return { format, rows, cols, data };
+}
+
+function checkPack(w: Float32Array, rows: number, cols: number, format: PackedFormat): void {
   if (w.length !== rows * cols) throw new Error(`packMatrix: ${w.length} values for [${rows}, ${cols}]`);
   if (cols % blockSize(format) !== 0) {
     throw new Error(`packMatrix: ${format} needs a column count that is a multiple of ${blockSize(format)}, got ${cols}`);
   }
+}
+
+const fr = Math.fround;
+/** C's roundf: half away from zero. */
+const roundf = (x: number) => Math.sign(x) * Math.round(Math.abs(x));
+
+/** packMatrix in TypeScript alone: the oracle the native quantizers are tested against. */
+export function packPortable(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
+  checkPack(w, rows, cols, format);
   const rb = rowBytes(format, cols);
   const data = new Uint8Array(rows * rb);
   const view = new DataView(data.buffer);
@@ -94,20 +141,20 @@ export function packMatrix(w: Float32Array, rows: number, cols: number, format: 
       if (format === "q8_0") {
         let amax = 0;
         for (let j = 0; j < QUANT_BLOCK; j++) amax = Math.max(amax, Math.abs(w[x0 + j]));
-        const d = amax / 127;
-        const id = d ? 1 / d : 0;
+        const d = fr(amax / 127);
+        const id = d ? fr(1 / d) : 0;
         view.setUint16(bo, floatToHalf(d, "f16"), true);
-        for (let j = 0; j < QUANT_BLOCK; j++) signed[bo + 2 + j] = Math.round(w[x0 + j] * id);
+        for (let j = 0; j < QUANT_BLOCK; j++) signed[bo + 2 + j] = roundf(fr(w[x0 + j] * id));
       } else {
-        // the value of largest magnitude, kept with its sign, maps to -8
+        // the value of largest magnitude, kept with its sign (the first of equal magnitudes), maps to -8
         let max = 0;
         for (let j = 0; j < QUANT_BLOCK; j++) if (Math.abs(w[x0 + j]) > Math.abs(max)) max = w[x0 + j];
-        const d = max / -8;
-        const id = d ? 1 / d : 0;
+        const d = fr(max / -8);
+        const id = d ? fr(1 / d) : 0;
         view.setUint16(bo, floatToHalf(d, "f16"), true);
         for (let j = 0; j < 16; j++) {
-          const lo = Math.min(15, Math.trunc(w[x0 + j] * id + 8.5));
-          const hi = Math.min(15, Math.trunc(w[x0 + j + 16] * id + 8.5));
+          const lo = Math.min(15, Math.trunc(fr(fr(w[x0 + j] * id) + 8.5)));
+          const hi = Math.min(15, Math.trunc(fr(fr(w[x0 + j + 16] * id) + 8.5)));
           data[bo + 2 + j] = lo | (hi << 4);
         }
       }

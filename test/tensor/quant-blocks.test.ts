@@ -103,7 +103,22 @@ test("the dequantize round trip: error ordered by bits, K formats better than th
 test("row sizes and the column rule: K formats need multiples of 256", () => {
   assert.deepEqual(NEW.map((f) => [blockSize(f), rowBytes(f, 512)]), [[32, 320], [32, 352], [32, 384], [256, 288], [256, 352], [256, 420]]);
   assert.equal(fittingFormat("q4_k", 1024), "q4_k");
-  assert.equal(fittingFormat("q4_k", 96), null);
+  assert.equal(fittingFormat("q4_k", 96), "q5_0"); // llama.cpp's fallback
   assert.equal(fittingFormat("q4_1", 96), "q4_1");
   assert.throws(() => packMatrix(new Float32Array(96), 1, 96, "q6_k"), /multiple of 256/);
+});
+
+test("the GGML type table agrees with the packed formats' block sizes and bytes", async () => {
+  const { GGML_TYPES, ggmlTypeById, ggmlTypeOf, ggmlBytes } = await import("../../src/tensor/ggml-types.js");
+  for (const t of GGML_TYPES) {
+    if (t.packed === null || t.packed === "f32") continue;
+    assert.equal(blockSize(t.packed), t.blockSize, t.name);
+    assert.equal(rowBytes(t.packed, 512), (512 / t.blockSize) * t.blockBytes, t.name);
+  }
+  assert.deepEqual([2, 3, 6, 7, 8, 12, 13, 14, 30].map((id) => ggmlTypeById(id)!.packed), ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "bf16"]);
+  assert.equal(ggmlTypeOf("q6_k").id, 14);
+  assert.equal(ggmlTypeById(10)!.packed, null); // Q2_K: known by name, not supported
+  assert.equal(ggmlTypeById(4), undefined);
+  assert.equal(ggmlBytes(ggmlTypeOf("q4_k"), 4096), 16 * 144);
+  assert.throws(() => ggmlBytes(ggmlTypeOf("q4_k"), 100), /whole blocks of 256/);
 });

@@ -1,0 +1,404 @@
+// f32 rows to llama.cpp's block formats: quantize_row_*_ref of ggml-quants.c (the scale searches
+// make_qkx2_quants and make_qx_quants included), rows shared out over the pool. Compiled on its
+// own with -ffp-contract=off and no vector ISA flags, so every float operation is rounded as the
+// C reference rounds it: the bytes equal those of the TypeScript encoders (src/tensor/
+// quant-blocks.ts, packed.ts) and of llama.cpp.
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace llava {
+namespace {
+
+constexpr float kGroupMaxEps = 1e-15f;
+
+uint16_t to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000, abs = x & 0x7fffffff;
+  if (abs > 0x7f800000) return uint16_t(sign | 0x7e00);
+  if (abs >= 0x477ff000) return uint16_t(sign | 0x7c00);
+  if (abs >= 0x38800000) {
+    const uint32_t r = abs - 0x38000000;
+    return uint16_t(sign | ((r + 0x0fff + ((r >> 13) & 1)) >> 13));
+  }
+  // subnormal half: round abs / 2^-24 to an integer, ties to even
+  const uint32_t e = abs >> 23, shift = 126 - e;
+  if (shift > 24) return uint16_t(sign);
+  const uint32_t m = (abs & 0x7fffff) | 0x800000;
+  const uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+  return uint16_t(sign | (q + (rem > half || (rem == half && (q & 1)))));
+}
+float from_half(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 1023;
+  float f;
+  if (e == 0) {
+    f = std::ldexp(float(m), -24);
+    return sign ? -f : f;
+  }
+  uint32_t x = sign | (e == 31 ? 0x7f800000 | (m << 13) : ((e + 112) << 23) | (m << 13));
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+void put16(uint8_t* p, uint16_t v) {
+  p[0] = uint8_t(v);
+  p[1] = uint8_t(v >> 8);
+}
+void put32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = uint8_t(v >> (8 * i));
+}
+inline int nearest_int(float fval) {
+  float val = fval + 12582912.f;
+  int i;
+  std::memcpy(&i, &val, sizeof(int));
+  return (i & 0x007fffff) - 0x00400000;
+}
+template <class T>
+T tmin(T a, T b) { return a < b ? a : b; }
+template <class T>
+T tmax(T a, T b) { return a > b ? a : b; }
+
+void q8_0(const float* x, uint8_t* y) {
+  float amax = 0;
+  for (int j = 0; j < 32; j++) amax = tmax(amax, std::fabs(x[j]));
+  const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+  put16(y, to_half(d));
+  for (int j = 0; j < 32; j++) y[2 + j] = uint8_t(int8_t(std::roundf(x[j] * id)));
+}
+
+void q4_0(const float* x, uint8_t* y) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; j++)
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  const float d = max / -8, id = d ? 1.0f / d : 0.0f;
+  put16(y, to_half(d));
+  for (int j = 0; j < 16; j++) {
+    const uint8_t lo = tmin<uint8_t>(15, uint8_t(int8_t(x[j] * id + 8.5f)));
+    const uint8_t hi = tmin<uint8_t>(15, uint8_t(int8_t(x[j + 16] * id + 8.5f)));
+    y[2 + j] = uint8_t(lo | (hi << 4));
+  }
+}
+
+// q4_1 (bits 4) and q5_1 (bits 5)
+void qx_1(int bits, const float* x, uint8_t* y) {
+  float min = 3.40282347e38f, max = -3.40282347e38f;
+  for (int j = 0; j < 32; j++) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+  const float d = (max - min) / float((1 << bits) - 1), id = d ? 1.0f / d : 0.0f;
+  put16(y, to_half(d));
+  put16(y + 2, to_half(min));
+  uint8_t* qs = y + (bits == 4 ? 4 : 8);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; j++) {
+    const float x0 = (x[j] - min) * id, x1 = (x[j + 16] - min) * id;
+    const uint8_t xi0 = bits == 4 ? tmin<uint8_t>(15, uint8_t(int8_t(x0 + 0.5f))) : uint8_t(x0 + 0.5f);
+    const uint8_t xi1 = bits == 4 ? tmin<uint8_t>(15, uint8_t(int8_t(x1 + 0.5f))) : uint8_t(x1 + 0.5f);
+    qs[j] = uint8_t((xi0 & 15) | ((xi1 & 15) << 4));
+    qh |= ((xi0 & 0x10u) >> 4) << j;
+    qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+  }
+  if (bits == 5) put32(y + 4, qh);
+}
+
+void q5_0(const float* x, uint8_t* y) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; j++)
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  const float d = max / -16, id = d ? 1.0f / d : 0.0f;
+  put16(y, to_half(d));
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; j++) {
+    const uint8_t xi0 = tmin<uint8_t>(31, uint8_t(int8_t(x[j] * id + 16.5f)));
+    const uint8_t xi1 = tmin<uint8_t>(31, uint8_t(int8_t(x[j + 16] * id + 16.5f)));
+    y[6 + j] = uint8_t((xi0 & 15) | ((xi1 & 15) << 4));
+    qh |= ((xi0 & 0x10u) >> 4) << j;
+    qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+  }
+  put32(y + 2, qh);
+}
+
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {  // rmse_type 1, no importance weights
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = -nmax / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    l = tmax(-nmax, tmin(nmax - 1, l));
+    L[i] = int8_t(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * x[i]);
+      l = tmax(-nmax, tmin(nmax - 1, l));
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) {
+        const int l = nearest_int(iscale * x[i]);
+        L[i] = int8_t(nmax + tmax(-nmax, tmin(nmax - 1, l)));
+      }
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, uint8_t* Laux,
+                       float rmin, float rdelta, int nstep) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x += w * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = nearest_int(iscale * (x[i] - min));
+    L[i] = uint8_t(tmax(0, tmin(nmax, l)));
+    float diff = scale * L[i] + min - x[i];
+    diff = diff * diff;
+    best_error += weights[i] * diff;
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * (x[i] - min));
+      l = tmax(0, tmin(nmax, l));
+      Laux[i] = uint8_t(l);
+      const float w = weights[i];
+      sum_l += w * l;
+      sum_l2 += w * l * l;
+      sum_xl += w * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        float diff = this_scale * Laux[i] + this_min - x[i];
+        diff = diff * diff;
+        cur_error += weights[i] * diff;
+      }
+      if (cur_error < best_error) {
+        for (int i = 0; i < n; ++i) L[i] = Laux[i];
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+void scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = uint8_t((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+  }
+}
+
+// q4_k (bits 4) and q5_k (bits 5): one super-block of 256
+void qx_k(int bits, const float* x, uint8_t* y) {
+  const int nmax = (1 << bits) - 1;
+  uint8_t L[256], Laux[32];
+  float weights[32], mins[8], scales[8];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = bits == 4 ? make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20)
+                          : make_qkx2_quants(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  uint8_t* sc = y + 4;
+  std::memset(sc, 0, 12);
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  for (int j = 0; j < 8; ++j) {
+    uint8_t ls = uint8_t(nearest_int(inv_scale * scales[j]));
+    uint8_t lm = uint8_t(nearest_int(inv_min * mins[j]));
+    ls = tmin<uint8_t>(63, ls);
+    lm = tmin<uint8_t>(63, lm);
+    if (j < 4) {
+      sc[j] = ls;
+      sc[j + 4] = lm;
+    } else {
+      sc[j + 4] = uint8_t((ls & 0xF) | ((lm & 0xF) << 4));
+      sc[j - 4] |= uint8_t((ls >> 4) << 6);
+      sc[j - 0] |= uint8_t((lm >> 4) << 6);
+    }
+  }
+  put16(y, to_half(max_scale / 63.f));
+  put16(y + 2, to_half(max_min / 63.f));
+  const float dall = from_half(uint16_t(y[0] | (y[1] << 8))), mall = from_half(uint16_t(y[2] | (y[3] << 8)));
+  for (int j = 0; j < 8; ++j) {
+    uint8_t s, m;
+    scale_min_k4(j, sc, &s, &m);
+    const float d = dall * s;
+    if (!d) continue;
+    const float dm = mall * m;
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = nearest_int((x[32 * j + ii] + dm) / d);
+      L[32 * j + ii] = uint8_t(tmax(0, tmin(nmax, l)));
+    }
+  }
+  if (bits == 4) {
+    uint8_t* q = y + 16;
+    for (int j = 0; j < 256; j += 64, q += 32)
+      for (int l = 0; l < 32; ++l) q[l] = uint8_t(L[j + l] | (L[j + l + 32] << 4));
+    return;
+  }
+  uint8_t* qh = y + 16;
+  uint8_t* ql = y + 48;
+  std::memset(qh, 0, 32);
+  uint8_t m1 = 1, m2 = 2;
+  for (int n = 0; n < 256; n += 64, ql += 32) {
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[n + j], l2 = L[n + j + 32];
+      if (l1 > 15) {
+        l1 -= 16;
+        qh[j] |= m1;
+      }
+      if (l2 > 15) {
+        l2 -= 16;
+        qh[j] |= m2;
+      }
+      ql[j] = uint8_t(l1 | (l2 << 4));
+    }
+    m1 = uint8_t(m1 << 2);
+    m2 = uint8_t(m2 << 2);
+  }
+}
+
+void q6_k(const float* x, uint8_t* y) {
+  int8_t L[256];
+  float scales[16];
+  float max_scale = 0, max_abs_scale = 0;
+  for (int ib = 0; ib < 16; ++ib) {
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    const float abs_scale = std::fabs(scales[ib]);
+    if (abs_scale > max_abs_scale) {
+      max_abs_scale = abs_scale;
+      max_scale = scales[ib];
+    }
+  }
+  std::memset(y, 0, 210);
+  if (max_abs_scale < kGroupMaxEps) return;
+  const float iscale = -128.f / max_scale;
+  put16(y + 208, to_half(1 / iscale));
+  int8_t* sc = reinterpret_cast<int8_t*>(y + 192);
+  for (int ib = 0; ib < 16; ++ib) sc[ib] = int8_t(tmin(127, nearest_int(iscale * scales[ib])));
+  const float dall = from_half(uint16_t(y[208] | (y[209] << 8)));
+  for (int j = 0; j < 16; ++j) {
+    const float d = dall * sc[j];
+    if (!d) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = int8_t(tmax(-32, tmin(31, l)) + 32);
+    }
+  }
+  uint8_t* ql = y;
+  uint8_t* qh = y + 128;
+  for (int j = 0; j < 256; j += 128, ql += 64, qh += 32)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
+      ql[l] = uint8_t(q1 | (q3 << 4));
+      ql[l + 32] = uint8_t(q2 | (q4 << 4));
+      qh[l] = uint8_t((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+    }
+}
+
+void quantize_block(int fmt, const float* x, uint8_t* y) {
+  switch (fmt) {
+    case FMT_Q8_0: q8_0(x, y); break;
+    case FMT_Q4_0: q4_0(x, y); break;
+    case FMT_Q4_1: qx_1(4, x, y); break;
+    case FMT_Q5_0: q5_0(x, y); break;
+    case FMT_Q5_1: qx_1(5, x, y); break;
+    case FMT_Q4_K: qx_k(4, x, y); break;
+    case FMT_Q5_K: qx_k(5, x, y); break;
+    default: q6_k(x, y); break;
+  }
+}
+
+struct QuantizeJob {
+  int fmt;
+  const float* x;
+  int64_t rows, cols;
+  uint8_t* out;
+  int64_t rows_per_task;
+};
+
+void quantize_task(void* ctx, int64_t t, int) {
+  const QuantizeJob& j = *static_cast<const QuantizeJob*>(ctx);
+  const int64_t bs = kFmtBlock[j.fmt], bb = kFmtBlockBytes[j.fmt], row_bytes = j.cols / bs * bb;
+  for (int64_t r = t * j.rows_per_task; r < j.rows && r < (t + 1) * j.rows_per_task; r++)
+    for (int64_t b = 0; b < j.cols / bs; b++) quantize_block(j.fmt, j.x + r * j.cols + b * bs, j.out + r * row_bytes + b * bb);
+}
+
+}  // namespace
+
+void quantize_rows(Pool* pool, int fmt, const float* x, int64_t rows, int64_t cols, uint8_t* out) {
+  // tasks of whole rows: each row's bytes depend on that row alone, whichever thread makes them
+  const int64_t per = rows / (int64_t(pool_size(pool)) * 8) + 1;
+  QuantizeJob job{fmt, x, rows, cols, out, per};
+  pool_run(pool, (rows + per - 1) / per, quantize_task, &job);
+}
+
+}  // namespace llava
