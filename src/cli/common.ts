@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
   convModeForModelName, convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, type Conversation,
 } from "../llava/conversation.js";
+import { ggufConvMode } from "../llava/gguf-load.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { QUANT_TYPES, type QuantType } from "../llava/precision.js";
 import { bf16DotUnavailable, createBackend } from "../tensor/backends.js";
@@ -16,6 +17,7 @@ export const loadOptions: ParseArgsConfig["options"] = {
   "model-path": { type: "string" },
   "model-base": { type: "string" },
   "vision-tower": { type: "string" },
+  mmproj: { type: "string" },
   dtype: { type: "string" },
   backend: { type: "string" },
   threads: { type: "string" },
@@ -118,12 +120,13 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
     backend,
     visionTower: v["vision-tower"] as string | undefined,
     modelBase: v["model-base"] as string | undefined,
+    mmproj: v.mmproj as string | undefined,
     dtype,
     quantize: v["load-8bit"] ? "q8_0" : v["load-4bit"] ? "q4_0" : undefined,
     quant: quant as QuantType | undefined,
     strict: v.strict === true,
   });
-  process.stderr.write(`loaded ${modelPath} (${loaded.format}) in ${Date.now() - started} ms\n`);
+  process.stderr.write(`loaded ${modelPath} (${loaded.spec.gguf ? "GGUF" : loaded.format}) in ${Date.now() - started} ms\n`);
   return loaded;
 }
 
@@ -132,7 +135,8 @@ export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
  * says otherwise (the reference warns when the two differ).
  */
 export function conversationFor(loaded: LoadedLlava, chosen: string | undefined): Conversation<unknown> {
-  const inferred = convModeForModelName(modelNameFromPath(loaded.dir));
+  const gguf = loaded.spec.gguf;
+  const inferred = gguf ? ggufConvMode(gguf) : convModeForModelName(modelNameFromPath(loaded.dir));
   if (chosen !== undefined && chosen !== inferred) {
     process.stderr.write(`[WARNING] the auto inferred conversation mode is ${inferred}, while --conv-mode is ${chosen}, using ${chosen}\n`);
   }

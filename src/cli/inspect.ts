@@ -10,6 +10,7 @@ export const inspectCommand: { options: ParseArgsConfig["options"]; run: (v: Val
     "model-path": { type: "string" },
     "model-base": { type: "string" },
     "vision-tower": { type: "string" },
+    mmproj: { type: "string" },
     json: { type: "boolean" },
   },
   run: async (v) => {
@@ -18,6 +19,7 @@ export const inspectCommand: { options: ParseArgsConfig["options"]; run: (v: Val
     const report = inspectModel(modelPath, {
       modelBase: v["model-base"] as string | undefined,
       visionTower: v["vision-tower"] as string | undefined,
+      mmproj: v.mmproj as string | undefined,
     });
     process.stdout.write(v.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
   },

@@ -31,7 +31,7 @@ commands:
          (greedy ids only: no sampling options; --force replaces a non-empty --out)
   convert <to-hf|to-original|merge-lora|extract-projector> ...
          convert checkpoints between the original LLaVA and HF formats (llava convert --help)
-  inspect --model-path DIR [--model-base DIR] [--json]
+  inspect --model-path DIR|FILE.gguf [--mmproj FILE.gguf] [--model-base DIR] [--json]
          shapes, settings, parameter counts and memory needs, read from configs and headers only
   data check --data-path FILE --model-path DIR [--image-folder DIR] [--version V] [--model-max-length N] [--json]
          validate a training dataset before training: images, <image> markers, turn order, label masks, lengths
@@ -58,6 +58,8 @@ common options:
   --backend native|ref|auto  compute backend (default auto: the native addon when built, else TypeScript)
   --threads N          native kernel threads, one pool for the process (default: the CPU's hardware threads)
   --vision-tower DIR   CLIP folder for original-format checkpoints (default: resolved from mm_vision_tower)
+  --mmproj FILE        the vision (mmproj) GGUF of a GGUF language model given as --model-path FILE.gguf
+                       (default: the one *mmproj*.gguf beside it; a folder of such a pair needs neither)
   --strict             refuse a checkpoint holding tensors the model does not use (default: one warning)
   -h, --help           this help
 

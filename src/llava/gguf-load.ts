@@ -7,6 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { canonicalFromGguf, CLIP_KEY, GGUF_CLIP_ARCHITECTURE, GGUF_LLM_ARCHITECTURES, ggufFromCanonical, llmKey, permutedHeads, permuteRows, TOKENIZER_KEY } from "./gguf-names.js";
+import { convModeForModelName } from "./conversation.js";
 import type { ModelSpec } from "./spec.js";
 import { projectorDepth } from "./projector.js";
 import type { PatchMergeType } from "./anyres.js";
@@ -250,6 +251,7 @@ function projectorType(vision: GgufFile): string {
   if (type === null) vision.fail(`has no LLaVA projector (${CLIP_KEY.projectorType} is missing)`);
   if (type !== "mlp") vision.fail(`projector type "${type}" is not supported (only "mlp", LLaVA's MLP projector)`);
   const linears = [...vision.tensors.keys()].filter((n) => /^mm\.\d+\.weight$/.test(n)).length;
+  if (!linears) vision.fail(`has no projector tensors (mm.0.weight, ...)`);
   const name = linears === 1 ? "linear" : `mlp${linears}x_gelu`;
   projectorDepth(name);
   return name;
@@ -258,7 +260,6 @@ function projectorType(vision: GgufFile): string {
 /** The projector must take the tower's width and give the LLM's. */
 function checkFits(vision: GgufFile, towerHidden: number, llmHidden: number): void {
   const layers = [...vision.tensors.values()].filter((t) => /^mm\.\d+\.weight$/.test(t.name)).sort((a, b) => Number(a.name.split(".")[1]) - Number(b.name.split(".")[1]));
-  if (!layers.length) vision.fail(`has no projector tensors (mm.0.weight, ...)`);
   const [first, last] = [layers[0], layers[layers.length - 1]];
   if (first.ne[0] !== towerHidden) vision.fail(`projector "${first.name}" takes ${first.ne[0]} features but the vision tower's hidden size is ${towerHidden}`);
   if (last.ne[1] !== llmHidden) vision.fail(`does not fit the language model: its projector gives ${last.ne[1]} features but the language model's hidden size is ${llmHidden}`);
@@ -272,4 +273,23 @@ function ggufImageProcessor(vision: GgufFile, spec: ModelSpec): ImageProcessorCo
   if (mean) json.image_mean = mean;
   if (std) json.image_std = std;
   return parseImageProcessorConfig(json, vision.source);
+}
+
+/**
+ * The conversation template of a GGUF model, as the project picks one from a model's name: the
+ * first of general.name, the file's name and the folder's name that names a template, else the
+ * one tokenizer.chat_template is written for, else the name-based default.
+ */
+export function ggufConvMode(gguf: NonNullable<ModelSpec["gguf"]>): string {
+  const names = [gguf.name, path.basename(gguf.model, ".gguf"), path.basename(path.dirname(gguf.model))].filter((n): n is string => !!n);
+  // what a name that says nothing gets
+  const fallback = convModeForModelName("");
+  const named = names.map(convModeForModelName).find((m) => m !== fallback);
+  if (named) return named;
+  const t = gguf.chatTemplate ?? "";
+  if (t.includes("<|im_start|>")) return "chatml_direct";
+  if (t.includes("<<SYS>>")) return "llava_llama_2";
+  if (t.includes("[INST]")) return "mistral_instruct";
+  if (t.includes("USER:") && t.includes("ASSISTANT:")) return "llava_v1";
+  return fallback;
 }

@@ -10,7 +10,10 @@ import { anyresGridShape, type PinpointConvention } from "../image/processor.js"
 import { unpaddedRange } from "../llava/anyres.js";
 import { convModeForModelName, modelNameFromPath, webConvModeForModelName } from "../llava/conversation.js";
 import { type Part, partOf } from "../llava/keys.js";
-import { residentBytes } from "../llava/precision.js";
+import { keptFormat, type PrecisionOptions, residentBytes } from "../llava/precision.js";
+import { findGgufPair, ggufConvMode, type GgufModel, openGgufModel } from "../llava/gguf-load.js";
+import type { GgufFile } from "../io/gguf.js";
+import type { PackedFormat } from "../tensor/packed.js";
 import { type CheckpointFormat, type ModelSpec, readModelSpec } from "../llava/spec.js";
 import { checkTensors, declaredTensors, listed, type TensorFindings } from "../llava/tensors.js";
 import { openCheckpointWeights } from "../llava/weights.js";
@@ -80,6 +83,8 @@ export interface InspectReport {
   templates: { modelName: string; cli: string; web: string };
   imageTokens: ImageTokens[];
   memory: MemoryEstimate;
+  /** a GGUF pair's files: what each holds, by GGML type (null for a checkpoint folder) */
+  gguf: GgufFileReport[] | null;
   /** the loader's own check of the tensors against the model (null when it cannot run: no tower config, or a partial checkpoint without its base) */
   tensors: TensorFindings | null;
   notes: string[];
@@ -88,6 +93,21 @@ export interface InspectReport {
 export interface InspectOptions {
   modelBase?: string;
   visionTower?: string;
+  /** the vision GGUF of a GGUF language model */
+  mmproj?: string;
+}
+
+export interface GgufFileReport {
+  file: string;
+  version: number;
+  /** general.architecture */
+  architecture: string;
+  /** general.name */
+  name: string | null;
+  bytes: number;
+  metadataEntries: number;
+  /** GGML type -> tensors, parameters and bytes stored in it */
+  types: Record<string, { tensors: number; parameters: number; bytes: number }>;
 }
 
 /** Image sizes (width x height) the report counts tokens for. */
@@ -124,14 +144,13 @@ export function imageTokenCount(
   return { width, height, tokens: perTile + h * (w + 1), grid };
 }
 
-/** Weight bytes as the loader keeps them at each precision (precision.ts decides each tensor's format). */
-export function weightMemory(tensors: Array<{ name: string; shape: number[] }>): MemoryEstimate["weights"] {
-  return {
-    f32: residentBytes(tensors, {}),
-    bf16: residentBytes(tensors, { dtype: "bf16" }),
-    q8_0: residentBytes(tensors, { quantize: "q8_0" }),
-    q4_0: residentBytes(tensors, { quantize: "q4_0" }),
-  };
+/**
+ * Weight bytes as the loader keeps them at each precision (precision.ts decides each tensor's
+ * format; `stored` gives the packed format a GGUF tensor keeps whatever the option).
+ */
+export function weightMemory(tensors: Array<{ name: string; shape: number[] }>, stored: (name: string) => PackedFormat | null = () => null): MemoryEstimate["weights"] {
+  const at = (opts: PrecisionOptions) => residentBytes(tensors, opts, (name) => stored(name) ?? keptFormat(name, opts));
+  return { f32: at({}), bf16: at({ dtype: "bf16" }), q8_0: at({ quantize: "q8_0" }), q4_0: at({ quantize: "q4_0" }) };
 }
 
 /** A tower config from the tensor shapes alone (the head count is not in them). */
@@ -185,6 +204,30 @@ function readSources(spec: ModelSpec, modelBase: string | undefined): Sources {
   }
 }
 
+/** A GGUF pair's tensors under canonical names, checked as the loader checks them. */
+function ggufSources(gguf: GgufModel): Sources {
+  const { reader, spec } = gguf;
+  const headers: TensorHeader[] = reader.names().map((name) => ({ name, part: partOf(name), ...reader.info(name) }));
+  const findings = checkTensors(declaredTensors(spec, reader), reader);
+  return { headers, weightFiles: reader.filePaths(), checkpoint: "full", lora: null, tower: "checkpoint", findings, notes: [] };
+}
+
+function ggufFileReport(file: GgufFile): GgufFileReport {
+  const types: GgufFileReport["types"] = {};
+  let bytes = file.dataStart;
+  for (const t of file.tensors.values()) {
+    const entry = (types[t.type.name] ??= { tensors: 0, parameters: 0, bytes: 0 });
+    entry.tensors++;
+    entry.parameters += numel(t.ne);
+    entry.bytes += t.byteLength;
+    bytes = Math.max(bytes, file.dataStart + t.offset + t.byteLength);
+  }
+  return {
+    file: file.source, version: file.version, architecture: file.string("general.architecture", null) ?? "(not stated)",
+    name: file.string("general.name", null), bytes, metadataEntries: file.metadata.size, types,
+  };
+}
+
 function visionReport(spec: ModelSpec, sources: Sources): VisionReport {
   const v = spec.tower.config;
   if (!v) {
@@ -219,9 +262,19 @@ function llmReport(c: LlamaConfig): InspectReport["llm"] {
 }
 
 export function inspectModel(modelPath: string, opts: InspectOptions = {}): InspectReport {
-  const spec = readModelSpec(modelPath, { visionTower: opts.visionTower, modelBase: opts.modelBase });
+  const pair = findGgufPair(modelPath, opts.mmproj);
+  if (!pair) return inspectSpec(readModelSpec(modelPath, { visionTower: opts.visionTower, modelBase: opts.modelBase }), readSources, opts);
+  const gguf = openGgufModel(pair);
+  try {
+    return { ...inspectSpec(gguf.spec, () => ggufSources(gguf), opts, gguf.storedFormat), gguf: [gguf.llm, gguf.vision].map(ggufFileReport) };
+  } finally {
+    gguf.close();
+  }
+}
+
+function inspectSpec(spec: ModelSpec, read: (spec: ModelSpec, modelBase: string | undefined) => Sources, opts: InspectOptions, stored?: (name: string) => PackedFormat | null): InspectReport {
   const { dir, config, format, text } = spec;
-  const sources = readSources(spec, opts.modelBase);
+  const sources = read(spec, opts.modelBase);
   const v = visionReport(spec, sources);
   const notes = sources.notes;
   const headers = sources.headers;
@@ -234,7 +287,7 @@ export function inspectModel(modelPath: string, opts: InspectOptions = {}): Insp
     d.tensors++;
     d.parameters += numel(h.shape);
   }
-  const modelName = modelNameFromPath(dir);
+  const modelName = spec.gguf ? spec.gguf.name ?? path.basename(spec.gguf.model) : modelNameFromPath(dir);
   const kvCache = 2 * text.numHiddenLayers * text.numKeyValueHeads * text.headDim * text.maxPositionEmbeddings * 4;
   const parameters = {
     llm: has("llm") ? sumParams(headers, "llm") : null,
@@ -260,12 +313,13 @@ export function inspectModel(modelPath: string, opts: InspectOptions = {}): Insp
     parameters,
     lora: sources.lora,
     dtypes,
-    templates: { modelName, cli: convModeForModelName(modelName), web: webConvModeForModelName(modelName) },
+    templates: { modelName, cli: spec.gguf ? ggufConvMode(spec.gguf) : convModeForModelName(modelName), web: webConvModeForModelName(modelName) },
     imageTokens: v.imageSize && v.patchSize
       ? INSPECT_IMAGE_SIZES.map(([w, h]) => imageTokenCount({ imageSize: v.imageSize!, patchSize: v.patchSize! }, selectFeature, image, w, h))
       : [],
+    gguf: null,
     tensors: sources.findings,
-    memory: { weights: weightMemory(headers), kvCache, contextLength: text.maxPositionEmbeddings },
+    memory: { weights: weightMemory(headers, stored), kvCache, contextLength: text.maxPositionEmbeddings },
     notes,
   };
 }
@@ -289,7 +343,11 @@ export function formatReport(r: InspectReport): string {
   const row = (key: string, value: string) => lines.push(`  ${key.padEnd(26)}${value}`);
   const count = (n: number | null) => (n === null ? "-" : `${formatCount(n)} (${n})`);
   lines.push(r.path);
-  row("format", `${FORMAT_NAMES[r.format]} (${r.architecture})${r.checkpoint === "full" ? "" : `, ${r.checkpoint} checkpoint`}`);
+  row("format", r.gguf ? "GGUF pair (llama.cpp: language model + mmproj)" : `${FORMAT_NAMES[r.format]} (${r.architecture})${r.checkpoint === "full" ? "" : `, ${r.checkpoint} checkpoint`}`);
+  for (const g of r.gguf ?? []) {
+    row(path.basename(g.file), `GGUF v${g.version}, ${g.architecture}${g.name ? ` "${g.name}"` : ""}, ${formatBytes(g.bytes)}, ${g.metadataEntries} metadata entries`);
+    for (const [type, x] of Object.entries(g.types)) row(`  ${type}`, `${x.tensors} tensors / ${formatCount(x.parameters)} params / ${formatBytes(x.bytes)}`);
+  }
   if (r.modelBase) row("model base", r.modelBase);
   row("weight files", r.weightFiles.join(", ") || "-");
   row("dtypes", Object.entries(r.dtypes).map(([d, x]) => `${d} ${x.tensors} tensors / ${formatCount(x.parameters)} params`).join("; ") || "-");
@@ -320,13 +378,13 @@ export function formatReport(r: InspectReport): string {
   if (p.other !== null) row("image_newline", count(p.other));
   if (p.lora !== null) row("LoRA", `${count(p.lora)}, r ${r.lora?.r}, alpha ${r.lora?.alpha}`);
   row("total", count(p.total));
-  lines.push(`templates (folder name "${r.templates.modelName}")`);
+  lines.push(`templates (${r.gguf ? "model" : "folder"} name "${r.templates.modelName}")`);
   row("CLI", r.templates.cli);
   row("web UI", r.templates.web);
   const m = r.memory;
   lines.push(`memory (weights + KV cache of ${m.contextLength} positions in f32, ${formatBytes(m.kvCache)})`);
   for (const k of ["f32", "bf16", "q8_0", "q4_0"] as const) {
-    const label = { f32: "f32", bf16: "bf16 (--dtype bf16)", q8_0: "q8_0 (--load-8bit)", q4_0: "q4_0 (--load-4bit)" }[k];
+    const label = { f32: r.gguf ? "as stored" : "f32", bf16: "bf16 (--dtype bf16)", q8_0: "q8_0 (--load-8bit)", q4_0: "q4_0 (--load-4bit)" }[k];
     row(label, `${formatBytes(m.weights[k])} + ${formatBytes(m.kvCache)} = ${formatBytes(m.weights[k] + m.kvCache)}`);
   }
   const t = r.tensors;
