@@ -12,10 +12,11 @@ import type { WeightReader } from "../io/weights.js";
 import { CLIP_KEY, GGUF_CLIP_ARCHITECTURE, ggufFromCanonical, LLM_KEY, llmKey, permutedHeads, permuteRows, TOKENIZER_KEY } from "../llava/gguf-names.js";
 import { partOf } from "../llava/keys.js";
 import { type ModelSpec, readModelSpec, requireTower } from "../llava/spec.js";
+import { quantFormat } from "../llava/precision.js";
 import { openCheckpointWeights } from "../llava/weights.js";
 import { loadImageProcessorConfig, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD } from "../image/processor.js";
 import { ggmlTypeOf } from "../tensor/ggml-types.js";
-import { blockSize, packMatrix, type PackedFormat } from "../tensor/packed.js";
+import { fittingFormat, packMatrix, type PackedFormat } from "../tensor/packed.js";
 import { LlavaError } from "../util/errors.js";
 import type { ConvertResult } from "./common.js";
 import { llamaGgufVocab } from "./gguf-vocab.js";
@@ -23,23 +24,10 @@ import { type ProgressSink, silentProgress } from "./progress.js";
 
 type Stored = PackedFormat | "f32";
 
-/**
- * The --type choices: the llama_ftype number written as general.file_type, the type of the
- * LLM's matrices, and for the K-quant mixes the base type that llama-quant.cpp raises to Q6_K
- * for some layers' attn_v and ffn_down.
- */
+/** The --type choices (llama.cpp's file types), with the llama_ftype number written as general.file_type. */
 export const GGUF_FILE_TYPES = {
-  f32: { ftype: 0, base: "f32", mix: false },
-  f16: { ftype: 1, base: "f16", mix: false },
-  q8_0: { ftype: 7, base: "q8_0", mix: false },
-  q4_0: { ftype: 2, base: "q4_0", mix: false },
-  q4_1: { ftype: 3, base: "q4_1", mix: false },
-  q5_0: { ftype: 8, base: "q5_0", mix: false },
-  q5_1: { ftype: 9, base: "q5_1", mix: false },
-  q4_k_m: { ftype: 15, base: "q4_k", mix: true },
-  q5_k_m: { ftype: 17, base: "q5_k", mix: true },
-  q6_k: { ftype: 18, base: "q6_k", mix: false },
-} as const satisfies Record<string, { ftype: number; base: Stored; mix: boolean }>;
+  f32: 0, f16: 1, q8_0: 7, q4_0: 2, q4_1: 3, q5_0: 8, q5_1: 9, q4_k_m: 15, q5_k_m: 17, q6_k: 18,
+} as const satisfies Record<string, number>;
 
 export type GgufFileType = keyof typeof GGUF_FILE_TYPES;
 
@@ -54,29 +42,16 @@ export interface ToGgufOptions {
 
 const OUTPUT = "output.weight";
 
-/** llama-quant.cpp's use_more_bits: the first and last eighth of the layers and every third between. */
-const useMoreBits = (i: number, n: number) => i < Math.floor(n / 8) || i >= Math.floor((7 * n) / 8) || (i - Math.floor(n / 8)) % 3 === 2;
-
-/** llama-quant.cpp's fallback when a row is not whole blocks of the chosen type. */
-const FALLBACK: Partial<Record<Stored, Stored>> = { q4_k: "q5_0", q5_k: "q5_1", q6_k: "q8_0" };
-
 /**
- * The type one LLM tensor is stored in (llama-quant.cpp's llama_tensor_get_type for LLaMA):
- * vectors stay f32; with a quantized type the output matrix is Q6_K (Q8_0 for rows not whole
- * 256-blocks) unless the type is Q8_0; the K mixes raise attn_v and ffn_down of the
- * use_more_bits layers to Q6_K; rows that are not whole blocks fall back, finally to f16.
+ * The type one LLM tensor (canonical name) is stored in: vectors f32; matrices in the type, or
+ * under a quantized type as llama-quant.cpp picks it (the loader's --quant rule, precision.ts),
+ * token embedding included; a row that is not whole blocks falls back as llama.cpp's do, finally
+ * to f16.
  */
-export function llmTensorType(ggufName: string, shape: number[], type: GgufFileType, layers: number): Stored {
-  const { base, mix } = GGUF_FILE_TYPES[type];
-  if (shape.length < 2 || base === "f32") return "f32";
-  if (base === "f16") return "f16";
-  const cols = shape[shape.length - 1];
-  const layer = /^blk\.(\d+)\.(attn_v|ffn_down)\./.exec(ggufName);
-  let chosen: Stored = base;
-  if (ggufName === OUTPUT && base !== "q8_0") chosen = cols % 256 === 0 ? "q6_k" : "q8_0";
-  else if (mix && layer && useMoreBits(Number(layer[1]), layers)) chosen = "q6_k";
-  if (cols % blockSize(chosen as PackedFormat) !== 0) chosen = FALLBACK[chosen] ?? chosen;
-  return cols % blockSize(chosen as PackedFormat) !== 0 ? "f16" : chosen;
+export function llmTensorType(canonical: string, shape: number[], type: GgufFileType, layers: number): Stored {
+  if (shape.length < 2 || type === "f32") return "f32";
+  if (type === "f16") return "f16";
+  return fittingFormat(quantFormat(canonical, type, layers), shape[shape.length - 1]) ?? "f16";
 }
 
 /** The bytes of an f32 tensor (shape as in torch) stored as `type`. */
@@ -107,7 +82,7 @@ function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType): 
     const permute = heads ? (w: Float32Array) => new Float32Array(permuteRows(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), shape[0], w.byteLength / shape[0], heads, false).buffer) : undefined;
     const block = /^blk\.(\d+)\./.exec(name);
     const order = name === "token_embd.weight" ? [0, 0] : block ? [1, Number(block[1])] : [2, name === OUTPUT ? 1 : 0];
-    tensors.push({ ...tensor(reader, canonical, name, llmTensorType(name, shape, type, spec.text.numHiddenLayers), permute), order });
+    tensors.push({ ...tensor(reader, canonical, name, llmTensorType(canonical, shape, type, spec.text.numHiddenLayers), permute), order });
   }
   if (!tensors.some((t) => t.name === "token_embd.weight")) throw new LlavaError(`${reader.source}: no token embedding (model.embed_tokens.weight)`);
   tensors.sort((a, b) => a.order[0] - b.order[0] || a.order[1] - b.order[1] || (a.name < b.name ? -1 : 1));
@@ -134,7 +109,7 @@ function llmMetadata(spec: ModelSpec, name: string, type: GgufFileType, rows: nu
     [L("headCountKv"), gguf.u32(t.numKeyValueHeads)],
     [L("rmsEps"), gguf.f32(t.rmsNormEps)],
     [L("ropeFreqBase"), gguf.f32(t.ropeTheta)],
-    [L("fileType"), gguf.u32(GGUF_FILE_TYPES[type].ftype)],
+    [L("fileType"), gguf.u32(GGUF_FILE_TYPES[type])],
     [L("vocabSize"), gguf.u32(rows)],
   ];
   if (t.headDim !== t.hiddenSize / t.numAttentionHeads) md.push([L("keyLength"), gguf.u32(t.headDim)], [L("valueLength"), gguf.u32(t.headDim)]);
@@ -244,9 +219,9 @@ export async function convertToGguf(opts: ToGgufOptions): Promise<ToGgufResult> 
     const llmMd = llmMetadata(spec, name, type, rows);
     const mmprojMd = await mmprojMetadata(spec, name, featureLayer);
     const notes = [`vision tower written up to layer ${featureLayer} of ${tower.numHiddenLayers} (the feature layer LLaVA reads)`];
-    const base = ggmlTypeOf(GGUF_FILE_TYPES[type].base).name;
-    const others = llm.filter((t) => t.ne.length >= 2 && t.type !== base).map((t) => `${t.name} ${t.type}`);
-    if (others.length) notes.push(`stored in another type than ${base} (llama.cpp's rules): ${others.join(", ")}`);
+    const counts = new Map<string, number>();
+    for (const t of llm) if (t.ne.length >= 2) counts.set(t.type, (counts.get(t.type) ?? 0) + 1);
+    notes.push(`LLM matrices: ${[...counts].map(([t, n]) => `${n} ${t}`).join(", ")}`);
     const count = llm.length + mmproj.length;
     const progress = opts.progress ?? silentProgress;
     const counted = (ts: GgufTensorToWrite[]) => ts.map((t) => ({ ...t, data: () => {
