@@ -58,11 +58,11 @@ test("a missing tensor or a missing hyperparameter is named", async () => {
 test("a weight type this project cannot load is named, with the supported list", async () => {
   const p = pair();
   const bytes = fs.readFileSync(p.model);
-  // retype output_norm.weight (32 f32 values = 128 bytes) as... a type with 32-weight blocks the loader lacks: Q5_0 needs 22 bytes a block
+  // retype output_norm.weight (32 f32 values = 128 bytes) as... a type with 32-weight blocks the loader lacks: IQ4_NL needs 18 bytes a block
   const at = bytes.indexOf(Buffer.from("output_norm.weight")) + "output_norm.weight".length + 4 + 8;
-  bytes.writeUInt32LE(6, at);
+  bytes.writeUInt32LE(20, at);
   fs.writeFileSync(p.model, bytes);
-  await expectLoadError(p.model, p.mmproj, /tensor "output_norm.weight" is of type Q5_0, which this project cannot load \(supported: F32, F16, BF16, Q8_0, Q4_0\)/);
+  await expectLoadError(p.model, p.mmproj, /tensor "output_norm.weight" is of type IQ4_NL, which this project cannot load \(supported: F32, F16, [^)]*Q4_0[^)]*Q6_K[^)]*\)/);
 });
 
 test("finding the pair: --mmproj required when none is beside the model, refused for a checkpoint folder", async () => {
