@@ -1,15 +1,16 @@
 /**
- * `llava convert <to-hf|to-original|merge-lora|extract-projector>`: checkpoint conversions
+ * `llava convert <to-hf|to-original|merge-lora|to-gguf|extract-projector>`: checkpoint conversions
  * between the original LLaVA and the Hugging Face formats (see src/zoo/).
  */
 import type { ParseArgsConfig } from "node:util";
 import { parseCommandArgs } from "./common.js";
-import { LlavaError } from "../util/errors.js";
+import { LlavaError, UsageError } from "../util/errors.js";
 import type { ConvertResult } from "../zoo/common.js";
 import { extractProjector } from "../zoo/extract-projector.js";
 import { mergeLora } from "../zoo/merge-lora.js";
 import { formatBytes, ProgressBar } from "../zoo/progress.js";
 import { convertToHf } from "../zoo/to-hf.js";
+import { convertToGguf, GGUF_FILE_TYPES, type GgufFileType } from "../zoo/to-gguf.js";
 import { convertToOriginal } from "../zoo/to-original.js";
 
 export const CONVERT_USAGE = `usage: llava convert <conversion> [options]
@@ -21,6 +22,10 @@ conversions:
                      HF llava-hf / llava_next back to the original LLaVA format
   merge-lora         --model-path LORA_DIR --model-base BASE_DIR --out DIR
                      a LoRA (or projector-only) checkpoint folded into a full original-format model
+  to-gguf            --model-path DIR [--vision-tower DIR] --out DIR [--type TYPE]
+                     the LLM as <name>-<TYPE>.gguf and the vision tower with the projector as
+                     mmproj-<name>-f16.gguf, the pair llama.cpp's multimodal tools and Ollama load;
+                     TYPE: ${Object.keys(GGUF_FILE_TYPES).join(", ")} (default f16)
   extract-projector  --model-path DIR --out FILE.safetensors
                      the model.mm_projector.* tensors of an original-format checkpoint
 
@@ -66,6 +71,17 @@ const conversions: Record<string, { options: ParseArgsConfig["options"]; run: (v
       force: v.force === true, maxShardSize: v["max-shard-size"] as string | undefined, progress,
     }),
   },
+  "to-gguf": {
+    options: { ...common, "vision-tower": { type: "string" }, type: { type: "string" } },
+    run: (v, progress) => {
+      const type = (v.type as string | undefined) ?? "f16";
+      if (!(type in GGUF_FILE_TYPES)) throw new UsageError(`--type ${type}: expected one of ${Object.keys(GGUF_FILE_TYPES).join(", ")}`);
+      return convertToGguf({
+        modelPath: required(v, "model-path"), visionTower: v["vision-tower"] as string | undefined, out: required(v, "out"),
+        type: type as GgufFileType, force: v.force === true, progress,
+      });
+    },
+  },
   "extract-projector": {
     options: common,
     run: (v, progress) => extractProjector({ modelPath: required(v, "model-path"), out: required(v, "out"), force: v.force === true, progress }),
@@ -79,7 +95,7 @@ export async function runConvert(args: string[]): Promise<void> {
     return;
   }
   const conversion = conversions[name];
-  if (!conversion) throw new LlavaError(`unknown conversion "${name}" (to-hf, to-original, merge-lora, extract-projector; see llava convert --help)`);
+  if (!conversion) throw new LlavaError(`unknown conversion "${name}" (to-hf, to-original, merge-lora, to-gguf, extract-projector; see llava convert --help)`);
   const values = parseCommandArgs(`convert ${name}`, rest, conversion.options) as Values;
   if (values.help) {
     process.stdout.write(CONVERT_USAGE);

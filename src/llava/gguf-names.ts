@@ -17,6 +17,7 @@ export const LLM_KEY = {
   architecture: "general.architecture",
   name: "general.name",
   fileType: "general.file_type",
+  quantizationVersion: "general.quantization_version",
   contextLength: "{arch}.context_length",
   embeddingLength: "{arch}.embedding_length",
   blockCount: "{arch}.block_count",
@@ -25,6 +26,7 @@ export const LLM_KEY = {
   headCountKv: "{arch}.attention.head_count_kv",
   rmsEps: "{arch}.attention.layer_norm_rms_epsilon",
   keyLength: "{arch}.attention.key_length",
+  valueLength: "{arch}.attention.value_length",
   ropeDimensionCount: "{arch}.rope.dimension_count",
   ropeFreqBase: "{arch}.rope.freq_base",
   ropeScalingType: "{arch}.rope.scaling.type",
@@ -42,6 +44,7 @@ export { TOKENIZER_KEY, TOKEN_TYPE } from "../tokenizer/gguf-tokenizer.js";
 
 /** Metadata keys of the vision (mmproj) file, as clip.cpp reads them. */
 export const CLIP_KEY = {
+  hasTextEncoder: "clip.has_text_encoder",
   hasVisionEncoder: "clip.has_vision_encoder",
   hasLlavaProjector: "clip.has_llava_projector",
   projectorType: "clip.projector_type",
@@ -59,6 +62,7 @@ export const CLIP_KEY = {
   featureLayer: "clip.vision.feature_layer",
   pinpoints: "clip.vision.image_grid_pinpoints",
   mergeType: "clip.vision.mm_patch_merge_type",
+  cropResolution: "clip.vision.image_crop_resolution",
 } as const;
 
 const LLM_GLOBAL: [string, string][] = [

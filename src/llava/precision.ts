@@ -45,7 +45,7 @@ const MORE_BITS_MODULE = /^model\.layers\.(\d+)\.(self_attn\.v_proj|mlp\.down_pr
  * one per layer); every other weight takes the base type. Rows that are not whole blocks fall
  * back as llama.cpp's do (fittingFormat).
  */
-function quantFormat(name: string, quant: QuantType, layers: number | undefined): PackedFormat {
+export function quantFormat(name: string, quant: QuantType, layers: number | undefined): PackedFormat {
   const base: PackedFormat = quant === "q4_k_m" ? "q4_k" : quant === "q5_k_m" ? "q5_k" : quant;
   if (name === HEAD) return base === "q8_0" ? "q8_0" : "q6_k";
   const bumped = MORE_BITS_MODULE.exec(name);

@@ -49,7 +49,7 @@ test("convert errors are one clear line", () => {
   assertCleanError(llava(["convert", "to-original", "--model-path", ORIG, "--out", path.join(tmp, "x4")]), /already in the original LLaVA format/);
   assertCleanError(llava(["convert", "to-hf", "--model-path", ORIG]), /--out is required/);
   assertCleanError(llava(["convert", "to-hf", "--model-path", ORIG, "--out", path.join(tmp, "x5"), "--max-shard-size", "lots"]), /not a size like "5GB"/);
-  assertCleanError(llava(["convert", "to-gguf"]), /unknown conversion "to-gguf"/);
+  assertCleanError(llava(["convert", "to-onnx"]), /unknown conversion "to-onnx"/);
   assertCleanError(llava(["convert", "extract-projector", "--model-path", ORIG, "--out", path.join(tmp, "mm_projector.bin")]), /writing PyTorch \.bin files is not supported/);
   const blocker = path.join(tmp, "a-file");
   fs.writeFileSync(blocker, "");
