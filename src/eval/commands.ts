@@ -21,6 +21,7 @@ import { modelVqaMmbench } from "./model-vqa-mmbench.js";
 import { modelVqaScience } from "./model-vqa-science.js";
 import { evalRun } from "./run.js";
 import { evalReport } from "./report.js";
+import { synthAccuracy } from "./synth-accuracy.js";
 
 export interface EvalCommand {
   /** the reference script's file stem, e.g. "eval_pope" */
@@ -54,4 +55,5 @@ export const EVAL_COMMANDS: EvalCommand[] = [
   summarizeGptReview,
   evalRun,
   evalReport,
+  synthAccuracy,
 ];
