@@ -35,6 +35,8 @@ commands:
          shapes, settings, parameter counts and memory needs, read from configs and headers only
   data check --data-path FILE --model-path DIR [--image-folder DIR] [--version V] [--model-max-length N] [--json]
          validate a training dataset before training: images, <image> markers, turn order, label masks, lengths
+  data synth --out DIR [--seed S] [--train N] [--test M] [--image-size PX] [--overwrite]
+         write a procedural world of coloured shapes as stage-1/stage-2 training data and a held-out test
   eval <script> [options]
          the reference's evaluation scripts (scorers, converters, reviews) with their own options (llava eval --help)
   train --stage pretrain|finetune --model-name-or-path DIR --data-path FILE --output-dir DIR [...]

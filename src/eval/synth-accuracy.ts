@@ -113,6 +113,26 @@ function readChance(worldFile: string, given: boolean): Record<string, number> |
   return Object.fromEntries([...chance].flatMap(([k, v]) => (typeof v === "number" ? [[k, v]] : v instanceof PyFloat ? [[k, v.value]] : [])));
 }
 
+export interface SynthScoreFiles {
+  /** test.jsonl of llava data synth */
+  questionFile: string;
+  /** the answers, as model_vqa_loader writes them */
+  resultFile: string;
+  /** default: test_answers.jsonl beside the question file */
+  annotationFile?: string;
+  /** default: world.json beside the question file, when there (else no chance levels) */
+  worldFile?: string;
+}
+
+/** The score of a result file on llava data synth's test. */
+export function scoreSynthFiles(files: SynthScoreFiles): SynthScore {
+  const beside = (name: string) => path.join(path.dirname(files.questionFile), name);
+  const chance = readChance(files.worldFile ?? beside(SYNTH_FILES.world), files.worldFile !== undefined);
+  const truths = readTruths(files.questionFile, files.annotationFile ?? beside(SYNTH_FILES.answers));
+  if (truths.size === 0) throw new LlavaError(`eval ${SCRIPT}: ${files.questionFile} has no questions`);
+  return scoreSynth(truths, readPredictions(files.resultFile, truths), chance);
+}
+
 export const synthAccuracy: EvalCommand = {
   name: SCRIPT,
   summary: "llava data synth's test: exact-match accuracy overall and per category, beside chance",
@@ -123,15 +143,12 @@ export const synthAccuracy: EvalCommand = {
     "--world": { type: "str", help: `the world's chance levels (default: ${SYNTH_FILES.world} beside the question file, when there)` },
   },
   async run(args) {
-    const questionFile = args.question_file as string;
-    const resultFile = args.result_file as string;
-    const beside = (name: string) => path.join(path.dirname(questionFile), name);
-    const annotationFile = typeof args.annotation_file === "string" ? args.annotation_file : beside(SYNTH_FILES.answers);
-    const worldGiven = typeof args.world === "string";
-    const chance = readChance(worldGiven ? (args.world as string) : beside(SYNTH_FILES.world), worldGiven);
-    const truths = readTruths(questionFile, annotationFile);
-    if (truths.size === 0) throw new LlavaError(`eval ${SCRIPT}: ${questionFile} has no questions`);
-    const score = scoreSynth(truths, readPredictions(resultFile, truths), chance);
+    const score = scoreSynthFiles({
+      questionFile: args.question_file as string,
+      resultFile: args.result_file as string,
+      annotationFile: typeof args.annotation_file === "string" ? args.annotation_file : undefined,
+      worldFile: typeof args.world === "string" ? args.world : undefined,
+    });
     process.stdout.write(`${formatSynthScore(score)}\n${JSON.stringify(score)}\n`);
   },
 };

@@ -75,21 +75,26 @@ export function existQuestion(rng: Rng, scene: Scene, yes: boolean, present: Sce
   return { category: "exist", text: `Is there a ${color} ${shape}?`, answer: yes ? "yes" : "no" };
 }
 
+const leftOf = (a: SceneObject, b: SceneObject) => columnOf(a.cell) < columnOf(b.cell);
+const above = (a: SceneObject, b: SceneObject) => rowOf(a.cell) < rowOf(b.cell);
+
+/** Grid relations, each with its opposite: "left of" means a column further left. */
 const RELATIONS = [
-  { words: "to the left of", holds: (a: SceneObject, b: SceneObject) => columnOf(a.cell) < columnOf(b.cell) },
-  { words: "to the right of", holds: (a: SceneObject, b: SceneObject) => columnOf(a.cell) > columnOf(b.cell) },
-  { words: "above", holds: (a: SceneObject, b: SceneObject) => rowOf(a.cell) < rowOf(b.cell) },
-  { words: "below", holds: (a: SceneObject, b: SceneObject) => rowOf(a.cell) > rowOf(b.cell) },
+  { words: "to the left of", holds: leftOf, opposite: (a: SceneObject, b: SceneObject) => leftOf(b, a) },
+  { words: "to the right of", holds: (a: SceneObject, b: SceneObject) => leftOf(b, a), opposite: leftOf },
+  { words: "above", holds: above, opposite: (a: SceneObject, b: SceneObject) => above(b, a) },
+  { words: "below", holds: (a: SceneObject, b: SceneObject) => above(b, a), opposite: above },
 ];
 
 /**
  * "Is the red circle to the left of the blue star?" about `a` and another object, with the answer
- * `yes`; needs two objects. Grid relations: "left of" means a column further left.
+ * `yes`; needs two objects. A no is asked only where the opposite holds (never about two objects
+ * of one column or row, which the cells' jitter could make look either way).
  */
 export function relationQuestion(rng: Rng, scene: Scene, yes: boolean, a: SceneObject): Question {
   const options = scene.objects
     .filter((b) => b !== a)
-    .flatMap((b) => RELATIONS.filter((r) => r.holds(a, b) === yes).map((r) => ({ b, r })));
+    .flatMap((b) => RELATIONS.filter((r) => (yes ? r.holds(a, b) : r.opposite(a, b))).map((r) => ({ b, r })));
   const { b, r } = pick(rng, options);
   return { category: "relation", text: `Is the ${name(a)} ${r.words} the ${name(b)}?`, answer: yes ? "yes" : "no" };
 }

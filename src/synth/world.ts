@@ -8,7 +8,7 @@ import { Rng } from "../util/random.js";
 export const SHAPES = ["circle", "square", "triangle", "star", "diamond", "cross", "hexagon", "ring"] as const;
 export type Shape = (typeof SHAPES)[number];
 
-/** Saturated colours, each one LLaMA token, far from every (grey) background. */
+/** Saturated colours, far from every background; each name starts with its own LLaMA token. */
 export const COLORS = {
   red: [220, 30, 30],
   green: [30, 160, 50],
@@ -31,12 +31,18 @@ export type Cell = (typeof CELLS)[number];
 export const rowOf = (cell: number) => Math.floor(cell / 3);
 export const columnOf = (cell: number) => cell % 3;
 
-/** Neutral greys: plain backgrounds and the ends of gradients. No object colour is grey. */
+/**
+ * Greys and faint tints: plain backgrounds and the ends of gradients. Their channels differ by
+ * at most 40, every object colour's by 100 or more, so no background passes for an object.
+ */
 export const BACKGROUND_TONES = {
   white: [250, 250, 250],
+  ivory: [245, 240, 215],
+  mist: [215, 225, 245],
   silver: [205, 205, 205],
   gray: [140, 140, 140],
   charcoal: [70, 70, 70],
+  slate: [40, 50, 75],
   black: [15, 15, 15],
 } as const satisfies Record<string, readonly [number, number, number]>;
 export type Tone = keyof typeof BACKGROUND_TONES;
