@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
   convModeForModelName, convTemplateNames, convTemplates, getConvTemplate, modelNameFromPath, type Conversation,
 } from "../llava/conversation.js";
+import { modelPathOrDefault } from "../llava/default-model.js";
 import { ggufConvMode } from "../llava/gguf-load.js";
 import { type LoadedLlava, loadLlava } from "../llava/load.js";
 import { QUANT_TYPES, type QuantType } from "../llava/precision.js";
@@ -94,8 +95,7 @@ export function convModeFromArgs(v: Values): string | undefined {
 }
 
 export async function loadModelFromArgs(v: Values): Promise<LoadedLlava> {
-  const modelPath = v["model-path"];
-  if (typeof modelPath !== "string") throw new LlavaError("--model-path DIR is required");
+  const modelPath = modelPathOrDefault(v["model-path"] as string | undefined);
   const started = Date.now();
   const dtype = v.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new LlavaError(`--dtype must be f32, bf16 or f16, got "${String(dtype)}"`);

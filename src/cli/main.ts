@@ -21,9 +21,9 @@ import { LlavaError, UsageError } from "../util/errors.js";
 const USAGE = `usage: llava <command> [options]
 
 commands:
-  chat   --model-path DIR [--image-file PATH|URL] [--conv-mode M] [--temperature T] [--max-new-tokens N]
+  chat   [--model-path DIR] [--image-file PATH|URL] [--conv-mode M] [--temperature T] [--max-new-tokens N]
          interactive multi-turn chat in the terminal, answers streamed as they are generated
-  run    --model-path DIR --image-file PATH[,PATH...] --query TEXT [--conv-mode M] [--temperature T]
+  run    [--model-path DIR] --image-file PATH[,PATH...] --query TEXT [--conv-mode M] [--temperature T]
          one answer to one query (like the reference run_llava.py)
   dump   --model-path DIR [--image-file PATH]... [--query TEXT] [--system TEXT] [--answer TEXT]
          [--conv-mode M] [--max-new-tokens N] --out DIR [--force]
@@ -50,6 +50,7 @@ commands:
          a worker whose answers come from an OpenAI-compatible server
 
 common options:
+  --model-path DIR     the model folder (default for chat, run and serve: the shipped models/llava-v1.5-world-tiny)
   --model-base DIR     base LLM under a LoRA (adapter_config.json) or projector-only (mm_projector.bin) checkpoint,
                        or the model a PEFT adapter folder without config.json was trained on
   --dtype f32|bf16|f16 precision of the Linear weights in memory (default f32; bf16/f16 as stored, no f32 copy)

@@ -72,7 +72,7 @@ export async function runWorker(args: string[]): Promise<void> {
   const serve = { ...serveOptionsFrom(v), api: apiOptionsFrom(v, serverLog("worker")) };
   const engineOptions = engineOptionsFrom(v);
   const loaded = await loadModelFromArgs(v);
-  const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
+  const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(loaded.dir);
   await serveEngine("worker", serve, new BatchEngine(loaded, engineOptions), modelName);
 }
 

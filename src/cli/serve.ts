@@ -13,7 +13,7 @@ import { loadModelFromArgs, loadOptions, parseCommandArgs } from "./common.js";
 import { API_USAGE, apiArgs, apiOptionsFrom, choiceFrom, concurrencyFrom, ENGINE_USAGE, engineArgs, engineOptionsFrom, hostFrom, httpUrlFrom, megabytesFrom, portFrom, serverLog } from "./serve-options.js";
 import { runOpenAIWorker, runWorker, WORKER_USAGE } from "./serve-worker.js";
 
-const USAGE = `usage: llava serve --model-path DIR [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
+const USAGE = `usage: llava serve [--model-path DIR] [--model-base DIR] [--model-name N] [--load-8bit|--load-4bit|--dtype D]
                    [--host 127.0.0.1] [--port 8000] [--limit-model-concurrency 5] [--max-batch 8] [--prefix-cache-mb 1024]
                    [--log-dir .] [--embed] [--max-upload-mb 20] [--no-api] [--api-key KEY] [--cors-origin ORIGIN ...]
                    [--allow-private-urls]
@@ -101,7 +101,7 @@ async function runAllInOne(args: string[]): Promise<void> {
   const log = serverLog("serve");
   const api = apiOptionsFrom(v, log);
   const loaded = await loadModelFromArgs(v);
-  const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(v["model-path"] as string);
+  const modelName = typeof v["model-name"] === "string" ? v["model-name"] : modelNameFromPath(loaded.dir);
   const server = await startAllInOne({
     engine: new BatchEngine(loaded, engineOptions), modelName, host, port, limitModelConcurrency, api, log,
     web: { logDir: typeof v["log-dir"] === "string" ? v["log-dir"] : ".", embed: v.embed === true, maxUploadBytes },

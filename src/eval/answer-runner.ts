@@ -59,6 +59,9 @@ export function runnerOptions(defaults: { questionFile: string; convMode: string
     "--temperature": { type: "float", default: 0.2, help: "0: greedy" },
     // the loader's option; the other scripts fix the budget at this default
     "--max_new_tokens": { type: "int", default: defaults.maxNewTokens },
+    // as llava run's: the accuracy of a quantized model, measured by the same script
+    "--load-8bit": { type: "flag", help: "quantize the language model's Linear weights to 8 bits (q8_0)" },
+    "--load-4bit": { type: "flag", help: "the same with 4 bits (q4_0)" },
   };
 }
 
@@ -96,7 +99,9 @@ export async function runAnswers(script: AnswerScript, args: ArgValues): Promise
     const problems = slots.flatMap((s) => ("problem" in s ? [`${s.label}: ${s.problem}`] : []));
     const todo = slots.flatMap((s, i) => ("question" in s && !lines.has(i) ? [i] : []));
     // a finished file costs no model load
-    const loaded = todo.length ? await loadLlava(modelPath, { modelBase: args.model_base === null ? undefined : expandUser(String(args.model_base)) }) : null;
+    if (args.load_8bit && args.load_4bit) throw new LlavaError("--load-8bit and --load-4bit exclude each other");
+    const quantize = args.load_8bit ? "q8_0" : args.load_4bit ? "q4_0" : undefined;
+    const loaded = todo.length ? await loadLlava(modelPath, { modelBase: args.model_base === null ? undefined : expandUser(String(args.model_base)), quantize }) : null;
     if (answersFile.existing.length) process.stderr.write(`resuming ${answersFile.file}: ${answersFile.existing.length} answer(s) kept, ${todo.length} to go\n`);
     const progress = new Progress(slots.length - todo.length - problems.length, slots.length - problems.length);
     for (const i of todo) {

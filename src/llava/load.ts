@@ -20,6 +20,7 @@ import { type ImageProcessorConfig, loadImageProcessorConfig, parseImageProcesso
 import { attachLora, checkAdapterUsed } from "../nn/lora.js";
 import { ParamLoader } from "../nn/params.js";
 import type { Backend } from "../tensor/backend.js";
+import { modelPathOrDefault } from "./default-model.js";
 import { createBackend } from "../tensor/backends.js";
 import { LlavaTokenizer } from "../tokenizer/tokenizer.js";
 import { LlavaError } from "../util/errors.js";
@@ -79,7 +80,9 @@ function checkImageTokens(spec: ModelSpec, tokenizer: LlavaTokenizer): void {
   }
 }
 
-export async function loadLlava(modelPath: string, opts: LoadOptions = {}): Promise<LoadedLlava> {
+/** Loads a checkpoint (original, HF, LoRA, projector-only or a GGUF pair); with no path, the shipped default model. */
+export async function loadLlava(modelPath?: string, opts: LoadOptions = {}): Promise<LoadedLlava> {
+  modelPath = modelPathOrDefault(modelPath);
   const pair = findGgufPair(modelPath, opts.mmproj);
   if (pair) return loadGgufLlava(pair, opts);
   const spec = readModelSpec(modelPath, { visionTower: opts.visionTower, modelBase: opts.modelBase });

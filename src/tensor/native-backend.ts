@@ -72,7 +72,7 @@ export interface NativeAddon extends Omit<Backend, "name" | "packedMatmul"> {
 }
 
 /** The package root: the nearest folder above this module with a package.json. */
-function packageRoot(): string {
+export function packageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   while (!fs.existsSync(path.join(dir, "package.json"))) {
     const up = path.dirname(dir);

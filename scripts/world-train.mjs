@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+/**
+ * `npm run demo:train`: trains the tiny LLaVA-1.5 of the shapes world from random weights with
+ * the project's own commands, evaluates it on the held-out questions and, when it meets the
+ * target, ships it as the default model.
+ *
+ *   1. llava data synth             the world: captions, conversations, held-out test questions
+ *   2. random start                 a tiny HF llava checkpoint with the real LLaMA tokenizer
+ *   3. llava train (stage 1)        captions, plain template; nothing is pretrained, so the tower,
+ *                                   the projector and the LLM all train
+ *   4. llava train (stage 2)        instruction tuning on the conversations, llava_v1 template
+ *   5. llava eval model_vqa_loader  + synth_accuracy: exact match per question type, f32, 8 and 4 bits
+ *   6. ship                         the model, its loss curves, scores and model card replace the
+ *                                   shipped folder, only when every figure meets the target
+ *
+ * Every step is skipped or resumed when its output is already there (the trainer resumes from its
+ * newest checkpoint), so an interrupted run continues where it stopped when run again.
+ *
+ *   node scripts/world-train.mjs [--work DIR] [--ship DIR] [--seed S] [--train N] [--test M]
+ *                                [--max-steps N] [--min-overall X] [--min-category X]
+ */
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const { writeRandomLlava } = await import(path.join(ROOT, "dist/src/llava/random-checkpoint.js"));
+const { defaultModelDir } = await import(path.join(ROOT, "dist/src/llava/default-model.js"));
+const { writeModelCard } = await import(path.join(ROOT, "scripts/world-model-card.mjs"));
+
+/** The model: a CLIP-style tower that sees 7x7 patches of 16 px, mlp2x_gelu, a 2-layer LLaMA. */
+const MODEL_SHAPE = {
+  text: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 512 },
+  vision: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 3, num_attention_heads: 4, image_size: 112, patch_size: 16, hidden_act: "quick_gelu", layer_norm_eps: 1e-5 },
+};
+
+/** Settings every stage shares: whole batches of 32 on a CPU, no recomputation (the model is small). */
+const COMMON = [
+  "--image-aspect-ratio", "square", "--unfreeze-vision-tower", "--per-device-train-batch-size", "32", "--gradient-accumulation-steps", "1",
+  "--gradient-checkpointing", "False", "--model-max-length", "512", "--logging-steps", "10", "--save-steps", "25",
+];
+
+/** The stages: name, data file (of data synth), and the options of each. */
+const STAGES = [
+  { name: "stage1", data: "pretrain.json", options: ["--stage", "pretrain", "--version", "plain", "--tune-mm-mlp-adapter", "False", "--learning-rate", "2e-3", "--num-train-epochs", "1"] },
+  { name: "stage2", data: "finetune.json", options: ["--stage", "finetune", "--group-by-modality-length", "False", "--learning-rate", "1e-3", "--num-train-epochs", "2"] },
+];
+
+/** The files of a model folder that ship (the trainer's own records stay behind). */
+const MODEL_FILES = /^(config\.json|generation_config\.json|preprocessor_config\.json|model(-\d+-of-\d+)?\.safetensors(\.index\.json)?|tokenizer.*|special_tokens_map\.json)$/;
+
+const fail = (line) => {
+  process.stderr.write(`world-train: ${line}\n`);
+  process.exit(1);
+};
+
+const OPTIONS = {
+  work: { type: "string", default: path.join(ROOT, "runs", "world") },
+  ship: { type: "string", default: defaultModelDir() },
+  seed: { type: "string", default: "0" },
+  train: { type: "string", default: "3000" },
+  test: { type: "string", default: "100" },
+  "max-steps": { type: "string" },
+  "min-overall": { type: "string", default: "0.9" },
+  "min-category": { type: "string", default: "0.8" },
+  help: { type: "boolean", short: "h" },
+};
+let v;
+try {
+  v = parseArgs({ options: OPTIONS }).values;
+} catch (err) {
+  fail(`${err.message.split("\n")[0]} (see --help)`);
+}
+for (const name of ["seed", "train", "test", "max-steps", "min-overall", "min-category"]) {
+  if (v[name] !== undefined && !Number.isFinite(Number(v[name]))) fail(`--${name} must be a number, got "${v[name]}"`);
+}
+if (v.help) {
+  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").match(/\/\*\*([\s\S]*?)\*\//)[1].replace(/^ \* ?/gm, ""));
+  process.exit(0);
+}
+
+const work = path.resolve(v.work);
+const dataDir = path.join(work, "data");
+const started = Date.now();
+const log = (line) => process.stderr.write(`[world ${((Date.now() - started) / 1000).toFixed(0)} s] ${line}\n`);
+
+/** Runs a llava command, its output passed through; returns its stdout when asked. */
+function llava(args, { capture = false } = {}) {
+  log(`llava ${args.join(" ")}`);
+  try {
+    return execFileSync(process.execPath, [path.join(ROOT, "bin", "llava.js"), ...args], { stdio: ["ignore", capture ? "pipe" : "inherit", "inherit"], encoding: "utf8" });
+  } catch (err) {
+    fail(`llava ${args[0]} ${args[1] ?? ""} failed (exit ${err.status}); rerun to continue where it stopped`);
+  }
+}
+
+/** A folder made under a temporary name and renamed when complete, so a half-made one never looks done. */
+function atomicFolder(dir, make) {
+  if (fs.existsSync(dir)) return;
+  const tmp = `${dir}.partial`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  make(tmp);
+  fs.renameSync(tmp, dir);
+}
+
+function synthData() {
+  const world = path.join(dataDir, "world.json");
+  if (fs.existsSync(world)) {
+    const { seed, counts } = JSON.parse(fs.readFileSync(world, "utf8"));
+    if (seed !== Number(v.seed) || counts.trainImages !== Number(v.train) || counts.testImages !== Number(v.test)) {
+      fail(`${dataDir} holds another world (seed ${seed}, ${counts.trainImages} train, ${counts.testImages} test images); use another --work`);
+    }
+    return;
+  }
+  // world.json is written last: without it the folder is an interrupted synth, made again
+  llava(["data", "synth", "--out", dataDir, "--overwrite", "--seed", v.seed, "--train", v.train, "--test", v.test, "--image-size", String(MODEL_SHAPE.vision.image_size)]);
+}
+
+function randomStart() {
+  const dir = path.join(work, "start");
+  atomicFolder(dir, (tmp) => {
+    log(`random start ${dir}`);
+    writeRandomLlava(tmp, { format: "hf", seed: Number(v.seed) + 1, tokenizerFrom: tokenizerSource(), ...MODEL_SHAPE });
+  });
+  return dir;
+}
+
+/** The real LLaMA tokenizer: the shipped model's, else the test fixtures' (a fresh repository before its first model). */
+function tokenizerSource() {
+  for (const dir of [defaultModelDir(), path.join(ROOT, "..", "shared", "fixtures", "models", "tiny-llava-1.5-mha")]) {
+    if (fs.existsSync(path.join(dir, "tokenizer.json"))) return dir;
+  }
+  fail("no LLaMA tokenizer files found (the shipped model's folder holds them)");
+}
+
+function trainStages(start) {
+  let model = start;
+  for (const stage of STAGES) {
+    const out = path.join(work, stage.name);
+    const steps = v["max-steps"] ? ["--max-steps", v["max-steps"]] : [];
+    llava(["train", ...stage.options, ...COMMON, ...steps, "--seed", v.seed, "--model-name-or-path", model, "--data-path", path.join(dataDir, stage.data), "--image-folder", path.join(dataDir, "images"), "--output-dir", out]);
+    model = out;
+  }
+  return model;
+}
+
+/** Answers the held-out questions (f32, --load-8bit, --load-4bit) and scores them. */
+function evaluate(model) {
+  const scores = {};
+  for (const [name, flags] of [["f32", []], ["8bit", ["--load-8bit"]], ["4bit", ["--load-4bit"]]]) {
+    const answers = path.join(work, "eval", `answers-${name}.jsonl`);
+    fs.mkdirSync(path.dirname(answers), { recursive: true });
+    llava(["eval", "model_vqa_loader", "--model-path", model, "--question-file", path.join(dataDir, "test.jsonl"), "--image-folder", path.join(dataDir, "images"),
+      "--answers-file", answers, "--conv-mode", "llava_v1", "--temperature", "0", "--max_new_tokens", "8", ...flags]);
+    const out = llava(["eval", "synth_accuracy", "--question-file", path.join(dataDir, "test.jsonl"), "--result-file", answers], { capture: true });
+    process.stdout.write(`${name}:\n${out}`);
+    scores[name] = JSON.parse(out.trim().split("\n").pop());
+  }
+  return scores;
+}
+
+/** Why the f32 score misses the target, or null when it meets it. */
+function shortfall(score) {
+  const minOverall = Number(v["min-overall"]), minCategory = Number(v["min-category"]);
+  const misses = [];
+  if (score.overall.accuracy < minOverall) misses.push(`overall ${pct(score.overall.accuracy)} < ${pct(minOverall)}`);
+  for (const [name, s] of Object.entries(score.categories)) if (!(s.accuracy > minCategory)) misses.push(`${name} ${pct(s.accuracy)} <= ${pct(minCategory)}`);
+  return misses.length ? misses.join(", ") : null;
+}
+
+const pct = (x) => `${(100 * x).toFixed(1)}%`;
+
+/** Replaces the shipped folder by the model, its curves, scores and card, in one rename. */
+function ship(model, scores, seconds) {
+  const dest = path.resolve(v.ship);
+  const tmp = `${dest}.partial`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  for (const f of fs.readdirSync(model)) if (MODEL_FILES.test(f)) fs.copyFileSync(path.join(model, f), path.join(tmp, f));
+  for (const stage of STAGES) fs.copyFileSync(path.join(work, stage.name, "loss.svg"), path.join(tmp, `loss-${stage.name}.svg`));
+  const world = JSON.parse(fs.readFileSync(path.join(dataDir, "world.json"), "utf8"));
+  const record = { seconds, seed: Number(v.seed), train: Number(v.train), test: Number(v.test), shape: MODEL_SHAPE, stages: STAGES.map((s) => ({ ...s, common: COMMON })), scores };
+  fs.writeFileSync(path.join(tmp, "eval.json"), JSON.stringify(record, null, 1) + "\n");
+  writeModelCard(path.join(tmp, "README.md"), { ...record, world });
+  const old = `${dest}.old`;
+  fs.rmSync(old, { recursive: true, force: true });
+  if (fs.existsSync(dest)) fs.renameSync(dest, old);
+  fs.renameSync(tmp, dest);
+  fs.rmSync(old, { recursive: true, force: true });
+  log(`shipped ${dest}`);
+}
+
+synthData();
+const model = trainStages(randomStart());
+const trained = (Date.now() - started) / 1000;
+const scores = evaluate(model);
+const miss = shortfall(scores.f32);
+if (miss) {
+  fail(`${model} misses the target (${miss}); the shipped model stays as it is`);
+}
+ship(model, scores, trained);
