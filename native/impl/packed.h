@@ -23,7 +23,7 @@ static inline uint32_t rd32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2
 static inline vi bit_lanes(uint32_t bits, int first) {  // lane i: bit first + i of bits
   vi lane;
   for (int i = 0; i < W; i++) lane[i] = i;  // folded to a constant
-  const vu shifted = vu{} + bits >> (__builtin_convertvector(lane, vu) + uint32_t(first));
+  const vu shifted = (vu{} + bits) >> (__builtin_convertvector(lane, vu) + uint32_t(first));
   return __builtin_convertvector(shifted & 1u, vi);
 }
 
