@@ -360,15 +360,8 @@ export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
   const keep = 1 / (1 - p);
   const mask = new Float32Array(x.size);
   for (let i = 0; i < mask.length; i++) mask[i] = rng.next() < p ? 0 : keep;
-  const be = x.backend;
-  const out = new Float32Array(x.size);
-  be.mul(x.data, mask, out);
-  return result(out, x.shape, [x], (g) => {
-    if (!x.requiresGrad) return;
-    const tmp = new Float32Array(g.length);
-    be.mul(g, mask, tmp);
-    be.accumulate(x.gradBuffer(), tmp);
-  });
+  // the mask is a constant factor: mul's backward scales the gradient by it
+  return mul(x, new Tensor(mask, x.shape, x.backend));
 }
 
 export interface CheckpointOptions {
