@@ -28,6 +28,12 @@ export interface RandomLlavaSpec {
   imageAspectRatio?: "pad" | "square";
   visionSelectLayer?: number;
   visionSelectFeature?: "patch" | "cls_patch";
+  /**
+   * "test" (default): values that keep every activation meaningful, for parity tests and
+   * benchmarks; "train": each part as its reference class initializes it before training (LLaMA
+   * and CLIP `_init_weights`, the projector as torch's nn.Linear), for training from scratch
+   */
+  init?: "test" | "train";
   /** written as F32 (default), F16 or BF16 */
   dtype?: "F32" | "F16" | "BF16";
   /** shard the weights past this many bytes (default: one file) */
@@ -54,14 +60,20 @@ class RandomTensors {
     this.random = seededRandom(seed);
   }
 
-  /** uniform in [center - spread, center + spread) */
-  add(name: string, shape: number[], spread: number, center = 0): void {
+  add(name: string, shape: number[], init: Init): void {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    for (let i = 0; i < n; i++) data[i] = center + spread * (2 * this.random() - 1);
+    if (init.kind === "uniform") for (let i = 0; i < n; i++) data[i] = init.center + init.spread * (2 * this.random() - 1);
+    else for (let i = 0; i < n; i++) data[i] = init.std * this.gaussian();
     this.pending.push({ name, dtype: this.dtype, shape, data });
     this.pendingBytes += n * (this.dtype === "F32" ? 4 : 2);
     if (this.pendingBytes >= this.maxShardBytes) this.flush();
+  }
+
+  /** Box-Muller: a standard normal value */
+  private gaussian(): number {
+    const u = 1 - this.random();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.random());
   }
 
   private flush(): void {
@@ -93,13 +105,41 @@ class RandomTensors {
   }
 }
 
-/** Spread and center of a tensor's uniform values: Linear weights keep unit variance, norms sit near 1, biases near 0. */
-function initOf(name: string, shape: number[]): { spread: number; center: number } {
-  if (name.endsWith(".bias")) return { spread: 0.1, center: 0 };
-  if (shape.length === 1 && /norm|layrnorm/.test(name)) return { spread: 0.1, center: 1 };
-  if (/position_embedding/.test(name)) return { spread: 0.5, center: 0 };
-  if (shape.length >= 2 && !/embed_tokens/.test(name)) return { spread: Math.sqrt(3 / shape.slice(1).reduce((a, b) => a * b, 1)), center: 0 };
-  return { spread: 1, center: 0 };
+type Init = { kind: "uniform"; spread: number; center: number } | { kind: "normal"; std: number };
+const uniform = (spread: number, center = 0): Init => ({ kind: "uniform", spread, center });
+const normal = (std: number): Init => ({ kind: "normal", std });
+const fanIn = (shape: number[]) => shape.slice(1).reduce((a, b) => a * b, 1);
+
+/** Test values: Linear weights keep unit variance, norms sit near 1, biases near 0. */
+function testInit(name: string, shape: number[]): Init {
+  if (name.endsWith(".bias")) return uniform(0.1);
+  if (shape.length === 1 && /norm|layrnorm/.test(name)) return uniform(0.1, 1);
+  if (/position_embedding/.test(name)) return uniform(0.5);
+  if (shape.length >= 2 && !/embed_tokens/.test(name)) return uniform(Math.sqrt(3 / fanIn(shape)));
+  return uniform(1);
+}
+
+/**
+ * Training values, as the reference's classes make them: LLaMA's normal(0, 0.02); CLIP's
+ * factor-scaled rules (CLIPPreTrainedModel._init_weights with initializer_factor 1); the
+ * projector as LLaVA's build_vision_projector gets it from nn.Linear (kaiming uniform, bias
+ * uniform within 1/sqrt(fan_in)). Norms are 1 and 0, as their classes start.
+ */
+function trainInit(name: string, shape: number[], spec: RandomLlavaSpec, shapeOf: (name: string) => number[]): Init {
+  if (/norm|layrnorm/.test(name) && shape.length === 1) return uniform(0, name.endsWith(".weight") ? 1 : 0);
+  if (name.includes("mm_projector")) return uniform(1 / Math.sqrt(fanIn(shapeOf(name.replace(/bias$/, "weight")))));
+  if (!name.includes("vision_tower")) return normal(field(spec.text, "initializer_range", 0.02));
+  if (name.endsWith(".bias")) return uniform(0);
+  const width = field(spec.vision, "hidden_size", 768);
+  const depth = field(spec.vision, "num_hidden_layers", 12);
+  const range = field(spec.vision, "initializer_range", 0.02);
+  const inner = width ** -0.5 * (2 * depth) ** -0.5;
+  if (name.endsWith("class_embedding")) return normal(width ** -0.5);
+  if (/patch_embedding|position_embedding/.test(name)) return normal(range);
+  if (/q_proj|k_proj|v_proj|fc2/.test(name)) return normal(inner);
+  if (name.includes("out_proj")) return normal(width ** -0.5);
+  if (name.includes("fc1")) return normal((2 * width) ** -0.5);
+  throw new Error(`no training init for ${name}`);
 }
 
 function writeJson(file: string, value: unknown): void {
@@ -155,11 +195,12 @@ export function writeRandomLlava(dir: string, spec: RandomLlavaSpec): { modelDir
   }
   const main = new RandomTensors(seed, dtype, dir, spec.maxShardBytes);
   const tower = towerDir ? new RandomTensors(seed + 1, dtype, towerDir, spec.maxShardBytes) : null;
-  for (const { name, shape } of declaredTensors(readModelSpec(dir))) {
-    if (!shape) continue;
-    const { spread, center } = initOf(name, shape);
-    if (tower && partOf(name) === "vision") tower.add(storedName(name, "clip")!, shape, spread, center);
-    else main.add(hf ? storedName(name, "hf")! : name, shape, spread, center);
+  const tensors = declaredTensors(readModelSpec(dir)).filter((t) => t.shape);
+  const shapes = new Map(tensors.map((t) => [t.name, t.shape!]));
+  for (const { name, shape } of tensors) {
+    const init = spec.init === "train" ? trainInit(name, shape!, spec, (n) => shapes.get(n)!) : testInit(name, shape!);
+    if (tower && partOf(name) === "vision") tower.add(storedName(name, "clip")!, shape!, init);
+    else main.add(hf ? storedName(name, "hf")! : name, shape!, init);
   }
   main.finish();
   tower?.finish();
