@@ -5,7 +5,8 @@
  * target, ships it as the default model.
  *
  *   1. llava data synth             the world: captions, conversations, held-out test questions
- *   2. random start                 a tiny HF llava checkpoint with the real LLaMA tokenizer
+ *   2. random start                 a tiny HF llava checkpoint with the real LLaMA tokenizer, each
+ *                                   part initialized as its reference class does before training
  *   3. llava train (stage 1)        captions, plain template; nothing is pretrained, so the tower,
  *                                   the projector and the LLM all train
  *   4. llava train (stage 2)        instruction tuning on the conversations, llava_v1 template
@@ -123,7 +124,7 @@ function randomStart() {
   const dir = path.join(work, "start");
   atomicFolder(dir, (tmp) => {
     log(`random start ${dir}`);
-    writeRandomLlava(tmp, { format: "hf", seed: Number(v.seed) + 1, tokenizerFrom: tokenizerSource(), ...MODEL_SHAPE });
+    writeRandomLlava(tmp, { format: "hf", seed: Number(v.seed) + 1, init: "train", tokenizerFrom: tokenizerSource(), ...MODEL_SHAPE });
   });
   return dir;
 }

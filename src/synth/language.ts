@@ -72,7 +72,7 @@ export const countQuestion = (scene: Scene): Question => ({ category: "count", t
 export function existQuestion(rng: Rng, scene: Scene, yes: boolean, present: SceneObject, pairs: Pair[]): Question {
   const inScene = new Set(scene.objects.map(name));
   const [color, shape] = yes ? [present.color, present.shape] : pick(rng, pairs.filter(([c, s]) => !inScene.has(pairKey(c, s))));
-  return { category: "exist", text: `Is there a ${color} ${shape}?`, answer: yes ? "yes" : "no" };
+  return { category: "exist", text: `Is there ${/^[aeiou]/.test(color) ? "an" : "a"} ${color} ${shape}?`, answer: yes ? "yes" : "no" };
 }
 
 const leftOf = (a: SceneObject, b: SceneObject) => columnOf(a.cell) < columnOf(b.cell);

@@ -45,7 +45,7 @@ function answerFromScene(question: string, scene: Scene): string {
   if ((m = q.match(/^What shape is the (\w+) object\?$/))) return find(m[1]).shape;
   if (q === "How many objects are there?") return String(scene.objects.length);
   if ((m = q.match(/^Where is the (\w+) (\w+)\?$/))) return CELL_NAMES[find(m[1], m[2]).cell];
-  if ((m = q.match(/^Is there a (\w+) (\w+)\?$/))) return scene.objects.some((o) => o.color === m![1] && o.shape === m![2]) ? "yes" : "no";
+  if ((m = q.match(/^Is there an? (\w+) (\w+)\?$/))) return scene.objects.some((o) => o.color === m![1] && o.shape === m![2]) ? "yes" : "no";
   if ((m = q.match(/^Is the (\w+) (\w+) (to the left of|to the right of|above|below) the (\w+) (\w+)\?$/))) {
     const a = find(m[1], m[2]), b = find(m[4], m[5]);
     const holds = { "to the left of": col(a) < col(b), "to the right of": col(a) > col(b), above: row(a) < row(b), below: row(a) > row(b) }[m[3]]!;
