@@ -83,7 +83,8 @@ export async function runBenchCommand(argv: string[]): Promise<void> {
     throw new UsageError("--phases train_full trains the whole LLM in f32: use --precision f32");
   }
   const threads = counts(v, "threads", String(os.availableParallelism()), 1024);
-  const [runs] = counts(v, "runs", "3", 1000);
+  const runs = counts(v, "runs", "3", 1000);
+  if (runs.length > 1) throw new UsageError(`--runs takes one number, got "${String(v.runs)}"`);
   const peers = v.peers ?? "auto";
   if (peers !== "auto" && peers !== "none") throw new UsageError(`--peers must be auto or none, got "${String(peers)}"`);
   if ((v["model-path"] === undefined) === (v.model === undefined)) throw new UsageError("give --model-path DIR or --model NAME (see llava bench --help)");
@@ -95,7 +96,7 @@ export async function runBenchCommand(argv: string[]): Promise<void> {
   const records: BenchRecord[] = [];
   const json = v.json === true;
   await runBench({
-    modelPath, modelName: model ?? path.basename(path.resolve(modelPath)), precisions, threads, runs, cacheDir, peers: peers === "auto",
+    modelPath, modelName: model ?? path.basename(path.resolve(modelPath)), precisions, threads, runs: runs[0], cacheDir, peers: peers === "auto",
     phases,
     onRecord: (r) => (json ? process.stdout.write(`${JSON.stringify(r)}\n`) : records.push(r)),
     onNote: (line) => process.stderr.write(`${line}\n`),

@@ -59,7 +59,7 @@ export interface BenchRecord {
   [extra: string]: unknown;
 }
 
-export const PEER_NOTE = "llama.cpp's prompt is text-only ids of the same count (node-llama-cpp takes no image)";
+export const PEER_NOTE = "llama.cpp's prompt is text-only ids of the same count (node-llama-cpp takes no image); its KV cache is its default f16";
 
 export async function runBench(opts: BenchOptions): Promise<void> {
   // a missing or unreadable model is one line before anything is measured
@@ -88,7 +88,7 @@ export async function runBench(opts: BenchOptions): Promise<void> {
           const r = record("llava-ts", precision, phase, values, ours.peakRssBytes, { load_ms: ours.loadMs, ...roofline(phase, median(values), ours, roofs) });
           const theirs = peer && phase !== "encode" ? peer.result[phase] : null;
           if (theirs && peer) {
-            const t = record("llama.cpp", precision, phase, theirs, peer.result.peakRssBytes, { gguf_type: peer.type, prompt: "text-only", ...roofline(phase, median(theirs), ours, roofs) });
+            const t = record("llama.cpp", precision, phase, theirs, peer.result.peakRssBytes, { gguf_type: peer.type, prompt: "text-only", build: peer.result.build, ...roofline(phase, median(theirs), ours, roofs) });
             opts.onRecord({ ...r, llama_cpp: t.median, ratio_to_llama_cpp: r.median / t.median });
             opts.onRecord(t);
           } else opts.onRecord(r);
