@@ -126,7 +126,7 @@ function roofline(phase: InferencePhase, value: number, work: InferenceResult & 
   return { weight_bytes_per_token: work.weightBytes, roofline_tokens_per_s: (roofs.readGBps * 1e9) / work.weightBytes, fraction_of_roofline: (value * work.weightBytes) / (roofs.readGBps * 1e9) };
 }
 
-/** llama.cpp's prefill and decode on the same weights as GGUF, or null (with a note) when no GGUF type holds this precision. */
+/** llama.cpp's prefill and decode on the same weights as GGUF, or null (with a note) when no GGUF type holds this precision or llama.cpp fails. */
 async function peerFigures(opts: BenchOptions, precision: Precision, threads: number, ids: number[]): Promise<{ type: string; result: PeerResult & { peakRssBytes: number } } | null> {
   const type = ggufTypeFor(precision);
   if (!type) {
@@ -134,5 +134,11 @@ async function peerFigures(opts: BenchOptions, precision: Precision, threads: nu
     return null;
   }
   const gguf = await cachedGguf(opts.modelPath, type, opts.cacheDir);
-  return { type, result: runJob<PeerResult>({ kind: "llama.cpp", gguf, ids, threads, runs: opts.runs }) };
+  try {
+    return { type, result: runJob<PeerResult>({ kind: "llama.cpp", gguf, ids, threads, runs: opts.runs }) };
+  } catch (err) {
+    // a peer that cannot run (its prebuilt binary does not load here) costs its figures, not ours
+    opts.onNote(`peers: llama.cpp did not run at ${precision}: ${(err as Error).message.split("\n")[0]}`);
+    return null;
+  }
 }
