@@ -15,9 +15,10 @@ import { createBackend } from "../src/tensor/backends.js";
 import { loadLlava, type LoadOptions } from "../src/llava/load.js";
 import { BatchEngine } from "../src/serve/batch-engine.js";
 import type { EngineRequest } from "../src/serve/engine.js";
-import { clientRequest, ensureCheckpoint } from "./checkpoints.js";
-import { emit } from "./machine.js";
-import { quantile } from "./stats.js";
+import { clientRequest } from "./checkpoints.js";
+import { ensureCheckpoint } from "../src/perf/checkpoints.js";
+import { emit } from "../src/perf/machine.js";
+import { quantile } from "../src/perf/stats.js";
 
 const MODEL = "bench-small";
 

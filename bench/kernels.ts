@@ -1,6 +1,6 @@
 /**
  * Kernel benchmarks of the native backend (not part of npm test). Prints one JSON object per
- * line, each with the CPU model, its SIMD features and the thread count (bench/machine.ts):
+ * line, each with the CPU model, its SIMD features and the thread count (src/perf/machine.ts):
  * the rooflines of this run (read bandwidth and f32 GEMM peak), f32 GEMM 1024³ at 1 and 2
  * threads, GEMV 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and
  * the fraction of the read bandwidth roofline) and m=256 (GFLOP/s) — for q8_0/q4_0 both the
@@ -15,7 +15,7 @@ import { createBackend } from "../src/tensor/backends.js";
 import { NativeBackend } from "../src/tensor/native-backend.js";
 import { packMatrix, type PackedFormat, type PackedMatrix } from "../src/tensor/packed.js";
 import { RefBackend } from "../src/tensor/ref-backend.js";
-import { emit, measureRooflines } from "./machine.js";
+import { emit, measureRooflines } from "../src/perf/machine.js";
 
 const quick = process.argv.includes("--quick");
 

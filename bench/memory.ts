@@ -3,7 +3,7 @@
  * LLaMA-7B shape) loaded with --load-4bit and --load-8bit, answering one question about an
  * image. Writes the random bf16 checkpoint (13.5 GB, sharded) once into bench/.cache.
  * Prints one JSON line per precision, with the CPU model, its SIMD features and the thread count
- * (bench/machine.ts). `node dist/bench/memory.js q4_0` runs one precision.
+ * (src/perf/machine.ts). `node dist/bench/memory.js q4_0` runs one precision.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -14,7 +14,7 @@ import { streamAnswer } from "../src/llava/pipeline.js";
 import { writeRandomLlava } from "../src/llava/random-checkpoint.js";
 import { createBackend } from "../src/tensor/backends.js";
 import { NativeBackend } from "../src/tensor/native-backend.js";
-import { emit } from "./machine.js";
+import { emit } from "../src/perf/machine.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DIR = path.join(ROOT, "bench", ".cache", "llava-7b-shape");

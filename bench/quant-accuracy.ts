@@ -13,9 +13,9 @@ import type { LlamaForCausalLM } from "../src/llava/llama.js";
 import { createBackend } from "../src/tensor/backends.js";
 import { PackedTensor } from "../src/tensor/tensor.js";
 import { seededRandom } from "../src/util/random.js";
-import { ensureCheckpoint } from "./checkpoints.js";
-import { emit } from "./machine.js";
-import { quantile } from "./stats.js";
+import { ensureCheckpoint } from "../src/perf/checkpoints.js";
+import { emit } from "../src/perf/machine.js";
+import { quantile } from "../src/perf/stats.js";
 
 const { values } = parseArgs({ options: { types: { type: "string" }, positions: { type: "string", default: "64" }, steps: { type: "string", default: "32" } } });
 const types = (values.types ? values.types.split(",") : ["f32", ...QUANT_TYPES]) as Array<QuantType | "f32">;

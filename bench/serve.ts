@@ -17,9 +17,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { encodePng } from "../src/image/decode.js";
-import { clientRequest, ensureCheckpoint } from "./checkpoints.js";
-import { emit } from "./machine.js";
-import { quantile } from "./stats.js";
+import { clientRequest } from "./checkpoints.js";
+import { ensureCheckpoint } from "../src/perf/checkpoints.js";
+import { emit } from "../src/perf/machine.js";
+import { quantile } from "../src/perf/stats.js";
 
 const MODEL = "bench-small";
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/llava.js");

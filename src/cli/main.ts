@@ -10,6 +10,7 @@ import { runData } from "./data.js";
 import { runEval } from "./eval.js";
 import { runServe } from "./serve.js";
 import { runTrain } from "./train.js";
+import { runBenchCommand } from "./bench.js";
 import { inspectCommand } from "./inspect.js";
 import { dumpOptionsFromArgs, runDump } from "./dump.js";
 import { generationOptions, loadModelFromArgs, loadOptions, parseCommandArgs, samplingOptions, type Values } from "./common.js";
@@ -42,6 +43,8 @@ commands:
   train --stage pretrain|finetune --model-name-or-path DIR --data-path FILE --output-dir DIR [...]
          LLaVA's two-stage training recipe with the reference's options (llava train --help);
          --print-reference-command prints the reference trainer's equivalent deepspeed command
+  bench  (--model-path DIR | --model bench-small|bench-1b) [--precision P] [--threads N] [--phases LIST] [--runs N] [--json]
+         speed by one documented protocol, with rooflines measured in the same run and llama.cpp alongside (llava bench --help)
   serve controller [--host H] [--port 21001] [--dispatch-method shortest_queue|lottery]
          the reference's serving controller, which model workers register with (llava serve --help)
   serve worker --model-path DIR [--controller-address URL] [--port 21002] [--worker-address URL]
@@ -127,8 +130,9 @@ async function main(argv: string[]): Promise<void> {
   if (name === "serve") return runServe(rest); // has its own parts and options
   if (name === "data") return runData(rest); // has its own sub-commands and options
   if (name === "train") return runTrain(rest); // the reference trainer's option names
+  if (name === "bench") return runBenchCommand(rest); // has its own help
   const command = commands[name];
-  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, data, eval, serve, train; see llava --help)`);
+  if (!command) throw new LlavaError(`unknown command "${name}" (commands: chat, run, dump, convert, inspect, data, eval, serve, train, bench; see llava --help)`);
   const values = parseCommandArgs(name, rest, command.options);
   if (values.help) {
     process.stdout.write(USAGE);

@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import os from "node:os";
-import type { NativeBackend } from "../src/tensor/native-backend.js";
+import type { NativeBackend } from "../tensor/native-backend.js";
 
 const SIMD_FLAG = /^(mmx|sse|ssse|avx|fma|f16c|amx|asimd|neon|sve)/;
 
@@ -20,7 +20,8 @@ function simdFeatures(): string[] {
   }
 }
 
-const MACHINE = { cpu: os.cpus()[0]?.model.trim() ?? "unknown", simd: simdFeatures() };
+/** The machine every figure was measured on: its CPU model and SIMD features. */
+export const MACHINE = { cpu: os.cpus()[0]?.model.trim() ?? "unknown", simd: simdFeatures() };
 
 /** Prints one JSON line: the record with the machine and the thread count it ran with. */
 export function emit(threads: number, record: Record<string, unknown>): void {

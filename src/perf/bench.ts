@@ -1,0 +1,144 @@
+/**
+ * `llava bench`: the protocol (protocol.ts) on a model at each precision and thread count, each
+ * job in a process of its own, llama.cpp on the same weights as GGUF when node-llama-cpp is
+ * installed, and every figure next to the machine's rooflines measured in the same run. Nothing
+ * is compared with a figure typed into the code.
+ */
+import { readModelSpec } from "../llava/spec.js";
+import { openCheckpointWeights } from "../llava/weights.js";
+import { createBackend } from "../tensor/backends.js";
+import type { NativeBackend } from "../tensor/native-backend.js";
+import { cachedGguf } from "./gguf-cache.js";
+import { runJob } from "./jobs.js";
+import { importLlamaCpp, type PeerResult } from "./llama-cpp.js";
+import { MACHINE, measureRooflines, type Rooflines } from "./machine.js";
+import type { InferenceResult, TrainResult } from "./measure.js";
+import { ggufTypeFor, type Precision } from "./precisions.js";
+import { ANSWER_TOKENS, INFERENCE_PHASES, type InferencePhase, type Phase, TRAIN_PHASES } from "./protocol.js";
+import { median } from "./stats.js";
+
+export interface BenchOptions {
+  modelPath: string;
+  /** the model's name in the records (the folder, or bench-small / bench-1b) */
+  modelName: string;
+  precisions: Precision[];
+  threads: number[];
+  phases: Phase[];
+  runs: number;
+  /** run llama.cpp too when node-llama-cpp is installed */
+  peers: boolean;
+  /** where the GGUF copies for the peers are kept */
+  cacheDir: string;
+  /** each figure as it is measured */
+  onRecord: (record: BenchRecord) => void;
+  /** a line for the reader (a peer that cannot run, and why) */
+  onNote: (line: string) => void;
+}
+
+export const UNITS: Record<Phase, string> = {
+  encode: "ms", prefill: "tokens/s", decode: "tokens/s", train_proj: "ms", train_lora: "ms", train_full: "ms",
+};
+
+/** One measured figure: the median and range of the runs, with the machine, its rooflines and the process's peak RSS. */
+export interface BenchRecord {
+  model: string;
+  engine: "llava-ts" | "llama.cpp";
+  precision: Precision;
+  phase: Phase;
+  unit: string;
+  median: number;
+  min: number;
+  max: number;
+  runs: number;
+  threads: number;
+  cpu: string;
+  simd: string[];
+  peak_rss_bytes: number;
+  read_gb_per_s: number;
+  gemm_f32_gflops: number;
+  [extra: string]: unknown;
+}
+
+export const PEER_NOTE = "llama.cpp's prompt is text-only ids of the same count (node-llama-cpp takes no image); its KV cache is its default f16";
+
+export async function runBench(opts: BenchOptions): Promise<void> {
+  // a missing or unreadable model is one line before anything is measured
+  const weights = openCheckpointWeights(readModelSpec(opts.modelPath));
+  weights.close();
+  const inference = INFERENCE_PHASES.filter((p) => opts.phases.includes(p));
+  const training = TRAIN_PHASES.filter((p) => opts.phases.includes(p));
+  const peerPhases = inference.filter((p) => p !== "encode");
+  const llamaCpp = opts.peers && peerPhases.length ? await importLlamaCpp() : null;
+  if (opts.peers && peerPhases.length && !llamaCpp) opts.onNote("peers: llama.cpp not installed");
+  else if (llamaCpp) opts.onNote(`peers: ${PEER_NOTE}`);
+
+  for (const threads of opts.threads) {
+    const roofs = measureRooflines(createBackend({ name: "native", threads }) as NativeBackend);
+    const record = (engine: BenchRecord["engine"], precision: Precision, phase: Phase, values: number[], peakRssBytes: number, extra: Record<string, unknown> = {}): BenchRecord => ({
+      model: opts.modelName, engine, precision, phase, unit: UNITS[phase],
+      median: median(values), min: Math.min(...values), max: Math.max(...values), runs: values.length,
+      threads, ...MACHINE, peak_rss_bytes: peakRssBytes, read_gb_per_s: roofs.readGBps, gemm_f32_gflops: roofs.gemmGflops, ...extra,
+    });
+    for (const precision of opts.precisions) {
+      if (inference.length) {
+        const ours = runJob<InferenceResult & InferenceWork>({ kind: "infer", modelPath: opts.modelPath, precision, threads, phases: inference, runs: opts.runs });
+        const peer = llamaCpp ? await peerFigures(opts, precision, threads, ours.textOnlyIds) : null;
+        for (const phase of inference) {
+          const values = ours.values[phase]!;
+          const r = record("llava-ts", precision, phase, values, ours.peakRssBytes, { load_ms: ours.loadMs, ...roofline(phase, median(values), ours, roofs) });
+          const theirs = peer && phase !== "encode" ? peer.result[phase] : null;
+          if (theirs && peer) {
+            const t = record("llama.cpp", precision, phase, theirs, peer.result.peakRssBytes, { gguf_type: peer.type, prompt: "text-only", build: peer.result.build, ...roofline(phase, median(theirs), ours, roofs) });
+            opts.onRecord({ ...r, llama_cpp: t.median, ratio_to_llama_cpp: r.median / t.median });
+            opts.onRecord(t);
+          } else opts.onRecord(r);
+        }
+      }
+      // the whole LLM trains only in f32: packed weights take no updates
+      for (const phase of training.filter((p) => p !== "train_full" || precision === "f32")) {
+        const t = runJob<TrainResult & { loadMs: number }>({ kind: "train", modelPath: opts.modelPath, precision, threads, phase, runs: opts.runs });
+        opts.onRecord(record("llava-ts", precision, phase, t.values, t.peakRssBytes, { load_ms: t.loadMs, trainable_params: t.trainableParams, answer_tokens: ANSWER_TOKENS }));
+      }
+    }
+  }
+}
+
+/** What the inference job reports of the model besides its timings. */
+interface InferenceWork {
+  loadMs: number;
+  weightBytes: number;
+  prefillFlops: number;
+  encodeFlops: number;
+}
+
+/**
+ * A figure against its roofline: encode and prefill against the f32 GEMM peak (the time their
+ * multiply-adds take at that rate), decode against the read bandwidth (the weights streamed per
+ * token at that rate).
+ */
+function roofline(phase: InferencePhase, value: number, work: InferenceResult & InferenceWork, roofs: Rooflines): Record<string, number> {
+  const gflops = roofs.gemmGflops * 1e9;
+  if (phase === "encode") {
+    const ms = (work.encodeFlops / gflops) * 1000;
+    return { roofline_ms: ms, fraction_of_roofline: ms / value };
+  }
+  if (phase === "prefill") return { prompt_tokens: work.promptTokens, roofline_tokens_per_s: gflops / work.prefillFlops, fraction_of_roofline: (value * work.prefillFlops) / gflops };
+  return { weight_bytes_per_token: work.weightBytes, roofline_tokens_per_s: (roofs.readGBps * 1e9) / work.weightBytes, fraction_of_roofline: (value * work.weightBytes) / (roofs.readGBps * 1e9) };
+}
+
+/** llama.cpp's prefill and decode on the same weights as GGUF, or null (with a note) when no GGUF type holds this precision or llama.cpp fails. */
+async function peerFigures(opts: BenchOptions, precision: Precision, threads: number, ids: number[]): Promise<{ type: string; result: PeerResult & { peakRssBytes: number } } | null> {
+  const type = ggufTypeFor(precision);
+  if (!type) {
+    opts.onNote(`peers: llama.cpp skipped at ${precision} (no GGUF file type holds it)`);
+    return null;
+  }
+  const gguf = await cachedGguf(opts.modelPath, type, opts.cacheDir);
+  try {
+    return { type, result: runJob<PeerResult>({ kind: "llama.cpp", gguf, ids, threads, runs: opts.runs }) };
+  } catch (err) {
+    // a peer that cannot run (its prebuilt binary does not load here) costs its figures, not ours
+    opts.onNote(`peers: llama.cpp did not run at ${precision}: ${(err as Error).message.split("\n")[0]}`);
+    return null;
+  }
+}
