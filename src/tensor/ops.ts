@@ -316,7 +316,7 @@ export function embedding(table: Tensor, ids: Int32Array, shape: number[] = [ids
   const out = new Float32Array(ids.length * dim);
   be.embedding(table.data, ids, dim, out);
   return result(out, [...shape, dim], [table], (g) => {
-    if (table.requiresGrad) be.embeddingBackward(ids, g, dim, table.gradBuffer());
+    if (table.requiresGrad) be.embeddingBackward(ids, g, dim, table.gradRowsBuffer(ids));
   });
 }
 

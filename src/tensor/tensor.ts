@@ -23,6 +23,13 @@ export class Tensor {
   readonly backend: Backend;
   requiresGrad: boolean;
   grad: Float32Array | null = null;
+  /**
+   * With `grad`: null when any row (of the first dimension) may hold a nonzero gradient, or the
+   * only rows that may (an embedding table's gradient touches the rows of the batch's tokens).
+   */
+  gradRows: Set<number> | null = null;
+  /** a released gradient buffer, zeroed, that the next gradient takes instead of a fresh one */
+  private spareGrad: Float32Array | null = null;
   /** how this tensor was computed, when gradients flow through it */
   node: GradNode | null = null;
 
@@ -53,10 +60,34 @@ export class Tensor {
     return this.shape[i < 0 ? this.shape.length + i : i];
   }
 
-  /** the gradient buffer, allocated on first use */
+  /** the gradient buffer, allocated (or taken from the released one) on first use, for any row */
   gradBuffer(): Float32Array {
-    if (!this.grad) this.grad = new Float32Array(this.size);
+    this.gradRows = null;
+    return this.takeGrad();
+  }
+
+  /** the gradient buffer for a caller that adds to these rows (of the first dimension) only */
+  gradRowsBuffer(rows: Iterable<number>): Float32Array {
+    if (!this.grad) this.gradRows = new Set(rows);
+    else if (this.gradRows) for (const r of rows) this.gradRows.add(r);
+    return this.takeGrad();
+  }
+
+  private takeGrad(): Float32Array {
+    if (!this.grad) [this.grad, this.spareGrad] = [this.spareGrad ?? new Float32Array(this.size), null];
     return this.grad;
+  }
+
+  /**
+   * Drops the gradient (`grad` becomes null, as torch's zero_grad sets it to None) but keeps its
+   * buffer, zeroed where it was written, for the next one: a step reuses its gradient memory.
+   */
+  releaseGrad(): void {
+    const g = this.grad;
+    if (!g) return;
+    if (this.gradRows) for (const [a, b] of rowRanges(this.gradRows, this.size / this.shape[0])) g.fill(0, a, b);
+    else this.backend.zero(g);
+    [this.spareGrad, this.grad, this.gradRows] = [g, null, null];
   }
 
   /** A tensor sharing this one's data but cut off from the graph. */
@@ -83,6 +114,18 @@ export class Tensor {
     // intermediate gradients are not needed once propagated; keep leaves' only
     for (const t of order) if (t.node) t.grad = null;
   }
+}
+
+/** The element ranges [start, end) of these rows (each `rowLength` long), ascending, adjacent rows merged. */
+export function rowRanges(rows: Set<number>, rowLength: number): Array<[number, number]> {
+  const sorted = Int32Array.from(rows).sort();
+  const out: Array<[number, number]> = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && last[1] === r * rowLength) last[1] += rowLength;
+    else out.push([r * rowLength, (r + 1) * rowLength]);
+  }
+  return out;
 }
 
 /** Tensors reachable from `root` through grad nodes, inputs before outputs. */
