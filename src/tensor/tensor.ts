@@ -74,7 +74,9 @@ export class Tensor {
   }
 
   private takeGrad(): Float32Array {
-    if (!this.grad) [this.grad, this.spareGrad] = [this.spareGrad ?? new Float32Array(this.size), null];
+    if (this.grad) return this.grad;
+    if (this.node && recycled) this.grad = recycled.take(this.size, this.backend);
+    else [this.grad, this.spareGrad] = [this.spareGrad ?? new Float32Array(this.size), null];
     return this.grad;
   }
 
@@ -106,15 +108,44 @@ export class Tensor {
   backward(seed?: Float32Array): void {
     if (!seed && this.size !== 1) throw new Error("backward() without a seed needs a scalar tensor");
     const order = topologicalOrder(this);
-    this.gradBuffer().set(seed ?? new Float32Array([1]));
-    for (let i = order.length - 1; i >= 0; i--) {
-      const t = order[i];
-      if (t.node && t.grad) t.node.backward(t.grad);
+    const outer = recycled;
+    recycled = new GradRecycler();
+    try {
+      this.gradBuffer().set(seed ?? new Float32Array([1]));
+      for (let i = order.length - 1; i >= 0; i--) {
+        const t = order[i];
+        if (!t.node || !t.grad) continue;
+        t.node.backward(t.grad);
+        // an intermediate gradient is dead once propagated: later ones reuse its memory
+        recycled.give(t.grad);
+        t.grad = null;
+      }
+    } finally {
+      recycled = outer;
     }
-    // intermediate gradients are not needed once propagated; keep leaves' only
-    for (const t of order) if (t.node) t.grad = null;
   }
 }
+
+/** Gradient buffers of intermediate tensors, handed on within one backward pass, by size. */
+class GradRecycler {
+  private readonly free = new Map<number, Float32Array[]>();
+
+  take(size: number, backend: Backend): Float32Array {
+    const buffer = this.free.get(size)?.pop();
+    if (!buffer) return new Float32Array(size);
+    backend.zero(buffer);
+    return buffer;
+  }
+
+  give(buffer: Float32Array): void {
+    const list = this.free.get(buffer.length);
+    if (list) list.push(buffer);
+    else this.free.set(buffer.length, [buffer]);
+  }
+}
+
+/** the recycler of the backward pass running now (a checkpointed segment runs one inside another) */
+let recycled: GradRecycler | null = null;
 
 /** The element ranges [start, end) of these rows (each `rowLength` long), ascending, adjacent rows merged. */
 export function rowRanges(rows: Set<number>, rowLength: number): Array<[number, number]> {
