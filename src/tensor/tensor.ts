@@ -3,6 +3,9 @@
  * autograd graph. Each op output that depends on a tensor requiring grad records its inputs and
  * a backward closure; `backward()` walks that graph in reverse topological order. There is no
  * global tape or grad mode: inference on weights that do not require grad records nothing.
+ * Gradient memory is reused: an intermediate's gradient buffer passes to a later one of the same
+ * size once propagated, and a released leaf gradient (the optimizer's zero_grad) is kept, zeroed,
+ * for the next step.
  */
 import type { Backend } from "./backend.js";
 import type { PackedMatrix } from "./packed.js";

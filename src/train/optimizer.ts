@@ -2,7 +2,8 @@
  * The trainer's optimizer: torch.optim.AdamW (HF `adamw_torch`) over the parameter groups that
  * LLaVATrainer.create_optimizer builds, plus gradient clipping by global L2 norm as
  * torch.nn.utils.clip_grad_norm_ does it. The state (per-parameter step, m, v) is plain arrays
- * keyed by parameter name, so a checkpoint saves and restores it exactly.
+ * keyed by parameter name, so a checkpoint saves and restores it exactly. The arithmetic runs on
+ * each parameter's backend (adamw, sumSquares, scale, zero), natively where the addon is built.
  */
 import type { NamedParameters } from "../nn/layers.js";
 import type { AdamWStep } from "../tensor/backend.js";
