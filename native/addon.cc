@@ -534,6 +534,38 @@ napi_value bind_cross_entropy(Call& c) {
   return c.number(c.kernels().cross_entropy(c.pool(), logits, targets, nt, vocab, effective, dlogits));
 }
 
+napi_value bind_adamw(Call& c) {
+  // (param, grad, expAvg, expAvgSq, {decay, beta1, beta2, stepSize, biasCorrection2Sqrt, eps})
+  float *p, *g, *m, *v;
+  int64_t np, ng, nm, nv;
+  napi_value h;
+  double decay, beta1, beta2, step_size, bias2_sqrt, eps;
+  CHECK(c.f32(c.arg(0, "param"), p, np) && c.f32(c.arg(1, "grad"), g, ng) && c.f32(c.arg(2, "expAvg"), m, nm) &&
+        c.f32(c.arg(3, "expAvgSq"), v, nv) && c.object(c.arg(4, "step"), h));
+  CHECK(c.num(c.prop(h, "decay"), decay) && c.num(c.prop(h, "beta1"), beta1) && c.num(c.prop(h, "beta2"), beta2) &&
+        c.num(c.prop(h, "stepSize"), step_size) && c.num(c.prop(h, "biasCorrection2Sqrt"), bias2_sqrt) &&
+        c.num(c.prop(h, "eps"), eps));
+  CHECK(c.need(ng == np && nm == np, "param has %lld values, grad %lld, expAvg %lld", np, ng, nm));
+  CHECK(c.need(nv == np, "param has %lld values, expAvgSq %lld", np, nv));
+  c.kernels().adamw(c.pool(), p, g, m, v, np, decay, beta1, beta2, step_size, bias2_sqrt, eps);
+  return c.undefined();
+}
+
+napi_value bind_sum_squares(Call& c) {
+  float* x;
+  int64_t n;
+  CHECK(c.f32(c.arg(0, "x"), x, n));
+  return c.number(c.kernels().sum_squares(c.pool(), x, n));
+}
+
+napi_value bind_zero(Call& c) {
+  float* x;
+  int64_t n;
+  CHECK(c.f32(c.arg(0, "x"), x, n));
+  c.kernels().zero(c.pool(), x, n);
+  return c.undefined();
+}
+
 napi_value bind_read_sum(Call& c) {
   // (x, reps) -> GB/s of reading x reps times with every pool thread
   float* x;

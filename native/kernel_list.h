@@ -46,6 +46,12 @@
     (Pool*, const int32_t* ids, int64_t count, const float* dy, int64_t dim, float* dtable)) \
   K(cross_entropy, crossEntropy, double, \
     (Pool*, const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, int32_t ignore, float* dlogits)) \
+  /* the optimizer (impl/optimizer.h) */ \
+  K(adamw, adamw, void, \
+    (Pool*, float* p, const float* g, float* m, float* v, int64_t n, double decay, double beta1, double beta2, \
+     double step_size, double bias2_sqrt, double eps)) \
+  K(sum_squares, sumSquares, double, (Pool*, const float* x, int64_t n)) \
+  K(zero, zero, void, (Pool*, float* x, int64_t n)) \
   /* reads x (n floats) `reps` times on every pool thread's share; returns a checksum */ \
   K(read_sum, bandwidth, double, (Pool*, const float* x, int64_t n, int reps))
 

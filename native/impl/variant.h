@@ -25,6 +25,7 @@ namespace {
 #include "elementwise.h"
 #include "norms.h"
 #include "misc.h"
+#include "optimizer.h"
 
 }  // namespace
 

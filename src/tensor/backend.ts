@@ -46,6 +46,19 @@ export interface AttentionParams {
   kvBatchStride?: number;
 }
 
+/** One AdamW update's numbers (torch.optim.AdamW): computed once per tensor by the optimizer. */
+export interface AdamWStep {
+  /** 1 - lr * weight decay, the decoupled decay factor */
+  decay: number;
+  beta1: number;
+  beta2: number;
+  /** lr / (1 - beta1^step) */
+  stepSize: number;
+  /** sqrt(1 - beta2^step) */
+  biasCorrection2Sqrt: number;
+  eps: number;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -121,4 +134,15 @@ export interface Backend {
     logits: Float32Array, targets: Int32Array, vocab: number, ignoreIndex: number,
     dlogits: Float32Array | null,
   ): number;
+
+  /**
+   * AdamW on one tensor, in place: param *= decay; m += (g - m)(1 - beta1);
+   * v = v beta2 + (1 - beta2) g g; param -= stepSize m / (sqrt(v) / biasCorrection2Sqrt + eps),
+   * each element in float64 with every result stored as float32 (all four arrays one length).
+   */
+  adamw(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, step: AdamWStep): void;
+  /** Σ x² in float64 (the gradient norm's sum) */
+  sumSquares(x: Float32Array): number;
+  /** x = 0 */
+  zero(x: Float32Array): void;
 }

@@ -18,7 +18,7 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Activation, AttentionParams, Backend, GemmParams } from "./backend.js";
+import type { Activation, AdamWStep, AttentionParams, Backend, GemmParams } from "./backend.js";
 import type { PackedMatrix } from "./packed.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -238,5 +238,17 @@ export class NativeBackend implements Backend {
     dlogits: Float32Array | null,
   ): number {
     return this.addon.crossEntropy(logits, targets, vocab, ignoreIndex, dlogits);
+  }
+
+  adamw(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, step: AdamWStep): void {
+    this.addon.adamw(param, grad, expAvg, expAvgSq, step);
+  }
+
+  sumSquares(x: Float32Array): number {
+    return this.addon.sumSquares(x);
+  }
+
+  zero(x: Float32Array): void {
+    this.addon.zero(x);
   }
 }

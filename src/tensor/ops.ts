@@ -12,6 +12,20 @@ function fail(op: string, message: string): never {
 
 const shapeStr = (s: Shape) => `[${s.join(", ")}]`;
 
+/**
+ * Adds what `compute` writes into x's gradient: straight into the gradient when x has none yet
+ * (it would start as zeros), through a temporary otherwise.
+ */
+function addToGrad(x: Tensor, compute: (out: Float32Array) => void): void {
+  if (!x.grad) {
+    compute(x.gradBuffer());
+    return;
+  }
+  const tmp = new Float32Array(x.size);
+  compute(tmp);
+  x.backend.accumulate(x.gradBuffer(), tmp);
+}
+
 /** Same data, new shape (one dimension may be -1). */
 export function reshape(x: Tensor, shape: number[]): Tensor {
   const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
@@ -162,15 +176,8 @@ export function mul(a: Tensor, b: Tensor): Tensor {
   const out = new Float32Array(a.size);
   be.mul(a.data, b.data, out);
   return result(out, a.shape, [a, b], (g) => {
-    const tmp = new Float32Array(g.length);
-    if (a.requiresGrad) {
-      be.mul(g, b.data, tmp);
-      be.accumulate(a.gradBuffer(), tmp);
-    }
-    if (b.requiresGrad) {
-      be.mul(g, a.data, tmp);
-      be.accumulate(b.gradBuffer(), tmp);
-    }
+    if (a.requiresGrad) addToGrad(a, (out) => be.mul(g, b.data, out));
+    if (b.requiresGrad) addToGrad(b, (out) => be.mul(g, a.data, out));
   });
 }
 
@@ -180,10 +187,7 @@ export function scale(x: Tensor, s: number): Tensor {
   const out = new Float32Array(x.size);
   be.scale(x.data, s, out);
   return result(out, x.shape, [x], (g) => {
-    if (!x.requiresGrad) return;
-    const tmp = new Float32Array(g.length);
-    be.scale(g, s, tmp);
-    be.accumulate(x.gradBuffer(), tmp);
+    if (x.requiresGrad) addToGrad(x, (out) => be.scale(g, s, out));
   });
 }
 
@@ -262,10 +266,7 @@ export function rope(x: Tensor, positions: Int32Array, invFreq: Float64Array): T
   const out = new Float32Array(x.size);
   be.rope(x.data, positions, h, d, invFreq, false, out);
   return result(out, x.shape, [x], (g) => {
-    if (!x.requiresGrad) return;
-    const tmp = new Float32Array(g.length);
-    be.rope(g, positions, h, d, invFreq, true, tmp);
-    be.accumulate(x.gradBuffer(), tmp);
+    if (x.requiresGrad) addToGrad(x, (out) => be.rope(g, positions, h, d, invFreq, true, out));
   });
 }
 
@@ -316,7 +317,7 @@ export function embedding(table: Tensor, ids: Int32Array, shape: number[] = [ids
   const out = new Float32Array(ids.length * dim);
   be.embedding(table.data, ids, dim, out);
   return result(out, [...shape, dim], [table], (g) => {
-    if (table.requiresGrad) be.embeddingBackward(ids, g, dim, table.gradBuffer());
+    if (table.requiresGrad) be.embeddingBackward(ids, g, dim, table.gradRowsBuffer(ids));
   });
 }
 
@@ -328,10 +329,7 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, ignoreIndex = 
   const dlogits = logits.requiresGrad ? new Float32Array(logits.size) : null;
   const loss = be.crossEntropy(logits.data, targets, vocab, ignoreIndex, dlogits);
   return result(new Float32Array([loss]), [], [logits], (g) => {
-    if (!dlogits) return;
-    const tmp = new Float32Array(dlogits.length);
-    be.scale(dlogits, g[0], tmp);
-    be.accumulate(logits.gradBuffer(), tmp);
+    if (dlogits) addToGrad(logits, (out) => be.scale(dlogits, g[0], out));
   });
 }
 

@@ -3,7 +3,7 @@
  * speed. Sums run in float64 (JavaScript numbers) and are stored as float32. It is the oracle
  * every other backend is checked against.
  */
-import type { Activation, AttentionParams, Backend, GemmParams } from "./backend.js";
+import type { Activation, AdamWStep, AttentionParams, Backend, GemmParams } from "./backend.js";
 import { erf } from "./math.js";
 import { type PackedMatrix, unpackRow } from "./packed.js";
 
@@ -362,5 +362,26 @@ export class RefBackend implements Backend {
       dlogits[o + t] -= 1 / count;
     }
     return total / count;
+  }
+
+  adamw(param: Float32Array, grad: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamWStep): void {
+    const { decay, beta1, beta2, stepSize, biasCorrection2Sqrt, eps } = h;
+    for (let j = 0; j < param.length; j++) {
+      const g = grad[j];
+      param[j] *= decay;
+      expAvg[j] += (g - expAvg[j]) * (1 - beta1);
+      expAvgSq[j] = expAvgSq[j] * beta2 + (1 - beta2) * g * g;
+      param[j] -= (stepSize * expAvg[j]) / (Math.sqrt(expAvgSq[j]) / biasCorrection2Sqrt + eps);
+    }
+  }
+
+  sumSquares(x: Float32Array): number {
+    let s = 0;
+    for (let j = 0; j < x.length; j++) s += x[j] * x[j];
+    return s;
+  }
+
+  zero(x: Float32Array): void {
+    x.fill(0);
   }
 }

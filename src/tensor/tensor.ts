@@ -3,6 +3,9 @@
  * autograd graph. Each op output that depends on a tensor requiring grad records its inputs and
  * a backward closure; `backward()` walks that graph in reverse topological order. There is no
  * global tape or grad mode: inference on weights that do not require grad records nothing.
+ * Gradient memory is reused: an intermediate's gradient buffer passes to a later one of the same
+ * size once propagated, and a released leaf gradient (the optimizer's zero_grad) is kept, zeroed,
+ * for the next step.
  */
 import type { Backend } from "./backend.js";
 import type { PackedMatrix } from "./packed.js";
@@ -23,6 +26,13 @@ export class Tensor {
   readonly backend: Backend;
   requiresGrad: boolean;
   grad: Float32Array | null = null;
+  /**
+   * With `grad`: null when any row (of the first dimension) may hold a nonzero gradient, or the
+   * only rows that may (an embedding table's gradient touches the rows of the batch's tokens).
+   */
+  gradRows: Set<number> | null = null;
+  /** a released gradient buffer, zeroed, that the next gradient takes instead of a fresh one */
+  private spareGrad: Float32Array | null = null;
   /** how this tensor was computed, when gradients flow through it */
   node: GradNode | null = null;
 
@@ -53,10 +63,36 @@ export class Tensor {
     return this.shape[i < 0 ? this.shape.length + i : i];
   }
 
-  /** the gradient buffer, allocated on first use */
+  /** the gradient buffer, allocated (or taken from the released one) on first use, for any row */
   gradBuffer(): Float32Array {
-    if (!this.grad) this.grad = new Float32Array(this.size);
+    this.gradRows = null;
+    return this.takeGrad();
+  }
+
+  /** the gradient buffer for a caller that adds to these rows (of the first dimension) only */
+  gradRowsBuffer(rows: Iterable<number>): Float32Array {
+    if (!this.grad) this.gradRows = new Set(rows);
+    else if (this.gradRows) for (const r of rows) this.gradRows.add(r);
+    return this.takeGrad();
+  }
+
+  private takeGrad(): Float32Array {
+    if (this.grad) return this.grad;
+    if (this.node && recycled) this.grad = recycled.take(this.size, this.backend);
+    else [this.grad, this.spareGrad] = [this.spareGrad ?? new Float32Array(this.size), null];
     return this.grad;
+  }
+
+  /**
+   * Drops the gradient (`grad` becomes null, as torch's zero_grad sets it to None) but keeps its
+   * buffer, zeroed where it was written, for the next one: a step reuses its gradient memory.
+   */
+  releaseGrad(): void {
+    const g = this.grad;
+    if (!g) return;
+    if (this.gradRows) for (const [a, b] of rowRanges(this.gradRows, this.size / this.shape[0])) g.fill(0, a, b);
+    else this.backend.zero(g);
+    [this.spareGrad, this.grad, this.gradRows] = [g, null, null];
   }
 
   /** A tensor sharing this one's data but cut off from the graph. */
@@ -75,14 +111,55 @@ export class Tensor {
   backward(seed?: Float32Array): void {
     if (!seed && this.size !== 1) throw new Error("backward() without a seed needs a scalar tensor");
     const order = topologicalOrder(this);
-    this.gradBuffer().set(seed ?? new Float32Array([1]));
-    for (let i = order.length - 1; i >= 0; i--) {
-      const t = order[i];
-      if (t.node && t.grad) t.node.backward(t.grad);
+    const outer = recycled;
+    recycled = new GradRecycler();
+    try {
+      this.gradBuffer().set(seed ?? new Float32Array([1]));
+      for (let i = order.length - 1; i >= 0; i--) {
+        const t = order[i];
+        if (!t.node || !t.grad) continue;
+        t.node.backward(t.grad);
+        // an intermediate gradient is dead once propagated: later ones reuse its memory
+        recycled.give(t.grad);
+        t.grad = null;
+      }
+    } finally {
+      recycled = outer;
     }
-    // intermediate gradients are not needed once propagated; keep leaves' only
-    for (const t of order) if (t.node) t.grad = null;
   }
+}
+
+/** Gradient buffers of intermediate tensors, handed on within one backward pass, by size. */
+class GradRecycler {
+  private readonly free = new Map<number, Float32Array[]>();
+
+  take(size: number, backend: Backend): Float32Array {
+    const buffer = this.free.get(size)?.pop();
+    if (!buffer) return new Float32Array(size);
+    backend.zero(buffer);
+    return buffer;
+  }
+
+  give(buffer: Float32Array): void {
+    const list = this.free.get(buffer.length);
+    if (list) list.push(buffer);
+    else this.free.set(buffer.length, [buffer]);
+  }
+}
+
+/** the recycler of the backward pass running now (a checkpointed segment runs one inside another) */
+let recycled: GradRecycler | null = null;
+
+/** The element ranges [start, end) of these rows (each `rowLength` long), ascending, adjacent rows merged. */
+export function rowRanges(rows: Set<number>, rowLength: number): Array<[number, number]> {
+  const sorted = Int32Array.from(rows).sort();
+  const out: Array<[number, number]> = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && last[1] === r * rowLength) last[1] += rowLength;
+    else out.push([r * rowLength, (r + 1) * rowLength]);
+  }
+  return out;
 }
 
 /** Tensors reachable from `root` through grad nodes, inputs before outputs. */

@@ -2,10 +2,12 @@
  * The trainer's optimizer: torch.optim.AdamW (HF `adamw_torch`) over the parameter groups that
  * LLaVATrainer.create_optimizer builds, plus gradient clipping by global L2 norm as
  * torch.nn.utils.clip_grad_norm_ does it. The state (per-parameter step, m, v) is plain arrays
- * keyed by parameter name, so a checkpoint saves and restores it exactly.
+ * keyed by parameter name, so a checkpoint saves and restores it exactly. The arithmetic runs on
+ * each parameter's backend (adamw, sumSquares, scale, zero), natively where the addon is built.
  */
 import type { NamedParameters } from "../nn/layers.js";
-import type { Tensor } from "../tensor/tensor.js";
+import type { AdamWStep } from "../tensor/backend.js";
+import { rowRanges, type Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
 export interface ParamGroup {
@@ -61,6 +63,11 @@ export const ADAM_EPS = 1e-8;
 export class AdamW {
   /** by parameter name, created on a parameter's first update as torch does */
   readonly state = new Map<string, ParamState>();
+  /**
+   * By parameter name, for parameters that took row-sparse gradients: the rows whose moments
+   * may be nonzero (a superset; derived from the moments after a restore).
+   */
+  private readonly movingRows = new Map<string, Set<number>>();
 
   constructor(readonly groups: ParamGroup[], readonly betas: [number, number] = ADAM_BETAS, readonly eps = ADAM_EPS) {}
 
@@ -71,7 +78,7 @@ export class AdamW {
 
   /** One update with each group's learning rate times `lrFactor`; parameters without a gradient are skipped. */
   step(lrFactor: number): void {
-    const [b1, b2] = this.betas;
+    const [beta1, beta2] = this.betas;
     for (const group of this.groups) {
       const lr = group.lr * lrFactor;
       for (const [name, p] of group.params) {
@@ -80,23 +87,45 @@ export class AdamW {
         let s = this.state.get(name);
         if (!s) this.state.set(name, (s = { step: 0, expAvg: new Float32Array(p.size), expAvgSq: new Float32Array(p.size) }));
         s.step++;
-        const stepSize = lr / (1 - b1 ** s.step);
-        const c2Sqrt = Math.sqrt(1 - b2 ** s.step);
-        const decay = 1 - lr * group.weightDecay;
-        const { expAvg: m, expAvgSq: v } = s;
-        const w = p.data;
-        for (let j = 0; j < w.length; j++) {
-          w[j] *= decay;
-          m[j] += (g[j] - m[j]) * (1 - b1);
-          v[j] = v[j] * b2 + (1 - b2) * g[j] * g[j];
-          w[j] -= (stepSize * m[j]) / (Math.sqrt(v[j]) / c2Sqrt + this.eps);
+        const h: AdamWStep = {
+          decay: 1 - lr * group.weightDecay,
+          beta1,
+          beta2,
+          stepSize: lr / (1 - beta1 ** s.step),
+          biasCorrection2Sqrt: Math.sqrt(1 - beta2 ** s.step),
+          eps: this.eps,
+        };
+        const rows = this.rowsToUpdate(name, p, s, h.decay);
+        if (!rows) {
+          p.backend.adamw(p.data, g, s.expAvg, s.expAvgSq, h);
+          continue;
+        }
+        for (const [a, b] of rowRanges(rows, p.size / p.shape[0])) {
+          p.backend.adamw(p.data.subarray(a, b), g.subarray(a, b), s.expAvg.subarray(a, b), s.expAvgSq.subarray(a, b), h);
         }
       }
     }
   }
 
+  /**
+   * The rows a step must update, or null for all of them. With a row-sparse gradient and no
+   * weight decay, a row whose gradient and moments are all zero stays exactly as it is (m and v
+   * stay zero, the parameter moves by 0 / eps), so only the gradient's rows and those with
+   * moments are updated: the same numbers as the dense update. Otherwise every row is.
+   */
+  private rowsToUpdate(name: string, p: Tensor, s: ParamState, decay: number): Set<number> | null {
+    if (!p.gradRows || decay !== 1) {
+      this.movingRows.delete(name); // a dense step may give any row moments
+      return null;
+    }
+    let moving = this.movingRows.get(name);
+    if (!moving) this.movingRows.set(name, (moving = rowsWithMoments(s, p.size / p.shape[0])));
+    for (const r of p.gradRows) moving.add(r);
+    return moving;
+  }
+
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad = null;
+    for (const p of this.parameters()) p.releaseGrad();
   }
 
   /** Replaces the state with a saved one, checking it fits these parameters. */
@@ -110,8 +139,30 @@ export class AdamW {
       }
     }
     this.state.clear();
+    this.movingRows.clear();
     for (const [name, s] of saved) this.state.set(name, s);
   }
+}
+
+/** The rows of a parameter's state with a nonzero moment. */
+function rowsWithMoments(s: ParamState, rowLength: number): Set<number> {
+  const rows = new Set<number>();
+  const { expAvg: m, expAvgSq: v } = s;
+  for (let r = 0, a = 0; a < m.length; r++, a += rowLength) {
+    for (let j = a; j < a + rowLength; j++) {
+      if (m[j] !== 0 || v[j] !== 0) {
+        rows.add(r);
+        break;
+      }
+    }
+  }
+  return rows;
+}
+
+/** The parts of a gradient that may be nonzero: all of it, or the ranges of its rows. */
+function gradParts(p: Tensor): Float32Array[] {
+  const g = p.grad!;
+  return p.gradRows ? rowRanges(p.gradRows, p.size / p.shape[0]).map(([a, b]) => g.subarray(a, b)) : [g];
 }
 
 /** The global L2 norm of the parameters' gradients (torch: the norm of the per-tensor norms). */
@@ -119,9 +170,7 @@ export function gradNorm(params: Tensor[]): number {
   let sq = 0;
   for (const p of params) {
     if (!p.grad) continue;
-    const g = p.grad;
-    let s = 0;
-    for (let j = 0; j < g.length; j++) s += g[j] * g[j];
+    const s = gradParts(p).reduce((acc, part) => acc + p.backend.sumSquares(part), 0);
     sq += Math.fround(Math.sqrt(s)) ** 2;
   }
   return Math.fround(Math.sqrt(sq));
@@ -135,8 +184,9 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): number {
   const norm = gradNorm(params);
   const coef = maxNorm / (norm + 1e-6);
   if (maxNorm > 0 && coef < 1) {
+    // g * float32(coef), rounded once: torch's float32 multiply
     const c = Math.fround(coef);
-    for (const p of params) if (p.grad) for (let j = 0; j < p.grad.length; j++) p.grad[j] *= c;
+    for (const p of params) if (p.grad) for (const part of gradParts(p)) p.backend.scale(part, c, part);
   }
   return norm;
 }

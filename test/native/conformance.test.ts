@@ -12,7 +12,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Activation, AttentionParams, Backend } from "../../src/tensor/backend.js";
+import type { Activation, AdamWStep, AttentionParams, Backend } from "../../src/tensor/backend.js";
 import { NativeBackend } from "../../src/tensor/native-backend.js";
 import { bf16ToF32Array, f32ToBf16Array } from "../../src/tensor/dtypes.js";
 import { packMatrix, type PackedFormat } from "../../src/tensor/packed.js";
@@ -264,6 +264,36 @@ function checkCrossEntropy(be: Backend) {
   }
 }
 
+/** AdamW's numbers at `step` (what the optimizer computes per tensor), with or without weight decay. */
+function adamwStep(step: number, weightDecay: number): AdamWStep {
+  const [lr, beta1, beta2] = [1e-3, 0.9, 0.999];
+  return { decay: 1 - lr * weightDecay, beta1, beta2, stepSize: lr / (1 - beta1 ** step), biasCorrection2Sqrt: Math.sqrt(1 - beta2 ** step), eps: 1e-8 };
+}
+
+function checkOptimizer(be: Backend) {
+  let seed = 1100;
+  // sizes around the vector widths and the parallel chunks (32768 values)
+  for (const n of [1, 7, 17, 33, 1000, 32769, 70001]) {
+    const grad = randn(n, seed++);
+    grad.fill(0, 0, Math.min(n, 5)); // untouched values (an embedding row no batch used)
+    for (const [step, wd] of [[1, 0], [7, 0.1]]) {
+      const h = adamwStep(step, wd);
+      const m = randn(n, seed++, 0.1);
+      const v = randn(n, seed++, 0.01).map(Math.abs);
+      if (step === 1) [m, v].forEach((a) => a.fill(0));
+      const label = `adamw n=${n} step=${step} wd=${wd}`;
+      const r = both(label, [randn(n, seed++), m, v], (b, [p, em, ev]) => b.adamw(p, grad, em, ev, h), be);
+      // float64 arithmetic rounded to float32 after each stored result, as the reference: bit for bit
+      r.got.forEach((g, i) => assertBitEqual(g, r.want[i], `${label} output ${i}`));
+    }
+    const sq = both(`sumSquares ${n}`, [], (b) => b.sumSquares(grad), be);
+    assert.ok(Math.abs((sq.gotValue as number) - (sq.wantValue as number)) <= 1e-13 * (sq.wantValue as number), `sumSquares n=${n}`);
+    const z = randn(n, seed++);
+    be.zero(z);
+    assert.ok(z.every((x) => Object.is(x, 0)), `zero n=${n}`);
+  }
+}
+
 const CHECKS: Array<[string, (be: Backend) => void]> = [
   ["gemm (transA/transB/accumulate, odd sizes)", checkGemm],
   ["packedMatmul (bf16, f16 and every q format; both directions)", checkPacked],
@@ -274,6 +304,7 @@ const CHECKS: Array<[string, (be: Backend) => void]> = [
   ["attention (causal offsets, GQA, kv stride) and backward", checkAttention],
   ["embedding and scatter-add backward", checkEmbedding],
   ["crossEntropy with ignored rows", checkCrossEntropy],
+  ["adamw, sumSquares and zero (the optimizer)", checkOptimizer],
 ];
 
 for (const isa of addon ? addon.settings().isas : ["(none)"]) {
@@ -346,6 +377,13 @@ function threadedOutputs(be: NativeBackend): Float32Array[] {
   const table = new Float32Array(40 * 700);
   be.embeddingBackward(randInts(100, 14, 0, 40), x, 700, table);
   out.push(dx, dw, db, s, act, dl, Float32Array.of(loss), table);
+  const param = randn(x.length, 16);
+  const [expAvg, expAvgSq] = [randn(param.length, 17, 0.1), randn(param.length, 18, 0.01).map(Math.abs)];
+  be.adamw(param, x, expAvg, expAvgSq, adamwStep(3, 0.1));
+  const zeroed = randn(100003, 19);
+  be.zero(zeroed);
+  // the float64 sum's bits as two floats
+  out.push(param, expAvg, expAvgSq, new Float32Array(Float64Array.of(be.sumSquares(x)).buffer), zeroed);
   return out;
 }
 
@@ -406,6 +444,8 @@ test("native kernels reject bad arguments with JavaScript errors", { skip }, () 
   assert.throws(() => be.packedMatmul(a, { format: "q4_k", rows: 1, cols: 32, data: new Uint8Array(144) }, a, 1, false, false), /multiple of 256/);
   assert.throws(() => be.attention(a, a, a, a, { batch: 1, tq: 1, tk: 1, heads: 3, kvHeads: 2, headDim: 2, scale: 1 }), /not a multiple of kvHeads/);
   assert.throws(() => addon!.configure({ isa: "sparc" }), /not available/);
+  assert.throws(() => be.adamw(a, new Float32Array(5), a, a, { decay: 1, beta1: 0.9, beta2: 0.999, stepSize: 1e-3, biasCorrection2Sqrt: 1, eps: 1e-8 }), /native adamw: param has 6 values, grad 5/);
+  assert.throws(() => addon!.adamw(a, a, a, a, { decay: 1 } as AdamWStep), /native adamw: beta1 must be a number/);
   // parameter objects: present, with known names and numbers
   assert.throws(() => addon!.gemm(a, a, a, undefined as unknown as { m: number; n: number; k: number }), (e: Error) => e instanceof TypeError && /native gemm: params must be an object/.test(e.message));
   assert.throws(() => be.packedMatmul(a, { format: "q2_k" as "q4_0", rows: 1, cols: 6, data: new Uint8Array(18) }, a, 1, false, false), /native packedMatmul: unknown format "q2_k"/);
