@@ -45,16 +45,6 @@ static void quantize_rows_k(const Exec& ex, const float* a, int64_t m, const KAc
   });
 }
 
-// The group scales and mins of a q4_k/q5_k super-block (get_scale_min_k4)
-static inline void kscales(const uint8_t* blk, uint8_t* sc, uint8_t* mn) {
-  for (int g = 0; g < 8; g++) {
-    int s, m;
-    scale_min_k4(g, blk + 4, s, m);
-    sc[g] = uint8_t(s);
-    mn[g] = uint8_t(m);
-  }
-}
-
 // acc after one super-block (step 3)
 static inline float kaccumulate(int fmt, float acc, float da, const uint8_t* blk, int32_t isum, int32_t msum) {
   if (fmt == FMT_Q6_K) return fma_f32(da * f16s(rd16(blk + 208)), float(isum), acc);
@@ -97,11 +87,11 @@ static void unpack_kblock(int fmt, const uint8_t* blk, KBlockInts& o) {
       o.q[64 * j + l] = int8_t((ql[32 * j + l] & 15) | ((h & 1) << 4));
       o.q[64 * j + 32 + l] = int8_t((ql[32 * j + l] >> 4) | (((h >> 1) & 1) << 4));
     }
-  uint8_t sc[8], mn[8];
-  kscales(blk, sc, mn);
-  for (int g = 0; g < 16; g++) {
-    o.sc[g] = sc[g / 2];
-    o.mn[g] = mn[g / 2];
+  for (int g = 0; g < 8; g++) {
+    int s, m;
+    scale_min_k4(g, blk + 4, s, m);
+    o.sc[2 * g] = o.sc[2 * g + 1] = int16_t(s);
+    o.mn[2 * g] = o.mn[2 * g + 1] = int16_t(m);
   }
 }
 
@@ -154,8 +144,8 @@ static inline __m256i scaled_add(__m256i sum, __m256i scale, __m256i p) {
 
 // One weight super-block unpacked for the vector dots: values 32c .. 32c+31 in wq[c] as
 // unsigned bytes (q6_k: q + 32), the scale of each value's group in sc[c] (int16 lanes: 16
-// pairs of values), and per 16 values the factor of ΣQ (int16): -m for q4_k/q5_k (msum
-// enters isum's place separately, see below), -32·sc for q6_k.
+// pairs of values), and the factors of the sums of Q (int16): q6_k 32·sc per 16 values,
+// q4_k/q5_k the 8 mins (per 32 values) in each 128-bit half.
 struct KBlockVec {
   __m256i wq[8], sc[8], bias;
 };
@@ -173,9 +163,15 @@ static inline void unpack_kblock_vec(const uint8_t* blk, KBlockVec& o) {
       o.wq[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), low4), hi2(4));
       o.wq[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), low4), hi2(6));
     }
-    const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
-    for (int c = 0; c < 8; c++) o.sc[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
-    o.bias = _mm256_slli_epi16(_mm256_cvtepi8_epi16(load128(sc)), 5);  // 32·sc, subtracted
+    // sc[c] = [scale 2c x 8 | scale 2c + 1 x 8]: byte shuffles of the 16 scales as int16
+    const __m256i sc = _mm256_cvtepi8_epi16(load128(blk + 192));
+    const __m256i lo = _mm256_permute2x128_si256(sc, sc, 0x00), hi = _mm256_permute2x128_si256(sc, sc, 0x11);
+    for (int c = 0; c < 4; c++) {
+      const __m256i pick = _mm256_set_m128i(_mm_set1_epi16(short(0x0302 + 0x0404 * c)), _mm_set1_epi16(short(0x0100 + 0x0404 * c)));
+      o.sc[c] = _mm256_shuffle_epi8(lo, pick);
+      o.sc[c + 4] = _mm256_shuffle_epi8(hi, pick);
+    }
+    o.bias = _mm256_slli_epi16(sc, 5);  // 32·sc, subtracted
     return;
   }
   const uint8_t* ql = blk + (FMT == FMT_Q5_K ? 48 : 16);
@@ -191,11 +187,18 @@ static inline void unpack_kblock_vec(const uint8_t* blk, KBlockVec& o) {
       h = _mm256_srli_epi16(h, 2);
     }
   }
-  alignas(16) uint8_t sc[16], mn[16];
-  kscales(blk, sc, mn);
-  for (int c = 0; c < 8; c++) o.sc[c] = _mm256_set1_epi16(sc[c]);
-  const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
-  o.bias = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));  // the min of each 16 values
+  // the 12 bytes of 6-bit scales and mins as 8 + 8 bytes (llama.cpp's utmp shuffle)
+  uint32_t u[4];
+  __builtin_memcpy(u, blk + 4, 12);
+  u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+  const uint32_t mins_lo = u[1] & 0x3f3f3f3f;
+  u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+  u[2] = mins_lo;
+  u[0] &= 0x3f3f3f3f;
+  const __m256i sm = _mm256_cvtepu8_epi16(_mm_set_epi32(int(u[3]), int(u[2]), int(u[1]), int(u[0])));  // scales | mins
+  const __m256i sc = _mm256_permute2x128_si256(sm, sm, 0x00);
+  for (int c = 0; c < 8; c++) o.sc[c] = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(short(0x0100 + 0x0202 * c)));
+  o.bias = _mm256_permute2x128_si256(sm, sm, 0x11);  // the 8 mins (both halves)
 }
 
 // isum (and msum) of one super-block with one activation row (x: its 256 Q, bs: their 16 sums)
@@ -203,14 +206,20 @@ template <int FMT>
 static inline void kblock_dot(const KBlockVec& w, const int8_t* x, const int16_t* bs, int32_t& isum, int32_t& msum) {
   __m256i sum = _mm256_setzero_si256();
   for (int c = 0; c < 8; c++) sum = scaled_add(sum, w.sc[c], _mm256_maddubs_epi16(w.wq[c], load256(x + 32 * c)));
-  const __m256i corr = _mm256_madd_epi16(w.bias, load256(bs));
+  const __m256i b = load256(bs);
   if (FMT == FMT_Q6_K) {
-    isum = hsum_i32(_mm256_sub_epi32(sum, corr));
+    isum = hsum_i32(_mm256_sub_epi32(sum, _mm256_madd_epi16(w.bias, b)));
     msum = 0;
-  } else {
-    isum = hsum_i32(sum);
-    msum = hsum_i32(corr);
+    return;
   }
+  // the sums of Q per 32 values (at most 4064: int16) times the mins; both totals at once
+  const __m128i q32 = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+  const __m128i corr = _mm_madd_epi16(_mm256_castsi256_si128(w.bias), q32);
+  const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  __m128i t = _mm_hadd_epi32(s, corr);
+  t = _mm_hadd_epi32(t, t);  // [isum, msum, isum, msum]
+  isum = _mm_cvtsi128_si32(t);
+  msum = _mm_extract_epi32(t, 1);
 }
 
 // MB activation rows (from i0) against weight rows [j0, j1): each super-block unpacked once
