@@ -1,12 +1,12 @@
 /**
  * The native backend's default products with q4_k/q5_k/q6_k weights (packedMatmul, transposed
- * = false): activations quantized to int8 per 256 values and integer super-block dot products
- * (native/impl/kqdot.h). They must equal an independent TypeScript model of that arithmetic
- * (kqdot-reference.ts) bit for bit on every kernel variant, for odd weight-row counts and
- * decode- and prefill-sized row counts; not depend on the thread count; stay within the error
- * that quantizing the activations predicts of the exact product; and be left out where they
- * must not be used (exactQuant, the transposed product of training). Skipped when the addon is
- * not built.
+ * = false, up to 16 rows or rowwise): activations quantized to int8 per 256 values and integer
+ * super-block dot products (native/impl/kqdot.h). They must equal an independent TypeScript
+ * model of that arithmetic (kqdot-reference.ts) bit for bit on every kernel variant, for odd
+ * weight-row counts and decode- and batch-sized row counts; not depend on the thread count; stay
+ * within the error that quantizing the activations predicts of the exact product; and be left
+ * out where they must not be used (exactQuant, the transposed product of training, prompts).
+ * Skipped when the addon is not built.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -23,7 +23,7 @@ const FORMATS: KFormat[] = ["q4_k", "q5_k", "q6_k"];
 
 // [rows, cols]: one super-block, several, odd row counts (a partial task of 16 rows)
 const SHAPES: Array<[number, number]> = [[5, 256], [33, 512], [17, 768], [9, 1280]];
-const ROW_COUNTS = [1, 2, 3, 4, 5, 7, 9];
+const ROW_COUNTS = [1, 2, 3, 4, 5, 7, 9, 16, 21]; // 21: more than 16, so rowwise
 
 const modelCache = new Map<string, Float32Array>();
 
@@ -48,7 +48,7 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
               modelCache.set(label, want);
             }
             const got = c0.slice();
-            be.packedMatmul(a, w, got, m, false, accumulate);
+            be.packedMatmul(a, w, got, m, false, accumulate, m > 16);
             assertBitEqual(got, want, `${isa} ${label}`);
           }
         }
@@ -69,12 +69,12 @@ test("K-quant integer products: 1 and 2 threads give the same bits on every vari
       for (const format of FORMATS) {
         const [rows, cols] = [71, 1280];
         const w = packMatrix(randn(rows * cols, 7500), rows, cols, format);
-        for (const m of [1, 3, 13]) {
+        for (const m of [1, 3, 13, 30]) {
           const a = randn(m * cols, 7501 + m);
           const outs = [1, 2].map((threads) => {
             native.configure({ threads });
             const c = new Float32Array(m * rows);
-            be.packedMatmul(a, w, c, m, false, false);
+            be.packedMatmul(a, w, c, m, false, false, true);
             return c;
           });
           assertBitEqual(outs[1], outs[0], `${isa} ${format} m=${m}: 1 vs 2 threads`);
@@ -135,7 +135,7 @@ test("K-quant integer activations: error against the exact product as quantizati
       const w = packMatrix(randn(rows * cols, seed++), rows, cols, format);
       const a = randn(m * cols, seed++);
       const got = new Float32Array(m * rows);
-      be.packedMatmul(a, w, got, m, false, false);
+      be.packedMatmul(a, w, got, m, false, false, true);
       const exact = new Float32Array(m * rows);
       ref.packedMatmul(a, w, exact, m, false, false);
       const rel = relativeRms(got, exact);
@@ -146,7 +146,7 @@ test("K-quant integer activations: error against the exact product as quantizati
   }
 });
 
-test("K-quant: exactQuant and transposed products stay exact", { skip }, () => {
+test("K-quant: exactQuant, transposed products and prompts (more than 16 rows, not rowwise) stay exact", { skip }, () => {
   const native = addon!;
   const fast = new NativeBackend(native);
   const exact = new NativeBackend(native, { exactQuant: true });
@@ -154,14 +154,18 @@ test("K-quant: exactQuant and transposed products stay exact", { skip }, () => {
   for (const format of FORMATS) {
     const [rows, cols] = [96, 512];
     const w = packMatrix(randn(rows * cols, seed++), rows, cols, format);
-    for (const m of [1, 6]) {
+    for (const m of [1, 6, 17]) {
       const a = randn(m * cols, seed++);
       const want = new Float32Array(m * rows);
       ref.packedMatmul(a, w, want, m, false, false);
       const got = new Float32Array(m * rows);
       exact.packedMatmul(a, w, got, m, false, false);
       assertClose(got, want, `${format} exactQuant m=${m}`);
-      fast.packedMatmul(a, w, got, m, false, false);
+      if (m > 16) {
+        fast.packedMatmul(a, w, got, m, false, false);
+        assertClose(got, want, `${format} prompt m=${m}`);
+      }
+      fast.packedMatmul(a, w, got, m, false, false, true); // rowwise: the integer path for any m
       const predicted = predictedRelativeRms(a, m, cols, 127, 256);
       assert.ok(relativeRms(got, want) > 0.5 * predicted, `${format} m=${m}: the default path quantizes`);
       const g = randn(m * rows, seed++);
