@@ -2,7 +2,7 @@
  * Accuracy and speed of each --quant type on the bench-small shape (random bf16 weights, not a
  * trained model: the figures compare the types with each other, they do not predict a real
  * model's quality). For each type: the relative RMS of the LLM's logits against the f32 model
- * over a teacher-forced sequence, the fraction of positions whose greedy (argmax) token agrees
+ * over a teacher-forced sequence fed one token per step, the fraction of positions whose greedy (argmax) token agrees
  * with f32's, the bytes of the LLM's Linear weights, and decode tokens/s at one thread; the
  * same (`exact_*`) for the exact products with f32 activations (`exactQuant`), whose decode
  * steps alternate with the default path's so both see the same machine load.
@@ -30,10 +30,19 @@ const dir = ensureCheckpoint("bench-small");
 const rand = seededRandom(11);
 const ids = Int32Array.from({ length: T }, () => 1 + Math.floor(rand() * 31999));
 
-/** Logits [T, vocab] of the teacher-forced sequence. */
+/**
+ * Logits [T, vocab] of the teacher-forced sequence, one position per step as decode computes
+ * them (the K formats' integer products serve decode; prompts take the exact path).
+ */
 function logits(llm: LlamaForCausalLM): Float32Array {
-  const embeds = llm.embedTokens.forward(ids, [1, T]);
-  return llm.logits(llm.forward(embeds).hidden).data;
+  const vocab = llm.cfg.vocabSize;
+  const cache = llm.newCache(1, T);
+  const out = new Float32Array(T * vocab);
+  for (let t = 0; t < T; t++) {
+    const hidden = llm.forward(llm.embedTokens.forward(ids.subarray(t, t + 1), [1, 1]), { cache }).hidden;
+    out.set(llm.logits(hidden).data, t * vocab);
+  }
+  return out;
 }
 
 /**

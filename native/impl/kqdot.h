@@ -142,16 +142,38 @@ static inline __m256i scaled_add(__m256i sum, __m256i scale, __m256i p) {
 #endif
 }
 
+#if defined(__AVX512BW__)
+static inline __m512i scaled_add(__m512i sum, __m512i scale, __m512i p) {
+#ifdef LLAVA_VNNI
+  return _mm512_dpwssd_epi32(sum, scale, p);
+#else
+  return _mm512_add_epi32(sum, _mm512_madd_epi16(scale, p));
+#endif
+}
+// AVX-512: two chunks of 32 values per vector, half the dot products' instructions
+constexpr int KCH = 4;
+typedef __m512i kvec;
+#else
+constexpr int KCH = 8;
+typedef __m256i kvec;
+#endif
+
 // One weight super-block unpacked for the vector dots: values 32c .. 32c+31 in wq[c] as
 // unsigned bytes (q6_k: q + 32), the scale of each value's group in sc[c] (int16 lanes: 16
 // pairs of values), and the factors of the sums of Q (int16): q6_k 32·sc per 16 values,
 // q4_k/q5_k the 8 mins (per 32 values) in each 128-bit half.
-struct KBlockVec {
+struct KBlock256 {
   __m256i wq[8], sc[8], bias;
 };
 
+// the same with AVX-512: chunks 2c and 2c + 1 in wq[c] and sc[c]
+struct KBlockVec {
+  kvec wq[KCH], sc[KCH];
+  __m256i bias;
+};
+
 template <int FMT>
-static inline void unpack_kblock_vec(const uint8_t* blk, KBlockVec& o) {
+static inline void unpack_kblock256(const uint8_t* blk, KBlock256& o) {
   const __m256i low4 = _mm256_set1_epi8(15);
   if (FMT == FMT_Q6_K) {
     const __m256i low2 = _mm256_set1_epi8(3);
@@ -201,11 +223,35 @@ static inline void unpack_kblock_vec(const uint8_t* blk, KBlockVec& o) {
   o.bias = _mm256_permute2x128_si256(sm, sm, 0x11);  // the 8 mins (both halves)
 }
 
+template <int FMT>
+static inline void unpack_kblock_vec(const uint8_t* blk, KBlockVec& o) {
+  KBlock256 u;
+  unpack_kblock256<FMT>(blk, u);
+  o.bias = u.bias;
+#if defined(__AVX512BW__)
+  for (int c = 0; c < KCH; c++) {
+    o.wq[c] = _mm512_inserti64x4(_mm512_castsi256_si512(u.wq[2 * c]), u.wq[2 * c + 1], 1);
+    o.sc[c] = _mm512_inserti64x4(_mm512_castsi256_si512(u.sc[2 * c]), u.sc[2 * c + 1], 1);
+  }
+#else
+  for (int c = 0; c < KCH; c++) {
+    o.wq[c] = u.wq[c];
+    o.sc[c] = u.sc[c];
+  }
+#endif
+}
+
 // isum (and msum) of one super-block with one activation row (x: its 256 Q, bs: their 16 sums)
 template <int FMT>
 static inline void kblock_dot(const KBlockVec& w, const int8_t* x, const int16_t* bs, int32_t& isum, int32_t& msum) {
+#if defined(__AVX512BW__)
+  __m512i wide = _mm512_setzero_si512();
+  for (int c = 0; c < KCH; c++) wide = scaled_add(wide, w.sc[c], _mm512_maddubs_epi16(w.wq[c], _mm512_loadu_si512(x + 64 * c)));
+  const __m256i sum = _mm256_add_epi32(_mm512_castsi512_si256(wide), _mm512_extracti64x4_epi64(wide, 1));
+#else
   __m256i sum = _mm256_setzero_si256();
-  for (int c = 0; c < 8; c++) sum = scaled_add(sum, w.sc[c], _mm256_maddubs_epi16(w.wq[c], load256(x + 32 * c)));
+  for (int c = 0; c < KCH; c++) sum = scaled_add(sum, w.sc[c], _mm256_maddubs_epi16(w.wq[c], load256(x + 32 * c)));
+#endif
   const __m256i b = load256(bs);
   if (FMT == FMT_Q6_K) {
     isum = hsum_i32(_mm256_sub_epi32(sum, _mm256_madd_epi16(w.bias, b)));
