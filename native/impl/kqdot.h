@@ -164,6 +164,7 @@ typedef __m256i kvec;
 // q4_k/q5_k the 8 mins (per 32 values) in each 128-bit half.
 struct KBlock256 {
   __m256i wq[8], sc[8], bias;
+  __m256i scales;  // the scales as int16 (q4_k/q5_k: 8 in the low half)
 };
 
 // the same with AVX-512: chunks 2c and 2c + 1 in wq[c] and sc[c]
@@ -187,6 +188,7 @@ static inline void unpack_kblock256(const uint8_t* blk, KBlock256& o) {
     }
     // sc[c] = [scale 2c x 8 | scale 2c + 1 x 8]: byte shuffles of the 16 scales as int16
     const __m256i sc = _mm256_cvtepi8_epi16(load128(blk + 192));
+    o.scales = sc;
     const __m256i lo = _mm256_permute2x128_si256(sc, sc, 0x00), hi = _mm256_permute2x128_si256(sc, sc, 0x11);
     for (int c = 0; c < 4; c++) {
       const __m256i pick = _mm256_set_m128i(_mm_set1_epi16(short(0x0302 + 0x0404 * c)), _mm_set1_epi16(short(0x0100 + 0x0404 * c)));
@@ -219,6 +221,7 @@ static inline void unpack_kblock256(const uint8_t* blk, KBlock256& o) {
   u[0] &= 0x3f3f3f3f;
   const __m256i sm = _mm256_cvtepu8_epi16(_mm_set_epi32(int(u[3]), int(u[2]), int(u[1]), int(u[0])));  // scales | mins
   const __m256i sc = _mm256_permute2x128_si256(sm, sm, 0x00);
+  o.scales = sm;
   for (int c = 0; c < 8; c++) o.sc[c] = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(short(0x0100 + 0x0202 * c)));
   o.bias = _mm256_permute2x128_si256(sm, sm, 0x11);  // the 8 mins (both halves)
 }
@@ -229,9 +232,20 @@ static inline void unpack_kblock_vec(const uint8_t* blk, KBlockVec& o) {
   unpack_kblock256<FMT>(blk, u);
   o.bias = u.bias;
 #if defined(__AVX512BW__)
+  // the scales straight from the 8 of a 128-bit half: lane L of sc[c] takes the scale of group
+  // g_L (int16 word g_L of the half: bytes 2 g_L, 2 g_L + 1 by a byte shuffle)
+  const auto pick = [](int g0, int g1, int g2, int g3) {
+    const auto w = [](int g) { return 0x01000100 + 0x02020202 * g; };
+    return _mm512_set_epi32(w(g3), w(g3), w(g3), w(g3), w(g2), w(g2), w(g2), w(g2), w(g1), w(g1), w(g1), w(g1), w(g0), w(g0), w(g0), w(g0));
+  };
+  const __m512i lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(u.scales));
+  const __m512i hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(u.scales, 1));
   for (int c = 0; c < KCH; c++) {
     o.wq[c] = _mm512_inserti64x4(_mm512_castsi256_si512(u.wq[2 * c]), u.wq[2 * c + 1], 1);
-    o.sc[c] = _mm512_inserti64x4(_mm512_castsi256_si512(u.sc[2 * c]), u.sc[2 * c + 1], 1);
+    if (FMT == FMT_Q6_K)  // groups of 16: chunks 2c, 2c + 1 hold groups 4c .. 4c + 3
+      o.sc[c] = _mm512_shuffle_epi8(c < 2 ? lo : hi, pick(4 * (c % 2), 4 * (c % 2) + 1, 4 * (c % 2) + 2, 4 * (c % 2) + 3));
+    else  // groups of 32: chunk 2c in the low 256 bits, 2c + 1 in the high
+      o.sc[c] = _mm512_shuffle_epi8(lo, pick(2 * c, 2 * c, 2 * c + 1, 2 * c + 1));
   }
 #else
   for (int c = 0; c < KCH; c++) {
@@ -277,6 +291,7 @@ static void krows(const KActs& A, int64_t i0, const PackedW& w, int64_t j0, int6
     float sum[MB] = {};
     for (int64_t b = 0; b < A.nsb; b++) {
       const uint8_t* blk = row + b * BB;
+      for (int64_t o = 0; o < BB; o += 64) __builtin_prefetch(blk + kPrefetchAhead + o, 0, 2);
       KBlockVec wv;
       unpack_kblock_vec<FMT>(blk, wv);
       for (int i = 0; i < MB; i++) {
