@@ -12,11 +12,13 @@
 //     q4_k/q5_k acc = fma(fl32(d_a·dmin), fl32(-msum), acc) (f32 fused multiply-adds).
 // Integer sums are exact, so the instructions that form them do not change a bit.
 //
-// x86 (AVX2 and up, 256-bit vectors): a super-block's weights are unpacked once into 8 vectors
-// of 32 unsigned values and dotted with each activation row by vpmaddubsw (15·127·2, 31·127·2
-// and 63·127·2 all fit int16), the group scales applied by vpmaddwd (or vpdpwssd with VNNI);
-// q6_k dots q + 32 and subtracts 32·Σ sc_g·ΣQ_g from the 16-value sums of the activations,
-// which also give msum. The portable variant loops over integers.
+// x86 (AVX2 and up): a super-block's weights are unpacked once into 8 vectors of 32 unsigned
+// values (AVX-512: 4 of 64) and dotted with each activation row by vpmaddubsw (15·127·2,
+// 31·127·2 and 63·127·2 all fit int16), the group scales applied by vpmaddwd (or vpdpwssd with
+// VNNI); q6_k dots q + 32 and subtracts 32·Σ sc_g·ΣQ_g from the 16-value sums of the
+// activations, which also give msum. The portable variant loops over integers. The addon takes
+// this path for decode-sized row counts (up to 16) and rowwise products; prompts are faster on
+// the exact path's f32 GEMM.
 
 constexpr int QKK = 256;  // values per super-block
 
