@@ -3,7 +3,7 @@
  * line, each with the CPU model, its SIMD features and the thread count (src/perf/machine.ts):
  * the rooflines of this run (read bandwidth and f32 GEMM peak), f32 GEMM 1024³ at 1 and 2
  * threads, GEMV 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and
- * the fraction of the read bandwidth roofline) and m=256 (GFLOP/s) — for q8_0/q4_0 both the
+ * the fraction of the read bandwidth roofline) and m=256 (GFLOP/s) — for q8_0/q4_0/q4_k/q5_k/q6_k both the
  * default integer-activation path and the exact one (`path`) —, attention at CLIP's shape, call
  * overhead, and the reference backend's GEMM for comparison.
  *
@@ -98,7 +98,7 @@ for (const t of THREADS) {
 }
 
 // packedMatmul, decode (m = 1) and its input gradient, per format; enough copies to exceed L3.
-// q8_0/q4_0 forward products run on both paths: integer activations (the default) and exact.
+// q8_0/q4_0 and K-quant forward products run on both paths: integer activations (the default) and exact.
 {
   const rows = 4096;
   const cols = 4096;
@@ -107,7 +107,7 @@ for (const t of THREADS) {
   const y = new Float32Array(rows);
   const dx = new Float32Array(cols);
   const w32 = random(rows * cols, 7);
-  for (const format of ["bf16", "f16", "q8_0", "q4_0"] as PackedFormat[]) {
+  for (const format of ["bf16", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"] as PackedFormat[]) {
     const first = packMatrix(w32, rows, cols, format);
     const copies = Math.max(2, Math.ceil((160 << 20) / first.data.length));
     const ws: PackedMatrix[] = [first, ...Array.from({ length: copies - 1 }, () => ({ ...first, data: first.data.slice() }))];

@@ -2,8 +2,10 @@
  * Accuracy and speed of each --quant type on the bench-small shape (random bf16 weights, not a
  * trained model: the figures compare the types with each other, they do not predict a real
  * model's quality). For each type: the relative RMS of the LLM's logits against the f32 model
- * over a teacher-forced sequence, the fraction of positions whose greedy (argmax) token agrees
- * with f32's, the bytes of the LLM's Linear weights, and decode tokens/s at one thread.
+ * over a teacher-forced sequence fed one token per step, the fraction of positions whose greedy (argmax) token agrees
+ * with f32's, the bytes of the LLM's Linear weights, and decode tokens/s at one thread; the
+ * same (`exact_*`) for the exact products with f32 activations (`exactQuant`), whose decode
+ * steps alternate with the default path's so both see the same machine load.
  * Prints one JSON line per type (`npm run bench:quant`; `--types q4_0,q4_k_m` picks some).
  */
 import { parseArgs } from "node:util";
@@ -23,28 +25,45 @@ const T = Number(values.positions), STEPS = Number(values.steps);
 const THREADS = 1;
 
 const backend = createBackend({ threads: THREADS });
+const exactBackend = createBackend({ threads: THREADS, exactQuant: true });
 const dir = ensureCheckpoint("bench-small");
 const rand = seededRandom(11);
 const ids = Int32Array.from({ length: T }, () => 1 + Math.floor(rand() * 31999));
 
-/** Logits [T, vocab] of the teacher-forced sequence. */
+/**
+ * Logits [T, vocab] of the teacher-forced sequence, one position per step as decode computes
+ * them (the K formats' integer products serve decode; prompts take the exact path).
+ */
 function logits(llm: LlamaForCausalLM): Float32Array {
-  const embeds = llm.embedTokens.forward(ids, [1, T]);
-  return llm.logits(llm.forward(embeds).hidden).data;
+  const vocab = llm.cfg.vocabSize;
+  const cache = llm.newCache(1, T);
+  const out = new Float32Array(T * vocab);
+  for (let t = 0; t < T; t++) {
+    const hidden = llm.forward(llm.embedTokens.forward(ids.subarray(t, t + 1), [1, 1]), { cache }).hidden;
+    out.set(llm.logits(hidden).data, t * vocab);
+  }
+  return out;
 }
 
-/** Decode tokens/s: greedy steps after a 16-token prompt, one thread; the median step, which a busy machine disturbs least. */
-function decodeRate(llm: LlamaForCausalLM): number {
-  const cache = llm.newCache(1, 16 + STEPS + 1);
-  let hidden = llm.forward(llm.embedTokens.forward(ids.subarray(0, 16), [1, 16]), { cache }).hidden;
-  const stepMs: number[] = [];
+/**
+ * Decode tokens/s of each model: greedy steps after a 16-token prompt, one thread, the models'
+ * steps alternating; the median step, which a busy machine disturbs least.
+ */
+function decodeRates(llms: LlamaForCausalLM[]): number[] {
+  const runs = llms.map((llm) => {
+    const cache = llm.newCache(1, 16 + STEPS + 1);
+    const hidden = llm.forward(llm.embedTokens.forward(ids.subarray(0, 16), [1, 16]), { cache }).hidden;
+    return { llm, cache, hidden, stepMs: [] as number[] };
+  });
   for (let s = 0; s < STEPS; s++) {
-    const t0 = performance.now();
-    const next = argmaxRows(llm.logits(hidden).data, llm.cfg.vocabSize)[0];
-    hidden = llm.forward(llm.embedTokens.forward(Int32Array.of(next), [1, 1]), { cache }).hidden;
-    stepMs.push(performance.now() - t0);
+    for (const r of runs) {
+      const t0 = performance.now();
+      const next = argmaxRows(r.llm.logits(r.hidden).data, r.llm.cfg.vocabSize)[0];
+      r.hidden = r.llm.forward(r.llm.embedTokens.forward(Int32Array.of(next), [1, 1]), { cache: r.cache }).hidden;
+      r.stepMs.push(performance.now() - t0);
+    }
   }
-  return 1000 / quantile(stepMs, 0.5);
+  return runs.map((r) => 1000 / quantile(r.stepMs, 0.5));
 }
 
 function argmaxRows(x: Float32Array, vocab: number): number[] {
@@ -56,10 +75,9 @@ function argmaxRows(x: Float32Array, vocab: number): number[] {
 }
 
 let reference: { logits: Float32Array; tokens: number[] } | null = null;
-for (const type of types) {
-  const loaded = await loadLlava(dir, { backend, quant: type === "f32" ? undefined : type });
-  const llm = loaded.model.llm;
-  const bytes = llm.namedLinears().reduce((s, [, l]) => s + (l.weight instanceof PackedTensor ? l.weight.matrix.data.length : 4 * l.weight.data.length), 0);
+
+/** Logits error and greedy agreement against the f32 model (the first type measured). */
+function accuracy(llm: LlamaForCausalLM): { logits_rel_rms: number; greedy_agreement: number } {
   const got = logits(llm);
   const vocab = llm.cfg.vocabSize;
   reference ??= { logits: got, tokens: argmaxRows(got, vocab) };
@@ -70,10 +88,21 @@ for (const type of types) {
   }
   const tokens = argmaxRows(got, vocab);
   const agree = tokens.filter((t, i) => t === reference!.tokens[i]).length / tokens.length;
+  return { logits_rel_rms: Number(Math.sqrt(e2 / s2).toPrecision(4)), greedy_agreement: agree };
+}
+
+for (const type of types) {
+  const quant = type === "f32" ? undefined : type;
+  const llm = (await loadLlava(dir, { backend, quant })).model.llm;
+  const exact = quant ? (await loadLlava(dir, { backend: exactBackend, quant })).model.llm : undefined;
+  const bytes = llm.namedLinears().reduce((s, [, l]) => s + (l.weight instanceof PackedTensor ? l.weight.matrix.data.length : 4 * l.weight.data.length), 0);
+  const acc = accuracy(llm);
+  const exactAcc = exact ? accuracy(exact) : undefined;
+  const [rate, exactRate] = decodeRates(exact ? [llm, exact] : [llm]);
   emit(THREADS, {
-    bench: "quant-accuracy", model: "bench-small (random weights)", type,
-    logits_rel_rms: Number(Math.sqrt(e2 / s2).toPrecision(4)), greedy_agreement: agree,
-    llm_linear_mib: Number((bytes / 2 ** 20).toFixed(1)), decode_tokens_per_s: Number(decodeRate(llm).toFixed(1)),
+    bench: "quant-accuracy", model: "bench-small (random weights)", type, ...acc,
+    llm_linear_mib: Number((bytes / 2 ** 20).toFixed(1)), decode_tokens_per_s: Number(rate.toFixed(1)),
+    ...(exactAcc && { exact_logits_rel_rms: exactAcc.logits_rel_rms, exact_greedy_agreement: exactAcc.greedy_agreement, exact_decode_tokens_per_s: Number(exactRate.toFixed(1)) }),
     positions: T,
   });
 }

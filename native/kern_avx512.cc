@@ -15,9 +15,10 @@ namespace {
 #include "impl/exec.h"
 #include "impl/packed.h"
 #include "impl/qdot.h"
+#include "impl/kqdot.h"
 }  // namespace
 
-LLAVA_DEFINE_FILL  // packed_matmul_qdot only
+LLAVA_DEFINE_FILL  // packed_matmul_qdot and packed_matmul_kqdot only
 
 }  // namespace v_avx512vnni
 }  // namespace llava

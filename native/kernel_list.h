@@ -16,6 +16,8 @@
     (Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool transposed, bool acc, bool rowwise)) \
   /* q8_0/q4_0 forward with integer-quantized activations and integer block dot products (impl/qdot.h) */ \
   ALT(packed_matmul_qdot, void, (Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool acc)) \
+  /* q4_k/q5_k/q6_k forward with activations quantized per 256 values, integer dot products (impl/kqdot.h) */ \
+  ALT(packed_matmul_kqdot, void, (Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool acc)) \
   /* bf16 W, forward, activations rounded to bf16 (kern_avx512bf16.cc; only where the CPU has AVX512-BF16) */ \
   ALT(packed_matmul_bf16dot, void, (Pool*, const float* a, const PackedW& w, float* c, int64_t m, bool acc)) \
   K(add, add, void, (Pool*, const float* x, const float* y, float* out, int64_t n)) \

@@ -43,14 +43,14 @@ constexpr int32_t levels() {
   return FMT == FMT_Q8_0 ? 127 * 256 : 127;
 }
 
-// One block of 32 activations (the rule above): R = 127 gives q = Q; otherwise the digits
-// q = hi and lo of Q = 255·hi + lo.
-template <int32_t R>
+// One block of N activations (the rule above; N = 256 for the K formats, kqdot.h): R = 127
+// gives q = Q; otherwise the digits q = hi and lo of Q = 255·hi + lo.
+template <int32_t R, int N = QK>
 static void quantize_block(const float* x, int8_t* q, int8_t* lo, float* d, int32_t* sum) {
   const vi abs_mask = vi{} + 0x7fffffff;
   vf amax = vf{};
   vi finite = vi{} - 1;
-  for (int v = 0; v < QK / W; v++) {
+  for (int v = 0; v < N / W; v++) {
     const vf a = (vf)((vi)vload(x + v * W) & abs_mask);
     finite &= (vi)(a <= vset(3.4028234663852886e38f));  // false for inf and NaN
     amax = a > amax ? a : amax;
@@ -59,15 +59,15 @@ static void quantize_block(const float* x, int8_t* q, int8_t* lo, float* d, int3
   for (int l = 0; l < W; l++) all_finite &= finite[l] != 0;
   const float dv = hmax(amax) / float(R);
   if (!all_finite || dv == 0.f) {
-    for (int j = 0; j < QK; j++) q[j] = 0;
+    for (int j = 0; j < N; j++) q[j] = 0;
     if (R != 127)
-      for (int j = 0; j < QK; j++) lo[j] = 0;
+      for (int j = 0; j < N; j++) lo[j] = 0;
     *d = all_finite ? 0.f : __builtin_nanf("");
     *sum = 0;
     return;
   }
   vi total = vi{};
-  for (int v = 0; v < QK / W; v++) {
+  for (int v = 0; v < N / W; v++) {
     const vf y = vload(x + v * W) / vset(dv);
     const vi t = __builtin_convertvector(y, vi);  // toward zero
     const vf ft = __builtin_convertvector(t, vf);

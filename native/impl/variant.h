@@ -21,6 +21,7 @@ namespace {
 #include "packed.h"
 #include "gemm.h"
 #include "qdot.h"
+#include "kqdot.h"
 #include "attention.h"
 #include "elementwise.h"
 #include "norms.h"

@@ -30,7 +30,7 @@ export interface BackendOptions {
    */
   bf16Dot?: boolean;
   /**
-   * native only: q8_0/q4_0 forward products with f32 activations (exact, like the reference)
+   * native only: q8_0/q4_0/q4_k/q5_k/q6_k forward products with f32 activations (exact, like the reference)
    * instead of integer-quantized ones (faster; see NativeBackendOptions). Default: env
    * LLAVA_EXACT_QUANT=1, else off.
    */

@@ -10,9 +10,10 @@
  * in summation order (unless the bf16Dot option trades that for speed). Forward products with
  * q8_0/q4_0 weights quantize the activations per block of 32 to integers — 8 bits for q4_0
  * like llama.cpp's Q8_0 (about 0.4% relative error for uniform activations), 16 bits for q8_0
- * (about 0.002%) — and use integer dot products; native/README.md gives the exact rule, the
- * same bit for bit on every CPU. `exactQuant: true` keeps them exact too. The input gradient
- * (transposed) is always exact.
+ * (about 0.002%) — and use integer dot products; so do q4_k/q5_k/q6_k for up to 16 rows
+ * (decode) or rowwise products, with 8-bit activations per 256 values like llama.cpp's Q8_K.
+ * native/README.md gives the exact rules, the same bit for bit on every CPU. `exactQuant: true`
+ * keeps them exact too. The input gradient (transposed) is always exact.
  */
 import fs from "node:fs";
 import { createRequire } from "node:module";
@@ -104,7 +105,7 @@ export function loadNativeAddon(addonPath: string = defaultAddonPath()): NativeA
 
 export interface NativeBackendOptions {
   /**
-   * Forward products with q8_0/q4_0 weights in the exact arithmetic (weights decoded to f32,
+   * Forward products with q8_0/q4_0 (and q4_k/q5_k/q6_k) weights in the exact arithmetic (weights decoded to f32,
    * f32 activations) instead of integer-quantized activations with integer dot products,
    * which are up to 2x faster for decode and 2-4x for prefill. Default false.
    */

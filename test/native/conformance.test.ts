@@ -334,11 +334,11 @@ function threadedOutputs(be: NativeBackend): Float32Array[] {
   gemm(150, 2100, 40, true, false);
   gemm(1, 5000, 300, false, true);
   gemm(3, 5000, 300, false, false);
-  for (const format of ["bf16", "q8_0", "q4_0", "q5_1", "q4_k", "q6_k"] as PackedFormat[]) {
+  for (const format of ["bf16", "q8_0", "q4_0", "q5_1", "q4_k", "q5_k", "q6_k"] as PackedFormat[]) {
     const w = packMatrix(randn(300 * 512, 5), 300, 512, format);
     for (const m of [1, 2, 9]) {
-      // int8 activations (the default for q formats) and exact products
-      for (const b of format === "q8_0" || format === "q4_0" ? [be, exact] : [be]) {
+      // integer activations (the default for these formats) and exact products
+      for (const b of ["q8_0", "q4_0", "q4_k", "q5_k", "q6_k"].includes(format) ? [be, exact] : [be]) {
         const c = new Float32Array(m * 300);
         b.packedMatmul(randn(m * 512, 6), w, c, m, false, false);
         out.push(c);

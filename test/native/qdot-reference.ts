@@ -27,16 +27,17 @@ export interface QuantizedRows {
 
 const roundHalfAway = (y: number) => Math.sign(y) * Math.floor(Math.abs(y) + 0.5);
 
-export function quantizeRows(a: Float32Array, m: number, k: number, levels: number): QuantizedRows {
-  const nb = k / QK;
+/** Rows of activations quantized per block of `block` values (32; 256 for the K formats). */
+export function quantizeRows(a: Float32Array, m: number, k: number, levels: number, block = QK): QuantizedRows {
+  const nb = k / block;
   const q = new Int16Array(m * k);
   const d = new Float32Array(m * nb);
   for (let i = 0; i < m; i++) {
     for (let b = 0; b < nb; b++) {
-      const o = i * k + b * QK;
+      const o = i * k + b * block;
       let amax = 0;
       let finite = true;
-      for (let j = 0; j < QK; j++) {
+      for (let j = 0; j < block; j++) {
         const v = Math.abs(a[o + j]);
         if (!Number.isFinite(v)) finite = false;
         else if (v > amax) amax = v;
@@ -44,7 +45,7 @@ export function quantizeRows(a: Float32Array, m: number, k: number, levels: numb
       const db = Math.fround(amax / levels);
       d[i * nb + b] = finite ? db : NaN;
       if (!finite || db === 0) continue;
-      for (let j = 0; j < QK; j++) q[o + j] = Math.max(-levels, Math.min(levels, roundHalfAway(Math.fround(a[o + j] / db))));
+      for (let j = 0; j < block; j++) q[o + j] = Math.max(-levels, Math.min(levels, roundHalfAway(Math.fround(a[o + j] / db))));
     }
   }
   return { q, d };
@@ -135,11 +136,11 @@ export function qdotMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m:
  * the product itself. So the expected relative RMS is sqrt(mean d²/12 / mean x²): 0.38% for
  * uniform activations with 127 levels, 256 times less with 32512.
  */
-export function predictedRelativeRms(a: Float32Array, m: number, k: number, levels: number): number {
-  const { d } = quantizeRows(a, m, k, levels);
+export function predictedRelativeRms(a: Float32Array, m: number, k: number, levels: number, block = QK): number {
+  const { d } = quantizeRows(a, m, k, levels, block);
   let e2 = 0;
   for (const db of d) e2 += (db * db) / 12;
   let x2 = 0;
   for (const v of a) x2 += v * v;
-  return Math.sqrt((e2 * QK) / x2);
+  return Math.sqrt((e2 * block) / x2);
 }

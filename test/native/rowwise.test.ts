@@ -20,7 +20,7 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
           const be = new NativeBackend(native, { exactQuant });
           for (const [n, k] of [[70, 1024], [33, 1000], [40, 37], [300, 2816]]) {
             const w = randn(n * k, n + k);
-            const formats: Array<PackedFormat | "f32"> = ["f32", "bf16", "f16", ...(k % 32 === 0 ? (["q8_0", "q4_0", "q5_0"] as const) : []), ...(k % 256 === 0 ? (["q4_k", "q6_k"] as const) : [])];
+            const formats: Array<PackedFormat | "f32"> = ["f32", "bf16", "f16", ...(k % 32 === 0 ? (["q8_0", "q4_0", "q5_0"] as const) : []), ...(k % 256 === 0 ? (["q4_k", "q5_k", "q6_k"] as const) : [])];
             for (const format of formats) {
               const packed = format === "f32" ? null : packMatrix(w, n, k, format);
               for (const m of [2, 3, 4, 5, 6, 7, 8, 17]) {
