@@ -3,8 +3,8 @@
  * false): activations quantized to integers per block (int8 for q4_0, 16 bits for q8_0) and
  * integer block dot products (native/impl/qdot.h).
  * They must equal an independent TypeScript model of that arithmetic (qdot-reference.ts) bit
- * for bit on every kernel variant, for decode-sized and prefill-sized row counts, short rows
- * and rows with a partial chunk of blocks; stay within the error that quantizing the
+ * for bit on every kernel variant at 1 and 2 threads, for decode-sized and prefill-sized row
+ * counts, weight row counts that leave a partial panel, short rows; stay within the error that quantizing the
  * activations predicts of the exact product; and be left out where they must not be used
  * (exactQuant, the transposed product of training). Skipped when the addon is not built.
  */
@@ -31,9 +31,9 @@ function weights(format: QFormat, rows: number, cols: number, seed: number): Pac
   return w;
 }
 
-// [rows, cols]: one block, whole chunks of 8 blocks, a partial chunk, one short of a chunk
+// [rows, cols]: one block, a weight row count that leaves a partial panel of 8 or 16 rows, long rows
 const SHAPES: Array<[number, number]> = [[5, 32], [33, 64], [70, 256], [40, 544], [17, 224], [520, 96], [9, 1024]];
-const ROW_COUNTS = [1, 2, 3, 4, 5, 7, 9, 13];
+const ROW_COUNTS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13];
 
 // The TypeScript model's results, computed once for all kernel variants.
 const modelCache = new Map<string, Float32Array>();
@@ -42,6 +42,7 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
   test(`native ${isa}: integer-activation products equal the TypeScript model bit for bit`, { skip }, () => {
     const native = addon!;
     const be = new NativeBackend(native);
+    const { threads } = native.settings();
     native.configure({ isa });
     try {
       let seed = 2000;
@@ -58,14 +59,17 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
               qdotMatmul(a, w, want, m, accumulate);
               modelCache.set(label, want);
             }
-            const got = c0.slice();
-            be.packedMatmul(a, w, got, m, false, accumulate);
-            assertBitEqual(got, want, `${isa} ${label}`);
+            for (const threads of [1, 2]) {
+              native.configure({ threads });
+              const got = c0.slice();
+              be.packedMatmul(a, w, got, m, false, accumulate);
+              assertBitEqual(got, want, `${isa} ${threads} thread(s) ${label}`);
+            }
           }
         }
       }
     } finally {
-      native.configure({ isa: native.settings().isas[0] });
+      native.configure({ isa: native.settings().isas[0], threads });
     }
   });
 }
