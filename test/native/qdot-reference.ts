@@ -11,7 +11,11 @@
  * double one where that is exact or rounds innocuously (products of f32 values, a quotient);
  * the fused multiply-add rounds the double sum to odd first (fma32 below).
  */
-import type { PackedMatrix } from "../../src/tensor/packed.js";
+import assert from "node:assert/strict";
+import type { Backend } from "../../src/tensor/backend.js";
+import { packMatrix, type PackedFormat, type PackedMatrix } from "../../src/tensor/packed.js";
+import { RefBackend } from "../../src/tensor/ref-backend.js";
+import { randn, relativeRms } from "./helpers.js";
 
 const QK = 32;
 
@@ -143,4 +147,27 @@ export function predictedRelativeRms(a: Float32Array, m: number, k: number, leve
   let x2 = 0;
   for (const v of a) x2 += v * v;
   return Math.sqrt((e2 * block) / x2);
+}
+
+/**
+ * `be`'s products of random matrices of `format` (three shapes, n·m >= 2000 outputs each)
+ * against the reference backend's exact ones: the relative RMS error lies within [0.7, 1.3] x
+ * what quantizing the activations (`levels`, blocks of `block`) predicts, which catches a wrong
+ * scale, sign or rounding rule while leaving room for the sampling error.
+ */
+export function assertErrorAsPredicted(be: Backend, format: PackedFormat, opts: { seed: number; levels: number; block?: number; rowwise?: boolean }): void {
+  const exactBackend = new RefBackend();
+  let seed = opts.seed;
+  for (const [rows, cols, m] of [[256, 512, 9], [2048, 256, 1], [64, 2048, 40]]) {
+    const w = packMatrix(randn(rows * cols, seed++), rows, cols, format);
+    const a = randn(m * cols, seed++);
+    const got = new Float32Array(m * rows);
+    be.packedMatmul(a, w, got, m, false, false, opts.rowwise);
+    const exact = new Float32Array(m * rows);
+    exactBackend.packedMatmul(a, w, exact, m, false, false);
+    const rel = relativeRms(got, exact);
+    const predicted = predictedRelativeRms(a, m, cols, opts.levels, opts.block);
+    const label = `${format} [${rows}, ${cols}] m=${m}: relative RMS ${rel.toExponential(3)}, predicted ${predicted.toExponential(3)}`;
+    assert.ok(rel > 0.7 * predicted && rel < 1.3 * predicted, label);
+  }
 }

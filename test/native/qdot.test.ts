@@ -14,7 +14,7 @@ import { NativeBackend } from "../../src/tensor/native-backend.js";
 import { packMatrix, type PackedMatrix } from "../../src/tensor/packed.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
 import { assertBitEqual, assertClose, tryLoadAddon, randn, relativeRms, rng } from "./helpers.js";
-import { activationLevels, predictedRelativeRms, qdotMatmul } from "./qdot-reference.js";
+import { activationLevels, assertErrorAsPredicted, predictedRelativeRms, qdotMatmul } from "./qdot-reference.js";
 
 const { addon, skip } = tryLoadAddon();
 
@@ -134,21 +134,7 @@ test("integer activations: halves round away from zero, zero and tiny blocks, no
  */
 test("integer activations: error against the exact product as quantization predicts", { skip }, () => {
   const be = new NativeBackend(addon!);
-  let seed = 4000;
-  for (const format of ["q8_0", "q4_0"] as QFormat[]) {
-    for (const [rows, cols, m] of [[256, 512, 9], [2048, 256, 1], [64, 2048, 40]]) {
-      const w = packMatrix(randn(rows * cols, seed++), rows, cols, format);
-      const a = randn(m * cols, seed++);
-      const got = new Float32Array(m * rows);
-      be.packedMatmul(a, w, got, m, false, false);
-      const exact = new Float32Array(m * rows);
-      ref.packedMatmul(a, w, exact, m, false, false);
-      const rel = relativeRms(got, exact);
-      const predicted = predictedRelativeRms(a, m, cols, activationLevels(format));
-      const label = `${format} [${rows}, ${cols}] m=${m}: relative RMS ${rel.toExponential(3)}, predicted ${predicted.toExponential(3)}`;
-      assert.ok(rel > 0.7 * predicted && rel < 1.3 * predicted, label);
-    }
-  }
+  (["q8_0", "q4_0"] as QFormat[]).forEach((format, i) => assertErrorAsPredicted(be, format, { seed: 4000 + 6 * i, levels: activationLevels(format) }));
 });
 
 test("exactQuant and transposed products stay exact", { skip }, () => {
