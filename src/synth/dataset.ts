@@ -71,6 +71,21 @@ function captionSample(rng: Rng, scene: Scene, id: string): Sample {
   return { id, image: scene.image, conversations: [{ from: "human", value: human }, { from: "gpt", value: caption(scene) }] };
 }
 
+/** One record of cells.json: the layout `llava train --stage vision` reads (see train/vision-stage.ts). */
+interface CellLabels {
+  id: string;
+  image: string;
+  grid: number;
+  cells: Array<{ color: string; shape: string; size: string } | null>;
+}
+
+/** `llava train --stage vision`'s labels: what each grid cell holds (the tower's own stage, before stage 1). */
+function cellLabels(scene: Scene, id: string): CellLabels {
+  const cells: CellLabels["cells"] = CELLS.map(() => null);
+  for (const o of scene.objects) cells[o.cell] = { color: o.color, shape: o.shape, size: o.size };
+  return { id, image: scene.image, grid: 3, cells };
+}
+
 /** Every category once (relation when there are two objects), each about a random object, in random order, sometimes with a description. */
 function trainingQuestions(rng: Rng, scene: Scene, balance: Balance, pairs: Pair[]): Question[] {
   const any = () => pick(rng, scene.objects);
@@ -157,6 +172,7 @@ export async function synthesize(options: SynthOptions, progress?: (done: number
   const testScenes = Array.from({ length: test }, (_, i) => sampleScene(rng, `test-${pad(i)}.png`, "test", heldOut));
 
   const pretrain = trainScenes.map((s, i) => captionSample(rng, s, `cap-${pad(i)}`));
+  const cells = trainScenes.map((s, i) => cellLabels(s, `cells-${pad(i)}`));
   const balance = new Balance();
   const finetune = trainScenes.map((s, i) => conversationSample(rng, s, `qa-${pad(i)}`, balance, seenPairs));
 
@@ -172,6 +188,7 @@ export async function synthesize(options: SynthOptions, progress?: (done: number
   });
 
   await renderAll([...trainScenes, ...testScenes], out, imageSize, progress);
+  writeJson(path.join(out, SYNTH_FILES.cells), cells);
   writeJson(path.join(out, SYNTH_FILES.pretrain), pretrain);
   writeJson(path.join(out, SYNTH_FILES.finetune), finetune);
   writeJsonLines(path.join(out, SYNTH_FILES.questions), questions);

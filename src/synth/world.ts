@@ -51,6 +51,7 @@ export const TONE_NAMES = Object.keys(BACKGROUND_TONES) as Tone[];
 /** The file names `data synth` writes under `--out`. */
 export const SYNTH_FILES = {
   images: "images",
+  cells: "cells.json",
   pretrain: "pretrain.json",
   finetune: "finetune.json",
   questions: "test.jsonl",

@@ -33,12 +33,12 @@ interface OptionSpec {
   ignored?: true;
 }
 
-const STAGES = ["pretrain", "finetune"] as const;
+const STAGES = ["vision", "pretrain", "finetune"] as const;
 
 /** Every option, in the order --help lists them. */
 export const OPTION_SPECS = {
   // ours
-  stage: { kind: STAGES, default: null, nullable: true, help: "pretrain (stage 1: projector only) or finetune (stage 2); sets the v1.5 script defaults below" },
+  stage: { kind: STAGES, default: null, nullable: true, help: "pretrain (stage 1: projector only) or finetune (stage 2), which set the v1.5 script defaults below; or vision (a random tower's own stage before them, on cell labels)" },
   config: { kind: "string", default: null, nullable: true, help: "YAML or JSON file of options (same names); the command line wins" },
   resume: { kind: "bool", default: false, help: "continue from the newest checkpoint-N in output_dir (same optimizer, schedule, data order, random state)" },
   skip_bad_samples: { kind: "bool", default: false, help: "skip and count the samples data check finds unusable instead of stopping before step 1" },
@@ -122,6 +122,8 @@ const V15_COMMON = {
 export const STAGE_PRESETS: Record<(typeof STAGES)[number], Partial<Record<OptionName, unknown>>> = {
   pretrain: { ...V15_COMMON, version: "plain", tune_mm_mlp_adapter: true, learning_rate: 1e-3, save_steps: 24000 },
   finetune: { ...V15_COMMON, version: "v1", image_aspect_ratio: "pad", group_by_modality_length: true, learning_rate: 2e-5, save_steps: 50000 },
+  // not the reference's: the tower of a LLaVA checkpoint learns cell labels (see vision-stage.ts)
+  vision: { ...V15_COMMON, unfreeze_vision_tower: true, learning_rate: 1e-3, gradient_checkpointing: false, save_steps: 500 },
 };
 /** finetune_lora.sh's changes to finetune.sh. */
 export const LORA_PRESET: Partial<Record<OptionName, unknown>> = { lora_r: 128, lora_alpha: 256, learning_rate: 2e-4, mm_projector_lr: 2e-5 };
@@ -213,7 +215,7 @@ const TRAIN_SCHEMA = z.object(Object.fromEntries(optionNames.map((n) => [n, sche
 function crossChecks(o: TrainOptions): string[] {
   const problems: string[] = [];
   const need = (name: OptionName) => o[name] === null && problems.push(`--${name.replaceAll("_", "-")} is required`);
-  if (o.stage === null) problems.push("--stage pretrain|finetune is required");
+  if (o.stage === null) problems.push("--stage pretrain|finetune|vision is required");
   need("model_name_or_path");
   need("data_path");
   need("output_dir");
@@ -228,6 +230,7 @@ function crossChecks(o: TrainOptions): string[] {
     problems.push(`--mm-projector-type "${o.mm_projector_type}" is not linear, mlp{N}x_gelu or identity`);
   }
   if (o.stage === "pretrain" && o.lora_enable) problems.push("--lora-enable applies to --stage finetune (stage 1 trains the projector only)");
+  if (o.stage === "vision" && (o.lora_enable || o.tune_mm_mlp_adapter || o.bits !== 16)) problems.push("--stage vision trains the tower's own weights: it takes no --lora-enable, --tune-mm-mlp-adapter or --bits");
   if (o.bits !== 16 && !o.lora_enable) problems.push(`--bits ${o.bits} quantizes a frozen base: it needs --lora-enable`);
   if (o.tune_mm_mlp_adapter && o.freeze_mm_mlp_adapter) problems.push("--tune-mm-mlp-adapter and --freeze-mm-mlp-adapter exclude each other");
   if (o.mm_use_im_start_end) problems.push("--mm-use-im-start-end is not supported for training here (it adds tokens to the vocabulary)");

@@ -42,6 +42,7 @@ export function splitGlobalBatch(global: number, gpus: number, maxPerDevice: num
 
 /** The reference trainer's command line equivalent to `opts`, one argument per line, ready to paste into a shell. */
 export function referenceCommand(opts: TrainOptions): string {
+  if (opts.stage === "vision") throw new LlavaError("--stage vision has no equivalent in the reference's trainer (it starts from a pretrained CLIP tower)");
   if (opts.unfreeze_vision_tower) throw new LlavaError("--unfreeze-vision-tower has no equivalent in the reference's released trainer (LLaVA-1.6's training code is not public)");
   const global = opts.per_device_train_batch_size * opts.gradient_accumulation_steps;
   const { perDevice, accumulation } = splitGlobalBatch(global, opts.gpus, REFERENCE_PER_DEVICE_BATCH[opts.stage]);
