@@ -30,7 +30,8 @@ A tiny LLaVA-1.5 trained from random weights by this project, on the procedural 
 - **Architecture**: LLaVA-1.5 in the Hugging Face \`llava\` format. CLIP-style vision tower
   (${vision.image_size} px images, ${vision.patch_size} px patches: ${(vision.image_size / vision.patch_size) ** 2} patches; hidden ${vision.hidden_size},
   ${vision.num_hidden_layers} layers), \`mlp2x_gelu\` projector, LLaMA decoder (hidden ${text.hidden_size}, ${text.num_hidden_layers} layers,
-  ${text.num_attention_heads} heads) with the LLaMA tokenizer (32000 tokens + \`<image>\`), \`llava_v1\` template, float32.
+  ${text.num_attention_heads} heads, initializer_range ${text.initializer_range}) with the LLaMA tokenizer (32000 tokens + \`<image>\`),
+  \`llava_v1\` template, float32.
 - **Data**: \`llava data synth --seed ${r.seed} --train ${r.train} --test ${r.test} --image-size ${vision.image_size}\`:
   scenes of ${r.world.objectsPerScene.join("-")} objects (${r.world.shapes.length} shapes, ${Object.keys(r.world.colors).length} colours, ${r.world.sizes.length} sizes, a 3x3 grid)
   over plain or gradient grey backgrounds. The test images each hold a colour-shape pair that no
@@ -48,7 +49,7 @@ ${accuracyTable(r.scores)}
 
 ## Loss curves
 
-![stage 1](loss-stage1.svg) ![stage 2](loss-stage2.svg)
+${r.stages.map((s) => `![${s.name}](loss-${s.name}.svg)`).join(" ")}
 
 ## Limits
 

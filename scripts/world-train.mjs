@@ -4,14 +4,15 @@
  * the project's own commands, evaluates it on the held-out questions and, when it meets the
  * target, ships it as the default model.
  *
- *   1. llava data synth             the world: captions, conversations, held-out test questions
+ *   1. llava data synth             the world: cell labels, captions, conversations, held-out test questions
  *   2. random start                 a tiny HF llava checkpoint with the real LLaMA tokenizer, each
  *                                   part initialized as its reference class does before training
- *   3. llava train (stage 1)        captions, plain template; nothing is pretrained, so the tower,
- *                                   the projector and the LLM all train
- *   4. llava train (stage 2)        instruction tuning on the conversations, llava_v1 template
- *   5. llava eval model_vqa_loader  + synth_accuracy: exact match per question type, f32, 8 and 4 bits
- *   6. ship                         the model, its loss curves, scores and model card replace the
+ *   3. llava train (vision)         the tower learns what each grid cell holds (no pretrained CLIP
+ *                                   exists offline; the reference starts from one)
+ *   4. llava train (stage 1)        captions, plain template; the projector and the LLM train
+ *   5. llava train (stage 2)        instruction tuning on the conversations, llava_v1 template
+ *   6. llava eval model_vqa_loader  + synth_accuracy: exact match per question type, f32, 8 and 4 bits
+ *   7. ship                         the model, its loss curves, scores and model card replace the
  *                                   shipped folder, only when every figure meets the target
  *
  * Every step is skipped or resumed when its output is already there (the trainer resumes from its
@@ -31,22 +32,28 @@ const { writeRandomLlava } = await import(path.join(ROOT, "dist/src/llava/random
 const { defaultModelDir } = await import(path.join(ROOT, "dist/src/llava/default-model.js"));
 const { writeModelCard } = await import(path.join(ROOT, "scripts/world-model-card.mjs"));
 
-/** The model: a CLIP-style tower that sees 7x7 patches of 16 px, mlp2x_gelu, a 2-layer LLaMA. */
+/**
+ * The model: a CLIP-style tower that sees the 3x3 grid as 3x3 patches of 32 px, mlp2x_gelu, a
+ * 2-layer LLaMA. Its initializer_range is 1/√hidden rather than transformers' 0.02, which suits
+ * widths in the thousands: at hidden 64 it starts the attention so flat that stage 1 learns
+ * several times slower.
+ */
 const MODEL_SHAPE = {
-  text: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 512 },
-  vision: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 3, num_attention_heads: 4, image_size: 112, patch_size: 16, hidden_act: "quick_gelu", layer_norm_eps: 1e-5 },
+  text: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 512, initializer_range: 0.125 },
+  vision: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 3, num_attention_heads: 4, image_size: 96, patch_size: 32, hidden_act: "quick_gelu", layer_norm_eps: 1e-5 },
 };
 
 /** Settings every stage shares: whole batches of 32 on a CPU, no recomputation (the model is small). */
 const COMMON = [
-  "--image-aspect-ratio", "square", "--unfreeze-vision-tower", "--per-device-train-batch-size", "32", "--gradient-accumulation-steps", "1",
-  "--gradient-checkpointing", "False", "--model-max-length", "512", "--logging-steps", "10", "--save-steps", "25",
+  "--image-aspect-ratio", "square", "--per-device-train-batch-size", "32", "--gradient-accumulation-steps", "1",
+  "--gradient-checkpointing", "False", "--model-max-length", "512", "--logging-steps", "10", "--save-steps", "100",
 ];
 
-/** The stages: name, data file (of data synth), and the options of each. */
+/** The stages: name, data file (of data synth), and the options of each; the tower trains in its own stage only. */
 const STAGES = [
-  { name: "stage1", data: "pretrain.json", options: ["--stage", "pretrain", "--version", "plain", "--tune-mm-mlp-adapter", "False", "--learning-rate", "2e-3", "--num-train-epochs", "1"] },
-  { name: "stage2", data: "finetune.json", options: ["--stage", "finetune", "--group-by-modality-length", "False", "--learning-rate", "1e-3", "--num-train-epochs", "2"] },
+  { name: "vision", data: "cells.json", options: ["--stage", "vision", "--learning-rate", "3e-3", "--max-steps", "1500"] },
+  { name: "stage1", data: "pretrain.json", options: ["--stage", "pretrain", "--version", "plain", "--tune-mm-mlp-adapter", "False", "--learning-rate", "3e-3", "--max-steps", "300"] },
+  { name: "stage2", data: "finetune.json", options: ["--stage", "finetune", "--group-by-modality-length", "False", "--learning-rate", "3e-3", "--max-steps", "600"] },
 ];
 
 /** The files of a model folder that ship (the trainer's own records stay behind). */

@@ -28,15 +28,15 @@ function recipe(...args: string[]) {
 test("a shortened recipe runs end to end: the loss falls, every file is written and the shipped model loads", async () => {
   const r = recipe("--min-overall", "0", "--min-category=-1");
   assert.equal(r.status, 0, r.stderr);
-  for (const f of ["world.json", "pretrain.json", "finetune.json", "test.jsonl", "test_answers.jsonl"]) assert.ok(fs.existsSync(path.join(work, "data", f)), f);
-  for (const stage of ["stage1", "stage2"]) {
+  for (const f of ["world.json", "cells.json", "pretrain.json", "finetune.json", "test.jsonl", "test_answers.jsonl"]) assert.ok(fs.existsSync(path.join(work, "data", f)), f);
+  for (const stage of ["vision", "stage1", "stage2"]) {
     const steps = readMetrics(path.join(work, stage, "metrics.jsonl"));
     assert.equal(steps.length, 3, stage);
     assert.ok(steps[2].loss < steps[0].loss, `${stage}: loss ${steps.map((s) => s.loss).join(" -> ")} does not fall`);
     assert.ok(fs.existsSync(path.join(work, stage, "loss.svg")), stage);
   }
   for (const q of ["f32", "8bit", "4bit"]) assert.equal(fs.readFileSync(path.join(work, "eval", `answers-${q}.jsonl`), "utf8").trim().split("\n").length, 20, q);
-  for (const f of ["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "loss-stage1.svg", "loss-stage2.svg", "eval.json", "README.md"]) {
+  for (const f of ["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "loss-vision.svg", "loss-stage1.svg", "loss-stage2.svg", "eval.json", "README.md"]) {
     assert.ok(fs.existsSync(path.join(ship, f)), f);
   }
   assert.ok(!fs.existsSync(path.join(ship, "optimizer.safetensors")) && !fs.existsSync(path.join(ship, "metrics.jsonl")), "the trainer's records stay behind");
@@ -45,7 +45,7 @@ test("a shortened recipe runs end to end: the loss falls, every file is written 
   assert.match(fs.readFileSync(path.join(ship, "README.md"), "utf8"), /\| \*\*overall\*\* \| 20 \|/);
   const loaded = await loadLlava(ship);
   assert.equal(loaded.format, "hf-llava");
-  assert.equal((loaded.spec.config.vision_config as { image_size: number }).image_size, 112);
+  assert.equal((loaded.spec.config.vision_config as { image_size: number }).image_size, 96);
   // a real LLaVA-1.5 checkpoint: it converts to the original format, which loads too
   const original = path.join(tmp, "original");
   const converted = llava(["convert", "to-original", "--model-path", ship, "--out", original]);
@@ -59,6 +59,6 @@ test("a rerun resumes every step, and a model that misses the target leaves the 
   assert.equal(r.status, 1);
   assert.match(r.stderr, /misses the target \(overall .* < 90\.0%.*\); the shipped model stays as it is/);
   assert.doesNotMatch(r.stderr, /llava data synth|random start/, "the data and the start are kept");
-  for (const stage of ["stage1", "stage2"]) assert.equal(readMetrics(path.join(work, stage, "metrics.jsonl")).length, 3, `${stage} resumes at its last step`);
+  for (const stage of ["vision", "stage1", "stage2"]) assert.equal(readMetrics(path.join(work, stage, "metrics.jsonl")).length, 3, `${stage} resumes at its last step`);
   assert.equal(fs.statSync(path.join(ship, "model.safetensors")).mtimeMs, before);
 });
