@@ -125,6 +125,10 @@ static inline void pv_columns(const float* p, int64_t n, const float* v, int64_t
   for (int c = 0; c < C; c++) vstore(o + c * W, acc[c]);
 }
 
+// Key and value rows are read a head's slice at a time (strided), which the hardware prefetcher
+// follows poorly from memory: the slices this many rows ahead are prefetched.
+constexpr int64_t kAttnAhead = 16;
+
 // o[x][e .. e + C·W) += p[x][j] · v[j · ld + (0 .. C·W)] for j = 0 .. n in order, for NH heads
 // that share the value rows: each output column's chain is pv_columns' (the same bits), but a
 // row's C vectors are loaded once for all NH heads and the NH·C chains interleave.
@@ -135,7 +139,10 @@ static inline void pv_heads_n(const float* const* p, int64_t n, const float* v, 
     for (int c = 0; c < C; c++) acc[x][c] = vload(o[x] + e + c * W);
   for (int64_t j = 0; j < n; j++) {
     vf vv[C];
-    for (int c = 0; c < C; c++) vv[c] = vload(v + j * ld + c * W);
+    for (int c = 0; c < C; c++) {
+      __builtin_prefetch(v + (j + kAttnAhead) * ld + c * W, 0, 3);
+      vv[c] = vload(v + j * ld + c * W);
+    }
     for (int x = 0; x < NH; x++) {
       const vf pv = vset(p[x][j]);
       for (int c = 0; c < C; c++) acc[x][c] += pv * vv[c];
@@ -169,6 +176,8 @@ static int64_t group_scores_g(const float* q, const float* k, int64_t nj, const 
     for (int64_t g = 0; g < kvh; g++) {
       const float* qg = q + g * G * D;
       const float* kg = k + j * av.kvrow + g * D;
+      for (int y = 0; y < KEYS; y++)
+        for (int64_t c = 0; c < D; c += 64 / int(sizeof(float))) __builtin_prefetch(kg + (kAttnAhead + y) * av.kvrow + c, 0, 3);
       vf v[W];
       int64_t tail = ND * W;
       for (int x = 0; x < W; x++) {
