@@ -287,8 +287,8 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
       }
       // o += p_j v_j in order of j; the heads of a kv head, up to 4 at a time, share each load of a value row
       const float* v0 = v + av.kv_off(b, 0) + j0 * av.kvrow;
-      for (int64_t h0 = 0; h0 < H; h0 += 4) {
-        const int nh = int(imin(4, imin(H, (h0 / av.group + 1) * av.group) - h0));  // not past the kv head
+      for (int64_t h0 = 0, nh = 0; h0 < H; h0 += nh) {
+        nh = imin(4, (h0 / av.group + 1) * av.group - h0);  // not past the kv head
         const float* vh = v0 + (h0 / av.group) * D;
         const float* ph[4];
         float* o[4];
@@ -297,12 +297,11 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
           o[x] = pt + (h0 + x) * stride + 2;
         }
         int64_t e = 0;
-        for (; e + 4 * W <= D; e += 4 * W) pv_heads<4>(nh, ph, nj, vh + e, av.kvrow, o, e);
-        for (; e + W <= D; e += W) pv_heads<1>(nh, ph, nj, vh + e, av.kvrow, o, e);
+        for (; e + 4 * W <= D; e += 4 * W) pv_heads<4>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
+        for (; e + W <= D; e += W) pv_heads<1>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
         for (int x = 0; x < nh; x++)
           for (int64_t t = e; t < D; t++)
             for (int64_t j = 0; j < nj; j++) o[x][t] += ph[x][j] * vh[j * av.kvrow + t];
-        if (nh < 4) h0 -= 4 - nh;  // the next kv head starts right after
       }
     });
     for (int64_t b = 0; b < s.batch; b++)
