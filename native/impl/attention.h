@@ -84,6 +84,18 @@ static inline vf dot_vec(const float* a, const float* b, int64_t n, int64_t* tai
   return acc0 + acc1;
 }
 
+// dot_vec for n = ND·W, unrolled: the same operations in the same order
+template <int ND>
+static inline vf dot_vec_n(const float* a, const float* b) {
+  vf acc0 = vf{}, acc1 = vf{};
+  for (int c = 0; c + 1 < ND; c += 2) {
+    acc0 += vload(a + c * W) * vload(b + c * W);
+    acc1 += vload(a + (c + 1) * W) * vload(b + (c + 1) * W);
+  }
+  if constexpr (ND % 2 == 1) acc0 += vload(a + (ND - 1) * W) * vload(b + (ND - 1) * W);
+  return acc0 + acc1;
+}
+
 static inline float dot(const float* a, const float* b, int64_t n) {
   int64_t j;
   float s = hsum(dot_vec(a, b, n, &j));
@@ -113,6 +125,95 @@ static inline void pv_columns(const float* p, int64_t n, const float* v, int64_t
   for (int c = 0; c < C; c++) vstore(o + c * W, acc[c]);
 }
 
+// Key and value rows are read a head's slice at a time (strided), which the hardware prefetcher
+// follows poorly from memory: the slices this many rows ahead are prefetched.
+constexpr int64_t kAttnAhead = 16;
+
+// o[x][e .. e + C·W) += p[x][j] · v[j · ld + (0 .. C·W)] for j = 0 .. n in order, for NH heads
+// that share the value rows: each output column's chain is pv_columns' (the same bits), but a
+// row's C vectors are loaded once for all NH heads and the NH·C chains interleave.
+template <int C, int NH>
+static inline void pv_heads_n(const float* const* p, int64_t n, const float* v, int64_t ld, float* const* o, int64_t e) {
+  vf acc[NH][C];
+  for (int x = 0; x < NH; x++)
+    for (int c = 0; c < C; c++) acc[x][c] = vload(o[x] + e + c * W);
+  for (int64_t j = 0; j < n; j++) {
+    vf vv[C];
+    for (int c = 0; c < C; c++) {
+      __builtin_prefetch(v + (j + kAttnAhead) * ld + c * W, 0, 3);
+      vv[c] = vload(v + j * ld + c * W);
+    }
+    for (int x = 0; x < NH; x++) {
+      const vf pv = vset(p[x][j]);
+      for (int c = 0; c < C; c++) acc[x][c] += pv * vv[c];
+    }
+  }
+  for (int x = 0; x < NH; x++)
+    for (int c = 0; c < C; c++) vstore(o[x] + e + c * W, acc[x][c]);
+}
+
+template <int C>
+static inline void pv_heads(int nh, const float* const* p, int64_t n, const float* v, int64_t ld, float* const* o, int64_t e) {
+  switch (nh) {
+    case 1: return pv_heads_n<C, 1>(p, n, v, ld, o, e);
+    case 2: return pv_heads_n<C, 2>(p, n, v, ld, o, e);
+    case 3: return pv_heads_n<C, 3>(p, n, v, ld, o, e);
+    default: return pv_heads_n<C, 4>(p, n, v, ld, o, e);
+  }
+}
+
+// Scores S[h · nj + j] of the first keys of a block, W (head, key) pairs at a time: the G heads
+// of each kv head with W / G keys (x = key · G + head), each pair's dot product the same
+// operations as dot() (dot_vec, the lane sum of hsum_many, the scalar tail), so the same bits
+// as one key at a time, but a key row is read once for its G heads. Returns the keys scored.
+template <int G, int ND>
+static int64_t group_scores_g(const float* q, const float* k, int64_t nj, const AttnView& av, float* S) {
+  if constexpr (W % G != 0) return 0;
+  constexpr int KEYS = W % G == 0 ? W / G : 1;
+  const int64_t D = av.s.head_dim, kvh = av.s.kv_heads;
+  const int64_t done = nj / KEYS * KEYS;
+  for (int64_t j = 0; j < done; j += KEYS)
+    for (int64_t g = 0; g < kvh; g++) {
+      const float* qg = q + g * G * D;
+      const float* kg = k + j * av.kvrow + g * D;
+      for (int y = 0; y < KEYS; y++)
+        for (int64_t c = 0; c < D; c += 64 / int(sizeof(float))) __builtin_prefetch(kg + (kAttnAhead + y) * av.kvrow + c, 0, 3);
+      vf v[W];
+      int64_t tail = ND * W;
+      for (int x = 0; x < W; x++) {
+        if constexpr (ND > 0) v[x] = dot_vec_n<ND>(qg + (x % G) * D, kg + (x / G) * av.kvrow);
+        else v[x] = dot_vec(qg + (x % G) * D, kg + (x / G) * av.kvrow, D, &tail);
+      }
+      alignas(64) float sc[W];
+      vstore(sc, hsum_many(v));
+      for (int x = 0; x < W; x++) {
+        float r = sc[x];
+        for (int64_t t = tail; t < D; t++) r += qg[(x % G) * D + t] * kg[(x / G) * av.kvrow + t];
+        S[(g * G + x % G) * nj + j + x / G] = r * av.s.scale;
+      }
+    }
+  return done;
+}
+
+template <int G>
+static int64_t group_scores_d(const float* q, const float* k, int64_t nj, const AttnView& av, float* S) {
+  switch (av.s.head_dim) {  // the common head sizes unrolled
+    case 4 * W: return group_scores_g<G, 4>(q, k, nj, av, S);
+    case 8 * W: return group_scores_g<G, 8>(q, k, nj, av, S);
+    default: return group_scores_g<G, 0>(q, k, nj, av, S);
+  }
+}
+
+static int64_t group_scores(const float* q, const float* k, int64_t nj, const AttnView& av, float* S) {
+  switch (av.group) {
+    case 1: return group_scores_d<1>(q, k, nj, av, S);
+    case 2: return group_scores_d<2>(q, k, nj, av, S);
+    case 4: return group_scores_d<4>(q, k, nj, av, S);
+    case 8: return group_scores_d<8>(q, k, nj, av, S);
+    default: return 0;
+  }
+}
+
 // Few query rows (decode), split over keys like flash-decoding: each task takes a block of
 // cached positions and every head, so it reads whole K and V rows (long contiguous runs), and
 // leaves a partial softmax (max, sum, unnormalised output) per head; the partials are merged in
@@ -137,7 +238,9 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
       const int64_t b = t / blocks, j0 = first + (t % blocks) * KBLOCK, nj = imin(KBLOCK, lim - j0);
       const float* qi = q + av.q_off(b, i, 0);
       float* S = scratch<float>(ex, tid, SLOT_S, H * nj);
-      for (int64_t j = 0; j < nj; j++) {
+      int64_t jg = 0;  // keys before jg are scored by group_scores
+      if (W % av.group == 0) jg = group_scores(qi, k + av.kv_off(b, 0) + j0 * av.kvrow, nj, av, S);
+      for (int64_t j = jg; j < nj; j++) {
         const float* kr = k + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
         int64_t h = 0;
         for (; h + W <= H; h += W) {  // W heads' lane sums at once
@@ -153,33 +256,52 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
         for (; h < H; h++) S[h * nj + j] = dot(qi + h * D, kr + (h / av.group) * D, D) * s.scale;
       }
       float* pt = part + t * H * stride;
-      for (int64_t h = 0; h < H; h++) {
-        float* row = S + h * nj;
-        float m = row[0];
-        for (int64_t j = 1; j < nj; j++) m = row[j] > m ? row[j] : m;
-        // exp a vector at a time (the same values as one at a time: vexp works per lane)
-        const vf mv = vset(m);
-        int64_t j = 0;
-        for (; j + W <= nj; j += W) vstore(row + j, vexp(vload(row + j) - mv));
-        for (; j < nj; j++) row[j] = sexp(row[j] - m);
-        double sum = 0.0;
-        for (j = 0; j < nj; j++) sum += row[j];
-        pt[h * stride] = m;
-        pt[h * stride + 1] = float(sum);
-        for (int64_t e = 0; e < D; e++) pt[h * stride + 2 + e] = 0.f;
+      for (int64_t h0 = 0; h0 < H; h0 += 8) {
+        // the max and the double sum of each head in order of j, 8 heads' chains interleaved
+        const int nh = int(imin(8, H - h0));
+        float m[8];
+        double sum[8];
+        for (int x = 0; x < nh; x++) m[x] = S[(h0 + x) * nj];
+        for (int64_t j = 1; j < nj; j++)
+          for (int x = 0; x < nh; x++) {
+            const float r = S[(h0 + x) * nj + j];
+            m[x] = r > m[x] ? r : m[x];
+          }
+        for (int x = 0; x < nh; x++) {
+          float* row = S + (h0 + x) * nj;
+          // exp a vector at a time (the same values as one at a time: vexp works per lane)
+          const vf mv = vset(m[x]);
+          int64_t j = 0;
+          for (; j + W <= nj; j += W) vstore(row + j, vexp(vload(row + j) - mv));
+          for (; j < nj; j++) row[j] = sexp(row[j] - m[x]);
+          sum[x] = 0.0;
+        }
+        for (int64_t j = 0; j < nj; j++)
+          for (int x = 0; x < nh; x++) sum[x] += S[(h0 + x) * nj + j];
+        for (int x = 0; x < nh; x++) {
+          float* ph = pt + (h0 + x) * stride;
+          ph[0] = m[x];
+          ph[1] = float(sum[x]);
+          for (int64_t e = 0; e < D; e++) ph[2 + e] = 0.f;
+        }
       }
-      // o += p_j v_j in order of j, up to 8 vectors of a head's output held in registers
+      // o += p_j v_j in order of j; the heads of a kv head, up to 4 at a time, share each load of a value row
       const float* v0 = v + av.kv_off(b, 0) + j0 * av.kvrow;
-      for (int64_t h = 0; h < H; h++) {
-        const float* ph = S + h * nj;
-        const float* vh = v0 + (h / av.group) * D;
-        float* o = pt + h * stride + 2;
+      for (int64_t h0 = 0, nh = 0; h0 < H; h0 += nh) {
+        nh = imin(4, (h0 / av.group + 1) * av.group - h0);  // not past the kv head
+        const float* vh = v0 + (h0 / av.group) * D;
+        const float* ph[4];
+        float* o[4];
+        for (int x = 0; x < nh; x++) {
+          ph[x] = S + (h0 + x) * nj;
+          o[x] = pt + (h0 + x) * stride + 2;
+        }
         int64_t e = 0;
-        for (; e + 8 * W <= D; e += 8 * W) pv_columns<8>(ph, nj, vh + e, av.kvrow, o + e);
-        for (; e + 4 * W <= D; e += 4 * W) pv_columns<4>(ph, nj, vh + e, av.kvrow, o + e);
-        for (; e + W <= D; e += W) pv_columns<1>(ph, nj, vh + e, av.kvrow, o + e);
-        for (; e < D; e++)
-          for (int64_t j = 0; j < nj; j++) o[e] += ph[j] * vh[j * av.kvrow + e];
+        for (; e + 4 * W <= D; e += 4 * W) pv_heads<4>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
+        for (; e + W <= D; e += W) pv_heads<1>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
+        for (int x = 0; x < nh; x++)
+          for (int64_t t = e; t < D; t++)
+            for (int64_t j = 0; j < nj; j++) o[x][t] += ph[x][j] * vh[j * av.kvrow + t];
       }
     });
     for (int64_t b = 0; b < s.batch; b++)

@@ -602,10 +602,50 @@ static inline void stream_dwords(const uint8_t* const* rowp, int64_t o, __m512i*
   v[3] = _mm512_unpackhi_epi64(t[1], t[3]);
 }
 
+// Activation rows whose dot products with a block's 8 weight vectors run interleaved (all their
+// accumulators and the weight vectors stay in registers): 8 with one digit, 4 with two.
+template <int FMT>
+constexpr int kStreamChunk = digits<FMT>() == 2 ? 4 : 8;
+
+// Block b of R activation rows from row i0 dotted with the block's weight vectors wg (16 weight
+// rows), accumulated into sum[0 .. R). The integer sums are exact, so how they are split does not
+// change a bit: each row sums its 8 groups in P interleaved chains (P = 2 for one or two rows, so
+// a chain is not 8 dependent vpdpbusd long; more rows interleave anyway), ΣQ·bias is subtracted
+// at the end, then the one fused multiply-add of rule 3.
+template <int FMT, int R>
+static inline void stream_block_rows(const __m512i* wg, __m512 dw, const QActs& A, int64_t i0, int64_t b, __m512* sum) {
+  constexpr int D = digits<FMT>(), P = R <= 2 ? 2 : 1;
+  constexpr int kShift = FMT == FMT_Q4_0 ? 3 : 7;  // log2 raw_bias
+  static_assert(raw_bias<FMT>() == 1 << kShift, "the bias is a power of two");
+  __m512i ia[R][P], ih[R][P];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) ia[r][p] = ih[r][p] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+  for (int g = 0; g < 8; g++)
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      const int64_t e = (i0 + r) * A.k + b * QK + 4 * g;
+      if (D == 2) ih[r][g % P] = _mm512_dpbusd_epi32(ih[r][g % P], wg[g], _mm512_set1_epi32(load32(A.q + e)));
+      ia[r][g % P] = _mm512_dpbusd_epi32(ia[r][g % P], wg[g], _mm512_set1_epi32(load32((D == 2 ? A.lo : A.q) + e)));
+    }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++) {
+    __m512i s = P == 2 ? _mm512_add_epi32(ia[r][0], ia[r][P - 1]) : ia[r][0];
+    if (D == 2) {
+      const __m512i h = P == 2 ? _mm512_add_epi32(ih[r][0], ih[r][P - 1]) : ih[r][0];
+      s = _mm512_add_epi32(s, _mm512_sub_epi32(_mm512_slli_epi32(h, 8), h));
+    }
+    const int64_t x = (i0 + r) * A.nb + b;
+    s = _mm512_sub_epi32(s, _mm512_slli_epi32(_mm512_set1_epi32(A.sum[x]), kShift));
+    sum[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(A.d[x]), dw), _mm512_cvtepi32_ps(s), sum[r]);
+  }
+}
+
 template <int FMT, int MB>
 static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, float* c, bool acc) {
   constexpr int64_t BB = block_size<FMT>();
-  constexpr int D = digits<FMT>();
   const int64_t n = w.rows;
   run(ex, ceil_div(n, PANEL), [&](int64_t t, int) {
     const int64_t j0 = t * PANEL;
@@ -636,16 +676,8 @@ static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, flo
       }
       const __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(rows_scales8(rowp, off))),
                                                                 _mm256_castps_pd(rows_scales8(rowp + 8, off)), 1));
-      for (int i = 0; i < MB; i++) {
-        const int64_t e = i * A.k + b * QK;
-        __m512i ia = _mm512_set1_epi32(-raw_bias<FMT>() * A.sum[i * A.nb + b]), ih = _mm512_setzero_si512();
-        for (int g = 0; g < 8; g++) {
-          if (D == 2) ih = _mm512_dpbusd_epi32(ih, wg[g], _mm512_set1_epi32(load32(A.q + e + 4 * g)));
-          ia = _mm512_dpbusd_epi32(ia, wg[g], _mm512_set1_epi32(load32((D == 2 ? A.lo : A.q) + e + 4 * g)));
-        }
-        if (D == 2) ia = _mm512_add_epi32(ia, _mm512_sub_epi32(_mm512_slli_epi32(ih, 8), ih));
-        sum[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(A.d[i * A.nb + b]), dw), _mm512_cvtepi32_ps(ia), sum[i]);
-      }
+      stream_block_rows<FMT, (MB < kStreamChunk<FMT> ? MB : kStreamChunk<FMT>)>(wg, dw, A, 0, b, sum);
+      if constexpr (MB > kStreamChunk<FMT>) stream_block_rows<FMT, MB - kStreamChunk<FMT>>(wg, dw, A, kStreamChunk<FMT>, b, sum + kStreamChunk<FMT>);
     }
     const int nr = int(imin(PANEL, n - j0));
     for (int i = 0; i < MB; i++) {

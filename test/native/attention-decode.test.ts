@@ -1,7 +1,8 @@
 /**
  * Decode attention (few query rows) sums the scores of several heads with one vectorized lane
- * sum; each head must still get, bit for bit, what it gets as the only head (the one-head path
- * takes the scalar lane sum), for every kernel variant, head count and head size.
+ * sum, and the heads of a kv head share its key and value rows (2, 4 or 8 of them; other group
+ * sizes take the per-key path); each head must still get, bit for bit, what it gets as the only
+ * head, for every kernel variant, head count, group size, head size and key count.
  */
 import { test } from "node:test";
 import { NativeBackend } from "../../src/tensor/native-backend.js";
@@ -16,7 +17,7 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
     try {
       native.configure({ isa, threads: 1 });
       const be = new NativeBackend(native);
-      for (const [heads, kvHeads, headDim, tk] of [[16, 4, 64, 300], [32, 8, 128, 40], [20, 5, 37, 9], [8, 8, 16, 600]]) {
+      for (const [heads, kvHeads, headDim, tk] of [[16, 4, 64, 300], [32, 8, 128, 40], [20, 5, 37, 9], [8, 8, 16, 600], [16, 8, 64, 77], [16, 2, 32, 263], [9, 3, 24, 50]]) {
         for (const tq of [1, 2]) {
           const q = randn(tq * heads * headDim, heads + tk);
           const k = randn(tk * kvHeads * headDim, tk);
