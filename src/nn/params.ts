@@ -3,7 +3,7 @@
  * missing or mis-shaped tensor fails with the file and the name rather than deep in a kernel.
  */
 import type { Backend } from "../tensor/backend.js";
-import { fittingFormat, type PackedFormat, packMatrix } from "../tensor/packed.js";
+import { fittingFormat, packHalfMatrix, type PackedFormat, packMatrix } from "../tensor/packed.js";
 import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -56,6 +56,12 @@ const NOTHING: TensorSource = {
     throw new LlavaError(`dry run: no tensor "${name}"`);
   },
 };
+
+/** Little-endian 16-bit values as a Uint16Array (a copy only when the bytes are not 2-aligned). */
+function halfBits(bytes: Uint8Array): Uint16Array {
+  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+}
 
 export class ParamLoader {
   constructor(
@@ -113,9 +119,15 @@ export class ParamLoader {
     if (!format) {
       return new Tensor(this.source.readF32(full), shape, this.backend);
     }
-    if (this.source.readRaw && this.source.info(full).dtype === format.toUpperCase()) {
+    const stored = this.source.info(full).dtype;
+    if (this.source.readRaw && stored === format.toUpperCase()) {
       const { bytes } = this.source.readRaw(full);
       return new PackedTensor({ format, rows: shape[0], cols: shape[1], data: bytes }, this.backend);
+    }
+    if (this.source.readRaw && (stored === "BF16" || stored === "F16") && format !== "bf16" && format !== "f16") {
+      // 16-bit weights quantized from their stored bits, with no f32 copy of the matrix
+      const bits = halfBits(this.source.readRaw(full).bytes);
+      return new PackedTensor(packHalfMatrix(bits, stored === "BF16" ? "bf16" : "f16", shape[0], shape[1], format), this.backend);
     }
     return new PackedTensor(packMatrix(this.source.readF32(full), shape[0], shape[1], format), this.backend);
   }
