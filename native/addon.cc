@@ -584,7 +584,7 @@ napi_value bind_read_sum(Call& c) {
 }
 
 napi_value bind_quantize(Call& c) {
-  // (x, format, rows, cols, out[, source]): x [rows, cols] packed into out in a q format; x is a
+  // (x, format, rows, cols, out[, source]): x [rows, cols] packed into out in a packed format; x is a
   // Float32Array, or a Uint16Array of the raw values of `source` ("bf16" or "f16")
   static constexpr const char* kSources[] = {"bf16", "f16"};
   napi_typedarray_type xtype;
@@ -604,7 +604,6 @@ napi_value bind_quantize(Call& c) {
   }
   CHECK(c.choice(c.arg(1, "format"), kFmtNames, fmt) && c.count(c.arg(2, "rows"), rows) &&
         c.count(c.arg(3, "cols"), cols) && c.typed(c.arg(4, "out"), napi_uint8_array, out, nout));
-  CHECK(c.need(fmt >= FMT_Q8_0, "quantize: the format must be a q format"));
   const int64_t block = kFmtBlock[fmt];
   CHECK(c.need(cols % block == 0, "a q format needs a column count that is a multiple of %lld, got %lld", block, cols));
   CHECK(c.need(Call::mul_ok(rows, cols), "sizes too large"));

@@ -380,6 +380,28 @@ void quantize_block(int fmt, const float* x, uint8_t* y) {
   }
 }
 
+// ---- 16-bit values: bf16 / f16 to f32 (exact), f32 to f16 / bf16 (to nearest even) ----
+void widen_scalar(int src, const uint16_t* h, int n, float* out) {
+  for (int j = 0; j < n; j++) {
+    if (src == SRC_F16) {
+      out[j] = from_half(h[j]);
+    } else {
+      const uint32_t bits = uint32_t(h[j]) << 16;
+      std::memcpy(out + j, &bits, 4);
+    }
+  }
+}
+
+uint16_t to_bf16(float f) {  // PyTorch's rounding (ties to even), every NaN to 0x7fc0
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffff) > 0x7f800000) return 0x7fc0;
+  return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+void narrow_scalar(int fmt, const float* x, int n, uint16_t* out) {
+  for (int j = 0; j < n; j++) out[j] = fmt == FMT_F16 ? to_half(x[j]) : to_bf16(x[j]);
+}
+
 // ---- q8_0 / q4_0 a vector at a time, the same bytes as q8_0() / q4_0() above ----
 // Every operation is the scalar code's own (max, one division per block, x * id, + 8.5f, C's
 // roundf and truncations); this file is compiled without contraction, so nothing fuses. Blocks
@@ -439,10 +461,37 @@ AVX512 bool q4_0_avx512(const float* x, uint8_t* y) {
 }
 
 AVX512 void widen_avx512(int src, const uint16_t* h, int n, float* out) {  // bf16 / f16 to f32, exactly
-  for (int j = 0; j < n; j += 16) {
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + j));
     _mm512_storeu_ps(out + j, src == SRC_BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)) : _mm512_cvtph_ps(v));
   }
+  widen_scalar(src, h + j, n - j, out + j);
+}
+
+// f32 to f16 (F16C rounds to nearest even, as to_half; blocks with NaN take to_half, which
+// writes every NaN as sign | 0x7e00) or bf16 (to_bf16's integer rounding)
+AVX512 void narrow_avx512(int fmt, const float* x, int n, uint16_t* out) {
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 v = _mm512_loadu_ps(x + j);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    __m256i r;
+    if (fmt == FMT_F16) {
+      if (nan) {
+        narrow_scalar(fmt, x + j, 16, out + j);
+        continue;
+      }
+      r = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+      const __m512i u = _mm512_castps_si512(v);
+      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      const __m512i b = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
+      r = _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(b, nan, _mm512_set1_epi32(0x7fc0)));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), r);
+  }
+  narrow_scalar(fmt, x + j, n - j, out + j);
 }
 
 AVX2 inline __m256 abs256(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
@@ -514,23 +563,38 @@ AVX2 bool q4_0_avx2(const float* x, uint8_t* y) {
 }
 
 AVX2 void widen_avx2(int src, const uint16_t* h, int n, float* out) {
-  for (int j = 0; j < n; j += 8) {
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + j));
     _mm256_storeu_ps(out + j, src == SRC_BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)) : _mm256_cvtph_ps(v));
   }
+  widen_scalar(src, h + j, n - j, out + j);
+}
+
+AVX2 void narrow_avx2(int fmt, const float* x, int n, uint16_t* out) {
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    __m128i r;
+    if (fmt == FMT_F16) {
+      if (_mm256_movemask_ps(nan)) {
+        narrow_scalar(fmt, x + j, 8, out + j);
+        continue;
+      }
+      r = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+      const __m256i u = _mm256_castps_si256(v);
+      const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+      __m256i b = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+      b = _mm256_blendv_epi8(b, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(nan));
+      r = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(b, b), 0x08));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), r);
+  }
+  narrow_scalar(fmt, x + j, n - j, out + j);
 }
 #endif
-
-void widen_scalar(int src, const uint16_t* h, int n, float* out) {
-  for (int j = 0; j < n; j++) {
-    if (src == SRC_F16) {
-      out[j] = from_half(h[j]);
-    } else {
-      const uint32_t bits = uint32_t(h[j]) << 16;
-      std::memcpy(out + j, &bits, 4);
-    }
-  }
-}
 
 // The vector level of a kernel variant's name: the quantizers follow the variant in use, so a
 // forced variant (tests, LLAVA_ISA) runs its own code.
@@ -561,6 +625,14 @@ void widen(int level, int src, const uint16_t* h, int n, float* out) {
   widen_scalar(src, h, n, out);
 }
 
+void narrow(int level, int fmt, const float* x, int n, uint16_t* out) {
+#ifdef LLAVA_QUANT_SIMD
+  if (level == 2) return narrow_avx512(fmt, x, n, out);
+  if (level == 1) return narrow_avx2(fmt, x, n, out);
+#endif
+  narrow_scalar(fmt, x, n, out);
+}
+
 struct QuantizeJob {
   int fmt, src, level;
   const void* x;
@@ -571,17 +643,22 @@ struct QuantizeJob {
 
 void quantize_task(void* ctx, int64_t t, int) {
   const QuantizeJob& j = *static_cast<const QuantizeJob*>(ctx);
-  const int64_t bs = kFmtBlock[j.fmt], bb = kFmtBlockBytes[j.fmt], row_bytes = j.cols / bs * bb;
-  alignas(64) float buf[256];  // a 16-bit block widened, so no f32 copy of the matrix is made
+  const bool half = j.fmt == FMT_BF16 || j.fmt == FMT_F16;
+  const int64_t bs = half ? 256 : kFmtBlock[j.fmt], bb = kFmtBlockBytes[j.fmt] * (half ? 256 : 1);
+  const int64_t row_bytes = half ? j.cols * 2 : j.cols / bs * bb;
+  alignas(64) float buf[256];  // 16-bit input widened a block at a time: no f32 copy of the matrix
   for (int64_t r = t * j.rows_per_task; r < j.rows && r < (t + 1) * j.rows_per_task; r++)
-    for (int64_t b = 0; b < j.cols / bs; b++) {
-      const int64_t at = r * j.cols + b * bs;
+    for (int64_t c0 = 0; c0 < j.cols; c0 += bs) {
+      const int64_t at = r * j.cols + c0;
+      const int n = int(j.cols - c0 < bs ? j.cols - c0 : bs);  // less than bs only for 16-bit output
       const float* x = static_cast<const float*>(j.x) + at;
       if (j.src != SRC_F32) {
-        widen(j.level, j.src, static_cast<const uint16_t*>(j.x) + at, int(bs), buf);
+        widen(j.level, j.src, static_cast<const uint16_t*>(j.x) + at, n, buf);
         x = buf;
       }
-      quantize_one(j.level, j.fmt, x, j.out + r * row_bytes + b * bb);
+      uint8_t* y = j.out + r * row_bytes + c0 / bs * bb;
+      if (half) narrow(j.level, j.fmt, x, n, reinterpret_cast<uint16_t*>(y));
+      else quantize_one(j.level, j.fmt, x, y);
     }
 }
 

@@ -18,7 +18,7 @@ export interface TensorSource {
   info(name: string): { shape: number[]; dtype?: string };
   readF32(name: string): Float32Array;
   /** the stored bytes, when the source can give them (lets bf16/f16 weights stay as stored) */
-  readRaw?(name: string): { bytes: Uint8Array };
+  readRaw?(name: string, into?: Uint8Array): { bytes: Uint8Array };
   /** the name as the files spell it, for messages (a source may rename) */
   storedName?(name: string): string;
 }
@@ -72,6 +72,8 @@ export class ParamLoader {
     readonly policy: FormatPolicy = allF32,
     /** in a dry run: every tensor asked for, shared by every sub-loader (and no data is read) */
     readonly declared: Map<string, TensorDeclaration> | null = null,
+    /** one buffer, shared by the sub-loaders, that 16-bit weights are read into before packing */
+    private readonly staging = { bytes: new Uint8Array(0) },
   ) {}
 
   /**
@@ -89,7 +91,7 @@ export class ParamLoader {
 
   /** A loader for names under `prefix` (appended to this one's). */
   sub(prefix: string): ParamLoader {
-    return new ParamLoader(this.source, this.backend, this.prefix + prefix, this.policy, this.declared);
+    return new ParamLoader(this.source, this.backend, this.prefix + prefix, this.policy, this.declared, this.staging);
   }
 
   has(name: string): boolean {
@@ -124,9 +126,11 @@ export class ParamLoader {
       const { bytes } = this.source.readRaw(full);
       return new PackedTensor({ format, rows: shape[0], cols: shape[1], data: bytes }, this.backend);
     }
-    if (this.source.readRaw && (stored === "BF16" || stored === "F16") && format !== "bf16" && format !== "f16") {
-      // 16-bit weights quantized from their stored bits, with no f32 copy of the matrix
-      const bits = halfBits(this.source.readRaw(full).bytes);
+    if (this.source.readRaw && (stored === "BF16" || stored === "F16")) {
+      // 16-bit weights packed from their stored bits, with no f32 copy of the matrix
+      const n = 2 * shape[0] * shape[1];
+      if (this.staging.bytes.length < n) this.staging.bytes = new Uint8Array(n);
+      const bits = halfBits(this.source.readRaw(full, this.staging.bytes).bytes);
       return new PackedTensor(packHalfMatrix(bits, stored === "BF16" ? "bf16" : "f16", shape[0], shape[1], format), this.backend);
     }
     return new PackedTensor(packMatrix(this.source.readF32(full), shape[0], shape[1], format), this.backend);

@@ -92,12 +92,13 @@ function nativeQuantizer(): NativeQuantize | null {
 
 /**
  * Packs a row-major f32 matrix. q formats round exactly as llama.cpp's quantize_row_*_ref does
- * (q8_0: max |w| -> ±127; q4_0: the signed max -> -8; the others in quant-blocks.ts), with the
- * native addon's threaded quantizers when it is built, else in TypeScript (packPortable).
+ * (q8_0: max |w| -> ±127; q4_0: the signed max -> -8; the others in quant-blocks.ts), bf16/f16
+ * to nearest even (dtypes.ts), with the native addon's threaded, vectorized code when it is
+ * built, else in TypeScript (packPortable): the same bytes.
  */
 export function packMatrix(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
   checkPack(w, rows, cols, format);
-  const quantize = format === "bf16" || format === "f16" ? null : nativeQuantizer();
+  const quantize = nativeQuantizer();
   if (!quantize) return packPortable(w, rows, cols, format);
   const data = new Uint8Array(rows * rowBytes(format, cols));
   quantize(w, format, rows, cols, data);
@@ -105,11 +106,11 @@ export function packMatrix(w: Float32Array, rows: number, cols: number, format: 
 }
 
 /**
- * Packs a row-major matrix of bf16 or f16 values (their bits) into a q format: the same bytes as
- * packMatrix of their f32 values, which the addon never makes (it widens a block at a time).
+ * Packs a row-major matrix of bf16 or f16 values (their bits): the same bytes as packMatrix of
+ * their f32 values, which the addon never makes (it widens a block at a time).
  */
 export function packHalfMatrix(bits: Uint16Array, source: "bf16" | "f16", rows: number, cols: number, format: PackedFormat): PackedMatrix {
-  const quantize = format === "bf16" || format === "f16" ? null : nativeQuantizer();
+  const quantize = nativeQuantizer();
   if (!quantize) return packMatrix(source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits), rows, cols, format);
   if (bits.length !== rows * cols) throw new Error(`packHalfMatrix: ${bits.length} values for [${rows}, ${cols}]`);
   checkPack(bits, rows, cols, format);

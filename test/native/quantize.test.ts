@@ -1,6 +1,6 @@
 /**
  * The native quantizers (native/quantize.cc) against the TypeScript encoders (packPortable):
- * the same bytes for every q format, on weights of several kinds (including ties, tiny values
+ * the same bytes for every q format and the 16-bit formats, on weights of several kinds (including ties, tiny values
  * whose scales are f16 subnormals, constant and zero blocks), for 1 and 2 threads.
  */
 import { test } from "node:test";
@@ -47,7 +47,7 @@ test("native quantize refuses bad arguments with one-line errors", { skip }, () 
   const x = new Float32Array(64);
   const quantize = (addon as unknown as { quantize: (...a: unknown[]) => void }).quantize;
   assert.throws(() => quantize(x, "q4_k", 1, 64, new Uint8Array(1000)), /multiple of 256/);
-  assert.throws(() => quantize(x, "bf16", 1, 64, new Uint8Array(1000)), /must be a q format/);
+  assert.throws(() => quantize(x, "f32", 1, 64, new Uint8Array(1000)), /unknown format "f32"/);
   assert.throws(() => quantize(x, "q8_0", 1, 64, new Uint8Array(10)), /out has 10 bytes, needs 68/);
   assert.throws(() => quantize(x, "q8_0", 2, 64, new Uint8Array(200)), /x has 64 values, needs 128/);
   assert.throws(() => quantize(new Uint16Array(64), "q8_0", 1, 64, new Uint8Array(68)), /source must be a string/);
@@ -168,5 +168,37 @@ test("the vector quantizers leave blocks with infinities, NaN or an overflowing 
     }
   } finally {
     addon!.configure({ isa: before.isa });
+  }
+});
+
+test("bf16 and f16 packing of every kernel variant writes the TypeScript conversions' bits, from f32, bf16 and f16 (NaN, infinities, subnormals, ties), for 1 and 2 threads", { skip }, async () => {
+  const { packHalfMatrix } = await import("../../src/tensor/packed.js");
+  const { bf16ToF32Array, f16ToF32Array } = await import("../../src/tensor/dtypes.js");
+  const before = addon!.settings();
+  try {
+    for (const isa of before.isas) {
+      for (const threads of [1, 2]) {
+        addon!.configure({ isa, threads });
+        let seed = 40;
+        for (const format of ["bf16", "f16"] as PackedFormat[]) {
+          for (const [rows, cols] of [[1, 1], [3, 7], [5, 300], [2, 4099]]) {
+            const label = `${isa} ${threads} threads ${format} [${rows}, ${cols}]`;
+            const w = randn(rows * cols, seed++, 70000);
+            const u = new Uint32Array(w.buffer);
+            for (let i = 0; i < w.length; i += 5) {
+              u[i] = [0x7fc00001, 0xff800000, 0x00000101, 0x33800000, 0x477ff000, 0x3f808000, 0x3f818000][(i / 5) % 7]; // NaN, -inf, subnormal, f16 ties
+            }
+            assert.ok(Buffer.from(packMatrix(w, rows, cols, format).data).equals(Buffer.from(packPortable(w, rows, cols, format).data)), `${label} f32`);
+            for (const source of ["bf16", "f16"] as const) {
+              const bits = halfBits(rows * cols, seed++, source, true);
+              const wide = source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits);
+              assert.ok(Buffer.from(packHalfMatrix(bits, source, rows, cols, format).data).equals(Buffer.from(packPortable(wide, rows, cols, format).data)), `${label} ${source}`);
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    addon!.configure({ isa: before.isa, threads: before.threads });
   }
 });
