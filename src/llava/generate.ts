@@ -16,6 +16,9 @@ import type { Tensor } from "../tensor/tensor.js";
 import { StreamingDetokenizer } from "../tokenizer/stream.js";
 import { LlavaError } from "../util/errors.js";
 import { seededRandom } from "../util/random.js";
+import { sampleToken } from "./sampling.js";
+
+export { argmax, sampleToken } from "./sampling.js";
 
 export interface SamplingOptions {
   /** 0 (or less) = greedy; the reference samples iff temperature > 0 */
@@ -61,45 +64,6 @@ export interface GeneratedPiece {
   token: number;
   step: number;
   text: string;
-}
-
-export function argmax(x: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
-}
-
-/**
- * One token from logits: temperature scaling, then transformers' TopPLogitsWarper (drop the
- * least likely tokens whose cumulative probability stays <= 1 - top_p, keeping at least one),
- * then a draw from the renormalised distribution.
- */
-export function sampleToken(logits: Float32Array, temperature: number, topP: number, random: () => number): number {
-  if (!(temperature > 0)) return argmax(logits);
-  const n = logits.length;
-  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[a] - logits[b]);
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, logits[i] / temperature);
-  const p = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += p[i] = Math.exp(logits[i] / temperature - max);
-  let first = 0; // ascending order: tokens order[0 .. first) are removed
-  if (topP < 1) {
-    let cum = 0;
-    while (first < n - 1) {
-      cum += p[order[first]] / sum;
-      if (cum > 1 - topP) break;
-      first++;
-    }
-  }
-  let kept = 0;
-  for (let i = first; i < n; i++) kept += p[order[i]];
-  let r = random() * kept;
-  for (let i = n - 1; i >= first; i--) {
-    r -= p[order[i]];
-    if (r <= 0) return order[i];
-  }
-  return order[n - 1];
 }
 
 /** Refuses logits holding NaN or Inf (broken weights or an overflow): no token can be chosen from them. */
