@@ -12,7 +12,7 @@
 import type { LoadedLlava } from "./load.js";
 import type { PositionKey, PrefixCache } from "./prefix-cache.js";
 import { reshape, slice } from "../tensor/ops.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { Scratch, type Tensor, withScratch } from "../tensor/tensor.js";
 import { StreamingDetokenizer } from "../tokenizer/stream.js";
 import { LlavaError } from "../util/errors.js";
 import { seededRandom } from "../util/random.js";
@@ -32,7 +32,7 @@ export interface SamplingOptions {
 export interface GenerationHooks {
   /** the prompt went through the model (all but its first `reused` positions, taken from a kept cache); `maxNewTokens` is the budget after the context cap */
   onPrefill?: (info: { promptTokens: number; maxNewTokens: number; reused: number }) => void;
-  /** the logits that choose token `step` (step 0: from the last prompt position) */
+  /** the logits that choose token `step` (step 0: from the last prompt position), in a buffer the next step reuses: copy them to keep them */
   onLogits?: (logits: Float32Array, step: number) => void;
   /** each chosen token, before the stop rules look at it */
   onToken?: (token: number, step: number) => void;
@@ -220,8 +220,11 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
     const { cache, reused } = opts.prefix ? opts.prefix.cache.take(llm, opts.prefix.keys, capacity) : { cache: llm.newCache(1, capacity), reused: 0 };
     let { hidden } = llm.forward(reused ? slice(this.embeds, 1, reused, this.promptTokens) : this.embeds, { cache });
     opts.hooks?.onPrefill?.({ promptTokens: this.promptTokens, maxNewTokens: this.maxNewTokens, reused });
+    // each step's logits, and its input and output rows, in buffers the next step reuses: no allocation per token
+    const logitBuffers = new Scratch();
+    const rowBuffers = new Scratch();
     for (;;) {
-      const piece = answer.next(llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data);
+      const piece = answer.next(withScratch(logitBuffers, () => llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data));
       yield piece;
       if (answer.finishReason) {
         opts.prefix?.cache.keep([...opts.prefix.keys, ...answer.tokens], cache);
@@ -229,8 +232,10 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
       }
 
       opts.signal?.throwIfAborted();
-      const next = llm.embedTokens.forward(Int32Array.of(piece.token));
-      hidden = llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache }).hidden;
+      hidden = withScratch(rowBuffers, () => {
+        const next = llm.embedTokens.forward(Int32Array.of(piece.token));
+        return llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache, reuseBuffers: true }).hidden;
+      });
       // let other work (a server's sockets, a terminal's signals, an abort) run between tokens
       await new Promise<void>((resolve) => setImmediate(resolve));
       opts.signal?.throwIfAborted();
