@@ -1,8 +1,9 @@
 /**
  * Load-time quantization speed (not part of npm test): GB/s of input (f32, or bf16 bits
- * widened on the fly) quantized to q8_0 and q4_0 by the addon at 1 and 2 threads, and by the
- * TypeScript encoders (packPortable) in the same run, calls alternated; with `--baseline
- * FILE.node`, another build of the addon too (its f32 quantizer), for before/after figures.
+ * widened on the fly) packed to q8_0, q4_0 (--load-8bit / --load-4bit) and f16 (their tower) by
+ * the addon at 1 and 2 threads, and by the TypeScript encoders (packPortable) in the same run,
+ * calls alternated; with `--baseline FILE.node`, another build of the addon too (its f32
+ * quantizer, q formats only), for before/after figures.
  * One JSON object per line (median and range of the calls, seconds and GB/s).
  *
  * Usage: npx tsc -p . && node dist/bench/quantize.js [--rows 4096] [--cols 4096] [--reps 7] [--baseline FILE.node]
@@ -37,7 +38,7 @@ const stats = (ts: number[], bytes: number) => {
   return { seconds: Number(sorted[sorted.length >> 1].toFixed(4)), GBps: gbps(sorted[sorted.length >> 1]), GBpsRange: [gbps(sorted[sorted.length - 1]), gbps(sorted[0])] };
 };
 
-for (const format of ["q8_0", "q4_0"] as PackedFormat[]) {
+for (const format of ["q8_0", "q4_0", "f16"] as PackedFormat[]) {
   for (const threads of [1, 2]) {
     addon.configure({ threads });
     baseline?.configure({ threads });
@@ -45,7 +46,7 @@ for (const format of ["q8_0", "q4_0"] as PackedFormat[]) {
     const runs: Record<string, { fn: () => void; bytes: number; ts: number[] }> = {
       native_f32: { fn: () => packMatrix(w, rows, cols, format), bytes: 4 * w.length, ts: [] },
       native_bf16: { fn: () => packHalfMatrix(bits, "bf16", rows, cols, format), bytes: 2 * w.length, ts: [] },
-      ...(baseline ? { baseline_f32: { fn: () => baseline.quantize(w, format, rows, cols, out), bytes: 4 * w.length, ts: [] } } : {}),
+      ...(baseline && format !== "f16" ? { baseline_f32: { fn: () => baseline.quantize(w, format, rows, cols, out), bytes: 4 * w.length, ts: [] } } : {}),
       // TypeScript is single-threaded: measured once, at 1 thread
       ...(threads === 1 ? { typescript_f32: { fn: () => packPortable(w, rows, cols, format), bytes: 4 * w.length, ts: [] } } : {}),
     };
