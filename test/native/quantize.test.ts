@@ -202,3 +202,25 @@ test("bf16 and f16 packing of every kernel variant writes the TypeScript convers
     addon!.configure({ isa: before.isa, threads: before.threads });
   }
 });
+
+test("the other q formats from bf16 and f16 bits (widened a block at a time) write the TypeScript encoders' bytes on every variant", { skip }, async () => {
+  const { packHalfMatrix } = await import("../../src/tensor/packed.js");
+  const { bf16ToF32Array, f16ToF32Array } = await import("../../src/tensor/dtypes.js");
+  const before = addon!.settings();
+  try {
+    for (const isa of before.isas) {
+      addon!.configure({ isa, threads: 2 });
+      let seed = 70;
+      for (const format of ["q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"] as PackedFormat[]) {
+        for (const source of ["bf16", "f16"] as const) {
+          const [rows, cols] = [3, 512];
+          const bits = halfBits(rows * cols, seed++, source, false);
+          const wide = source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits);
+          assert.ok(Buffer.from(packHalfMatrix(bits, source, rows, cols, format).data).equals(Buffer.from(packPortable(wide, rows, cols, format).data)), `${isa} ${format} ${source}`);
+        }
+      }
+    }
+  } finally {
+    addon!.configure({ isa: before.isa, threads: before.threads });
+  }
+});
