@@ -584,21 +584,33 @@ napi_value bind_read_sum(Call& c) {
 }
 
 napi_value bind_quantize(Call& c) {
-  // (x, format, rows, cols, out): x [rows, cols] f32 packed into out in a q format
-  float* x;
+  // (x, format, rows, cols, out[, source]): x [rows, cols] packed into out in a packed format; x is a
+  // Float32Array, or a Uint16Array of the raw values of `source` ("bf16" or "f16")
+  static constexpr const char* kSources[] = {"bf16", "f16"};
+  napi_typedarray_type xtype;
+  size_t nx = 0;
+  void* x = nullptr;
   uint8_t* out;
-  int64_t nx, rows, cols, nout;
-  int fmt;
-  CHECK(c.f32(c.arg(0, "x"), x, nx) && c.choice(c.arg(1, "format"), kFmtNames, fmt) && c.count(c.arg(2, "rows"), rows) &&
+  int64_t rows, cols, nout;
+  int fmt, src = SRC_F32;
+  if (napi_get_typedarray_info(c.env, c.arg(0, "x").v, &xtype, &nx, &x, nullptr, nullptr) != napi_ok ||
+      (xtype != napi_float32_array && xtype != napi_uint16_array)) {
+    CHECK(c.fail("x must be a Float32Array or a Uint16Array", false));
+  }
+  if (xtype == napi_uint16_array) {
+    int s;
+    CHECK(c.choice(c.arg(5, "source"), kSources, s));
+    src = s == 0 ? SRC_BF16 : SRC_F16;
+  }
+  CHECK(c.choice(c.arg(1, "format"), kFmtNames, fmt) && c.count(c.arg(2, "rows"), rows) &&
         c.count(c.arg(3, "cols"), cols) && c.typed(c.arg(4, "out"), napi_uint8_array, out, nout));
-  CHECK(c.need(fmt >= FMT_Q8_0, "quantize: the format must be a q format"));
   const int64_t block = kFmtBlock[fmt];
   CHECK(c.need(cols % block == 0, "a q format needs a column count that is a multiple of %lld, got %lld", block, cols));
   CHECK(c.need(Call::mul_ok(rows, cols), "sizes too large"));
-  CHECK(c.need(nx >= rows * cols, "x has %lld values, needs %lld", nx, rows * cols));
+  CHECK(c.need(int64_t(nx) >= rows * cols, "x has %lld values, needs %lld", int64_t(nx), rows * cols));
   CHECK(c.need(nout >= rows * (cols / block) * kFmtBlockBytes[fmt], "out has %lld bytes, needs %lld", nout,
                rows * (cols / block) * kFmtBlockBytes[fmt]));
-  quantize_rows(c.pool(), fmt, x, rows, cols, out);
+  quantize_rows(c.pool(), c.kernels().name, fmt, src, x, rows, cols, out);
   return c.undefined();
 }
 

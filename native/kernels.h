@@ -78,9 +78,12 @@ namespace v_avx512vnni { void fill(KernelTable& t); }  // overlay: VNNI integer 
 namespace v_avx512bf16 { void fill(KernelTable& t); }  // overlay: bf16 dot products
 #endif
 
-// f32 rows [rows, cols] to a q format (FMT_Q8_0 and up), llama.cpp's reference rounding
-// (quantize.cc, compiled without vector ISA flags and without fused multiply-adds).
-void quantize_rows(Pool* pool, int fmt, const float* x, int64_t rows, int64_t cols, uint8_t* out);
+// Rows [rows, cols] of f32, bf16 or f16 (SRC_*) to a packed format: the q formats with
+// llama.cpp's reference rounding (quantize.cc, compiled without fused multiply-adds), bf16 and
+// f16 rounded to nearest even; q8_0, q4_0 and the 16-bit formats take the vector code of the
+// kernel variant named `isa`, with the same bytes.
+enum Src : int { SRC_F32 = 0, SRC_BF16 = 1, SRC_F16 = 2 };
+void quantize_rows(Pool* pool, const char* isa, int fmt, int src, const void* x, int64_t rows, int64_t cols, uint8_t* out);
 
 // Kernel variants this CPU can run, best first (dispatch.cc). Null-terminated.
 const KernelTable* const* available_kernels();

@@ -5,6 +5,9 @@
 // quant-blocks.ts, packed.ts) and of llama.cpp.
 #include <cmath>
 #include <cstring>
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(LLAVA_FORCE_GENERIC)
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 
@@ -377,9 +380,262 @@ void quantize_block(int fmt, const float* x, uint8_t* y) {
   }
 }
 
+// ---- 16-bit values: bf16 / f16 to f32 (exact), f32 to f16 / bf16 (to nearest even) ----
+void widen_scalar(int src, const uint16_t* h, int n, float* out) {
+  for (int j = 0; j < n; j++) {
+    if (src == SRC_F16) {
+      out[j] = from_half(h[j]);
+    } else {
+      const uint32_t bits = uint32_t(h[j]) << 16;
+      std::memcpy(out + j, &bits, 4);
+    }
+  }
+}
+
+uint16_t to_bf16(float f) {  // PyTorch's rounding (ties to even), every NaN to 0x7fc0
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffff) > 0x7f800000) return 0x7fc0;
+  return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+void narrow_scalar(int fmt, const float* x, int n, uint16_t* out) {
+  for (int j = 0; j < n; j++) out[j] = fmt == FMT_F16 ? to_half(x[j]) : to_bf16(x[j]);
+}
+
+// ---- q8_0 / q4_0 a vector at a time, the same bytes as q8_0() / q4_0() above ----
+// Every operation is the scalar code's own (max, one division per block, x * id, + 8.5f, C's
+// roundf and truncations); this file is compiled without contraction, so nothing fuses. Blocks
+// holding an infinity or NaN, and scales whose inverse overflows, take the scalar code, whose
+// conversions of such values are the reference's.
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(LLAVA_FORCE_GENERIC)
+#define LLAVA_QUANT_SIMD 1
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c")))
+#define AVX2 __attribute__((target("avx2,f16c")))
+
+AVX512 inline __m512 round_away512(__m512 v) {  // C's roundf: ties away from zero
+  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_sub_ps(v, t);  // exact: |v| < 2^23
+  const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(r), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(int(0x80000000u))),
+                                                         _mm512_castps_si512(_mm512_set1_ps(1.0f))));
+  return _mm512_mask_add_ps(t, up, t, one);
+}
+
+AVX512 bool q8_0_avx512(const float* x, uint8_t* y) {
+  const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+  const __m512 aa = _mm512_abs_ps(a), ab = _mm512_abs_ps(b), inf = _mm512_set1_ps(INFINITY);
+  if (_mm512_cmp_ps_mask(aa, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(ab, inf, _CMP_NLT_UQ)) return false;
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(aa, ab));
+  const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+  if (!(id < INFINITY)) return false;
+  const __m512 vid = _mm512_set1_ps(id);
+  const __m512i qa = _mm512_cvttps_epi32(round_away512(_mm512_mul_ps(a, vid)));
+  const __m512i qb = _mm512_cvttps_epi32(round_away512(_mm512_mul_ps(b, vid)));
+  put16(y, to_half(d));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 2), _mm512_cvtepi32_epi8(qa));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 18), _mm512_cvtepi32_epi8(qb));
+  return true;
+}
+
+AVX512 bool q4_0_avx512(const float* x, uint8_t* y) {
+  const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+  const __m512 aa = _mm512_abs_ps(a), ab = _mm512_abs_ps(b), inf = _mm512_set1_ps(INFINITY);
+  if (_mm512_cmp_ps_mask(aa, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(ab, inf, _CMP_NLT_UQ)) return false;
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(aa, ab));
+  float max = 0;  // the first value of largest magnitude, as the scalar scan keeps it
+  if (amax != 0) {
+    const __m512 m = _mm512_set1_ps(amax);
+    const uint32_t hit = uint32_t(_mm512_cmp_ps_mask(aa, m, _CMP_EQ_OQ)) | (uint32_t(_mm512_cmp_ps_mask(ab, m, _CMP_EQ_OQ)) << 16);
+    max = x[__builtin_ctz(hit)];
+  }
+  const float d = max / -8, id = d ? 1.0f / d : 0.0f;
+  if (!(std::fabs(id) < INFINITY)) return false;
+  const __m512 vid = _mm512_set1_ps(id), half = _mm512_set1_ps(8.5f);
+  const __m512i fifteen = _mm512_set1_epi32(15);
+  const __m512i lo = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(a, vid), half)), fifteen);
+  const __m512i hi = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(b, vid), half)), fifteen);
+  put16(y, to_half(d));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 2), _mm512_cvtepi32_epi8(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4))));
+  return true;
+}
+
+AVX512 void widen_avx512(int src, const uint16_t* h, int n, float* out) {  // bf16 / f16 to f32, exactly
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + j));
+    _mm512_storeu_ps(out + j, src == SRC_BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)) : _mm512_cvtph_ps(v));
+  }
+  widen_scalar(src, h + j, n - j, out + j);
+}
+
+// f32 to f16 (F16C rounds to nearest even, as to_half; blocks with NaN take to_half, which
+// writes every NaN as sign | 0x7e00) or bf16 (to_bf16's integer rounding)
+AVX512 void narrow_avx512(int fmt, const float* x, int n, uint16_t* out) {
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 v = _mm512_loadu_ps(x + j);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    __m256i r;
+    if (fmt == FMT_F16) {
+      if (nan) {
+        narrow_scalar(fmt, x + j, 16, out + j);
+        continue;
+      }
+      r = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+      const __m512i u = _mm512_castps_si512(v);
+      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      const __m512i b = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
+      r = _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(b, nan, _mm512_set1_epi32(0x7fc0)));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), r);
+  }
+  narrow_scalar(fmt, x + j, n - j, out + j);
+}
+
+AVX2 inline __m256 abs256(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+AVX2 inline __m256 round_away256(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 up = _mm256_cmp_ps(abs256(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
+  return _mm256_add_ps(t, _mm256_and_ps(up, one));
+}
+AVX2 inline float hmax256(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+// 32 values as 4 vectors; false when one is infinite or NaN; amax their largest magnitude
+AVX2 inline bool load32(const float* x, __m256 v[4], __m256 av[4], float& amax) {
+  const __m256 inf = _mm256_set1_ps(INFINITY);
+  int bad = 0;
+  for (int k = 0; k < 4; k++) {
+    v[k] = _mm256_loadu_ps(x + 8 * k);
+    av[k] = abs256(v[k]);
+    bad |= _mm256_movemask_ps(_mm256_cmp_ps(av[k], inf, _CMP_NLT_UQ));
+  }
+  if (bad) return false;
+  amax = hmax256(_mm256_max_ps(_mm256_max_ps(av[0], av[1]), _mm256_max_ps(av[2], av[3])));
+  return true;
+}
+
+AVX2 bool q8_0_avx2(const float* x, uint8_t* y) {
+  __m256 v[4], av[4];
+  float amax;
+  if (!load32(x, v, av, amax)) return false;
+  const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+  if (!(id < INFINITY)) return false;
+  const __m256 vid = _mm256_set1_ps(id);
+  __m256i q[4];
+  for (int k = 0; k < 4; k++) q[k] = _mm256_cvttps_epi32(round_away256(_mm256_mul_ps(v[k], vid)));
+  // packs work within 128-bit lanes; the 64-bit permutes put the values back in order
+  const __m256i p01 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
+  const __m256i p23 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xD8);
+  put16(y, to_half(d));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 2), _mm256_permute4x64_epi64(_mm256_packs_epi16(p01, p23), 0xD8));
+  return true;
+}
+
+AVX2 bool q4_0_avx2(const float* x, uint8_t* y) {
+  __m256 v[4], av[4];
+  float amax;
+  if (!load32(x, v, av, amax)) return false;
+  float max = 0;
+  if (amax != 0) {
+    const __m256 m = _mm256_set1_ps(amax);
+    uint32_t hit = 0;
+    for (int k = 0; k < 4; k++) hit |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(av[k], m, _CMP_EQ_OQ))) << (8 * k);
+    max = x[__builtin_ctz(hit)];
+  }
+  const float d = max / -8, id = d ? 1.0f / d : 0.0f;
+  if (!(std::fabs(id) < INFINITY)) return false;
+  const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(8.5f);
+  const __m256i fifteen = _mm256_set1_epi32(15);
+  __m256i q[4];
+  for (int k = 0; k < 4; k++) q[k] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v[k], vid), half)), fifteen);
+  const __m256i b0 = _mm256_or_si256(q[0], _mm256_slli_epi32(q[2], 4)), b1 = _mm256_or_si256(q[1], _mm256_slli_epi32(q[3], 4));
+  const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(b0, b1), 0xD8);
+  put16(y, to_half(d));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 2), _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+  return true;
+}
+
+AVX2 void widen_avx2(int src, const uint16_t* h, int n, float* out) {
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + j));
+    _mm256_storeu_ps(out + j, src == SRC_BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)) : _mm256_cvtph_ps(v));
+  }
+  widen_scalar(src, h + j, n - j, out + j);
+}
+
+AVX2 void narrow_avx2(int fmt, const float* x, int n, uint16_t* out) {
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    __m128i r;
+    if (fmt == FMT_F16) {
+      if (_mm256_movemask_ps(nan)) {
+        narrow_scalar(fmt, x + j, 8, out + j);
+        continue;
+      }
+      r = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+      const __m256i u = _mm256_castps_si256(v);
+      const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+      __m256i b = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+      b = _mm256_blendv_epi8(b, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(nan));
+      r = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(b, b), 0x08));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), r);
+  }
+  narrow_scalar(fmt, x + j, n - j, out + j);
+}
+#endif
+
+// The vector level of a kernel variant's name: the quantizers follow the variant in use, so a
+// forced variant (tests, LLAVA_ISA) runs its own code.
+int simd_level(const char* isa) {
+#ifdef LLAVA_QUANT_SIMD
+  if (std::strncmp(isa, "avx512", 6) == 0) return 2;
+  if (std::strcmp(isa, "avx2") == 0) return 1;
+#endif
+  (void)isa;
+  return 0;
+}
+
+void quantize_one(int level, int fmt, const float* x, uint8_t* y) {
+#ifdef LLAVA_QUANT_SIMD
+  if (level == 2 && fmt == FMT_Q8_0 && q8_0_avx512(x, y)) return;
+  if (level == 2 && fmt == FMT_Q4_0 && q4_0_avx512(x, y)) return;
+  if (level == 1 && fmt == FMT_Q8_0 && q8_0_avx2(x, y)) return;
+  if (level == 1 && fmt == FMT_Q4_0 && q4_0_avx2(x, y)) return;
+#endif
+  quantize_block(fmt, x, y);
+}
+
+void widen(int level, int src, const uint16_t* h, int n, float* out) {
+#ifdef LLAVA_QUANT_SIMD
+  if (level == 2) return widen_avx512(src, h, n, out);
+  if (level == 1) return widen_avx2(src, h, n, out);
+#endif
+  widen_scalar(src, h, n, out);
+}
+
+void narrow(int level, int fmt, const float* x, int n, uint16_t* out) {
+#ifdef LLAVA_QUANT_SIMD
+  if (level == 2) return narrow_avx512(fmt, x, n, out);
+  if (level == 1) return narrow_avx2(fmt, x, n, out);
+#endif
+  narrow_scalar(fmt, x, n, out);
+}
+
 struct QuantizeJob {
-  int fmt;
-  const float* x;
+  int fmt, src, level;
+  const void* x;
   int64_t rows, cols;
   uint8_t* out;
   int64_t rows_per_task;
@@ -387,17 +643,31 @@ struct QuantizeJob {
 
 void quantize_task(void* ctx, int64_t t, int) {
   const QuantizeJob& j = *static_cast<const QuantizeJob*>(ctx);
-  const int64_t bs = kFmtBlock[j.fmt], bb = kFmtBlockBytes[j.fmt], row_bytes = j.cols / bs * bb;
+  const bool half = j.fmt == FMT_BF16 || j.fmt == FMT_F16;
+  const int64_t bs = half ? 256 : kFmtBlock[j.fmt], bb = kFmtBlockBytes[j.fmt] * (half ? 256 : 1);
+  const int64_t row_bytes = half ? j.cols * 2 : j.cols / bs * bb;
+  alignas(64) float buf[256];  // 16-bit input widened a block at a time: no f32 copy of the matrix
   for (int64_t r = t * j.rows_per_task; r < j.rows && r < (t + 1) * j.rows_per_task; r++)
-    for (int64_t b = 0; b < j.cols / bs; b++) quantize_block(j.fmt, j.x + r * j.cols + b * bs, j.out + r * row_bytes + b * bb);
+    for (int64_t c0 = 0; c0 < j.cols; c0 += bs) {
+      const int64_t at = r * j.cols + c0;
+      const int n = int(j.cols - c0 < bs ? j.cols - c0 : bs);  // less than bs only for 16-bit output
+      const float* x = static_cast<const float*>(j.x) + at;
+      if (j.src != SRC_F32) {
+        widen(j.level, j.src, static_cast<const uint16_t*>(j.x) + at, n, buf);
+        x = buf;
+      }
+      uint8_t* y = j.out + r * row_bytes + c0 / bs * bb;
+      if (half) narrow(j.level, j.fmt, x, n, reinterpret_cast<uint16_t*>(y));
+      else quantize_one(j.level, j.fmt, x, y);
+    }
 }
 
 }  // namespace
 
-void quantize_rows(Pool* pool, int fmt, const float* x, int64_t rows, int64_t cols, uint8_t* out) {
+void quantize_rows(Pool* pool, const char* isa, int fmt, int src, const void* x, int64_t rows, int64_t cols, uint8_t* out) {
   // tasks of whole rows: each row's bytes depend on that row alone, whichever thread makes them
   const int64_t per = rows / (int64_t(pool_size(pool)) * 8) + 1;
-  QuantizeJob job{fmt, x, rows, cols, out, per};
+  QuantizeJob job{fmt, src, simd_level(isa), x, rows, cols, out, per};
   pool_run(pool, (rows + per - 1) / per, quantize_task, &job);
 }
 

@@ -1,6 +1,6 @@
 /**
- * `llava convert <to-hf|to-original|merge-lora|to-gguf|extract-projector>`: checkpoint conversions
- * between the original LLaVA and the Hugging Face formats (see src/zoo/).
+ * `llava convert <to-hf|to-original|merge-lora|to-gguf|quantize|extract-projector>`: checkpoint
+ * conversions between the original LLaVA, Hugging Face and GGUF formats (see src/zoo/).
  */
 import type { ParseArgsConfig } from "node:util";
 import { parseCommandArgs } from "./common.js";
@@ -26,6 +26,10 @@ conversions:
                      the LLM as <name>-<TYPE>.gguf and the vision tower with the projector as
                      mmproj-<name>-f16.gguf, the pair llama.cpp's multimodal tools and Ollama load;
                      TYPE: ${Object.keys(GGUF_FILE_TYPES).join(", ")} (default f16)
+  quantize           --model-path DIR [--vision-tower DIR] --out DIR --type q8_0|q4_0
+                     the model as a GGUF pair holding every weight as --load-8bit (q8_0) or
+                     --load-4bit (q4_0) keeps it, so loading the folder reads the packed blocks
+                     instead of quantizing again: the same model, loaded faster
   extract-projector  --model-path DIR --out FILE.safetensors
                      the model.mm_projector.* tensors of an original-format checkpoint
 
@@ -82,6 +86,17 @@ const conversions: Record<string, { options: ParseArgsConfig["options"]; run: (v
       });
     },
   },
+  quantize: {
+    options: { ...common, "vision-tower": { type: "string" }, type: { type: "string" } },
+    run: (v, progress) => {
+      const type = required(v, "type");
+      if (type !== "q8_0" && type !== "q4_0") throw new UsageError(`--type ${type}: expected q8_0 (as --load-8bit) or q4_0 (as --load-4bit)`);
+      return convertToGguf({
+        modelPath: required(v, "model-path"), visionTower: v["vision-tower"] as string | undefined, out: required(v, "out"),
+        type, asLoaded: type, force: v.force === true, progress,
+      });
+    },
+  },
   "extract-projector": {
     options: common,
     run: (v, progress) => extractProjector({ modelPath: required(v, "model-path"), out: required(v, "out"), force: v.force === true, progress }),
@@ -95,7 +110,7 @@ export async function runConvert(args: string[]): Promise<void> {
     return;
   }
   const conversion = conversions[name];
-  if (!conversion) throw new LlavaError(`unknown conversion "${name}" (to-hf, to-original, merge-lora, to-gguf, extract-projector; see llava convert --help)`);
+  if (!conversion) throw new LlavaError(`unknown conversion "${name}" (to-hf, to-original, merge-lora, to-gguf, quantize, extract-projector; see llava convert --help)`);
   const values = parseCommandArgs(`convert ${name}`, rest, conversion.options) as Values;
   if (values.help) {
     process.stdout.write(CONVERT_USAGE);

@@ -30,8 +30,8 @@ commands:
          [--conv-mode M] [--max-new-tokens N] --out DIR [--force]
          write the model's intermediate arrays as .npy files named as in the reference fixtures
          (greedy ids only: no sampling options; --force replaces a non-empty --out)
-  convert <to-hf|to-original|merge-lora|extract-projector> ...
-         convert checkpoints between the original LLaVA and HF formats (llava convert --help)
+  convert <to-hf|to-original|merge-lora|to-gguf|quantize|extract-projector> ...
+         convert checkpoints between the original LLaVA, HF and GGUF formats, or store one quantized (llava convert --help)
   inspect --model-path DIR|FILE.gguf [--mmproj FILE.gguf] [--model-base DIR] [--json]
          shapes, settings, parameter counts and memory needs, read from configs and headers only
   data check --data-path FILE --model-path DIR [--image-folder DIR] [--version V] [--model-max-length N] [--json]

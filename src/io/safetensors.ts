@@ -103,10 +103,11 @@ export class WeightStore extends DataFileStore<Located> {
     };
   }
 
-  /** The tensor's bytes, unconverted. */
-  readRaw(name: string): RawTensor {
+  /** The tensor's bytes, unconverted (into `into` when it is large enough: see WeightReader.readRaw). */
+  readRaw(name: string, into?: Uint8Array): RawTensor {
     const { file, entry } = this.locate(name);
-    const bytes = new Uint8Array(entry.end - entry.begin);
+    const n = entry.end - entry.begin;
+    const bytes = into && into.length >= n ? into.subarray(0, n) : new Uint8Array(n);
     readFully(file.fd, bytes, file.dataStart + entry.begin, file.path);
     return { dtype: entry.dtype, shape: [...entry.shape], bytes };
   }

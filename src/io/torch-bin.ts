@@ -94,9 +94,9 @@ export class TorchBinStore extends DataFileStore<Located> {
   }
 
   /** The tensor's bytes in row-major order (a strided view is gathered), little-endian. */
-  readRaw(name: string): RawTensor {
+  readRaw(name: string, into?: Uint8Array): RawTensor {
     const t = this.locate(name);
-    return { dtype: t.dtype, shape: [...t.tensor.shape], bytes: readTensorBytes(t) };
+    return { dtype: t.dtype, shape: [...t.tensor.shape], bytes: readTensorBytes(t, into) };
   }
 
   /** A floating-point tensor as float32 (F16 and BF16 exactly, F64 rounded to nearest). */
@@ -320,8 +320,9 @@ function isContiguous(shape: readonly number[], stride: readonly number[]): bool
 // Reading tensor data
 
 /** The tensor's elements in row-major order, in a fresh buffer, little-endian. */
-function readTensorBytes(t: Located): Uint8Array {
-  const out = new Uint8Array(t.numel * t.elementSize);
+function readTensorBytes(t: Located, into?: Uint8Array): Uint8Array {
+  const n = t.numel * t.elementSize;
+  const out = into && into.length >= n && into.byteOffset === 0 ? into.subarray(0, n) : new Uint8Array(n); // gatherStrided writes from the buffer's start
   if (t.numel === 0) return out;
   if (t.contiguous) t.storage.readInto(t.tensor.storageOffset * t.elementSize, out);
   else gatherStrided(t, out);

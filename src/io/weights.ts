@@ -24,7 +24,11 @@ export interface WeightReader<D extends WeightDtype = SafetensorsDtype> {
   names(): string[];
   has(name: string): boolean;
   info(name: string): { dtype: D; shape: number[] };
-  readRaw(name: string): Omit<RawTensor, "dtype"> & { dtype: D };
+  /**
+   * The stored bytes; with `into` large enough, they may be read into it (the result then views
+   * it, valid until it is read into again) instead of a new buffer.
+   */
+  readRaw(name: string, into?: Uint8Array): Omit<RawTensor, "dtype"> & { dtype: D };
   readF32(name: string): Float32Array;
   readInt(name: string): IntArray;
   /** the data files behind the reader */
@@ -59,7 +63,7 @@ export function overlay<D extends WeightDtype = SafetensorsDtype>(readers: Weigh
     names: () => [...new Set(readers.flatMap((r) => r.names()))].sort(),
     has: (name) => readers.some((r) => r.has(name)),
     info: (name) => find(name).info(name),
-    readRaw: (name) => find(name).readRaw(name),
+    readRaw: (name, into) => find(name).readRaw(name, into),
     readF32: (name) => find(name).readF32(name),
     readInt: (name) => find(name).readInt(name),
     filePaths: () => readers.flatMap((r) => r.filePaths()),
@@ -89,7 +93,7 @@ export function renamed<D extends WeightDtype = SafetensorsDtype>(reader: Weight
     names: () => [...map.keys()].sort(),
     has: (name) => map.has(name),
     info: (name) => reader.info(stored(name)),
-    readRaw: (name) => reader.readRaw(stored(name)),
+    readRaw: (name, into) => reader.readRaw(stored(name), into),
     readF32: (name) => reader.readF32(stored(name)),
     readInt: (name) => reader.readInt(stored(name)),
     filePaths: () => reader.filePaths(),

@@ -12,10 +12,13 @@
 import type { LoadedLlava } from "./load.js";
 import type { PositionKey, PrefixCache } from "./prefix-cache.js";
 import { reshape, slice } from "../tensor/ops.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { Scratch, type Tensor, withScratch } from "../tensor/tensor.js";
 import { StreamingDetokenizer } from "../tokenizer/stream.js";
 import { LlavaError } from "../util/errors.js";
 import { seededRandom } from "../util/random.js";
+import { sampleToken } from "./sampling.js";
+
+export { argmax, sampleToken } from "./sampling.js";
 
 export interface SamplingOptions {
   /** 0 (or less) = greedy; the reference samples iff temperature > 0 */
@@ -29,7 +32,7 @@ export interface SamplingOptions {
 export interface GenerationHooks {
   /** the prompt went through the model (all but its first `reused` positions, taken from a kept cache); `maxNewTokens` is the budget after the context cap */
   onPrefill?: (info: { promptTokens: number; maxNewTokens: number; reused: number }) => void;
-  /** the logits that choose token `step` (step 0: from the last prompt position) */
+  /** the logits that choose token `step` (step 0: from the last prompt position), in a buffer the next step reuses: copy them to keep them */
   onLogits?: (logits: Float32Array, step: number) => void;
   /** each chosen token, before the stop rules look at it */
   onToken?: (token: number, step: number) => void;
@@ -61,45 +64,6 @@ export interface GeneratedPiece {
   token: number;
   step: number;
   text: string;
-}
-
-export function argmax(x: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
-}
-
-/**
- * One token from logits: temperature scaling, then transformers' TopPLogitsWarper (drop the
- * least likely tokens whose cumulative probability stays <= 1 - top_p, keeping at least one),
- * then a draw from the renormalised distribution.
- */
-export function sampleToken(logits: Float32Array, temperature: number, topP: number, random: () => number): number {
-  if (!(temperature > 0)) return argmax(logits);
-  const n = logits.length;
-  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[a] - logits[b]);
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, logits[i] / temperature);
-  const p = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += p[i] = Math.exp(logits[i] / temperature - max);
-  let first = 0; // ascending order: tokens order[0 .. first) are removed
-  if (topP < 1) {
-    let cum = 0;
-    while (first < n - 1) {
-      cum += p[order[first]] / sum;
-      if (cum > 1 - topP) break;
-      first++;
-    }
-  }
-  let kept = 0;
-  for (let i = first; i < n; i++) kept += p[order[i]];
-  let r = random() * kept;
-  for (let i = n - 1; i >= first; i--) {
-    r -= p[order[i]];
-    if (r <= 0) return order[i];
-  }
-  return order[n - 1];
 }
 
 /** Refuses logits holding NaN or Inf (broken weights or an overflow): no token can be chosen from them. */
@@ -256,8 +220,11 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
     const { cache, reused } = opts.prefix ? opts.prefix.cache.take(llm, opts.prefix.keys, capacity) : { cache: llm.newCache(1, capacity), reused: 0 };
     let { hidden } = llm.forward(reused ? slice(this.embeds, 1, reused, this.promptTokens) : this.embeds, { cache });
     opts.hooks?.onPrefill?.({ promptTokens: this.promptTokens, maxNewTokens: this.maxNewTokens, reused });
+    // each step's logits, and its input and output rows, in buffers the next step reuses: no allocation per token
+    const logitBuffers = new Scratch();
+    const rowBuffers = new Scratch();
     for (;;) {
-      const piece = answer.next(llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data);
+      const piece = answer.next(withScratch(logitBuffers, () => llm.logits(slice(hidden, 1, hidden.dim(1) - 1, hidden.dim(1))).data));
       yield piece;
       if (answer.finishReason) {
         opts.prefix?.cache.keep([...opts.prefix.keys, ...answer.tokens], cache);
@@ -265,8 +232,10 @@ export class Generation implements AsyncIterable<GeneratedPiece> {
       }
 
       opts.signal?.throwIfAborted();
-      const next = llm.embedTokens.forward(Int32Array.of(piece.token));
-      hidden = llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache }).hidden;
+      hidden = withScratch(rowBuffers, () => {
+        const next = llm.embedTokens.forward(Int32Array.of(piece.token));
+        return llm.forward(reshape(next, [1, 1, next.dim(-1)]), { cache, reuseBuffers: true }).hidden;
+      });
       // let other work (a server's sockets, a terminal's signals, an abort) run between tokens
       await new Promise<void>((resolve) => setImmediate(resolve));
       opts.signal?.throwIfAborted();

@@ -10,7 +10,7 @@ import { activationByName, childParameters, Embedding, type HasLinears, Linear, 
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
 import { activation, add, attention, checkpoint, concat, mul, reshape, rope, slice } from "../tensor/ops.js";
-import { Tensor } from "../tensor/tensor.js";
+import { Scratch, Tensor, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import type { Rng } from "../util/random.js";
 
@@ -91,6 +91,9 @@ export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
   }
   throw new LlavaError(`unsupported rope_scaling type "${s.ropeType}" (supported: linear, llama3)`);
 }
+
+/** Most positions (batch x length) a forward with reuseBuffers runs in the reused buffer: decode steps, not prompts. */
+const REUSE_MAX_ROWS = 16;
 
 /** A decoder layer's Linear layers by their checkpoint names, with [out, in] shapes and bias flags. */
 function layerLinears(cfg: LlamaConfig) {
@@ -184,6 +187,8 @@ export class LlamaForCausalLM implements Module, HasLinears {
   readonly norm: RMSNorm;
   readonly lmHead: Linear;
   readonly invFreq: Float64Array;
+  /** the layers' intermediates of inference steps (decodeStep, forward with reuseBuffers) */
+  private readonly scratch = new Scratch();
 
   /** `p` points at the root of a LlamaForCausalLM state dict (`model.*`, `lm_head.*`). */
   constructor(p: ParamLoader, readonly cfg: LlamaConfig) {
@@ -208,9 +213,10 @@ export class LlamaForCausalLM implements Module, HasLinears {
 
   /**
    * Runs the decoder on embeddings [B, T, D]. With a cache, the new positions follow the
-   * cached ones and the cache grows by T.
+   * cached ones and the cache grows by T. `reuseBuffers` (inference that keeps nothing but the
+   * result, e.g. a decode step): up to REUSE_MAX_ROWS positions run in a reused buffer.
    */
-  forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean; training?: TrainingForward } = {}): DecoderOutput {
+  forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean; training?: TrainingForward; reuseBuffers?: boolean } = {}): DecoderOutput {
     const [b, t] = inputsEmbeds.shape;
     const cache = opts.cache ?? null;
     const start = cache?.length ?? 0;
@@ -222,11 +228,14 @@ export class LlamaForCausalLM implements Module, HasLinears {
     const states = opts.collectHidden ? [x] : undefined;
     const rng = opts.training?.rng ?? null;
     const checkpointed = opts.training?.checkpoint === true && !cache;
-    this.layers.forEach((layer, i) => {
+    const layers = () => this.layers.forEach((layer, i) => {
       const run = (input: Tensor) => layer.forward(input, positions, this.invFreq, cache, i, { rng });
       x = checkpointed ? checkpoint(run, [x], { rng }) : run(x);
       states?.push(x);
     });
+    // a few positions (a decode step) reuse one buffer for the layers' intermediates; the final norm's output is fresh
+    if (opts.reuseBuffers && !states && b * t <= REUSE_MAX_ROWS) withScratch(this.scratch, layers);
+    else layers();
     if (cache) cache.length += t;
     const hidden = this.norm.forward(x);
     if (states) states[states.length - 1] = hidden;
@@ -234,8 +243,8 @@ export class LlamaForCausalLM implements Module, HasLinears {
   }
 
   /**
-   * One decode step of N sequences: embeds [N, 1, D] holds each one's next input, caches[i] its
-   * keys and values so far. Every Linear reads its weight once for all N rows, computing each row
+   * One decode step of N sequences (inference only: its intermediates live in reused buffers):
+   * embeds [N, 1, D] holds each one's next input, caches[i] its keys and values so far. Every Linear reads its weight once for all N rows, computing each row
    * exactly as the step alone would; each row takes its own position and attends to its own
    * cache, which grows by one. Returns the final hidden states [N, 1, D].
    */
@@ -247,7 +256,7 @@ export class LlamaForCausalLM implements Module, HasLinears {
     }
     const positions = Int32Array.from(caches, (c) => c.length);
     let x = embeds;
-    this.layers.forEach((layer, i) => (x = layer.decode(x, positions, this.invFreq, caches, i)));
+    withScratch(this.scratch, () => this.layers.forEach((layer, i) => (x = layer.decode(x, positions, this.invFreq, caches, i))));
     for (const cache of caches) cache.length++;
     return this.norm.forward(x);
   }

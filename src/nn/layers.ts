@@ -5,7 +5,7 @@
 import { activation, add, dropout, embedding, layerNorm, linear, rmsNorm, scale } from "../tensor/ops.js";
 import type { Activation } from "../tensor/backend.js";
 import { unpackRow } from "../tensor/packed.js";
-import { PackedTensor, Tensor } from "../tensor/tensor.js";
+import { outputBuffer, PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import type { Rng } from "../util/random.js";
 
@@ -82,7 +82,7 @@ export class Embedding implements Module {
   forward(ids: Int32Array, shape: number[] = [ids.length]): Tensor {
     if (this.weight instanceof Tensor) return embedding(this.weight, ids, shape);
     const { matrix, backend } = this.weight;
-    const out = new Float32Array(ids.length * matrix.cols);
+    const out = outputBuffer(ids.length * matrix.cols);
     ids.forEach((id, i) => {
       if (id < 0 || id >= matrix.rows) throw new LlavaError(`embedding: token id ${id} outside the vocabulary of ${matrix.rows}`);
       unpackRow(matrix, id, out.subarray(i * matrix.cols, (i + 1) * matrix.cols));

@@ -3,7 +3,7 @@
  * missing or mis-shaped tensor fails with the file and the name rather than deep in a kernel.
  */
 import type { Backend } from "../tensor/backend.js";
-import { fittingFormat, type PackedFormat, packMatrix } from "../tensor/packed.js";
+import { fittingFormat, packHalfMatrix, type PackedFormat, packMatrix } from "../tensor/packed.js";
 import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -18,7 +18,7 @@ export interface TensorSource {
   info(name: string): { shape: number[]; dtype?: string };
   readF32(name: string): Float32Array;
   /** the stored bytes, when the source can give them (lets bf16/f16 weights stay as stored) */
-  readRaw?(name: string): { bytes: Uint8Array };
+  readRaw?(name: string, into?: Uint8Array): { bytes: Uint8Array };
   /** the name as the files spell it, for messages (a source may rename) */
   storedName?(name: string): string;
 }
@@ -57,6 +57,12 @@ const NOTHING: TensorSource = {
   },
 };
 
+/** Little-endian 16-bit values as a Uint16Array (a copy only when the bytes are not 2-aligned). */
+function halfBits(bytes: Uint8Array): Uint16Array {
+  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+}
+
 export class ParamLoader {
   constructor(
     readonly source: TensorSource,
@@ -66,6 +72,8 @@ export class ParamLoader {
     readonly policy: FormatPolicy = allF32,
     /** in a dry run: every tensor asked for, shared by every sub-loader (and no data is read) */
     readonly declared: Map<string, TensorDeclaration> | null = null,
+    /** one buffer, shared by the sub-loaders, that 16-bit weights are read into before packing */
+    private readonly staging = { bytes: new Uint8Array(0) },
   ) {}
 
   /**
@@ -83,7 +91,7 @@ export class ParamLoader {
 
   /** A loader for names under `prefix` (appended to this one's). */
   sub(prefix: string): ParamLoader {
-    return new ParamLoader(this.source, this.backend, this.prefix + prefix, this.policy, this.declared);
+    return new ParamLoader(this.source, this.backend, this.prefix + prefix, this.policy, this.declared, this.staging);
   }
 
   has(name: string): boolean {
@@ -113,9 +121,17 @@ export class ParamLoader {
     if (!format) {
       return new Tensor(this.source.readF32(full), shape, this.backend);
     }
-    if (this.source.readRaw && this.source.info(full).dtype === format.toUpperCase()) {
+    const stored = this.source.info(full).dtype;
+    if (this.source.readRaw && stored === format.toUpperCase()) {
       const { bytes } = this.source.readRaw(full);
       return new PackedTensor({ format, rows: shape[0], cols: shape[1], data: bytes }, this.backend);
+    }
+    if (this.source.readRaw && (stored === "BF16" || stored === "F16")) {
+      // 16-bit weights packed from their stored bits, with no f32 copy of the matrix
+      const n = 2 * shape[0] * shape[1];
+      if (this.staging.bytes.length < n) this.staging.bytes = new Uint8Array(n);
+      const bits = halfBits(this.source.readRaw(full, this.staging.bytes).bytes);
+      return new PackedTensor(packHalfMatrix(bits, stored === "BF16" ? "bf16" : "f16", shape[0], shape[1], format), this.backend);
     }
     return new PackedTensor(packMatrix(this.source.readF32(full), shape[0], shape[1], format), this.backend);
   }

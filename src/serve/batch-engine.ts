@@ -15,6 +15,7 @@ import type { LoadedLlava } from "../llava/load.js";
 import { type Reuse, reusableInputs } from "../llava/pipeline.js";
 import { type PositionKey, PrefixCache } from "../llava/prefix-cache.js";
 import { reshape, slice } from "../tensor/ops.js";
+import { Scratch, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
 export interface BatchEngineOptions {
@@ -107,6 +108,7 @@ export class BatchEngine implements Engine {
   private active: Sequence[] = [];
   private running: Promise<void> | null = null;
   private closed = false;
+  private readonly stepBuffers = new Scratch();
 
   constructor(readonly loaded: LoadedLlava, opts: BatchEngineOptions = {}) {
     this.maxBatch = opts.maxBatch ?? 8;
@@ -213,11 +215,14 @@ export class BatchEngine implements Engine {
     const seqs = this.active;
     const started = performance.now();
     const tokens = Int32Array.from(seqs, (s) => s.answer!.tokens.at(-1)!);
-    const embeds = llm.embedTokens.forward(tokens);
     let logits: Float32Array;
     try {
-      const hidden = llm.decodeStep(reshape(embeds, [seqs.length, 1, embeds.dim(-1)]), seqs.map((s) => s.cache!));
-      logits = llm.logits(hidden, { rowwise: true }).data;
+      // the step's rows and logits in buffers the next step reuses (the logits are used up below)
+      logits = withScratch(this.stepBuffers, () => {
+        const embeds = llm.embedTokens.forward(tokens);
+        const hidden = llm.decodeStep(reshape(embeds, [seqs.length, 1, embeds.dim(-1)]), seqs.map((s) => s.cache!));
+        return llm.logits(hidden, { rowwise: true }).data;
+      });
     } catch (e) {
       for (const seq of seqs) seq.finish(e);
       return;

@@ -1,9 +1,10 @@
 /**
  * Differentiable tensor ops. Each op checks shapes, asks the backend to compute into a fresh
- * output buffer, and, when gradients are wanted, records how to push gradients to its inputs.
+ * output buffer (or a reused one inside withScratch), and, when gradients are wanted, records how
+ * to push gradients to its inputs.
  */
 import type { Activation, AttentionParams } from "./backend.js";
-import { numel, PackedTensor, result, Tensor, type Shape } from "./tensor.js";
+import { numel, outputBuffer, PackedTensor, result, Tensor, type Shape } from "./tensor.js";
 import type { Rng } from "../util/random.js";
 
 function fail(op: string, message: string): never {
@@ -74,7 +75,7 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   if (dims.length !== x.ndim || [...dims].sort().some((d, i) => d !== i)) {
     fail("permute", `bad dims ${shapeStr(dims)} for ${shapeStr(x.shape)}`);
   }
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   permuteCopy(x.data, x.shape, dims, out, false);
   return result(out, dims.map((d) => x.shape[d]), [x], (g) => {
     if (x.requiresGrad) permuteCopy(g, x.shape, dims, x.gradBuffer(), true);
@@ -93,7 +94,7 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   const [outer, len, inner] = around(x.shape, a);
   if (start < 0 || end > len || start > end) fail("slice", `range ${start}:${end} outside ${len} on axis ${a}`);
   const n = end - start;
-  const out = new Float32Array(outer * n * inner);
+  const out = outputBuffer(outer * n * inner);
   for (let o = 0; o < outer; o++) {
     out.set(x.data.subarray((o * len + start) * inner, (o * len + end) * inner), o * n * inner);
   }
@@ -119,7 +120,7 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   }
   const [outer, , inner] = around(xs[0].shape, a);
   const total = xs.reduce((s, t) => s + t.shape[a], 0);
-  const out = new Float32Array(outer * total * inner);
+  const out = outputBuffer(outer * total * inner);
   let offset = 0;
   for (const t of xs) {
     const n = t.shape[a];
@@ -152,7 +153,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
     fail("add", `cannot broadcast ${shapeStr(b.shape)} onto ${shapeStr(a.shape)}`);
   }
   const be = a.backend;
-  const out = new Float32Array(a.size);
+  const out = outputBuffer(a.size);
   const same = a.size === b.size;
   if (same) be.add(a.data, b.data, out);
   else be.addBroadcast(a.data, b.data, out);
@@ -173,7 +174,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
 export function mul(a: Tensor, b: Tensor): Tensor {
   if (a.size !== b.size) fail("mul", `shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} differ`);
   const be = a.backend;
-  const out = new Float32Array(a.size);
+  const out = outputBuffer(a.size);
   be.mul(a.data, b.data, out);
   return result(out, a.shape, [a, b], (g) => {
     if (a.requiresGrad) addToGrad(a, (out) => be.mul(g, b.data, out));
@@ -184,7 +185,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 /** x * s for a constant s. */
 export function scale(x: Tensor, s: number): Tensor {
   const be = x.backend;
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   be.scale(x.data, s, out);
   return result(out, x.shape, [x], (g) => {
     if (x.requiresGrad) addToGrad(x, (out) => be.scale(g, s, out));
@@ -202,7 +203,7 @@ export function linear(x: Tensor, w: Tensor | PackedTensor, b?: Tensor | null, o
   if (b && (b.ndim !== 1 || b.size !== nOut)) fail("linear", `bias ${shapeStr(b.shape)} does not fit weight ${shapeStr(w.shape)}`);
   const be = x.backend;
   const m = x.size / nIn;
-  const out = new Float32Array(m * nOut);
+  const out = outputBuffer(m * nOut);
   if (w instanceof PackedTensor) be.packedMatmul(x.data, w.matrix, out, m, false, false, opts.rowwise);
   else be.gemm(x.data, w.data, out, { m, n: nOut, k: nIn, transB: true, rowwise: opts.rowwise });
   if (b) be.addBroadcast(out, b.data, out);
@@ -224,7 +225,7 @@ export function linear(x: Tensor, w: Tensor | PackedTensor, b?: Tensor | null, o
 
 export function activation(x: Tensor, kind: Activation): Tensor {
   const be = x.backend;
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   be.activation(kind, x.data, out);
   return result(out, x.shape, [x], (g) => {
     if (x.requiresGrad) be.activationBackward(kind, x.data, g, x.gradBuffer());
@@ -235,7 +236,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor 
   const dim = x.dim(-1);
   if (w.size !== dim || b.size !== dim) fail("layerNorm", `weight ${shapeStr(w.shape)} does not fit ${shapeStr(x.shape)}`);
   const be = x.backend;
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   be.layerNorm(x.data, w.data, b.data, dim, eps, out);
   return result(out, x.shape, [x, w, b], (g) => {
     be.layerNormBackward(
@@ -249,7 +250,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const dim = x.dim(-1);
   if (w.size !== dim) fail("rmsNorm", `weight ${shapeStr(w.shape)} does not fit ${shapeStr(x.shape)}`);
   const be = x.backend;
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   be.rmsNorm(x.data, w.data, dim, eps, out);
   return result(out, x.shape, [x, w], (g) => {
     be.rmsNormBackward(x.data, w.data, g, dim, eps, x.requiresGrad ? x.gradBuffer() : null, w.requiresGrad ? w.gradBuffer() : null);
@@ -263,7 +264,7 @@ export function rope(x: Tensor, positions: Int32Array, invFreq: Float64Array): T
     fail("rope", `x ${shapeStr(x.shape)}, ${positions.length} positions, ${invFreq.length} frequencies`);
   }
   const be = x.backend;
-  const out = new Float32Array(x.size);
+  const out = outputBuffer(x.size);
   be.rope(x.data, positions, h, d, invFreq, false, out);
   return result(out, x.shape, [x], (g) => {
     if (x.requiresGrad) addToGrad(x, (out) => be.rope(g, positions, h, d, invFreq, true, out));
@@ -299,7 +300,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     kvBatchStride: cap * kvHeads * headDim,
   };
   const be = q.backend;
-  const out = new Float32Array(q.size);
+  const out = outputBuffer(q.size);
   be.attention(q.data, k.data, v.data, out, p);
   return result(out, q.shape, [q, k, v], (g) => {
     be.attentionBackward(
@@ -314,7 +315,7 @@ export function embedding(table: Tensor, ids: Int32Array, shape: number[] = [ids
   const [vocab, dim] = table.shape;
   for (const id of ids) if (id < 0 || id >= vocab) fail("embedding", `token id ${id} outside the vocabulary of ${vocab}`);
   const be = table.backend;
-  const out = new Float32Array(ids.length * dim);
+  const out = outputBuffer(ids.length * dim);
   be.embedding(table.data, ids, dim, out);
   return result(out, [...shape, dim], [table], (g) => {
     if (table.requiresGrad) be.embeddingBackward(ids, g, dim, table.gradRowsBuffer(ids));
@@ -338,7 +339,7 @@ export function gatherRows(x: Tensor, rows: Int32Array): Tensor {
   const n = x.dim(0);
   const inner = x.size / n;
   for (const r of rows) if (r < 0 || r >= n) fail("gatherRows", `row ${r} outside ${n}`);
-  const out = new Float32Array(rows.length * inner);
+  const out = outputBuffer(rows.length * inner);
   rows.forEach((r, i) => out.set(x.data.subarray(r * inner, (r + 1) * inner), i * inner));
   return result(out, [rows.length, ...x.shape.slice(1)], [x], (g) => {
     if (!x.requiresGrad) return;

@@ -13,7 +13,7 @@
  */
 import { loadNativeAddon } from "./native-backend.js";
 import { decode32, decodeK, encodeQ5_0, encodeQ6K, encodeQx1, encodeQxK } from "./quant-blocks.js";
-import { f16BitsToF32Bits, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
+import { bf16ToF32Array, f16BitsToF32Bits, f16ToF32Array, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
 
 export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k";
 
@@ -75,7 +75,7 @@ const floatToHalf = (x: number, format: "bf16" | "f16") => {
   return format === "bf16" ? f32BitsToBf16Bits(u32[0]) : f32BitsToF16Bits(u32[0]);
 };
 
-type NativeQuantize = (x: Float32Array, format: PackedFormat, rows: number, cols: number, out: Uint8Array) => void;
+type NativeQuantize = (x: Float32Array | Uint16Array, format: PackedFormat, rows: number, cols: number, out: Uint8Array, source?: "bf16" | "f16") => void;
 let nativeQuantize: NativeQuantize | null | undefined;
 
 /** The addon's threaded quantizers (bit-identical to packPortable), or null without the addon. */
@@ -92,19 +92,34 @@ function nativeQuantizer(): NativeQuantize | null {
 
 /**
  * Packs a row-major f32 matrix. q formats round exactly as llama.cpp's quantize_row_*_ref does
- * (q8_0: max |w| -> ±127; q4_0: the signed max -> -8; the others in quant-blocks.ts), with the
- * native addon's threaded quantizers when it is built, else in TypeScript (packPortable).
+ * (q8_0: max |w| -> ±127; q4_0: the signed max -> -8; the others in quant-blocks.ts), bf16/f16
+ * to nearest even (dtypes.ts), with the native addon's threaded, vectorized code when it is
+ * built, else in TypeScript (packPortable): the same bytes.
  */
 export function packMatrix(w: Float32Array, rows: number, cols: number, format: PackedFormat): PackedMatrix {
   checkPack(w, rows, cols, format);
-  const quantize = format === "bf16" || format === "f16" ? null : nativeQuantizer();
+  const quantize = nativeQuantizer();
   if (!quantize) return packPortable(w, rows, cols, format);
   const data = new Uint8Array(rows * rowBytes(format, cols));
   quantize(w, format, rows, cols, data);
   return { format, rows, cols, data };
 }
 
-function checkPack(w: Float32Array, rows: number, cols: number, format: PackedFormat): void {
+/**
+ * Packs a row-major matrix of bf16 or f16 values (their bits): the same bytes as packMatrix of
+ * their f32 values, which the addon never makes (it widens a block at a time).
+ */
+export function packHalfMatrix(bits: Uint16Array, source: "bf16" | "f16", rows: number, cols: number, format: PackedFormat): PackedMatrix {
+  const quantize = nativeQuantizer();
+  if (!quantize) return packMatrix(source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits), rows, cols, format);
+  if (bits.length !== rows * cols) throw new Error(`packHalfMatrix: ${bits.length} values for [${rows}, ${cols}]`);
+  checkPack(bits, rows, cols, format);
+  const data = new Uint8Array(rows * rowBytes(format, cols));
+  quantize(bits, format, rows, cols, data, source);
+  return { format, rows, cols, data };
+}
+
+function checkPack(w: { length: number }, rows: number, cols: number, format: PackedFormat): void {
   if (w.length !== rows * cols) throw new Error(`packMatrix: ${w.length} values for [${rows}, ${cols}]`);
   if (cols % blockSize(format) !== 0) {
     throw new Error(`packMatrix: ${format} needs a column count that is a multiple of ${blockSize(format)}, got ${cols}`);

@@ -186,6 +186,47 @@ function topologicalOrder(root: Tensor): Tensor[] {
  * Builds an op result: when any input requires grad, the output does too and remembers the
  * backward closure.
  */
+/**
+ * A buffer op outputs are carved from inside `withScratch`, instead of fresh arrays: inference
+ * steps whose intermediates die with the step (decode) then allocate no array per op and token.
+ */
+export class Scratch {
+  buf = new Float32Array(0);
+  used = 0;
+}
+
+let scratch: Scratch | null = null;
+
+/** A zeroed output buffer of n values: fresh, or a view of the scratch buffer in use. */
+export function outputBuffer(n: number): Float32Array {
+  const s = scratch;
+  if (!s) return new Float32Array(n);
+  if (s.used + n > s.buf.length) {
+    // views already handed out keep the old buffer; the next run starts in this bigger one
+    s.buf = new Float32Array(Math.max(2 * s.buf.length, s.used + n, 1 << 16));
+    s.used = 0;
+  }
+  const out = s.buf.subarray(s.used, s.used + n);
+  s.used += n;
+  return out.fill(0);
+}
+
+/**
+ * Runs `fn` with op outputs carved from `s`, reused from its start on each run: nothing computed
+ * inside may be kept past the next run, nor differentiated (its backward would read reused data).
+ */
+export function withScratch<T>(s: Scratch, fn: () => T): T {
+  if (scratch === s) return fn();
+  const before = scratch;
+  scratch = s;
+  s.used = 0;
+  try {
+    return fn();
+  } finally {
+    scratch = before;
+  }
+}
+
 export function result(
   data: Float32Array, shape: Shape, inputs: Tensor[], backward: (grad: Float32Array) => void,
 ): Tensor {

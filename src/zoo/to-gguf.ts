@@ -12,11 +12,11 @@ import type { WeightReader } from "../io/weights.js";
 import { CLIP_KEY, GGUF_CLIP_ARCHITECTURE, ggufFromCanonical, LLM_KEY, llmKey, permutedHeads, permuteRows, TOKENIZER_KEY } from "../llava/gguf-names.js";
 import { partOf } from "../llava/keys.js";
 import { type ModelSpec, readModelSpec, requireTower } from "../llava/spec.js";
-import { quantFormat } from "../llava/precision.js";
+import { keptFormat, quantFormat } from "../llava/precision.js";
 import { openCheckpointWeights } from "../llava/weights.js";
 import { loadImageProcessorConfig, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD } from "../image/processor.js";
 import { ggmlTypeOf } from "../tensor/ggml-types.js";
-import { fittingFormat, packMatrix, type PackedFormat } from "../tensor/packed.js";
+import { fittingFormat, packHalfMatrix, packMatrix, type PackedFormat } from "../tensor/packed.js";
 import { LlavaError } from "../util/errors.js";
 import type { ConvertResult } from "./common.js";
 import { llamaGgufVocab } from "./gguf-vocab.js";
@@ -36,6 +36,12 @@ export interface ToGgufOptions {
   visionTower?: string;
   out: string;
   type?: GgufFileType;
+  /**
+   * Store every tensor in the format the loader keeps it in under --load-8bit (q8_0) or
+   * --load-4bit (q4_0), f32 where it keeps f32, instead of llama.cpp's choices for `type`
+   * (`llava convert quantize`): loading the pair then reads the packed blocks as stored.
+   */
+  asLoaded?: "q8_0" | "q4_0";
   force?: boolean;
   progress?: ProgressSink;
 }
@@ -54,6 +60,12 @@ export function llmTensorType(canonical: string, shape: number[], type: GgufFile
   return fittingFormat(quantFormat(canonical, type, layers), shape[shape.length - 1]) ?? "f16";
 }
 
+/** The type a tensor (canonical name) is kept in by the loader under --load-8bit / --load-4bit. */
+export function loadedTensorType(canonical: string, shape: number[], quantize: "q8_0" | "q4_0"): Stored {
+  if (shape.length !== 2) return "f32";
+  return fittingFormat(keptFormat(canonical, { quantize }), shape[1]) ?? "f32";
+}
+
 /** The bytes of an f32 tensor (shape as in torch) stored as `type`. */
 export function encodeTensor(values: Float32Array, shape: number[], type: Stored): Uint8Array {
   if (type === "f32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
@@ -63,13 +75,25 @@ export function encodeTensor(values: Float32Array, shape: number[], type: Stored
 
 const ggmlDims = (shape: number[]) => (shape.length ? [...shape].reverse() : [1]);
 
-function tensor(reader: WeightReader, canonical: string, name: string, type: Stored, transform?: (w: Float32Array) => Float32Array): GgufTensorToWrite {
-  const { shape } = reader.info(canonical);
-  return { name, type: ggmlTypeOf(type).name, ne: ggmlDims(shape), data: () => encodeTensor((transform ?? ((w) => w))(reader.readF32(canonical)), shape, type) };
+/** A tensor to write; `permute` reorders its rows (as bytes). 16-bit stored weights are packed from their bits. */
+function tensor(reader: WeightReader, canonical: string, name: string, type: Stored, permute: (rows: Uint8Array) => Uint8Array = (b) => b): GgufTensorToWrite {
+  const { shape, dtype } = reader.info(canonical);
+  const data = () => {
+    if (type !== "f32" && shape.length === 2 && (dtype === "BF16" || dtype === "F16")) {
+      let raw = permute(reader.readRaw(canonical).bytes);
+      if (raw.byteOffset % 2) raw = raw.slice();
+      const bits = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+      return packHalfMatrix(bits, dtype === "BF16" ? "bf16" : "f16", shape[0], shape[1], type).data;
+    }
+    const w = reader.readF32(canonical);
+    const rows = permute(new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
+    return encodeTensor(new Float32Array(rows.buffer, rows.byteOffset, rows.byteLength / 4), shape, type);
+  };
+  return { name, type: ggmlTypeOf(type).name, ne: ggmlDims(shape), data };
 }
 
 /** The LLM file's tensors, in llama.cpp's order (embedding, blocks, norm, output). */
-function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType): GgufTensorToWrite[] {
+function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType, asLoaded?: "q8_0" | "q4_0"): GgufTensorToWrite[] {
   const { numAttentionHeads, numKeyValueHeads } = spec.text;
   const tensors: Array<GgufTensorToWrite & { order: number[] }> = [];
   for (const canonical of reader.names()) {
@@ -79,10 +103,11 @@ function llmTensors(reader: WeightReader, spec: ModelSpec, type: GgufFileType): 
     const { shape } = reader.info(canonical);
     // llama.cpp rotates adjacent pairs, so the query and key rows go in convert_hf_to_gguf.py's order
     const heads = permutedHeads(canonical, { q: numAttentionHeads, kv: numKeyValueHeads });
-    const permute = heads ? (w: Float32Array) => new Float32Array(permuteRows(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), shape[0], w.byteLength / shape[0], heads, false).buffer) : undefined;
+    const permute = heads ? (b: Uint8Array) => permuteRows(b, shape[0], b.byteLength / shape[0], heads, false) : undefined;
     const block = /^blk\.(\d+)\./.exec(name);
     const order = name === "token_embd.weight" ? [0, 0] : block ? [1, Number(block[1])] : [2, name === OUTPUT ? 1 : 0];
-    tensors.push({ ...tensor(reader, canonical, name, llmTensorType(canonical, shape, type, spec.text.numHiddenLayers), permute), order });
+    const stored = asLoaded ? loadedTensorType(canonical, shape, asLoaded) : llmTensorType(canonical, shape, type, spec.text.numHiddenLayers);
+    tensors.push({ ...tensor(reader, canonical, name, stored, permute), order });
   }
   if (!tensors.some((t) => t.name === "token_embd.weight")) throw new LlavaError(`${reader.source}: no token embedding (model.embed_tokens.weight)`);
   tensors.sort((a, b) => a.order[0] - b.order[0] || a.order[1] - b.order[1] || (a.name < b.name ? -1 : 1));
@@ -138,7 +163,7 @@ function featureLayerOf(spec: ModelSpec, layers: number): number {
 }
 
 /** The mmproj tensors: the tower up to the feature layer (clip.cpp runs every block it finds), the projector, image_newline. */
-function mmprojTensors(reader: WeightReader, featureLayer: number): GgufTensorToWrite[] {
+function mmprojTensors(reader: WeightReader, featureLayer: number, asLoaded?: "q8_0" | "q4_0"): GgufTensorToWrite[] {
   const tensors: GgufTensorToWrite[] = [];
   for (const canonical of reader.names()) {
     if (partOf(canonical) === "llm") continue;
@@ -148,7 +173,7 @@ function mmprojTensors(reader: WeightReader, featureLayer: number): GgufTensorTo
     if ((layer && Number(layer[1]) >= featureLayer) || name.startsWith("v.post_ln.")) continue;
     const { shape } = reader.info(canonical);
     // as the reference converter: matrices and the patch convolution in f16, vectors in f32
-    const type: Stored = shape.length >= 2 && name.endsWith(".weight") ? "f16" : "f32";
+    const type: Stored = asLoaded ? loadedTensorType(canonical, shape, asLoaded) : shape.length >= 2 && name.endsWith(".weight") ? "f16" : "f32";
     tensors.push(tensor(reader, canonical, name, type));
   }
   return tensors;
@@ -213,9 +238,9 @@ export async function convertToGguf(opts: ToGgufOptions): Promise<ToGgufResult> 
     const { reader } = weights;
     if (weights.kind !== "full") throw new LlavaError(`${spec.dir}: holds no full model weights (a LoRA or projector-only checkpoint?); merge it first with "llava convert merge-lora"`);
     const featureLayer = featureLayerOf(spec, tower.numHiddenLayers);
-    const llm = llmTensors(reader, spec, type);
+    const llm = llmTensors(reader, spec, type, opts.asLoaded);
     const rows = llm.find((t) => t.name === "token_embd.weight")!.ne[1];
-    const mmproj = mmprojTensors(reader, featureLayer);
+    const mmproj = mmprojTensors(reader, featureLayer, opts.asLoaded);
     const llmMd = llmMetadata(spec, name, type, rows);
     const mmprojMd = await mmprojMetadata(spec, name, featureLayer);
     const notes = [`vision tower written up to layer ${featureLayer} of ${tower.numHiddenLayers} (the feature layer LLaVA reads)`];
