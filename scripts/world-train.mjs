@@ -53,7 +53,7 @@ const COMMON = [
 const STAGES = [
   { name: "vision", data: "cells.json", options: ["--stage", "vision", "--learning-rate", "3e-3", "--max-steps", "1500"] },
   { name: "stage1", data: "pretrain.json", options: ["--stage", "pretrain", "--version", "plain", "--tune-mm-mlp-adapter", "False", "--learning-rate", "3e-3", "--max-steps", "300"] },
-  { name: "stage2", data: "finetune.json", options: ["--stage", "finetune", "--group-by-modality-length", "False", "--learning-rate", "3e-3", "--max-steps", "600"] },
+  { name: "stage2", data: "finetune.json", options: ["--stage", "finetune", "--group-by-modality-length", "False", "--learning-rate", "3e-3", "--max-steps", "1000"] },
 ];
 
 /** The files of a model folder that ship (the trainer's own records stay behind). */

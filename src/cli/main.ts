@@ -40,7 +40,7 @@ commands:
          write a procedural world of coloured shapes as stage-1/stage-2 training data and a held-out test
   eval <script> [options]
          the reference's evaluation scripts (scorers, converters, reviews) with their own options (llava eval --help)
-  train --stage pretrain|finetune --model-name-or-path DIR --data-path FILE --output-dir DIR [...]
+  train --stage pretrain|finetune|vision --model-name-or-path DIR --data-path FILE --output-dir DIR [...]
          LLaVA's two-stage training recipe with the reference's options (llava train --help);
          --print-reference-command prints the reference trainer's equivalent deepspeed command
   bench  (--model-path DIR | --model bench-small|bench-1b) [--precision P] [--threads N] [--phases LIST] [--runs N] [--json]

@@ -33,7 +33,7 @@ interface OptionSpec {
   ignored?: true;
 }
 
-const STAGES = ["vision", "pretrain", "finetune"] as const;
+const STAGES = ["pretrain", "finetune", "vision"] as const;
 
 /** Every option, in the order --help lists them. */
 export const OPTION_SPECS = {

@@ -66,8 +66,8 @@ test("bad options: one message each, unknown ones with a suggestion", () => {
       return e instanceof UsageError && !e.message.includes("\n");
     },
   );
-  assert.throws(() => parseTrainOptions(["--stage", "x", ...REQUIRED]), /--stage must be one of pretrain, finetune/);
-  assert.throws(() => parseTrainOptions([]), /--stage pretrain\|finetune is required; --model-name-or-path is required; --data-path is required; --output-dir is required/);
+  assert.throws(() => parseTrainOptions(["--stage", "x", ...REQUIRED]), /--stage must be one of pretrain, finetune, vision/);
+  assert.throws(() => parseTrainOptions([]), /--stage pretrain\|finetune\|vision is required; --model-name-or-path is required; --data-path is required; --output-dir is required/);
   assert.throws(() => parseTrainOptions(["--stage", "pretrain", ...REQUIRED, "--lora_enable"]), /--lora-enable applies to --stage finetune/);
   assert.throws(() => parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--bits", "4"]), /--bits 4 quantizes a frozen base: it needs --lora-enable/);
   assert.throws(() => parseTrainOptions(["--stage", "finetune", ...REQUIRED, "--version", "vicuna_v2"]), /--version vicuna_v2: no such template \(default, v0, v1, vicuna_v1/);
