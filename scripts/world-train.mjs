@@ -68,7 +68,7 @@ const OPTIONS = {
   work: { type: "string", default: path.join(ROOT, "runs", "world") },
   ship: { type: "string", default: defaultModelDir() },
   seed: { type: "string", default: "0" },
-  train: { type: "string", default: "3000" },
+  train: { type: "string", default: "4000" },
   test: { type: "string", default: "100" },
   "max-steps": { type: "string" },
   "min-overall": { type: "string", default: "0.9" },
