@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { loadImages } from "../image/decode.js";
-import { readJsonFile } from "../io/files.js";
+import { isFile, readJsonFile } from "../io/files.js";
 import { partOf } from "../llava/keys.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { prepareImages } from "../llava/pipeline.js";
@@ -127,6 +127,9 @@ export async function runVisionStage(opts: TrainOptions, hooks: TrainerHooks = {
   const patchCell = new Map<number, Int32Array>();
   const cellsOf = (grid: number) => patchCell.get(grid) ?? patchCell.set(grid, patchCells(side, grid)).get(grid)!;
   const folder = opts.image_folder ?? "";
+  // a missing image stops the run before step 1, not hundreds of steps in
+  const missing = records.filter((r) => !isFile(path.join(folder, r.image)));
+  if (missing.length) throw new LlavaError(`${missing.length} of ${records.length} images of ${opts.data_path} are not in ${folder || "."}: ${missing.slice(0, 3).map((r) => r.image).join(", ")}`);
   return train({
     parameters,
     numSamples: records.length,

@@ -110,5 +110,7 @@ describe("llava train --stage vision", () => {
     fs.copyFileSync(path.join(MODELS, "..", "images", "gradient_640x480.png"), wide);
     const file = writeJson("wide.json", [{ id: "w", image: "wide.png", grid: 3, cells: [{ color: "red" }, null, null, null, null, null, null, null, null] }]);
     assertCleanError(llava([...common(path.join(tmp, "o3")), "--data-path", file, "--max-steps", "1"]), /wide\.png: cell labels need square images, this one is 640x480/);
+    const gone = writeJson("gone.json", [{ id: "g", image: "gone.png", grid: 1, cells: [{ color: "red" }] }]);
+    assertCleanError(llava([...common(path.join(tmp, "o4")), "--data-path", gone, "--max-steps", "1"]), /1 of 1 images of .*gone\.json are not in .*images: gone\.png/);
   });
 });
