@@ -33,14 +33,14 @@ const { defaultModelDir } = await import(path.join(ROOT, "dist/src/llava/default
 const { writeModelCard } = await import(path.join(ROOT, "scripts/world-model-card.mjs"));
 
 /**
- * The model: a CLIP-style tower that sees the 3x3 grid as 3x3 patches of 32 px, mlp2x_gelu, a
+ * The model: a CLIP-style tower that sees the 3x3 grid as 3x3 patches of 48 px, mlp2x_gelu, a
  * 2-layer LLaMA. Its initializer_range is 1/√hidden rather than transformers' 0.02, which suits
  * widths in the thousands: at hidden 64 it starts the attention so flat that stage 1 learns
  * several times slower.
  */
 const MODEL_SHAPE = {
   text: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 512, initializer_range: 0.125 },
-  vision: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 3, num_attention_heads: 4, image_size: 96, patch_size: 32, hidden_act: "quick_gelu", layer_norm_eps: 1e-5 },
+  vision: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 3, num_attention_heads: 4, image_size: 144, patch_size: 48, hidden_act: "quick_gelu", layer_norm_eps: 1e-5 },
 };
 
 /** Settings every stage shares: whole batches of 32 on a CPU, no recomputation (the model is small). */

@@ -45,7 +45,7 @@ test("a shortened recipe runs end to end: the loss falls, every file is written 
   assert.match(fs.readFileSync(path.join(ship, "README.md"), "utf8"), /\| \*\*overall\*\* \| 20 \|/);
   const loaded = await loadLlava(ship);
   assert.equal(loaded.format, "hf-llava");
-  assert.equal((loaded.spec.config.vision_config as { image_size: number }).image_size, 96);
+  assert.equal((loaded.spec.config.vision_config as { image_size: number }).image_size, 144);
   // a real LLaVA-1.5 checkpoint: it converts to the original format, which loads too
   const original = path.join(tmp, "original");
   const converted = llava(["convert", "to-original", "--model-path", ship, "--out", original]);
