@@ -3,7 +3,7 @@
  * missing or mis-shaped tensor fails with the file and the name rather than deep in a kernel.
  */
 import type { Backend } from "../tensor/backend.js";
-import { fittingFormat, packHalfMatrix, type PackedFormat, packMatrix } from "../tensor/packed.js";
+import { fittingFormat, type PackedFormat, packMatrix, packStoredHalfMatrix } from "../tensor/packed.js";
 import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -56,12 +56,6 @@ const NOTHING: TensorSource = {
     throw new LlavaError(`dry run: no tensor "${name}"`);
   },
 };
-
-/** Little-endian 16-bit values as a Uint16Array (a copy only when the bytes are not 2-aligned). */
-function halfBits(bytes: Uint8Array): Uint16Array {
-  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
-  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
-}
 
 export class ParamLoader {
   constructor(
@@ -130,8 +124,8 @@ export class ParamLoader {
       // 16-bit weights packed from their stored bits, with no f32 copy of the matrix
       const n = 2 * shape[0] * shape[1];
       if (this.staging.bytes.length < n) this.staging.bytes = new Uint8Array(n);
-      const bits = halfBits(this.source.readRaw(full, this.staging.bytes).bytes);
-      return new PackedTensor(packHalfMatrix(bits, stored === "BF16" ? "bf16" : "f16", shape[0], shape[1], format), this.backend);
+      const { bytes } = this.source.readRaw(full, this.staging.bytes);
+      return new PackedTensor(packStoredHalfMatrix(bytes, stored, shape[0], shape[1], format), this.backend);
     }
     return new PackedTensor(packMatrix(this.source.readF32(full), shape[0], shape[1], format), this.backend);
   }

@@ -119,6 +119,16 @@ export function packHalfMatrix(bits: Uint16Array, source: "bf16" | "f16", rows: 
   return { format, rows, cols, data };
 }
 
+/**
+ * packHalfMatrix of a tensor's stored little-endian BF16 or F16 bytes (copied only when they are
+ * not 2-byte aligned, as a Uint16Array view needs).
+ */
+export function packStoredHalfMatrix(bytes: Uint8Array, dtype: "BF16" | "F16", rows: number, cols: number, format: PackedFormat): PackedMatrix {
+  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  const bits = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+  return packHalfMatrix(bits, dtype === "BF16" ? "bf16" : "f16", rows, cols, format);
+}
+
 function checkPack(w: { length: number }, rows: number, cols: number, format: PackedFormat): void {
   if (w.length !== rows * cols) throw new Error(`packMatrix: ${w.length} values for [${rows}, ${cols}]`);
   if (cols % blockSize(format) !== 0) {

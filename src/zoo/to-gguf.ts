@@ -16,7 +16,7 @@ import { keptFormat, quantFormat } from "../llava/precision.js";
 import { openCheckpointWeights } from "../llava/weights.js";
 import { loadImageProcessorConfig, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD } from "../image/processor.js";
 import { ggmlTypeOf } from "../tensor/ggml-types.js";
-import { fittingFormat, packHalfMatrix, packMatrix, type PackedFormat } from "../tensor/packed.js";
+import { fittingFormat, packMatrix, packStoredHalfMatrix, type PackedFormat } from "../tensor/packed.js";
 import { LlavaError } from "../util/errors.js";
 import type { ConvertResult } from "./common.js";
 import { llamaGgufVocab } from "./gguf-vocab.js";
@@ -80,10 +80,7 @@ function tensor(reader: WeightReader, canonical: string, name: string, type: Sto
   const { shape, dtype } = reader.info(canonical);
   const data = () => {
     if (type !== "f32" && shape.length === 2 && (dtype === "BF16" || dtype === "F16")) {
-      let raw = permute(reader.readRaw(canonical).bytes);
-      if (raw.byteOffset % 2) raw = raw.slice();
-      const bits = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
-      return packHalfMatrix(bits, dtype === "BF16" ? "bf16" : "f16", shape[0], shape[1], type).data;
+      return packStoredHalfMatrix(permute(reader.readRaw(canonical).bytes), dtype, shape[0], shape[1], type).data;
     }
     const w = reader.readF32(canonical);
     const rows = permute(new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
