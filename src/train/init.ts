@@ -68,16 +68,23 @@ function startOf(config: Json, configFile: string): Start {
  */
 export function freshProjector(type: string, inDim: number, outDim: number, seed: number): TensorToWrite[] {
   const rng = new Rng(seed);
-  const uniform = (n: number, bound: number) => Float32Array.from({ length: n }, () => bound * (2 * rng.next() - 1));
   return projectorLinearNames(type).flatMap((name, i) => {
     const fanIn = i === 0 ? inDim : outDim;
-    const bound = 1 / Math.sqrt(fanIn);
+    const { weight, bias } = torchLinearInit(rng, outDim, fanIn);
     const prefix = `${PREFIX.projector}${name ? `${name}.` : ""}`;
     return [
-      { name: `${prefix}weight`, dtype: "F32" as const, shape: [outDim, fanIn], data: uniform(outDim * fanIn, bound) },
-      { name: `${prefix}bias`, dtype: "F32" as const, shape: [outDim], data: uniform(outDim, bound) },
+      { name: `${prefix}weight`, dtype: "F32" as const, shape: [outDim, fanIn], data: weight },
+      { name: `${prefix}bias`, dtype: "F32" as const, shape: [outDim], data: bias },
     ];
   });
+}
+
+/** torch's nn.Linear default: weight [out, in] then bias, each uniform in ±1/√in, drawn from `rng` in that order. */
+export function torchLinearInit(rng: Rng, outDim: number, inDim: number): { weight: Float32Array; bias: Float32Array } {
+  const bound = 1 / Math.sqrt(inDim);
+  const uniform = (n: number) => Float32Array.from({ length: n }, () => bound * (2 * rng.next() - 1));
+  const weight = uniform(outDim * inDim);
+  return { weight, bias: uniform(outDim) };
 }
 
 /**

@@ -24,7 +24,7 @@ import { add, crossEntropy, linear, reshape, scale } from "../tensor/ops.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { Rng } from "../util/random.js";
-import { initTrainingModel } from "./init.js";
+import { initTrainingModel, torchLinearInit } from "./init.js";
 import type { TrainOptions } from "./options.js";
 import { trainerOptions } from "./recipe.js";
 import { saveFullModel } from "./save.js";
@@ -94,16 +94,14 @@ export function patchCells(side: number, grid: number): Int32Array {
   return cells;
 }
 
-/** One linear head per attribute, initialised as torch's nn.Linear (uniform in ±1/√fan_in). */
+/** One linear head per attribute, initialised as torch's nn.Linear. */
 function freshHeads(classes: Map<string, string[]>, hidden: number, loaded: LoadedLlava, seed: number): Map<string, { weight: Tensor; bias: Tensor }> {
   const rng = new Rng(seed);
-  const bound = 1 / Math.sqrt(hidden);
-  const uniform = (n: number) => Float32Array.from({ length: n }, () => bound * (2 * rng.next() - 1));
   const be = loaded.model.backend;
-  return new Map([...classes].map(([name, values]) => [name, {
-    weight: new Tensor(uniform(values.length * hidden), [values.length, hidden], be, true),
-    bias: new Tensor(uniform(values.length), [values.length], be, true),
-  }]));
+  return new Map([...classes].map(([name, values]) => {
+    const { weight, bias } = torchLinearInit(rng, values.length, hidden);
+    return [name, { weight: new Tensor(weight, [values.length, hidden], be, true), bias: new Tensor(bias, [values.length], be, true) }];
+  }));
 }
 
 /** Runs `llava train --stage vision` with checked options; see the file comment. */
