@@ -183,10 +183,6 @@ function topologicalOrder(root: Tensor): Tensor[] {
 }
 
 /**
- * Builds an op result: when any input requires grad, the output does too and remembers the
- * backward closure.
- */
-/**
  * A buffer op outputs are carved from inside `withScratch`, instead of fresh arrays: inference
  * steps whose intermediates die with the step (decode) then allocate no array per op and token.
  */
@@ -227,6 +223,10 @@ export function withScratch<T>(s: Scratch, fn: () => T): T {
   }
 }
 
+/**
+ * Builds an op result: when any input requires grad, the output does too and remembers the
+ * backward closure.
+ */
 export function result(
   data: Float32Array, shape: Shape, inputs: Tensor[], backward: (grad: Float32Array) => void,
 ): Tensor {
