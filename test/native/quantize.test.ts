@@ -5,7 +5,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { packMatrix, packPortable, type PackedFormat } from "../../src/tensor/packed.js";
+import { bf16ToF32Array, f16ToF32Array } from "../../src/tensor/dtypes.js";
+import { packHalfMatrix, packMatrix, packPortable, type PackedFormat } from "../../src/tensor/packed.js";
 import { randInts, randn, tryLoadAddon } from "./helpers.js";
 
 const { addon, skip } = tryLoadAddon();
@@ -20,6 +21,12 @@ function weights(kind: string, n: number, seed: number): Float32Array {
     case "skewed": return g.map((v) => Math.abs(v) + 0.5);
     default: return g.map((v, i) => (i % 256 < 64 ? 0 : i % 256 < 128 ? 0.25 : v)); // zero and constant blocks
   }
+}
+
+/** Asserts that packing bf16/f16 `bits` natively writes the bytes packPortable writes from their f32 values. */
+function assertHalfPacking(bits: Uint16Array, source: "bf16" | "f16", rows: number, cols: number, format: PackedFormat, label: string): void {
+  const wide = source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits);
+  assert.ok(Buffer.from(packHalfMatrix(bits, source, rows, cols, format).data).equals(Buffer.from(packPortable(wide, rows, cols, format).data)), label);
 }
 
 test("native quantizers write the TypeScript encoders' bytes, for any thread count", { skip }, () => {
@@ -117,8 +124,6 @@ function halfBits(n: number, seed: number, source: "bf16" | "f16", special: bool
 }
 
 test("q8_0 and q4_0 vector quantizers of every kernel variant write the TypeScript encoders' bytes, from f32, bf16 and f16, for 1 and 2 threads", { skip }, async () => {
-  const { packHalfMatrix } = await import("../../src/tensor/packed.js");
-  const { bf16ToF32Array, f16ToF32Array } = await import("../../src/tensor/dtypes.js");
   const before = addon!.settings();
   try {
     for (const isa of before.isas) {
@@ -131,12 +136,7 @@ test("q8_0 and q4_0 vector quantizers of every kernel variant write the TypeScri
             for (const w of [edgeBlocks(cols, rows, seed++), weights("ties", rows * cols, seed++), weights("tiny", rows * cols, seed++)]) {
               assert.ok(Buffer.from(packMatrix(w, rows, cols, format).data).equals(Buffer.from(packPortable(w, rows, cols, format).data)), `${label} f32`);
             }
-            for (const source of ["bf16", "f16"] as const) {
-              const bits = halfBits(rows * cols, seed++, source, false);
-              const wide = source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits);
-              const got = packHalfMatrix(bits, source, rows, cols, format);
-              assert.ok(Buffer.from(got.data).equals(Buffer.from(packPortable(wide, rows, cols, format).data)), `${label} ${source}`);
-            }
+            for (const source of ["bf16", "f16"] as const) assertHalfPacking(halfBits(rows * cols, seed++, source, false), source, rows, cols, format, `${label} ${source}`);
           }
         }
       }
@@ -149,7 +149,6 @@ test("q8_0 and q4_0 vector quantizers of every kernel variant write the TypeScri
 // (where 1/d overflows, C converts infinities to integers, which it leaves undefined, so the
 // TypeScript encoders are no oracle there: the scalar C code is)
 test("the vector quantizers leave blocks with infinities, NaN or an overflowing 1/d to the scalar code: the portable variant's bytes", { skip }, async () => {
-  const { packHalfMatrix } = await import("../../src/tensor/packed.js");
   const before = addon!.settings();
   const [rows, cols] = [9, 256];
   const w = randn(rows * cols, 5);
@@ -172,8 +171,6 @@ test("the vector quantizers leave blocks with infinities, NaN or an overflowing 
 });
 
 test("bf16 and f16 packing of every kernel variant writes the TypeScript conversions' bits, from f32, bf16 and f16 (NaN, infinities, subnormals, ties), for 1 and 2 threads", { skip }, async () => {
-  const { packHalfMatrix } = await import("../../src/tensor/packed.js");
-  const { bf16ToF32Array, f16ToF32Array } = await import("../../src/tensor/dtypes.js");
   const before = addon!.settings();
   try {
     for (const isa of before.isas) {
@@ -189,11 +186,7 @@ test("bf16 and f16 packing of every kernel variant writes the TypeScript convers
               u[i] = [0x7fc00001, 0xff800000, 0x00000101, 0x33800000, 0x477ff000, 0x3f808000, 0x3f818000][(i / 5) % 7]; // NaN, -inf, subnormal, f16 ties
             }
             assert.ok(Buffer.from(packMatrix(w, rows, cols, format).data).equals(Buffer.from(packPortable(w, rows, cols, format).data)), `${label} f32`);
-            for (const source of ["bf16", "f16"] as const) {
-              const bits = halfBits(rows * cols, seed++, source, true);
-              const wide = source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits);
-              assert.ok(Buffer.from(packHalfMatrix(bits, source, rows, cols, format).data).equals(Buffer.from(packPortable(wide, rows, cols, format).data)), `${label} ${source}`);
-            }
+            for (const source of ["bf16", "f16"] as const) assertHalfPacking(halfBits(rows * cols, seed++, source, true), source, rows, cols, format, `${label} ${source}`);
           }
         }
       }
@@ -204,20 +197,13 @@ test("bf16 and f16 packing of every kernel variant writes the TypeScript convers
 });
 
 test("the other q formats from bf16 and f16 bits (widened a block at a time) write the TypeScript encoders' bytes on every variant", { skip }, async () => {
-  const { packHalfMatrix } = await import("../../src/tensor/packed.js");
-  const { bf16ToF32Array, f16ToF32Array } = await import("../../src/tensor/dtypes.js");
   const before = addon!.settings();
   try {
     for (const isa of before.isas) {
       addon!.configure({ isa, threads: 2 });
       let seed = 70;
       for (const format of ["q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"] as PackedFormat[]) {
-        for (const source of ["bf16", "f16"] as const) {
-          const [rows, cols] = [3, 512];
-          const bits = halfBits(rows * cols, seed++, source, false);
-          const wide = source === "bf16" ? bf16ToF32Array(bits) : f16ToF32Array(bits);
-          assert.ok(Buffer.from(packHalfMatrix(bits, source, rows, cols, format).data).equals(Buffer.from(packPortable(wide, rows, cols, format).data)), `${isa} ${format} ${source}`);
-        }
+        for (const source of ["bf16", "f16"] as const) assertHalfPacking(halfBits(3 * 512, seed++, source, false), source, 3, 512, format, `${isa} ${format} ${source}`);
       }
     }
   } finally {
