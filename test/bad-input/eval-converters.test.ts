@@ -2,11 +2,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { assertCleanError, llava } from "../helpers/cli.js";
+import { tempDir } from "../helpers/tmp.js";
 
-const scratch = () => fs.mkdtempSync(path.join(os.tmpdir(), "llava-eval-bad-"));
+const scratch = () => tempDir("llava-eval-bad-");
 
 test("an answers file that is not UTF-8, holds a blank line, or is a folder", () => {
   const dir = scratch();

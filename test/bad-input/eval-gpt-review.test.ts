@@ -6,18 +6,18 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { ROOT } from "../helpers/paths.js";
 import { assertCleanError as assertOneError, llava, type CliResult } from "../helpers/cli.js";
 import { llavaAsync, startFakeJudge } from "../eval/fake-judge.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const DATA = path.join(ROOT, "test", "eval", "data", "eval_gpt_review_bench");
 /** No judge listens here: a test that reached a request would fail on it. */
 const NOWHERE = "http://127.0.0.1:9/v1";
 
 function workdir(edit: (dir: string) => void = () => {}): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-review-bad-"));
+  const dir = tempDir("llava-review-bad-");
   for (const f of fs.readdirSync(DATA)) if (f.includes(".")) fs.copyFileSync(path.join(DATA, f), path.join(dir, f));
   edit(dir);
   return dir;
@@ -92,7 +92,7 @@ test("answers from another question file and short files: reviewed as the refere
 });
 
 test("summarize_gpt_review: a category whose reference mean is 0 is the reference's ZeroDivisionError, in one line", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-summary-bad-"));
+  const dir = tempDir("llava-summary-bad-");
   fs.writeFileSync(path.join(dir, "review_x.jsonl"), '{"question_id": 1, "category": "conv", "tuple": [0, 5]}\n');
   assertCleanError(llava(["eval", "summarize_gpt_review", "-d", dir]), /mean reference score of all is 0 .*float division by zero/);
   fs.writeFileSync(path.join(dir, "review_x.jsonl"), '{"question_id": 1, "category": "conv", "tuple": [7]}\n');

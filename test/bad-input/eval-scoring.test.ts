@@ -6,13 +6,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { assertCleanError, llava } from "../helpers/cli.js";
+import { tempDir } from "../helpers/tmp.js";
 
 /** A working folder holding `files` (name -> text). */
 function folder(files: Record<string, string>): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-eval-bad-"));
+  const dir = tempDir("llava-eval-bad-");
   for (const [name, text] of Object.entries(files)) {
     fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
     fs.writeFileSync(path.join(dir, name), text);

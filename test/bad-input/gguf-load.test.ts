@@ -8,7 +8,7 @@ import { ggufConvMode } from "../../src/llava/gguf-load.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { MODELS } from "../helpers/paths.js";
 import { kv } from "../io/gguf-build.js";
-import { tempDir } from "../io/tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 import { writeGgufPair, type PairOptions } from "../llava/gguf-pair.js";
 
 const dir = tempDir("llava-gguf-bad-load-");

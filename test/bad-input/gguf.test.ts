@@ -6,7 +6,7 @@ import { GgufFile, GgufValueType } from "../../src/io/gguf.js";
 import { ggufWeightReader } from "../../src/io/gguf-weights.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { buildGguf, kv } from "../io/gguf-build.js";
-import { tempDir } from "../io/tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const dir = tempDir("llava-gguf-bad-");
 let n = 0;

@@ -12,7 +12,7 @@ import { getChunk } from "../../src/eval/chunks.js";
 import { dumpJson, loadJson, type PyDict } from "../../src/io/python.js";
 import { llava, type CliResult } from "../helpers/cli.js";
 import { IMAGES, MODELS, ROOT } from "../helpers/paths.js";
-import { tempDir } from "../io/tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 export const DATA = path.join(ROOT, "test", "eval", "data");
 /** A short budget keeps the tests fast; the reference's own budget only changes the answers' length. */

@@ -1,17 +1,17 @@
 /** Running an eval command on a copy of its sample inputs (test/eval/data/<script>) and reading back what it wrote. */
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { llava, type CliResult } from "../helpers/cli.js";
 import { ROOT } from "../helpers/paths.js";
+import { tempDir } from "../helpers/tmp.js";
 
 /** Sample inputs and what the reference scripts printed and wrote for them (CPython 3.11, pandas 1.5.3, openpyxl 3.0.9, scikit-learn 1.2.1). */
 export const DATA = path.join(ROOT, "test", "eval", "data");
 
 /** A temporary copy of `test/eval/data/<script>` to run in (the committed data stays untouched). */
 export function sampleCopy(script: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `llava-eval-${script}-`));
+  const dir = tempDir(`llava-eval-${script}-`);
   fs.cpSync(path.join(DATA, script), dir, { recursive: true });
   return dir;
 }

@@ -6,10 +6,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { ROOT } from "../helpers/paths.js";
 import { llavaAsync, startFakeJudge, type Fault } from "./fake-judge.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const DATA = path.join(ROOT, "test", "eval", "data", "eval_gpt_review_bench");
 const expected = (name: string) => fs.readFileSync(path.join(DATA, "expected", name), "utf8");
@@ -17,7 +17,7 @@ const questions = fs.readFileSync(path.join(DATA, "questions.jsonl"), "utf8").tr
 const replies = JSON.parse(fs.readFileSync(path.join(DATA, "replies.json"), "utf8")) as string[];
 
 function workdir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-review-"));
+  const dir = tempDir("llava-review-");
   for (const f of fs.readdirSync(DATA)) if (f.includes(".")) fs.copyFileSync(path.join(DATA, f), path.join(dir, f));
   return dir;
 }

@@ -5,10 +5,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { ROOT } from "../helpers/paths.js";
 import { llavaAsync, startFakeJudge } from "./fake-judge.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const DATA = path.join(ROOT, "test", "eval", "data", "eval_gpt_review_visual");
 const expected = (name: string) => fs.readFileSync(path.join(DATA, "expected", name), "utf8");
@@ -16,7 +16,7 @@ const questions = fs.readFileSync(path.join(DATA, "qa90_questions.jsonl"), "utf8
 const replies = JSON.parse(fs.readFileSync(path.join(DATA, "replies.json"), "utf8")) as string[];
 
 test("COCO reviews: captions then boxes as Python prints them, the category's rule, the output written afresh", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-review-"));
+  const dir = tempDir("llava-review-");
   for (const f of fs.readdirSync(DATA)) if (f.includes(".")) fs.copyFileSync(path.join(DATA, f), path.join(dir, f));
   fs.writeFileSync(path.join(dir, "gpt4_text.jsonl"), '{"id": 1, "stale": true}\n');
   const judge = await startFakeJudge(questions, replies, { 0: [503] });
@@ -38,7 +38,7 @@ test("COCO reviews: captions then boxes as Python prints them, the category's ru
 });
 
 test("a review that fails every try: the others are written in order, the failure named, exit 1", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-review-"));
+  const dir = tempDir("llava-review-");
   for (const f of fs.readdirSync(DATA)) if (f.includes(".")) fs.copyFileSync(path.join(DATA, f), path.join(dir, f));
   const judge = await startFakeJudge(questions, replies, { 1: { always: "hang" } });
   try {

@@ -6,10 +6,10 @@
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { llava, type CliResult } from "../helpers/cli.js";
 import { ROOT } from "../helpers/paths.js";
+import { tempDir } from "../helpers/tmp.js";
 
 export const EVAL_DATA = path.join(ROOT, "test", "eval", "data");
 
@@ -21,7 +21,7 @@ function filesUnder(dir: string): string[] {
 /** Copies the case's inputs to a fresh working folder, runs `llava eval script ...args` there and checks stdout, status and files byte for byte. */
 export function runReferenceCase(script: string, caseName: string, expected: string, args: string[]): CliResult & { cwd: string } {
   const caseDir = path.join(EVAL_DATA, script, caseName);
-  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), `llava-${script}-`));
+  const cwd = tempDir(`llava-${script}-`);
   fs.cpSync(caseDir, cwd, { recursive: true, filter: (src) => !path.basename(src).startsWith("expected") });
   const inputs = new Set(filesUnder(cwd));
   const r = llava(["eval", script, ...args], { cwd });

@@ -5,7 +5,7 @@ import path from "node:path";
 import { MODELS } from "../helpers/paths.js";
 import { parseClipVisionConfig, parseLlamaConfig, readJsonFile, type LlamaConfig } from "../../src/io/config.js";
 import { LlavaError } from "../../src/util/errors.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const FILE = "/models/x/config.json";
 

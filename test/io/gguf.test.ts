@@ -6,7 +6,7 @@ import { GgufFile, GgufValueType } from "../../src/io/gguf.js";
 import { ggufWeightReader } from "../../src/io/gguf-weights.js";
 import { packMatrix } from "../../src/tensor/packed.js";
 import { buildGguf, kv } from "./gguf-build.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const dir = tempDir("llava-gguf-");
 

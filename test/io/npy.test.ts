@@ -5,7 +5,7 @@ import path from "node:path";
 import { CASES } from "../helpers/paths.js";
 import { encodeNpy, npyToNumbers, parseNpy, parsePythonLiteral, readNpy, writeNpy, type NpyArray } from "../../src/io/npy.js";
 import { LlavaError } from "../../src/util/errors.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const GRADIENT = path.join(CASES, "tiny-llava-1.5-mha", "gradient");
 

@@ -5,7 +5,7 @@ import path from "node:path";
 import { MODELS } from "../helpers/paths.js";
 import { WeightStore, writeSafetensors, writeShardedSafetensors } from "../../src/io/safetensors.js";
 import { LlavaError } from "../../src/util/errors.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const dir = tempDir();
 let counter = 0;

@@ -6,7 +6,7 @@ import { MODELS } from "../helpers/paths.js";
 import { f32ToBf16Array, f32ToF16Array } from "../../src/tensor/dtypes.js";
 import { WeightStore, writeSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
 import { LlavaError } from "../../src/util/errors.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const FIXTURE_COUNTS: Record<string, number> = {
   "tiny-clip-vit-56": 55,

@@ -5,7 +5,7 @@ import path from "node:path";
 import { MODELS } from "../helpers/paths.js";
 import { WeightStore, writeShardedSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
 import { parseSize, planShards, pythonJsonDumps } from "../../src/io/safetensors-write.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const u8 = (name: string, n: number): TensorToWrite => ({ name, dtype: "U8", shape: [n], data: new Uint8Array(n).fill(n) });
 

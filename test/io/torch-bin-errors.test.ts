@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { TorchBinStore } from "../../src/io/torch-bin.js";
 import { LlavaError } from "../../src/util/errors.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 import {
   Dict,
   Global,

@@ -7,7 +7,7 @@ import { TorchBinStore } from "../../src/io/torch-bin.js";
 import { WeightStore } from "../../src/io/safetensors.js";
 import { bf16ToF32Array, f16ToF32Array } from "../../src/tensor/dtypes.js";
 import { LlavaError } from "../../src/util/errors.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 import {
   Bytes,
   Dict,

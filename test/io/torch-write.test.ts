@@ -6,7 +6,7 @@ import { TorchBinStore } from "../../src/io/torch-bin.js";
 import { type TorchTensorToWrite, writeTorchBin } from "../../src/io/torch-write.js";
 import { bf16ToF32Array, f16ToF32Array, f32ToBf16Array, f32ToF16Array } from "../../src/tensor/dtypes.js";
 import { LlavaError } from "../../src/util/errors.js";
-import { tempDir } from "./tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 import { Dict, pyBytes, tensor, torchSaveZip, type Tensor } from "./torch-save.js";
 
 const dir = tempDir("llava-torchwrite-");

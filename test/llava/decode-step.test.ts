@@ -4,14 +4,13 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
 import { loadLlava } from "../../src/llava/load.js";
 import type { KVCache, LlamaForCausalLM } from "../../src/llava/llama.js";
 import { reshape, slice } from "../../src/tensor/ops.js";
 import { MODELS } from "../helpers/paths.js";
+import { tempDir } from "../helpers/tmp.js";
 
 function prefilled(llm: LlamaForCausalLM, ids: number[], capacity: number): KVCache {
   const cache = llm.newCache(1, capacity);
@@ -23,7 +22,7 @@ const lastLogits = (llm: LlamaForCausalLM, hidden: ReturnType<LlamaForCausalLM["
 
 /** Wider than the fixtures, so that the products run their full vector loops and tails. */
 function wideModel(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llava-wide-"));
+  const dir = tempDir("llava-wide-");
   return writeRandomLlava(dir, {
     format: "hf", seed: 5, tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
     text: { hidden_size: 160, intermediate_size: 224, num_hidden_layers: 2, num_attention_heads: 5, num_key_value_heads: 1, vocab_size: 32001, max_position_embeddings: 256 },

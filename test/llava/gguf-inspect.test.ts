@@ -5,7 +5,7 @@ import path from "node:path";
 import { inspectModel } from "../../src/zoo/inspect.js";
 import { assertCleanError, llava } from "../helpers/cli.js";
 import { MODELS } from "../helpers/paths.js";
-import { tempDir } from "../io/tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 import { writeGgufPair } from "./gguf-pair.js";
 
 const dir = tempDir("llava-gguf-inspect-");

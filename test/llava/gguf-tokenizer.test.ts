@@ -10,7 +10,7 @@ import { GgufFile } from "../../src/io/gguf.js";
 import { LlavaTokenizer } from "../../src/tokenizer/tokenizer.js";
 import { loadGgufTokenizer } from "../../src/tokenizer/gguf-tokenizer.js";
 import { MODELS } from "../helpers/paths.js";
-import { tempDir } from "../io/tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 import { kv } from "../io/gguf-build.js";
 import { writeGgufPair } from "./gguf-pair.js";
 

@@ -14,7 +14,7 @@ import { PackedTensor } from "../../src/tensor/tensor.js";
 import { dumpTrace } from "../helpers/dump.js";
 import { compareCase } from "../helpers/compare.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
-import { tempDir } from "../io/tmp.js";
+import { tempDir } from "../helpers/tmp.js";
 import { writeGgufPair } from "./gguf-pair.js";
 
 const dir = tempDir("llava-gguf-load-");

@@ -5,18 +5,17 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
 import { MODELS } from "../helpers/paths.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const WIDTH = 48;
 const DEPTH = 2;
 
 async function trainInitModel() {
-  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "llava-init-")), "m");
+  const dir = path.join(tempDir("llava-init-"), "m");
   writeRandomLlava(dir, {
     format: "hf", seed: 7, init: "train", tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
     text: { hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 256 },

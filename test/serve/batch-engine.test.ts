@@ -5,8 +5,6 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { loadLlava, type LoadOptions } from "../../src/llava/load.js";
 import { PromptTooLongError } from "../../src/llava/generate.js";
@@ -19,6 +17,7 @@ import { QueueFullError } from "../../src/serve/engine.js";
 import type { EngineOutput, EngineRequest } from "../../src/serve/engine.js";
 import type { LoadedLlava } from "../../src/llava/load.js";
 import { IMAGES, MODELS } from "../helpers/paths.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const gradient = loadImage(path.join(IMAGES, "gradient_640x480.png"));
 const checker = loadImage(path.join(IMAGES, "checker_300x500.png"));
@@ -83,7 +82,7 @@ async function batched(engine: BatchEngine, reqs: EngineRequest[]) {
 let gqaDir: string | null = null;
 function gqaModel(): string {
   if (gqaDir) return gqaDir;
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llava-gqa-"));
+  const tmp = tempDir("llava-gqa-");
   gqaDir = writeRandomLlava(tmp, {
     format: "hf", seed: 3, tokenizerFrom: path.join(MODELS, "tiny-llava-1.5-mha"),
     text: { hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 32001, max_position_embeddings: 512 },

@@ -7,8 +7,8 @@
  */
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -19,10 +19,14 @@ import { answerGeneration } from "../../src/llava/pipeline.js";
 import { pyStrip } from "../../src/io/python.js";
 import { startAllInOne } from "../../src/serve/all-in-one.js";
 import { BatchEngine } from "../../src/serve/batch-engine.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const MODEL = "llava-v1.5-7b";
+/** One folder the screenshots of every run overwrite (kept after the run, to be looked at). */
+const SCREENSHOTS = path.join(tmpdir(), "llava-web-screenshots");
+mkdirSync(SCREENSHOTS, { recursive: true });
 
 const cleanups: Array<() => Promise<unknown>> = [];
 after(() => Promise.all(cleanups.map((c) => c())));
@@ -41,7 +45,7 @@ test("a user uploads an image, asks, sees the answer stream, votes, regenerates,
   const gateOpened = new Promise<void>((r) => (openGate = r));
   const s: WebStack = await startWebStack(["zeta", MODEL], { kind: "answer", pieces: [" The man", " is ironing", " on a taxi."], gate: () => gateOpened });
   cleanups.push(() => s.close());
-  const shots = await mkdtemp(path.join(tmpdir(), "llava-web-screenshots-"));
+  const shots = SCREENSHOTS;
   t.diagnostic(`screenshots in ${shots}`);
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   cleanups.unshift(() => browser.close());
@@ -168,7 +172,7 @@ test("llava serve: the chat page answers with the real model, as the model answe
   // the page renders the fixture's prompt: a llava_v1 name, an image and "What is shown?", greedy
   const expected = answerGeneration(loaded, GRADIENT_PROMPT, [image], { maxNewTokens: 512 });
   await expected.complete();
-  const logDir = await mkdtemp(path.join(tmpdir(), "llava-serve-web-"));
+  const logDir = tempDir("llava-serve-web-");
   const server = await startAllInOne({ engine: new BatchEngine(loaded), modelName: MODEL_V1, host: "127.0.0.1", port: 0, web: { logDir } });
   cleanups.push(() => server.close());
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -187,7 +191,7 @@ test("llava serve: the chat page answers with the real model, as the model answe
   await holds('!document.querySelector("#upvote").disabled');
   const shown = await page.locator(".message.assistant").last().textContent();
   assert.equal(shown, pyStrip(expected.text));
-  const shots = await mkdtemp(path.join(tmpdir(), "llava-web-screenshots-"));
+  const shots = SCREENSHOTS;
   await page.screenshot({ path: path.join(shots, "llava-serve.png"), fullPage: true });
   t.diagnostic(`screenshot in ${shots}`);
   const chat = readFileSync(new ConversationLog(logDir).fileFor(), "utf8").trim().split("\n").map((l) => JSON.parse(l)).at(-1);

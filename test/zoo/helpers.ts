@@ -3,7 +3,6 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after } from "node:test";
 import { dumpTrace } from "../helpers/dump.js";
 import { encodePng } from "../../src/image/decode.js";
 import { readNpy, npyToNumbers } from "../../src/io/npy.js";
@@ -12,12 +11,7 @@ import { loadLlava } from "../../src/llava/load.js";
 import { writeRandomLlava, type RandomLlavaSpec } from "../../src/llava/random-checkpoint.js";
 import { MODELS } from "../helpers/paths.js";
 
-/** A fresh temporary directory, removed when the test file finishes. */
-export function tempDir(prefix = "llava-zoo-"): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+export { tempDir } from "../helpers/tmp.js";
 
 /**
  * A square PNG: LLaVA's pad mode and HF's center crop see the same pixels only for square

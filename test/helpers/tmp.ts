@@ -3,8 +3,8 @@ import os from "node:os";
 import path from "node:path";
 import { after } from "node:test";
 
-/** A fresh temporary directory, removed when the test file finishes. */
-export function tempDir(prefix = "llava-io-"): string {
+/** A fresh temporary directory, removed when the test (or, at top level, the test file) finishes. */
+export function tempDir(prefix = "llava-test-"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
