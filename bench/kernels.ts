@@ -3,7 +3,8 @@
  * line, each with the CPU model, its SIMD features and the thread count (src/perf/machine.ts):
  * the rooflines of this run (read bandwidth and f32 GEMM peak), f32 GEMM 1024³ at 1 and 2
  * threads, GEMV 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and
- * the fraction of the read bandwidth roofline) and m=256 (GFLOP/s) — for q8_0/q4_0/q4_k/q5_k/q6_k both the
+ * the fraction of the read bandwidth roofline; for the integer path also from cache, the kernel's
+ * compute ceiling) and m=256 (GFLOP/s) — for q8_0/q4_0/q4_k/q5_k/q6_k both the
  * default integer-activation path and the exact one (`path`) —, attention at CLIP's shape, call
  * overhead, and the reference backend's GEMM for comparison.
  *
@@ -121,6 +122,15 @@ for (const t of THREADS) {
           bench: "packed_matmul", format, path, m: 1, rows, cols, transposed: false, GBps: round(bytes / f.median / 1e9), bestGBps: round(bytes / f.best / 1e9), GFLOPs: round((2 * rows * cols) / f.median / 1e9),
           ofReadBandwidth: round(bytes / f.median / 1e9 / (readGBps.get(t) ?? NaN), 2),
         });
+      }
+      if (paths[0][0] === "integer") {
+        // the kernel's compute ceiling: a 512 x 1024 slice (a few hundred KiB) read again and again
+        // from cache; a figure near the read bandwidth means the product from memory is bound by
+        // the work per block, not by the reads
+        const sliceRows = 512, sliceCols = 1024;
+        const slice = packMatrix(w32.subarray(0, sliceRows * sliceCols), sliceRows, sliceCols, format);
+        const c = time(quick ? 50 : 400, () => native.packedMatmul(x.subarray(0, sliceCols), slice, y, 1, false, false));
+        emit(t, { bench: "packed_matmul_in_cache", format, path: "integer", m: 1, rows: sliceRows, cols: sliceCols, GBps: round(slice.data.length / c.median / 1e9), bestGBps: round(slice.data.length / c.best / 1e9) });
       }
       const b = time(quick ? 4 : 12, (r) => native.packedMatmul(g, ws[(r + copies) % copies], dx, 1, true, false));
       emit(t, { bench: "packed_matmul", format, path: "exact", m: 1, rows, cols, transposed: true, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
