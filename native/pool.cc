@@ -1,6 +1,13 @@
 // A persistent thread pool: workers are created once and wait for jobs; the calling thread
 // takes part as thread 0. Tasks are handed out through an atomic counter, so fast threads take
 // more of them; what a task computes never depends on which thread runs it.
+//
+// A job is guarded by a gate word: its generation, an open bit and the count of workers inside.
+// A worker joins only while the gate is open for that generation and leaves by decrementing the
+// count. Once the caller has found no task left it closes the gate and waits only for the
+// workers inside, so a worker that is descheduled or asleep never holds up a job it did not
+// join; arriving late, it sees the gate closed (or a newer generation) and skips the job, and
+// so never reads the fields of a job it is not counted in.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -40,17 +47,23 @@ struct Pool {
 
   std::mutex mu;
   std::condition_variable wake;
-  std::atomic<uint64_t> generation{0};
+  std::atomic<uint64_t> gate{0};  // generation << kGenShift | open bit | workers inside
   std::atomic<bool> stop{false};
   std::atomic<int> sleepers{0};
 
-  // the current job
+  // the current job: written by pool_run only while the gate is closed and nobody is inside
   TaskFn fn = nullptr;
   void* ctx = nullptr;
   int64_t ntasks = 0;
   std::atomic<int64_t> next{0};
-  std::atomic<int> busy{0};  // workers still inside the current job
 };
+
+namespace {
+constexpr int kGenShift = 17;
+constexpr uint64_t kOpen = uint64_t(1) << 16;
+constexpr uint64_t kInside = kOpen - 1;  // room for 65535 workers
+inline uint64_t gate_gen(uint64_t g) { return g >> kGenShift; }
+}  // namespace
 
 static void run_tasks(Pool* p, int tid) {
   for (;;) {
@@ -61,24 +74,35 @@ static void run_tasks(Pool* p, int tid) {
 }
 
 static void worker_main(Pool* p, int tid) {
-  uint64_t seen = 0;
+  uint64_t seen = 0;  // the last generation this worker joined or skipped
   for (;;) {
     // wait for a new generation: spin a little, then sleep
     auto start = std::chrono::steady_clock::now();
     int spins = 0;
-    while (p->generation.load(std::memory_order_acquire) == seen && !p->stop.load(std::memory_order_relaxed)) {
+    uint64_t g;
+    while (gate_gen(g = p->gate.load(std::memory_order_acquire)) == seen && !p->stop.load(std::memory_order_relaxed)) {
       cpu_relax();
       if (++spins % 256 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
         std::unique_lock<std::mutex> lock(p->mu);
         p->sleepers.fetch_add(1);
-        p->wake.wait(lock, [&] { return p->generation.load(std::memory_order_acquire) != seen || p->stop.load(); });
+        p->wake.wait(lock, [&] { return gate_gen(p->gate.load(std::memory_order_acquire)) != seen || p->stop.load(); });
         p->sleepers.fetch_sub(1);
       }
     }
     if (p->stop.load()) return;
-    seen = p->generation.load(std::memory_order_acquire);
+    // join while the gate is open for this generation; a failed CAS reloads g and retries
+    // (another worker joined) or gives up (closed, or already a newer generation)
+    seen = gate_gen(g);
+    bool joined = false;
+    while ((g & kOpen) && gate_gen(g) == seen) {
+      if (p->gate.compare_exchange_weak(g, g + 1, std::memory_order_acquire, std::memory_order_acquire)) {
+        joined = true;
+        break;
+      }
+    }
+    if (!joined) continue;  // a newer generation, if any, is seen by the wait loop above
     run_tasks(p, tid);
-    p->busy.fetch_sub(1, std::memory_order_acq_rel);
+    p->gate.fetch_sub(1, std::memory_order_release);
   }
 }
 
@@ -109,23 +133,27 @@ void pool_run(Pool* p, int64_t ntasks, TaskFn fn, void* ctx) {
     for (int64_t t = 0; t < ntasks; t++) fn(ctx, t, 0);
     return;
   }
+  // the gate is closed and empty here (the previous pool_run left it so): no worker reads these
   p->fn = fn;
   p->ctx = ctx;
   p->ntasks = ntasks;
   p->next.store(0, std::memory_order_relaxed);
-  p->busy.store(p->size - 1, std::memory_order_relaxed);
+  uint64_t gen = gate_gen(p->gate.load(std::memory_order_relaxed)) + 1;
   {
     // publishing under the mutex means a worker about to sleep cannot miss the new generation
     std::lock_guard<std::mutex> lock(p->mu);
-    p->generation.fetch_add(1, std::memory_order_acq_rel);
+    p->gate.store(gen << kGenShift | kOpen, std::memory_order_release);
   }
   if (p->sleepers.load() > 0) p->wake.notify_all();
   run_tasks(p, 0);
+  // every task is handed out: close the gate and wait for the workers inside to finish theirs
+  uint64_t g = p->gate.fetch_and(~kOpen, std::memory_order_acq_rel);
   int spins = 0;
-  while (p->busy.load(std::memory_order_acquire) != 0) {
+  while ((g & kInside) != 0) {
     cpu_relax();
     // a descheduled worker (2 vCPUs shared with other processes) needs the core back
     if (++spins > 4096) std::this_thread::yield();
+    g = p->gate.load(std::memory_order_acquire);
   }
 }
 
