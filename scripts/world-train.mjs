@@ -40,7 +40,7 @@ const { writeModelCard } = await import(path.join(ROOT, "scripts/world-model-car
  */
 const MODEL_SHAPE = {
   text: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 512, initializer_range: 0.125 },
-  vision: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 3, num_attention_heads: 4, image_size: 144, patch_size: 48, hidden_act: "quick_gelu", layer_norm_eps: 1e-5 },
+  vision: { hidden_size: 128, intermediate_size: 512, num_hidden_layers: 3, num_attention_heads: 4, image_size: 144, patch_size: 48, hidden_act: "quick_gelu", layer_norm_eps: 1e-5 },
 };
 
 /** Settings every stage shares: whole batches of 32 on a CPU, no recomputation (the model is small). */
