@@ -5,16 +5,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { assertFails, assertSuccess, DATA, expected, runEval } from "./cases.js";
+import { tempDir } from "../helpers/tmp.js";
 
 const SCRIPT = "calculation";
 const CONVERTED = path.join(DATA, "convert_answer_to_mme", "expected", "eval_tool", "answers", "llava-test");
 
 /** A copy of the converted answers in <tmp>/altered, changed by `alter` (as the expected outputs were made). */
 function altered(alter: (dir: string) => void): string {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), "llava-eval-mme-"));
+  const work = tempDir("llava-eval-mme-");
   fs.cpSync(CONVERTED, path.join(work, "altered"), { recursive: true });
   alter(path.join(work, "altered"));
   return work;
