@@ -33,8 +33,8 @@ const { defaultModelDir } = await import(path.join(ROOT, "dist/src/llava/default
 const { writeModelCard } = await import(path.join(ROOT, "scripts/world-model-card.mjs"));
 
 /**
- * The model: a CLIP-style tower that sees the 3x3 grid as 3x3 patches of 48 px, mlp2x_gelu, a
- * 2-layer LLaMA. Its initializer_range is 1/√hidden rather than transformers' 0.02, which suits
+ * The model: a CLIP-style tower that sees the 3x3 grid as 3x3 patches of 48 px (128 wide: at 64
+ * its features named the held-out pairs' shapes 78% right, at 128 91%), mlp2x_gelu, a 2-layer LLaMA. Its initializer_range is 1/√hidden rather than transformers' 0.02, which suits
  * widths in the thousands: at hidden 64 it starts the attention so flat that stage 1 learns
  * several times slower.
  */

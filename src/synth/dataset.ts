@@ -82,7 +82,7 @@ interface CellLabels {
 /**
  * `llava train --stage vision`'s labels: what each grid cell holds (the tower's own stage, before
  * stage 1). The position is there so the tower's features keep where they are: nothing else asks
- * for it, and without it no linear probe finds an object's cell in them (16% against 100%).
+ * for it, and without it no linear probe finds an object's cell in them (16% against 99%).
  */
 function cellLabels(scene: Scene, id: string): CellLabels {
   const cells: CellLabels["cells"] = CELLS.map(() => null);
