@@ -34,9 +34,10 @@ const { writeModelCard } = await import(path.join(ROOT, "scripts/world-model-car
 
 /**
  * The model: a CLIP-style tower that sees the 3x3 grid as 3x3 patches of 48 px (128 wide: at 64
- * its features named the held-out pairs' shapes 78% right, at 128 91%), mlp2x_gelu, a 2-layer LLaMA. Its initializer_range is 1/√hidden rather than transformers' 0.02, which suits
- * widths in the thousands: at hidden 64 it starts the attention so flat that stage 1 learns
- * several times slower.
+ * its features named the held-out pairs' shapes 78% right, at 128 91%), mlp2x_gelu, a 2-layer
+ * LLaMA. Its initializer_range is 1/√hidden rather than transformers' 0.02, which suits widths in
+ * the thousands: at hidden 64 it starts the attention so flat that stage 1 learns several times
+ * slower.
  */
 const MODEL_SHAPE = {
   text: { hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 32001, max_position_embeddings: 512, initializer_range: 0.125 },

@@ -6,7 +6,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bf16ToF32Array, f16ToF32Array } from "../../src/tensor/dtypes.js";
-import { packHalfMatrix, packMatrix, packPortable, type PackedFormat } from "../../src/tensor/packed.js";
+import { NativeBackend } from "../../src/tensor/native-backend.js";
+import { packHalfMatrix, packMatrix, packPortable, type PackedFormat, unpackMatrix } from "../../src/tensor/packed.js";
 import { randInts, randn, tryLoadAddon } from "./helpers.js";
 
 const { addon, skip } = tryLoadAddon();
@@ -62,9 +63,7 @@ test("native quantize refuses bad arguments with one-line errors", { skip }, () 
   assert.throws(() => quantize(new Int32Array(64), "q8_0", 1, 64, new Uint8Array(68)), /x must be a Float32Array or a Uint16Array/);
 });
 
-test("every kernel variant decodes each block format to the reference backend's values, bit for bit", { skip }, async () => {
-  const { NativeBackend } = await import("../../src/tensor/native-backend.js");
-  const { unpackMatrix } = await import("../../src/tensor/packed.js");
+test("every kernel variant decodes each block format to the reference backend's values, bit for bit", { skip }, () => {
   const before = addon!.settings();
   try {
     for (const isa of before.isas) {
@@ -123,7 +122,7 @@ function halfBits(n: number, seed: number, source: "bf16" | "f16", special: bool
   return out;
 }
 
-test("q8_0 and q4_0 vector quantizers of every kernel variant write the TypeScript encoders' bytes, from f32, bf16 and f16, for 1 and 2 threads", { skip }, async () => {
+test("q8_0 and q4_0 vector quantizers of every kernel variant write the TypeScript encoders' bytes, from f32, bf16 and f16, for 1 and 2 threads", { skip }, () => {
   const before = addon!.settings();
   try {
     for (const isa of before.isas) {
@@ -148,7 +147,7 @@ test("q8_0 and q4_0 vector quantizers of every kernel variant write the TypeScri
 
 // (where 1/d overflows, C converts infinities to integers, which it leaves undefined, so the
 // TypeScript encoders are no oracle there: the scalar C code is)
-test("the vector quantizers leave blocks with infinities, NaN or an overflowing 1/d to the scalar code: the portable variant's bytes", { skip }, async () => {
+test("the vector quantizers leave blocks with infinities, NaN or an overflowing 1/d to the scalar code: the portable variant's bytes", { skip }, () => {
   const before = addon!.settings();
   const [rows, cols] = [9, 256];
   const w = randn(rows * cols, 5);
@@ -170,7 +169,7 @@ test("the vector quantizers leave blocks with infinities, NaN or an overflowing 
   }
 });
 
-test("bf16 and f16 packing of every kernel variant writes the TypeScript conversions' bits, from f32, bf16 and f16 (NaN, infinities, subnormals, ties), for 1 and 2 threads", { skip }, async () => {
+test("bf16 and f16 packing of every kernel variant writes the TypeScript conversions' bits, from f32, bf16 and f16 (NaN, infinities, subnormals, ties), for 1 and 2 threads", { skip }, () => {
   const before = addon!.settings();
   try {
     for (const isa of before.isas) {
@@ -196,7 +195,7 @@ test("bf16 and f16 packing of every kernel variant writes the TypeScript convers
   }
 });
 
-test("the other q formats from bf16 and f16 bits (widened a block at a time) write the TypeScript encoders' bytes on every variant", { skip }, async () => {
+test("the other q formats from bf16 and f16 bits (widened a block at a time) write the TypeScript encoders' bytes on every variant", { skip }, () => {
   const before = addon!.settings();
   try {
     for (const isa of before.isas) {
