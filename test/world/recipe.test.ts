@@ -1,7 +1,8 @@
 /**
  * The world recipe (scripts/world-train.mjs) shortened to a few steps: every step runs through the
- * project's commands, the loss falls in each stage, every file is written and loads, a model that
- * misses the target is not shipped, and a rerun resumes instead of starting again.
+ * project's commands, the loss falls in each stage, every file is written and loads, the model is
+ * evaluated and shipped in bfloat16, a model that misses the target is not shipped, and a rerun
+ * resumes instead of starting again.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -13,6 +14,7 @@ import { llava } from "../helpers/cli.js";
 import { ROOT } from "../helpers/paths.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { readMetrics } from "../../src/train/metrics.js";
+import { WeightStore } from "../../src/io/safetensors.js";
 
 const SCRIPT = path.join(ROOT, "scripts", "world-train.mjs");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "world-recipe-"));
@@ -43,6 +45,12 @@ test("a shortened recipe runs end to end: the loss falls, every file is written 
   const record = JSON.parse(fs.readFileSync(path.join(ship, "eval.json"), "utf8"));
   assert.equal(record.scores.f32.overall.questions, 20);
   assert.match(fs.readFileSync(path.join(ship, "README.md"), "utf8"), /\| \*\*overall\*\* \| 20 \|/);
+  // shipped in bfloat16, and evaluated as shipped
+  const weights = WeightStore.open(ship);
+  assert.deepEqual([...new Set(weights.names().map((n) => weights.info(n).dtype))], ["BF16"]);
+  weights.close();
+  assert.equal(JSON.parse(fs.readFileSync(path.join(ship, "config.json"), "utf8")).torch_dtype, "bfloat16");
+  assert.equal(JSON.parse(fs.readFileSync(path.join(work, "eval", "answers-f32.jsonl"), "utf8").split("\n")[0]).model_id, "model-bf16");
   const loaded = await loadLlava(ship);
   assert.equal(loaded.format, "hf-llava");
   assert.equal((loaded.spec.config.vision_config as { image_size: number }).image_size, 144);
