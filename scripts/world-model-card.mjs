@@ -30,7 +30,7 @@ A tiny LLaVA-1.5 trained from random weights by this project, on the procedural 
 - **Architecture**: LLaVA-1.5 in the Hugging Face \`llava\` format. CLIP-style vision tower
   (${vision.image_size} px images, ${vision.patch_size} px patches: ${(vision.image_size / vision.patch_size) ** 2} patches; hidden ${vision.hidden_size},
   ${vision.num_hidden_layers} layers), \`mlp2x_gelu\` projector, LLaMA decoder (hidden ${text.hidden_size}, ${text.num_hidden_layers} layers,
-  ${text.num_attention_heads} heads, initializer_range ${text.initializer_range}) with the LLaMA tokenizer (32000 tokens + \`<image>\`),
+  ${text.num_attention_heads} heads, rope_theta ${text.rope_theta ?? 10000}, initializer_range ${text.initializer_range}) with the LLaMA tokenizer (32000 tokens + \`<image>\`),
   \`llava_v1\` template; weights in bfloat16 (trained in float32), as evaluated below.
 - **Data**: \`llava data synth --seed ${r.seed} --train ${r.train} --test ${r.test} --image-size ${vision.image_size}\`:
   scenes of ${r.world.objectsPerScene.join("-")} objects (${r.world.shapes.length} shapes, ${Object.keys(r.world.colors).length} colours, ${r.world.sizes.length} sizes, a 3x3 grid)
