@@ -82,8 +82,13 @@ export interface DataReport {
 /** Samples checked at once: image decoding runs in the background threads meanwhile. */
 const CONCURRENCY = 16;
 
-/** Preprocesses every record and opens every image; `onProgress` hears of each sample done. */
-export async function checkDataset(records: TrainingRecord[], opts: CheckOptions, onProgress?: (done: number) => void): Promise<DataReport> {
+/**
+ * Preprocesses every record and opens every image; `onProgress` hears of each sample done, `keep`
+ * receives each usable sample as tokenized (the trainer keeps them rather than tokenize again).
+ */
+export async function checkDataset(
+  records: TrainingRecord[], opts: CheckOptions, onProgress?: (done: number) => void, keep?: (sample: TokenizedSample) => void,
+): Promise<DataReport> {
   const report: DataReport = {
     samples: records.length, imageSamples: 0, textSamples: 0, bad: [], warned: [], counts: {}, tokenLengths: null, supervisedTokens: 0, example: null,
   };
@@ -100,6 +105,7 @@ export async function checkDataset(records: TrainingRecord[], opts: CheckOptions
         continue;
       }
       if (sample.warnings.length) report.warned.push(entry);
+      keep?.(sample);
       lengths.push(labels.length);
       report.supervisedTokens += labels.slice(1).filter((l) => l !== IGNORE_INDEX).length;
       report.example ??= { sample, imageTokens };

@@ -9,7 +9,7 @@ import { LlavaTokenizer } from "../../src/tokenizer/tokenizer.js";
 import { loadLlava } from "../../src/llava/load.js";
 import { checkDataset, checkOptionsFor, imageTokenCounter, renderMasked } from "../../src/train/data-check.js";
 import { readTrainingData } from "../../src/train/dataset.js";
-import { preprocessOptionsFor } from "../../src/train/preprocess.js";
+import { preprocessOptionsFor, type TokenizedSample, tokenizeSample } from "../../src/train/preprocess.js";
 import { assertCleanError, llava } from "../helpers/cli.js";
 import { CASES, IMAGES, MODELS } from "../helpers/paths.js";
 
@@ -57,8 +57,13 @@ test("image token counts as the model expands them: 16 per image for 1.5, the fi
 
 test("checkDataset: every kind of problem named per sample, statistics over the usable ones", async () => {
   const { opts } = checkOptions("tiny-llava-1.5-orig");
-  const report = await checkDataset(readTrainingData(dataset("mixed.jsonl", [...GOOD, ...BAD])), opts);
+  const kept: TokenizedSample[] = [];
+  const records = readTrainingData(dataset("mixed.jsonl", [...GOOD, ...BAD]));
+  const report = await checkDataset(records, opts, undefined, (s) => kept.push(s));
   assert.equal(report.samples, 8);
+  // the usable samples, tokenized as training tokenizes them
+  assert.deepEqual(kept.map((s) => s.id), ["img", "txt", "long"]);
+  for (const s of kept) assert.deepEqual(s.ids, tokenizeSample(records[s.index], opts.preprocess).ids);
   assert.deepEqual([report.imageSamples, report.textSamples], [5, 3]);
   assert.deepEqual(report.bad.map((s) => [s.id, s.problems.map((p) => p.kind)]), [
     ["missing", ["missing-image"]], ["corrupt", ["bad-image"]], ["nomarker", ["image-count"]], ["unanswered", ["mismatch"]], ["order", ["out-of-order"]],
