@@ -112,6 +112,7 @@ struct Call {
       return fail_type(f, want == napi_float32_array   ? "a Float32Array"
                           : want == napi_int32_array   ? "an Int32Array"
                           : want == napi_float64_array ? "a Float64Array"
+                          : want == napi_uint16_array  ? "a Uint16Array"
                                                        : "a Uint8Array");
     }
     ptr = static_cast<T*>(data);
@@ -120,6 +121,7 @@ struct Call {
   }
   bool f32(const Field& f, float*& p, int64_t& n, bool nullable = false) { return typed(f, napi_float32_array, p, n, nullable); }
   bool i32(const Field& f, int32_t*& p, int64_t& n) { return typed(f, napi_int32_array, p, n); }
+  bool u16(const Field& f, uint16_t*& p, int64_t& n) { return typed(f, napi_uint16_array, p, n); }
 
   bool num(const Field& f, double& v) {
     if (napi_get_value_double(env, f.v, &v) != napi_ok) return fail_type(f, "a number");
@@ -446,6 +448,19 @@ napi_value bind_attention(Call& c) {
         c.f32(c.arg(3, "out"), out, no));
   CHECK(attn_shape(c, c.arg(4, "params"), s) && attn_lengths(c, s, nq < no ? nq : no, nk, nv));
   if (s.batch * s.tq * s.heads * s.head_dim > 0) c.kernels().attention(c.pool(), q, k, v, out, s);
+  return c.undefined();
+}
+
+napi_value bind_attention_f16(Call& c) {
+  // (q, k, v, out, params): k and v the f16 bits of a 16-bit KV cache
+  float *q, *out;
+  uint16_t *k, *v;
+  int64_t nq, nk, nv, no;
+  AttnShape s;
+  CHECK(c.f32(c.arg(0, "q"), q, nq) && c.u16(c.arg(1, "k"), k, nk) && c.u16(c.arg(2, "v"), v, nv) &&
+        c.f32(c.arg(3, "out"), out, no));
+  CHECK(attn_shape(c, c.arg(4, "params"), s) && attn_lengths(c, s, nq < no ? nq : no, nk, nv));
+  if (s.batch * s.tq * s.heads * s.head_dim > 0) c.kernels().attention_f16(c.pool(), q, k, v, out, s);
   return c.undefined();
 }
 

@@ -40,6 +40,9 @@
     (Pool*, const float* x, const int32_t* pos, int64_t rows, int64_t heads, int64_t head_dim, const double* inv_freq, \
      bool inverse, float* out)) \
   K(attention, attention, void, (Pool*, const float* q, const float* k, const float* v, float* out, const AttnShape& s)) \
+  /* the same over the f16 bits of a 16-bit KV cache (impl/attention.h) */ \
+  K(attention_f16, attentionF16, void, \
+    (Pool*, const float* q, const uint16_t* k, const uint16_t* v, float* out, const AttnShape& s)) \
   K(attention_backward, attentionBackward, void, \
     (Pool*, const float* q, const float* k, const float* v, const float* dout, float* dq, float* dk, float* dv, \
      const AttnShape& s)) \

@@ -71,46 +71,57 @@ static void masked_softmax(const AttnView& v, int64_t i0, int64_t rows, int64_t 
 }
 
 
+// Keys and values (the b of the dot products below, the v of pv_heads) are f32, or the f16 bits
+// of a 16-bit KV cache, read as the f32 values they stand for (exactly), so every product over
+// them runs the same operations on the same values as over the cache widened to f32.
+static inline vf kv_load(const float* p) { return vload(p); }
+static inline vf kv_load(const uint16_t* p) { return load_f16(reinterpret_cast<const uint8_t*>(p)); }
+static inline float kv_at(const float* p) { return *p; }
+static inline float kv_at(const uint16_t* p) { return half_to_float(*p); }
+
 // The vector part of dot(): two accumulators along n, added; *tail = where the scalar tail starts.
-static inline vf dot_vec(const float* a, const float* b, int64_t n, int64_t* tail) {
+template <typename T>
+static inline vf dot_vec(const float* a, const T* b, int64_t n, int64_t* tail) {
   vf acc0 = vf{}, acc1 = vf{};
   int64_t j = 0;
   for (; j + 2 * W <= n; j += 2 * W) {
-    acc0 += vload(a + j) * vload(b + j);
-    acc1 += vload(a + j + W) * vload(b + j + W);
+    acc0 += vload(a + j) * kv_load(b + j);
+    acc1 += vload(a + j + W) * kv_load(b + j + W);
   }
-  for (; j + W <= n; j += W) acc0 += vload(a + j) * vload(b + j);
+  for (; j + W <= n; j += W) acc0 += vload(a + j) * kv_load(b + j);
   *tail = j;
   return acc0 + acc1;
 }
 
 // dot_vec for n = ND·W, unrolled: the same operations in the same order
-template <int ND>
-static inline vf dot_vec_n(const float* a, const float* b) {
+template <int ND, typename T>
+static inline vf dot_vec_n(const float* a, const T* b) {
   vf acc0 = vf{}, acc1 = vf{};
   for (int c = 0; c + 1 < ND; c += 2) {
-    acc0 += vload(a + c * W) * vload(b + c * W);
-    acc1 += vload(a + (c + 1) * W) * vload(b + (c + 1) * W);
+    acc0 += vload(a + c * W) * kv_load(b + c * W);
+    acc1 += vload(a + (c + 1) * W) * kv_load(b + (c + 1) * W);
   }
-  if constexpr (ND % 2 == 1) acc0 += vload(a + (ND - 1) * W) * vload(b + (ND - 1) * W);
+  if constexpr (ND % 2 == 1) acc0 += vload(a + (ND - 1) * W) * kv_load(b + (ND - 1) * W);
   return acc0 + acc1;
 }
 
-static inline float dot(const float* a, const float* b, int64_t n) {
+template <typename T>
+static inline float dot(const float* a, const T* b, int64_t n) {
   int64_t j;
   float s = hsum(dot_vec(a, b, n, &j));
-  for (; j < n; j++) s += a[j] * b[j];
+  for (; j < n; j++) s = fmaf(a[j], kv_at(b + j), s);
   return s;
 }
 
 // out[x] = dot(a[x], b[x], n) for W pairs, bit for bit, with one vectorized lane sum
-static inline void dots(const float* const* a, const float* const* b, int64_t n, float* out) {
+template <typename T>
+static inline void dots(const float* const* a, const T* const* b, int64_t n, float* out) {
   vf v[W];
   int64_t j = 0;
   for (int x = 0; x < W; x++) v[x] = dot_vec(a[x], b[x], n, &j);
   vstore(out, hsum_many(v));
   for (int x = 0; x < W; x++)
-    for (int64_t t = j; t < n; t++) out[x] += a[x][t] * b[x][t];
+    for (int64_t t = j; t < n; t++) out[x] = fmaf(a[x][t], kv_at(b[x] + t), out[x]);
 }
 
 // o[0 .. C·W) += p[j] · v[j · ld + (0 .. C·W)] for j = 0 .. n in order
@@ -132,8 +143,8 @@ constexpr int64_t kAttnAhead = 16;
 // o[x][e .. e + C·W) += p[x][j] · v[j · ld + (0 .. C·W)] for j = 0 .. n in order, for NH heads
 // that share the value rows: each output column's chain is pv_columns' (the same bits), but a
 // row's C vectors are loaded once for all NH heads and the NH·C chains interleave.
-template <int C, int NH>
-static inline void pv_heads_n(const float* const* p, int64_t n, const float* v, int64_t ld, float* const* o, int64_t e) {
+template <int C, int NH, typename T>
+static inline void pv_heads_n(const float* const* p, int64_t n, const T* v, int64_t ld, float* const* o, int64_t e) {
   vf acc[NH][C];
   for (int x = 0; x < NH; x++)
     for (int c = 0; c < C; c++) acc[x][c] = vload(o[x] + e + c * W);
@@ -141,7 +152,7 @@ static inline void pv_heads_n(const float* const* p, int64_t n, const float* v, 
     vf vv[C];
     for (int c = 0; c < C; c++) {
       __builtin_prefetch(v + (j + kAttnAhead) * ld + c * W, 0, 3);
-      vv[c] = vload(v + j * ld + c * W);
+      vv[c] = kv_load(v + j * ld + c * W);
     }
     for (int x = 0; x < NH; x++) {
       const vf pv = vset(p[x][j]);
@@ -152,13 +163,13 @@ static inline void pv_heads_n(const float* const* p, int64_t n, const float* v, 
     for (int c = 0; c < C; c++) vstore(o[x] + e + c * W, acc[x][c]);
 }
 
-template <int C>
-static inline void pv_heads(int nh, const float* const* p, int64_t n, const float* v, int64_t ld, float* const* o, int64_t e) {
+template <int C, typename T>
+static inline void pv_heads(int nh, const float* const* p, int64_t n, const T* v, int64_t ld, float* const* o, int64_t e) {
   switch (nh) {
-    case 1: return pv_heads_n<C, 1>(p, n, v, ld, o, e);
-    case 2: return pv_heads_n<C, 2>(p, n, v, ld, o, e);
-    case 3: return pv_heads_n<C, 3>(p, n, v, ld, o, e);
-    default: return pv_heads_n<C, 4>(p, n, v, ld, o, e);
+    case 1: return pv_heads_n<C, 1, T>(p, n, v, ld, o, e);
+    case 2: return pv_heads_n<C, 2, T>(p, n, v, ld, o, e);
+    case 3: return pv_heads_n<C, 3, T>(p, n, v, ld, o, e);
+    default: return pv_heads_n<C, 4, T>(p, n, v, ld, o, e);
   }
 }
 
@@ -166,8 +177,8 @@ static inline void pv_heads(int nh, const float* const* p, int64_t n, const floa
 // of each kv head with W / G keys (x = key · G + head), each pair's dot product the same
 // operations as dot() (dot_vec, the lane sum of hsum_many, the scalar tail), so the same bits
 // as one key at a time, but a key row is read once for its G heads. Returns the keys scored.
-template <int G, int ND>
-static int64_t group_scores_g(const float* q, const float* k, int64_t nj, const AttnView& av, float* S) {
+template <int G, int ND, typename T>
+static int64_t group_scores_g(const float* q, const T* k, int64_t nj, const AttnView& av, float* S) {
   if constexpr (W % G != 0) return 0;
   constexpr int KEYS = W % G == 0 ? W / G : 1;
   const int64_t D = av.s.head_dim, kvh = av.s.kv_heads;
@@ -175,41 +186,42 @@ static int64_t group_scores_g(const float* q, const float* k, int64_t nj, const 
   for (int64_t j = 0; j < done; j += KEYS)
     for (int64_t g = 0; g < kvh; g++) {
       const float* qg = q + g * G * D;
-      const float* kg = k + j * av.kvrow + g * D;
+      const T* kg = k + j * av.kvrow + g * D;
       for (int y = 0; y < KEYS; y++)
-        for (int64_t c = 0; c < D; c += 64 / int(sizeof(float))) __builtin_prefetch(kg + (kAttnAhead + y) * av.kvrow + c, 0, 3);
+        for (int64_t c = 0; c < D; c += 64 / int(sizeof(T))) __builtin_prefetch(kg + (kAttnAhead + y) * av.kvrow + c, 0, 3);
       vf v[W];
       int64_t tail = ND * W;
       for (int x = 0; x < W; x++) {
-        if constexpr (ND > 0) v[x] = dot_vec_n<ND>(qg + (x % G) * D, kg + (x / G) * av.kvrow);
+        if constexpr (ND > 0) v[x] = dot_vec_n<ND, T>(qg + (x % G) * D, kg + (x / G) * av.kvrow);
         else v[x] = dot_vec(qg + (x % G) * D, kg + (x / G) * av.kvrow, D, &tail);
       }
       alignas(64) float sc[W];
       vstore(sc, hsum_many(v));
       for (int x = 0; x < W; x++) {
         float r = sc[x];
-        for (int64_t t = tail; t < D; t++) r += qg[(x % G) * D + t] * kg[(x / G) * av.kvrow + t];
+        for (int64_t t = tail; t < D; t++) r = fmaf(qg[(x % G) * D + t], kv_at(kg + (x / G) * av.kvrow + t), r);
         S[(g * G + x % G) * nj + j + x / G] = r * av.s.scale;
       }
     }
   return done;
 }
 
-template <int G>
-static int64_t group_scores_d(const float* q, const float* k, int64_t nj, const AttnView& av, float* S) {
+template <int G, typename T>
+static int64_t group_scores_d(const float* q, const T* k, int64_t nj, const AttnView& av, float* S) {
   switch (av.s.head_dim) {  // the common head sizes unrolled
-    case 4 * W: return group_scores_g<G, 4>(q, k, nj, av, S);
-    case 8 * W: return group_scores_g<G, 8>(q, k, nj, av, S);
-    default: return group_scores_g<G, 0>(q, k, nj, av, S);
+    case 4 * W: return group_scores_g<G, 4, T>(q, k, nj, av, S);
+    case 8 * W: return group_scores_g<G, 8, T>(q, k, nj, av, S);
+    default: return group_scores_g<G, 0, T>(q, k, nj, av, S);
   }
 }
 
-static int64_t group_scores(const float* q, const float* k, int64_t nj, const AttnView& av, float* S) {
+template <typename T>
+static int64_t group_scores(const float* q, const T* k, int64_t nj, const AttnView& av, float* S) {
   switch (av.group) {
-    case 1: return group_scores_d<1>(q, k, nj, av, S);
-    case 2: return group_scores_d<2>(q, k, nj, av, S);
-    case 4: return group_scores_d<4>(q, k, nj, av, S);
-    case 8: return group_scores_d<8>(q, k, nj, av, S);
+    case 1: return group_scores_d<1, T>(q, k, nj, av, S);
+    case 2: return group_scores_d<2, T>(q, k, nj, av, S);
+    case 4: return group_scores_d<4, T>(q, k, nj, av, S);
+    case 8: return group_scores_d<8, T>(q, k, nj, av, S);
     default: return 0;
   }
 }
@@ -220,7 +232,8 @@ static int64_t group_scores(const float* q, const float* k, int64_t nj, const At
 // block order. The key blocks depend only on the length, never on the thread count.
 constexpr int64_t KBLOCK = 256;
 
-static void attention_decode(const Exec& ex, const float* q, const float* k, const float* v, float* out, const AttnView& av) {
+template <typename T>
+static void attention_decode(const Exec& ex, const float* q, const T* k, const T* v, float* out, const AttnView& av) {
   const AttnShape& s = av.s;
   const int64_t D = s.head_dim, H = s.heads;
   for (int64_t i = 0; i < s.tq; i++) {
@@ -241,10 +254,11 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
       int64_t jg = 0;  // keys before jg are scored by group_scores
       if (W % av.group == 0) jg = group_scores(qi, k + av.kv_off(b, 0) + j0 * av.kvrow, nj, av, S);
       for (int64_t j = jg; j < nj; j++) {
-        const float* kr = k + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
+        const T* kr = k + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
         int64_t h = 0;
         for (; h + W <= H; h += W) {  // W heads' lane sums at once
-          const float *qa[W], *ka[W];
+          const float* qa[W];
+          const T* ka[W];
           for (int x = 0; x < W; x++) {
             qa[x] = qi + (h + x) * D;
             ka[x] = kr + ((h + x) / av.group) * D;
@@ -286,10 +300,10 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
         }
       }
       // o += p_j v_j in order of j; the heads of a kv head, up to 4 at a time, share each load of a value row
-      const float* v0 = v + av.kv_off(b, 0) + j0 * av.kvrow;
+      const T* v0 = v + av.kv_off(b, 0) + j0 * av.kvrow;
       for (int64_t h0 = 0, nh = 0; h0 < H; h0 += nh) {
         nh = imin(4, (h0 / av.group + 1) * av.group - h0);  // not past the kv head
-        const float* vh = v0 + (h0 / av.group) * D;
+        const T* vh = v0 + (h0 / av.group) * D;
         const float* ph[4];
         float* o[4];
         for (int x = 0; x < nh; x++) {
@@ -301,7 +315,7 @@ static void attention_decode(const Exec& ex, const float* q, const float* k, con
         for (; e + W <= D; e += W) pv_heads<1>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
         for (int x = 0; x < nh; x++)
           for (int64_t t = e; t < D; t++)
-            for (int64_t j = 0; j < nj; j++) o[x][t] += ph[x][j] * vh[j * av.kvrow + t];
+            for (int64_t j = 0; j < nj; j++) o[x][t] = fmaf(ph[x][j], kv_at(vh + j * av.kvrow + t), o[x][t]);
       }
     });
     for (int64_t b = 0; b < s.batch; b++)
@@ -351,6 +365,25 @@ static void k_attention(Pool* pool, const float* q, const float* k, const float*
     masked_softmax(av, i0, rows, lmax, S);
     matmul(inner, rows, D, lmax, ASrc{S, lmax, false}, BSrc{v + kvo, av.kvrow, false, nullptr, false}, o, av.qstride, false);
   });
+}
+
+// Attention over a 16-bit (f16) KV cache. Decode reads the f16 rows as it goes (half the bytes of
+// an f32 cache); a prompt's rows are widened to f32 once and take the f32 path. Either way the
+// same operations run on the same values as k_attention over the cache widened to f32, so the
+// results are that call's bit for bit.
+static void k_attention_f16(Pool* pool, const float* q, const uint16_t* k, const uint16_t* v, float* out, const AttnShape& s) {
+  const AttnView av(s);
+  if (s.tq <= 4) {
+    attention_decode(Exec{pool, 0, s.batch * s.tq * s.heads * s.tk * s.head_dim >= (int64_t(1) << 16)}, q, k, v, out, av);
+    return;
+  }
+  const int64_t n = (s.batch - 1) * s.kv_stride + s.tk * av.kvrow;
+  std::vector<float> kw(static_cast<size_t>(n)), vw(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; i++) {
+    kw[size_t(i)] = f16s(k[i]);
+    vw[size_t(i)] = f16s(v[i]);
+  }
+  k_attention(pool, q, kw.data(), vw.data(), out, s);
 }
 
 static void k_attention_backward(Pool* pool, const float* q, const float* k, const float* v, const float* dout, float* dq,

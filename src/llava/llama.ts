@@ -9,32 +9,39 @@ import type { LlamaConfig } from "../io/config.js";
 import { activationByName, childParameters, Embedding, type HasLinears, Linear, type LinearForwardOptions, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
-import { activation, add, attention, checkpoint, concat, mul, reshape, rope, slice } from "../tensor/ops.js";
-import { Scratch, Tensor, withScratch } from "../tensor/tensor.js";
+import { f32ToF16Array } from "../tensor/dtypes.js";
+import { activation, add, attention, checkpoint, concat, type HalfKV, mul, reshape, rope, slice } from "../tensor/ops.js";
+import { PackedTensor, Scratch, Tensor, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import type { Rng } from "../util/random.js";
+import { halfKVCache } from "./precision.js";
 
-/** Keys and values of every layer, preallocated for `capacity` positions of `batch` rows. */
+/**
+ * Keys and values of every layer, preallocated for `capacity` positions of `batch` rows: f32,
+ * or with `half` the f16 bits of each (a 16-bit cache: half the memory, and half the bytes a
+ * decode step's attention reads).
+ */
 export class KVCache {
-  readonly keys: Tensor[];
-  readonly values: Tensor[];
+  readonly keys: Array<Tensor | HalfKV>;
+  readonly values: Array<Tensor | HalfKV>;
   /** positions filled so far (the same for every batch row) */
   length = 0;
 
-  constructor(readonly cfg: LlamaConfig, readonly batch: number, readonly capacity: number, backend: Tensor["backend"]) {
+  constructor(readonly cfg: LlamaConfig, readonly batch: number, readonly capacity: number, private readonly backend: Tensor["backend"], readonly half = false) {
     const shape = [batch, capacity, cfg.numKeyValueHeads, cfg.headDim];
-    const bytes = 2 * cfg.numHiddenLayers * shape.reduce((a, b) => a * b, 1) * 4;
+    const bytes = 2 * cfg.numHiddenLayers * shape.reduce((a, b) => a * b, 1) * (half ? 2 : 4);
     if (bytes > 0.9 * os.totalmem()) {
       const gib = (x: number) => `${(x / 2 ** 30).toFixed(1)} GiB`;
       throw new LlavaError(`a KV cache of ${capacity} positions needs ${gib(bytes)} but the machine has ${gib(os.totalmem())}; ask for fewer new tokens or a shorter context`);
     }
-    this.keys = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
-    this.values = Array.from({ length: cfg.numHiddenLayers }, () => Tensor.zeros(shape, backend));
+    const layer = (): Tensor | HalfKV => (half ? { data: new Uint16Array(shape.reduce((a, b) => a * b, 1)), shape } : Tensor.zeros(shape, backend));
+    this.keys = Array.from({ length: cfg.numHiddenLayers }, layer);
+    this.values = Array.from({ length: cfg.numHiddenLayers }, layer);
   }
 
   /** bytes of keys and values held */
   get bytes(): number {
-    return 2 * this.keys.length * this.keys[0].size * 4;
+    return 2 * this.keys.length * this.keys[0].data.byteLength;
   }
 
   /**
@@ -46,7 +53,7 @@ export class KVCache {
     if (this.batch !== 1 || length > this.length || length > capacity) {
       throw new LlavaError(`cannot take ${length} positions of a ${this.batch}-row cache of ${this.length} into ${capacity}`);
     }
-    const copy = new KVCache(this.cfg, 1, capacity, this.keys[0].backend);
+    const copy = new KVCache(this.cfg, 1, capacity, this.backend, this.half);
     const n = length * this.cfg.numKeyValueHeads * this.cfg.headDim;
     this.keys.forEach((k, i) => copy.keys[i].data.set(k.data.subarray(0, n)));
     this.values.forEach((v, i) => copy.values[i].data.set(v.data.subarray(0, n)));
@@ -54,14 +61,18 @@ export class KVCache {
     return copy;
   }
 
-  /** Copies k, v [B, T, Hkv, D] of `layer` into the cache at the current length. */
+  /** Copies k, v [B, T, Hkv, D] of `layer` into the cache at the current length (rounded to f16 in a 16-bit cache). */
   write(layer: number, k: Tensor, v: Tensor): void {
     const [b, t, h, d] = k.shape;
-    const row = h * d;
+    const n = t * h * d;
+    const put = (cache: Tensor | HalfKV, src: Float32Array, dst: number) => {
+      if (cache.data instanceof Uint16Array) f32ToF16Array(src, cache.data.subarray(dst, dst + n));
+      else cache.data.set(src, dst);
+    };
     for (let i = 0; i < b; i++) {
-      const dst = (i * this.capacity + this.length) * row;
-      this.keys[layer].data.set(k.data.subarray(i * t * row, (i + 1) * t * row), dst);
-      this.values[layer].data.set(v.data.subarray(i * t * row, (i + 1) * t * row), dst);
+      const dst = (i * this.capacity + this.length) * h * d;
+      put(this.keys[layer], k.data.subarray(i * n, (i + 1) * n), dst);
+      put(this.values[layer], v.data.subarray(i * n, (i + 1) * n), dst);
     }
   }
 }
@@ -207,8 +218,10 @@ export class LlamaForCausalLM implements Module, HasLinears {
     return this.norm.weight.backend;
   }
 
+  /** A KV cache for `batch` rows of `capacity` positions, 16-bit or f32 by the weights' format (halfKVCache). */
   newCache(batch: number, capacity: number): KVCache {
-    return new KVCache(this.cfg, batch, capacity, this.backend);
+    const q = this.layers[0]?.linears.q.weight;
+    return new KVCache(this.cfg, batch, capacity, this.backend, halfKVCache(q instanceof PackedTensor ? q.matrix.format : null));
   }
 
   /**

@@ -90,6 +90,24 @@ export function keptFormat(name: string, opts: PrecisionOptions): PackedFormat |
   }
 }
 
+/** A Linear weight of the LLM's layers, whose format decides the KV cache's. */
+const LLM_LAYER_LINEAR = `${PREFIX.llm}layers.0.self_attn.q_proj.weight`;
+
+/**
+ * Whether the KV cache is 16-bit (f16, as llama.cpp keeps its cache; half the memory, and half
+ * the bytes a decode step's attention reads): when the LLM's layers are packed (16-bit or
+ * quantized), whose products already round. An f32 model keeps an f32 cache and stays exact to
+ * the reference. `LlamaForCausalLM.newCache` asks this of the weights as loaded.
+ */
+export function halfKVCache(llmLinearFormat: PackedFormat | null): boolean {
+  return llmLinearFormat !== null;
+}
+
+/** Bytes per cached key or value when the weights take `format` (by canonical name; keptFormat's under `opts` unless given). */
+export function kvCacheValueBytes(opts: PrecisionOptions, format = (name: string) => keptFormat(name, opts)): number {
+  return halfKVCache(format(LLM_LAYER_LINEAR)) ? 2 : 4;
+}
+
 /** Bytes of a tensor kept in `format`; quantized rows that are not whole blocks stay f32, as the loader keeps them. */
 export function keptBytes(shape: number[], format: PackedFormat | null): number {
   const kept = shape.length === 2 ? fittingFormat(format, shape[1]) : null;

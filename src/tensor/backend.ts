@@ -115,6 +115,8 @@ export interface Backend {
 
   /** out [B,tq,H,D] = softmax(q·kᵀ·scale + mask) · v, with grouped kv heads */
   attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, p: AttentionParams): void;
+  /** attention with k and v the f16 bits of a 16-bit KV cache: attention over their f32 values */
+  attentionF16(q: Float32Array, k: Uint16Array, v: Uint16Array, out: Float32Array, p: AttentionParams): void;
   /** accumulates dq, dk, dv (each may be null when not needed) */
   attentionBackward(
     q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,

@@ -219,6 +219,10 @@ export class NativeBackend implements Backend {
     this.addon.attention(q, k, v, out, p);
   }
 
+  attentionF16(q: Float32Array, k: Uint16Array, v: Uint16Array, out: Float32Array, p: AttentionParams): void {
+    this.addon.attentionF16(q, k, v, out, p);
+  }
+
   attentionBackward(
     q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
     dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null, p: AttentionParams,

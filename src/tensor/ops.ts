@@ -279,16 +279,23 @@ export interface AttentionOptions {
   kvLength?: number;
 }
 
+/** Keys or values [B, S, Hkv, D] as the f16 bits of a 16-bit KV cache (inference only). */
+export interface HalfKV {
+  readonly data: Uint16Array;
+  readonly shape: Shape;
+}
+
 /**
  * Scaled dot-product attention: q [B, Tq, H, D], k and v [B, S, Hkv, D] with H a multiple of
  * Hkv (grouped-query attention). With `causal`, the queries are the last Tq of the keys'
- * positions. Returns [B, Tq, H, D].
+ * positions. Returns [B, Tq, H, D]. k and v may be a 16-bit KV cache's (HalfKV): the result is
+ * then attention over their f32 values, without a gradient.
  */
-export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+export function attention(q: Tensor, k: Tensor | HalfKV, v: Tensor | HalfKV, opts: AttentionOptions): Tensor {
   const [batch, tq, heads, headDim] = q.shape;
   const [kb, cap, kvHeads, kd] = k.shape;
   const tk = opts.kvLength ?? cap;
-  if (q.ndim !== 4 || k.ndim !== 4 || kb !== batch || kd !== headDim || heads % kvHeads !== 0 || tk > cap) {
+  if (q.ndim !== 4 || k.shape.length !== 4 || kb !== batch || kd !== headDim || heads % kvHeads !== 0 || tk > cap) {
     fail("attention", `q ${shapeStr(q.shape)} and k ${shapeStr(k.shape)} (length ${tk}) do not fit`);
   }
   if (v.shape.some((d, i) => d !== k.shape[i])) fail("attention", `v ${shapeStr(v.shape)} differs from k ${shapeStr(k.shape)}`);
@@ -301,6 +308,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   };
   const be = q.backend;
   const out = outputBuffer(q.size);
+  if (!(k instanceof Tensor && v instanceof Tensor)) {
+    if (!(k.data instanceof Uint16Array && v.data instanceof Uint16Array)) fail("attention", "k and v must both be f32 tensors or both 16-bit");
+    if (q.requiresGrad) fail("attention", "a 16-bit KV cache is for inference: no gradient flows through it");
+    be.attentionF16(q.data, k.data, v.data, out, p);
+    return result(out, q.shape, [q], () => {}); // q needs no gradient (checked above)
+  }
   be.attention(q.data, k.data, v.data, out, p);
   return result(out, q.shape, [q, k, v], (g) => {
     be.attentionBackward(

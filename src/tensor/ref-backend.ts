@@ -4,6 +4,7 @@
  * every other backend is checked against.
  */
 import type { Activation, AdamWStep, AttentionParams, Backend, GemmParams } from "./backend.js";
+import { f16ToF32Array } from "./dtypes.js";
 import { erf } from "./math.js";
 import { type PackedMatrix, unpackRow } from "./packed.js";
 
@@ -291,6 +292,10 @@ export class RefBackend implements Backend {
         }
       }
     }
+  }
+
+  attentionF16(q: Float32Array, k: Uint16Array, v: Uint16Array, out: Float32Array, p: AttentionParams): void {
+    this.attention(q, f16ToF32Array(k), f16ToF32Array(v), out, p);
   }
 
   attentionBackward(

@@ -10,7 +10,7 @@ import { anyresGridShape, type PinpointConvention } from "../image/processor.js"
 import { unpaddedRange } from "../llava/anyres.js";
 import { convModeForModelName, modelNameFromPath, webConvModeForModelName } from "../llava/conversation.js";
 import { type Part, partOf } from "../llava/keys.js";
-import { keptFormat, type PrecisionOptions, residentBytes } from "../llava/precision.js";
+import { keptFormat, kvCacheValueBytes, type PrecisionOptions, residentBytes } from "../llava/precision.js";
 import { findGgufPair, ggufConvMode, type GgufModel, openGgufModel } from "../llava/gguf-load.js";
 import type { GgufFile } from "../io/gguf.js";
 import type { PackedFormat } from "../tensor/packed.js";
@@ -45,8 +45,8 @@ export interface ImageTokens {
 export interface MemoryEstimate {
   /** weights, each precision as the loader keeps it */
   weights: { f32: number; bf16: number; q8_0: number; q4_0: number };
-  /** K and V of every layer for `contextLength` positions, f32 */
-  kvCache: number;
+  /** K and V of every layer for `contextLength` positions, per precision (f32 for f32 weights, else 16-bit: kvCacheValueBytes) */
+  kvCache: MemoryEstimate["weights"];
   contextLength: number;
 }
 
@@ -144,13 +144,24 @@ export function imageTokenCount(
   return { width, height, tokens: perTile + h * (w + 1), grid };
 }
 
+/** The precisions a memory estimate lists, by their loading options. */
+const MEMORY_PRECISIONS = { f32: {}, bf16: { dtype: "bf16" }, q8_0: { quantize: "q8_0" }, q4_0: { quantize: "q4_0" } } as const satisfies Record<string, PrecisionOptions>;
+
 /**
- * Weight bytes as the loader keeps them at each precision (precision.ts decides each tensor's
- * format; `stored` gives the packed format a GGUF tensor keeps whatever the option).
+ * Memory as the loader takes it at each precision: the weights (precision.ts decides each
+ * tensor's format; `stored` gives the packed format a GGUF tensor keeps whatever the option) and
+ * the KV cache of the whole context, 16-bit or f32 by those formats.
  */
-export function weightMemory(tensors: Array<{ name: string; shape: number[] }>, stored: (name: string) => PackedFormat | null = () => null): MemoryEstimate["weights"] {
-  const at = (opts: PrecisionOptions) => residentBytes(tensors, opts, (name) => stored(name) ?? keptFormat(name, opts));
-  return { f32: at({}), bf16: at({ dtype: "bf16" }), q8_0: at({ quantize: "q8_0" }), q4_0: at({ quantize: "q4_0" }) };
+function memoryEstimate(tensors: Array<{ name: string; shape: number[] }>, text: LlamaConfig, stored: (name: string) => PackedFormat | null = () => null): MemoryEstimate {
+  const kvValues = 2 * text.numHiddenLayers * text.numKeyValueHeads * text.headDim * text.maxPositionEmbeddings;
+  const weights = { f32: 0, bf16: 0, q8_0: 0, q4_0: 0 };
+  const kvCache = { ...weights };
+  for (const [k, opts] of Object.entries(MEMORY_PRECISIONS) as Array<[keyof typeof weights, PrecisionOptions]>) {
+    const format = (name: string) => stored(name) ?? keptFormat(name, opts);
+    weights[k] = residentBytes(tensors, opts, format);
+    kvCache[k] = kvValues * kvCacheValueBytes(opts, format);
+  }
+  return { weights, kvCache, contextLength: text.maxPositionEmbeddings };
 }
 
 /** A tower config from the tensor shapes alone (the head count is not in them). */
@@ -288,7 +299,6 @@ function inspectSpec(spec: ModelSpec, read: (spec: ModelSpec, modelBase: string 
     d.parameters += numel(h.shape);
   }
   const modelName = spec.gguf ? spec.gguf.name ?? path.basename(spec.gguf.model) : modelNameFromPath(dir);
-  const kvCache = 2 * text.numHiddenLayers * text.numKeyValueHeads * text.headDim * text.maxPositionEmbeddings * 4;
   const parameters = {
     llm: has("llm") ? sumParams(headers, "llm") : null,
     vision: has("vision") ? sumParams(headers, "vision") : null,
@@ -319,7 +329,7 @@ function inspectSpec(spec: ModelSpec, read: (spec: ModelSpec, modelBase: string 
       : [],
     gguf: null,
     tensors: sources.findings,
-    memory: { weights: weightMemory(headers, stored), kvCache, contextLength: text.maxPositionEmbeddings },
+    memory: memoryEstimate(headers, text, stored),
     notes,
   };
 }
@@ -382,10 +392,10 @@ export function formatReport(r: InspectReport): string {
   row("CLI", r.templates.cli);
   row("web UI", r.templates.web);
   const m = r.memory;
-  lines.push(`memory (weights + KV cache of ${m.contextLength} positions in f32, ${formatBytes(m.kvCache)})`);
+  lines.push(`memory (weights + KV cache of ${m.contextLength} positions: f32 with f32 weights, else 16-bit)`);
   for (const k of ["f32", "bf16", "q8_0", "q4_0"] as const) {
     const label = { f32: r.gguf ? "as stored" : "f32", bf16: "bf16 (--dtype bf16)", q8_0: "q8_0 (--load-8bit)", q4_0: "q4_0 (--load-4bit)" }[k];
-    row(label, `${formatBytes(m.weights[k])} + ${formatBytes(m.kvCache)} = ${formatBytes(m.weights[k] + m.kvCache)}`);
+    row(label, `${formatBytes(m.weights[k])} + ${formatBytes(m.kvCache[k])} = ${formatBytes(m.weights[k] + m.kvCache[k])}`);
   }
   const t = r.tensors;
   if (t) {

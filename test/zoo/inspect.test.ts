@@ -57,7 +57,8 @@ test("the original fixture: shapes, tower folder, parameter counts, tokens and m
   assert.deepEqual(r.templates, { modelName: "tiny-llava-1.5-orig", cli: "llava_v0", web: "llava_v0" });
   assert.deepEqual(r.imageTokens.map((t) => t.tokens), INSPECT_IMAGE_SIZES.map(() => 16));
   // KV: 2 (K, V) x 2 layers x 4 kv heads x 8 dims x 512 positions x 4 bytes
-  assert.equal(r.memory.kvCache, 2 * 2 * 4 * 8 * 512 * 4);
+  // f32 weights keep an f32 cache, packed ones a 16-bit cache
+  assert.deepEqual(r.memory.kvCache, { f32: 2 * 2 * 4 * 8 * 512 * 4, bf16: 2 * 2 * 4 * 8 * 512 * 2, q8_0: 2 * 2 * 4 * 8 * 512 * 2, q4_0: 2 * 2 * 4 * 8 * 512 * 2 });
   assert.equal(r.memory.weights.f32, 4 * r.parameters.total);
   // the loader's precision policy: LLM Linear layers q, k, v, o [32, 32], gate, up [86, 32], down [32, 86] per layer;
   // lm_head [32000, 32]; the embedding table [32000, 32] (16-bit whenever the LLM is); tower Linear layers (16-bit)
