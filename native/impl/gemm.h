@@ -342,6 +342,14 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
   }
   auto put = [&](int64_t i, int64_t j, float s) { C[i * ldc + j] = acc ? C[i * ldc + j] + s : s; };
   const bool dots = B.w ? !B.wtrans : B.trans;
+  if (dots && B.w && B.w->fmt == FMT_BF16 && kBf16Pairs) {
+    // the activations in the order bf16 weights widen in (packed_row_dots)
+    float* t = scratch<float>(ex, ex.tid, SLOT_P, m * k);
+    for (int64_t i = 0; i < m; i++) {
+      bf16_pair_order(arow[i], k, t + i * k);
+      arow[i] = t + i * k;
+    }
+  }
   if (dots) {
     // C[i, j] = dot(op(A) row i, B row j); each row of C is summed as it would be alone
     run(ex, ceil_div(n, kRowChunk), [&](int64_t t, int) {
