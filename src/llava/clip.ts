@@ -7,7 +7,7 @@ import { activationByName, childParameters, LayerNorm, Linear, type Module, type
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
 import { activation, add, attention, checkpoint, concat, linear, permute, reshape } from "../tensor/ops.js";
-import type { Tensor } from "../tensor/tensor.js";
+import { Scratch, type Tensor, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { loadLinear } from "./llama.js";
 
@@ -38,16 +38,20 @@ class ClipEncoderLayer implements Module {
     this.ln2 = loadLayerNorm(p, NORMS.ln2, cfg.hiddenSize, cfg.layerNormEps);
   }
 
-  forward(x: Tensor): Tensor {
+  /** `scratch` (inference only): the layer's intermediates in that reused buffer, its output fresh. */
+  forward(x: Tensor, scratch?: Scratch): Tensor {
     const [n, t, d] = x.shape;
     const heads = this.cfg.numAttentionHeads;
     const { q, k, v, out, fc1, fc2 } = this.linears;
-    const h = this.ln1.forward(x);
-    const split = (y: Tensor) => reshape(y, [n, t, heads, d / heads]);
-    const a = attention(split(q.forward(h)), split(k.forward(h)), split(v.forward(h)), { causal: false });
-    x = add(x, out.forward(reshape(a, [n, t, d])));
-    const m = fc2.forward(activation(fc1.forward(this.ln2.forward(x)), this.act));
-    return add(x, m);
+    const body = (): [Tensor, Tensor] => {
+      const h = this.ln1.forward(x);
+      const split = (y: Tensor) => reshape(y, [n, t, heads, d / heads]);
+      const a = attention(split(q.forward(h)), split(k.forward(h)), split(v.forward(h)), { causal: false });
+      const x1 = add(x, out.forward(reshape(a, [n, t, d])));
+      return [x1, fc2.forward(activation(fc1.forward(this.ln2.forward(x1)), this.act))];
+    };
+    const [x1, m] = scratch ? withScratch(scratch, body) : body();
+    return add(x1, m);
   }
 
   namedParameters(prefix = ""): NamedParameters {
@@ -64,6 +68,8 @@ export class ClipVisionModel implements Module {
   readonly positionEmbedding: Tensor;
   readonly preLayernorm: LayerNorm;
   readonly layers: ClipEncoderLayer[];
+  /** each layer's intermediates when the tower runs for inference */
+  private readonly scratch = new Scratch();
 
   /** `p` points at the root of a CLIPVisionModel state dict (`vision_model.*`). */
   constructor(root: ParamLoader, readonly cfg: ClipVisionConfig) {
@@ -109,10 +115,17 @@ export class ClipVisionModel implements Module {
     const tokens = concat([concat(Array(n).fill(cls), 0), patches], 1);
     let x = this.preLayernorm.forward(add(tokens, this.positionEmbedding));
     const states = [x];
-    for (let i = 0; i < layers; i++) {
-      const layer = this.layers[i];
-      x = checkpointed ? checkpoint((input) => layer.forward(input), [x]) : layer.forward(x);
-      states.push(x);
+    // inference reuses one buffer for each layer's intermediates: a few large allocations instead
+    // of a dozen per layer, whose garbage collection took CPU from the kernels' threads
+    const scratch = !checkpointed && !pixels.requiresGrad && this.namedParameters().every(([, p]) => !p.requiresGrad) ? this.scratch : undefined;
+    try {
+      for (let i = 0; i < layers; i++) {
+        const layer = this.layers[i];
+        x = checkpointed ? checkpoint((input) => layer.forward(input), [x]) : layer.forward(x, scratch);
+        states.push(x);
+      }
+    } finally {
+      this.scratch.trim();
     }
     return states;
   }

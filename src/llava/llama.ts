@@ -106,6 +106,7 @@ export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
 /** Most positions (batch x length) a forward with reuseBuffers runs in the reused buffer: decode steps, not prompts. */
 const REUSE_MAX_ROWS = 16;
 
+
 /** A decoder layer's Linear layers by their checkpoint names, with [out, in] shapes and bias flags. */
 function layerLinears(cfg: LlamaConfig) {
   const { hiddenSize: d, numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd, intermediateSize: inter, attentionBias: ab, mlpBias: mb } = cfg;
@@ -200,6 +201,8 @@ export class LlamaForCausalLM implements Module, HasLinears {
   readonly invFreq: Float64Array;
   /** the layers' intermediates of inference steps (decodeStep, forward with reuseBuffers) */
   private readonly scratch = new Scratch();
+  /** the two buffers the layers of a prompt run in by turns (forward with a cache) */
+  private readonly promptScratch = [new Scratch(), new Scratch()];
 
   /** `p` points at the root of a LlamaForCausalLM state dict (`model.*`, `lm_head.*`). */
   constructor(p: ParamLoader, readonly cfg: LlamaConfig) {
@@ -227,7 +230,10 @@ export class LlamaForCausalLM implements Module, HasLinears {
   /**
    * Runs the decoder on embeddings [B, T, D]. With a cache, the new positions follow the
    * cached ones and the cache grows by T. `reuseBuffers` (inference that keeps nothing but the
-   * result, e.g. a decode step): up to REUSE_MAX_ROWS positions run in a reused buffer.
+   * result, e.g. a decode step): up to REUSE_MAX_ROWS positions run in a reused buffer. A prompt
+   * run into a cache (inference) runs each layer in one of two reused buffers by turns (a layer
+   * reads the previous one's output): a few large allocations instead of a dozen per layer, whose
+   * garbage collection took CPU from the kernels' threads (prefill at 2 threads 10-13% slower).
    */
   forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean; training?: TrainingForward; reuseBuffers?: boolean } = {}): DecoderOutput {
     const [b, t] = inputsEmbeds.shape;
@@ -241,14 +247,23 @@ export class LlamaForCausalLM implements Module, HasLinears {
     const states = opts.collectHidden ? [x] : undefined;
     const rng = opts.training?.rng ?? null;
     const checkpointed = opts.training?.checkpoint === true && !cache;
-    const layers = () => this.layers.forEach((layer, i) => {
+    const layers = (byTurns?: Scratch[]) => this.layers.forEach((layer, i) => {
       const run = (input: Tensor) => layer.forward(input, positions, this.invFreq, cache, i, { rng });
-      x = checkpointed ? checkpoint(run, [x], { rng }) : run(x);
+      const step = () => (checkpointed ? checkpoint(run, [x], { rng }) : run(x));
+      x = byTurns ? withScratch(byTurns[i % 2], step) : step();
       states?.push(x);
     });
-    // a few positions (a decode step) reuse one buffer for the layers' intermediates; the final norm's output is fresh
-    if (opts.reuseBuffers && !states && b * t <= REUSE_MAX_ROWS) withScratch(this.scratch, layers);
-    else layers();
+    // the layers' intermediates in reused buffers (the final norm's output is fresh): a few
+    // positions (a decode step) in one buffer, a prompt into a cache in two by turns
+    const inference = !states && !opts.training && !inputsEmbeds.requiresGrad;
+    if (inference && opts.reuseBuffers && b * t <= REUSE_MAX_ROWS) withScratch(this.scratch, () => layers());
+    else if (inference && cache) {
+      try {
+        layers(this.promptScratch);
+      } finally {
+        for (const s of this.promptScratch) s.trim();
+      }
+    } else layers();
     if (cache) cache.length += t;
     const hidden = this.norm.forward(x);
     if (states) states[states.length - 1] = hidden;

@@ -189,6 +189,11 @@ function topologicalOrder(root: Tensor): Tensor[] {
 export class Scratch {
   buf = new Float32Array(0);
   used = 0;
+
+  /** Lets go of a buffer of more than `keep` floats (64 MiB by default): a long prompt's are not held until the next. */
+  trim(keep = 16 * 2 ** 20): void {
+    if (this.buf.length > keep) this.buf = new Float32Array(0);
+  }
 }
 
 let scratch: Scratch | null = null;
