@@ -439,29 +439,30 @@ bool attn_lengths(Call& c, const AttnShape& s, int64_t nq, int64_t nk, int64_t n
          c.need(nk >= kvn && nv >= kvn, "k has %lld values, v %lld, needs %lld", nk, nv, kvn);
 }
 
-napi_value bind_attention(Call& c) {
-  // (q, k, v, out, params)
-  float *q, *k, *v, *out;
+// (q, k, v, out, params) with k and v of type T: f32, or the f16 bits of a 16-bit KV cache;
+// `run(q, k, v, out, shape)` calls the kernel
+template <class T, class Run>
+napi_value attention_call(Call& c, const Run& run) {
+  float *q, *out;
+  T *k, *v;
   int64_t nq, nk, nv, no;
   AttnShape s;
-  CHECK(c.f32(c.arg(0, "q"), q, nq) && c.f32(c.arg(1, "k"), k, nk) && c.f32(c.arg(2, "v"), v, nv) &&
-        c.f32(c.arg(3, "out"), out, no));
+  const auto kv = [&](int i, const char* name, T*& p, int64_t& n) {
+    if constexpr (sizeof(T) == 4) return c.f32(c.arg(i, name), p, n);
+    else return c.u16(c.arg(i, name), p, n);
+  };
+  CHECK(c.f32(c.arg(0, "q"), q, nq) && kv(1, "k", k, nk) && kv(2, "v", v, nv) && c.f32(c.arg(3, "out"), out, no));
   CHECK(attn_shape(c, c.arg(4, "params"), s) && attn_lengths(c, s, nq < no ? nq : no, nk, nv));
-  if (s.batch * s.tq * s.heads * s.head_dim > 0) c.kernels().attention(c.pool(), q, k, v, out, s);
+  if (s.batch * s.tq * s.heads * s.head_dim > 0) run(q, k, v, out, s);
   return c.undefined();
 }
 
+napi_value bind_attention(Call& c) {
+  return attention_call<float>(c, [&](auto... a) { c.kernels().attention(c.pool(), a...); });
+}
+
 napi_value bind_attention_f16(Call& c) {
-  // (q, k, v, out, params): k and v the f16 bits of a 16-bit KV cache
-  float *q, *out;
-  uint16_t *k, *v;
-  int64_t nq, nk, nv, no;
-  AttnShape s;
-  CHECK(c.f32(c.arg(0, "q"), q, nq) && c.u16(c.arg(1, "k"), k, nk) && c.u16(c.arg(2, "v"), v, nv) &&
-        c.f32(c.arg(3, "out"), out, no));
-  CHECK(attn_shape(c, c.arg(4, "params"), s) && attn_lengths(c, s, nq < no ? nq : no, nk, nv));
-  if (s.batch * s.tq * s.heads * s.head_dim > 0) c.kernels().attention_f16(c.pool(), q, k, v, out, s);
-  return c.undefined();
+  return attention_call<uint16_t>(c, [&](auto... a) { c.kernels().attention_f16(c.pool(), a...); });
 }
 
 napi_value bind_attention_backward(Call& c) {
