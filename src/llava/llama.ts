@@ -106,7 +106,6 @@ export function ropeInvFreq(cfg: LlamaConfig): Float64Array {
 /** Most positions (batch x length) a forward with reuseBuffers runs in the reused buffer: decode steps, not prompts. */
 const REUSE_MAX_ROWS = 16;
 
-
 /** A decoder layer's Linear layers by their checkpoint names, with [out, in] shapes and bias flags. */
 function layerLinears(cfg: LlamaConfig) {
   const { hiddenSize: d, numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd, intermediateSize: inter, attentionBias: ab, mlpBias: mb } = cfg;
