@@ -55,6 +55,7 @@ struct Pool {
   TaskFn fn = nullptr;
   void* ctx = nullptr;
   int64_t ntasks = 0;
+  int64_t grab = 1;  // consecutive tasks a thread takes at once
   std::atomic<int64_t> next{0};
 };
 
@@ -67,9 +68,9 @@ inline uint64_t gate_gen(uint64_t g) { return g >> kGenShift; }
 
 static void run_tasks(Pool* p, int tid) {
   for (;;) {
-    int64_t t = p->next.fetch_add(1, std::memory_order_relaxed);
-    if (t >= p->ntasks) break;
-    p->fn(p->ctx, t, tid);
+    const int64_t t0 = p->next.fetch_add(p->grab, std::memory_order_relaxed);
+    if (t0 >= p->ntasks) break;
+    for (int64_t t = t0; t < t0 + p->grab && t < p->ntasks; t++) p->fn(p->ctx, t, tid);
   }
 }
 
@@ -137,6 +138,11 @@ void pool_run(Pool* p, int64_t ntasks, TaskFn fn, void* ctx) {
   p->fn = fn;
   p->ctx = ctx;
   p->ntasks = ntasks;
+  // Threads take runs of consecutive tasks, about 8 a thread: one task a grab made the shared
+  // counter's cache line change cores every task (2 vCPUs, 176 tasks of 0.3 us: a 2816 x 1024
+  // q4_0 product 150-170 us at 2 threads against 55-75 at 1), and a kernel that prefetches the
+  // data of its next task now prefetches its own.
+  p->grab = ntasks / (8 * p->size) > 1 ? ntasks / (8 * p->size) : 1;
   p->next.store(0, std::memory_order_relaxed);
   uint64_t gen = gate_gen(p->gate.load(std::memory_order_relaxed)) + 1;
   {
