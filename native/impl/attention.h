@@ -379,10 +379,8 @@ static void k_attention_f16(Pool* pool, const float* q, const uint16_t* k, const
   }
   const int64_t n = (s.batch - 1) * s.kv_stride + s.tk * av.kvrow;
   std::vector<float> kw(static_cast<size_t>(n)), vw(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i++) {
-    kw[size_t(i)] = f16s(k[i]);
-    vw[size_t(i)] = f16s(v[i]);
-  }
+  dequant_range(FMT_F16, reinterpret_cast<const uint8_t*>(k), 0, n, kw.data());
+  dequant_range(FMT_F16, reinterpret_cast<const uint8_t*>(v), 0, n, vw.data());
   k_attention(pool, q, kw.data(), vw.data(), out, s);
 }
 

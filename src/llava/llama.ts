@@ -29,12 +29,13 @@ export class KVCache {
 
   constructor(readonly cfg: LlamaConfig, readonly batch: number, readonly capacity: number, private readonly backend: Tensor["backend"], readonly half = false) {
     const shape = [batch, capacity, cfg.numKeyValueHeads, cfg.headDim];
-    const bytes = 2 * cfg.numHiddenLayers * shape.reduce((a, b) => a * b, 1) * (half ? 2 : 4);
+    const size = shape.reduce((a, b) => a * b, 1);
+    const bytes = 2 * cfg.numHiddenLayers * size * (half ? 2 : 4);
     if (bytes > 0.9 * os.totalmem()) {
       const gib = (x: number) => `${(x / 2 ** 30).toFixed(1)} GiB`;
       throw new LlavaError(`a KV cache of ${capacity} positions needs ${gib(bytes)} but the machine has ${gib(os.totalmem())}; ask for fewer new tokens or a shorter context`);
     }
-    const layer = (): Tensor | HalfKV => (half ? { data: new Uint16Array(shape.reduce((a, b) => a * b, 1)), shape } : Tensor.zeros(shape, backend));
+    const layer = (): Tensor | HalfKV => (half ? { data: new Uint16Array(size), shape } : Tensor.zeros(shape, backend));
     this.keys = Array.from({ length: cfg.numHiddenLayers }, layer);
     this.values = Array.from({ length: cfg.numHiddenLayers }, layer);
   }
