@@ -16,9 +16,14 @@ typedef void (*TaskFn)(void* ctx, int64_t task, int tid);
 Pool* pool_create(int threads);
 void pool_destroy(Pool* pool);
 int pool_size(const Pool* pool);
+// How threads take tasks: kRuns, runs of about ntasks / (8 · threads) consecutive tasks;
+// kStream, for tasks that each stream a slice of one large array from memory in task order:
+// each grab takes 1 / threads of the tasks left, so a thread reads long contiguous stretches
+// and the later, shorter grabs balance the threads.
+enum Schedule : int { kRuns = 0, kStream = 1 };
 // Runs fn(ctx, t, tid) for every t in [0, ntasks) on the pool (the caller is thread 0) and
 // returns when all are done. Which thread runs a task never changes what the task computes.
-void pool_run(Pool* pool, int64_t ntasks, TaskFn fn, void* ctx);
+void pool_run(Pool* pool, int64_t ntasks, TaskFn fn, void* ctx, Schedule schedule = kRuns);
 // Per-thread reusable buffer (64-byte aligned, contents undefined), grown on demand.
 void* pool_scratch(Pool* pool, int tid, int slot, size_t bytes);
 constexpr int kScratchSlots = 7;

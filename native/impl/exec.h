@@ -16,12 +16,12 @@ static void trampoline(void* ctx, int64_t task, int tid) {
 }
 
 template <class F>
-static void run(const Exec& ex, int64_t ntasks, const F& f) {
+static void run(const Exec& ex, int64_t ntasks, const F& f, Schedule schedule = kRuns) {
   if (!ex.par || ntasks <= 1 || pool_size(ex.pool) == 1) {
     for (int64_t t = 0; t < ntasks; t++) f(t, ex.tid);
     return;
   }
-  pool_run(ex.pool, ntasks, &trampoline<F>, const_cast<void*>(static_cast<const void*>(&f)));
+  pool_run(ex.pool, ntasks, &trampoline<F>, const_cast<void*>(static_cast<const void*>(&f)), schedule);
 }
 
 template <class T>

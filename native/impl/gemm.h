@@ -376,7 +376,7 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
             for (int c = 0; c < nb; c++) put(i0 + i, j + c, out[i * DOT_NB + c]);
         }
       }
-    });
+    }, kStream);
     return;
   }
   // C[i, :] = sum over l of op(A)[i, l] * B row l. Each task streams a block of whole rows of B

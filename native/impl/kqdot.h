@@ -321,7 +321,7 @@ static void kqmatmul_x86(const Exec& ex, const KActs& A, int64_t m, const Packed
         default: krows<FMT, 4>(A, i0, w, j0, j1, c, acc); break;
       }
     }
-  });
+  }, kStream);
 }
 
 #endif  // x86 AVX2

@@ -571,7 +571,7 @@ static void qmatmul_stream8(const Exec& ex, const QActs& A, const PackedW& w, fl
       for (int l = 0; l < SPANEL; l++)
         if (stream_lane_row<FMT>(l) < nr) put_out(c + i * n + j0 + stream_lane_row<FMT>(l), out[l], acc);
     }
-  });
+  }, kStream);
 }
 #endif
 
@@ -686,7 +686,7 @@ static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, flo
       for (int p = 0; p < PANEL; p++)
         if (kStreamRow[p] < nr) put_out(c + i * n + j0 + kStreamRow[p], out[p], acc);
     }
-  });
+  }, kStream);
 }
 #endif
 
