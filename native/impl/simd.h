@@ -63,8 +63,9 @@ static inline vf hsum_pick(vf a, vf b, std::integer_sequence<int, L...>) {
   return __builtin_shuffle(a, b, vi{hsum_lane(SZ, HI, L)...});
 }
 template <int SZ = W>
-static inline vf hsum_many(vf* v, int n = W) {
+__attribute__((always_inline)) static inline vf hsum_many(vf* v, int n = W) {
   const auto lanes = std::make_integer_sequence<int, W>{};
+#pragma GCC unroll 16
   for (int x = 0; x < n / 2; x++) v[x] = hsum_pick<SZ, false>(v[2 * x], v[2 * x + 1], lanes) + hsum_pick<SZ, true>(v[2 * x], v[2 * x + 1], lanes);
   if constexpr (SZ > 2) return hsum_many<SZ / 2>(v, n / 2);
   return v[0];
