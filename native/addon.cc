@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "kernels.h"
 
@@ -117,6 +118,25 @@ struct Call {
     }
     ptr = static_cast<T*>(data);
     len = int64_t(length);
+    return true;
+  }
+  // an Array of n typed arrays of type `want`: their data and lengths
+  template <class T>
+  bool typed_list(const Field& f, napi_typedarray_type want, int64_t n, std::vector<T*>& ptrs, std::vector<int64_t>& lens) {
+    bool is_array = false;
+    uint32_t length = 0;
+    if (napi_is_array(env, f.v, &is_array) != napi_ok || !is_array) return fail_type(f, "an Array");
+    napi_get_array_length(env, f.v, &length);
+    char fmt[96];
+    std::snprintf(fmt, sizeof fmt, "%s has %%lld arrays, needs %%lld", f.name);
+    if (!need(int64_t(length) == n, fmt, length, n)) return false;
+    ptrs.resize(size_t(n));
+    lens.resize(size_t(n));
+    for (uint32_t i = 0; i < length; i++) {
+      napi_value e;
+      napi_get_element(env, f.v, i, &e);
+      if (!typed(Field{e, f.name}, want, ptrs[i], lens[i])) return false;
+    }
     return true;
   }
   bool f32(const Field& f, float*& p, int64_t& n, bool nullable = false) { return typed(f, napi_float32_array, p, n, nullable); }
@@ -463,6 +483,46 @@ napi_value bind_attention(Call& c) {
 
 napi_value bind_attention_f16(Call& c) {
   return attention_call<uint16_t>(c, [&](auto... a) { c.kernels().attention_f16(c.pool(), a...); });
+}
+
+// (q, ks, vs, lengths, out, params): params as AttentionParams with batch = the sequences, tq = 1
+// and tk = the longest length; ks[b], vs[b] of type T (f32, or f16 bits) hold sequence b's rows,
+// of which it sees the first lengths[b]
+template <class T, class Run>
+napi_value attention_many_call(Call& c, napi_typedarray_type type, const Run& run) {
+  float *q, *out;
+  int32_t* len32;
+  int64_t nq, no, nl;
+  AttnShape s;
+  std::vector<const T*> ks, vs;
+  std::vector<T*> kp, vp;
+  std::vector<int64_t> kn, vn;
+  CHECK(c.f32(c.arg(0, "q"), q, nq) && c.i32(c.arg(3, "lengths"), len32, nl) && c.f32(c.arg(4, "out"), out, no));
+  CHECK(attn_shape(c, c.arg(5, "params"), s));
+  CHECK(c.need(s.tq == 1 && s.causal, "one causal query row per sequence (tq 1, causalOffset) is supported, got tq %lld", s.tq));
+  CHECK(c.need(nl == s.batch, "lengths has %lld values for %lld sequences", nl, s.batch));
+  CHECK(c.typed_list(c.arg(1, "ks"), type, s.batch, kp, kn) && c.typed_list(c.arg(2, "vs"), type, s.batch, vp, vn));
+  const int64_t row = s.kv_heads * s.head_dim, qn = s.batch * s.heads * s.head_dim;
+  CHECK(c.need(nq >= qn && no >= qn, "q has %lld values and out %lld, need %lld", nq, no, qn));
+  std::vector<int64_t> lengths(size_t(s.batch));
+  for (int64_t b = 0; b < s.batch; b++) {
+    lengths[b] = len32[b];
+    CHECK(c.need(len32[b] >= 0 && len32[b] <= s.tk, "length %lld outside [0, tk %lld]", len32[b], s.tk));
+    CHECK(c.need(kn[b] >= lengths[b] * row && vn[b] >= lengths[b] * row, "sequence %lld: k or v holds fewer than %lld values", b,
+                 lengths[b] * row));
+    ks.push_back(kp[b]);
+    vs.push_back(vp[b]);
+  }
+  if (qn > 0) run(q, ks.data(), vs.data(), lengths.data(), out, s);
+  return c.undefined();
+}
+
+napi_value bind_attention_many(Call& c) {
+  return attention_many_call<float>(c, napi_float32_array, [&](auto... a) { c.kernels().attention_many(c.pool(), a...); });
+}
+
+napi_value bind_attention_many_f16(Call& c) {
+  return attention_many_call<uint16_t>(c, napi_uint16_array, [&](auto... a) { c.kernels().attention_many_f16(c.pool(), a...); });
 }
 
 napi_value bind_attention_backward(Call& c) {

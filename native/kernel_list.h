@@ -43,6 +43,13 @@
   /* the same over the f16 bits of a 16-bit KV cache (impl/attention.h) */ \
   K(attention_f16, attentionF16, void, \
     (Pool*, const float* q, const uint16_t* k, const uint16_t* v, float* out, const AttnShape& s)) \
+  /* one new position of each of several sequences, each over its own cache (impl/attention.h) */ \
+  K(attention_many, attentionMany, void, \
+    (Pool*, const float* q, const float* const* k, const float* const* v, const int64_t* lengths, float* out, \
+     const AttnShape& s)) \
+  K(attention_many_f16, attentionManyF16, void, \
+    (Pool*, const float* q, const uint16_t* const* k, const uint16_t* const* v, const int64_t* lengths, float* out, \
+     const AttnShape& s)) \
   K(attention_backward, attentionBackward, void, \
     (Pool*, const float* q, const float* k, const float* v, const float* dout, float* dq, float* dk, float* dv, \
      const AttnShape& s)) \

@@ -246,94 +246,152 @@ static int64_t group_scores(const float* q, const T* k, const T* v, int64_t nj, 
 // 128 keys 14.2 / 10.3 and 30.8 / 19.7 us, 256 keys 14.8 / 11.2 and 29.4 / 21.4, 64 slower.
 constexpr int64_t KBLOCK = 128;
 
+// One query row of a decode: its H·D query values, its sequence's key and value rows (row j at
+// k + j · kvrow), the keys it sees [first, limit), and where its H·D outputs go.
+template <typename T>
+struct DecodeRow {
+  const float* q;
+  const T* k;
+  const T* v;
+  int64_t first, limit;
+  float* out;
+};
+
+// Every row's key blocks are the tasks of one job (so the rows of a batch, whatever their
+// lengths, share the threads evenly); each row's partials are then merged in block order.
+template <typename T>
+static void attention_decode_rows(const Exec& ex, const DecodeRow<T>* rows, int64_t nrows, const AttnView& av) {
+  const AttnShape& s = av.s;
+  const int64_t D = s.head_dim, H = s.heads;
+  std::vector<int64_t> start(size_t(nrows) + 1, 0);  // row r's tasks: [start[r], start[r + 1])
+  for (int64_t r = 0; r < nrows; r++) start[r + 1] = start[r] + ceil_div(rows[r].limit - rows[r].first, KBLOCK);
+  const int64_t tasks = start[nrows];
+  // per (task, head): max, sum, then D outputs
+  const int64_t stride = D + 2;
+  float* part = scratch<float>(ex, ex.tid, SLOT_MISC, tasks * H * stride);
+  run(ex, tasks, [&](int64_t t, int tid) {
+    const int64_t r = std::upper_bound(start.begin(), start.end(), t) - start.begin() - 1;
+    const DecodeRow<T>& qr = rows[r];
+    const int64_t j0 = qr.first + (t - start[r]) * KBLOCK, nj = imin(KBLOCK, qr.limit - j0);
+    const T* k = qr.k;
+    const T* v = qr.v;
+    const float* qi = qr.q;
+    float* S = scratch<float>(ex, tid, SLOT_S, H * nj);
+    int64_t jg = 0;  // keys before jg are scored by group_scores
+    if (W % av.group == 0) jg = group_scores(qi, k + j0 * av.kvrow, v + j0 * av.kvrow, nj, av, S);
+    for (int64_t j = jg; j < nj; j++) {
+      const T* kr = k + (j0 + j) * av.kvrow;
+      int64_t h = 0;
+      for (; h + W <= H; h += W) {  // W heads' lane sums at once
+        const float* qa[W];
+        const T* ka[W];
+        for (int x = 0; x < W; x++) {
+          qa[x] = qi + (h + x) * D;
+          ka[x] = kr + ((h + x) / av.group) * D;
+        }
+        float sc[W];
+        dots(qa, ka, D, sc);
+        for (int x = 0; x < W; x++) S[(h + x) * nj + j] = sc[x] * s.scale;
+      }
+      for (; h < H; h++) S[h * nj + j] = dot(qi + h * D, kr + (h / av.group) * D, D) * s.scale;
+    }
+    float* pt = part + t * H * stride;
+    for (int64_t h = 0; h < H; h++) {
+      // each head's max, then its exps and their double sum, as softmax_row computes them
+      float* row = S + h * nj;
+      vf mx = vset(-__builtin_inff());
+      int64_t j = 0;
+      for (; j + W <= nj; j += W) mx = vmax(mx, vload(row + j));
+      float m = hmax(mx);
+      for (; j < nj; j++) m = row[j] > m ? row[j] : m;
+      float* ph = pt + h * stride;
+      ph[0] = m;
+      ph[1] = float(exp_sum(row, nj, m));
+      for (int64_t e = 0; e < D; e++) ph[2 + e] = 0.f;
+    }
+    // o += p_j v_j in order of j; the heads of a kv head, up to 4 at a time, share each load of a value row
+    const T* v0 = v + j0 * av.kvrow;
+    for (int64_t h0 = 0, nh = 0; h0 < H; h0 += nh) {
+      nh = imin(4, (h0 / av.group + 1) * av.group - h0);  // not past the kv head
+      const T* vh = v0 + (h0 / av.group) * D;
+      const float* ph[4];
+      float* o[4];
+      for (int x = 0; x < nh; x++) {
+        ph[x] = S + (h0 + x) * nj;
+        o[x] = pt + (h0 + x) * stride + 2;
+      }
+      int64_t e = 0;
+      for (; e + 4 * W <= D; e += 4 * W) pv_heads<4>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
+      for (; e + W <= D; e += W) pv_heads<1>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
+      for (int x = 0; x < nh; x++)
+        for (int64_t t = e; t < D; t++)
+          for (int64_t j = 0; j < nj; j++) o[x][t] = fmaf(ph[x][j], kv_at(vh + j * av.kvrow + t), o[x][t]);
+    }
+  });
+  for (int64_t r = 0; r < nrows; r++) {
+    const int64_t blocks = start[r + 1] - start[r];
+    float* out = rows[r].out;
+    if (blocks == 0) {
+      for (int64_t x = 0; x < H * D; x++) out[x] = 0.f;
+      continue;
+    }
+    for (int64_t h = 0; h < H; h++) {
+      const float* p0 = part + start[r] * H * stride + h * stride;
+      float m = p0[0];
+      for (int64_t c = 1; c < blocks; c++) m = p0[c * H * stride] > m ? p0[c * H * stride] : m;
+      double denom = 0.0;
+      float* o = out + h * D;
+      for (int64_t e = 0; e < D; e++) o[e] = 0.f;
+      for (int64_t c = 0; c < blocks; c++) {
+        const float* pc = p0 + c * H * stride;
+        const float w = sexp(pc[0] - m);
+        denom += double(w) * pc[1];
+        for (int64_t e = 0; e < D; e++) o[e] += w * pc[2 + e];
+      }
+      const float inv = float(1.0 / denom);
+      for (int64_t e = 0; e < D; e++) o[e] *= inv;
+    }
+  }
+}
+
+// Few query rows (decode) of a [B, T, H, D] batch over its keys.
 template <typename T>
 static void attention_decode(const Exec& ex, const float* q, const T* k, const T* v, float* out, const AttnView& av) {
   const AttnShape& s = av.s;
-  const int64_t D = s.head_dim, H = s.heads;
-  for (int64_t i = 0; i < s.tq; i++) {
-    const int64_t lim = av.limit(i), first = av.first(i);
-    const int64_t blocks = ceil_div(lim - first, KBLOCK);
-    if (blocks == 0) {
-      for (int64_t b = 0; b < s.batch; b++)
-        for (int64_t x = 0; x < H * D; x++) out[av.q_off(b, i, 0) + x] = 0.f;
-      continue;
-    }
-    // per (batch, block, head): max, sum, then D outputs
-    const int64_t stride = D + 2;
-    float* part = scratch<float>(ex, ex.tid, SLOT_MISC, s.batch * blocks * H * stride);
-    run(ex, s.batch * blocks, [&](int64_t t, int tid) {
-      const int64_t b = t / blocks, j0 = first + (t % blocks) * KBLOCK, nj = imin(KBLOCK, lim - j0);
-      const float* qi = q + av.q_off(b, i, 0);
-      float* S = scratch<float>(ex, tid, SLOT_S, H * nj);
-      int64_t jg = 0;  // keys before jg are scored by group_scores
-      if (W % av.group == 0) jg = group_scores(qi, k + av.kv_off(b, 0) + j0 * av.kvrow, v + av.kv_off(b, 0) + j0 * av.kvrow, nj, av, S);
-      for (int64_t j = jg; j < nj; j++) {
-        const T* kr = k + av.kv_off(b, 0) + (j0 + j) * av.kvrow;
-        int64_t h = 0;
-        for (; h + W <= H; h += W) {  // W heads' lane sums at once
-          const float* qa[W];
-          const T* ka[W];
-          for (int x = 0; x < W; x++) {
-            qa[x] = qi + (h + x) * D;
-            ka[x] = kr + ((h + x) / av.group) * D;
-          }
-          float sc[W];
-          dots(qa, ka, D, sc);
-          for (int x = 0; x < W; x++) S[(h + x) * nj + j] = sc[x] * s.scale;
-        }
-        for (; h < H; h++) S[h * nj + j] = dot(qi + h * D, kr + (h / av.group) * D, D) * s.scale;
-      }
-      float* pt = part + t * H * stride;
-      for (int64_t h = 0; h < H; h++) {
-        // each head's max, then its exps and their double sum, as softmax_row computes them
-        float* row = S + h * nj;
-        vf mx = vset(-__builtin_inff());
-        int64_t j = 0;
-        for (; j + W <= nj; j += W) mx = vmax(mx, vload(row + j));
-        float m = hmax(mx);
-        for (; j < nj; j++) m = row[j] > m ? row[j] : m;
-        float* ph = pt + h * stride;
-        ph[0] = m;
-        ph[1] = float(exp_sum(row, nj, m));
-        for (int64_t e = 0; e < D; e++) ph[2 + e] = 0.f;
-      }
-      // o += p_j v_j in order of j; the heads of a kv head, up to 4 at a time, share each load of a value row
-      const T* v0 = v + av.kv_off(b, 0) + j0 * av.kvrow;
-      for (int64_t h0 = 0, nh = 0; h0 < H; h0 += nh) {
-        nh = imin(4, (h0 / av.group + 1) * av.group - h0);  // not past the kv head
-        const T* vh = v0 + (h0 / av.group) * D;
-        const float* ph[4];
-        float* o[4];
-        for (int x = 0; x < nh; x++) {
-          ph[x] = S + (h0 + x) * nj;
-          o[x] = pt + (h0 + x) * stride + 2;
-        }
-        int64_t e = 0;
-        for (; e + 4 * W <= D; e += 4 * W) pv_heads<4>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
-        for (; e + W <= D; e += W) pv_heads<1>(int(nh), ph, nj, vh + e, av.kvrow, o, e);
-        for (int x = 0; x < nh; x++)
-          for (int64_t t = e; t < D; t++)
-            for (int64_t j = 0; j < nj; j++) o[x][t] = fmaf(ph[x][j], kv_at(vh + j * av.kvrow + t), o[x][t]);
-      }
-    });
-    for (int64_t b = 0; b < s.batch; b++)
-      for (int64_t h = 0; h < H; h++) {
-        const float* p0 = part + (b * blocks) * H * stride + h * stride;
-        float m = p0[0];
-        for (int64_t c = 1; c < blocks; c++) m = p0[c * H * stride] > m ? p0[c * H * stride] : m;
-        double denom = 0.0;
-        float* o = out + av.q_off(b, i, h);
-        for (int64_t e = 0; e < D; e++) o[e] = 0.f;
-        for (int64_t c = 0; c < blocks; c++) {
-          const float* pc = p0 + c * H * stride;
-          const float w = sexp(pc[0] - m);
-          denom += double(w) * pc[1];
-          for (int64_t e = 0; e < D; e++) o[e] += w * pc[2 + e];
-        }
-        const float inv = float(1.0 / denom);
-        for (int64_t e = 0; e < D; e++) o[e] *= inv;
-      }
+  std::vector<DecodeRow<T>> rows;
+  for (int64_t b = 0; b < s.batch; b++)
+    for (int64_t i = 0; i < s.tq; i++)
+      rows.push_back({q + av.q_off(b, i, 0), k + av.kv_off(b, 0), v + av.kv_off(b, 0), av.first(i), av.limit(i), out + av.q_off(b, i, 0)});
+  attention_decode_rows(ex, rows.data(), int64_t(rows.size()), av);
+}
+
+// One new position of each of s.batch sequences (s.tq = 1), each with its own keys and values
+// (k[b], v[b]: rows of kv_heads · head_dim) of which it sees the first lengths[b] (its own
+// included; a sliding window hides the older ones): row b gets what attention_decode gives it
+// alone, bit for bit, and every row's key blocks share the threads in one job.
+template <typename T>
+static void attention_many(Pool* pool, const float* q, const T* const* k, const T* const* v, const int64_t* lengths,
+                           float* out, const AttnShape& s) {
+  const AttnView av(s);
+  const int64_t HD = s.heads * s.head_dim;
+  std::vector<DecodeRow<T>> rows;
+  int64_t keys = 0;
+  for (int64_t b = 0; b < s.batch; b++) {
+    const int64_t first = s.window > 0 ? imax(0, lengths[b] - s.window) : 0;
+    rows.push_back({q + b * HD, k[b], v[b], first, lengths[b], out + b * HD});
+    keys += lengths[b] - first;
   }
+  attention_decode_rows(Exec{pool, 0, keys * HD >= (int64_t(1) << 16)}, rows.data(), s.batch, av);
+}
+
+static void k_attention_many(Pool* pool, const float* q, const float* const* k, const float* const* v, const int64_t* lengths,
+                             float* out, const AttnShape& s) {
+  attention_many(pool, q, k, v, lengths, out, s);
+}
+
+static void k_attention_many_f16(Pool* pool, const float* q, const uint16_t* const* k, const uint16_t* const* v,
+                                 const int64_t* lengths, float* out, const AttnShape& s) {
+  attention_many(pool, q, k, v, lengths, out, s);
 }
 
 static void k_attention(Pool* pool, const float* q, const float* k, const float* v, float* out, const AttnShape& s) {

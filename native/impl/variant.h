@@ -1,6 +1,7 @@
 // One complete kernel variant: include after defining LLAVA_VARIANT (its namespace). Everything
 // but its fill function has internal linkage, so variants compiled with different target flags
 // never share (and never swap) a function.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

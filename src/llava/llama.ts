@@ -10,7 +10,7 @@ import { activationByName, childParameters, Embedding, type HasLinears, Linear, 
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
 import { f32ToF16Array } from "../tensor/dtypes.js";
-import { activation, add, attention, checkpoint, concat, type HalfKV, mul, reshape, rope, slice } from "../tensor/ops.js";
+import { activation, add, attention, attentionMany, checkpoint, type HalfKV, mul, reshape, rope } from "../tensor/ops.js";
 import { PackedTensor, Scratch, Tensor, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import type { Rng } from "../util/random.js";
@@ -66,16 +66,27 @@ export class KVCache {
   write(layer: number, k: Tensor, v: Tensor): void {
     const [b, t, h, d] = k.shape;
     const n = t * h * d;
-    const put = (cache: Tensor | HalfKV, src: Float32Array, dst: number) => {
-      if (cache.data instanceof Uint16Array) f32ToF16Array(src, cache.data.subarray(dst, dst + n));
-      else cache.data.set(src, dst);
-    };
     for (let i = 0; i < b; i++) {
       const dst = (i * this.capacity + this.length) * h * d;
-      put(this.keys[layer], k.data.subarray(i * n, (i + 1) * n), dst);
-      put(this.values[layer], v.data.subarray(i * n, (i + 1) * n), dst);
+      putPositions(this.keys[layer], k.data.subarray(i * n, (i + 1) * n), dst);
+      putPositions(this.values[layer], v.data.subarray(i * n, (i + 1) * n), dst);
     }
   }
+
+  /** Copies row i of k, v [N, 1, Hkv, D] of `layer` into one-row caches[i] at its current length. */
+  static writeEach(caches: KVCache[], layer: number, k: Tensor, v: Tensor): void {
+    const n = k.shape[2] * k.shape[3];
+    caches.forEach((cache, i) => {
+      putPositions(cache.keys[layer], k.data.subarray(i * n, (i + 1) * n), cache.length * n);
+      putPositions(cache.values[layer], v.data.subarray(i * n, (i + 1) * n), cache.length * n);
+    });
+  }
+}
+
+/** Copies src into a cache layer's data from element dst (rounded to f16 in a 16-bit cache). */
+function putPositions(cache: Tensor | HalfKV, src: Float32Array, dst: number): void {
+  if (cache.data instanceof Uint16Array) f32ToF16Array(src, cache.data.subarray(dst, dst + src.length));
+  else cache.data.set(src, dst);
 }
 
 /** HF LLaMA inverse frequencies, with the `linear` and `llama3` rope_scaling variants. */
@@ -147,13 +158,10 @@ class LlamaLayer implements Module, HasLinears {
   /** One new position of each of N sequences, x [N, 1, D], row i attending to caches[i] only. */
   decode(x: Tensor, positions: Int32Array, invFreq: Float64Array, caches: KVCache[], index: number): Tensor {
     const window = this.cfg.slidingWindow;
-    const row = (t: Tensor, i: number) => slice(t, 0, i, i + 1);
-    return this.run(x, positions, invFreq, { rowwise: true }, (q, k, v) =>
-      concat(caches.map((cache, i) => {
-        cache.write(index, row(k, i), row(v, i));
-        return attention(row(q, i), cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + 1, window });
-      }), 0),
-    );
+    return this.run(x, positions, invFreq, { rowwise: true }, (q, k, v) => {
+      KVCache.writeEach(caches, index, k, v);
+      return attentionMany(q, caches.map((c) => ({ k: c.keys[index], v: c.values[index], length: c.length + 1 })), { window });
+    });
   }
 
   /** The layer around `attend` (q, k, v [B, T, heads, D] → [B, T, H, D]). */

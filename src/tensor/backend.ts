@@ -117,6 +117,15 @@ export interface Backend {
   attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, p: AttentionParams): void;
   /** attention with k and v the f16 bits of a 16-bit KV cache: attention over their f32 values */
   attentionF16(q: Float32Array, k: Uint16Array, v: Uint16Array, out: Float32Array, p: AttentionParams): void;
+  /**
+   * One causal query row of each of p.batch sequences (q, out [batch, 1, H, D]) over its own keys
+   * and values: row b sees the first lengths[b] rows of ks[b] and vs[b] ([positions, Hkv, D]), its
+   * own position last, and gets what `attention` gives it alone. p.tq is 1, p.tk the longest
+   * length and p.causalOffset p.tk - 1; kvBatchStride is not used.
+   */
+  attentionMany(q: Float32Array, ks: Float32Array[], vs: Float32Array[], lengths: Int32Array, out: Float32Array, p: AttentionParams): void;
+  /** attentionMany over the f16 bits of 16-bit KV caches */
+  attentionManyF16(q: Float32Array, ks: Uint16Array[], vs: Uint16Array[], lengths: Int32Array, out: Float32Array, p: AttentionParams): void;
   /** accumulates dq, dk, dv (each may be null when not needed) */
   attentionBackward(
     q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,

@@ -223,6 +223,14 @@ export class NativeBackend implements Backend {
     this.addon.attentionF16(q, k, v, out, p);
   }
 
+  attentionMany(q: Float32Array, ks: Float32Array[], vs: Float32Array[], lengths: Int32Array, out: Float32Array, p: AttentionParams): void {
+    this.addon.attentionMany(q, ks, vs, lengths, out, p);
+  }
+
+  attentionManyF16(q: Float32Array, ks: Uint16Array[], vs: Uint16Array[], lengths: Int32Array, out: Float32Array, p: AttentionParams): void {
+    this.addon.attentionManyF16(q, ks, vs, lengths, out, p);
+  }
+
   attentionBackward(
     q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
     dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null, p: AttentionParams,

@@ -301,7 +301,7 @@ export function attention(q: Tensor, k: Tensor | HalfKV, v: Tensor | HalfKV, opt
   if (v.shape.some((d, i) => d !== k.shape[i])) fail("attention", `v ${shapeStr(v.shape)} differs from k ${shapeStr(k.shape)}`);
   const p: AttentionParams = {
     batch, tq, tk, heads, kvHeads, headDim,
-    scale: 1 / Math.sqrt(headDim),
+    scale: attentionScale(headDim),
     causalOffset: opts.causal ? tk - tq : undefined,
     window: opts.causal && opts.window ? opts.window : undefined,
     kvBatchStride: cap * kvHeads * headDim,
@@ -321,6 +321,47 @@ export function attention(q: Tensor, k: Tensor | HalfKV, v: Tensor | HalfKV, opt
       q.requiresGrad ? q.gradBuffer() : null, k.requiresGrad ? k.gradBuffer() : null, v.requiresGrad ? v.gradBuffer() : null, p,
     );
   });
+}
+
+/** The softmax scale of scaled dot-product attention over heads of `headDim`. */
+function attentionScale(headDim: number): number {
+  return 1 / Math.sqrt(headDim);
+}
+
+/** One sequence's cached keys and values for attentionMany: positions [0, length) of k and v [1, capacity, Hkv, D]. */
+export interface CachedKV {
+  k: Tensor | HalfKV;
+  v: Tensor | HalfKV;
+  length: number;
+}
+
+/**
+ * One new position of each of N sequences (inference): q [N, 1, H, D], row i attending causally
+ * to its own cache, caches[i] (its own position the last of caches[i].length), with an optional
+ * sliding window. Row i gets what `attention` gives it alone; the rows run in one kernel call,
+ * so sequences of any lengths share the threads. Returns [N, 1, H, D], without a gradient.
+ */
+export function attentionMany(q: Tensor, caches: CachedKV[], opts: { window?: number | null } = {}): Tensor {
+  const [n, tq, heads, headDim] = q.shape;
+  if (q.ndim !== 4 || tq !== 1 || n !== caches.length || n === 0) fail("attentionMany", `q ${shapeStr(q.shape)} for ${caches.length} caches`);
+  if (q.requiresGrad) fail("attentionMany", "decode attention is for inference: no gradient flows through it");
+  const kvHeads = caches[0].k.shape[2];
+  const half = caches[0].k.data instanceof Uint16Array;
+  for (const { k, v, length } of caches) {
+    const [kb, cap, kh, kd] = k.shape;
+    if (k.shape.length !== 4 || kb !== 1 || kh !== kvHeads || kd !== headDim || heads % kvHeads !== 0 || length < 1 || length > cap) {
+      fail("attentionMany", `q ${shapeStr(q.shape)} and k ${shapeStr(k.shape)} (length ${length}) do not fit`);
+    }
+    if (v.shape.some((d, i) => d !== k.shape[i])) fail("attentionMany", `v ${shapeStr(v.shape)} differs from k ${shapeStr(k.shape)}`);
+    if ((k.data instanceof Uint16Array) !== half || (v.data instanceof Uint16Array) !== half) fail("attentionMany", "the caches must all be f32 or all 16-bit");
+  }
+  const lengths = Int32Array.from(caches, (c) => c.length);
+  const tk = Math.max(...lengths);
+  const p: AttentionParams = { batch: n, tq: 1, tk, heads, kvHeads, headDim, scale: attentionScale(headDim), causalOffset: tk - 1, window: opts.window || undefined };
+  const out = outputBuffer(q.size);
+  if (half) q.backend.attentionManyF16(q.data, caches.map((c) => c.k.data as Uint16Array), caches.map((c) => c.v.data as Uint16Array), lengths, out, p);
+  else q.backend.attentionMany(q.data, caches.map((c) => c.k.data as Float32Array), caches.map((c) => c.v.data as Float32Array), lengths, out, p);
+  return result(out, q.shape, [q], () => {}); // q needs no gradient (checked above)
 }
 
 /** Rows of `table` [V, D] for each id; output shape [...shape, D]. */

@@ -298,6 +298,24 @@ export class RefBackend implements Backend {
     this.attention(q, f16ToF32Array(k), f16ToF32Array(v), out, p);
   }
 
+  attentionMany(q: Float32Array, ks: Float32Array[], vs: Float32Array[], lengths: Int32Array, out: Float32Array, p: AttentionParams): void {
+    this.eachSequence(q, lengths, out, p, (b, qb, ob, one) => this.attention(qb, ks[b], vs[b], ob, one));
+  }
+
+  attentionManyF16(q: Float32Array, ks: Uint16Array[], vs: Uint16Array[], lengths: Int32Array, out: Float32Array, p: AttentionParams): void {
+    this.eachSequence(q, lengths, out, p, (b, qb, ob, one) => this.attentionF16(qb, ks[b], vs[b], ob, one));
+  }
+
+  /** attentionMany's sequences one at a time: b, its query and output rows, its own params */
+  private eachSequence(q: Float32Array, lengths: Int32Array, out: Float32Array, p: AttentionParams,
+    run: (b: number, qb: Float32Array, ob: Float32Array, one: AttentionParams) => void): void {
+    const n = p.heads * p.headDim;
+    for (let b = 0; b < p.batch; b++) {
+      const tk = lengths[b];
+      run(b, q.subarray(b * n, (b + 1) * n), out.subarray(b * n, (b + 1) * n), { ...p, batch: 1, tq: 1, tk, causalOffset: tk - 1, kvBatchStride: undefined });
+    }
+  }
+
   attentionBackward(
     q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array,
     dq: Float32Array | null, dk: Float32Array | null, dv: Float32Array | null, p: AttentionParams,
