@@ -19,6 +19,7 @@ import { clientRequest } from "./checkpoints.js";
 import { ensureCheckpoint } from "../src/perf/checkpoints.js";
 import { emit } from "../src/perf/machine.js";
 import { quantile } from "../src/perf/stats.js";
+import { NODE_FLAGS } from "../src/util/node-flags.js";
 
 const MODEL = "bench-small";
 
@@ -108,7 +109,7 @@ async function main(): Promise<void> {
   ensureCheckpoint(MODEL);
   for (const precision of values.precisions!.split(",")) {
     for (const threads of values.threads!.split(",").map(Number)) {
-      const args = [fileURLToPath(import.meta.url), "--child", `${precision}:${threads}`, "--streams", values.streams!, "--tokens", values.tokens!];
+      const args = [...NODE_FLAGS, fileURLToPath(import.meta.url), "--child", `${precision}:${threads}`, "--streams", values.streams!, "--tokens", values.tokens!];
       const r = spawnSync(process.execPath, args, { encoding: "utf8", stdio: ["ignore", "inherit", "pipe"] });
       if (r.status !== 0) emit(threads, { model: MODEL, precision, error: (r.stderr || "").trim().split("\n").slice(-3).join(" | ") });
     }

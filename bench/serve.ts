@@ -21,6 +21,7 @@ import { clientRequest } from "./checkpoints.js";
 import { ensureCheckpoint } from "../src/perf/checkpoints.js";
 import { emit } from "../src/perf/machine.js";
 import { quantile } from "../src/perf/stats.js";
+import { NODE_FLAGS } from "../src/util/node-flags.js";
 
 const MODEL = "bench-small";
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/llava.js");
@@ -97,7 +98,7 @@ function decodeRate(results: StreamResult[]): number | null {
 
 /** Starts `llava serve` and resolves with its URL once it listens. */
 function startServer(args: string[]): Promise<{ url: string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [CLI, "serve", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, "serve", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   return new Promise((resolve, reject) => {
     child.on("exit", (code) => reject(new Error(`llava serve exited with ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`)));

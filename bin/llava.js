@@ -1,7 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --single-threaded-gc
 // The `llava` command. It lives outside dist/ because every build rewrites dist/ without the
 // executable bit; this file is committed executable, so `bin/llava.js` works in any order with
-// `npm ci`, `npm test` and the build.
+// `npm ci`, `npm test` and the build. The flag on the first line: src/util/node-flags.ts.
 try {
   await import("../dist/src/cli/main.js");
 } catch (e) {

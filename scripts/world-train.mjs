@@ -28,6 +28,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { NODE_FLAGS } from "../dist/src/util/node-flags.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { writeRandomLlava } = await import(path.join(ROOT, "dist/src/llava/random-checkpoint.js"));
@@ -107,7 +108,7 @@ const log = (line) => process.stderr.write(`[world ${((Date.now() - started) / 1
 function llava(args, { capture = false } = {}) {
   log(`llava ${args.join(" ")}`);
   try {
-    return execFileSync(process.execPath, [path.join(ROOT, "bin", "llava.js"), ...args], { stdio: ["ignore", capture ? "pipe" : "inherit", "inherit"], encoding: "utf8" });
+    return execFileSync(process.execPath, [...NODE_FLAGS, path.join(ROOT, "bin", "llava.js"), ...args], { stdio: ["ignore", capture ? "pipe" : "inherit", "inherit"], encoding: "utf8" });
   } catch (err) {
     fail(`llava ${args[0]} ${args[1] ?? ""} failed (exit ${err.status}); rerun to continue where it stopped`);
   }

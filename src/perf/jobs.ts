@@ -2,6 +2,7 @@
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { LlavaError } from "../util/errors.js";
+import { NODE_FLAGS } from "../util/node-flags.js";
 import type { Precision } from "./precisions.js";
 import type { InferencePhase, TrainPhase } from "./protocol.js";
 
@@ -17,7 +18,7 @@ const CHILD = fileURLToPath(new URL("./child.js", import.meta.url));
 
 /** Runs `job` in a child process and returns its result (with peakRssBytes); its errors come back as errors of this process. */
 export function runJob<T>(job: ChildJob): T & { peakRssBytes: number } {
-  const run = spawnSync(process.execPath, ["--expose-gc", CHILD, JSON.stringify(job)], { encoding: "utf8", maxBuffer: 1 << 26, stdio: ["ignore", "pipe", "pipe"] });
+  const run = spawnSync(process.execPath, [...NODE_FLAGS, "--expose-gc", CHILD, JSON.stringify(job)], { encoding: "utf8", maxBuffer: 1 << 26, stdio: ["ignore", "pipe", "pipe"] });
   const stderr = (run.stderr ?? "").trim();
   if (run.status === EXIT_KNOWN_ERROR) throw new LlavaError(stderr.split("\n").at(-1)!);
   if (run.status !== 0) throw new Error(`bench job ${job.kind} failed (${run.signal ?? `exit ${run.status}`}): ${stderr.split("\n").slice(-5).join(" | ")}`);
