@@ -198,7 +198,11 @@ export class Scratch {
 
 let scratch: Scratch | null = null;
 
-/** A zeroed output buffer of n values: fresh, or a view of the scratch buffer in use. */
+/**
+ * An output buffer of n values: fresh (zeroed), or a view of the scratch buffer in use, holding
+ * whatever an earlier run left there; every op writes all of its output (zeroing a scratch view
+ * cost a 236-token prefill 3.8 ms of a single thread's 228).
+ */
 export function outputBuffer(n: number): Float32Array {
   const s = scratch;
   if (!s) return new Float32Array(n);
@@ -209,7 +213,7 @@ export function outputBuffer(n: number): Float32Array {
   }
   const out = s.buf.subarray(s.used, s.used + n);
   s.used += n;
-  return out.fill(0);
+  return out;
 }
 
 /**
