@@ -639,6 +639,18 @@ napi_value bind_sum_squares(Call& c) {
   return c.number(c.kernels().sum_squares(c.pool(), x, n));
 }
 
+napi_value bind_dropout_mask(Call& c) {
+  // (state, p, out)
+  double state, p;
+  float* out;
+  int64_t n;
+  CHECK(c.num(c.arg(0, "state"), state) && c.num(c.arg(1, "p"), p) && c.f32(c.arg(2, "out"), out, n));
+  CHECK(c.need(state >= 0 && state < 4294967296.0 && std::floor(state) == state, "state must be a 32-bit unsigned integer"));
+  CHECK(c.need(p >= 0 && p < 1, "p must be in [0, 1)"));
+  c.kernels().dropout_mask(c.pool(), uint32_t(state), p, out, n);
+  return c.undefined();
+}
+
 napi_value bind_zero(Call& c) {
   float* x;
   int64_t n;

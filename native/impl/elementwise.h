@@ -41,6 +41,23 @@ static void k_scale(Pool* pool, const float* x, double s, float* out, int64_t n)
 
 static void k_accumulate(Pool* pool, float* y, const float* x, int64_t n) { k_add(pool, y, x, y, n); }
 
+// Dropout's mask from the mulberry32 stream of src/util/random.ts: its i-th number after `state`
+// depends on state + (i + 1) · step alone, so every element is drawn on its own, by any thread,
+// and the mask is the stream's bit for bit. out[i] = 0 when the number is below p, else
+// 1 / (1 - p) rounded to float.
+static void k_dropout_mask(Pool* pool, uint32_t state, double p, float* out, int64_t n) {
+  constexpr uint32_t kStep = 0x6d2b79f5u;  // MULBERRY_STEP
+  const float keep = float(1.0 / (1.0 - p));
+  chunked(top(pool, n), n, kChunk, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; i++) {
+      uint32_t t = state + uint32_t(i + 1) * kStep;
+      t = (t ^ (t >> 15)) * (t | 1u);
+      t ^= t + (t ^ (t >> 7)) * (t | 61u);
+      out[i] = double(t ^ (t >> 14)) / 4294967296.0 < p ? 0.f : keep;
+    }
+  });
+}
+
 // out[j] = sum over rows of x[r, j], summed in double per column (like the reference).
 static void k_sum_rows(Pool* pool, const float* x, int64_t rows, int64_t len, float* out) {
   constexpr int64_t CH = 256;

@@ -29,6 +29,10 @@ set against the GEMM peak, decode against the bandwidth (weight bytes streamed p
 With node-llama-cpp installed (--peers auto), llama.cpp runs prefill and decode on the same weights
 written as GGUF (llava convert to-gguf, cached in --cache-dir; bf16 as f16) at the same thread
 count, and each figure is printed with llama.cpp's and the ratio (>1: llava-ts is faster). Note: ${PEER_NOTE}.
+With a Python that imports torch (python3, /usr/bin/python3, or LLAVA_PYTHON; Debian: python3-torch
+with libopenblas0-pthread), PyTorch trains the same f32 steps on the same example from the same
+weights (HF llava format), in plain PyTorch at the same thread count: its step times and the ratio
+(>1: llava-ts is faster), and its first loss, which must equal ours.
 
 options:
   --model-path DIR    the model folder
@@ -37,7 +41,7 @@ options:
   --threads N         native kernel threads (default: the hardware threads); a list runs each
   --phases LIST       which figures (default: all; train_full only at f32)
   --runs N            timed runs per figure (default 3)
-  --peers auto|none   run llama.cpp when it is installed (default auto)
+  --peers auto|none   run llama.cpp and PyTorch where they are installed (default auto)
   --cache-dir DIR     where checkpoints and GGUF copies are written (default bench/.cache in the package)
   --json              JSON lines, one per figure (default: a table)
 `;

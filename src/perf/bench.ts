@@ -1,9 +1,13 @@
 /**
  * `llava bench`: the protocol (protocol.ts) on a model at each precision and thread count, each
  * job in a process of its own, llama.cpp on the same weights as GGUF when node-llama-cpp is
- * installed, and every figure next to the machine's rooflines measured in the same run. Nothing
- * is compared with a figure typed into the code.
+ * installed, PyTorch on the same training steps when Python has torch, and every figure next to
+ * the machine's rooflines measured in the same run. Nothing is compared with a figure typed into
+ * the code.
  */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { readModelSpec } from "../llava/spec.js";
 import { openCheckpointWeights } from "../llava/weights.js";
 import { createBackend } from "../tensor/backends.js";
@@ -14,8 +18,9 @@ import { importLlamaCpp, type PeerResult } from "./llama-cpp.js";
 import { MACHINE, measureRooflines, type Rooflines } from "./machine.js";
 import type { InferenceResult, TrainResult } from "./measure.js";
 import { ggufTypeFor, type Precision } from "./precisions.js";
-import { ANSWER_TOKENS, INFERENCE_PHASES, type InferencePhase, type Phase, TRAIN_PHASES } from "./protocol.js";
+import { ANSWER_TOKENS, INFERENCE_PHASES, type InferencePhase, type Phase, TRAIN_PHASES, type TrainPhase } from "./protocol.js";
 import { median } from "./stats.js";
+import { findTorch, runTorchPeer, torchCanRead } from "./torch-peer.js";
 
 export interface BenchOptions {
   modelPath: string;
@@ -25,7 +30,7 @@ export interface BenchOptions {
   threads: number[];
   phases: Phase[];
   runs: number;
-  /** run llama.cpp too when node-llama-cpp is installed */
+  /** run llama.cpp too when node-llama-cpp is installed, PyTorch when Python has torch */
   peers: boolean;
   /** where the GGUF copies for the peers are kept */
   cacheDir: string;
@@ -42,7 +47,7 @@ export const UNITS: Record<Phase, string> = {
 /** One measured figure: the median and range of the runs, with the machine, its rooflines and the process's peak RSS. */
 export interface BenchRecord {
   model: string;
-  engine: "llava-ts" | "llama.cpp";
+  engine: "llava-ts" | "llama.cpp" | "pytorch";
   precision: Precision;
   phase: Phase;
   unit: string;
@@ -63,14 +68,19 @@ export const PEER_NOTE = "llama.cpp's prompt is text-only ids of the same count 
 
 export async function runBench(opts: BenchOptions): Promise<void> {
   // a missing or unreadable model is one line before anything is measured
-  const weights = openCheckpointWeights(readModelSpec(opts.modelPath));
-  weights.close();
+  const spec = readModelSpec(opts.modelPath);
+  openCheckpointWeights(spec).close();
   const inference = INFERENCE_PHASES.filter((p) => opts.phases.includes(p));
   const training = TRAIN_PHASES.filter((p) => opts.phases.includes(p));
   const peerPhases = inference.filter((p) => p !== "encode");
   const llamaCpp = opts.peers && peerPhases.length ? await importLlamaCpp() : null;
   if (opts.peers && peerPhases.length && !llamaCpp) opts.onNote("peers: llama.cpp not installed");
   else if (llamaCpp) opts.onNote(`peers: ${PEER_NOTE}`);
+  const torch = opts.peers && training.length ? findTorch() : null;
+  if (opts.peers && training.length && !torch) opts.onNote("peers: PyTorch not installed (no python3 imports torch; LLAVA_PYTHON names one)");
+  else if (torch && !torchCanRead(spec)) opts.onNote(`peers: PyTorch skipped (it reads the HF llava format only, not ${spec.format})`);
+  else if (torch) opts.onNote(`peers: PyTorch ${torch.version} trains the same steps in f32; its first loss must equal ours`);
+  const torchPeer = torch && torchCanRead(spec) ? torch : null;
 
   for (const threads of opts.threads) {
     const roofs = measureRooflines(createBackend({ name: "native", threads }) as NativeBackend);
@@ -96,8 +106,20 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       }
       // the whole LLM trains only in f32: packed weights take no updates
       for (const phase of training.filter((p) => p !== "train_full" || precision === "f32")) {
-        const t = runJob<TrainResult & { loadMs: number }>({ kind: "train", modelPath: opts.modelPath, precision, threads, phase, runs: opts.runs });
-        opts.onRecord(record("llava-ts", precision, phase, t.values, t.peakRssBytes, { load_ms: t.loadMs, trainable_params: t.trainableParams, answer_tokens: ANSWER_TOKENS }));
+        // PyTorch trains in f32: the same weights, so the same first loss
+        const torchInputs = torchPeer && precision === "f32" ? fs.mkdtempSync(path.join(os.tmpdir(), "llava-bench-torch-")) : undefined;
+        try {
+          const t = runJob<TrainResult & { loadMs: number }>({ kind: "train", modelPath: opts.modelPath, precision, threads, phase, runs: opts.runs, torchInputs });
+          const r = record("llava-ts", precision, phase, t.values, t.peakRssBytes, { load_ms: t.loadMs, trainable_params: t.trainableParams, answer_tokens: ANSWER_TOKENS, first_loss: t.firstLoss });
+          const peer = torchInputs ? torchFigures(opts, torchPeer!.python, torchInputs, phase, threads) : null;
+          if (peer) {
+            const p = record("pytorch", precision, phase, peer.values, peer.peakRssBytes, { torch: peer.torch, trainable_params: peer.trainableParams, first_loss: peer.firstLoss });
+            opts.onRecord({ ...r, pytorch: p.median, ratio_to_pytorch: p.median / r.median, pytorch_first_loss: peer.firstLoss });
+            opts.onRecord(p);
+          } else opts.onRecord(r);
+        } finally {
+          if (torchInputs) fs.rmSync(torchInputs, { recursive: true, force: true });
+        }
       }
     }
   }
@@ -124,6 +146,16 @@ function roofline(phase: InferencePhase, value: number, work: InferenceResult & 
   }
   if (phase === "prefill") return { prompt_tokens: work.promptTokens, roofline_tokens_per_s: gflops / work.prefillFlops, fraction_of_roofline: (value * work.prefillFlops) / gflops };
   return { weight_bytes_per_token: work.weightBytes, roofline_tokens_per_s: (roofs.readGBps * 1e9) / work.weightBytes, fraction_of_roofline: (value * work.weightBytes) / (roofs.readGBps * 1e9) };
+}
+
+/** PyTorch's steps, or null (with a note) when it fails: a peer that cannot run costs its figures, not ours. */
+function torchFigures(opts: BenchOptions, python: string, dir: string, phase: TrainPhase, threads: number) {
+  try {
+    return runTorchPeer(python, dir, phase, threads, opts.runs);
+  } catch (err) {
+    opts.onNote(`peers: ${(err as Error).message}`);
+    return null;
+  }
 }
 
 /** llama.cpp's prefill and decode on the same weights as GGUF, or null (with a note) when no GGUF type holds this precision or llama.cpp fails. */

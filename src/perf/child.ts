@@ -8,6 +8,7 @@ import { importLlamaCpp, measureLlamaCpp } from "./llama-cpp.js";
 import { measureInference, measureTraining } from "./measure.js";
 import { loadAtPrecision, llmWorkPerToken, encodeFlops } from "./precisions.js";
 import { type ChildJob, EXIT_KNOWN_ERROR } from "./jobs.js";
+import { writeTorchInputs } from "./torch-peer.js";
 
 async function run(job: ChildJob): Promise<Record<string, unknown>> {
   if (job.kind === "llama.cpp") {
@@ -21,6 +22,7 @@ async function run(job: ChildJob): Promise<Record<string, unknown>> {
   if (job.kind === "infer") {
     return { loadMs, ...llmWorkPerToken(loaded, job.precision), encodeFlops: encodeFlops(loaded), ...(await measureInference(loaded, job.phases, job.runs)) };
   }
+  if (job.torchInputs) writeTorchInputs(loaded, job.torchInputs);
   return { loadMs, ...(await measureTraining(loaded, job.phase, job.runs)) };
 }
 

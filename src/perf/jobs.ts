@@ -8,7 +8,7 @@ import type { InferencePhase, TrainPhase } from "./protocol.js";
 
 export type ChildJob =
   | { kind: "infer"; modelPath: string; precision: Precision; threads: number; phases: InferencePhase[]; runs: number }
-  | { kind: "train"; modelPath: string; precision: Precision; threads: number; phase: TrainPhase; runs: number }
+  | { kind: "train"; modelPath: string; precision: Precision; threads: number; phase: TrainPhase; runs: number; torchInputs?: string }
   | { kind: "llama.cpp"; gguf: string; ids: number[]; threads: number; runs: number };
 
 /** The exit status of a child that failed with an error the user can act on (its message is stderr's last line). */

@@ -58,11 +58,15 @@ export interface TrainResult {
   trainableParams: number;
   /** ms per step */
   values: number[];
+  /** the warm-up step's loss: the untrained model's on the training example */
+  firstLoss: number;
 }
 
 /** ms per training step; each timed step starts from a collected heap (the collection is not timed). */
 export async function measureTraining(loaded: LoadedLlava, phase: TrainPhase, runs: number): Promise<TrainResult> {
   const { step, trainableParams } = trainingStep(loaded, phase);
   const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
-  return { trainableParams, values: await repeated(runs, () => (gc(), elapsedMs(step))) };
+  const losses: number[] = [];
+  const values = await repeated(runs, () => (gc(), elapsedMs(() => losses.push(step()))));
+  return { trainableParams, values, firstLoss: losses[0] };
 }

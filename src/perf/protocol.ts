@@ -18,6 +18,8 @@ export const PROMPT_TEXT_TOKENS = 40;
 export const DECODE_TOKENS = 64;
 /** Supervised answer tokens of a training step. */
 export const ANSWER_TOKENS = 64;
+/** AdamW's learning rate in a training step (weight decay 0, the default betas and epsilon). */
+export const TRAIN_LR = 1e-5;
 
 export const INFERENCE_PHASES = ["encode", "prefill", "decode"] as const;
 export const TRAIN_PHASES = ["train_proj", "train_lora", "train_full"] as const;
@@ -27,7 +29,7 @@ export type TrainPhase = (typeof TRAIN_PHASES)[number];
 export type Phase = (typeof PHASES)[number];
 
 /** What each training phase trains: the projector alone (stage 1), LoRA r=128 adapters + projector, the whole LLM + projector (stage 2). */
-const TRAINABLES: Record<TrainPhase, Omit<TrainablesOptions, "rng">> = {
+export const TRAINABLES: Record<TrainPhase, Omit<TrainablesOptions, "rng">> = {
   train_proj: { tuneMmMlpAdapter: true },
   train_lora: { lora: { r: 128, alpha: 256, dropout: 0.05 } },
   train_full: {},
@@ -64,20 +66,26 @@ export function textOnlyPromptIds(loaded: LoadedLlava, ids: number[], imageRows:
   return ids.flatMap((id) => (id === marker ? new Array<number>(imageRows).fill(filler) : [id]));
 }
 
-/** One training step of `phase` (zero grad, forward with the frozen tower, loss on the answer, backward, AdamW), set up once. */
-export function trainingStep(loaded: LoadedLlava, phase: TrainPhase): { step: () => void; trainableParams: number } {
-  const rng = new Rng(1);
-  const named = setTrainables(loaded, { ...TRAINABLES[phase], rng });
-  const opt = new AdamW([{ params: named, lr: 1e-5, weightDecay: 0 }]);
+/** The example a training step learns: the bench prompt with the bench image, then ANSWER_TOKENS supervised answer ids. */
+export function trainingExample(loaded: LoadedLlava) {
   const prompt = benchPromptIds(loaded);
   const vocab = loaded.spec.text.vocabSize;
   const answer = Array.from({ length: ANSWER_TOKENS }, (_, i) => 1000 + ((i * 7919) % (vocab - 1000)));
-  const example = { ids: [...prompt, ...answer], labels: [...prompt.map(() => IGNORE_INDEX), ...answer], images: [benchImage()] };
+  return { ids: [...prompt, ...answer], labels: [...prompt.map(() => IGNORE_INDEX), ...answer], images: [benchImage()] };
+}
+
+/** One training step of `phase` (zero grad, forward with the frozen tower, loss on the answer, backward, AdamW), set up once; a step returns its loss. */
+export function trainingStep(loaded: LoadedLlava, phase: TrainPhase): { step: () => number; trainableParams: number } {
+  const rng = new Rng(1);
+  const named = setTrainables(loaded, { ...TRAINABLES[phase], rng });
+  const opt = new AdamW([{ params: named, lr: TRAIN_LR, weightDecay: 0 }]);
+  const example = trainingExample(loaded);
   const step = () => {
     opt.zeroGrad();
     const { loss } = batchLoss(loaded, [example], { modelMaxLength: loaded.spec.text.maxPositionEmbeddings, rng });
     loss.backward();
     opt.step(1);
+    return loss.data[0];
   };
   return { step, trainableParams: named.reduce((n, [, t]) => n + t.size, 0) };
 }

@@ -1,13 +1,14 @@
 /** The bench's records as a table for a person (the JSON lines are for programs). */
 import type { BenchRecord } from "./bench.js";
 
-const COLUMNS = ["precision", "threads", "phase", "engine", "median", "min-max", "unit", "of roofline", "vs llama.cpp", "peak RSS"] as const;
+const COLUMNS = ["precision", "threads", "phase", "engine", "median", "min-max", "unit", "of roofline", "vs peer", "peak RSS"] as const;
 
 const fixed = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
 function row(r: BenchRecord): string[] {
   const fraction = typeof r.fraction_of_roofline === "number" ? `${(100 * r.fraction_of_roofline).toFixed(0)}%` : "";
-  const ratio = typeof r.ratio_to_llama_cpp === "number" ? `${r.ratio_to_llama_cpp.toFixed(2)}x` : "";
+  const peerRatio = r.ratio_to_llama_cpp ?? r.ratio_to_pytorch;
+  const ratio = typeof peerRatio === "number" ? `${peerRatio.toFixed(2)}x` : "";
   return [r.precision, String(r.threads), r.phase, r.engine, fixed(r.median), `${fixed(r.min)}-${fixed(r.max)}`, r.unit, fraction, ratio, `${(r.peak_rss_bytes / 2 ** 20).toFixed(0)} MiB`];
 }
 

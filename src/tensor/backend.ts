@@ -156,4 +156,9 @@ export interface Backend {
   sumSquares(x: Float32Array): number;
   /** x = 0 */
   zero(x: Float32Array): void;
+  /**
+   * Dropout's mask: out[i] = 0 when the i-th number of the Rng stream after `state`
+   * (util/random.ts) is below p, else 1 / (1 - p) as float32. The caller's Rng then skips out.length.
+   */
+  dropoutMask(state: number, p: number, out: Float32Array): void;
 }

@@ -264,4 +264,8 @@ export class NativeBackend implements Backend {
   zero(x: Float32Array): void {
     this.addon.zero(x);
   }
+
+  dropoutMask(state: number, p: number, out: Float32Array): void {
+    this.addon.dropoutMask(state, p, out);
+  }
 }

@@ -410,9 +410,9 @@ export function gatherRows(x: Tensor, rows: Int32Array): Tensor {
 export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
   if (!(p >= 0 && p < 1)) fail("dropout", `probability ${p} outside [0, 1)`);
   if (p === 0) return x;
-  const keep = 1 / (1 - p);
   const mask = new Float32Array(x.size);
-  for (let i = 0; i < mask.length; i++) mask[i] = rng.next() < p ? 0 : keep;
+  x.backend.dropoutMask(rng.state, p, mask);
+  rng.skip(mask.length);
   // the mask is a constant factor: mul's backward scales the gradient by it
   return mul(x, new Tensor(mask, x.shape, x.backend));
 }

@@ -7,6 +7,7 @@ import type { Activation, AdamWStep, AttentionParams, Backend, GemmParams } from
 import { f16ToF32Array } from "./dtypes.js";
 import { erf } from "./math.js";
 import { type PackedMatrix, unpackRow } from "./packed.js";
+import { Rng } from "../util/random.js";
 
 const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -406,5 +407,11 @@ export class RefBackend implements Backend {
 
   zero(x: Float32Array): void {
     x.fill(0);
+  }
+
+  dropoutMask(state: number, p: number, out: Float32Array): void {
+    const rng = new Rng(state);
+    const keep = 1 / (1 - p);
+    for (let i = 0; i < out.length; i++) out[i] = rng.next() < p ? 0 : keep;
   }
 }

@@ -1,7 +1,8 @@
 /**
  * `llava bench` on a tiny random model: every phase gives a JSON line with the machine, the
- * rooflines of the run and positive figures; bad input is one line; and llama.cpp runs on the
- * same weights as GGUF when node-llama-cpp loads.
+ * rooflines of the run and positive figures; bad input is one line; llama.cpp runs on the same
+ * weights as GGUF when node-llama-cpp loads; and PyTorch trains the same steps, to the same
+ * first loss, when Python has torch (CI installs Debian's python3-torch).
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -11,6 +12,7 @@ import { after, before, test } from "node:test";
 import { writeRandomLlava } from "../../src/llava/random-checkpoint.js";
 import { assertCleanError, type CliResult, llava } from "../helpers/cli.js";
 import { MODELS } from "../helpers/paths.js";
+import { findTorch } from "../../src/perf/torch-peer.js";
 
 /** Why llama.cpp cannot run here, or null when node-llama-cpp's prebuilt binary loads. */
 async function llamaCppMissing(): Promise<string | null> {
@@ -26,6 +28,7 @@ async function llamaCppMissing(): Promise<string | null> {
 
 // asked before any test is registered: a test registered after the others would run after their clean-up
 const llamaCppSkip = await llamaCppMissing();
+const torchSkip = findTorch() ? false : "no python3 imports torch (Debian: apt-get install python3-torch)";
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "cli-bench-"));
 after(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -123,4 +126,20 @@ test("llama.cpp on the same weights as GGUF: its prefill and decode beside ours,
   assert.equal(fs.readdirSync(path.join(cache, "gguf")).length, 1);
   jsonLines(llava(args));
   assert.equal(fs.readdirSync(path.join(cache, "gguf")).length, 1);
+});
+
+test("PyTorch trains the same steps: the same first loss and trainable parameters, its times beside ours", { skip: torchSkip }, () => {
+  const r = llava(["bench", "--model-path", model, "--threads", "1", "--runs", "1", "--json", "--phases", "train_proj,train_lora,train_full"]);
+  const lines = jsonLines(r);
+  assert.match(r.stderr, /PyTorch [\d.]+\S* trains the same steps in f32/);
+  assert.deepEqual(lines.map((l) => `${l.phase} ${l.engine}`), ["train_proj llava-ts", "train_proj pytorch", "train_lora llava-ts", "train_lora pytorch", "train_full llava-ts", "train_full pytorch"]);
+  for (let i = 0; i < lines.length; i += 2) {
+    const [ours, theirs] = [lines[i], lines[i + 1]];
+    for (const key of ["median", "min", "max", "peak_rss_bytes"]) assert.ok(positive(theirs[key]), `PyTorch ${theirs.phase} ${key}`);
+    assert.equal(theirs.trainable_params, ours.trainable_params, `${ours.phase}: the same parameters train`);
+    const [a, b] = [ours.first_loss as number, theirs.first_loss as number];
+    assert.ok(positive(a) && Math.abs(a - b) <= 1e-5 * a, `${ours.phase}: first loss ${a} against PyTorch's ${b}`);
+    assert.equal(ours.pytorch_first_loss, b);
+    assert.equal(ours.ratio_to_pytorch, theirs.median / ours.median);
+  }
 });

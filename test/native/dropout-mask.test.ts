@@ -1,0 +1,70 @@
+/**
+ * Dropout's mask is drawn from the training run's Rng stream (util/random.ts, mulberry32, whose
+ * state a checkpoint saves): the native kernel draws every element on its own from the stream's
+ * closed form, and must give the reference backend's mask, which calls next() element by element,
+ * bit for bit, for every kernel variant and thread count; Rng.skip(n) must leave the state where
+ * n calls leave it, so training resumes on the same stream.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { NativeBackend } from "../../src/tensor/native-backend.js";
+import { RefBackend } from "../../src/tensor/ref-backend.js";
+import { dropout } from "../../src/tensor/ops.js";
+import { Tensor } from "../../src/tensor/tensor.js";
+import { Rng } from "../../src/util/random.js";
+import { assertBitEqual, randn, tryLoadAddon } from "./helpers.js";
+
+const { addon, skip } = tryLoadAddon();
+
+/** [state, p, elements]: a state near the top of 32 bits wraps; lengths past one kernel chunk, odd */
+const CASES = [[1, 0.05, 1], [12345, 0.05, 70001], [0xfffffff0, 0.5, 1000], [0, 0.9, 333], [0x6d2b79f5, 0.1, 65536 * 2 + 7]] as const;
+
+test("Rng.skip(n) leaves the state where n calls of next() leave it", () => {
+  for (const [state, , n] of CASES) {
+    const a = new Rng(state);
+    for (let i = 0; i < n; i++) a.next();
+    const b = new Rng(state);
+    b.skip(n);
+    assert.equal(b.state, a.state, `state ${state}, ${n} numbers`);
+  }
+});
+
+for (const isa of addon ? addon.settings().isas : ["(none)"]) {
+  test(`native ${isa}: the dropout mask is the Rng stream's, as the reference draws it`, { skip }, () => {
+    const native = addon!;
+    const before = native.settings();
+    const ref = new RefBackend();
+    try {
+      for (const threads of [1, 2]) {
+        native.configure({ isa, threads });
+        const be = new NativeBackend(native);
+        for (const [state, p, n] of CASES) {
+          const want = new Float32Array(n);
+          const got = new Float32Array(n);
+          ref.dropoutMask(state, p, want);
+          be.dropoutMask(state, p, got);
+          assertBitEqual(got, want, `state ${state}, p ${p}, ${n} elements, ${threads} threads`);
+          const dropped = want.filter((x) => x === 0).length / n;
+          if (n > 10000) assert.ok(Math.abs(dropped - p) < 0.01, `about p of the elements dropped: ${dropped}`);
+        }
+      }
+    } finally {
+      native.configure({ isa: before.isa, threads: before.threads });
+    }
+  });
+}
+
+test("dropout multiplies by the mask and moves the Rng past it; a bad state or p is refused", { skip }, () => {
+  const be = new NativeBackend(addon!);
+  const x = new Tensor(randn(1000, 3), [10, 100], be);
+  const rng = new Rng(77);
+  const y = dropout(x, 0.2, rng);
+  const mask = new Float32Array(1000);
+  new RefBackend().dropoutMask(77, 0.2, mask);
+  assertBitEqual(y.data, x.data.map((v, i) => v * mask[i]), "x times the mask");
+  const after = new Rng(77);
+  after.skip(1000);
+  assert.equal(rng.state, after.state);
+  assert.throws(() => be.dropoutMask(-1, 0.1, new Float32Array(4)), /state must be a 32-bit unsigned integer/);
+  assert.throws(() => be.dropoutMask(1, 1, new Float32Array(4)), /p must be in \[0, 1\)/);
+});
