@@ -11,7 +11,7 @@ import type { AttentionParams } from "../../src/tensor/backend.js";
 import { f16ToF32Array, f32ToF16Array } from "../../src/tensor/dtypes.js";
 import { NativeBackend } from "../../src/tensor/native-backend.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
-import { assertBitEqual, randn, tryLoadAddon } from "./helpers.js";
+import { assertBitEqual, randn, tryLoadAddon, withVariant } from "./helpers.js";
 
 const { addon, skip } = tryLoadAddon();
 
@@ -31,23 +31,15 @@ function cases() {
 
 for (const isa of addon ? addon.settings().isas : ["(none)"]) {
   test(`native ${isa}: attention over an f16 cache equals attention over its f32 values`, { skip }, () => {
-    const native = addon!;
-    const before = native.settings();
-    try {
-      for (const threads of [1, 2]) {
-        native.configure({ isa, threads });
-        const be = new NativeBackend(native);
-        for (const { q, k, v, p, name } of cases()) {
-          const half = new Float32Array(q.length);
-          const widened = new Float32Array(q.length);
-          be.attentionF16(q, k, v, half, p);
-          be.attention(q, f16ToF32Array(k), f16ToF32Array(v), widened, p);
-          assertBitEqual(half, widened, `${name}, ${threads} threads`);
-        }
+    withVariant(addon!, isa, [1, 2], (be, threads) => {
+      for (const { q, k, v, p, name } of cases()) {
+        const half = new Float32Array(q.length);
+        const widened = new Float32Array(q.length);
+        be.attentionF16(q, k, v, half, p);
+        be.attention(q, f16ToF32Array(k), f16ToF32Array(v), widened, p);
+        assertBitEqual(half, widened, `${name}, ${threads} threads`);
       }
-    } finally {
-      native.configure({ isa: before.isa, threads: before.threads });
-    }
+    });
   });
 }
 

@@ -12,7 +12,7 @@ import type { AttentionParams } from "../../src/tensor/backend.js";
 import { f32ToF16Array } from "../../src/tensor/dtypes.js";
 import { NativeBackend } from "../../src/tensor/native-backend.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
-import { assertBitEqual, randn, tryLoadAddon } from "./helpers.js";
+import { assertBitEqual, randn, tryLoadAddon, withVariant } from "./helpers.js";
 
 const { addon, skip } = tryLoadAddon();
 
@@ -49,27 +49,19 @@ function one(be: NativeBackend | RefBackend, half: boolean, c: ReturnType<typeof
 
 for (const isa of addon ? addon.settings().isas : ["(none)"]) {
   test(`native ${isa}: attentionMany gives each sequence its attention alone`, { skip }, () => {
-    const native = addon!;
-    const before = native.settings();
-    try {
-      for (const threads of [1, 2]) {
-        native.configure({ isa, threads });
-        const be = new NativeBackend(native);
-        for (const half of [false, true]) {
-          for (const c of cases(half)) {
-            const out = new Float32Array(c.q.length);
-            many(be, half, c, out);
-            c.lengths.forEach((len, b) => {
-              const alone = new Float32Array(c.n);
-              one(be, half, c, b, alone);
-              assertBitEqual(out.subarray(b * c.n, (b + 1) * c.n), alone, `${c.name}, ${half ? "f16" : "f32"}, ${threads} threads: sequence ${b} of ${len} keys`);
-            });
-          }
+    withVariant(addon!, isa, [1, 2], (be, threads) => {
+      for (const half of [false, true]) {
+        for (const c of cases(half)) {
+          const out = new Float32Array(c.q.length);
+          many(be, half, c, out);
+          c.lengths.forEach((len, b) => {
+            const alone = new Float32Array(c.n);
+            one(be, half, c, b, alone);
+            assertBitEqual(out.subarray(b * c.n, (b + 1) * c.n), alone, `${c.name}, ${half ? "f16" : "f32"}, ${threads} threads: sequence ${b} of ${len} keys`);
+          });
         }
       }
-    } finally {
-      native.configure({ isa: before.isa, threads: before.threads });
-    }
+    });
   });
 }
 

@@ -12,7 +12,7 @@ import { RefBackend } from "../../src/tensor/ref-backend.js";
 import { dropout } from "../../src/tensor/ops.js";
 import { Tensor } from "../../src/tensor/tensor.js";
 import { Rng } from "../../src/util/random.js";
-import { assertBitEqual, randn, tryLoadAddon } from "./helpers.js";
+import { assertBitEqual, randn, tryLoadAddon, withVariant } from "./helpers.js";
 
 const { addon, skip } = tryLoadAddon();
 
@@ -31,26 +31,18 @@ test("Rng.skip(n) leaves the state where n calls of next() leave it", () => {
 
 for (const isa of addon ? addon.settings().isas : ["(none)"]) {
   test(`native ${isa}: the dropout mask is the Rng stream's, as the reference draws it`, { skip }, () => {
-    const native = addon!;
-    const before = native.settings();
     const ref = new RefBackend();
-    try {
-      for (const threads of [1, 2]) {
-        native.configure({ isa, threads });
-        const be = new NativeBackend(native);
-        for (const [state, p, n] of CASES) {
-          const want = new Float32Array(n);
-          const got = new Float32Array(n);
-          ref.dropoutMask(state, p, want);
-          be.dropoutMask(state, p, got);
-          assertBitEqual(got, want, `state ${state}, p ${p}, ${n} elements, ${threads} threads`);
-          const dropped = want.filter((x) => x === 0).length / n;
-          if (n > 10000) assert.ok(Math.abs(dropped - p) < 0.01, `about p of the elements dropped: ${dropped}`);
-        }
+    withVariant(addon!, isa, [1, 2], (be, threads) => {
+      for (const [state, p, n] of CASES) {
+        const want = new Float32Array(n);
+        const got = new Float32Array(n);
+        ref.dropoutMask(state, p, want);
+        be.dropoutMask(state, p, got);
+        assertBitEqual(got, want, `state ${state}, p ${p}, ${n} elements, ${threads} threads`);
+        const dropped = want.filter((x) => x === 0).length / n;
+        if (n > 10000) assert.ok(Math.abs(dropped - p) < 0.01, `about p of the elements dropped: ${dropped}`);
       }
-    } finally {
-      native.configure({ isa: before.isa, threads: before.threads });
-    }
+    });
   });
 }
 

@@ -1,7 +1,7 @@
 /** Shared pieces of the native backend tests: seeded data and tolerant comparison. */
 import assert from "node:assert/strict";
 import { seededRandom } from "../../src/util/random.js";
-import { loadNativeAddon, type NativeAddon } from "../../src/tensor/native-backend.js";
+import { loadNativeAddon, type NativeAddon, NativeBackend } from "../../src/tensor/native-backend.js";
 
 /** Deterministic pseudo-random numbers in [-1, 1). */
 export function rng(seed: number): () => number {
@@ -72,5 +72,18 @@ export function tryLoadAddon(): { addon: NativeAddon | null; skip: string | fals
     return { addon: loadNativeAddon(), skip: false };
   } catch (e) {
     return { addon: null, skip: `the native addon is not built (${(e as Error).message})` };
+  }
+}
+
+/** Runs `body` with a backend on kernel variant `isa` at each thread count, then restores the addon's settings. */
+export function withVariant(addon: NativeAddon, isa: string, threads: number[], body: (be: NativeBackend, threads: number) => void): void {
+  const before = addon.settings();
+  try {
+    for (const t of threads) {
+      addon.configure({ isa, threads: t });
+      body(new NativeBackend(addon), t);
+    }
+  } finally {
+    addon.configure({ isa: before.isa, threads: before.threads });
   }
 }
