@@ -48,12 +48,19 @@ static void k_accumulate(Pool* pool, float* y, const float* x, int64_t n) { k_ad
 static void k_dropout_mask(Pool* pool, uint32_t state, double p, float* out, int64_t n) {
   constexpr uint32_t kStep = 0x6d2b79f5u;  // MULBERRY_STEP
   const float keep = float(1.0 / (1.0 - p));
+  // u / 2^32 < p exactly when the integer u < ceil(p · 2^32) (p · 2^32 is exact in double), a
+  // 32-bit compare the loop vectorizes (1 ns an element with the double compare, 0.1 without)
+  const double limit = std::ceil(p * 4294967296.0);
+  const bool all = limit >= 4294967296.0;
+  const uint32_t below = all ? 0 : uint32_t(limit);
   chunked(top(pool, n), n, kChunk, [&](int64_t b, int64_t e, int) {
+    uint32_t s = state + uint32_t(b) * kStep;
     for (int64_t i = b; i < e; i++) {
-      uint32_t t = state + uint32_t(i + 1) * kStep;
+      s += kStep;
+      uint32_t t = s;
       t = (t ^ (t >> 15)) * (t | 1u);
       t ^= t + (t ^ (t >> 7)) * (t | 61u);
-      out[i] = double(t ^ (t >> 14)) / 4294967296.0 < p ? 0.f : keep;
+      out[i] = all || (t ^ (t >> 14)) < below ? 0.f : keep;
     }
   });
 }
