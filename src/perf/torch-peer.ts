@@ -12,7 +12,9 @@ import { fileURLToPath } from "node:url";
 import type { LoadedLlava } from "../llava/load.js";
 import type { ModelSpec } from "../llava/spec.js";
 import { prepareImages } from "../llava/pipeline.js";
+import { isLoraTarget } from "../nn/lora.js";
 import { ADAM_BETAS, ADAM_EPS } from "../train/optimizer.js";
+import { defaultLoraTargets } from "../train/trainables.js";
 import { TRAIN_LR, TRAINABLES, trainingExample, type TrainPhase } from "./protocol.js";
 
 const SCRIPT = fileURLToPath(new URL("../../../src/perf/torch_peer.py", import.meta.url));
@@ -48,7 +50,11 @@ export function writeTorchInputs(loaded: LoadedLlava, dir: string): void {
       projector: spec.projector,
       settings: { visionSelectLayer: spec.settings.visionSelectLayer, visionSelectFeature: spec.settings.visionSelectFeature, imageTokenId: spec.settings.imageTokenId },
     },
-    lora: TRAINABLES.train_lora.lora,
+    // the LLM's Linear layers that train_lora's adapters go on (setTrainables' choice), by HF name
+    lora: {
+      ...TRAINABLES.train_lora.lora,
+      linears: loaded.model.llm.namedLinears().map(([name]) => name).filter((name) => name !== "lm_head" && isLoraTarget(name, defaultLoraTargets(loaded))).map((name) => `language_model.${name}`),
+    },
     optimizer: { lr: TRAIN_LR, betas: ADAM_BETAS, eps: ADAM_EPS },
   };
   fs.writeFileSync(path.join(dir, "inputs.json"), JSON.stringify(inputs));

@@ -81,16 +81,9 @@ class Llava(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         self.p = torch.nn.ParameterDict({k.replace(".", "/"): torch.nn.Parameter(v, requires_grad=False) for k, v in w.items()})
-        self.lora = {}
-        if lora:
-            names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-            mods = {}
-            for i in range(cfg["text"]["numHiddenLayers"]):
-                for n in names:
-                    part = "self_attn" if n.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
-                    key = f"language_model.model.layers.{i}.{part}.{n}"
-                    mods[key.replace(".", "/")] = LoraLinear(self.w(key + ".weight"), lora["r"], lora["alpha"], lora["dropout"])
-            self.lora = torch.nn.ModuleDict(mods)
+        # adapters on the Linear layers llava-ts puts them on (inputs.json names them)
+        self.lora = torch.nn.ModuleDict({key.replace(".", "/"): LoraLinear(self.w(key + ".weight"), lora["r"], lora["alpha"], lora["dropout"])
+                                         for key in (lora["linears"] if lora else [])})
 
     def w(self, key):
         return self.p[key.replace(".", "/")]
