@@ -8,10 +8,11 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { CASES, FIXTURES, IMAGES, MODELS } from "../helpers/paths.js";
+import { CASES, FIXTURES, IMAGES, MODELS, ROOT } from "../helpers/paths.js";
 import { compareCase } from "../helpers/compare.js";
 import { assertCleanError, llava } from "../helpers/cli.js";
 import { npyToNumbers, readNpy } from "../../src/io/npy.js";
+import { NODE_FLAGS } from "../../src/util/node-flags.js";
 
 const MHA = path.join(MODELS, "tiny-llava-1.5-mha");
 const GRADIENT = path.join(IMAGES, "gradient_640x480.png");
@@ -161,4 +162,12 @@ test("bad options fail cleanly", () => {
   const r = llava(["--help"]);
   assert.equal(r.status, 0);
   assert.match(r.stdout, /usage: llava/);
+});
+
+test("bin/llava.js runs Node with the flags every Node the project spawns takes (NODE_FLAGS), and runs as a program", () => {
+  const bin = path.join(ROOT, "bin", "llava.js");
+  assert.equal(fs.readFileSync(bin, "utf8").split("\n")[0], `#!/usr/bin/env -S node ${NODE_FLAGS.join(" ")}`);
+  const r = spawnSync(bin, ["--help"], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^usage: llava <command>/);
 });
