@@ -494,14 +494,13 @@ napi_value attention_many_call(Call& c, napi_typedarray_type type, const Run& ru
   int32_t* len32;
   int64_t nq, no, nl;
   AttnShape s;
-  std::vector<const T*> ks, vs;
-  std::vector<T*> kp, vp;
+  std::vector<T*> ks, vs;
   std::vector<int64_t> kn, vn;
   CHECK(c.f32(c.arg(0, "q"), q, nq) && c.i32(c.arg(3, "lengths"), len32, nl) && c.f32(c.arg(4, "out"), out, no));
   CHECK(attn_shape(c, c.arg(5, "params"), s));
   CHECK(c.need(s.tq == 1 && s.causal, "one causal query row per sequence (tq 1, causalOffset) is supported, got tq %lld", s.tq));
   CHECK(c.need(nl == s.batch, "lengths has %lld values for %lld sequences", nl, s.batch));
-  CHECK(c.typed_list(c.arg(1, "ks"), type, s.batch, kp, kn) && c.typed_list(c.arg(2, "vs"), type, s.batch, vp, vn));
+  CHECK(c.typed_list(c.arg(1, "ks"), type, s.batch, ks, kn) && c.typed_list(c.arg(2, "vs"), type, s.batch, vs, vn));
   const int64_t row = s.kv_heads * s.head_dim, qn = s.batch * s.heads * s.head_dim;
   CHECK(c.need(nq >= qn && no >= qn, "q has %lld values and out %lld, need %lld", nq, no, qn));
   std::vector<int64_t> lengths(size_t(s.batch));
@@ -510,8 +509,6 @@ napi_value attention_many_call(Call& c, napi_typedarray_type type, const Run& ru
     CHECK(c.need(len32[b] >= 0 && len32[b] <= s.tk, "length %lld outside [0, tk %lld]", len32[b], s.tk));
     CHECK(c.need(kn[b] >= lengths[b] * row && vn[b] >= lengths[b] * row, "sequence %lld: k or v holds fewer than %lld values", b,
                  lengths[b] * row));
-    ks.push_back(kp[b]);
-    vs.push_back(vp[b]);
   }
   if (qn > 0) run(q, ks.data(), vs.data(), lengths.data(), out, s);
   return c.undefined();

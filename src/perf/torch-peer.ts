@@ -14,7 +14,7 @@ import type { ModelSpec } from "../llava/spec.js";
 import { prepareImages } from "../llava/pipeline.js";
 import { isLoraTarget } from "../nn/lora.js";
 import { ADAM_BETAS, ADAM_EPS } from "../train/optimizer.js";
-import { defaultLoraTargets } from "../train/trainables.js";
+import { defaultLoraTargets, loraCandidates } from "../train/trainables.js";
 import { TRAIN_LR, TRAINABLES, trainingExample, type TrainPhase } from "./protocol.js";
 
 const SCRIPT = fileURLToPath(new URL("../../../src/perf/torch_peer.py", import.meta.url));
@@ -39,6 +39,7 @@ export function writeTorchInputs(loaded: LoadedLlava, dir: string): void {
   const example = trainingExample(loaded);
   const pixels = prepareImages(loaded, example.images).pixels;
   const { spec } = loaded;
+  const targets = defaultLoraTargets(loaded);
   const inputs = {
     modelPath: spec.dir,
     ids: example.ids,
@@ -53,7 +54,7 @@ export function writeTorchInputs(loaded: LoadedLlava, dir: string): void {
     // the LLM's Linear layers that train_lora's adapters go on (setTrainables' choice), by HF name
     lora: {
       ...TRAINABLES.train_lora.lora,
-      linears: loaded.model.llm.namedLinears().map(([name]) => name).filter((name) => name !== "lm_head" && isLoraTarget(name, defaultLoraTargets(loaded))).map((name) => `language_model.${name}`),
+      linears: loraCandidates(loaded).filter(([name]) => isLoraTarget(name, targets)).map(([name]) => `language_model.${name}`),
     },
     optimizer: { lr: TRAIN_LR, betas: ADAM_BETAS, eps: ADAM_EPS },
   };

@@ -149,18 +149,10 @@ class Llava(torch.nn.Module):
             feats = feats[:, 1:]
         proj = self.linear(act(self.cfg["projector"]["activation"])(self.linear(feats, "multi_modal_projector.linear_1", True)), "multi_modal_projector.linear_2", True)[0]
         table = self.w("language_model.model.embed_tokens.weight")
-        marker = s["imageTokenId"]
-        rows, labs = [], []
-        pos = [i for i, t in enumerate(ids) if t == marker]
-        if len(pos) == proj.shape[0]:  # one marker per feature row (HF)
-            e = table[torch.tensor([0 if t == marker else t for t in ids])]
-            idx = torch.tensor(pos)
-            e = e.index_put((idx,), proj)
-            rows, labs = e, labels
-        else:  # one marker for all the rows (original)
-            at = pos[0]
-            rows = torch.cat([table[torch.tensor(ids[:at])], proj, table[torch.tensor(ids[at + 1:])]])
-            labs = labels[:at] + [IGNORE_INDEX] * proj.shape[0] + labels[at + 1:]
+        # the prompt's one image marker becomes the feature rows, unsupervised (as llava-ts splices it)
+        at = ids.index(s["imageTokenId"])
+        rows = torch.cat([table[torch.tensor(ids[:at])], proj, table[torch.tensor(ids[at + 1:])]])
+        labs = labels[:at] + [IGNORE_INDEX] * proj.shape[0] + labels[at + 1:]
         logits = self.decoder(rows[None])[0]
         return F.cross_entropy(logits[:-1], torch.tensor(labs[1:]), ignore_index=IGNORE_INDEX)
 

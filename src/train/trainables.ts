@@ -6,7 +6,7 @@
  */
 import type { LoadedLlava } from "../llava/load.js";
 import { partOf, PREFIX } from "../llava/keys.js";
-import type { NamedParameters } from "../nn/layers.js";
+import type { Linear, NamedParameters } from "../nn/layers.js";
 import { addLoraAdapters, isLoraTarget } from "../nn/lora.js";
 import { PackedTensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
@@ -44,6 +44,11 @@ export interface TrainablesOptions {
 export function defaultLoraTargets(loaded: LoadedLlava): string[] {
   const leaves = loaded.model.llm.namedLinears().map(([name]) => name.split(".").pop()!);
   return [...new Set(leaves)].filter((n) => n !== "lm_head").sort();
+}
+
+/** The LLM's Linear layers an adapter may go on: all but lm_head (see defaultLoraTargets). */
+export function loraCandidates(loaded: LoadedLlava): Array<[string, Linear]> {
+  return loaded.model.llm.namedLinears().filter(([name]) => name !== "lm_head");
 }
 
 /** The reference's model.model as freeze_backbone freezes it: embeddings, decoder layers, final norm (the projector and tower are built after that freeze). */
@@ -96,7 +101,7 @@ export function setTrainables(loaded: LoadedLlava, opts: TrainablesOptions): Nam
     if (!(Number.isInteger(r) && r >= 1)) throw new LlavaError(`lora_r must be a positive whole number, got ${r}`);
     if (!(dropout >= 0 && dropout < 1)) throw new LlavaError(`lora_dropout must be in [0, 1), got ${dropout}`);
     const targets = opts.lora.targets ?? defaultLoraTargets(loaded);
-    const candidates = llm.filter(([name]) => name !== "lm_head");
+    const candidates = loraCandidates(loaded);
     if (!candidates.some(([name]) => isLoraTarget(name, targets))) throw new LlavaError(`no Linear layer of the LLM matches the LoRA targets ${targets.join(", ")}`);
     addLoraAdapters(candidates, { r, alpha, dropout, targetModules: targets, useRslora: false, baseModel: null }, () => opts.rng.next());
   }
