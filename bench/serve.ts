@@ -13,6 +13,7 @@
  *   node dist/bench/serve.js [--precisions f32,q4_0] [--threads 1,2] [--streams 1,4,8,16] [--tokens 64]
  */
 import { spawn } from "node:child_process";
+import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -49,15 +50,37 @@ interface StreamResult {
   last: number;
 }
 
-/** One streamed completion, read as server-sent events. */
-async function stream(url: string, payload: string, t0: number): Promise<StreamResult> {
-  const res = await fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: payload });
-  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-  const result: StreamResult = { text: "", tokens: 0, first: 0, pieces: [], last: 0 };
+/**
+ * One streamed completion, read as server-sent events. The client runs on the server's machine,
+ * so during the stream it only records each chunk and its arrival time (node:http, no parsing):
+ * the events are parsed after the stream ends, and the client takes as little CPU as it can from
+ * the server it measures.
+ */
+function stream(url: string, payload: string, t0: number): Promise<StreamResult> {
+  const arrivals: Array<[number, string]> = [];
+  return new Promise<StreamResult>((resolve, reject) => {
+    const headers = { "content-type": "application/json", "content-length": Buffer.byteLength(payload) };
+    const req = http.request(`${url}/v1/chat/completions`, { method: "POST", headers }, (res) => {
+      res.setEncoding("utf8");
+      res.on("data", (text: string) => arrivals.push([performance.now() - t0, text]));
+      res.on("error", reject);
+      res.on("end", () => {
+        const last = performance.now() - t0;
+        if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}: ${arrivals.map(([, t]) => t).join("")}`));
+        else resolve(parseEvents(arrivals, last));
+      });
+    });
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+/** The pieces of a recorded stream, each timed by the chunk that completed its event. */
+function parseEvents(arrivals: Array<[number, string]>, last: number): StreamResult {
+  const result: StreamResult = { text: "", tokens: 0, first: 0, pieces: [], last };
   let buffered = "";
-  const decoder = new TextDecoder();
-  for await (const bytes of res.body!) {
-    buffered += decoder.decode(bytes as Uint8Array, { stream: true });
+  for (const [at, text] of arrivals) {
+    buffered += text;
     let end: number;
     while ((end = buffered.indexOf("\n\n")) >= 0) {
       const event = buffered.slice(0, end).replace(/^data: /, "");
@@ -66,14 +89,13 @@ async function stream(url: string, payload: string, t0: number): Promise<StreamR
       const chunk = JSON.parse(event) as { choices: Array<{ delta: { content?: string } }>; usage?: { completion_tokens: number } };
       const piece = chunk.choices[0]?.delta.content;
       if (piece) {
-        result.pieces.push(performance.now() - t0);
-        result.first ||= result.pieces[0];
+        result.pieces.push(at);
+        result.first ||= at;
         result.text += piece;
       }
       if (chunk.usage) result.tokens = chunk.usage.completion_tokens;
     }
   }
-  result.last = performance.now() - t0;
   return result;
 }
 

@@ -636,6 +636,13 @@ napi_value bind_sum_squares(Call& c) {
   return c.number(c.kernels().sum_squares(c.pool(), x, n));
 }
 
+napi_value bind_argmax_finite(Call& c) {
+  float* x;
+  int64_t n;
+  CHECK(c.f32(c.arg(0, "x"), x, n));
+  return c.number(double(c.kernels().argmax_finite(c.pool(), x, n)));
+}
+
 napi_value bind_dropout_mask(Call& c) {
   // (state, p, out)
   double state, p;

@@ -64,6 +64,8 @@
      double step_size, double bias2_sqrt, double eps)) \
   K(sum_squares, sumSquares, double, (Pool*, const float* x, int64_t n)) \
   K(zero, zero, void, (Pool*, float* x, int64_t n)) \
+  /* the first largest element's index, -1 when any is NaN or infinite (impl/misc.h) */ \
+  K(argmax_finite, argmaxFinite, int64_t, (Pool*, const float* x, int64_t n)) \
   /* dropout's mask from the Rng stream after `state` (impl/elementwise.h) */ \
   K(dropout_mask, dropoutMask, void, (Pool*, uint32_t state, double p, float* out, int64_t n)) \
   /* reads x (n floats) `reps` times on every pool thread's share; returns a checksum */ \

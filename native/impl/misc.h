@@ -130,3 +130,26 @@ static double k_read_sum(Pool* pool, const float* x, int64_t n, int reps) {
   for (int64_t t = 0; t < parts; t++) s += sums[t];
   return s;
 }
+
+// The index of the first largest element of x[0, n) when every element is finite, else -1 (and
+// -1 for n = 0): a generation step's greedy token and its check of the logits in one call, one
+// thread (a row of the vocabulary is in cache after the lm_head; 32001 logits took two JS loops
+// about 65 us, this a few).
+static int64_t k_argmax_finite(Pool*, const float* x, int64_t n) {
+  vf mx = vset(-__builtin_inff()), bad = vset(0.f);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    const vf v = vload(x + j);
+    mx = vmax(mx, v);
+    bad += v - v;  // 0 for a finite value, NaN for an infinity or a NaN (and NaN stays)
+  }
+  float m = hmax(mx), b = hsum(bad);
+  for (; j < n; j++) {
+    m = x[j] > m ? x[j] : m;
+    b += x[j] - x[j];
+  }
+  if (n == 0 || b != 0.f) return -1;
+  for (int64_t i = 0; i < n; i++)
+    if (x[i] == m) return i;
+  return -1;
+}

@@ -11,6 +11,7 @@
  */
 import type { LoadedLlava } from "./load.js";
 import type { PositionKey, PrefixCache } from "./prefix-cache.js";
+import type { Backend } from "../tensor/backend.js";
 import { reshape, slice } from "../tensor/ops.js";
 import { Scratch, type Tensor, withScratch } from "../tensor/tensor.js";
 import { StreamingDetokenizer } from "../tokenizer/stream.js";
@@ -66,7 +67,7 @@ export interface GeneratedPiece {
   text: string;
 }
 
-/** Refuses logits holding NaN or Inf (broken weights or an overflow): no token can be chosen from them. */
+/** Refuses logits holding NaN or Inf (broken weights or an overflow; argmaxFinite found one): no token can be chosen from them. */
 function checkFinite(logits: Float32Array, step: number, position: number): void {
   let nan = 0;
   let inf = 0;
@@ -138,6 +139,7 @@ export class AnswerTokens {
   private readonly stops: string[];
   private readonly detok: StreamingDetokenizer;
   private readonly random: () => number;
+  private readonly backend: Backend;
 
   /** `maxNewTokens`: the budget after the context cap (answerBudget) */
   constructor(loaded: LoadedLlava, private readonly opts: GenerationOptions, readonly promptTokens: number, readonly maxNewTokens: number) {
@@ -145,6 +147,7 @@ export class AnswerTokens {
     this.stops = (opts.stop ?? []).filter((s) => s.length > 0);
     this.detok = new StreamingDetokenizer(loaded.tokenizer);
     this.random = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+    this.backend = loaded.model.backend;
   }
 
   /** Chooses the next token from its logits and applies the stop rules. */
@@ -152,8 +155,11 @@ export class AnswerTokens {
     const hooks = this.opts.hooks ?? {};
     const step = this.tokens.length;
     hooks.onLogits?.(logits, step);
-    checkFinite(logits, step, this.promptTokens + step - 1);
-    const token = sampleToken(logits, this.opts.temperature ?? 0, this.opts.topP ?? 1, this.random);
+    // the greedy token and the logits' check in one native pass (two JS loops cost ~65 us a row)
+    const best = this.backend.argmaxFinite(logits);
+    if (best < 0) checkFinite(logits, step, this.promptTokens + step - 1);
+    const temperature = this.opts.temperature ?? 0;
+    const token = temperature > 0 ? sampleToken(logits, temperature, this.opts.topP ?? 1, this.random) : best;
     this.tokens.push(token);
     hooks.onToken?.(token, step);
     if (this.eos.has(token)) this.finishReason = "eos";

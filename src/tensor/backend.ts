@@ -156,6 +156,8 @@ export interface Backend {
   sumSquares(x: Float32Array): number;
   /** x = 0 */
   zero(x: Float32Array): void;
+  /** The index of x's first largest element, or -1 when x is empty or holds a NaN or an infinity. */
+  argmaxFinite(x: Float32Array): number;
   /**
    * Dropout's mask: out[i] = 0 when the i-th number of the Rng stream after `state`
    * (util/random.ts) is below p, else 1 / (1 - p) as float32. The caller's Rng then skips out.length.

@@ -265,6 +265,10 @@ export class NativeBackend implements Backend {
     this.addon.zero(x);
   }
 
+  argmaxFinite(x: Float32Array): number {
+    return this.addon.argmaxFinite(x);
+  }
+
   dropoutMask(state: number, p: number, out: Float32Array): void {
     this.addon.dropoutMask(state, p, out);
   }

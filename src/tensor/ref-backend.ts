@@ -409,6 +409,15 @@ export class RefBackend implements Backend {
     x.fill(0);
   }
 
+  argmaxFinite(x: Float32Array): number {
+    let best = -1;
+    for (let i = 0; i < x.length; i++) {
+      if (!Number.isFinite(x[i])) return -1;
+      if (best < 0 || x[i] > x[best]) best = i;
+    }
+    return best;
+  }
+
   dropoutMask(state: number, p: number, out: Float32Array): void {
     const rng = new Rng(state);
     const keep = 1 / (1 - p);
