@@ -96,8 +96,11 @@ test("a generation that fails is one error chunk with code 1, its cause on the w
 });
 
 test("the worker commands refuse bad command lines, a model that does not load and a controller they cannot reach", () => {
-  // without --model-path the worker loads the default model, which a checkout without models/ lacks
-  assertCleanError(llava(["serve", "worker"]), /no --model-path given and no default model at /);
+  // without --model-path the worker loads the shipped default model, then finds no controller
+  assertCleanError(
+    llava(["serve", "worker", "--host", "127.0.0.1", "--port", "0", "--controller-address", "http://127.0.0.1:1"]),
+    /cannot register with the controller at http:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/,
+  );
   assertCleanError(llava(["serve", "worker", "--model-path", TINY, "--limit-model-concurrency", "0"]), /--limit-model-concurrency must be a whole number >= 1, got "0"/);
   assertCleanError(llava(["serve", "worker", "--model-path", TINY, "--max-batch", "0"]), /--max-batch must be a whole number >= 1, got "0"/);
   assertCleanError(llava(["serve", "--model-path", TINY, "--prefix-cache-mb", "lots"]), /--prefix-cache-mb must be a positive number of megabytes, got "lots"/);

@@ -157,7 +157,7 @@ test("bad options fail cleanly", () => {
   assertCleanError(llava(["run", "--model-path", MHA, "--query", "x", "--bogus"]), /bogus/);
   assertCleanError(llava(["run", "--model-path", MHA, "--query", "x", "--conv-mode", "nope"]), /nope/);
   assertCleanError(llava(["frobnicate"]), /unknown command/);
-  assertCleanError(llava(["run", "--query", "x"]), /--model-path/);
+  assertCleanError(llava(["run", "--model-path", MHA]), /--query/);
   assertCleanError(llava(["dump", "--model-path", MHA]), /--out/);
   const r = llava(["--help"]);
   assert.equal(r.status, 0);
