@@ -249,7 +249,9 @@ napi_value bind_packed_matmul(Call& c) {
   const int64_t in = transposed ? rows : cols, outc = transposed ? cols : rows;
   CHECK(c.need(na >= m * in, "a has %lld values, needs %lld", na, m * in));
   CHECK(c.need(nc >= m * outc, "c has %lld values, needs %lld", nc, m * outc));
-  const PackedW pw{fmt, rows, cols, row_bytes, data};
+  const bool interleaved = c.flag(c.prop(w, "interleaved"));
+  CHECK(c.need(!interleaved || interleavable(fmt), "only q8_0 and q4_0 weights can be interleaved"));
+  const PackedW pw{fmt, rows, cols, row_bytes, data, interleaved};
   const KernelTable& k = c.kernels();
   // the bf16 dot product pays off for prefill-sized m; decode is bound by memory either way
   if (c.flag(c.prop(p, "bf16Dot")) && k.packed_matmul_bf16dot && fmt == FMT_BF16 && !transposed && m > 4 && !rowwise && cols % 2 == 0)
@@ -706,6 +708,23 @@ napi_value bind_quantize(Call& c) {
   return c.undefined();
 }
 
+napi_value bind_interleave(Call& c) {
+  // (data, format, rows, cols, out): q8_0 / q4_0 rows in row order -> out in the interleaved layout (kernels.h)
+  uint8_t *data, *out;
+  int64_t nd, nout, rows, cols;
+  int fmt;
+  CHECK(c.typed(c.arg(0, "data"), napi_uint8_array, data, nd) && c.choice(c.arg(1, "format"), kFmtNames, fmt) &&
+        c.count(c.arg(2, "rows"), rows) && c.count(c.arg(3, "cols"), cols) && c.typed(c.arg(4, "out"), napi_uint8_array, out, nout));
+  CHECK(c.need(interleavable(fmt), "only q8_0 and q4_0 weights can be interleaved"));
+  CHECK(c.need(cols % 32 == 0, "a q format needs a column count that is a multiple of 32, got %lld", cols));
+  CHECK(c.need(Call::mul_ok(rows, cols), "sizes too large"));
+  const int64_t bytes = rows * (cols / 32) * kFmtBlockBytes[fmt];
+  CHECK(c.need(nd >= bytes && nout >= bytes, "data and out need %lld bytes, have %lld and %lld", bytes, nd, nout));
+  CHECK(c.need(data + bytes <= out || out + bytes <= data, "out must not overlap data"));
+  interleave(c.pool(), fmt, data, rows, cols, out);
+  return c.undefined();
+}
+
 // ---- the process-wide settings ----
 
 constexpr int64_t kMaxThreads = 1024;
@@ -777,6 +796,7 @@ const Binding kBindings[] = {
     {"settings", bind_settings},
     {"configure", bind_configure},
     {"quantize", bind_quantize},
+    {"interleave", bind_interleave},
 };
 
 napi_value enter(napi_env env, napi_callback_info info) {

@@ -46,7 +46,38 @@ struct PackedW {
   int fmt;
   int64_t rows, cols, row_bytes;
   const uint8_t* data;
+  bool interleaved = false;  // q8_0 / q4_0: the layout below
 };
+
+// Interleaved q8_0 / q4_0 (made at load by `interleave`, packed.ts interleaveRows): each whole
+// panel of 16 rows keeps its 16 row_bytes but orders them by block: for block b, the 16 rows'
+// f16 scales (32 bytes), then for each 4 bytes u of a row's quants (q4_0: 4, q8_0: 8) those 4
+// bytes of the 16 rows (64 bytes, [u][row][4]). The integer kernels then load a block's 16 rows
+// as vectors of 4-byte groups and its 16 scales with no transposes or gathers. Rows after the
+// last whole panel stay in row order.
+constexpr int kIlvRows = 16;
+inline bool interleavable(int fmt) { return fmt == FMT_Q8_0 || fmt == FMT_Q4_0; }
+inline int64_t ilv_block_bytes(int fmt) { return kIlvRows * kFmtBlockBytes[fmt]; }
+
+// bytes of block b of panel-row r (0-15) in row order -> the interleaved panel, and back
+template <bool kPut>
+inline void ilv_block_copy(int fmt, uint8_t* panel, int64_t b, int r, uint8_t* block) {
+  uint8_t* o = panel + b * ilv_block_bytes(fmt);
+  const auto copy = [&](uint8_t* ilv, uint8_t* row, int n) {
+    for (int i = 0; i < n; i++) {
+      if (kPut) ilv[i] = row[i];
+      else row[i] = ilv[i];
+    }
+  };
+  copy(o + 2 * r, block, 2);
+  for (int u = 0; u < (kFmtBlockBytes[fmt] - 2) / 4; u++) copy(o + 32 + 64 * u + 4 * r, block + 2 + 4 * u, 4);
+}
+inline void ilv_put_block(int fmt, uint8_t* panel, int64_t b, int r, const uint8_t* block) {
+  ilv_block_copy<true>(fmt, panel, b, r, const_cast<uint8_t*>(block));
+}
+inline void ilv_get_block(int fmt, const uint8_t* panel, int64_t b, int r, uint8_t* block) {
+  ilv_block_copy<false>(fmt, const_cast<uint8_t*>(panel), b, r, block);
+}
 
 struct AttnShape {
   int64_t batch, tq, tk, heads, kv_heads, head_dim, kv_stride;
@@ -89,6 +120,8 @@ namespace v_avx512bf16 { void fill(KernelTable& t); }  // overlay: bf16 dot prod
 // kernel variant named `isa`, with the same bytes.
 enum Src : int { SRC_F32 = 0, SRC_BF16 = 1, SRC_F16 = 2 };
 void quantize_rows(Pool* pool, const char* isa, int fmt, int src, const void* x, int64_t rows, int64_t cols, uint8_t* out);
+// q8_0 / q4_0 rows [rows, cols] in row order (src) -> the interleaved layout (dst), panels shared out over the pool
+void interleave(Pool* pool, int fmt, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
 
 // Kernel variants this CPU can run, best first (dispatch.cc). Null-terminated.
 const KernelTable* const* available_kernels();

@@ -671,4 +671,23 @@ void quantize_rows(Pool* pool, const char* isa, int fmt, int src, const void* x,
   pool_run(pool, (rows + per - 1) / per, quantize_task, &job);
 }
 
+void interleave(Pool* pool, int fmt, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  struct Job {
+    int fmt;
+    const uint8_t* src;
+    uint8_t* dst;
+    int64_t nb, bb;
+  } job{fmt, src, dst, cols / 32, kFmtBlockBytes[fmt]};
+  const int64_t panels = rows / kIlvRows, panel_bytes = kIlvRows * job.nb * job.bb;
+  // one task per panel: its 16 rows (contiguous in both layouts) block by block
+  pool_run(pool, panels, [](void* ctx, int64_t t, int) {
+    const Job& j = *static_cast<const Job*>(ctx);
+    const int64_t bytes = kIlvRows * j.nb * j.bb;
+    for (int r = 0; r < kIlvRows; r++)
+      for (int64_t b = 0; b < j.nb; b++) ilv_put_block(j.fmt, j.dst + t * bytes, b, r, j.src + t * bytes + (r * j.nb + b) * j.bb);
+  }, &job);
+  // the rows after the last whole panel stay in row order
+  std::memcpy(dst + panels * panel_bytes, src + panels * panel_bytes, size_t((rows - panels * kIlvRows) * job.nb * job.bb));
+}
+
 }  // namespace llava

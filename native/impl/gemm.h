@@ -132,7 +132,7 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
     // rows of W are rows of op(B): decode each row's column range once
     const int64_t c0 = j0 + pb * NR, c1 = imin(j0 + nc, j0 + pe * NR);
     for (int64_t kk = 0; kk < kc; kk++) {
-      dequant_range(B.w->fmt, B.w->data + (p0 + kk) * B.w->row_bytes, c0, c1, tmp);
+      dequant_range(B.w->fmt, packed_row(*B.w, p0 + kk), c0, c1, tmp);
       for (int64_t q = pb; q < pe; q++) {
         const int64_t j = q * NR;
         const int nr = int(imin(NR, nc - j));
@@ -153,7 +153,7 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
       const float* rows[NR];
       for (int c = 0; c < nr; c++) {
         if (B.w) {
-          dequant_range(B.w->fmt, B.w->data + (j + c) * B.w->row_bytes, p0, p0 + kc, tmp + c * kc);
+          dequant_range(B.w->fmt, packed_row(*B.w, j + c), p0, p0 + kc, tmp + c * kc);
           rows[c] = tmp + c * kc;
         } else {
           rows[c] = B.p + (j + c) * B.ld + p0;
@@ -356,12 +356,14 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
       const int64_t j1 = imin(n, (t + 1) * kRowChunk);
       if (B.w) {
         float out[4];
-        for (int64_t j = t * kRowChunk; j < j1; j++)
+        for (int64_t j = t * kRowChunk; j < j1; j++) {
+          const uint8_t* row = packed_row(*B.w, j);
           for (int64_t i0 = 0; i0 < m; i0 += 4) {
             const int mb = int(imin(4, m - i0));
-            packed_row_dots_any(B.w->fmt, mb, B.w->data + j * B.w->row_bytes, k, arow + i0, out);
+            packed_row_dots_any(B.w->fmt, mb, row, k, arow + i0, out);
             for (int i = 0; i < mb; i++) put(i0 + i, j, out[i]);
           }
+        }
         return;
       }
       for (int64_t j = t * kRowChunk; j < j1; j += DOT_NB) {
@@ -411,7 +413,7 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
       }
       if (B.w) {
         if (!any) continue;  // like the reference: a zero gradient row adds nothing
-        packed_row_axpy_any(B.w->fmt, m, a, B.w->data + l * B.w->row_bytes, n, part, width);
+        packed_row_axpy_any(B.w->fmt, m, a, packed_row(*B.w, l), n, part, width);
       } else {
         axpy_rows(m, a, B.p + l * B.ld, n, part, width);
       }

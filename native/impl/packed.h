@@ -117,6 +117,18 @@ static inline float q_scalar(int fmt, const uint8_t* blk, int j) {
   return float(j < 16 ? (q[j] & 15) - 8 : (q[j - 16] >> 4) - 8);
 }
 
+// Row j of w in row order: a pointer into w.data, or, in a whole panel of an interleaved
+// matrix (kernels.h), the row gathered into a per-thread buffer that the next call reuses.
+static const uint8_t* packed_row(const PackedW& w, int64_t j) {
+  if (!w.interleaved || j >= w.rows / kIlvRows * kIlvRows) return w.data + j * w.row_bytes;
+  thread_local std::vector<uint8_t> row;
+  row.resize(size_t(w.row_bytes));
+  const int64_t bb = kFmtBlockBytes[w.fmt], nb = w.row_bytes / bb;
+  const uint8_t* panel = w.data + j / kIlvRows * kIlvRows * w.row_bytes;
+  for (int64_t b = 0; b < nb; b++) ilv_get_block(w.fmt, panel, b, int(j % kIlvRows), row.data() + b * bb);
+  return row.data();
+}
+
 // Weights [c0, c1) of one packed row into out[0 .. c1-c0).
 static void dequant_range(int fmt, const uint8_t* row, int64_t c0, int64_t c1, float* out) {
   if (fmt == FMT_BF16 || fmt == FMT_F16) {

@@ -175,7 +175,7 @@ static float qdot_row_generic(const int8_t* w, const float* dw, const QActs& A, 
     int8_t* wi = scratch<int8_t>(ex, tid, SLOT_B, A.k);
     float* dw = scratch<float>(ex, tid, SLOT_S, A.nb);
     for (int64_t j = t * 16; j < imin(n, (t + 1) * 16); j++) {
-      unpack_row_int(w.fmt, w.data + j * w.row_bytes, A.nb, wi, dw);
+      unpack_row_int(w.fmt, packed_row(w, j), A.nb, wi, dw);
       for (int64_t i = 0; i < m; i++) put_out(c + i * n + j, qdot_row_generic(wi, dw, A, i), acc);
     }
   });
@@ -220,6 +220,7 @@ static inline int32_t load32(const void* p) {
 // Otherwise, per block: 16 pairs x 16 rows, two int16 each ([b][p][row][2]), and the
 // activations enter as int16 Q (vpmaddwd: no saturation, no bias, no digits).
 constexpr int PANEL = 16;
+static_assert(PANEL == kIlvRows, "an interleaved panel is a panel");
 constexpr int64_t kPanelBlockBytes = kVnni ? QK * PANEL : 2 * QK * PANEL;
 // activation rows per register tile (AVX-512: 8 + 8, or 8 + 16 with two digits, of the 32
 // registers accumulate; AVX2: 6 + 6 of 16)
@@ -307,6 +308,39 @@ static void pack_panel(const uint8_t* const* rowp, int64_t nb, int64_t ahead, ui
         }
       }
       _mm256_store_ps(scales + b * PANEL + 8 * h, rows_scales8(rp, off));
+    }
+  }
+}
+
+// pack_panel from a whole panel of an interleaved matrix (kernels.h). VNNI: the group vectors
+// are the interleaved bytes as unsigned (see raw_bias); otherwise the rows are gathered (into rows_buf,
+// 16 rows) for pack_panel: the int16 pairs need the same work from either layout.
+template <int FMT>
+static void pack_panel_ilv(const uint8_t* ilv, int64_t nb, int64_t row_bytes, uint8_t* rows_buf, uint8_t* panel, float* scales) {
+  if (!kVnni) {
+    const uint8_t* rowp[PANEL];
+    for (int r = 0; r < PANEL; r++) {
+      for (int64_t b = 0; b < nb; b++) ilv_get_block(FMT, ilv, b, r, rows_buf + r * row_bytes + b * block_size<FMT>());
+      rowp[r] = rows_buf + r * row_bytes;
+    }
+    return pack_panel<FMT>(rowp, nb, 0, panel, scales);
+  }
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* q = ilv + b * ilv_block_bytes(FMT);
+    uint8_t* pb = panel + b * kPanelBlockBytes;
+    for (int h = 0; h < 2; h++) {  // rows 0-7, 8-15
+      const auto load = [&](int u) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 + 64 * u + 32 * h)); };
+      const auto store = [&](int g, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(pb + g * 64 + h * 32), v); };
+      if (FMT == FMT_Q4_0) {
+        const __m256i mask = _mm256_set1_epi8(15);
+        for (int u = 0; u < 4; u++) {
+          store(u, _mm256_and_si256(load(u), mask));
+          store(u + 4, _mm256_and_si256(_mm256_srli_epi16(load(u), 4), mask));
+        }
+      } else {
+        for (int g = 0; g < 8; g++) store(g, _mm256_xor_si256(load(g), _mm256_set1_epi8(char(0x80))));
+      }
+      _mm256_store_ps(scales + b * PANEL + 8 * h, _mm256_cvtph_ps(load128(q + 16 * h)));
     }
   }
 }
@@ -440,13 +474,17 @@ static void qmatmul_panels(const Exec& ex, const QActs& A, int64_t m, const Pack
   const int64_t n = w.rows;
   int32_t* xp = scratch<int32_t>(ex, ex.tid, SLOT_T, m * A.nb * (U + 2));
   pack_acts<FMT>(ex, A, m, xp);
+  const int64_t whole = w.interleaved ? n / kIlvRows * kIlvRows : 0;  // rows in interleaved panels
   run(ex, ceil_div(n, PANEL), [&](int64_t t, int tid) {
     const int64_t j0 = t * PANEL;
     const uint8_t* rowp[PANEL];
     for (int r = 0; r < PANEL; r++) rowp[r] = w.data + imin(j0 + r, n - 1) * w.row_bytes;  // repeats the last row
     uint8_t* panel = scratch<uint8_t>(ex, tid, SLOT_B, A.nb * kPanelBlockBytes);
     float* scales = scratch<float>(ex, tid, SLOT_S, A.nb * PANEL);
-    pack_panel<FMT>(rowp, A.nb, PANEL * w.row_bytes, panel, scales);
+    if (j0 < whole)
+      pack_panel_ilv<FMT>(w.data + j0 * w.row_bytes, A.nb, w.row_bytes, kVnni ? nullptr : scratch<uint8_t>(ex, tid, SLOT_P, PANEL * w.row_bytes), panel, scales);
+    else
+      pack_panel<FMT>(rowp, A.nb, PANEL * w.row_bytes, panel, scales);
     const int nr = int(imin(PANEL, n - j0));
     for (int64_t i0 = 0; i0 < m; i0 += kPanelRows) {
       const int mr = int(imin(kPanelRows, m - i0));
@@ -511,8 +549,13 @@ static void qmatmul_stream8(const Exec& ex, const QActs& A, const PackedW& w, fl
     for (int64_t e = 0; e < MB * A.k; e++) q16[e] = int16_t(255 * A.q[e] + A.lo[e]);
   }
   const int64_t ahead = prefetch_panels_ahead(SPANEL * w.row_bytes);
+  const int64_t whole = w.interleaved ? n / kIlvRows * kIlvRows : 0;  // rows in interleaved panels
   run(ex, ceil_div(n, SPANEL), [&](int64_t t, int) {
     const int64_t j0 = t * SPANEL;
+    // in an interleaved panel: the 16-byte scale slice and 32-byte group slices of these 8 rows
+    const bool ilv = j0 < whole;
+    const uint8_t* ilv_panel = w.data + j0 / kIlvRows * kIlvRows * w.row_bytes;
+    const int64_t half = j0 % kIlvRows / SPANEL;
     const uint8_t* rows[SPANEL];  // in row order, for stream_dwords8
     const uint8_t* lanes[SPANEL];  // in lane order, for the scales
     for (int r = 0; r < SPANEL; r++) {
@@ -523,12 +566,18 @@ static void qmatmul_stream8(const Exec& ex, const QActs& A, const PackedW& w, fl
     for (int i = 0; i < MB; i++) sum[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < A.nb; b++) {
       const int64_t off = b * BB;
-      if (off % 64 < BB)  // once per cache line of each row: the same rows of a panel ahead
+      const uint8_t* ib = ilv_panel + b * ilv_block_bytes(FMT);
+      if (!ilv && off % 64 < BB)  // once per cache line of each row: the same rows of a panel ahead
         for (int r = 0; r < SPANEL; r++) __builtin_prefetch(rows[r] + ahead + off, 0, 3);
-      const __m256 dw = rows_scales8(lanes, off);
+      const __m256 dw = !ilv ? rows_scales8(lanes, off)
+                        : FMT == FMT_Q8_0 ? _mm256_permutevar8x32_ps(_mm256_cvtph_ps(load128(ib + 16 * half)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kQ8Lane)))
+                                          : _mm256_cvtph_ps(load128(ib + 16 * half));
       if (FMT == FMT_Q4_0) {
         __m256i v[4], wg[8];  // group g (values 4g .. 4g+3) as nibbles
-        stream_dwords8(rows, off + 2, v);
+        if (ilv)
+          for (int u = 0; u < 4; u++) v[u] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ib + 32 + 64 * u + 32 * half));
+        else
+          stream_dwords8(rows, off + 2, v);
         const __m256i mask = _mm256_set1_epi8(15);
         for (int u = 0; u < 4; u++) {
           wg[u] = _mm256_and_si256(v[u], mask);
@@ -543,8 +592,12 @@ static void qmatmul_stream8(const Exec& ex, const QActs& A, const PackedW& w, fl
         }
       } else {
         __m256i wg[8], lo[8], hi[8];  // group g as bytes, then as int16 of rows 0-3 (lo) and 4-7 (hi)
-        stream_dwords8(rows, off + 2, wg);
-        stream_dwords8(rows, off + 18, wg + 4);
+        if (ilv) {
+          for (int g = 0; g < 8; g++) wg[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ib + 32 + 64 * g + 32 * half));
+        } else {
+          stream_dwords8(rows, off + 2, wg);
+          stream_dwords8(rows, off + 18, wg + 4);
+        }
         for (int g = 0; g < 8; g++) {
           lo[g] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wg[g]));
           hi[g] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wg[g], 1));
@@ -643,23 +696,48 @@ static inline void stream_block_rows(const __m512i* wg, __m512 dw, const QActs& 
   }
 }
 
-template <int FMT, int MB>
-static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, float* c, bool acc) {
+// Block b of the 16 rows of an interleaved panel (kernels.h) at p: the group vectors as
+// stream_dwords leaves them, but lane p = row p, and the rows' scales.
+template <int FMT>
+static inline void ilv_block16(const uint8_t* p, int64_t b, __m512i* wg, __m512& dw) {
+  const uint8_t* q = p + b * ilv_block_bytes(FMT);
+  if (FMT == FMT_Q4_0) {
+    const __m512i mask = _mm512_set1_epi8(15);
+    for (int u = 0; u < 4; u++) {
+      const __m512i v = _mm512_loadu_si512(q + 32 + 64 * u);
+      wg[u] = _mm512_and_si512(v, mask);
+      wg[u + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    }
+  } else {
+    for (int g = 0; g < 8; g++) wg[g] = _mm512_xor_si512(_mm512_loadu_si512(q + 32 + 64 * g), _mm512_set1_epi8(char(0x80)));
+  }
+  dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+}
+
+// Weight rows j0 .. j0+15 (the last row repeated past n) against the MB activation rows. ILV:
+// a whole panel of an interleaved matrix, read as one contiguous stream (the hardware
+// prefetcher follows it); otherwise 16 rows in row order, transposed per block.
+template <int FMT, int MB, bool ILV>
+static void stream_panel(const QActs& A, const PackedW& w, int64_t j0, float* c, bool acc) {
   constexpr int64_t BB = block_size<FMT>();
   const int64_t n = w.rows;
-  run(ex, ceil_div(n, PANEL), [&](int64_t t, int) {
-    const int64_t j0 = t * PANEL;
-    const uint8_t* rowp[PANEL];
-    for (int p = 0; p < PANEL; p++) rowp[p] = w.data + imin(j0 + kStreamRow[p], n - 1) * w.row_bytes;  // repeats the last row
-    const uint8_t* rows[PANEL];  // in row order, for stream_dwords
-    for (int r = 0; r < PANEL; r++) rows[r] = w.data + imin(j0 + r, n - 1) * w.row_bytes;
-    __m512 sum[MB];
-    for (int i = 0; i < MB; i++) sum[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < A.nb; b++) {
+  const uint8_t* rowp[PANEL];  // in lane order, for the scales
+  const uint8_t* rows[PANEL];  // in row order, for stream_dwords
+  for (int p = 0; p < PANEL; p++) {
+    rowp[p] = w.data + imin(j0 + kStreamRow[p], n - 1) * w.row_bytes;  // repeats the last row
+    rows[p] = w.data + imin(j0 + p, n - 1) * w.row_bytes;
+  }
+  __m512 sum[MB];
+  for (int i = 0; i < MB; i++) sum[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < A.nb; b++) {
+    __m512i wg[8];  // group g (values 4g .. 4g+3) as unsigned bytes (see raw_bias)
+    __m512 dw;
+    if (ILV) {
+      ilv_block16<FMT>(rows[0], b, wg, dw);
+    } else {
       const int64_t off = b * BB;
       if (off % 64 < BB)  // once per cache line of each row: the same rows of the next panel
         for (int r = 0; r < PANEL; r++) __builtin_prefetch(rows[r] + PANEL * w.row_bytes + off, 0, 3);
-      __m512i wg[8];  // group g (values 4g .. 4g+3) as unsigned bytes (see raw_bias)
       if (FMT == FMT_Q4_0) {
         __m512i v[4];
         stream_dwords(rows, off + 2, v);
@@ -674,18 +752,29 @@ static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, flo
         stream_dwords(rows, off + 18, wg + 4);
         for (int g = 0; g < 8; g++) wg[g] = _mm512_xor_si512(wg[g], bias);
       }
-      const __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(rows_scales8(rowp, off))),
-                                                                _mm256_castps_pd(rows_scales8(rowp + 8, off)), 1));
-      stream_block_rows<FMT, (MB < kStreamChunk<FMT> ? MB : kStreamChunk<FMT>)>(wg, dw, A, 0, b, sum);
-      if constexpr (MB > kStreamChunk<FMT>) stream_block_rows<FMT, MB - kStreamChunk<FMT>>(wg, dw, A, kStreamChunk<FMT>, b, sum + kStreamChunk<FMT>);
+      dw = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(rows_scales8(rowp, off))),
+                                               _mm256_castps_pd(rows_scales8(rowp + 8, off)), 1));
     }
-    const int nr = int(imin(PANEL, n - j0));
-    for (int i = 0; i < MB; i++) {
-      alignas(64) float out[PANEL];
-      _mm512_store_ps(out, sum[i]);
-      for (int p = 0; p < PANEL; p++)
-        if (kStreamRow[p] < nr) put_out(c + i * n + j0 + kStreamRow[p], out[p], acc);
+    stream_block_rows<FMT, (MB < kStreamChunk<FMT> ? MB : kStreamChunk<FMT>)>(wg, dw, A, 0, b, sum);
+    if constexpr (MB > kStreamChunk<FMT>) stream_block_rows<FMT, MB - kStreamChunk<FMT>>(wg, dw, A, kStreamChunk<FMT>, b, sum + kStreamChunk<FMT>);
+  }
+  const int nr = int(imin(PANEL, n - j0));
+  for (int i = 0; i < MB; i++) {
+    alignas(64) float out[PANEL];
+    _mm512_store_ps(out, sum[i]);
+    for (int p = 0; p < PANEL; p++) {
+      const int r = ILV ? p : kStreamRow[p];
+      if (r < nr) put_out(c + i * n + j0 + r, out[p], acc);
     }
+  }
+}
+
+template <int FMT, int MB>
+static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, float* c, bool acc) {
+  const int64_t whole = w.interleaved ? w.rows / kIlvRows * kIlvRows : 0;  // rows in interleaved panels
+  run(ex, ceil_div(w.rows, PANEL), [&](int64_t t, int) {
+    if (t * PANEL < whole) stream_panel<FMT, MB, true>(A, w, t * PANEL, c, acc);
+    else stream_panel<FMT, MB, false>(A, w, t * PANEL, c, acc);
   }, kStream);
 }
 #endif

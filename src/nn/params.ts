@@ -3,7 +3,7 @@
  * missing or mis-shaped tensor fails with the file and the name rather than deep in a kernel.
  */
 import type { Backend } from "../tensor/backend.js";
-import { fittingFormat, type PackedFormat, packMatrix, packStoredHalfMatrix } from "../tensor/packed.js";
+import { fittingFormat, interleaveRows, type PackedFormat, type PackedMatrix, packMatrix, packStoredHalfMatrix } from "../tensor/packed.js";
 import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -107,6 +107,7 @@ export class ParamLoader {
    * A 2-D weight [rows, cols] (a Linear layer's or an embedding table), kept in the format the
    * policy gives its name. bf16/f16 weights stored in that very format are taken as stored;
    * quantized formats need `cols` to be a whole number of blocks, else the weight stays f32.
+   * q8_0 / q4_0 matrices are kept interleaved for the native kernels (interleaveRows).
    */
   matrix(name: string, shape: [number, number]): Tensor | PackedTensor {
     if (this.declared) return this.declare(name, shape, false);
@@ -115,19 +116,23 @@ export class ParamLoader {
     if (!format) {
       return new Tensor(this.source.readF32(full), shape, this.backend);
     }
+    return new PackedTensor(interleaveRows(this.packed(full, shape, format)), this.backend);
+  }
+
+  private packed(full: string, shape: [number, number], format: PackedFormat): PackedMatrix {
     const stored = this.source.info(full).dtype;
     if (this.source.readRaw && stored === format.toUpperCase()) {
       const { bytes } = this.source.readRaw(full);
-      return new PackedTensor({ format, rows: shape[0], cols: shape[1], data: bytes }, this.backend);
+      return { format, rows: shape[0], cols: shape[1], data: bytes };
     }
     if (this.source.readRaw && (stored === "BF16" || stored === "F16")) {
       // 16-bit weights packed from their stored bits, with no f32 copy of the matrix
       const n = 2 * shape[0] * shape[1];
       if (this.staging.bytes.length < n) this.staging.bytes = new Uint8Array(n);
       const { bytes } = this.source.readRaw(full, this.staging.bytes);
-      return new PackedTensor(packStoredHalfMatrix(bytes, stored, shape[0], shape[1], format), this.backend);
+      return packStoredHalfMatrix(bytes, stored, shape[0], shape[1], format);
     }
-    return new PackedTensor(packMatrix(this.source.readF32(full), shape[0], shape[1], format), this.backend);
+    return packMatrix(this.source.readF32(full), shape[0], shape[1], format);
   }
 
   /** Marks tensors that checkpoints carry but the model does not use (e.g. CLIP's post_layernorm), so they count as known. */

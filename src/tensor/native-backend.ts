@@ -20,7 +20,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Activation, AdamWStep, AttentionParams, Backend, GemmParams } from "./backend.js";
-import type { PackedMatrix } from "./packed.js";
+import type { PackedFormat, PackedMatrix } from "./packed.js";
 import { LlavaError } from "../util/errors.js";
 
 /**
@@ -70,6 +70,8 @@ export interface NativeAddon extends Omit<Backend, "name" | "packedMatmul"> {
   settings(): NativeSettings;
   /** checks the whole change before applying any of it; returns the settings after it */
   configure(change: NativeSettingsChange): NativeSettings;
+  /** q8_0 / q4_0 rows in row order -> `out` in the interleaved layout (packed.ts interleaveRows) */
+  interleave(data: Uint8Array, format: PackedFormat, rows: number, cols: number, out: Uint8Array): void;
 }
 
 /** The package root: the nearest folder above this module with a package.json. */

@@ -41,6 +41,51 @@ export interface PackedMatrix {
   readonly rows: number;
   readonly cols: number;
   readonly data: Uint8Array;
+  /** q8_0 / q4_0 only: whole panels of 16 rows are interleaved for the kernels (interleaveRows) */
+  readonly interleaved?: boolean;
+}
+
+/**
+ * The interleaved layout of q8_0 / q4_0 the native integer kernels read fastest: each whole
+ * panel of ILV_ROWS rows keeps its bytes but orders them by block: for block b, the rows' f16
+ * scales (2 bytes each), then, for each 4 bytes u of a block's quants, those 4 bytes of every
+ * row ([u][row][4]). Rows after the last whole panel stay in row order. (native/kernels.h
+ * reads and writes it the same way.)
+ */
+const ILV_ROWS = 16;
+
+/** Offset in an interleaved matrix of byte i of block b of row r, for a row r in a whole panel. */
+function interleavedOffset(m: PackedMatrix, r: number, b: number, i: number): number {
+  const bb = BLOCKS[m.format as "q8_0" | "q4_0"].bytes;
+  const panelStart = Math.floor(r / ILV_ROWS) * ILV_ROWS * rowBytes(m.format, m.cols);
+  const block = panelStart + b * ILV_ROWS * bb, p = r % ILV_ROWS;
+  return i < 2 ? block + 2 * p + i : block + 2 * ILV_ROWS + 4 * ILV_ROWS * ((i - 2) >> 2) + 4 * p + ((i - 2) & 3);
+}
+
+/** Row `r` of `m` in row order: a view of its bytes, or the row gathered from its interleaved panel. */
+function rowInOrder(m: PackedMatrix, r: number): Uint8Array {
+  const rb = rowBytes(m.format, m.cols);
+  if (!m.interleaved || r >= Math.floor(m.rows / ILV_ROWS) * ILV_ROWS) return m.data.subarray(r * rb, (r + 1) * rb);
+  const bb = BLOCKS[m.format as "q8_0" | "q4_0"].bytes, out = new Uint8Array(rb);
+  for (let b = 0; b < rb / bb; b++) for (let i = 0; i < bb; i++) out[b * bb + i] = m.data[interleavedOffset(m, r, b, i)];
+  return out;
+}
+
+/**
+ * `m` in the interleaved layout when the native kernels are built and `m` is a q8_0 / q4_0
+ * matrix of at least one whole panel; else `m` itself. A new buffer: `m`'s bytes are untouched.
+ */
+export function interleaveRows(m: PackedMatrix): PackedMatrix {
+  if ((m.format !== "q8_0" && m.format !== "q4_0") || m.interleaved || m.rows < ILV_ROWS) return m;
+  let addon;
+  try {
+    addon = loadNativeAddon();
+  } catch {
+    return m;
+  }
+  const data = new Uint8Array(m.rows * rowBytes(m.format, m.cols));
+  addon.interleave(m.data, m.format, m.rows, m.cols, data);
+  return { format: m.format, rows: m.rows, cols: m.cols, data, interleaved: true };
 }
 
 /** llama.cpp's fallback for a K format whose rows are not whole super-blocks (llama-quant.cpp). */
@@ -201,31 +246,30 @@ function encodeBlock(format: "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k"
 
 /** Row `r` of a packed matrix as f32 values, into `out` (length cols). */
 export function unpackRow(m: PackedMatrix, r: number, out: Float32Array): void {
-  const rb = rowBytes(m.format, m.cols);
-  const o = r * rb;
-  const view = new DataView(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+  const row = rowInOrder(m, r);
+  const view = new DataView(row.buffer, row.byteOffset, row.byteLength);
   if (m.format === "bf16" || m.format === "f16") {
-    for (let j = 0; j < m.cols; j++) out[j] = halfToFloat(view.getUint16(o + 2 * j, true), m.format);
+    for (let j = 0; j < m.cols; j++) out[j] = halfToFloat(view.getUint16(2 * j, true), m.format);
     return;
   }
   if (m.format !== "q8_0" && m.format !== "q4_0") {
     const { size, bytes } = BLOCKS[m.format];
     for (let b = 0; b < m.cols / size; b++) {
-      if (size === 32) decode32(m.format as "q4_1" | "q5_0" | "q5_1", m.data, o + b * bytes, out, b * size);
-      else decodeK(m.format as "q4_k" | "q5_k" | "q6_k", m.data, o + b * bytes, out, b * size);
+      if (size === 32) decode32(m.format as "q4_1" | "q5_0" | "q5_1", row, b * bytes, out, b * size);
+      else decodeK(m.format as "q4_k" | "q5_k" | "q6_k", row, b * bytes, out, b * size);
     }
     return;
   }
   const bb = BLOCKS[m.format].bytes;
   for (let b = 0; b < m.cols / QUANT_BLOCK; b++) {
-    const bo = o + b * bb;
+    const bo = b * bb;
     const d = halfToFloat(view.getUint16(bo, true), "f16");
     const base = b * QUANT_BLOCK;
     if (m.format === "q8_0") {
       for (let j = 0; j < QUANT_BLOCK; j++) out[base + j] = d * view.getInt8(bo + 2 + j);
     } else {
       for (let j = 0; j < 16; j++) {
-        const byte = m.data[bo + 2 + j];
+        const byte = row[bo + 2 + j];
         out[base + j] = d * ((byte & 15) - 8);
         out[base + j + 16] = d * ((byte >> 4) - 8);
       }

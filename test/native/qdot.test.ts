@@ -6,12 +6,13 @@
  * for bit on every kernel variant at 1 and 2 threads, for decode-sized and prefill-sized row
  * counts, weight row counts that leave a partial panel, short rows; stay within the error that quantizing the
  * activations predicts of the exact product; and be left out where they must not be used
- * (exactQuant, the transposed product of training). Skipped when the addon is not built.
+ * (exactQuant, the transposed product of training). The same holds, bit for bit, for the
+ * weights in the interleaved layout the kernels read fastest. Skipped when the addon is not built.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { NativeBackend } from "../../src/tensor/native-backend.js";
-import { packMatrix, type PackedMatrix } from "../../src/tensor/packed.js";
+import { interleaveRows, packMatrix, type PackedMatrix, unpackMatrix } from "../../src/tensor/packed.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
 import { assertBitEqual, assertClose, tryLoadAddon, randn, relativeRms, rng } from "./helpers.js";
 import { activationLevels, assertErrorAsPredicted, predictedRelativeRms, qdotMatmul } from "./qdot-reference.js";
@@ -59,12 +60,13 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
               qdotMatmul(a, w, want, m, accumulate);
               modelCache.set(label, want);
             }
-            for (const threads of [1, 2]) {
-              native.configure({ threads });
-              const got = c0.slice();
-              be.packedMatmul(a, w, got, m, false, accumulate);
-              assertBitEqual(got, want, `${isa} ${threads} thread(s) ${label}`);
-            }
+            for (const threads of [1, 2])
+              for (const layout of [w, interleaveRows(w)]) {
+                native.configure({ threads });
+                const got = c0.slice();
+                be.packedMatmul(a, layout, got, m, false, accumulate);
+                assertBitEqual(got, want, `${isa} ${threads} thread(s) ${label}${layout.interleaved ? " interleaved" : ""}`);
+              }
           }
         }
       }
@@ -166,4 +168,50 @@ test("exactQuant and transposed products stay exact", { skip }, () => {
       assertClose(dx, dxWant, `${format} transposed m=${m}`);
     }
   }
+});
+
+test("interleaved weights: the same values and the same results on every path", { skip }, () => {
+  const native = addon!;
+  const fast = new NativeBackend(native);
+  const exact = new NativeBackend(native, { exactQuant: true });
+  let seed = 6000;
+  for (const format of ["q8_0", "q4_0"] as QFormat[]) {
+    for (const [rows, cols] of [[8, 64], [16, 32], [37, 96]] as Array<[number, number]>) {
+      const w = weights(format, rows, cols, seed++);
+      const ilv = interleaveRows(w);
+      if (rows < 16) {
+        assert.equal(ilv, w, `${format} [${rows}, ${cols}]: no whole panel, nothing to interleave`);
+      } else {
+        assert.equal(ilv.interleaved, true);
+        assert.notEqual(ilv.data, w.data, "a new buffer");
+        assert.notDeepEqual(ilv.data, w.data, "the bytes move");
+      }
+      assertBitEqual(unpackMatrix(ilv), unpackMatrix(w), `${format} [${rows}, ${cols}] values`);
+      for (const m of [1, 5, 20]) {
+        const a = randn(m * cols, seed++);
+        for (const [name, be] of [["exactQuant", exact], ["default", fast], ["reference", ref]] as const) {
+          const want = new Float32Array(m * rows);
+          be.packedMatmul(a, w, want, m, false, false);
+          const got = new Float32Array(m * rows);
+          be.packedMatmul(a, ilv, got, m, false, false);
+          assertBitEqual(got, want, `${format} [${rows}, ${cols}] ${name} m=${m}`);
+          if (be !== ref) {
+            be.packedMatmul(a, w, want, m, false, false, true);
+            be.packedMatmul(a, ilv, got, m, false, false, true);
+            assertBitEqual(got, want, `${format} [${rows}, ${cols}] ${name} rowwise m=${m}`);
+          }
+          const g = randn(m * rows, seed++);
+          const dxWant = new Float32Array(m * cols);
+          be.packedMatmul(g, w, dxWant, m, true, false);
+          const dx = new Float32Array(m * cols);
+          be.packedMatmul(g, ilv, dx, m, true, false);
+          assertBitEqual(dx, dxWant, `${format} [${rows}, ${cols}] ${name} transposed m=${m}`);
+        }
+      }
+    }
+  }
+  const k = packMatrix(randn(16 * 256, seed), 16, 256, "q4_k");
+  assert.equal(interleaveRows(k), k, "other formats stay as they are");
+  assert.throws(() => native.interleave(k.data, "q4_k", 16, 256, new Uint8Array(k.data.length)), /only q8_0 and q4_0/);
+  assert.throws(() => fast.packedMatmul(new Float32Array(256), { ...k, interleaved: true }, new Float32Array(16), 1, false, false), /only q8_0 and q4_0/);
 });
