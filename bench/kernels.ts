@@ -3,8 +3,9 @@
  * line, each with the CPU model, its SIMD features and the thread count (src/perf/machine.ts):
  * the rooflines of this run (read bandwidth and f32 GEMM peak), f32 GEMM 1024³ at 1 and 2
  * threads, GEMV 4096x4096 (decode), packedMatmul m=1 per format (GB/s of packed weights, and
- * the fraction of the read bandwidth roofline; for the integer path also from cache, the kernel's
- * compute ceiling) and m=256 (GFLOP/s) — for q8_0/q4_0/q4_k/q5_k/q6_k both the
+ * the fraction of the read bandwidth roofline; for the integer path also m=8, a serving batch,
+ * and from cache, the kernel's compute ceiling; q8_0/q4_0 in the interleaved layout models load
+ * into and in the row layout as stored) and m=256 (GFLOP/s) — for q8_0/q4_0/q4_k/q5_k/q6_k both the
  * default integer-activation path and the exact one (`path`) —, attention at CLIP's shape, call
  * overhead, and the reference backend's GEMM for comparison.
  *
@@ -14,7 +15,7 @@
  */
 import { createBackend } from "../src/tensor/backends.js";
 import { NativeBackend } from "../src/tensor/native-backend.js";
-import { packMatrix, type PackedFormat, type PackedMatrix } from "../src/tensor/packed.js";
+import { interleaveRows, packMatrix, type PackedFormat, type PackedMatrix } from "../src/tensor/packed.js";
 import { RefBackend } from "../src/tensor/ref-backend.js";
 import { emit, measureRooflines } from "../src/perf/machine.js";
 
@@ -114,26 +115,35 @@ for (const t of THREADS) {
     const ws: PackedMatrix[] = [first, ...Array.from({ length: copies - 1 }, () => ({ ...first, data: first.data.slice() }))];
     const bytes = first.data.length;
     const paths: Array<[string, NativeBackend]> = format[0] === "q" ? [["integer", native], ["exact", exact]] : [["exact", native]];
+    // q8_0 / q4_0: the interleaved layout models load into (interleaveRows), and the row layout
+    // as stored, the baseline it is measured against
+    const interleaved = ws.map(interleaveRows);
+    const layouts: Array<[string, PackedMatrix[]]> = interleaved[0].interleaved ? [["interleaved", interleaved], ["rows", ws]] : [["rows", ws]];
     for (const t of THREADS) {
       native.configure({ threads: t });
-      for (const [path, be] of paths) {
-        const f = time(quick ? 8 : 24, (r) => be.packedMatmul(x, ws[(r + copies) % copies], y, 1, false, false));
-        emit(t, {
-          bench: "packed_matmul", format, path, m: 1, rows, cols, transposed: false, GBps: round(bytes / f.median / 1e9), bestGBps: round(bytes / f.best / 1e9), GFLOPs: round((2 * rows * cols) / f.median / 1e9),
-          ofReadBandwidth: round(bytes / f.median / 1e9 / (readGBps.get(t) ?? NaN), 2),
-        });
-      }
+      for (const [path, be] of paths)
+        for (const [layout, set] of path === "integer" ? layouts : layouts.slice(0, 1))
+          for (const m of path === "integer" ? [1, 8] : [1]) {
+            // m = 8: a decode step of 8 sequences (serving), every weight read once for all of them
+            const xm = random(m * cols, 9);
+            const ym = new Float32Array(m * rows);
+            const f = time(quick ? 8 : 24, (r) => be.packedMatmul(xm, set[(r + copies) % copies], ym, m, false, false));
+            emit(t, {
+              bench: "packed_matmul", format, path, layout, m, rows, cols, transposed: false, GBps: round(bytes / f.median / 1e9), bestGBps: round(bytes / f.best / 1e9), GFLOPs: round((2 * m * rows * cols) / f.median / 1e9),
+              ofReadBandwidth: round(bytes / f.median / 1e9 / (readGBps.get(t) ?? NaN), 2),
+            });
+          }
       if (paths[0][0] === "integer") {
         // the kernel's compute ceiling: a 512 x 1024 slice (a few hundred KiB) read again and again
         // from cache; a figure near the read bandwidth means the product from memory is bound by
         // the work per block, not by the reads
         const sliceRows = 512, sliceCols = 1024;
-        const slice = packMatrix(w32.subarray(0, sliceRows * sliceCols), sliceRows, sliceCols, format);
+        const slice = interleaveRows(packMatrix(w32.subarray(0, sliceRows * sliceCols), sliceRows, sliceCols, format));
         const c = time(quick ? 50 : 400, () => native.packedMatmul(x.subarray(0, sliceCols), slice, y, 1, false, false));
         emit(t, { bench: "packed_matmul_in_cache", format, path: "integer", m: 1, rows: sliceRows, cols: sliceCols, GBps: round(slice.data.length / c.median / 1e9), bestGBps: round(slice.data.length / c.best / 1e9) });
       }
-      const b = time(quick ? 4 : 12, (r) => native.packedMatmul(g, ws[(r + copies) % copies], dx, 1, true, false));
-      emit(t, { bench: "packed_matmul", format, path: "exact", m: 1, rows, cols, transposed: true, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
+      const b = time(quick ? 4 : 12, (r) => native.packedMatmul(g, layouts[0][1][(r + copies) % copies], dx, 1, true, false));
+      emit(t, { bench: "packed_matmul", format, path: "exact", layout: layouts[0][0], m: 1, rows, cols, transposed: true, GBps: round(bytes / b.median / 1e9), bestGBps: round(bytes / b.best / 1e9) });
     }
     // prefill-sized m: integer panels, or the decoded weights feeding the f32 GEMM micro-kernel
     native.configure({ threads: 1 });
@@ -141,8 +151,8 @@ for (const t of THREADS) {
     const xa = random(m * cols, 8);
     const ya = new Float32Array(m * rows);
     for (const [path, be] of paths) {
-      const p = time(quick ? 2 : 5, () => be.packedMatmul(xa, first, ya, m, false, false));
-      emit(1, { bench: "packed_matmul", format, path, m, rows, cols, transposed: false, GFLOPs: round((2 * m * rows * cols) / p.median / 1e9) });
+      const p = time(quick ? 2 : 5, () => be.packedMatmul(xa, interleaved[0], ya, m, false, false));
+      emit(1, { bench: "packed_matmul", format, path, layout: layouts[0][0], m, rows, cols, transposed: false, GFLOPs: round((2 * m * rows * cols) / p.median / 1e9) });
     }
     if (format === "bf16" && native.settings.bf16DotSupported) {
       const bf16Dot = new NativeBackend(addon, { bf16Dot: true });

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "kernel_list.h"
@@ -59,24 +60,29 @@ constexpr int kIlvRows = 16;
 inline bool interleavable(int fmt) { return fmt == FMT_Q8_0 || fmt == FMT_Q4_0; }
 inline int64_t ilv_block_bytes(int fmt) { return kIlvRows * kFmtBlockBytes[fmt]; }
 
-// bytes of block b of panel-row r (0-15) in row order -> the interleaved panel, and back
-template <bool kPut>
-inline void ilv_block_copy(int fmt, uint8_t* panel, int64_t b, int r, uint8_t* block) {
-  uint8_t* o = panel + b * ilv_block_bytes(fmt);
-  const auto copy = [&](uint8_t* ilv, uint8_t* row, int n) {
-    for (int i = 0; i < n; i++) {
-      if (kPut) ilv[i] = row[i];
-      else row[i] = ilv[i];
-    }
+// Blocks [b0, b1) of the 16 rows of a panel: row order (rows, row r at rows + r·row_bytes) <->
+// interleaved (panel); FMT is a compile-time format so every copy is a fixed-size move.
+template <int FMT, bool kToPanel>
+inline void ilv_copy_blocks(uint8_t* panel, int64_t b0, int64_t b1, uint8_t* rows, int64_t row_bytes) {
+  constexpr int64_t bb = FMT == FMT_Q8_0 ? 34 : 18;
+  const auto copy = [](uint8_t* ilv, uint8_t* row, size_t n) {
+    if (kToPanel) std::memcpy(ilv, row, n);
+    else std::memcpy(row, ilv, n);
   };
-  copy(o + 2 * r, block, 2);
-  for (int u = 0; u < (kFmtBlockBytes[fmt] - 2) / 4; u++) copy(o + 32 + 64 * u + 4 * r, block + 2 + 4 * u, 4);
+  for (int64_t b = b0; b < b1; b++) {
+    uint8_t* o = panel + b * kIlvRows * bb;
+    for (int r = 0; r < kIlvRows; r++) {
+      uint8_t* blk = rows + r * row_bytes + b * bb;
+      copy(o + 2 * r, blk, 2);
+      for (int u = 0; u < (bb - 2) / 4; u++) copy(o + 32 + 64 * u + 4 * r, blk + 2 + 4 * u, 4);
+    }
+  }
 }
-inline void ilv_put_block(int fmt, uint8_t* panel, int64_t b, int r, const uint8_t* block) {
-  ilv_block_copy<true>(fmt, panel, b, r, const_cast<uint8_t*>(block));
-}
-inline void ilv_get_block(int fmt, const uint8_t* panel, int64_t b, int r, uint8_t* block) {
-  ilv_block_copy<false>(fmt, const_cast<uint8_t*>(panel), b, r, block);
+// the same for a format known at run time (q8_0 or q4_0)
+template <bool kToPanel>
+inline void ilv_copy_blocks(int fmt, uint8_t* panel, int64_t b0, int64_t b1, uint8_t* rows, int64_t row_bytes) {
+  if (fmt == FMT_Q8_0) ilv_copy_blocks<FMT_Q8_0, kToPanel>(panel, b0, b1, rows, row_bytes);
+  else ilv_copy_blocks<FMT_Q4_0, kToPanel>(panel, b0, b1, rows, row_bytes);
 }
 
 struct AttnShape {

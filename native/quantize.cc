@@ -683,8 +683,7 @@ void interleave(Pool* pool, int fmt, const uint8_t* src, int64_t rows, int64_t c
   pool_run(pool, panels, [](void* ctx, int64_t t, int) {
     const Job& j = *static_cast<const Job*>(ctx);
     const int64_t bytes = kIlvRows * j.nb * j.bb;
-    for (int r = 0; r < kIlvRows; r++)
-      for (int64_t b = 0; b < j.nb; b++) ilv_put_block(j.fmt, j.dst + t * bytes, b, r, j.src + t * bytes + (r * j.nb + b) * j.bb);
+    ilv_copy_blocks<true>(j.fmt, j.dst + t * bytes, 0, j.nb, const_cast<uint8_t*>(j.src) + t * bytes, j.nb * j.bb);
   }, &job);
   // the rows after the last whole panel stay in row order
   std::memcpy(dst + panels * panel_bytes, src + panels * panel_bytes, size_t((rows - panels * kIlvRows) * job.nb * job.bb));

@@ -131,8 +131,9 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
   if (B.w && B.wtrans) {
     // rows of W are rows of op(B): decode each row's column range once
     const int64_t c0 = j0 + pb * NR, c1 = imin(j0 + nc, j0 + pe * NR);
+    RowReader rows(B.w);
     for (int64_t kk = 0; kk < kc; kk++) {
-      dequant_range(B.w->fmt, packed_row(*B.w, p0 + kk), c0, c1, tmp);
+      dequant_range(B.w->fmt, rows.row(p0 + kk, c0, c1), c0, c1, tmp);
       for (int64_t q = pb; q < pe; q++) {
         const int64_t j = q * NR;
         const int nr = int(imin(NR, nc - j));
@@ -144,6 +145,7 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
     }
     return;
   }
+  RowReader wrows(B.w);
   for (int64_t q = pb; q < pe; q++) {
     const int64_t j = j0 + q * NR;
     const int nr = int(imin(NR, j0 + nc - j));
@@ -153,7 +155,7 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
       const float* rows[NR];
       for (int c = 0; c < nr; c++) {
         if (B.w) {
-          dequant_range(B.w->fmt, packed_row(*B.w, j + c), p0, p0 + kc, tmp + c * kc);
+          dequant_range(B.w->fmt, wrows.row(j + c, p0, p0 + kc), p0, p0 + kc, tmp + c * kc);
           rows[c] = tmp + c * kc;
         } else {
           rows[c] = B.p + (j + c) * B.ld + p0;
@@ -356,8 +358,9 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
       const int64_t j1 = imin(n, (t + 1) * kRowChunk);
       if (B.w) {
         float out[4];
+        RowReader rows(B.w);
         for (int64_t j = t * kRowChunk; j < j1; j++) {
-          const uint8_t* row = packed_row(*B.w, j);
+          const uint8_t* row = rows.row(j);
           for (int64_t i0 = 0; i0 < m; i0 += 4) {
             const int mb = int(imin(4, m - i0));
             packed_row_dots_any(B.w->fmt, mb, row, k, arow + i0, out);
@@ -391,6 +394,7 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
   run(ex, blocks, [&](int64_t t, int) {
     float* part = partial + t * m * width;
     for (int64_t x = 0; x < m * width; x++) part[x] = 0.f;
+    RowReader wrows(B.w);
     float a[4 * SMALL_M];
     int64_t l = t * rb;
     const int64_t lend = imin(k, (t + 1) * rb);
@@ -413,7 +417,7 @@ static void gemv_small(const Exec& ex, int64_t m, int64_t n, int64_t k, const AS
       }
       if (B.w) {
         if (!any) continue;  // like the reference: a zero gradient row adds nothing
-        packed_row_axpy_any(B.w->fmt, m, a, packed_row(*B.w, l), n, part, width);
+        packed_row_axpy_any(B.w->fmt, m, a, wrows.row(l), n, part, width);
       } else {
         axpy_rows(m, a, B.p + l * B.ld, n, part, width);
       }

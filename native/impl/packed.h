@@ -117,17 +117,35 @@ static inline float q_scalar(int fmt, const uint8_t* blk, int j) {
   return float(j < 16 ? (q[j] & 15) - 8 : (q[j - 16] >> 4) - 8);
 }
 
-// Row j of w in row order: a pointer into w.data, or, in a whole panel of an interleaved
-// matrix (kernels.h), the row gathered into a per-thread buffer that the next call reuses.
-static const uint8_t* packed_row(const PackedW& w, int64_t j) {
-  if (!w.interleaved || j >= w.rows / kIlvRows * kIlvRows) return w.data + j * w.row_bytes;
-  thread_local std::vector<uint8_t> row;
-  row.resize(size_t(w.row_bytes));
-  const int64_t bb = kFmtBlockBytes[w.fmt], nb = w.row_bytes / bb;
-  const uint8_t* panel = w.data + j / kIlvRows * kIlvRows * w.row_bytes;
-  for (int64_t b = 0; b < nb; b++) ilv_get_block(w.fmt, panel, b, int(j % kIlvRows), row.data() + b * bb);
-  return row.data();
-}
+// Rows of a packed matrix in row order: pointers into w.data, or, for the whole panels of an
+// interleaved matrix (kernels.h), rows of the panel gathered on first use into the reader's
+// buffer, only the blocks holding columns [c0, c1) (the rest of the returned row is undefined).
+// A row stays valid until a row of another panel or range is read, so a reader walking rows in
+// order gathers each panel once. One reader per task (w may be null where the task has no
+// packed matrix; row() is then never called).
+class RowReader {
+ public:
+  explicit RowReader(const PackedW* w) : w_(w), whole_(w && w->interleaved ? w->rows / kIlvRows * kIlvRows : 0) {}
+  const uint8_t* row(int64_t j, int64_t c0 = 0, int64_t c1 = -1) {
+    if (j >= whole_) return w_->data + j * w_->row_bytes;
+    const int64_t b0 = c0 / 32, b1 = c1 < 0 ? w_->cols / 32 : (c1 + 31) / 32;
+    if (j / kIlvRows != panel_ || b0 != b0_ || b1 != b1_) {
+      panel_ = j / kIlvRows;
+      b0_ = b0;
+      b1_ = b1;
+      buf_.resize(size_t(kIlvRows * w_->row_bytes));
+      uint8_t* src = const_cast<uint8_t*>(w_->data) + panel_ * kIlvRows * w_->row_bytes;
+      ilv_copy_blocks<false>(w_->fmt, src, b0, b1, buf_.data(), w_->row_bytes);
+    }
+    return buf_.data() + j % kIlvRows * w_->row_bytes;
+  }
+
+ private:
+  const PackedW* w_;
+  const int64_t whole_;  // rows in interleaved panels
+  int64_t panel_ = -1, b0_ = 0, b1_ = 0;
+  std::vector<uint8_t> buf_;
+};
 
 // Weights [c0, c1) of one packed row into out[0 .. c1-c0).
 static void dequant_range(int fmt, const uint8_t* row, int64_t c0, int64_t c1, float* out) {
