@@ -15,7 +15,7 @@
  */
 import { createBackend } from "../src/tensor/backends.js";
 import { NativeBackend } from "../src/tensor/native-backend.js";
-import { interleaveRows, packMatrix, type PackedFormat, type PackedMatrix } from "../src/tensor/packed.js";
+import { packMatrix, type PackedFormat, type PackedMatrix } from "../src/tensor/packed.js";
 import { RefBackend } from "../src/tensor/ref-backend.js";
 import { emit, measureRooflines } from "../src/perf/machine.js";
 
@@ -115,9 +115,9 @@ for (const t of THREADS) {
     const ws: PackedMatrix[] = [first, ...Array.from({ length: copies - 1 }, () => ({ ...first, data: first.data.slice() }))];
     const bytes = first.data.length;
     const paths: Array<[string, NativeBackend]> = format[0] === "q" ? [["integer", native], ["exact", exact]] : [["exact", native]];
-    // q8_0 / q4_0: the interleaved layout models load into (interleaveRows), and the row layout
+    // q8_0 / q4_0: the interleaved layout models load into (kernelLayout), and the row layout
     // as stored, the baseline it is measured against
-    const interleaved = ws.map(interleaveRows);
+    const interleaved = ws.map((w) => native.kernelLayout(w));
     const layouts: Array<[string, PackedMatrix[]]> = interleaved[0].interleaved ? [["interleaved", interleaved], ["rows", ws]] : [["rows", ws]];
     for (const t of THREADS) {
       native.configure({ threads: t });
@@ -138,7 +138,7 @@ for (const t of THREADS) {
         // from cache; a figure near the read bandwidth means the product from memory is bound by
         // the work per block, not by the reads
         const sliceRows = 512, sliceCols = 1024;
-        const slice = interleaveRows(packMatrix(w32.subarray(0, sliceRows * sliceCols), sliceRows, sliceCols, format));
+        const slice = native.kernelLayout(packMatrix(w32.subarray(0, sliceRows * sliceCols), sliceRows, sliceCols, format));
         const c = time(quick ? 50 : 400, () => native.packedMatmul(x.subarray(0, sliceCols), slice, y, 1, false, false));
         emit(t, { bench: "packed_matmul_in_cache", format, path: "integer", m: 1, rows: sliceRows, cols: sliceCols, GBps: round(slice.data.length / c.median / 1e9), bestGBps: round(slice.data.length / c.best / 1e9) });
       }

@@ -3,7 +3,7 @@
  * missing or mis-shaped tensor fails with the file and the name rather than deep in a kernel.
  */
 import type { Backend } from "../tensor/backend.js";
-import { fittingFormat, interleaveRows, type PackedFormat, type PackedMatrix, packMatrix, packStoredHalfMatrix } from "../tensor/packed.js";
+import { fittingFormat, type PackedFormat, type PackedMatrix, packMatrix, packStoredHalfMatrix } from "../tensor/packed.js";
 import { PackedTensor, Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 
@@ -107,7 +107,7 @@ export class ParamLoader {
    * A 2-D weight [rows, cols] (a Linear layer's or an embedding table), kept in the format the
    * policy gives its name. bf16/f16 weights stored in that very format are taken as stored;
    * quantized formats need `cols` to be a whole number of blocks, else the weight stays f32.
-   * q8_0 / q4_0 matrices are kept interleaved for the native kernels (interleaveRows).
+   * Packed matrices are kept in the layout the backend reads fastest (kernelLayout).
    */
   matrix(name: string, shape: [number, number]): Tensor | PackedTensor {
     if (this.declared) return this.declare(name, shape, false);
@@ -116,7 +116,7 @@ export class ParamLoader {
     if (!format) {
       return new Tensor(this.source.readF32(full), shape, this.backend);
     }
-    return new PackedTensor(interleaveRows(this.packed(full, shape, format)), this.backend);
+    return new PackedTensor(this.backend.kernelLayout(this.packed(full, shape, format)), this.backend);
   }
 
   private packed(full: string, shape: [number, number], format: PackedFormat): PackedMatrix {

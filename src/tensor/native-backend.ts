@@ -20,7 +20,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Activation, AdamWStep, AttentionParams, Backend, GemmParams } from "./backend.js";
-import type { PackedFormat, PackedMatrix } from "./packed.js";
+import { ILV_ROWS, type PackedFormat, type PackedMatrix, rowBytes } from "./packed.js";
 import { LlavaError } from "../util/errors.js";
 
 /**
@@ -63,14 +63,14 @@ export interface PackedMatmulParams {
  * the Backend's kernels with the Backend's arguments, except packedMatmul, which takes its
  * per-call choices in one object; and the settings.
  */
-export interface NativeAddon extends Omit<Backend, "name" | "packedMatmul"> {
+export interface NativeAddon extends Omit<Backend, "name" | "packedMatmul" | "kernelLayout"> {
   packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, p: PackedMatmulParams): void;
   /** GB/s of reading x `reps` times with every pool thread */
   bandwidth(x: Float32Array, reps: number): number;
   settings(): NativeSettings;
   /** checks the whole change before applying any of it; returns the settings after it */
   configure(change: NativeSettingsChange): NativeSettings;
-  /** q8_0 / q4_0 rows in row order -> `out` in the interleaved layout (packed.ts interleaveRows) */
+  /** q8_0 / q4_0 rows in row order -> `out` in the interleaved layout (kernelLayout) */
   interleave(data: Uint8Array, format: PackedFormat, rows: number, cols: number, out: Uint8Array): void;
 }
 
@@ -150,6 +150,17 @@ export class NativeBackend implements Backend {
 
   gemm(a: Float32Array, b: Float32Array, c: Float32Array, p: GemmParams): void {
     this.addon.gemm(a, b, c, p);
+  }
+
+  /**
+   * q8_0 / q4_0 with at least one whole panel: interleaved (packed.ts) in a new buffer, for the
+   * integer kernels; the exact path reads the row layout faster, so it keeps that.
+   */
+  kernelLayout(w: PackedMatrix): PackedMatrix {
+    if (this.exactQuant || (w.format !== "q8_0" && w.format !== "q4_0") || w.interleaved || w.rows < ILV_ROWS) return w;
+    const data = new Uint8Array(w.rows * rowBytes(w.format, w.cols));
+    this.addon.interleave(w.data, w.format, w.rows, w.cols, data);
+    return { format: w.format, rows: w.rows, cols: w.cols, data, interleaved: true };
   }
 
   packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean, rowwise = false): void {

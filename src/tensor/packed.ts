@@ -41,7 +41,7 @@ export interface PackedMatrix {
   readonly rows: number;
   readonly cols: number;
   readonly data: Uint8Array;
-  /** q8_0 / q4_0 only: whole panels of 16 rows are interleaved for the kernels (interleaveRows) */
+  /** q8_0 / q4_0 only: whole panels of 16 rows are interleaved for the native kernels (NativeBackend.kernelLayout) */
   readonly interleaved?: boolean;
 }
 
@@ -52,7 +52,7 @@ export interface PackedMatrix {
  * row ([u][row][4]). Rows after the last whole panel stay in row order. (native/kernels.h
  * reads and writes it the same way.)
  */
-const ILV_ROWS = 16;
+export const ILV_ROWS = 16;
 
 /** Offset in an interleaved matrix of byte i of block b of row r, for a row r in a whole panel. */
 function interleavedOffset(m: PackedMatrix, r: number, b: number, i: number): number {
@@ -71,22 +71,6 @@ function rowInOrder(m: PackedMatrix, r: number): Uint8Array {
   return out;
 }
 
-/**
- * `m` in the interleaved layout when the native kernels are built and `m` is a q8_0 / q4_0
- * matrix of at least one whole panel; else `m` itself. A new buffer: `m`'s bytes are untouched.
- */
-export function interleaveRows(m: PackedMatrix): PackedMatrix {
-  if ((m.format !== "q8_0" && m.format !== "q4_0") || m.interleaved || m.rows < ILV_ROWS) return m;
-  let addon;
-  try {
-    addon = loadNativeAddon();
-  } catch {
-    return m;
-  }
-  const data = new Uint8Array(m.rows * rowBytes(m.format, m.cols));
-  addon.interleave(m.data, m.format, m.rows, m.cols, data);
-  return { format: m.format, rows: m.rows, cols: m.cols, data, interleaved: true };
-}
 
 /** llama.cpp's fallback for a K format whose rows are not whole super-blocks (llama-quant.cpp). */
 const K_FALLBACK: Partial<Record<PackedFormat, PackedFormat>> = { q4_k: "q5_0", q5_k: "q5_1", q6_k: "q8_0" };

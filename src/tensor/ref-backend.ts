@@ -103,6 +103,10 @@ export class RefBackend implements Backend {
     }
   }
 
+  kernelLayout(w: PackedMatrix): PackedMatrix {
+    return w;
+  }
+
   packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean): void {
     const { rows, cols } = w;
     const row = new Float32Array(cols);

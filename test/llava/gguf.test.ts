@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { readNpy, npyToNumbers } from "../../src/io/npy.js";
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
-import { interleaveRows, packMatrix } from "../../src/tensor/packed.js";
+import { packMatrix } from "../../src/tensor/packed.js";
 import { PackedTensor } from "../../src/tensor/tensor.js";
 import { dumpTrace } from "../helpers/dump.js";
 import { compareCase } from "../helpers/compare.js";
@@ -99,7 +99,7 @@ test("packed GGUF types stay packed as stored, the permuted Q/K rows put back wi
       assert.ok(!(f32 instanceof PackedTensor));
       const [rows, cols] = f32.shape;
       // (q8_0 / q4_0 in the layout the native kernels read)
-      const stored = interleaveRows(packMatrix(f32.data as Float32Array, rows, cols, format));
+      const stored = loaded.model.llm.backend.kernelLayout(packMatrix(f32.data as Float32Array, rows, cols, format));
       assert.deepEqual([...w.matrix.data], [...stored.data], `${type}: ${proj} rows in the HF order`);
     }
     const got = await trace(loaded, [], "Tell me a joke.");

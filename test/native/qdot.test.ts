@@ -12,7 +12,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { NativeBackend } from "../../src/tensor/native-backend.js";
-import { interleaveRows, packMatrix, type PackedMatrix, unpackMatrix } from "../../src/tensor/packed.js";
+import { packMatrix, type PackedMatrix, unpackMatrix } from "../../src/tensor/packed.js";
 import { RefBackend } from "../../src/tensor/ref-backend.js";
 import { assertBitEqual, assertClose, tryLoadAddon, randn, relativeRms, rng } from "./helpers.js";
 import { activationLevels, assertErrorAsPredicted, predictedRelativeRms, qdotMatmul } from "./qdot-reference.js";
@@ -61,7 +61,7 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
               modelCache.set(label, want);
             }
             for (const threads of [1, 2])
-              for (const layout of [w, interleaveRows(w)]) {
+              for (const layout of [w, be.kernelLayout(w)]) {
                 native.configure({ threads });
                 const got = c0.slice();
                 be.packedMatmul(a, layout, got, m, false, accumulate);
@@ -178,7 +178,7 @@ test("interleaved weights: the same values and the same results on every path", 
   for (const format of ["q8_0", "q4_0"] as QFormat[]) {
     for (const [rows, cols] of [[8, 64], [16, 32], [37, 96]] as Array<[number, number]>) {
       const w = weights(format, rows, cols, seed++);
-      const ilv = interleaveRows(w);
+      const ilv = fast.kernelLayout(w);
       if (rows < 16) {
         assert.equal(ilv, w, `${format} [${rows}, ${cols}]: no whole panel, nothing to interleave`);
       } else {
@@ -211,7 +211,10 @@ test("interleaved weights: the same values and the same results on every path", 
     }
   }
   const k = packMatrix(randn(16 * 256, seed), 16, 256, "q4_k");
-  assert.equal(interleaveRows(k), k, "other formats stay as they are");
+  assert.equal(fast.kernelLayout(k), k, "other formats stay as they are");
+  const q = weights("q4_0", 32, 64, seed);
+  assert.equal(exact.kernelLayout(q), q, "the exact path keeps the row layout");
+  assert.equal(ref.kernelLayout(q), q, "so does the reference backend");
   assert.throws(() => native.interleave(k.data, "q4_k", 16, 256, new Uint8Array(k.data.length)), /only q8_0 and q4_0/);
   assert.throws(() => fast.packedMatmul(new Float32Array(256), { ...k, interleaved: true }, new Float32Array(16), 1, false, false), /only q8_0 and q4_0/);
 });
