@@ -117,7 +117,7 @@ for (const t of THREADS) {
     const paths: Array<[string, NativeBackend]> = format[0] === "q" ? [["integer", native], ["exact", exact]] : [["exact", native]];
     // q8_0 / q4_0: the interleaved layout models load into (kernelLayout), and the row layout
     // as stored, the baseline it is measured against
-    const interleaved = ws.map((w) => native.kernelLayout(w));
+    const interleaved = ws.map((w) => native.kernelLayout({ ...w, data: w.data.slice() }));
     const layouts: Array<[string, PackedMatrix[]]> = interleaved[0].interleaved ? [["interleaved", interleaved], ["rows", ws]] : [["rows", ws]];
     for (const t of THREADS) {
       native.configure({ threads: t });

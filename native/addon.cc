@@ -709,19 +709,18 @@ napi_value bind_quantize(Call& c) {
 }
 
 napi_value bind_interleave(Call& c) {
-  // (data, format, rows, cols, out): q8_0 / q4_0 rows in row order -> out in the interleaved layout (kernels.h)
-  uint8_t *data, *out;
-  int64_t nd, nout, rows, cols;
+  // (data, format, rows, cols): q8_0 / q4_0 rows in row order -> the interleaved layout (kernels.h), in place
+  uint8_t* data;
+  int64_t nd, rows, cols;
   int fmt;
   CHECK(c.typed(c.arg(0, "data"), napi_uint8_array, data, nd) && c.choice(c.arg(1, "format"), kFmtNames, fmt) &&
-        c.count(c.arg(2, "rows"), rows) && c.count(c.arg(3, "cols"), cols) && c.typed(c.arg(4, "out"), napi_uint8_array, out, nout));
+        c.count(c.arg(2, "rows"), rows) && c.count(c.arg(3, "cols"), cols));
   CHECK(c.need(interleavable(fmt), "only q8_0 and q4_0 weights can be interleaved"));
   CHECK(c.need(cols % 32 == 0, "a q format needs a column count that is a multiple of 32, got %lld", cols));
   CHECK(c.need(Call::mul_ok(rows, cols), "sizes too large"));
   const int64_t bytes = rows * (cols / 32) * kFmtBlockBytes[fmt];
-  CHECK(c.need(nd >= bytes && nout >= bytes, "data and out need %lld bytes, have %lld and %lld", bytes, nd, nout));
-  CHECK(c.need(data + bytes <= out || out + bytes <= data, "out must not overlap data"));
-  interleave(c.pool(), fmt, data, rows, cols, out);
+  CHECK(c.need(nd >= bytes, "data has %lld bytes, needs %lld", nd, bytes));
+  interleave(c.pool(), fmt, data, rows, cols);
   return c.undefined();
 }
 

@@ -60,27 +60,31 @@ constexpr int kIlvRows = 16;
 inline bool interleavable(int fmt) { return fmt == FMT_Q8_0 || fmt == FMT_Q4_0; }
 inline int64_t ilv_block_bytes(int fmt) { return kIlvRows * kFmtBlockBytes[fmt]; }
 
-// Blocks [b0, b1) of the 16 rows of a panel: row order (rows, row r at rows + r·row_bytes) <->
-// interleaved (panel); FMT is a compile-time format so every copy is a fixed-size move.
+// Rows of w in whole interleaved panels: rows [0, ilv_rows(w)) are interleaved, the rest in row order.
+inline int64_t ilv_rows(const PackedW& w) { return w.interleaved ? w.rows / kIlvRows * kIlvRows : 0; }
+
+// Blocks [b0, b1) of the 16 rows of a panel: row order (rows, row r at rows + r·row_bytes) ->
+// interleaved (panel) when kToPanel, else back; FMT is a compile-time format so every copy is a
+// fixed-size move.
 template <int FMT, bool kToPanel>
-inline void ilv_copy_blocks(uint8_t* panel, int64_t b0, int64_t b1, uint8_t* rows, int64_t row_bytes) {
+inline void ilv_copy_blocks(std::conditional_t<kToPanel, uint8_t*, const uint8_t*> panel, int64_t b0, int64_t b1,
+                            std::conditional_t<kToPanel, const uint8_t*, uint8_t*> rows, int64_t row_bytes) {
   constexpr int64_t bb = FMT == FMT_Q8_0 ? 34 : 18;
-  const auto copy = [](uint8_t* ilv, uint8_t* row, size_t n) {
-    if (kToPanel) std::memcpy(ilv, row, n);
-    else std::memcpy(row, ilv, n);
+  const auto copy = [&](int64_t at_panel, int64_t at_rows, size_t n) {
+    if constexpr (kToPanel) std::memcpy(panel + at_panel, rows + at_rows, n);
+    else std::memcpy(rows + at_rows, panel + at_panel, n);
   };
-  for (int64_t b = b0; b < b1; b++) {
-    uint8_t* o = panel + b * kIlvRows * bb;
+  for (int64_t b = b0; b < b1; b++)
     for (int r = 0; r < kIlvRows; r++) {
-      uint8_t* blk = rows + r * row_bytes + b * bb;
+      const int64_t o = b * kIlvRows * bb, blk = r * row_bytes + b * bb;
       copy(o + 2 * r, blk, 2);
       for (int u = 0; u < (bb - 2) / 4; u++) copy(o + 32 + 64 * u + 4 * r, blk + 2 + 4 * u, 4);
     }
-  }
 }
 // the same for a format known at run time (q8_0 or q4_0)
 template <bool kToPanel>
-inline void ilv_copy_blocks(int fmt, uint8_t* panel, int64_t b0, int64_t b1, uint8_t* rows, int64_t row_bytes) {
+inline void ilv_copy_blocks(int fmt, std::conditional_t<kToPanel, uint8_t*, const uint8_t*> panel, int64_t b0, int64_t b1,
+                            std::conditional_t<kToPanel, const uint8_t*, uint8_t*> rows, int64_t row_bytes) {
   if (fmt == FMT_Q8_0) ilv_copy_blocks<FMT_Q8_0, kToPanel>(panel, b0, b1, rows, row_bytes);
   else ilv_copy_blocks<FMT_Q4_0, kToPanel>(panel, b0, b1, rows, row_bytes);
 }
@@ -126,8 +130,8 @@ namespace v_avx512bf16 { void fill(KernelTable& t); }  // overlay: bf16 dot prod
 // kernel variant named `isa`, with the same bytes.
 enum Src : int { SRC_F32 = 0, SRC_BF16 = 1, SRC_F16 = 2 };
 void quantize_rows(Pool* pool, const char* isa, int fmt, int src, const void* x, int64_t rows, int64_t cols, uint8_t* out);
-// q8_0 / q4_0 rows [rows, cols] in row order (src) -> the interleaved layout (dst), panels shared out over the pool
-void interleave(Pool* pool, int fmt, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
+// q8_0 / q4_0 rows [rows, cols] in row order -> the interleaved layout, in place, panels shared out over the pool
+void interleave(Pool* pool, int fmt, uint8_t* data, int64_t rows, int64_t cols);
 
 // Kernel variants this CPU can run, best first (dispatch.cc). Null-terminated.
 const KernelTable* const* available_kernels();

@@ -5,6 +5,7 @@
 // quant-blocks.ts, packed.ts) and of llama.cpp.
 #include <cmath>
 #include <cstring>
+#include <vector>
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(LLAVA_FORCE_GENERIC)
 #include <immintrin.h>
 #endif
@@ -671,22 +672,21 @@ void quantize_rows(Pool* pool, const char* isa, int fmt, int src, const void* x,
   pool_run(pool, (rows + per - 1) / per, quantize_task, &job);
 }
 
-void interleave(Pool* pool, int fmt, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+void interleave(Pool* pool, int fmt, uint8_t* data, int64_t rows, int64_t cols) {
   struct Job {
     int fmt;
-    const uint8_t* src;
-    uint8_t* dst;
-    int64_t nb, bb;
-  } job{fmt, src, dst, cols / 32, kFmtBlockBytes[fmt]};
-  const int64_t panels = rows / kIlvRows, panel_bytes = kIlvRows * job.nb * job.bb;
-  // one task per panel: its 16 rows (contiguous in both layouts) block by block
-  pool_run(pool, panels, [](void* ctx, int64_t t, int) {
+    uint8_t* data;
+    int64_t row_bytes;
+  } job{fmt, data, cols / 32 * kFmtBlockBytes[fmt]};
+  // one task per whole panel: its 16 rows (the same bytes in both layouts) copied out, then
+  // written back interleaved; the rows after the last whole panel stay as they are
+  pool_run(pool, rows / kIlvRows, [](void* ctx, int64_t t, int) {
     const Job& j = *static_cast<const Job*>(ctx);
-    const int64_t bytes = kIlvRows * j.nb * j.bb;
-    ilv_copy_blocks<true>(j.fmt, j.dst + t * bytes, 0, j.nb, const_cast<uint8_t*>(j.src) + t * bytes, j.nb * j.bb);
+    const int64_t bytes = kIlvRows * j.row_bytes;
+    thread_local std::vector<uint8_t> rows_copy;
+    rows_copy.assign(j.data + t * bytes, j.data + (t + 1) * bytes);
+    ilv_copy_blocks<true>(j.fmt, j.data + t * bytes, 0, j.row_bytes / kFmtBlockBytes[j.fmt], rows_copy.data(), j.row_bytes);
   }, &job);
-  // the rows after the last whole panel stay in row order
-  std::memcpy(dst + panels * panel_bytes, src + panels * panel_bytes, size_t((rows - panels * kIlvRows) * job.nb * job.bb));
 }
 
 }  // namespace llava

@@ -125,7 +125,7 @@ static inline float q_scalar(int fmt, const uint8_t* blk, int j) {
 // packed matrix; row() is then never called).
 class RowReader {
  public:
-  explicit RowReader(const PackedW* w) : w_(w), whole_(w && w->interleaved ? w->rows / kIlvRows * kIlvRows : 0) {}
+  explicit RowReader(const PackedW* w) : w_(w), whole_(w ? ilv_rows(*w) : 0) {}
   const uint8_t* row(int64_t j, int64_t c0 = 0, int64_t c1 = -1) {
     if (j >= whole_) return w_->data + j * w_->row_bytes;
     const int64_t b0 = c0 / 32, b1 = c1 < 0 ? w_->cols / 32 : (c1 + 31) / 32;
@@ -134,8 +134,7 @@ class RowReader {
       b0_ = b0;
       b1_ = b1;
       buf_.resize(size_t(kIlvRows * w_->row_bytes));
-      uint8_t* src = const_cast<uint8_t*>(w_->data) + panel_ * kIlvRows * w_->row_bytes;
-      ilv_copy_blocks<false>(w_->fmt, src, b0, b1, buf_.data(), w_->row_bytes);
+      ilv_copy_blocks<false>(w_->fmt, w_->data + panel_ * kIlvRows * w_->row_bytes, b0, b1, buf_.data(), w_->row_bytes);
     }
     return buf_.data() + j % kIlvRows * w_->row_bytes;
   }

@@ -330,7 +330,7 @@ template <int FMT>
 static void pack_panel_ilv(const uint8_t* ilv, int64_t nb, int64_t row_bytes, uint8_t* rows_buf, uint8_t* panel, float* scales) {
   if (!kVnni) {
     const uint8_t* rowp[PANEL];
-    ilv_copy_blocks<FMT, false>(const_cast<uint8_t*>(ilv), 0, nb, rows_buf, row_bytes);
+    ilv_copy_blocks<FMT, false>(ilv, 0, nb, rows_buf, row_bytes);
     for (int r = 0; r < PANEL; r++) rowp[r] = rows_buf + r * row_bytes;
     return pack_panel<FMT>(rowp, nb, 0, panel, scales);
   }
@@ -484,7 +484,7 @@ static void qmatmul_panels(const Exec& ex, const QActs& A, int64_t m, const Pack
   const int64_t n = w.rows;
   int32_t* xp = scratch<int32_t>(ex, ex.tid, SLOT_T, m * A.nb * (U + 2));
   pack_acts<FMT>(ex, A, m, xp);
-  const int64_t whole = w.interleaved ? n / kIlvRows * kIlvRows : 0;  // rows in interleaved panels
+  const int64_t whole = ilv_rows(w);
   run(ex, ceil_div(n, PANEL), [&](int64_t t, int tid) {
     const int64_t j0 = t * PANEL;
     const uint8_t* rowp[PANEL];
@@ -559,7 +559,7 @@ static void qmatmul_stream8(const Exec& ex, const QActs& A, const PackedW& w, fl
     for (int64_t e = 0; e < MB * A.k; e++) q16[e] = int16_t(255 * A.q[e] + A.lo[e]);
   }
   const int64_t ahead = prefetch_panels_ahead(SPANEL * w.row_bytes);
-  const int64_t whole = w.interleaved ? n / kIlvRows * kIlvRows : 0;  // rows in interleaved panels
+  const int64_t whole = ilv_rows(w);
   run(ex, ceil_div(n, SPANEL), [&](int64_t t, int) {
     const int64_t j0 = t * SPANEL;
     // in an interleaved panel: the 16-byte scale slice and 32-byte group slices of these 8 rows
@@ -784,7 +784,7 @@ static void stream_panel(const QActs& A, const PackedW& w, int64_t j0, float* c,
 
 template <int FMT, int MB>
 static void qmatmul_stream(const Exec& ex, const QActs& A, const PackedW& w, float* c, bool acc) {
-  const int64_t whole = w.interleaved ? w.rows / kIlvRows * kIlvRows : 0;  // rows in interleaved panels
+  const int64_t whole = ilv_rows(w);
   run(ex, ceil_div(w.rows, PANEL), [&](int64_t t, int) {
     if (t * PANEL < whole) stream_panel<FMT, MB, true>(A, w, t * PANEL, c, acc);
     else stream_panel<FMT, MB, false>(A, w, t * PANEL, c, acc);

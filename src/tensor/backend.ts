@@ -72,7 +72,10 @@ export interface Backend {
    * `rowwise` (forward): each row of C exactly as the product of that row alone would be.
    */
   packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean, rowwise?: boolean): void;
-  /** `w` in the layout this backend's packedMatmul reads fastest (a loaded model keeps that), or `w` itself */
+  /**
+   * `w` in the layout this backend's packedMatmul reads fastest (a loaded model keeps that), or
+   * `w` itself. It may reorder w's bytes in place: use only the matrix it returns afterwards.
+   */
   kernelLayout(w: PackedMatrix): PackedMatrix;
 
   /** out = x + y (same length) */

@@ -71,7 +71,6 @@ function rowInOrder(m: PackedMatrix, r: number): Uint8Array {
   return out;
 }
 
-
 /** llama.cpp's fallback for a K format whose rows are not whole super-blocks (llama-quant.cpp). */
 const K_FALLBACK: Partial<Record<PackedFormat, PackedFormat>> = { q4_k: "q5_0", q5_k: "q5_1", q6_k: "q8_0" };
 

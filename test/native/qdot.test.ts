@@ -22,6 +22,9 @@ const { addon, skip } = tryLoadAddon();
 const ref = new RefBackend();
 type QFormat = "q8_0" | "q4_0";
 
+/** A copy of `w` (kernelLayout reorders the bytes it is given). */
+const copyOf = (w: PackedMatrix): PackedMatrix => ({ ...w, data: w.data.slice() });
+
 /** Packed random weights; q8_0 also gets -128 bytes, which its quantizer never writes. */
 function weights(format: QFormat, rows: number, cols: number, seed: number): PackedMatrix {
   const w = packMatrix(randn(rows * cols, seed), rows, cols, format);
@@ -61,7 +64,7 @@ for (const isa of addon ? addon.settings().isas : ["(none)"]) {
               modelCache.set(label, want);
             }
             for (const threads of [1, 2])
-              for (const layout of [w, be.kernelLayout(w)]) {
+              for (const layout of [w, be.kernelLayout(copyOf(w))]) {
                 native.configure({ threads });
                 const got = c0.slice();
                 be.packedMatmul(a, layout, got, m, false, accumulate);
@@ -178,13 +181,16 @@ test("interleaved weights: the same values and the same results on every path", 
   for (const format of ["q8_0", "q4_0"] as QFormat[]) {
     for (const [rows, cols] of [[8, 64], [16, 32], [37, 96]] as Array<[number, number]>) {
       const w = weights(format, rows, cols, seed++);
-      const ilv = fast.kernelLayout(w);
+      const given = copyOf(w);
+      const ilv = fast.kernelLayout(given);
       if (rows < 16) {
-        assert.equal(ilv, w, `${format} [${rows}, ${cols}]: no whole panel, nothing to interleave`);
+        assert.equal(ilv, given, `${format} [${rows}, ${cols}]: no whole panel, nothing to interleave`);
       } else {
         assert.equal(ilv.interleaved, true);
-        assert.notEqual(ilv.data, w.data, "a new buffer");
+        assert.equal(ilv.data, given.data, "in place");
         assert.notDeepEqual(ilv.data, w.data, "the bytes move");
+        const tail = Math.floor(rows / 16) * 16 * (cols / 32) * (format === "q8_0" ? 34 : 18);
+        assert.deepEqual(ilv.data.subarray(tail), w.data.subarray(tail), "rows after the last whole panel stay");
       }
       assertBitEqual(unpackMatrix(ilv), unpackMatrix(w), `${format} [${rows}, ${cols}] values`);
       for (const m of [1, 5, 20]) {
@@ -215,6 +221,7 @@ test("interleaved weights: the same values and the same results on every path", 
   const q = weights("q4_0", 32, 64, seed);
   assert.equal(exact.kernelLayout(q), q, "the exact path keeps the row layout");
   assert.equal(ref.kernelLayout(q), q, "so does the reference backend");
-  assert.throws(() => native.interleave(k.data, "q4_k", 16, 256, new Uint8Array(k.data.length)), /only q8_0 and q4_0/);
+  assert.throws(() => native.interleave(k.data, "q4_k", 16, 256), /only q8_0 and q4_0/);
+  assert.throws(() => native.interleave(new Uint8Array(100), "q4_0", 16, 64), /needs 576/);
   assert.throws(() => fast.packedMatmul(new Float32Array(256), { ...k, interleaved: true }, new Float32Array(16), 1, false, false), /only q8_0 and q4_0/);
 });
