@@ -24,7 +24,7 @@ Each figure is the median, min and max of --runs runs after one warm-up run, eac
 inference and each training phase in a process of its own (peak RSS is that process's). Every
 record carries the CPU model and SIMD features, the thread count, and the rooflines measured in
 the same run (read bandwidth, f32 GEMM peak: the best of several probes); encode and prefill are
-set against the GEMM peak, decode against the bandwidth (weight bytes streamed per token x tokens/s).
+set against the GEMM peak, decode against the bandwidth (the weights and the KV cache of the mean context, read per token, x tokens/s).
 
 With node-llama-cpp installed (--peers auto), llama.cpp runs prefill and decode on the same weights
 written as GGUF (llava convert to-gguf, cached in --cache-dir; bf16 as f16) at the same thread

@@ -18,7 +18,7 @@ import { importLlamaCpp, type PeerResult } from "./llama-cpp.js";
 import { MACHINE, measureRooflines, type Rooflines } from "./machine.js";
 import type { InferenceResult, TrainResult } from "./measure.js";
 import { ggufTypeFor, type Precision } from "./precisions.js";
-import { ANSWER_TOKENS, INFERENCE_PHASES, type InferencePhase, type Phase, TRAIN_PHASES, type TrainPhase } from "./protocol.js";
+import { ANSWER_TOKENS, DECODE_TOKENS, INFERENCE_PHASES, type InferencePhase, type Phase, TRAIN_PHASES, type TrainPhase } from "./protocol.js";
 import { median } from "./stats.js";
 import { findTorch, runTorchPeer, torchCanRead } from "./torch-peer.js";
 
@@ -130,13 +130,15 @@ interface InferenceWork {
   loadMs: number;
   weightBytes: number;
   prefillFlops: number;
+  kvBytesPerPosition: number;
   encodeFlops: number;
 }
 
 /**
  * A figure against its roofline: encode and prefill against the f32 GEMM peak (the time their
- * multiply-adds take at that rate), decode against the read bandwidth (the weights streamed per
- * token at that rate).
+ * multiply-adds take at that rate), decode against the read bandwidth (the bytes a step must
+ * read at that rate: the weights, and the KV cache of its context, on average the prompt and
+ * half the answer).
  */
 function roofline(phase: InferencePhase, value: number, work: InferenceResult & InferenceWork, roofs: Rooflines): Record<string, number> {
   const gflops = roofs.gemmGflops * 1e9;
@@ -145,7 +147,9 @@ function roofline(phase: InferencePhase, value: number, work: InferenceResult & 
     return { roofline_ms: ms, fraction_of_roofline: ms / value };
   }
   if (phase === "prefill") return { prompt_tokens: work.promptTokens, roofline_tokens_per_s: gflops / work.prefillFlops, fraction_of_roofline: (value * work.prefillFlops) / gflops };
-  return { weight_bytes_per_token: work.weightBytes, roofline_tokens_per_s: (roofs.readGBps * 1e9) / work.weightBytes, fraction_of_roofline: (value * work.weightBytes) / (roofs.readGBps * 1e9) };
+  const kvBytes = work.kvBytesPerPosition * (work.promptTokens + (DECODE_TOKENS + 1) / 2);
+  const bytes = work.weightBytes + kvBytes;
+  return { weight_bytes_per_token: work.weightBytes, kv_bytes_per_token: kvBytes, roofline_tokens_per_s: (roofs.readGBps * 1e9) / bytes, fraction_of_roofline: (value * bytes) / (roofs.readGBps * 1e9) };
 }
 
 /** PyTorch's steps, or null (with a note) when it fails: a peer that cannot run costs its figures, not ours. */

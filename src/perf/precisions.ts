@@ -36,8 +36,13 @@ export function ggufTypeFor(precision: Precision): GgufFileType | null {
 
 const LLM_EMBEDDING = "model.embed_tokens.weight";
 
-/** What one LLM forward touches per token, from the model's declared tensors and the precision policy. */
-export function llmWorkPerToken(loaded: LoadedLlava, precision: Precision): { weightBytes: number; prefillFlops: number } {
+/**
+ * What one LLM forward touches per token, from the model's declared tensors and the precision
+ * policy: the weight bytes streamed, the prefill multiply-adds, and the KV cache bytes of one
+ * position (keys and values of every layer, in the cache's element type), which a decode step
+ * reads once per position of its context.
+ */
+export function llmWorkPerToken(loaded: LoadedLlava, precision: Precision): { weightBytes: number; prefillFlops: number; kvBytesPerPosition: number } {
   const opts = { ...precisionOptions(precision), llmLayers: loaded.spec.text.numHiddenLayers };
   let weightBytes = 0;
   let linearParams = 0;
@@ -48,7 +53,7 @@ export function llmWorkPerToken(loaded: LoadedLlava, precision: Precision): { we
     const linear = name.endsWith(".weight") && LLM_LINEAR_MODULE.test(name.slice(0, -".weight".length)) && !name.startsWith("lm_head");
     if (linear) linearParams += shape[0] * shape[1];
   }
-  return { weightBytes, prefillFlops: 2 * linearParams };
+  return { weightBytes, prefillFlops: 2 * linearParams, kvBytesPerPosition: loaded.model.llm.newCache(1, 1).bytes };
 }
 
 /** The tower's multiply-adds for one image, as flops: the layers up to the feature layer LLaVA reads (attention included). */

@@ -75,6 +75,9 @@ test("every phase: one JSON line with the machine, the rooflines of the run and 
   // decode streams every LLM weight but the embedding table once per token: 2 layers and lm_head, f32
   const layer = 4 * (256 * 256 * 2 + 256 * 128 * 2 + 3 * 256 * 512) + 4 * 2 * 256;
   assert.equal(byPhase.decode.weight_bytes_per_token, 2 * layer + 4 * 256 + 4 * 32001 * 256);
+  // and reads the f32 keys and values of 2 layers (kv heads x head dim = 128) at each position of
+  // its context: the 56-position prompt and, on average, half of the 64 answer tokens and itself
+  assert.equal(byPhase.decode.kv_bytes_per_token, 2 * 2 * 128 * 4 * (56 + 65 / 2));
   const trained = (p: string) => byPhase[p].trainable_params as number;
   assert.ok(trained("train_proj") > 0 && trained("train_proj") < trained("train_lora") && trained("train_lora") < trained("train_full"), "projector < LoRA < full LLM");
 });
