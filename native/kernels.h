@@ -50,7 +50,7 @@ struct PackedW {
   bool interleaved = false;  // q8_0 / q4_0: the layout below
 };
 
-// Interleaved q8_0 / q4_0 (made at load by `interleave`, packed.ts interleaveRows): each whole
+// Interleaved q8_0 / q4_0 (made at load by `interleave` for NativeBackend.kernelLayout): each whole
 // panel of 16 rows keeps its 16 row_bytes but orders them by block: for block b, the 16 rows'
 // f16 scales (32 bytes), then for each 4 bytes u of a row's quants (q4_0: 4, q8_0: 8) those 4
 // bytes of the 16 rows (64 bytes, [u][row][4]). The integer kernels then load a block's 16 rows
