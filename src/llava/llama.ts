@@ -9,8 +9,8 @@ import type { LlamaConfig } from "../io/config.js";
 import { activationByName, childParameters, Embedding, type HasLinears, Linear, type LinearForwardOptions, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
-import { f32ToF16Array } from "../tensor/dtypes.js";
 import { activation, add, attention, attentionMany, checkpoint, type HalfKV, mul, reshape, rope } from "../tensor/ops.js";
+import { f32ToF16Into } from "../tensor/packed.js";
 import { PackedTensor, Scratch, Tensor, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import type { Rng } from "../util/random.js";
@@ -68,8 +68,8 @@ export class KVCache {
     const n = t * h * d;
     for (let i = 0; i < b; i++) {
       const dst = (i * this.capacity + this.length) * h * d;
-      putPositions(this.keys[layer], k.data.subarray(i * n, (i + 1) * n), dst);
-      putPositions(this.values[layer], v.data.subarray(i * n, (i + 1) * n), dst);
+      putPositions(this.keys[layer], k.data.subarray(i * n, (i + 1) * n), dst, t);
+      putPositions(this.values[layer], v.data.subarray(i * n, (i + 1) * n), dst, t);
     }
   }
 
@@ -83,9 +83,9 @@ export class KVCache {
   }
 }
 
-/** Copies src into a cache layer's data from element dst (rounded to f16 in a 16-bit cache). */
-function putPositions(cache: Tensor | HalfKV, src: Float32Array, dst: number): void {
-  if (cache.data instanceof Uint16Array) f32ToF16Array(src, cache.data.subarray(dst, dst + src.length));
+/** Copies src, `positions` positions, into a cache layer's data from element dst (rounded to f16 in a 16-bit cache). */
+function putPositions(cache: Tensor | HalfKV, src: Float32Array, dst: number, positions = 1): void {
+  if (cache.data instanceof Uint16Array) f32ToF16Into(src, cache.data.subarray(dst, dst + src.length), positions);
   else cache.data.set(src, dst);
 }
 

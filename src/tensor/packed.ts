@@ -13,7 +13,7 @@
  */
 import { loadNativeAddon } from "./native-backend.js";
 import { decode32, decodeK, encodeQ5_0, encodeQ6K, encodeQx1, encodeQxK } from "./quant-blocks.js";
-import { bf16ToF32Array, f16BitsToF32Bits, f16ToF32Array, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits } from "./dtypes.js";
+import { bf16ToF32Array, f16BitsToF32Bits, f16ToF32Array, f32BitsToF16Bits, f32BitsToBf16Bits, bf16BitsToF32Bits, f32ToF16Array } from "./dtypes.js";
 
 export type PackedFormat = "bf16" | "f16" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q4_k" | "q5_k" | "q6_k";
 
@@ -116,6 +116,20 @@ function nativeQuantizer(): NativeQuantize | null {
     }
   }
   return nativeQuantize;
+}
+
+/**
+ * `src` rounded to f16 (to nearest even, as f32ToF16Array) into `out`, `rows` runs of
+ * src.length / rows values: with the addon's vectorized, threaded conversion when it is built
+ * (a 16-bit KV cache takes a prompt's keys and values so), else in TypeScript. The same bits.
+ */
+export function f32ToF16Into(src: Float32Array, out: Uint16Array, rows = 1): void {
+  const quantize = nativeQuantizer();
+  if (!quantize || src.length !== out.length || src.length % rows !== 0) {
+    f32ToF16Array(src, out);
+    return;
+  }
+  quantize(src, "f16", rows, src.length / rows, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
 }
 
 /**

@@ -5,9 +5,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bf16ToF32Array, f16ToF32Array } from "../../src/tensor/dtypes.js";
+import { bf16ToF32Array, f16ToF32Array, f32ToF16Array } from "../../src/tensor/dtypes.js";
 import { NativeBackend } from "../../src/tensor/native-backend.js";
-import { packHalfMatrix, packMatrix, packPortable, type PackedFormat, unpackMatrix } from "../../src/tensor/packed.js";
+import { f32ToF16Into, packHalfMatrix, packMatrix, packPortable, type PackedFormat, unpackMatrix } from "../../src/tensor/packed.js";
 import { randInts, randn, tryLoadAddon } from "./helpers.js";
 
 const { addon, skip } = tryLoadAddon();
@@ -207,5 +207,18 @@ test("the other q formats from bf16 and f16 bits (widened a block at a time) wri
     }
   } finally {
     addon!.configure({ isa: before.isa, threads: before.threads });
+  }
+});
+
+test("f32ToF16Into (a 16-bit KV cache's writes) gives f32ToF16Array's bits into a view, in one run or several", { skip }, () => {
+  const src = randn(6 * 96, 81, 70000);
+  const u = new Uint32Array(src.buffer);
+  for (let i = 0; i < src.length; i += 7) u[i] = [0x7fc00001, 0xff800000, 0x00000101, 0x33800000, 0x477ff000, 0x3f808000, 0x80000000][(i / 7) % 7];
+  const want = f32ToF16Array(src);
+  for (const rows of [1, 6]) {
+    const cache = new Uint16Array(src.length + 10).fill(0xabcd);
+    f32ToF16Into(src, cache.subarray(5, 5 + src.length), rows);
+    assert.deepEqual(cache.subarray(5, 5 + src.length), want, `${rows} run(s)`);
+    assert.ok(cache.subarray(0, 5).every((h) => h === 0xabcd) && cache.subarray(5 + src.length).every((h) => h === 0xabcd), "nothing outside the view");
   }
 });
