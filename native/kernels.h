@@ -62,6 +62,8 @@ inline int64_t ilv_block_bytes(int fmt) { return kIlvRows * kFmtBlockBytes[fmt];
 
 // Rows of w in whole interleaved panels: rows [0, ilv_rows(w)) are interleaved, the rest in row order.
 inline int64_t ilv_rows(const PackedW& w) { return w.interleaved ? w.rows / kIlvRows * kIlvRows : 0; }
+// The first byte of the panel holding row j: a panel starts where its first row does in row order.
+inline const uint8_t* ilv_panel(const PackedW& w, int64_t j) { return w.data + j / kIlvRows * kIlvRows * w.row_bytes; }
 
 // Blocks [b0, b1) of the 16 rows of a panel: row order (rows, row r at rows + r·row_bytes) ->
 // interleaved (panel) when kToPanel, else back; FMT is a compile-time format so every copy is a
@@ -69,7 +71,7 @@ inline int64_t ilv_rows(const PackedW& w) { return w.interleaved ? w.rows / kIlv
 template <int FMT, bool kToPanel>
 inline void ilv_copy_blocks(std::conditional_t<kToPanel, uint8_t*, const uint8_t*> panel, int64_t b0, int64_t b1,
                             std::conditional_t<kToPanel, const uint8_t*, uint8_t*> rows, int64_t row_bytes) {
-  constexpr int64_t bb = FMT == FMT_Q8_0 ? 34 : 18;
+  constexpr int64_t bb = kFmtBlockBytes[FMT];
   const auto copy = [&](int64_t at_panel, int64_t at_rows, size_t n) {
     if constexpr (kToPanel) std::memcpy(panel + at_panel, rows + at_rows, n);
     else std::memcpy(rows + at_rows, panel + at_panel, n);

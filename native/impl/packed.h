@@ -134,7 +134,7 @@ class RowReader {
       b0_ = b0;
       b1_ = b1;
       buf_.resize(size_t(kIlvRows * w_->row_bytes));
-      ilv_copy_blocks<false>(w_->fmt, w_->data + panel_ * kIlvRows * w_->row_bytes, b0, b1, buf_.data(), w_->row_bytes);
+      ilv_copy_blocks<false>(w_->fmt, ilv_panel(*w_, j), b0, b1, buf_.data(), w_->row_bytes);
     }
     return buf_.data() + j % kIlvRows * w_->row_bytes;
   }
@@ -263,7 +263,7 @@ static void packed_row_dots(const uint8_t* row, int64_t cols, const float* const
     for (int i = 0; i < MB; i++) out[i] = hsum(acc[i][0] + acc[i][1]) + tail[i];
     return;
   }
-  constexpr int64_t bb = FMT == FMT_Q8_0 ? 34 : 18;
+  constexpr int64_t bb = kFmtBlockBytes[FMT];
   const int64_t nb = cols / 32;
   // two blocks per step, into separate accumulators (the FMA latency chain is per block)
   auto block = [&](int64_t b, int u) {
@@ -352,7 +352,7 @@ static void packed_row_axpy(int64_t m, const float* a, const uint8_t* row, int64
     }
     return;
   }
-  constexpr int64_t bb = FMT == FMT_Q8_0 ? 34 : 18;
+  constexpr int64_t bb = kFmtBlockBytes[FMT];
   for (int64_t b = 0; b < cols / 32; b++) {
     const uint8_t* blk = row + b * bb;
     const vf d = vset(f16s(rd16(blk)));

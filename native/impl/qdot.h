@@ -205,7 +205,7 @@ constexpr int digits() {
 
 template <int FMT>
 constexpr int64_t block_size() {
-  return FMT == FMT_Q8_0 ? 34 : 18;
+  return kFmtBlockBytes[FMT];
 }
 
 static inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
@@ -564,7 +564,7 @@ static void qmatmul_stream8(const Exec& ex, const QActs& A, const PackedW& w, fl
     const int64_t j0 = t * SPANEL;
     // in an interleaved panel: the 16-byte scale slice and 32-byte group slices of these 8 rows
     const bool ilv = j0 < whole;
-    const uint8_t* ilv_panel = w.data + j0 / kIlvRows * kIlvRows * w.row_bytes;
+    const uint8_t* panel = ilv_panel(w, j0);
     const int64_t half = j0 % kIlvRows / SPANEL;
     const uint8_t* rows[SPANEL];  // in row order, for stream_dwords8
     const uint8_t* lanes[SPANEL];  // in lane order, for the scales
@@ -576,9 +576,9 @@ static void qmatmul_stream8(const Exec& ex, const QActs& A, const PackedW& w, fl
     for (int i = 0; i < MB; i++) sum[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < A.nb; b++) {
       const int64_t off = b * BB;
-      const uint8_t* ib = ilv_panel + b * ilv_block_bytes(FMT);
+      const uint8_t* ib = panel + b * ilv_block_bytes(FMT);
       if (ilv && half == 0)
-        prefetch_ilv_block<FMT>(ilv_panel, b);
+        prefetch_ilv_block<FMT>(panel, b);
       else if (!ilv && off % 64 < BB)  // once per cache line of each row: the same rows of a panel ahead
         for (int r = 0; r < SPANEL; r++) __builtin_prefetch(rows[r] + ahead + off, 0, 3);
       const __m256 dw = !ilv ? rows_scales8(lanes, off)

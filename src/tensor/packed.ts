@@ -54,20 +54,19 @@ export interface PackedMatrix {
  */
 export const ILV_ROWS = 16;
 
-/** Offset in an interleaved matrix of byte i of block b of row r, for a row r in a whole panel. */
-function interleavedOffset(m: PackedMatrix, r: number, b: number, i: number): number {
-  const bb = BLOCKS[m.format as "q8_0" | "q4_0"].bytes;
-  const panelStart = Math.floor(r / ILV_ROWS) * ILV_ROWS * rowBytes(m.format, m.cols);
-  const block = panelStart + b * ILV_ROWS * bb, p = r % ILV_ROWS;
-  return i < 2 ? block + 2 * p + i : block + 2 * ILV_ROWS + 4 * ILV_ROWS * ((i - 2) >> 2) + 4 * p + ((i - 2) & 3);
-}
-
 /** Row `r` of `m` in row order: a view of its bytes, or the row gathered from its interleaved panel. */
 function rowInOrder(m: PackedMatrix, r: number): Uint8Array {
   const rb = rowBytes(m.format, m.cols);
   if (!m.interleaved || r >= Math.floor(m.rows / ILV_ROWS) * ILV_ROWS) return m.data.subarray(r * rb, (r + 1) * rb);
   const bb = BLOCKS[m.format as "q8_0" | "q4_0"].bytes, out = new Uint8Array(rb);
-  for (let b = 0; b < rb / bb; b++) for (let i = 0; i < bb; i++) out[b * bb + i] = m.data[interleavedOffset(m, r, b, i)];
+  const panel = Math.floor(r / ILV_ROWS) * ILV_ROWS * rb, p = r % ILV_ROWS;
+  for (let b = 0; b < rb / bb; b++) {
+    const block = panel + b * ILV_ROWS * bb, o = b * bb;
+    out[o] = m.data[block + 2 * p];
+    out[o + 1] = m.data[block + 2 * p + 1];
+    // byte i >= 2 of the row's block: in the 4-byte group (i - 2) / 4, after the rows' scales
+    for (let i = 2; i < bb; i++) out[o + i] = m.data[block + 2 * ILV_ROWS + 4 * ILV_ROWS * ((i - 2) >> 2) + 4 * p + ((i - 2) & 3)];
+  }
   return out;
 }
 
