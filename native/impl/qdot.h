@@ -54,14 +54,13 @@ template <int32_t R, int N = QK>
 static void quantize_block(const float* x, int8_t* q, int8_t* lo, float* d, int32_t* sum) {
   const vi abs_mask = vi{} + 0x7fffffff;
   vf amax = vf{};
-  vi finite = vi{} - 1;
+  vi bad = vi{};
   for (int v = 0; v < N / W; v++) {
     const vf a = (vf)((vi)vload(x + v * W) & abs_mask);
-    finite &= (vi)(a <= vset(3.4028234663852886e38f));  // false for inf and NaN
+    bad |= ~(vi)(a <= vset(3.4028234663852886e38f));  // set for inf and NaN
     amax = a > amax ? a : amax;
   }
-  bool all_finite = true;
-  for (int l = 0; l < W; l++) all_finite &= finite[l] != 0;
+  const bool all_finite = !any_lane(bad);
   const float dv = hmax(amax) / float(R);
   if (!all_finite || dv == 0.f) {
     for (int j = 0; j < N; j++) q[j] = 0;
@@ -85,19 +84,17 @@ static void quantize_block(const float* x, int8_t* q, int8_t* lo, float* d, int3
       const vq b = __builtin_convertvector(r, vq);
       __builtin_memcpy(q + v * W, &b, W);
     } else {
-      // hi = the integer nearest Q / 255 (never a tie: 255 is odd; the f32 quotient is off by
-      // far less than the 1/510 to the nearest half), lo = Q - 255·hi in [-127, 127]
-      const vf h = __builtin_convertvector(r, vf) / 255.f;
+      // hi = the integer nearest Q / 255 (never a tie: 255 is odd; Q times the f32 reciprocal is
+      // off by far less than the 1/510 to the nearest half), lo = Q - 255·hi in [-127, 127]
+      const vf h = __builtin_convertvector(r, vf) * (1.f / 255.f);
       const vi hi = __builtin_convertvector(h + (vf)(((vi)h & ~abs_mask) | (vi)vset(0.5f)), vi);
       const vq bh = __builtin_convertvector(hi, vq), bl = __builtin_convertvector(r - 255 * hi, vq);
       __builtin_memcpy(q + v * W, &bh, W);
       __builtin_memcpy(lo + v * W, &bl, W);
     }
   }
-  int32_t s = 0;
-  for (int l = 0; l < W; l++) s += total[l];
   *d = dv;
-  *sum = s;
+  *sum = hsum_int(total);
 }
 
 template <int FMT>

@@ -77,11 +77,28 @@ static inline double hsum(vdw v) {
     for (int i = 0; i < w; i++) s[i] += s[i + w];
   return s[0];
 }
-static inline float hmax(vf v) {
-  float m = v[0];
-  for (int i = 1; i < W; i++) m = v[i] > m ? v[i] : m;
-  return m;
+// v with its lanes rotated down by S: lane i holds lane (i + S) mod W
+template <int S, typename V, int... L>
+static inline V rotate_lanes(V v, std::integer_sequence<int, L...>) {
+  return __builtin_shuffle(v, vi{((L + S) % W)...});
 }
+// f(lane 0, ..., lane W-1) in lane 0, combined in a tree of rotations (log2 W steps, no scalar
+// chain); f must be associative and commutative on the values it meets
+template <typename V, typename F>
+static inline V lane_tree(V v, F f) {
+  const auto lanes = std::make_integer_sequence<int, W>{};
+  if constexpr (W >= 16) v = f(v, rotate_lanes<8>(v, lanes));
+  if constexpr (W >= 8) v = f(v, rotate_lanes<4>(v, lanes));
+  v = f(v, rotate_lanes<2>(v, lanes));
+  return f(v, rotate_lanes<1>(v, lanes));
+}
+// The largest lane (of non-NaN lanes: max is then order-free, but for the sign of a zero, which
+// no caller tells apart).
+static inline float hmax(vf v) { return lane_tree(v, vmax)[0]; }
+// whether any lane is nonzero
+static inline bool any_lane(vi v) { return lane_tree(v, [](vi a, vi b) { return a | b; })[0] != 0; }
+// the lane sum of integers (exact in any order)
+static inline int32_t hsum_int(vi v) { return lane_tree(v, [](vi a, vi b) { return a + b; })[0]; }
 
 // exp(x) for float lanes, about 1 ulp (Cephes expf): x = n ln2 + r, |r| <= ln2/2, a degree-6
 // polynomial for e^r, then 2^n through the exponent bits. Results below ~1e-38 become 0.
