@@ -81,15 +81,52 @@ static void micro_kernel(int64_t kc, const float* __restrict A, const float* __r
   store_tile(c0, c1, C, ldc, mr, nr, add);
 }
 
+#if LLAVA_X86_SIMD && defined(__AVX512F__)
+// dst[kk * 6 + r] = rows[r][kk] for kk < 16: the 6 rows' 16 columns interleaved in registers. The
+// row pairs (0, 1), (2, 3), (4, 5) interleave into 64-bit pairs, and each output vector takes
+// its eight pairs column by column from the three pair vectors.
+static inline void interleave6x16(const float* const* rows, float* dst) {
+  static_assert(MR == 6, "the interleave is written for 6-row panels");
+  const __m512i lo32 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi32 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  __m512d p[3][2];  // [row pair][columns 0-7, 8-15]
+  for (int q = 0; q < 3; q++) {
+    const __m512 a = _mm512_loadu_ps(rows[2 * q]), b = _mm512_loadu_ps(rows[2 * q + 1]);
+    p[q][0] = _mm512_castps_pd(_mm512_permutex2var_ps(a, lo32, b));
+    p[q][1] = _mm512_castps_pd(_mm512_permutex2var_ps(a, hi32, b));
+  }
+  // 64-bit slot s of the 24 per half: column s / 3 of pair s % 3; pairs 0 and 1 by one
+  // two-source permute, pair 2 by a masked permute over it
+  alignas(64) static constexpr int64_t kAB[3][8] = {{0, 8, 0, 1, 9, 0, 2, 10}, {0, 3, 11, 0, 4, 12, 0, 5}, {13, 0, 6, 14, 0, 7, 15, 0}};
+  alignas(64) static constexpr int64_t kC[3][8] = {{0, 0, 0, 0, 0, 1, 0, 0}, {2, 0, 0, 3, 0, 0, 4, 0}, {0, 5, 0, 0, 6, 0, 0, 7}};
+  static constexpr __mmask8 kMaskC[3] = {0x24, 0x49, 0x92};
+  for (int h = 0; h < 2; h++)
+    for (int o = 0; o < 3; o++) {
+      __m512d v = _mm512_permutex2var_pd(p[0][h], _mm512_load_si512(kAB[o]), p[1][h]);
+      v = _mm512_mask_permutexvar_pd(v, kMaskC[o], _mm512_load_si512(kC[o]), p[2][h]);
+      _mm512_storeu_pd(reinterpret_cast<double*>(dst + (h * 3 + o) * 16), v);
+    }
+}
+#endif
+
 // op(A)[i0 .. i0+mc, p0 .. p0+kc) into MR-row panels, k-major, zero-padded.
 static void pack_a(const ASrc& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* out) {
   for (int64_t ir = 0; ir < mc; ir += MR) {
     const int mr = int(imin(MR, mc - ir));
     float* dst = out + ir * kc;
     if (!A.trans) {
+      int64_t k0 = 0;
+#if LLAVA_X86_SIMD && defined(__AVX512F__)
+      if (mr == MR)
+        for (; k0 + 16 <= kc; k0 += 16) {
+          const float* rows[MR];
+          for (int r = 0; r < MR; r++) rows[r] = A.p + (i0 + ir + r) * A.ld + p0 + k0;
+          interleave6x16(rows, dst + k0 * MR);
+        }
+#endif
       for (int r = 0; r < mr; r++) {
         const float* src = A.p + (i0 + ir + r) * A.ld + p0;
-        for (int64_t kk = 0; kk < kc; kk++) dst[kk * MR + r] = src[kk];
+        for (int64_t kk = k0; kk < kc; kk++) dst[kk * MR + r] = src[kk];
       }
       for (int r = mr; r < MR; r++)
         for (int64_t kk = 0; kk < kc; kk++) dst[kk * MR + r] = 0.f;
@@ -202,13 +239,17 @@ static void gemm_blocked(const Exec& ex, int64_t m, int64_t n, int64_t k, const 
       const bool add = acc || pc > 0;
       const int64_t mb = ceil_div(m, MC);
       const int64_t js = mb >= threads * 4 ? 1 : imin(npan, ceil_div(threads * 4, mb));
+      // the row block each thread's A panels hold: consecutive tasks of a row block (a thread
+      // takes runs of them) pack its A once
+      std::vector<int64_t> packed(size_t(pool_size(ex.pool)), -1);
       run(ex, mb * js, [&](int64_t t, int tid) {
         const int64_t ib = t / js, jg = t % js;
         const int64_t i0 = ib * MC, mc = imin(MC, m - i0);
         const int64_t q0 = jg * npan / js, q1 = (jg + 1) * npan / js;
         if (q0 == q1) return;
         float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(mc, MR) * MR * kc);
-        pack_a(A, i0, mc, pc, kc, Ap);
+        if (packed[tid] != ib) pack_a(A, i0, mc, pc, kc, Ap);
+        packed[tid] = ib;
         for (int64_t q = q0; q < q1; q++) {
           const int64_t j = q * NR;
           const int nr = int(imin(NR, nc - j));
