@@ -141,13 +141,16 @@ static void pack_a(const ASrc& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc
 }
 
 // dst[kk * NR + c] = rows[c][kk] for c < nr, kk < kc (a panel from rows of Bᵀ); zero for c >= nr.
-// W x W blocks are transposed in registers.
-static void transpose_into_panel(const float* const* rows, int nr, int64_t kc, float* dst) {
+// W x W blocks are transposed in registers; the same stretch of the rows `ahead` floats further
+// (the next panel's) is prefetched.
+static void transpose_into_panel(const float* const* rows, int nr, int64_t kc, float* dst, int64_t ahead = 0) {
   for (int cb = 0; cb < NR; cb += W) {
     if (cb + W <= nr) {
       int64_t kk = 0;
       for (; kk + W <= kc; kk += W) {
         vf v[W];
+        if (ahead)
+          for (int x = 0; x < W; x++) __builtin_prefetch(rows[cb + x] + kk + ahead, 0, 3);
         for (int x = 0; x < W; x++) v[x] = vload(rows[cb + x] + kk);
         transpose(v);
         for (int y = 0; y < W; y++) vstore(dst + (kk + y) * NR + cb, v[y]);
@@ -198,7 +201,7 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
           rows[c] = B.p + (j + c) * B.ld + p0;
         }
       }
-      transpose_into_panel(rows, nr, kc, dst);
+      transpose_into_panel(rows, nr, kc, dst, B.w || q + 1 >= pe ? 0 : NR * B.ld);
       continue;
     }
     for (int64_t kk = 0; kk < kc; kk++) {
