@@ -34,7 +34,7 @@ static void k_mul(Pool* pool, const float* x, const float* y, float* out, int64_
 static void k_scale(Pool* pool, const float* x, double s, float* out, int64_t n) {
   chunked(top(pool, n), n, kChunk, [&](int64_t b, int64_t e, int) {
     int64_t i = b;
-    for (; i + W <= e; i += W) vstore(out + i, __builtin_convertvector(vwiden(vload(x + i)) * s, vf));
+    for (; i + W <= e; i += W) vstore(out + i, narrow(vwiden(vload(x + i)) * s));
     for (; i < e; i++) out[i] = float(double(x[i]) * s);
   });
 }

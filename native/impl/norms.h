@@ -2,8 +2,6 @@
 // the reference; weight gradients are column sums over rows, cut by columns so each is summed
 // in a fixed order.
 
-static inline vf narrow(vdw v) { return __builtin_convertvector(v, vf); }
-
 static inline double row_sum(const float* x, int64_t dim) {
   vdw acc = vdw{};
   int64_t j = 0;

@@ -21,7 +21,8 @@ constexpr int W = 4;
 typedef float vf __attribute__((vector_size(W * 4)));
 typedef int32_t vi __attribute__((vector_size(W * 4)));
 typedef uint32_t vu __attribute__((vector_size(W * 4)));
-typedef double vdw __attribute__((vector_size(W * 8)));  // W doubles (two registers)
+typedef double vdh __attribute__((vector_size(W * 4)));  // W / 2 doubles: one register
+typedef float vfh __attribute__((vector_size(W * 2)));   // W / 2 floats
 typedef float vf_u __attribute__((vector_size(W * 4), aligned(4), may_alias));
 
 static inline vf vload(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
@@ -36,7 +37,38 @@ static inline vf vset(float x) {
 #endif
 }
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-static inline vdw vwiden(vf v) { return __builtin_convertvector(v, vdw); }
+
+// W doubles, lane by lane the W floats of a vf widened: two registers of W / 2. (A vector type of
+// W doubles, two registers wide, was kept on the stack across loop iterations by GCC: a layer
+// norm's row sums ran through memory.)
+struct vdw {
+  vdh lo, hi;
+};
+static inline vdw operator+(vdw a, vdw b) { return {a.lo + b.lo, a.hi + b.hi}; }
+static inline vdw operator-(vdw a, vdw b) { return {a.lo - b.lo, a.hi - b.hi}; }
+static inline vdw operator*(vdw a, vdw b) { return {a.lo * b.lo, a.hi * b.hi}; }
+static inline vdw operator-(vdw a, double s) { return {a.lo - s, a.hi - s}; }
+static inline vdw operator*(vdw a, double s) { return {a.lo * s, a.hi * s}; }
+static inline vdw operator*(double s, vdw a) { return {s * a.lo, s * a.hi}; }
+static inline vdw& operator+=(vdw& a, vdw b) { return a = a + b; }
+// halves and their concatenation in registers (through memory, a whole-vector load of two
+// half stores cannot be forwarded and stalls)
+template <int... L>
+static inline vf concat(vfh lo, vfh hi, std::integer_sequence<int, L...>) {
+  return __builtin_shufflevector(lo, hi, L...);
+}
+template <int Off, int... L>
+static inline vfh half_at(vf v, std::integer_sequence<int, L...>) {
+  return __builtin_shufflevector(v, v, (Off + L)...);
+}
+static inline vdw vwiden(vf v) {
+  const auto half = std::make_integer_sequence<int, W / 2>{};
+  return {__builtin_convertvector(half_at<0>(v, half), vdh), __builtin_convertvector(half_at<W / 2>(v, half), vdh)};
+}
+// each lane rounded to float
+static inline vf narrow(vdw v) {
+  return concat(__builtin_convertvector(v.lo, vfh), __builtin_convertvector(v.hi, vfh), std::make_integer_sequence<int, W>{});
+}
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -70,10 +102,12 @@ __attribute__((always_inline)) static inline vf hsum_many(vf* v, int n = W) {
   if constexpr (SZ > 2) return hsum_many<SZ / 2>(v, n / 2);
   return v[0];
 }
+// the W lanes in the pairwise order of hsum(vf): lane i + W/2 onto lane i first (hi onto lo)
 static inline double hsum(vdw v) {
-  double s[W];
-  __builtin_memcpy(s, &v, sizeof v);
-  for (int w = W / 2; w > 0; w /= 2)
+  double s[W / 2];
+  const vdh h = v.lo + v.hi;
+  __builtin_memcpy(s, &h, sizeof h);
+  for (int w = W / 4; w > 0; w /= 2)
     for (int i = 0; i < w; i++) s[i] += s[i + w];
   return s[0];
 }

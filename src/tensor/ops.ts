@@ -47,19 +47,26 @@ function strides(shape: Shape): number[] {
   return s;
 }
 
-/** Copies src into dst with dst[permuted index] = src[index]; `accumulate` adds instead. */
+/**
+ * dst = src permuted (output dimension i is input dimension dims[i]); `inverse`: the gradient
+ * of that, src (output-shaped) added back into dst (input-shaped). Trailing dimensions that stay
+ * in place move as contiguous runs.
+ */
 function permuteCopy(src: Float32Array, shape: Shape, dims: number[], dst: Float32Array, inverse: boolean): void {
-  const outShape = dims.map((d) => shape[d]);
+  let kept = dims.length;
+  while (kept > 0 && dims[kept - 1] === kept - 1) kept--;
+  const run = numel(shape.slice(kept));
+  const outShape = dims.slice(0, kept).map((d) => shape[d]);
   const inStrides = strides(shape);
   // stride in the source for each output dimension
-  const srcStride = dims.map((d) => inStrides[d]);
+  const srcStride = dims.slice(0, kept).map((d) => inStrides[d]);
   const n = outShape.length;
   const idx = new Array<number>(n).fill(0);
   const total = numel(shape);
   let srcOff = 0;
-  for (let o = 0; o < total; o++) {
-    if (inverse) dst[srcOff] += src[o];
-    else dst[o] = src[srcOff];
+  for (let o = 0; o < total; o += run) {
+    if (inverse) for (let r = 0; r < run; r++) dst[srcOff + r] += src[o + r];
+    else for (let r = 0; r < run; r++) dst[o + r] = src[srcOff + r];
     for (let d = n - 1; d >= 0; d--) {
       idx[d]++;
       srcOff += srcStride[d];
