@@ -38,7 +38,7 @@ struct Field {
   const char* name;
 };
 
-constexpr size_t kMaxArgs = 8;
+constexpr size_t kMaxArgs = 13;
 
 // One call's arguments. Getters return false after throwing a JavaScript error.
 struct Call {
@@ -227,18 +227,17 @@ napi_value bind_gemm(Call& c) {
 }
 
 napi_value bind_packed_matmul(Call& c) {
-  // (a, {data, format, rows, cols}, c, {m, transposed, accumulate, exactQuant, bf16Dot, rowwise})
+  // (a, data, format, rows, cols, interleaved, c, m, transposed, accumulate, exactQuant, bf16Dot,
+  // rowwise): arguments, not objects, whose property lookups cost 0.5 us a call (native-backend.ts)
   float *a, *out;
   uint8_t* data;
   int64_t na, nd, nc, rows, cols, m;
   int fmt;
-  napi_value w, p;
-  CHECK(c.f32(c.arg(0, "a"), a, na) && c.object(c.arg(1, "w"), w) && c.f32(c.arg(2, "c"), out, nc));
-  CHECK(c.object(c.arg(3, "params"), p));
-  CHECK(c.typed(c.prop(w, "data"), napi_uint8_array, data, nd) && c.choice(c.prop(w, "format"), kFmtNames, fmt) &&
-        c.count(c.prop(w, "rows"), rows) && c.count(c.prop(w, "cols"), cols) && c.count(c.prop(p, "m"), m));
-  const bool transposed = c.flag(c.prop(p, "transposed")), acc = c.flag(c.prop(p, "accumulate"));
-  const bool rowwise = c.flag(c.prop(p, "rowwise"));
+  CHECK(c.f32(c.arg(0, "a"), a, na) && c.typed(c.arg(1, "data"), napi_uint8_array, data, nd) &&
+        c.choice(c.arg(2, "format"), kFmtNames, fmt) && c.count(c.arg(3, "rows"), rows) && c.count(c.arg(4, "cols"), cols) &&
+        c.f32(c.arg(6, "c"), out, nc) && c.count(c.arg(7, "m"), m));
+  const bool transposed = c.flag(c.arg(8, "transposed")), acc = c.flag(c.arg(9, "accumulate"));
+  const bool rowwise = c.flag(c.arg(12, "rowwise"));
   const bool quant = fmt == FMT_Q8_0 || fmt == FMT_Q4_0;  // the formats with integer products
   const bool kquant = fmt == FMT_Q4_K || fmt == FMT_Q5_K || fmt == FMT_Q6_K;
   const int64_t block = kFmtBlock[fmt];
@@ -249,18 +248,18 @@ napi_value bind_packed_matmul(Call& c) {
   const int64_t in = transposed ? rows : cols, outc = transposed ? cols : rows;
   CHECK(c.need(na >= m * in, "a has %lld values, needs %lld", na, m * in));
   CHECK(c.need(nc >= m * outc, "c has %lld values, needs %lld", nc, m * outc));
-  const bool interleaved = c.flag(c.prop(w, "interleaved"));
+  const bool interleaved = c.flag(c.arg(5, "interleaved"));
   CHECK(c.need(!interleaved || interleavable(fmt), "only q8_0 and q4_0 weights can be interleaved"));
   const PackedW pw{fmt, rows, cols, row_bytes, data, interleaved};
   const KernelTable& k = c.kernels();
   // the bf16 dot product pays off for prefill-sized m; decode is bound by memory either way
-  if (c.flag(c.prop(p, "bf16Dot")) && k.packed_matmul_bf16dot && fmt == FMT_BF16 && !transposed && m > 4 && !rowwise && cols % 2 == 0)
+  if (c.flag(c.arg(11, "bf16Dot")) && k.packed_matmul_bf16dot && fmt == FMT_BF16 && !transposed && m > 4 && !rowwise && cols % 2 == 0)
     k.packed_matmul_bf16dot(c.pool(), a, pw, out, m, acc);
-  else if (quant && !transposed && !c.flag(c.prop(p, "exactQuant")))  // the input gradient stays exact; rows are independent
+  else if (quant && !transposed && !c.flag(c.arg(10, "exactQuant")))  // the input gradient stays exact; rows are independent
     k.packed_matmul_qdot(c.pool(), a, pw, out, m, acc);
   // K formats: integer products for decode-sized m (1.3-3x faster up to 16 rows; prompts are as
   // fast on the exact path's GEMM, and exact) and wherever rows must not depend on m
-  else if (kquant && !transposed && !c.flag(c.prop(p, "exactQuant")) && (m <= 16 || rowwise))
+  else if (kquant && !transposed && !c.flag(c.arg(10, "exactQuant")) && (m <= 16 || rowwise))
     k.packed_matmul_kqdot(c.pool(), a, pw, out, m, acc);
   else
     k.packed_matmul(c.pool(), a, pw, out, m, transposed, acc, rowwise);

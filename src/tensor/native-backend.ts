@@ -48,23 +48,17 @@ export interface NativeSettingsChange {
 /** The most kernel threads the addon accepts (native/addon.cc). */
 export const MAX_NATIVE_THREADS = 1024;
 
-/** Per-call choices of packedMatmul. */
-export interface PackedMatmulParams {
-  m: number;
-  transposed: boolean;
-  accumulate: boolean;
-  exactQuant: boolean;
-  bf16Dot: boolean;
-  rowwise?: boolean;
-}
-
 /**
  * The functions the addon exports (native/addon.cc, one per kernel of native/kernel_list.h):
- * the Backend's kernels with the Backend's arguments, except packedMatmul, which takes its
- * per-call choices in one object; and the settings.
+ * the Backend's kernels with the Backend's arguments, except packedMatmul, which takes the
+ * matrix's fields and its per-call choices as arguments (a decode step makes ~60 such calls,
+ * and looking up an object's properties cost 0.5 us each); and the settings.
  */
 export interface NativeAddon extends Omit<Backend, "name" | "packedMatmul" | "kernelLayout"> {
-  packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, p: PackedMatmulParams): void;
+  packedMatmul(
+    a: Float32Array, data: Uint8Array, format: PackedFormat, rows: number, cols: number, interleaved: boolean,
+    c: Float32Array, m: number, transposed: boolean, accumulate: boolean, exactQuant: boolean, bf16Dot: boolean, rowwise: boolean,
+  ): void;
   /** GB/s of reading x `reps` times with every pool thread */
   bandwidth(x: Float32Array, reps: number): number;
   settings(): NativeSettings;
@@ -164,7 +158,7 @@ export class NativeBackend implements Backend {
   }
 
   packedMatmul(a: Float32Array, w: PackedMatrix, c: Float32Array, m: number, transposed: boolean, accumulate: boolean, rowwise = false): void {
-    this.addon.packedMatmul(a, w, c, { m, transposed, accumulate, exactQuant: this.exactQuant, bf16Dot: this.bf16Dot, rowwise });
+    this.addon.packedMatmul(a, w.data, w.format, w.rows, w.cols, w.interleaved === true, c, m, transposed, accumulate, this.exactQuant, this.bf16Dot, rowwise);
   }
 
   add(x: Float32Array, y: Float32Array, out: Float32Array): void {
