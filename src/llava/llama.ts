@@ -9,7 +9,7 @@ import type { LlamaConfig } from "../io/config.js";
 import { activationByName, childParameters, Embedding, type HasLinears, Linear, type LinearForwardOptions, type Module, type NamedParameters, RMSNorm } from "../nn/layers.js";
 import type { ParamLoader } from "../nn/params.js";
 import type { Activation } from "../tensor/backend.js";
-import { activation, add, attention, attentionMany, checkpoint, type HalfKV, mul, reshape, rope } from "../tensor/ops.js";
+import { activation, add, attention, attentionMany, checkpoint, type HalfKV, mul, reshape, rope, slice } from "../tensor/ops.js";
 import { f32ToF16Into } from "../tensor/packed.js";
 import { PackedTensor, Scratch, Tensor, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
@@ -146,13 +146,14 @@ class LlamaLayer implements Module, HasLinears {
     this.postNorm = new RMSNorm(p.tensor(`${NORMS.postNorm}.weight`, [cfg.hiddenSize]), cfg.rmsNormEps);
   }
 
-  forward(x: Tensor, positions: Int32Array, invFreq: Float64Array, cache: KVCache | null, index: number, linear: LinearForwardOptions = {}): Tensor {
+  /** `from`: only positions from there on are output (their keys and values still come from every position) */
+  forward(x: Tensor, positions: Int32Array, invFreq: Float64Array, cache: KVCache | null, index: number, linear: LinearForwardOptions = {}, from = 0): Tensor {
     const window = this.cfg.slidingWindow;
     return this.run(x, positions, invFreq, linear, (q, k, v) => {
       if (!cache) return attention(q, k, v, { causal: true, window });
       cache.write(index, k, v);
       return attention(q, cache.keys[index], cache.values[index], { causal: true, kvLength: cache.length + q.dim(1), window });
-    });
+    }, from);
   }
 
   /** One new position of each of N sequences, x [N, 1, D], row i attending to caches[i] only. */
@@ -164,16 +165,19 @@ class LlamaLayer implements Module, HasLinears {
     });
   }
 
-  /** The layer around `attend` (q, k, v [B, T, heads, D] → [B, T, H, D]). */
-  private run(x: Tensor, positions: Int32Array, invFreq: Float64Array, opts: LinearForwardOptions, attend: (q: Tensor, k: Tensor, v: Tensor) => Tensor): Tensor {
+  /** The layer around `attend` (q [B, T - from, heads, D], k, v [B, T, kv heads, D] → [B, T - from, H, D]). */
+  private run(x: Tensor, positions: Int32Array, invFreq: Float64Array, opts: LinearForwardOptions, attend: (q: Tensor, k: Tensor, v: Tensor) => Tensor, from = 0): Tensor {
     const [b, t] = x.shape;
     const { numAttentionHeads: h, numKeyValueHeads: kvh, headDim: hd } = this.cfg;
     const { q: wq, k: wk, v: wv, o: wo, gate, up, down } = this.linears;
     const hn = this.inputNorm.forward(x);
-    const q = rope(reshape(wq.forward(hn, opts), [b, t, h, hd]), positions, invFreq);
+    const tq = t - from;
+    const tail = (y: Tensor) => (from ? slice(y, 1, from, t) : y);
+    const tailPositions = from ? Int32Array.from({ length: b * tq }, (_, i) => positions[Math.floor(i / tq) * t + from + (i % tq)]) : positions;
+    const q = rope(reshape(wq.forward(tail(hn), opts), [b, tq, h, hd]), tailPositions, invFreq);
     const k = rope(reshape(wk.forward(hn, opts), [b, t, kvh, hd]), positions, invFreq);
     const v = reshape(wv.forward(hn, opts), [b, t, kvh, hd]);
-    x = add(x, wo.forward(reshape(attend(q, k, v), [b, t, h * hd]), opts));
+    x = add(tail(x), wo.forward(reshape(attend(q, k, v), [b, tq, h * hd]), opts));
     const m = this.postNorm.forward(x);
     return add(x, down.forward(mul(activation(gate.forward(m, opts), this.act), up.forward(m, opts)), opts));
   }
@@ -242,10 +246,17 @@ export class LlamaForCausalLM implements Module, HasLinears {
    * run into a cache (inference) runs each layer in one of two reused buffers by turns (a layer
    * reads the previous one's output): a few large allocations instead of a dozen per layer, whose
    * garbage collection took CPU from the kernels' threads (prefill at 2 threads 10-13% slower).
+   * `outputFrom` (no cache): the hidden states of positions from there on only, [B, T - from, D]:
+   * the last layer computes queries, attention output and MLP for those alone (a training loss
+   * that looks at an answer after the image skips them for the rest).
    */
-  forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean; training?: TrainingForward; reuseBuffers?: boolean } = {}): DecoderOutput {
+  forward(inputsEmbeds: Tensor, opts: { cache?: KVCache | null; positions?: Int32Array; collectHidden?: boolean; training?: TrainingForward; reuseBuffers?: boolean; outputFrom?: number } = {}): DecoderOutput {
     const [b, t] = inputsEmbeds.shape;
     const cache = opts.cache ?? null;
+    const from = opts.outputFrom ?? 0;
+    if (from && (cache || opts.collectHidden || !(Number.isInteger(from) && from > 0 && from < t))) {
+      throw new LlavaError(`outputFrom ${from}: a forward without a cache or collected states outputs from a position in 1..${t - 1}`);
+    }
     const start = cache?.length ?? 0;
     if (cache && start + t > cache.capacity) {
       throw new LlavaError(`sequence of ${start + t} positions exceeds the KV cache capacity of ${cache.capacity}`);
@@ -256,7 +267,8 @@ export class LlamaForCausalLM implements Module, HasLinears {
     const rng = opts.training?.rng ?? null;
     const checkpointed = opts.training?.checkpoint === true && !cache;
     const layers = (byTurns?: Scratch[]) => this.layers.forEach((layer, i) => {
-      const run = (input: Tensor) => layer.forward(input, positions, this.invFreq, cache, i, { rng });
+      // the last layer's earlier positions feed nothing that is output
+      const run = (input: Tensor) => layer.forward(input, positions, this.invFreq, cache, i, { rng }, i === this.layers.length - 1 ? from : 0);
       const step = () => (checkpointed ? checkpoint(run, [x], { rng }) : run(x));
       x = byTurns ? withScratch(byTurns[i % 2], step) : step();
       states?.push(x);

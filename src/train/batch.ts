@@ -94,9 +94,12 @@ export function batchLoss(loaded: LoadedLlava, examples: TrainingExample[], opts
     }
   });
   if (!targets.length) throw new LlavaError(`the batch has no supervised tokens (all labels are masked${examples.length > 1 ? " in every sample" : ""}, or cut by model_max_length ${opts.modelMaxLength})`);
-  const { hidden } = model.llm.forward(padded.length === 1 ? padded[0] : concat(padded, 0), { training: { rng: opts.rng, checkpoint: checkpointed } });
-  // logits only where the loss looks: the same mean over the same rows, without [B*T, vocab] of unused logits
-  const supervised = gatherRows(reshape(hidden, [rows.length * length, dim]), Int32Array.from(positions));
+  // the decoder's output from the first supervised position on (the last layer skips the rest),
+  // and logits only where the loss looks: the same mean over the same rows
+  const from = positions.reduce((m, p) => Math.min(m, p % length), length);
+  const { hidden } = model.llm.forward(padded.length === 1 ? padded[0] : concat(padded, 0), { training: { rng: opts.rng, checkpoint: checkpointed }, outputFrom: from });
+  const kept = length - from;
+  const supervised = gatherRows(reshape(hidden, [rows.length * kept, dim]), Int32Array.from(positions, (p) => Math.floor(p / length) * kept + (p % length) - from));
   const loss = crossEntropy(model.llm.logits(supervised), Int32Array.from(targets), IGNORE_INDEX);
   return { loss, supervisedTokens: targets.length };
 }

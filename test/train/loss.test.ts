@@ -9,6 +9,8 @@ import { batchLoss, type TrainingExample } from "../../src/train/batch.js";
 import { setTrainables } from "../../src/train/trainables.js";
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import type { NamedParameters } from "../../src/nn/layers.js";
+import { crossEntropy, gatherRows, reshape } from "../../src/tensor/ops.js";
+import { Tensor } from "../../src/tensor/tensor.js";
 import { Rng } from "../../src/util/random.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { readNpyFile } from "../helpers/npy-reader.js";
@@ -135,4 +137,35 @@ test("an AnyRes (LLaVA-NeXT) batch equals its samples one by one, image_newline 
   assert.ok(params.some(([name]) => name === "model.image_newline"));
   const examples = [example(loaded, "What is shown?", "A red square.", [checker]), example(loaded, "And here?", "A gradient, from dark to light.", [gradient])];
   checkBatchEqualsSamples(loaded, params, examples, ["model.image_newline", "model.mm_projector.0.weight", "model.layers.0.self_attn.v_proj.weight"]);
+});
+
+test("the decoder's output from a position on (outputFrom) is the full forward's tail bit for bit, with the same loss gradients, and bad starts fail clearly", async () => {
+  const loaded = await loadTiny();
+  const llm = loaded.model.llm;
+  const params = setTrainables(loaded, { rng: new Rng(1) });
+  const [t, from, d] = [23, 9, llm.cfg.hiddenSize];
+  const embeds = new Tensor(new Float32Array(2 * t * d), [2, t, d], llm.backend);
+  randomize(embeds.data, 1);
+  const targets = Int32Array.from({ length: 2 * (t - from) }, (_, i) => (i * 37) % llm.cfg.vocabSize);
+  const run = (outputFrom: number) => {
+    zeroGrad(params);
+    const { hidden } = llm.forward(embeds, { training: {}, outputFrom });
+    // the rows from `from` on of each batch row
+    const tail = outputFrom ? hidden : gatherRows(reshape(hidden, [2 * t, d]), Int32Array.from({ length: 2 * (t - from) }, (_, i) => Math.floor(i / (t - from)) * t + from + (i % (t - from))));
+    const rows = reshape(tail, [2 * (t - from), d]);
+    crossEntropy(llm.logits(rows), targets).backward();
+    return { rows: Float32Array.from(rows.data), grads: gradients(params) };
+  };
+  const full = run(0), cut = run(from);
+  assert.deepEqual(cut.rows, full.rows);
+  for (const name of ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.1.self_attn.k_proj.weight", "model.layers.0.self_attn.v_proj.weight", "model.layers.1.post_attention_layernorm.weight", "lm_head.weight"]) {
+    const want = full.grads.get(name)!;
+    const scale = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    assert.ok(scale > 0, `${name} has a gradient`);
+    assertClose(cut.grads.get(name)!, want, 1e-5 * scale, 1e-4, name);
+  }
+  for (const bad of [-1, t, 2.5]) {
+    assert.throws(() => llm.forward(embeds, { outputFrom: bad }), (e: unknown) => e instanceof LlavaError && /outputFrom/.test(e.message));
+  }
+  assert.throws(() => llm.forward(embeds, { outputFrom: 3, collectHidden: true }), /outputFrom/);
 });
