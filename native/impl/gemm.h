@@ -185,35 +185,41 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
     }
     return;
   }
+  if (!B.w && !B.trans) {
+    // rows of op(B) in memory: each row's stretch of the panels is read once, in order (a panel
+    // at a time read a 128-byte strip of every row)
+    for (int64_t kk = 0; kk < kc; kk++) {
+      const float* row = B.p + (p0 + kk) * B.ld + j0;
+      for (int64_t q = pb; q < pe; q++) {
+        const int64_t j = q * NR;
+        const int nr = int(imin(NR, nc - j));
+        float* dst = out + q * NR * kc + kk * NR;
+        if (nr == NR) {
+          vstore(dst, vload(row + j));
+          vstore(dst + W, vload(row + j + W));
+        } else {
+          for (int c = 0; c < nr; c++) dst[c] = row[j + c];
+          for (int c = nr; c < NR; c++) dst[c] = 0.f;
+        }
+      }
+    }
+    return;
+  }
   RowReader wrows(B.w);
   for (int64_t q = pb; q < pe; q++) {
     const int64_t j = j0 + q * NR;
     const int nr = int(imin(NR, j0 + nc - j));
-    float* dst = out + q * NR * kc;
-    if (B.w || B.trans) {
-      // column c of the panel is row j + c of Bᵀ (decoded first when packed)
-      const float* rows[NR];
-      for (int c = 0; c < nr; c++) {
-        if (B.w) {
-          dequant_range(B.w->fmt, wrows.row(j + c, p0, p0 + kc), p0, p0 + kc, tmp + c * kc);
-          rows[c] = tmp + c * kc;
-        } else {
-          rows[c] = B.p + (j + c) * B.ld + p0;
-        }
-      }
-      transpose_into_panel(rows, nr, kc, dst, B.w || q + 1 >= pe ? 0 : NR * B.ld);
-      continue;
-    }
-    for (int64_t kk = 0; kk < kc; kk++) {
-      const float* src = B.p + (p0 + kk) * B.ld + j;
-      if (nr == NR) {
-        vstore(dst + kk * NR, vload(src));
-        vstore(dst + kk * NR + W, vload(src + W));
+    // column c of the panel is row j + c of Bᵀ (decoded first when packed)
+    const float* rows[NR];
+    for (int c = 0; c < nr; c++) {
+      if (B.w) {
+        dequant_range(B.w->fmt, wrows.row(j + c, p0, p0 + kc), p0, p0 + kc, tmp + c * kc);
+        rows[c] = tmp + c * kc;
       } else {
-        for (int c = 0; c < nr; c++) dst[kk * NR + c] = src[c];
-        for (int c = nr; c < NR; c++) dst[kk * NR + c] = 0.f;
+        rows[c] = B.p + (j + c) * B.ld + p0;
       }
     }
+    transpose_into_panel(rows, nr, kc, out + q * NR * kc, B.w || q + 1 >= pe ? 0 : NR * B.ld);
   }
 }
 
