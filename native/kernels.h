@@ -27,7 +27,7 @@ enum Schedule : int { kRuns = 0, kStream = 1 };
 void pool_run(Pool* pool, int64_t ntasks, TaskFn fn, void* ctx, Schedule schedule = kRuns);
 // Per-thread reusable buffer (64-byte aligned, contents undefined), grown on demand.
 void* pool_scratch(Pool* pool, int tid, int slot, size_t bytes);
-constexpr int kScratchSlots = 7;
+constexpr int kScratchSlots = 10;
 
 // ---- kernel parameters ----
 enum Act : int { ACT_GELU = 0, ACT_QUICK_GELU = 1, ACT_SILU = 2, ACT_GELU_TANH = 3, ACT_RELU = 4 };

@@ -480,11 +480,38 @@ static void k_attention_backward(Pool* pool, const float* q, const float* k, con
   const int64_t D = s.head_dim;
   const int64_t qb = ceil_div(s.tq, QBLOCK);
   Exec ex{pool, 0, s.batch * s.tq * s.heads * s.tk * D >= (int64_t(1) << 15)};
-  // one task per (batch, kv head): it alone writes that head's dk and dv
+  const int64_t L = av.limit(s.tq - 1);  // the most keys a block sees
+  // one task per (batch, kv head): it alone writes that head's dk and dv. As in the forward, the
+  // panels of Kᵀ, Vᵀ and K are packed once for all its heads and blocks (S = Q Kᵀ, dP = dO Vᵀ,
+  // dQ += dS K run the micro-kernel on them with matmul's blocking: the same bits)
   run(ex, s.batch * s.kv_heads, [&](int64_t t, int tid) {
     const int64_t b = t / s.kv_heads, kvh = t % s.kv_heads;
     const int64_t kvo = av.kv_off(b, kvh);
     const Exec inner{pool, tid, false};
+    const BSrc kt{k + kvo, av.kvrow, true, nullptr, false}, vt{v + kvo, av.kvrow, true, nullptr, false}, kn{k + kvo, av.kvrow, false, nullptr, false};
+    const bool panels = L > 0 && D <= KC;
+    const int64_t lpan = ceil_div(L, NR), dpan = ceil_div(D, NR);
+    float* Kt = panels ? scratch<float>(ex, tid, SLOT_KT, lpan * NR * D) : nullptr;
+    float* Vt = panels ? scratch<float>(ex, tid, SLOT_VT, lpan * NR * D) : nullptr;
+    float* Kn = panels ? scratch<float>(ex, tid, SLOT_KN, dpan * NR * L) : nullptr;
+    if (panels) {
+      float* tmp = scratch<float>(ex, tid, SLOT_T, imax(imax(L, D), NR * imax(L, D)));
+      pack_b(kt, 0, D, 0, L, 0, lpan, Kt, tmp);
+      pack_b(vt, 0, D, 0, L, 0, lpan, Vt, tmp);
+      pack_b(kn, 0, L, 0, D, 0, dpan, Kn, tmp);
+    }
+    // C[rows, n] (+)= A[rows, kc] · panels: the micro-kernel over packed panels (row stride ldp)
+    auto on_panels = [&](const ASrc& a, int64_t rows, int64_t n, int64_t depth, const float* pan, int64_t ldp, float* c, int64_t ldc, bool acc) {
+      float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(rows, MR) * MR * imin(KC, depth));
+      for (int64_t pc = 0; pc < depth; pc += KC) {
+        const int64_t kc = imin(KC, depth - pc);
+        pack_a(a, 0, rows, pc, kc, Ap);
+        for (int64_t p = 0; p < ceil_div(n, NR); p++)
+          for (int64_t ir = 0; ir < rows; ir += MR)
+            micro_kernel(kc, Ap + ir * kc, pan + p * NR * ldp + pc * NR, c + ir * ldc + p * NR, ldc, int(imin(MR, rows - ir)),
+                         int(imin(NR, n - p * NR)), acc || pc > 0);
+      }
+    };
     for (int64_t g = 0; g < av.group; g++) {
       const int64_t h = kvh * av.group + g;
       for (int64_t blk = 0; blk < qb; blk++) {
@@ -494,11 +521,13 @@ static void k_attention_backward(Pool* pool, const float* q, const float* k, con
         const int64_t qo = av.q_off(b, i0, h);
         float* P = scratch<float>(ex, tid, SLOT_S, rows * lmax);
         float* dP = scratch<float>(ex, tid, SLOT_P, rows * lmax);
-        matmul(inner, rows, lmax, D, ASrc{q + qo, av.qstride, false}, BSrc{k + kvo, av.kvrow, true, nullptr, false}, P, lmax,
-               false);
+        const bool fast = panels && rows > SMALL_M;  // else matmul's few-row path, as before
+        const ASrc qs{q + qo, av.qstride, false}, os{dout + qo, av.qstride, false};
+        if (fast) on_panels(qs, rows, lmax, D, Kt, D, P, lmax, false);
+        else matmul(inner, rows, lmax, D, qs, kt, P, lmax, false);
         masked_softmax(av, i0, rows, lmax, P);
-        matmul(inner, rows, lmax, D, ASrc{dout + qo, av.qstride, false}, BSrc{v + kvo, av.kvrow, true, nullptr, false}, dP,
-               lmax, false);
+        if (fast) on_panels(os, rows, lmax, D, Vt, D, dP, lmax, false);
+        else matmul(inner, rows, lmax, D, os, vt, dP, lmax, false);
         // dS = P (dP - sum_j P dP) scale, in place of dP
         for (int64_t r = 0; r < rows; r++) {
           const float* pr = P + r * lmax;
@@ -513,9 +542,8 @@ static void k_attention_backward(Pool* pool, const float* q, const float* k, con
           for (; j + W <= lmax; j += W) vstore(dr + j, vload(pr + j) * (vload(dr + j) - pv) * sc);
           for (; j < lmax; j++) dr[j] = pr[j] * (dr[j] - float(pdp)) * s.scale;
         }
-        if (dq)
-          matmul(inner, rows, D, lmax, ASrc{dP, lmax, false}, BSrc{k + kvo, av.kvrow, false, nullptr, false}, dq + qo,
-                 av.qstride, true);
+        if (dq && fast) on_panels(ASrc{dP, lmax, false}, rows, D, lmax, Kn, L, dq + qo, av.qstride, true);
+        else if (dq) matmul(inner, rows, D, lmax, ASrc{dP, lmax, false}, kn, dq + qo, av.qstride, true);
         if (dk)
           matmul(inner, lmax, D, rows, ASrc{dP, lmax, true}, BSrc{q + qo, av.qstride, false, nullptr, false}, dk + kvo,
                  av.kvrow, true);

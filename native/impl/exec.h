@@ -2,7 +2,9 @@
 // (kernels never nest parallel regions). Tasks are cut by problem size only, never by the
 // thread count, so results do not depend on how many threads run them.
 
-enum Slot : int { SLOT_A = 0, SLOT_B = 1, SLOT_T = 2, SLOT_S = 3, SLOT_P = 4, SLOT_MISC = 5, SLOT_PARTIAL = 6 };
+// SLOT_KT, SLOT_VT, SLOT_KN: a prompt attention backward task's key and value panels, kept
+// across the products (matmul) that use SLOT_A, SLOT_B and SLOT_T
+enum Slot : int { SLOT_A = 0, SLOT_B = 1, SLOT_T = 2, SLOT_S = 3, SLOT_P = 4, SLOT_MISC = 5, SLOT_PARTIAL = 6, SLOT_KT = 7, SLOT_VT = 8, SLOT_KN = 9 };
 
 struct Exec {
   Pool* pool;
