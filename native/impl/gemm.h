@@ -186,23 +186,26 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
     return;
   }
   if (!B.w && !B.trans) {
-    // rows of op(B) in memory: each row's stretch of the panels is read once, in order (a panel
-    // at a time read a 128-byte strip of every row)
-    for (int64_t kk = 0; kk < kc; kk++) {
-      const float* row = B.p + (p0 + kk) * B.ld + j0;
+    // rows of op(B) in memory, 16 rows at a time across all the panels: the rows' stretches are
+    // read whole and each panel gets 16 consecutive rows (a panel at a time read a 128-byte strip
+    // of every row; a row at a time wrote to every panel, 64 KiB apart: the same cache sets)
+    constexpr int64_t kRows = 16;
+    for (int64_t k0 = 0; k0 < kc; k0 += kRows)
       for (int64_t q = pb; q < pe; q++) {
         const int64_t j = q * NR;
         const int nr = int(imin(NR, nc - j));
-        float* dst = out + q * NR * kc + kk * NR;
-        if (nr == NR) {
-          vstore(dst, vload(row + j));
-          vstore(dst + W, vload(row + j + W));
-        } else {
-          for (int c = 0; c < nr; c++) dst[c] = row[j + c];
-          for (int c = nr; c < NR; c++) dst[c] = 0.f;
+        for (int64_t kk = k0; kk < imin(kc, k0 + kRows); kk++) {
+          const float* src = B.p + (p0 + kk) * B.ld + j0 + j;
+          float* dst = out + q * NR * kc + kk * NR;
+          if (nr == NR) {
+            vstore(dst, vload(src));
+            vstore(dst + W, vload(src + W));
+          } else {
+            for (int c = 0; c < nr; c++) dst[c] = src[c];
+            for (int c = nr; c < NR; c++) dst[c] = 0.f;
+          }
         }
       }
-    }
     return;
   }
   RowReader wrows(B.w);
