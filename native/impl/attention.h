@@ -394,6 +394,22 @@ static void k_attention_many_f16(Pool* pool, const float* q, const uint16_t* con
   attention_many(pool, q, k, v, lengths, out, s);
 }
 
+// C[rows, n] (+)= op(A)[rows, depth] · B for B packed into the GEMM's panels (panel p at pan +
+// p · NR · ldp, its row l at + l · NR): matmul's blocking (k in KC steps, the first block added
+// to C only with acc), so the bits of matmul over the same B. Uses the thread's SLOT_A.
+static void on_panels(const Exec& ex, int tid, const ASrc& a, int64_t rows, int64_t n, int64_t depth, const float* pan,
+                      int64_t ldp, float* c, int64_t ldc, bool acc) {
+  float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(rows, MR) * MR * imin(KC, depth));
+  for (int64_t pc = 0; pc < depth; pc += KC) {
+    const int64_t kc = imin(KC, depth - pc);
+    pack_a(a, 0, rows, pc, kc, Ap);
+    for (int64_t p = 0; p < ceil_div(n, NR); p++)
+      for (int64_t ir = 0; ir < rows; ir += MR)
+        micro_kernel(kc, Ap + ir * kc, pan + p * NR * ldp + pc * NR, c + ir * ldc + p * NR, ldc, int(imin(MR, rows - ir)),
+                     int(imin(NR, n - p * NR)), acc || pc > 0);
+  }
+}
+
 static void k_attention(Pool* pool, const float* q, const float* k, const float* v, float* out, const AttnShape& s) {
   const AttnView av(s);
   const int64_t D = s.head_dim;
@@ -439,20 +455,9 @@ static void k_attention(Pool* pool, const float* q, const float* k, const float*
         matmul(inner, rows, D, lmax, ps, vs, o, av.qstride, false);
         continue;
       }
-      float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(rows, MR) * MR * imax(D, imin(KC, lmax)));
-      pack_a(qs, 0, rows, 0, D, Ap);
-      for (int64_t p = 0; p < ceil_div(lmax, NR); p++)
-        for (int64_t ir = 0; ir < rows; ir += MR)
-          micro_kernel(D, Ap + ir * D, Kp + p * NR * D, S + ir * lmax + p * NR, lmax, int(imin(MR, rows - ir)), int(imin(NR, lmax - p * NR)), false);
+      on_panels(ex, tid, qs, rows, lmax, D, Kp, D, S, lmax, false);
       masked_softmax(av, i0, rows, lmax, S);
-      for (int64_t pc = 0; pc < lmax; pc += KC) {
-        const int64_t kc = imin(KC, lmax - pc);
-        pack_a(ps, 0, rows, pc, kc, Ap);
-        for (int64_t p = 0; p < vpan; p++)
-          for (int64_t ir = 0; ir < rows; ir += MR)
-            micro_kernel(kc, Ap + ir * kc, Vp + p * NR * L + pc * NR, o + ir * av.qstride + p * NR, av.qstride, int(imin(MR, rows - ir)),
-                         int(imin(NR, D - p * NR)), pc > 0);
-      }
+      on_panels(ex, tid, ps, rows, D, lmax, Vp, L, o, av.qstride, false);
     }
   });
 }
@@ -500,18 +505,6 @@ static void k_attention_backward(Pool* pool, const float* q, const float* k, con
       pack_b(vt, 0, D, 0, L, 0, lpan, Vt, tmp);
       pack_b(kn, 0, L, 0, D, 0, dpan, Kn, tmp);
     }
-    // C[rows, n] (+)= A[rows, kc] · panels: the micro-kernel over packed panels (row stride ldp)
-    auto on_panels = [&](const ASrc& a, int64_t rows, int64_t n, int64_t depth, const float* pan, int64_t ldp, float* c, int64_t ldc, bool acc) {
-      float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(rows, MR) * MR * imin(KC, depth));
-      for (int64_t pc = 0; pc < depth; pc += KC) {
-        const int64_t kc = imin(KC, depth - pc);
-        pack_a(a, 0, rows, pc, kc, Ap);
-        for (int64_t p = 0; p < ceil_div(n, NR); p++)
-          for (int64_t ir = 0; ir < rows; ir += MR)
-            micro_kernel(kc, Ap + ir * kc, pan + p * NR * ldp + pc * NR, c + ir * ldc + p * NR, ldc, int(imin(MR, rows - ir)),
-                         int(imin(NR, n - p * NR)), acc || pc > 0);
-      }
-    };
     for (int64_t g = 0; g < av.group; g++) {
       const int64_t h = kvh * av.group + g;
       for (int64_t blk = 0; blk < qb; blk++) {
@@ -523,10 +516,10 @@ static void k_attention_backward(Pool* pool, const float* q, const float* k, con
         float* dP = scratch<float>(ex, tid, SLOT_P, rows * lmax);
         const bool fast = panels && rows > SMALL_M;  // else matmul's few-row path, as before
         const ASrc qs{q + qo, av.qstride, false}, os{dout + qo, av.qstride, false};
-        if (fast) on_panels(qs, rows, lmax, D, Kt, D, P, lmax, false);
+        if (fast) on_panels(ex, tid, qs, rows, lmax, D, Kt, D, P, lmax, false);
         else matmul(inner, rows, lmax, D, qs, kt, P, lmax, false);
         masked_softmax(av, i0, rows, lmax, P);
-        if (fast) on_panels(os, rows, lmax, D, Vt, D, dP, lmax, false);
+        if (fast) on_panels(ex, tid, os, rows, lmax, D, Vt, D, dP, lmax, false);
         else matmul(inner, rows, lmax, D, os, vt, dP, lmax, false);
         // dS = P (dP - sum_j P dP) scale, in place of dP
         for (int64_t r = 0; r < rows; r++) {
@@ -542,7 +535,7 @@ static void k_attention_backward(Pool* pool, const float* q, const float* k, con
           for (; j + W <= lmax; j += W) vstore(dr + j, vload(pr + j) * (vload(dr + j) - pv) * sc);
           for (; j < lmax; j++) dr[j] = pr[j] * (dr[j] - float(pdp)) * s.scale;
         }
-        if (dq && fast) on_panels(ASrc{dP, lmax, false}, rows, D, lmax, Kn, L, dq + qo, av.qstride, true);
+        if (dq && fast) on_panels(ex, tid, ASrc{dP, lmax, false}, rows, D, lmax, Kn, L, dq + qo, av.qstride, true);
         else if (dq) matmul(inner, rows, D, lmax, ASrc{dP, lmax, false}, kn, dq + qo, av.qstride, true);
         if (dk)
           matmul(inner, lmax, D, rows, ASrc{dP, lmax, true}, BSrc{q + qo, av.qstride, false, nullptr, false}, dk + kvo,
