@@ -394,6 +394,14 @@ static void k_attention_many_f16(Pool* pool, const float* q, const uint16_t* con
   attention_many(pool, q, k, v, lengths, out, s);
 }
 
+// op(B)[depth, n] packed into the GEMM's panels in the thread's `slot` (panel p at p · NR · depth)
+static float* packed_panels(const Exec& ex, int tid, Slot slot, const BSrc& b, int64_t depth, int64_t n) {
+  const int64_t pans = ceil_div(n, NR);
+  float* out = scratch<float>(ex, tid, slot, pans * NR * depth);
+  pack_b(b, 0, depth, 0, n, 0, pans, out, scratch<float>(ex, tid, SLOT_T, imax(n, NR * depth)));
+  return out;
+}
+
 // C[rows, n] (+)= op(A)[rows, depth] · B for B packed into the GEMM's panels (panel p at pan +
 // p · NR · ldp, its row l at + l · NR): matmul's blocking (k in KC steps, the first block added
 // to C only with acc), so the bits of matmul over the same B. Uses the thread's SLOT_A.
@@ -430,14 +438,8 @@ static void k_attention(Pool* pool, const float* q, const float* k, const float*
     const Exec inner{pool, tid, false};
     const BSrc kt{k + kvo, av.kvrow, true, nullptr, false}, vs{v + kvo, av.kvrow, false, nullptr, false};
     const bool panels = L > 0 && D <= KC;
-    const int64_t kpan = ceil_div(L, NR), vpan = ceil_div(D, NR);
-    float* Kp = panels ? scratch<float>(ex, tid, SLOT_B, kpan * NR * D) : nullptr;
-    float* Vp = panels ? scratch<float>(ex, tid, SLOT_P, vpan * NR * L) : nullptr;
-    if (panels) {
-      float* tmp = scratch<float>(ex, tid, SLOT_T, imax(imax(L, D), NR * imax(L, D)));
-      pack_b(kt, 0, D, 0, L, 0, kpan, Kp, tmp);
-      pack_b(vs, 0, L, 0, D, 0, vpan, Vp, tmp);
-    }
+    const float* Kp = panels ? packed_panels(ex, tid, SLOT_B, kt, D, L) : nullptr;
+    const float* Vp = panels ? packed_panels(ex, tid, SLOT_P, vs, L, D) : nullptr;
     for (int64_t blk = 0; blk < qb; blk++) {
       const int64_t i0 = blk * QBLOCK, rows = imin(QBLOCK, s.tq - i0);
       const int64_t lmax = av.limit(i0 + rows - 1);
@@ -495,16 +497,9 @@ static void k_attention_backward(Pool* pool, const float* q, const float* k, con
     const Exec inner{pool, tid, false};
     const BSrc kt{k + kvo, av.kvrow, true, nullptr, false}, vt{v + kvo, av.kvrow, true, nullptr, false}, kn{k + kvo, av.kvrow, false, nullptr, false};
     const bool panels = L > 0 && D <= KC;
-    const int64_t lpan = ceil_div(L, NR), dpan = ceil_div(D, NR);
-    float* Kt = panels ? scratch<float>(ex, tid, SLOT_KT, lpan * NR * D) : nullptr;
-    float* Vt = panels ? scratch<float>(ex, tid, SLOT_VT, lpan * NR * D) : nullptr;
-    float* Kn = panels ? scratch<float>(ex, tid, SLOT_KN, dpan * NR * L) : nullptr;
-    if (panels) {
-      float* tmp = scratch<float>(ex, tid, SLOT_T, imax(imax(L, D), NR * imax(L, D)));
-      pack_b(kt, 0, D, 0, L, 0, lpan, Kt, tmp);
-      pack_b(vt, 0, D, 0, L, 0, lpan, Vt, tmp);
-      pack_b(kn, 0, L, 0, D, 0, dpan, Kn, tmp);
-    }
+    const float* Kt = panels ? packed_panels(ex, tid, SLOT_KT, kt, D, L) : nullptr;
+    const float* Vt = panels ? packed_panels(ex, tid, SLOT_VT, vt, D, L) : nullptr;
+    const float* Kn = panels ? packed_panels(ex, tid, SLOT_KN, kn, L, D) : nullptr;
     for (int64_t g = 0; g < av.group; g++) {
       const int64_t h = kvh * av.group + g;
       for (int64_t blk = 0; blk < qb; blk++) {
