@@ -4,7 +4,7 @@
  */
 import { IGNORE_INDEX } from "../llava/labels.js";
 import type { LoadedLlava } from "../llava/load.js";
-import { promptIds } from "../llava/pipeline.js";
+import { prepareImages, promptIds } from "../llava/pipeline.js";
 import { AdamW } from "../train/optimizer.js";
 import { batchLoss } from "../train/batch.js";
 import { setTrainables, type TrainablesOptions } from "../train/trainables.js";
@@ -80,9 +80,11 @@ export function trainingStep(loaded: LoadedLlava, phase: TrainPhase): { step: ()
   const named = setTrainables(loaded, { ...TRAINABLES[phase], rng });
   const opt = new AdamW([{ params: named, lr: TRAIN_LR, weightDecay: 0 }]);
   const example = trainingExample(loaded);
+  // the step starts from preprocessed pixels, as PyTorch's does (torch_peer.py reads them)
+  const prepared = prepareImages(loaded, example.images);
   const step = () => {
     opt.zeroGrad();
-    const { loss } = batchLoss(loaded, [example], { modelMaxLength: loaded.spec.text.maxPositionEmbeddings, rng });
+    const { loss } = batchLoss(loaded, [example], { modelMaxLength: loaded.spec.text.maxPositionEmbeddings, rng, prepared });
     loss.backward();
     opt.step(1);
     return loss.data[0];

@@ -14,7 +14,7 @@
 import type { RgbImage } from "../image/decode.js";
 import { expandLabels, IGNORE_INDEX } from "../llava/labels.js";
 import type { LoadedLlava } from "../llava/load.js";
-import { prepareImages } from "../llava/pipeline.js";
+import { type PreparedImages, prepareImages } from "../llava/pipeline.js";
 import { concat, crossEntropy, gatherRows, reshape } from "../tensor/ops.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
@@ -34,6 +34,11 @@ export interface BatchLossOptions {
   gradientCheckpointing?: boolean;
   /** LoRA dropout's random stream (restored for recomputation under checkpointing) */
   rng: Rng;
+  /**
+   * The batch's images already preprocessed: prepareImages of every example's images in order
+   * (a data loader that prepares ahead, or a benchmark that times the step alone)
+   */
+  prepared?: PreparedImages;
 }
 
 export interface BatchLoss {
@@ -44,11 +49,12 @@ export interface BatchLoss {
 }
 
 /** Each example's feature rows [M_i, D], all images through the tower and projector together. */
-function imageFeaturesPerExample(loaded: LoadedLlava, examples: TrainingExample[], checkpointed: boolean): Tensor[][] {
+function imageFeaturesPerExample(loaded: LoadedLlava, examples: TrainingExample[], checkpointed: boolean, given?: PreparedImages): Tensor[][] {
   const model = loaded.model;
   const images = examples.flatMap((e) => e.images);
+  if (given && given.layouts.length !== images.length) throw new LlavaError(`the batch has ${images.length} image(s) but ${given.layouts.length} prepared`);
   if (!images.length) return examples.map(() => []);
-  const prepared = prepareImages(loaded, images);
+  const prepared = given ?? prepareImages(loaded, images);
   const towerTrains = checkpointed && model.vision.namedParameters().some(([, t]) => t.requiresGrad);
   const features = model.imageFeatures(model.encodeImages(prepared.pixels, false, towerTrains).projected, prepared.layouts);
   let next = 0;
@@ -69,7 +75,7 @@ export function batchLoss(loaded: LoadedLlava, examples: TrainingExample[], opts
   if (!(Number.isInteger(opts.modelMaxLength) && opts.modelMaxLength >= 1)) throw new LlavaError(`model_max_length must be a positive whole number, got ${opts.modelMaxLength}`);
   examples.forEach((e, i) => checkExample(e, i, marker));
   const checkpointed = opts.gradientCheckpointing === true;
-  const features = imageFeaturesPerExample(loaded, examples, checkpointed);
+  const features = imageFeaturesPerExample(loaded, examples, checkpointed, opts.prepared);
   const rows = examples.map((e, i) => {
     const embeds = model.embedPrompt(e.ids, features[i], opts.modelMaxLength);
     const labels = expandLabels(e.ids, e.labels, marker, features[i].map((f) => f.dim(0))).slice(0, embeds.dim(1));

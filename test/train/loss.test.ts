@@ -8,6 +8,7 @@ import path from "node:path";
 import { batchLoss, type TrainingExample } from "../../src/train/batch.js";
 import { setTrainables } from "../../src/train/trainables.js";
 import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
+import { prepareImages } from "../../src/llava/pipeline.js";
 import type { NamedParameters } from "../../src/nn/layers.js";
 import { crossEntropy, gatherRows, reshape } from "../../src/tensor/ops.js";
 import { Tensor } from "../../src/tensor/tensor.js";
@@ -168,4 +169,15 @@ test("the decoder's output from a position on (outputFrom) is the full forward's
     assert.throws(() => llm.forward(embeds, { outputFrom: bad }), (e: unknown) => e instanceof LlavaError && /outputFrom/.test(e.message));
   }
   assert.throws(() => llm.forward(embeds, { outputFrom: 3, collectHidden: true }), /outputFrom/);
+});
+
+test("batchLoss on images prepared ahead (opts.prepared) gives the same loss, and a count that does not match fails clearly", async () => {
+  const loaded = await loadTiny();
+  const { checker, gradient } = await fixtureImages();
+  setTrainables(loaded, { tuneMmMlpAdapter: true, rng: new Rng(1) });
+  const examples = [example(loaded, "What is shown?", "A red square.", [checker]), example(loaded, "And here?", "A gradient.", [gradient])];
+  const opts = { modelMaxLength: 2048, rng: new Rng(1) };
+  const plain = batchLoss(loaded, examples, opts).loss.data[0];
+  assert.equal(batchLoss(loaded, examples, { ...opts, prepared: prepareImages(loaded, [checker, gradient]) }).loss.data[0], plain);
+  assert.throws(() => batchLoss(loaded, examples, { ...opts, prepared: prepareImages(loaded, [checker]) }), (e: unknown) => e instanceof LlavaError && /2 image\(s\) but 1 prepared/.test(e.message));
 });
