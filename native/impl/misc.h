@@ -1,20 +1,45 @@
 // Rotary embedding, embedding gather / scatter-add, cross-entropy and a memory read probe.
 
+// Each row's cos and sin of its angles (float, then the same half of sin): the last table made,
+// kept while positions and frequencies stay the same, so a forward's rope calls (queries and keys
+// of every layer) compute the angles once. Checked value by value, so it never goes stale.
+struct RopeTable {
+  std::vector<int32_t> pos;
+  std::vector<double> inv;
+  std::vector<float> cs;
+};
+
+static const float* rope_table(Pool* pool, const int32_t* pos, int64_t rows, const double* inv_freq, int64_t half) {
+  static thread_local RopeTable t;
+  if (t.pos.size() == size_t(rows) && t.inv.size() == size_t(half) && std::equal(pos, pos + rows, t.pos.begin()) &&
+      std::equal(inv_freq, inv_freq + half, t.inv.begin()))
+    return t.cs.data();
+  t.pos.assign(pos, pos + rows);
+  t.inv.assign(inv_freq, inv_freq + half);
+  t.cs.resize(size_t(rows * 2 * half));
+  float* cs = t.cs.data();
+  run(top(pool, rows * half * 64), rows, [&](int64_t r, int) {
+    for (int64_t i = 0; i < half; i++) {
+      // angles in double, as the reference computes them
+      const double angle = double(pos[r]) * inv_freq[i];
+      cs[r * 2 * half + i] = float(__builtin_cos(angle));
+      cs[r * 2 * half + half + i] = float(__builtin_sin(angle));
+    }
+  });
+  return cs;
+}
+
 static void k_rope(Pool* pool, const float* x, const int32_t* pos, int64_t rows, int64_t heads, int64_t head_dim,
                    const double* inv_freq, bool inverse, float* out) {
   const int64_t half = head_dim / 2, width = heads * head_dim;
   const int64_t per = imax(1, kChunk / imax(1, width));
+  const float* table = rope_table(pool, pos, rows, inv_freq, half);
   const Exec ex = top(pool, rows * width);
   run(ex, ceil_div(rows, per), [&](int64_t t, int tid) {
-    float* cs = scratch<float>(ex, tid, SLOT_MISC, 2 * half);
-    float* sn = cs + half;
+    float* sn = scratch<float>(ex, tid, SLOT_MISC, half);
     for (int64_t r = t * per; r < imin(rows, (t + 1) * per); r++) {
-      // angles in double, as the reference computes them
-      for (int64_t i = 0; i < half; i++) {
-        const double angle = double(pos[r]) * inv_freq[i];
-        cs[i] = float(__builtin_cos(angle));
-        sn[i] = float(inverse ? -__builtin_sin(angle) : __builtin_sin(angle));
-      }
+      const float* cs = table + r * 2 * half;
+      for (int64_t i = 0; i < half; i++) sn[i] = inverse ? -cs[half + i] : cs[half + i];
       for (int64_t h = 0; h < heads; h++) {
         const float* xo = x + r * width + h * head_dim;
         float* o = out + r * width + h * head_dim;
