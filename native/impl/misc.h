@@ -18,6 +18,7 @@ static const float* rope_table(Pool* pool, const int32_t* pos, int64_t rows, con
   t.inv.assign(inv_freq, inv_freq + half);
   t.cs.resize(size_t(rows * 2 * half));
   float* cs = t.cs.data();
+  // a cos and a sin in double cost about what 64 element-wise operations do: threads pay off sooner
   run(top(pool, rows * half * 64), rows, [&](int64_t r, int) {
     for (int64_t i = 0; i < half; i++) {
       // angles in double, as the reference computes them

@@ -53,13 +53,14 @@ function strides(shape: Shape): number[] {
  * in place move as contiguous runs.
  */
 function permuteCopy(src: Float32Array, shape: Shape, dims: number[], dst: Float32Array, inverse: boolean): void {
-  let kept = dims.length;
-  while (kept > 0 && dims[kept - 1] === kept - 1) kept--;
-  const run = numel(shape.slice(kept));
-  const outShape = dims.slice(0, kept).map((d) => shape[d]);
+  // the dimensions before the trailing ones that stay in place (those move as one run)
+  let moved = dims.length;
+  while (moved > 0 && dims[moved - 1] === moved - 1) moved--;
+  const run = numel(shape.slice(moved));
+  const outShape = dims.slice(0, moved).map((d) => shape[d]);
   const inStrides = strides(shape);
   // stride in the source for each output dimension
-  const srcStride = dims.slice(0, kept).map((d) => inStrides[d]);
+  const srcStride = dims.slice(0, moved).map((d) => inStrides[d]);
   const n = outShape.length;
   const idx = new Array<number>(n).fill(0);
   const total = numel(shape);
