@@ -24,6 +24,7 @@
   K(add_broadcast, addBroadcast, void, (Pool*, const float* x, const float* y, int64_t ny, float* out, int64_t n)) \
   K(mul, mul, void, (Pool*, const float* x, const float* y, float* out, int64_t n)) \
   K(scale, scale, void, (Pool*, const float* x, double s, float* out, int64_t n)) \
+  K(add_scaled, addScaled, void, (Pool*, const float* x, const float* y, double s, float* out, int64_t n)) \
   K(accumulate, accumulate, void, (Pool*, float* y, const float* x, int64_t n)) \
   K(sum_rows, sumRows, void, (Pool*, const float* x, int64_t rows, int64_t len, float* out)) \
   K(activation, activation, void, (Pool*, int act, const float* x, float* out, int64_t n)) \
@@ -66,8 +67,8 @@
   K(zero, zero, void, (Pool*, float* x, int64_t n)) \
   /* the first largest element's index, -1 when any is NaN or infinite (impl/misc.h) */ \
   K(argmax_finite, argmaxFinite, int64_t, (Pool*, const float* x, int64_t n)) \
-  /* dropout's mask from the Rng stream after `state` (impl/elementwise.h) */ \
-  K(dropout_mask, dropoutMask, void, (Pool*, uint32_t state, double p, float* out, int64_t n)) \
+  /* x times dropout's mask from the Rng stream after `state` (impl/elementwise.h) */ \
+  K(dropout, dropout, void, (Pool*, uint32_t state, double p, const float* x, float* out, int64_t n)) \
   /* reads x (n floats) `reps` times on every pool thread's share; returns a checksum */ \
   K(read_sum, bandwidth, double, (Pool*, const float* x, int64_t n, int reps))
 

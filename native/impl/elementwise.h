@@ -39,13 +39,23 @@ static void k_scale(Pool* pool, const float* x, double s, float* out, int64_t n)
   });
 }
 
+// x + y * s, y * s rounded to float first (as k_scale gives it, then k_add): a LoRA output in one pass
+static void k_add_scaled(Pool* pool, const float* x, const float* y, double s, float* out, int64_t n) {
+  chunked(top(pool, n), n, kChunk, [&](int64_t b, int64_t e, int) {
+    int64_t i = b;
+    for (; i + W <= e; i += W) vstore(out + i, vload(x + i) + narrow(vwiden(vload(y + i)) * s));
+    for (; i < e; i++) out[i] = x[i] + float(double(y[i]) * s);
+  });
+}
+
 static void k_accumulate(Pool* pool, float* y, const float* x, int64_t n) { k_add(pool, y, x, y, n); }
 
-// Dropout's mask from the mulberry32 stream of src/util/random.ts: its i-th number after `state`
+// Dropout: out[i] = x[i] times the mask, which is 0 when the i-th number of the mulberry32 stream
+// of src/util/random.ts after `state` is below p, else 1 / (1 - p) rounded to float. That number
 // depends on state + (i + 1) · step alone, so every element is drawn on its own, by any thread,
-// and the mask is the stream's bit for bit. out[i] = 0 when the number is below p, else
-// 1 / (1 - p) rounded to float.
-static void k_dropout_mask(Pool* pool, uint32_t state, double p, float* out, int64_t n) {
+// and the mask is the stream's bit for bit; the backward pass draws it again for the gradient
+// instead of keeping it.
+static void k_dropout(Pool* pool, uint32_t state, double p, const float* x, float* out, int64_t n) {
   constexpr uint32_t kStep = 0x6d2b79f5u;  // MULBERRY_STEP
   const float keep = float(1.0 / (1.0 - p));
   // u / 2^32 < p exactly when the integer u < ceil(p · 2^32) (p · 2^32 is exact in double): a
@@ -59,12 +69,13 @@ static void k_dropout_mask(Pool* pool, uint32_t state, double p, float* out, int
     // then keeps the loop scalar
     const uint32_t s0 = state + uint32_t(b + 1) * kStep, lim = below;
     const float k = all ? 0.f : keep;
+    const float* xi = x + b;
     float* o = out + b;
     for (int64_t i = 0; i < e - b; i++) {
       uint32_t t = s0 + uint32_t(i) * kStep;
       t = (t ^ (t >> 15)) * (t | 1u);
       t ^= t + (t ^ (t >> 7)) * (t | 61u);
-      o[i] = (t ^ (t >> 14)) < lim ? 0.f : k;
+      o[i] = xi[i] * ((t ^ (t >> 14)) < lim ? 0.f : k);
     }
   });
 }

@@ -2,7 +2,7 @@
  * Parameterised building blocks shared by every model. Each holds its parameters as tensors
  * and lists them with PyTorch-style dotted names, so training, saving and LoRA can walk them.
  */
-import { activation, add, dropout, embedding, layerNorm, linear, rmsNorm, scale } from "../tensor/ops.js";
+import { activation, addScaled, dropout, embedding, layerNorm, linear, rmsNorm } from "../tensor/ops.js";
 import type { Activation } from "../tensor/backend.js";
 import { unpackRow } from "../tensor/packed.js";
 import { outputBuffer, PackedTensor, Tensor } from "../tensor/tensor.js";
@@ -59,7 +59,7 @@ export class Linear implements Module {
     if (!this.adapter) return y;
     const { a, b, scale: s, dropout: p = 0 } = this.adapter;
     const input = opts.rng && p > 0 ? dropout(x, p, opts.rng) : x;
-    return add(y, scale(linear(linear(input, a, null, opts), b, null, opts), s));
+    return addScaled(y, linear(linear(input, a, null, opts), b, null, opts), s);
   }
 
   namedParameters(prefix = ""): NamedParameters {

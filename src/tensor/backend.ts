@@ -86,6 +86,8 @@ export interface Backend {
   mul(x: Float32Array, y: Float32Array, out: Float32Array): void;
   /** out = x * s */
   scale(x: Float32Array, s: number, out: Float32Array): void;
+  /** out = x + y * s, y * s rounded as scale rounds it */
+  addScaled(x: Float32Array, y: Float32Array, s: number, out: Float32Array): void;
   /** y += x */
   accumulate(y: Float32Array, x: Float32Array): void;
   /** out[j] = sum over rows of x[row, j]: the gradient of a broadcast add */
@@ -164,8 +166,9 @@ export interface Backend {
   /** The index of x's first largest element, or -1 when x is empty or holds a NaN or an infinity. */
   argmaxFinite(x: Float32Array): number;
   /**
-   * Dropout's mask: out[i] = 0 when the i-th number of the Rng stream after `state`
-   * (util/random.ts) is below p, else 1 / (1 - p) as float32. The caller's Rng then skips out.length.
+   * Dropout: out[i] = x[i] * mask[i], where mask[i] = 0 when the i-th number of the Rng stream
+   * after `state` (util/random.ts) is below p, else 1 / (1 - p) as float32. The same call on the
+   * gradient is the backward pass; the caller's Rng then skips out.length.
    */
-  dropoutMask(state: number, p: number, out: Float32Array): void;
+  dropout(state: number, p: number, x: Float32Array, out: Float32Array): void;
 }

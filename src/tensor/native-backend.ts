@@ -177,6 +177,10 @@ export class NativeBackend implements Backend {
     this.addon.scale(x, s, out);
   }
 
+  addScaled(x: Float32Array, y: Float32Array, s: number, out: Float32Array): void {
+    this.addon.addScaled(x, y, s, out);
+  }
+
   accumulate(y: Float32Array, x: Float32Array): void {
     this.addon.accumulate(y, x);
   }
@@ -276,7 +280,7 @@ export class NativeBackend implements Backend {
     return this.addon.argmaxFinite(x);
   }
 
-  dropoutMask(state: number, p: number, out: Float32Array): void {
-    this.addon.dropoutMask(state, p, out);
+  dropout(state: number, p: number, x: Float32Array, out: Float32Array): void {
+    this.addon.dropout(state, p, x, out);
   }
 }

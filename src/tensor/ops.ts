@@ -4,7 +4,7 @@
  * to push gradients to its inputs.
  */
 import type { Activation, AttentionParams } from "./backend.js";
-import { numel, outputBuffer, PackedTensor, result, Tensor, type Shape } from "./tensor.js";
+import { numel, outputBuffer, PackedTensor, result, Tensor, uninitialized, type Shape } from "./tensor.js";
 import type { Rng } from "../util/random.js";
 
 function fail(op: string, message: string): never {
@@ -22,7 +22,7 @@ function addToGrad(x: Tensor, compute: (out: Float32Array) => void): void {
     compute(x.gradBuffer());
     return;
   }
-  const tmp = new Float32Array(x.size);
+  const tmp = uninitialized(x.size);
   compute(tmp);
   x.backend.accumulate(x.gradBuffer(), tmp);
 }
@@ -197,6 +197,18 @@ export function scale(x: Tensor, s: number): Tensor {
   be.scale(x.data, s, out);
   return result(out, x.shape, [x], (g) => {
     if (x.requiresGrad) addToGrad(x, (out) => be.scale(g, s, out));
+  });
+}
+
+/** a + b * s (same shapes), b * s rounded as `scale` rounds it: add(a, scale(b, s)) in one pass. */
+export function addScaled(a: Tensor, b: Tensor, s: number): Tensor {
+  if (a.size !== b.size) fail("addScaled", `shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} differ`);
+  const be = a.backend;
+  const out = outputBuffer(a.size);
+  be.addScaled(a.data, b.data, s, out);
+  return result(out, a.shape, [a, b], (g) => {
+    if (a.requiresGrad) be.accumulate(a.gradBuffer(), g);
+    if (b.requiresGrad) addToGrad(b, (out) => be.scale(g, s, out));
   });
 }
 
@@ -418,11 +430,15 @@ export function gatherRows(x: Tensor, rows: Int32Array): Tensor {
 export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
   if (!(p >= 0 && p < 1)) fail("dropout", `probability ${p} outside [0, 1)`);
   if (p === 0) return x;
-  const mask = new Float32Array(x.size);
-  x.backend.dropoutMask(rng.state, p, mask);
-  rng.skip(mask.length);
-  // the mask is a constant factor: mul's backward scales the gradient by it
-  return mul(x, new Tensor(mask, x.shape, x.backend));
+  const be = x.backend;
+  const state = rng.state;
+  const out = outputBuffer(x.size);
+  be.dropout(state, p, x.data, out);
+  rng.skip(x.size);
+  // the mask is a constant factor, drawn again for the gradient rather than kept
+  return result(out, x.shape, [x], (g) => {
+    if (x.requiresGrad) addToGrad(x, (out) => be.dropout(state, p, g, out));
+  });
 }
 
 export interface CheckpointOptions {

@@ -150,6 +150,10 @@ export class RefBackend implements Backend {
     for (let i = 0; i < out.length; i++) out[i] = x[i] * s;
   }
 
+  addScaled(x: Float32Array, y: Float32Array, s: number, out: Float32Array): void {
+    for (let i = 0; i < out.length; i++) out[i] = x[i] + Math.fround(y[i] * s);
+  }
+
   accumulate(y: Float32Array, x: Float32Array): void {
     for (let i = 0; i < y.length; i++) y[i] += x[i];
   }
@@ -422,9 +426,9 @@ export class RefBackend implements Backend {
     return best;
   }
 
-  dropoutMask(state: number, p: number, out: Float32Array): void {
+  dropout(state: number, p: number, x: Float32Array, out: Float32Array): void {
     const rng = new Rng(state);
-    const keep = 1 / (1 - p);
-    for (let i = 0; i < out.length; i++) out[i] = rng.next() < p ? 0 : keep;
+    const keep = Math.fround(1 / (1 - p));
+    for (let i = 0; i < out.length; i++) out[i] = x[i] * (rng.next() < p ? 0 : keep);
   }
 }

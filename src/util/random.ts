@@ -25,7 +25,7 @@ export class Rng {
 /**
  * What mulberry32 adds to its state per number: the i-th number after state s is a function of
  * s + i · MULBERRY_STEP alone, so a kernel can draw any stretch of the stream in parallel
- * (native/impl/elementwise.h, k_dropout_mask).
+ * (native/impl/elementwise.h, k_dropout).
  */
 export const MULBERRY_STEP = 0x6d2b79f5;
 

@@ -87,6 +87,7 @@ function checkElementwise(be: Backend) {
       ["add", (b: Backend, o: Float32Array) => b.add(x, y, o)],
       ["mul", (b: Backend, o: Float32Array) => b.mul(x, y, o)],
       ["scale", (b: Backend, o: Float32Array) => b.scale(x, -1.7, o)],
+      ["addScaled", (b: Backend, o: Float32Array) => b.addScaled(x, y, -1.7, o)],
       ["accumulate", (b: Backend, o: Float32Array) => b.accumulate(o, x)],
     ] as const) {
       const { want, got } = both(`${name} n=${n}`, [randn(n, seed++)], (b, [o]) => call(b, o), be);

@@ -61,6 +61,13 @@ test("add with broadcast, mul, scale backward", () => {
   gradCheck("add", [rand([3, 4], 1), rand([4], 2)], ([a, b]) => ops.add(a, b));
   gradCheck("mul", [rand([3, 4], 3), rand([3, 4], 4)], ([a, b]) => ops.mul(a, b));
   gradCheck("scale", [rand([5], 5)], ([a]) => ops.scale(a, -2.5));
+  gradCheck("addScaled", [rand([3, 4], 6), rand([3, 4], 7)], ([a, b]) => ops.addScaled(a, b, 0.3));
+});
+
+test("addScaled(a, b, s) is add(a, scale(b, s)) bit for bit (LoRA's y + s * BAx)", () => {
+  const a = rand([7, 9], 8, false), b = rand([7, 9], 9, false);
+  for (const s of [2, 0.3, -1.7]) assert.deepEqual(ops.addScaled(a, b, s).data, ops.add(a, ops.scale(b, s)).data);
+  assert.throws(() => ops.addScaled(a, rand([9], 1), 2), /addScaled: shapes \[7, 9\] and \[9\] differ/);
 });
 
 test("activations backward", () => {
