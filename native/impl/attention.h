@@ -398,7 +398,7 @@ static void k_attention_many_f16(Pool* pool, const float* q, const uint16_t* con
 static float* packed_panels(const Exec& ex, int tid, Slot slot, const BSrc& b, int64_t depth, int64_t n) {
   const int64_t pans = ceil_div(n, NR);
   float* out = scratch<float>(ex, tid, slot, pans * NR * depth);
-  pack_b(b, 0, depth, 0, n, 0, pans, out, scratch<float>(ex, tid, SLOT_T, imax(n, NR * depth)));
+  pack_b(b, 0, depth, n, 0, pans, out, scratch<float>(ex, tid, SLOT_T, imax(n, NR * depth)));
   return out;
 }
 

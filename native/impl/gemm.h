@@ -6,9 +6,11 @@
 constexpr int NR = 2 * W;
 constexpr int MR = 6;
 // A 6 x 2W tile keeps 12 accumulators in registers (of 32 zmm / 16 ymm / 16 xmm). Measured on
-// the Zen 5 VM: the tile runs at the core's FMA peak (~117 GFLOP/s, as do 4x64, 8x32, 12x32);
-// KC = 512 beats 256 (fewer passes over C); MC and NC matter little.
-constexpr int64_t KC = W >= 8 ? 512 : 256, MC = 96, NC = W >= 8 ? 2048 : 1024;
+// Zen 5 VMs: on one with half-rate 512-bit FMA the tile ran at the core's peak (~117 GFLOP/s, as
+// did 4x64, 8x32, 12x32); on one with full-rate FMA (271-280 GFLOP/s a core by a pure FMA loop)
+// at 240-250 in large products, and 8x32, 12x32, KC = 256 or 384 were no faster. KC = 512 beats
+// 256 on the first (fewer passes over C).
+constexpr int64_t KC = W >= 8 ? 512 : 256;
 // Products with at most this many rows of A take the streaming path.
 constexpr int64_t SMALL_M = 4;
 
@@ -164,21 +166,21 @@ static void transpose_into_panel(const float* const* rows, int nr, int64_t kc, f
   }
 }
 
-// Panels [pb, pe) of op(B)[p0 .. p0+kc, j0 .. j0+nc) (panel q covers columns j0 + q*NR ..).
-// tmp holds max(nc, NR * kc) floats.
-static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t pb, int64_t pe, float* out,
-                   float* tmp) {
+// Panels [pb, pe) of op(B)[p0 .. p0+kc, 0 .. n) (panel q covers columns q*NR .. and lands at
+// out + (q - pb) * NR * kc). tmp holds max((pe - pb) * NR, NR * kc) floats.
+static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t n, int64_t pb, int64_t pe, float* out, float* tmp) {
+  out -= pb * NR * kc;
   if (B.w && B.wtrans) {
     // rows of W are rows of op(B): decode each row's column range once
-    const int64_t c0 = j0 + pb * NR, c1 = imin(j0 + nc, j0 + pe * NR);
+    const int64_t c0 = pb * NR, c1 = imin(n, pe * NR);
     RowReader rows(B.w);
     for (int64_t kk = 0; kk < kc; kk++) {
       dequant_range(B.w->fmt, rows.row(p0 + kk, c0, c1), c0, c1, tmp);
       for (int64_t q = pb; q < pe; q++) {
         const int64_t j = q * NR;
-        const int nr = int(imin(NR, nc - j));
+        const int nr = int(imin(NR, n - j));
         float* dst = out + q * NR * kc + kk * NR;
-        const float* src = tmp + (j0 + j - c0);
+        const float* src = tmp + (j - c0);
         for (int c = 0; c < nr; c++) dst[c] = src[c];
         for (int c = nr; c < NR; c++) dst[c] = 0.f;
       }
@@ -186,16 +188,22 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
     return;
   }
   if (!B.w && !B.trans) {
-    // rows of op(B) in memory, 16 rows at a time across all the panels: the rows' stretches are
-    // read whole and each panel gets 16 consecutive rows (a panel at a time read a 128-byte strip
-    // of every row; a row at a time wrote to every panel, 64 KiB apart: the same cache sets)
+    // rows of op(B) in memory, 16 rows at a time across the panels: the rows' stretches are read
+    // whole and each panel gets 16 consecutive rows (a panel at a time read a 128-byte strip of
+    // every row; a row at a time wrote to every panel, 64 KiB apart: the same cache sets). The
+    // next panels' stretch of the same rows is fetched meanwhile (a 64 x 1024 x 32001 product at
+    // one thread, 64 columns a task: 29.9 -> 24.1 ms).
     constexpr int64_t kRows = 16;
-    for (int64_t k0 = 0; k0 < kc; k0 += kRows)
+    const int64_t width = (pe - pb) * NR;
+    for (int64_t k0 = 0; k0 < kc; k0 += kRows) {
+      if (pe * NR < n)
+        for (int64_t kk = k0; kk < imin(kc, k0 + kRows); kk++)
+          for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(B.p + (p0 + kk) * B.ld + pe * NR + c, 0, 3);
       for (int64_t q = pb; q < pe; q++) {
         const int64_t j = q * NR;
-        const int nr = int(imin(NR, nc - j));
+        const int nr = int(imin(NR, n - j));
         for (int64_t kk = k0; kk < imin(kc, k0 + kRows); kk++) {
-          const float* src = B.p + (p0 + kk) * B.ld + j0 + j;
+          const float* src = B.p + (p0 + kk) * B.ld + j;
           float* dst = out + q * NR * kc + kk * NR;
           if (nr == NR) {
             vstore(dst, vload(src));
@@ -206,12 +214,13 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
           }
         }
       }
+    }
     return;
   }
   RowReader wrows(B.w);
   for (int64_t q = pb; q < pe; q++) {
-    const int64_t j = j0 + q * NR;
-    const int nr = int(imin(NR, j0 + nc - j));
+    const int64_t j = q * NR;
+    const int nr = int(imin(NR, n - j));
     // column c of the panel is row j + c of Bᵀ (decoded first when packed)
     const float* rows[NR];
     for (int c = 0; c < nr; c++) {
@@ -222,51 +231,50 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc
         rows[c] = B.p + (j + c) * B.ld + p0;
       }
     }
-    transpose_into_panel(rows, nr, kc, out + q * NR * kc, B.w || q + 1 >= pe ? 0 : NR * B.ld);
+    // the next panel's rows, the next task's too (a thread takes runs of consecutive tasks)
+    transpose_into_panel(rows, nr, kc, out + q * NR * kc, B.w || (q + 1) * NR >= n ? 0 : NR * B.ld);
   }
 }
 
-typedef void (*MicroKernel)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, int mr, int nr, bool add);
-
 // MICRO multiplies packed panels; the packing itself only moves 32-bit units, so a micro-kernel
 // over pairs of bf16 (kern_avx512bf16.cc) reuses it unchanged.
+//
+// A pass takes up to kPassRows rows of A and one KC block of K: each thread packs those rows of A
+// once (their panels, 768 KiB with AVX-512, 384 KiB with AVX2, stay in its L2), and a task is
+// kTaskCols columns of B, which the thread that multiplies them packs right before, so they are
+// in its own cache. Packing a whole block of B first, then sharing its panels, had each core
+// read panels the other had packed: at 2 threads a 197 x 3072 x 768 product took 1.9-2.7 ms
+// against 3.8 at one, now 1.8-1.9. Each C element is summed in the same K order whatever the
+// threads or the blocking: the same bits as before.
+constexpr int64_t kPassRows = (W >= 16 ? 64 : 32) * MR, kTaskCols = 64;
+
+typedef void (*MicroKernel)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, int mr, int nr, bool add);
+
 template <MicroKernel MICRO = micro_kernel>
 static void gemm_blocked(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& A, const BSrc& B, float* C,
                          int64_t ldc, bool acc) {
-  const int64_t threads = ex.par ? pool_size(ex.pool) : 1;
-  for (int64_t jc = 0; jc < n; jc += NC) {
-    const int64_t nc = imin(NC, n - jc);
-    const int64_t npan = ceil_div(nc, NR);
+  const int64_t npan = ceil_div(n, NR);
+  // a task's columns are whole 32-column groups, so packed q blocks are decoded whole
+  const int64_t unit = imax(1, kTaskCols / NR);
+  const int64_t units = ceil_div(npan, unit);
+  for (int64_t r0 = 0; r0 < m; r0 += kPassRows) {
+    const int64_t rows = imin(kPassRows, m - r0);
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = imin(KC, k - pc);
-      float* Bp = scratch<float>(ex, ex.tid, SLOT_B, npan * NR * kc);
-      // panel groups stay 32-column aligned so packed q blocks are decoded whole
-      const int64_t unit = NR >= 32 ? 1 : 32 / NR;
-      const int64_t units = ceil_div(npan, unit);
-      const int64_t groups = imin(units, threads * 4);
-      run(ex, groups, [&](int64_t g, int tid) {
-        const int64_t pb = imin(npan, g * units / groups * unit), pe = imin(npan, (g + 1) * units / groups * unit);
-        if (pb < pe) pack_b(B, pc, kc, jc, nc, pb, pe, Bp, scratch<float>(ex, tid, SLOT_T, imax(nc, NR * kc)));
-      });
       const bool add = acc || pc > 0;
-      const int64_t mb = ceil_div(m, MC);
-      const int64_t js = mb >= threads * 4 ? 1 : imin(npan, ceil_div(threads * 4, mb));
-      // the row block each thread's A panels hold: consecutive tasks of a row block (a thread
-      // takes runs of them) pack its A once
-      std::vector<int64_t> packed(size_t(pool_size(ex.pool)), -1);
-      run(ex, mb * js, [&](int64_t t, int tid) {
-        const int64_t ib = t / js, jg = t % js;
-        const int64_t i0 = ib * MC, mc = imin(MC, m - i0);
-        const int64_t q0 = jg * npan / js, q1 = (jg + 1) * npan / js;
-        if (q0 == q1) return;
-        float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(mc, MR) * MR * kc);
-        if (packed[tid] != ib) pack_a(A, i0, mc, pc, kc, Ap);
-        packed[tid] = ib;
-        for (int64_t q = q0; q < q1; q++) {
+      std::vector<char> packed(size_t(pool_size(ex.pool)), 0);  // this pass's A, per thread
+      run(ex, units, [&](int64_t u, int tid) {
+        float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(rows, MR) * MR * kc);
+        if (!packed[tid]) pack_a(A, r0, rows, pc, kc, Ap);
+        packed[tid] = 1;
+        const int64_t pb = u * unit, pe = imin(npan, pb + unit);
+        float* Bp = scratch<float>(ex, tid, SLOT_B, unit * NR * kc);
+        pack_b(B, pc, kc, n, pb, pe, Bp, scratch<float>(ex, tid, SLOT_T, imax(unit * NR, NR * kc)));
+        for (int64_t q = pb; q < pe; q++) {
           const int64_t j = q * NR;
-          const int nr = int(imin(NR, nc - j));
-          for (int64_t ir = 0; ir < mc; ir += MR)
-            MICRO(kc, Ap + ir * kc, Bp + q * NR * kc, C + (i0 + ir) * ldc + jc + j, ldc, int(imin(MR, mc - ir)), nr, add);
+          const int nr = int(imin(NR, n - j));
+          for (int64_t ir = 0; ir < rows; ir += MR)
+            MICRO(kc, Ap + ir * kc, Bp + (q - pb) * NR * kc, C + (r0 + ir) * ldc + j, ldc, int(imin(MR, rows - ir)), nr, add);
         }
       });
     }
