@@ -5,6 +5,7 @@
 import { IGNORE_INDEX } from "../llava/labels.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { prepareImages, promptIds } from "../llava/pipeline.js";
+import { Scratch } from "../tensor/tensor.js";
 import { AdamW } from "../train/optimizer.js";
 import { batchLoss } from "../train/batch.js";
 import { setTrainables, type TrainablesOptions } from "../train/trainables.js";
@@ -82,9 +83,10 @@ export function trainingStep(loaded: LoadedLlava, phase: TrainPhase): { step: ()
   const example = trainingExample(loaded);
   // the step starts from preprocessed pixels, as PyTorch's does (torch_peer.py reads them)
   const prepared = prepareImages(loaded, example.images);
+  const workspace = new Scratch(); // as the trainer's
   const step = () => {
     opt.zeroGrad();
-    const { loss } = batchLoss(loaded, [example], { modelMaxLength: loaded.spec.text.maxPositionEmbeddings, rng, prepared });
+    const { loss } = batchLoss(loaded, [example], { modelMaxLength: loaded.spec.text.maxPositionEmbeddings, rng, prepared, workspace });
     loss.backward();
     opt.step(1);
     return loss.data[0];

@@ -183,16 +183,22 @@ function topologicalOrder(root: Tensor): Tensor[] {
 }
 
 /**
- * A buffer op outputs are carved from inside `withScratch`, instead of fresh arrays: inference
- * steps whose intermediates die with the step (decode) then allocate no array per op and token.
+ * A buffer op outputs are carved from inside `withScratch`, instead of fresh arrays: steps whose
+ * intermediates die with the step (a decode step; a training step's forward, once its backward
+ * is done) then allocate no array per op.
  */
 export class Scratch {
   buf = new Float32Array(0);
   used = 0;
+  /** floats asked for in this run so far, across buffers: the next run starts in one of this size */
+  wanted = 0;
 
   /** Lets go of a buffer of more than `keep` floats (64 MiB by default): a long prompt's are not held until the next. */
   trim(keep = 16 * 2 ** 20): void {
-    if (this.buf.length > keep) this.buf = new Float32Array(0);
+    if (this.buf.length > keep) {
+      this.buf = new Float32Array(0);
+      this.wanted = 0;
+    }
   }
 }
 
@@ -224,18 +230,23 @@ export function outputBuffer(n: number): Float32Array {
   }
   const out = s.buf.subarray(s.used, s.used + n);
   s.used += n;
+  s.wanted += n;
   return out;
 }
 
 /**
  * Runs `fn` with op outputs carved from `s`, reused from its start on each run: nothing computed
- * inside may be kept past the next run, nor differentiated (its backward would read reused data).
+ * inside may be read after the next run starts, and a graph built inside must be
+ * back-propagated before then (its backward reads the outputs).
  */
 export function withScratch<T>(s: Scratch, fn: () => T): T {
   if (scratch === s) return fn();
   const before = scratch;
   scratch = s;
+  // a run like the last one fits in one buffer
+  if (s.wanted > s.buf.length) s.buf = new Float32Array(s.wanted);
   s.used = 0;
+  s.wanted = 0;
   try {
     return fn();
   } finally {

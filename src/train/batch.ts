@@ -16,7 +16,7 @@ import { expandLabels, IGNORE_INDEX } from "../llava/labels.js";
 import type { LoadedLlava } from "../llava/load.js";
 import { type PreparedImages, prepareImages } from "../llava/pipeline.js";
 import { concat, crossEntropy, gatherRows, reshape } from "../tensor/ops.js";
-import { Tensor } from "../tensor/tensor.js";
+import { Scratch, Tensor, withScratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import type { Rng } from "../util/random.js";
 
@@ -39,6 +39,14 @@ export interface BatchLossOptions {
    * (a data loader that prepares ahead, or a benchmark that times the step alone)
    */
   prepared?: PreparedImages;
+  /**
+   * Carves the forward's outputs from this buffer, reused by each call, instead of fresh arrays
+   * (a bench-small projector step 710-727 -> 664-682 ms: no collections triggered by hundreds of
+   * new arrays, and memory already mapped and cached). The loss must be back-propagated before
+   * the next call with the same workspace; not with gradient checkpointing, whose forward would
+   * then keep what it is meant to drop.
+   */
+  workspace?: Scratch;
 }
 
 export interface BatchLoss {
@@ -69,6 +77,11 @@ function checkExample(e: TrainingExample, i: number, marker: number): void {
 
 /** The loss of a batch of examples and the number of supervised positions it averages over. */
 export function batchLoss(loaded: LoadedLlava, examples: TrainingExample[], opts: BatchLossOptions): BatchLoss {
+  if (opts.workspace && opts.gradientCheckpointing) throw new LlavaError("a training workspace keeps every output of the forward: not with gradient checkpointing");
+  return opts.workspace ? withScratch(opts.workspace, () => forwardLoss(loaded, examples, opts)) : forwardLoss(loaded, examples, opts);
+}
+
+function forwardLoss(loaded: LoadedLlava, examples: TrainingExample[], opts: BatchLossOptions): BatchLoss {
   const model = loaded.model;
   const marker = model.settings.imageTokenId;
   if (!examples.length) throw new LlavaError("a training batch needs at least one sample");

@@ -18,6 +18,7 @@ import { setTrainables } from "./trainables.js";
 import { train, type TrainerHooks, type TrainerOptions, type TrainerTask, type TrainResult } from "./trainer.js";
 import { loadImages } from "../image/decode.js";
 import type { LoadedLlava } from "../llava/load.js";
+import { Scratch } from "../tensor/tensor.js";
 import { LlavaError } from "../util/errors.js";
 import { Rng } from "../util/random.js";
 
@@ -118,6 +119,8 @@ export async function runTraining(opts: TrainOptions, hooks: RunHooks = {}): Pro
     rng: new Rng(opts.seed ^ 0x10a),
   });
   const { modalityLengths } = sampleLengths(usable);
+  // each micro-batch's forward reuses one buffer (back-propagated before the next forward)
+  const workspace = opts.gradient_checkpointing ? undefined : new Scratch();
   const task: TrainerTask = {
     parameters,
     numSamples: usable.length,
@@ -132,7 +135,7 @@ export async function runTraining(opts: TrainOptions, hooks: RunHooks = {}): Pro
         const { ids, labels, imagePaths } = kept.get(usable[i].index)!;
         return { ids: Array.from(ids), labels: Array.from(labels), images: await loadImages(imagePaths) };
       }));
-      return batchLoss(loaded, examples, { modelMaxLength: opts.model_max_length, gradientCheckpointing: opts.gradient_checkpointing, rng });
+      return batchLoss(loaded, examples, { modelMaxLength: opts.model_max_length, gradientCheckpointing: opts.gradient_checkpointing, rng, workspace });
     },
     saveModel: modelSaver(loaded, opts, sourceDir),
     sampleId: (i) => usable[i].id,

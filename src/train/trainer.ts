@@ -36,7 +36,11 @@ export interface TrainerTask {
   numSamples: number;
   /** the sample indices of an epoch, in training order: a pure function of the epoch (and the run's seed) */
   order(epoch: number): number[];
-  /** the mean loss over the supervised tokens of these samples; `rng` drives any randomness (dropout) */
+  /**
+   * the mean loss over the supervised tokens of these samples; `rng` drives any randomness
+   * (dropout). The trainer back-propagates it before it asks for the next, so a task may reuse
+   * the forward's buffers from one call to the next.
+   */
   loss(indices: number[], rng: Rng): LossResult | Promise<LossResult>;
   /** writes the model files of a checkpoint or of the final output into `dir` */
   saveModel(dir: string): void | Promise<void>;

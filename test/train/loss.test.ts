@@ -11,7 +11,7 @@ import { loadLlava, type LoadedLlava } from "../../src/llava/load.js";
 import { prepareImages } from "../../src/llava/pipeline.js";
 import type { NamedParameters } from "../../src/nn/layers.js";
 import { crossEntropy, gatherRows, reshape } from "../../src/tensor/ops.js";
-import { Tensor } from "../../src/tensor/tensor.js";
+import { Scratch, Tensor } from "../../src/tensor/tensor.js";
 import { Rng } from "../../src/util/random.js";
 import { LlavaError } from "../../src/util/errors.js";
 import { readNpyFile } from "../helpers/npy-reader.js";
@@ -180,4 +180,37 @@ test("batchLoss on images prepared ahead (opts.prepared) gives the same loss, an
   const plain = batchLoss(loaded, examples, opts).loss.data[0];
   assert.equal(batchLoss(loaded, examples, { ...opts, prepared: prepareImages(loaded, [checker, gradient]) }).loss.data[0], plain);
   assert.throws(() => batchLoss(loaded, examples, { ...opts, prepared: prepareImages(loaded, [checker]) }), (e: unknown) => e instanceof LlavaError && /2 image\(s\) but 1 prepared/.test(e.message));
+});
+
+test("batchLoss in a workspace (opts.workspace) gives the same losses and gradients, call after call, and reuses its buffer once it has grown", async () => {
+  const loaded = await loadTiny();
+  const { checker, gradient } = await fixtureImages();
+  const params = setTrainables(loaded, { lora: { r: 4, alpha: 8, dropout: 0.1 }, rng: new Rng(1) });
+  for (const [name, t] of params) if (name.endsWith("lora_B.weight")) randomize(t.data, 0.5);
+  const short = [example(loaded, "What is shown?", "A red square.", [checker])];
+  const long = [example(loaded, "Describe the colours in detail, please.", "A smooth gradient from dark to light, left to right.", [gradient]), example(loaded, "Hi", "Hello.", [])];
+  const batches = [short, long, short, short];
+  const run = (workspace?: Scratch) => {
+    const rng = new Rng(7);
+    return batches.map((examples) => {
+      zeroGrad(params);
+      const { loss } = batchLoss(loaded, examples, { modelMaxLength: 2048, rng, workspace });
+      const value = loss.data[0];
+      loss.backward();
+      return { value, grads: gradients(params), buf: workspace?.buf };
+    });
+  };
+  const plain = run();
+  const workspace = new Scratch();
+  const reused = run(workspace);
+  plain.forEach((p, i) => {
+    assert.equal(reused[i].value, p.value, `loss of call ${i}`);
+    for (const [name, g] of p.grads) assert.deepEqual(reused[i].grads.get(name), g, `${name} after call ${i}`);
+  });
+  assert.equal(reused[3].buf, reused[2].buf, "the last call ran in the buffer the one before it sized");
+  assert.ok(workspace.buf.length > 0);
+  assert.throws(
+    () => batchLoss(loaded, short, { modelMaxLength: 2048, rng: new Rng(1), workspace, gradientCheckpointing: true }),
+    (e: unknown) => e instanceof LlavaError && /not with gradient checkpointing/.test(e.message),
+  );
 });
