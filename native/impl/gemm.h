@@ -239,45 +239,51 @@ static void pack_b(const BSrc& B, int64_t p0, int64_t kc, int64_t n, int64_t pb,
 // MICRO multiplies packed panels; the packing itself only moves 32-bit units, so a micro-kernel
 // over pairs of bf16 (kern_avx512bf16.cc) reuses it unchanged.
 //
-// A pass takes up to kPassRows rows of A and one KC block of K: each thread packs those rows of A
-// once (their panels, 768 KiB with AVX-512, 384 KiB with AVX2, stay in its L2), and a task is
-// kTaskCols columns of B, which the thread that multiplies them packs right before, so they are
-// in its own cache. Packing a whole block of B first, then sharing its panels, had each core
-// read panels the other had packed: at 2 threads a 197 x 3072 x 768 product took 1.9-2.7 ms
-// against 3.8 at one, now 1.8-1.9. Each C element is summed in the same K order whatever the
-// threads or the blocking: the same bits as before.
-constexpr int64_t kPassRows = (W >= 16 ? 64 : 32) * MR, kTaskCols = 64;
+// A task is a block of up to kBlockRows rows of A by kTaskCols columns of B, over one KC block of
+// K. A thread packs its block's rows of A once for the tasks it runs in a row (their panels,
+// 768 KiB with AVX-512, 384 KiB with AVX2, stay in its L2), and packs the task's columns of B
+// right before multiplying them, so they are in its own cache. Packing a whole block of B first,
+// then sharing its panels, had each core read panels the other had packed: at 2 threads a 197 x
+// 3072 x 768 product took 1.9-2.7 ms against 3.8 at one, now 1.8-1.9. With few columns (LoRA's
+// rank, say) the rows are cut finer, so that every thread has tasks. Each C element is summed in
+// the same K order whatever the threads or the blocking: the same bits as before.
+constexpr int64_t kBlockRows = (W >= 16 ? 64 : 32) * MR, kTaskCols = 64;
 
 typedef void (*MicroKernel)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, int mr, int nr, bool add);
 
 template <MicroKernel MICRO = micro_kernel>
 static void gemm_blocked(const Exec& ex, int64_t m, int64_t n, int64_t k, const ASrc& A, const BSrc& B, float* C,
                          int64_t ldc, bool acc) {
+  const int64_t threads = ex.par ? pool_size(ex.pool) : 1;
   const int64_t npan = ceil_div(n, NR);
   // a task's columns are whole 32-column groups, so packed q blocks are decoded whole
   const int64_t unit = imax(1, kTaskCols / NR);
   const int64_t units = ceil_div(npan, unit);
-  for (int64_t r0 = 0; r0 < m; r0 += kPassRows) {
-    const int64_t rows = imin(kPassRows, m - r0);
-    for (int64_t pc = 0; pc < k; pc += KC) {
-      const int64_t kc = imin(KC, k - pc);
-      const bool add = acc || pc > 0;
-      std::vector<char> packed(size_t(pool_size(ex.pool)), 0);  // this pass's A, per thread
-      run(ex, units, [&](int64_t u, int tid) {
-        float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(rows, MR) * MR * kc);
-        if (!packed[tid]) pack_a(A, r0, rows, pc, kc, Ap);
-        packed[tid] = 1;
-        const int64_t pb = u * unit, pe = imin(npan, pb + unit);
-        float* Bp = scratch<float>(ex, tid, SLOT_B, unit * NR * kc);
-        pack_b(B, pc, kc, n, pb, pe, Bp, scratch<float>(ex, tid, SLOT_T, imax(unit * NR, NR * kc)));
-        for (int64_t q = pb; q < pe; q++) {
-          const int64_t j = q * NR;
-          const int nr = int(imin(NR, n - j));
-          for (int64_t ir = 0; ir < rows; ir += MR)
-            MICRO(kc, Ap + ir * kc, Bp + (q - pb) * NR * kc, C + (r0 + ir) * ldc + j, ldc, int(imin(MR, rows - ir)), nr, add);
-        }
-      });
-    }
+  // row blocks: at most kBlockRows rows, and with several threads enough blocks for about 4 tasks
+  // a thread, down to 8 register tiles a block
+  const int64_t want = threads > 1 ? imin(ceil_div(4 * threads, units), ceil_div(m, 8 * MR)) : 1;
+  const int64_t block = ceil_div(ceil_div(m, imax(want, ceil_div(m, kBlockRows))), MR) * MR;
+  const int64_t blocks = ceil_div(m, block);
+  for (int64_t pc = 0; pc < k; pc += KC) {
+    const int64_t kc = imin(KC, k - pc);
+    const bool add = acc || pc > 0;
+    std::vector<int64_t> packed(size_t(pool_size(ex.pool)), -1);  // the row block of each thread's A panels
+    run(ex, blocks * units, [&](int64_t t, int tid) {
+      const int64_t ib = t / units, u = t % units;
+      const int64_t r0 = ib * block, rows = imin(block, m - r0);
+      float* Ap = scratch<float>(ex, tid, SLOT_A, ceil_div(block, MR) * MR * kc);
+      if (packed[tid] != ib) pack_a(A, r0, rows, pc, kc, Ap);
+      packed[tid] = ib;
+      const int64_t pb = u * unit, pe = imin(npan, pb + unit);
+      float* Bp = scratch<float>(ex, tid, SLOT_B, unit * NR * kc);
+      pack_b(B, pc, kc, n, pb, pe, Bp, scratch<float>(ex, tid, SLOT_T, imax(unit * NR, NR * kc)));
+      for (int64_t q = pb; q < pe; q++) {
+        const int64_t j = q * NR;
+        const int nr = int(imin(NR, n - j));
+        for (int64_t ir = 0; ir < rows; ir += MR)
+          MICRO(kc, Ap + ir * kc, Bp + (q - pb) * NR * kc, C + (r0 + ir) * ldc + j, ldc, int(imin(MR, rows - ir)), nr, add);
+      }
+    });
   }
 }
 
