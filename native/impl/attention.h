@@ -35,9 +35,17 @@ static inline double exp_sum(float* row, int64_t n, float m) {
     sumv += vwiden(e);
   }
   double sum = hsum(sumv);
-  for (; j < n; j++) {
-    row[j] = sexp(row[j] - m);
-    sum += row[j];
+  if (j < n) {
+    // the tail's exps in one vector (each lane what sexp gives it), then added one by one: a
+    // causal prompt's rows end anywhere, and one vector exp a tail element was a third of its
+    // softmax
+    alignas(64) float t[W];
+    for (int x = 0; x < W; x++) t[x] = j + x < n ? row[j + x] - m : 0.f;
+    vstore(t, vexp(vload(t)));
+    for (int x = 0; j < n; j++, x++) {
+      row[j] = t[x];
+      sum += row[j];
+    }
   }
   return sum;
 }
