@@ -133,7 +133,14 @@ static void pack_a(const ASrc& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc
       for (int r = mr; r < MR; r++)
         for (int64_t kk = 0; kk < kc; kk++) dst[kk * MR + r] = 0.f;
     } else {
-      for (int64_t kk = 0; kk < kc; kk++) {
+      int64_t kk = 0;
+#if LLAVA_X86_SIMD && defined(__AVX512F__)
+      // a row of Aᵀ gives a panel row: one masked load and store (the rest zero), not 6 + 6 scalar
+      // copies (a prompt attention's backward, whose dV = Pᵀ dO reads P so: 16% of it)
+      const __mmask16 have = __mmask16((1u << mr) - 1), row = __mmask16((1u << MR) - 1);
+      for (; kk < kc; kk++) _mm512_mask_storeu_ps(dst + kk * MR, row, _mm512_maskz_loadu_ps(have, A.p + (p0 + kk) * A.ld + i0 + ir));
+#endif
+      for (; kk < kc; kk++) {
         const float* src = A.p + (p0 + kk) * A.ld + i0 + ir;
         for (int r = 0; r < mr; r++) dst[kk * MR + r] = src[r];
         for (int r = mr; r < MR; r++) dst[kk * MR + r] = 0.f;
