@@ -836,8 +836,7 @@ void keep_freed_arrays() {
 }
 
 napi_value Init(napi_env env, napi_value exports) {
-  static const bool tuned = (keep_freed_arrays(), true);
-  (void)tuned;
+  keep_freed_arrays();  // per environment that loads the addon: the same settings each time
   State* state = new State();
   state->kernels = available_kernels()[0];
   state->pool = pool_create(default_threads());
